@@ -1,0 +1,166 @@
+// Package account holds API accounts and their keys, and authenticates
+// requests against them in time that does not reveal why a request failed.
+package account
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/ipallow"
+	"github.com/taskgate/taskgate/backend/ratelimit"
+)
+
+// Account is one API customer.
+type Account struct {
+	// ID is what clients send in the account-id header.
+	ID string
+	// Keys are the account's API keys, as hashes. Several are live during a
+	// rotation.
+	Keys []Key
+	// Limit is the account's rate limit.
+	Limit ratelimit.Limit
+	// Allow lists the networks requests may come from; empty allows any.
+	Allow ipallow.List
+	// TaskTypes lists the "action/type" pairs the account may call; empty
+	// allows all.
+	TaskTypes []string
+	// Webhooks receive the account's finished tasks.
+	Webhooks []Webhook
+	// FailureWebhook, when set, is told of deliveries that failed for good.
+	FailureWebhook string
+	// Disabled accounts fail authentication with every key.
+	Disabled bool
+	// Static accounts come from the configuration and cannot be changed at
+	// run time.
+	Static bool
+}
+
+// Key is one API key of an account, stored only as its SHA-256.
+type Key struct {
+	// Hash is the SHA-256 of the key.
+	Hash [sha256.Size]byte
+	// ExpiresAt, when not zero, is when the key stops working.
+	ExpiresAt time.Time
+}
+
+// Webhook is a pre-configured receiver of an account's finished tasks.
+type Webhook struct {
+	URL           string
+	Secret        string
+	Authorization string
+	// Types limits the webhook to these task types; empty means all.
+	Types []string
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// ValidateID checks that id is 1–64 letters, digits, '_', '.' or '-',
+// starting with a letter or digit.
+func ValidateID(id string) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("account id %q: want 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", id)
+	}
+	return nil
+}
+
+// HashKey returns the SHA-256 of an API key.
+func HashKey(key string) [sha256.Size]byte { return sha256.Sum256([]byte(key)) }
+
+// ParseKeyHash parses the hex SHA-256 of a key (64 hex digits).
+func ParseKeyHash(s string) ([sha256.Size]byte, error) {
+	var h [sha256.Size]byte
+	if len(s) != hex.EncodedLen(sha256.Size) {
+		return h, errors.New("key_sha256 must be 64 hex digits (the SHA-256 of the key; see 'taskgate hash-key')")
+	}
+	if _, err := hex.Decode(h[:], []byte(s)); err != nil {
+		return h, errors.New("key_sha256 must be 64 hex digits (the SHA-256 of the key; see 'taskgate hash-key')")
+	}
+	return h, nil
+}
+
+// ValidateTaskType checks the form "action/type".
+func ValidateTaskType(t string) error {
+	action, typ, ok := strings.Cut(t, "/")
+	if !ok || !segmentPattern.MatchString(action) || !segmentPattern.MatchString(typ) {
+		return fmt.Errorf("task type %q: want action/type, each of letters, digits, '_', '.' or '-'", t)
+	}
+	return nil
+}
+
+var segmentPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// ValidateWebhookURL checks that u is an absolute http(s) URL with a host.
+func ValidateWebhookURL(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return fmt.Errorf("webhook URL %q: must be an absolute http:// or https:// URL", u)
+	}
+	return nil
+}
+
+// ParseWebhookSecret decodes a Standard Webhooks secret "whsec_<base64>".
+func ParseWebhookSecret(s string) ([]byte, error) {
+	b64, ok := strings.CutPrefix(s, "whsec_")
+	if !ok {
+		return nil, errors.New("webhook secret must look like whsec_<base64>")
+	}
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(key) < 24 || len(key) > 64 {
+		return nil, errors.New("webhook secret must be whsec_ followed by the base64 of 24 to 64 random bytes")
+	}
+	return key, nil
+}
+
+// Validate checks the account's own fields.
+func (a *Account) Validate() error {
+	if err := ValidateID(a.ID); err != nil {
+		return err
+	}
+	for _, t := range a.TaskTypes {
+		if err := ValidateTaskType(t); err != nil {
+			return fmt.Errorf("account %s: %w", a.ID, err)
+		}
+	}
+	for _, w := range a.Webhooks {
+		if err := w.Validate(); err != nil {
+			return fmt.Errorf("account %s: %w", a.ID, err)
+		}
+	}
+	if a.FailureWebhook != "" {
+		if err := ValidateWebhookURL(a.FailureWebhook); err != nil {
+			return fmt.Errorf("account %s: failure_webhook: %w", a.ID, err)
+		}
+	}
+	return nil
+}
+
+// Validate checks the webhook's URL, secret and types.
+func (w *Webhook) Validate() error {
+	if err := ValidateWebhookURL(w.URL); err != nil {
+		return err
+	}
+	if w.Secret != "" {
+		if _, err := ParseWebhookSecret(w.Secret); err != nil {
+			return fmt.Errorf("webhook %s: %w", w.URL, err)
+		}
+	}
+	for _, t := range w.Types {
+		if err := ValidateTaskType(t); err != nil {
+			return fmt.Errorf("webhook %s: %w", w.URL, err)
+		}
+	}
+	return nil
+}
+
+// MayUse tells whether the account may call the task type "action/type".
+func (a *Account) MayUse(taskType string) bool {
+	return len(a.TaskTypes) == 0 || slices.Contains(a.TaskTypes, taskType)
+}

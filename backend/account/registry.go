@@ -1,0 +1,84 @@
+package account
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrInvalidCredentials is the one answer to every failed authentication:
+// unknown account, wrong, expired or revoked key, disabled account.
+var ErrInvalidCredentials = errors.New("invalid credentials")
+
+// Registry finds accounts by id and authenticates their keys. It is
+// read-only once built, so lookups take no lock.
+type Registry struct {
+	accounts map[string]*Account
+	now      func() time.Time
+	// decoy stands in for the keys of an unknown account, so that an
+	// unknown account costs the same work as a wrong key.
+	decoy []Key
+}
+
+// NewRegistry builds a registry of accounts; now is the clock for key
+// expiry (time.Now if nil). Ids must be unique.
+func NewRegistry(accounts []*Account, now func() time.Time) (*Registry, error) {
+	if now == nil {
+		now = time.Now
+	}
+	r := &Registry{
+		accounts: make(map[string]*Account, len(accounts)),
+		now:      now,
+		decoy:    []Key{{Hash: sha256.Sum256([]byte("taskgate decoy key"))}},
+	}
+	for _, a := range accounts {
+		if err := a.Validate(); err != nil {
+			return nil, err
+		}
+		if _, dup := r.accounts[a.ID]; dup {
+			return nil, fmt.Errorf("account %s: defined more than once", a.ID)
+		}
+		r.accounts[a.ID] = a
+	}
+	return r, nil
+}
+
+// Lookup returns the account with the given id.
+func (r *Registry) Lookup(id string) (*Account, bool) {
+	a, ok := r.accounts[id]
+	return a, ok
+}
+
+// Len returns the number of accounts.
+func (r *Registry) Len() int { return len(r.accounts) }
+
+// Authenticate returns the account when key is one of its live keys, and
+// ErrInvalidCredentials otherwise. It hashes the key once and compares the
+// hash with every key of the account (or with a decoy when the account is
+// unknown) in constant time, so the answer's timing does not tell which of
+// the account and the key was wrong.
+func (r *Registry) Authenticate(id, key string) (*Account, error) {
+	sum := sha256.Sum256([]byte(key))
+	a, known := r.accounts[id]
+	keys := r.decoy
+	if known && len(a.Keys) > 0 {
+		keys = a.Keys
+	}
+	now := r.now()
+	match := 0
+	for i := range keys {
+		k := &keys[i]
+		eq := subtle.ConstantTimeCompare(sum[:], k.Hash[:])
+		live := 1
+		if !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
+			live = 0
+		}
+		match |= eq & live
+	}
+	if !known || len(a.Keys) == 0 || match == 0 || a.Disabled {
+		return nil, ErrInvalidCredentials
+	}
+	return a, nil
+}

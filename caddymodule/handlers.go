@@ -1,0 +1,270 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/ipallow"
+)
+
+func init() {
+	caddy.RegisterModule(APIKeyAuth{})
+	caddy.RegisterModule(IPAllowlist{})
+	caddy.RegisterModule(AccountRateLimit{})
+}
+
+// The request headers that carry credentials.
+const (
+	accountIDHeader = "Account-Id"
+	apiKeyHeader    = "Api-Key"
+)
+
+// userIDPlaceholder is where api_key_auth (or Caddy's basic_auth, or any
+// other authentication handler) leaves the authenticated account's id.
+const userIDPlaceholder = "http.auth.user.id"
+
+// loadApp returns the taskgate app of the config being provisioned and
+// registers the metrics with it.
+func loadApp(ctx caddy.Context) (*App, error) {
+	v, err := ctx.App("taskgate")
+	if err != nil {
+		return nil, fmt.Errorf("loading taskgate app: %w", err)
+	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return nil, err
+	}
+	return v.(*App), nil
+}
+
+// APIKeyAuth authenticates requests by their account-id and api-key
+// headers against the taskgate app's accounts. On success it sets
+// {http.auth.user.id} to the account id and removes the api-key header, so
+// that the key reaches neither an upstream nor a log. On failure it answers
+// 401 MISSING_CREDENTIALS or 403 INVALID_CREDENTIALS.
+type APIKeyAuth struct {
+	app    *App
+	logger *zap.Logger
+
+	allowed, missing, invalid prometheus.Counter
+}
+
+// CaddyModule returns the Caddy module information.
+func (APIKeyAuth) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.api_key_auth",
+		New: func() caddy.Module { return new(APIKeyAuth) },
+	}
+}
+
+// Provision connects the handler to the taskgate app.
+func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	var err error
+	if h.app, err = loadApp(ctx); err != nil {
+		return err
+	}
+	h.allowed = decisionsTotal.WithLabelValues("api_key_auth", "allowed")
+	h.missing = decisionsTotal.WithLabelValues("api_key_auth", "missing_credentials")
+	h.invalid = decisionsTotal.WithLabelValues("api_key_auth", "invalid_credentials")
+	return nil
+}
+
+// ServeHTTP authenticates the request.
+func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	ids, keys := r.Header[accountIDHeader], r.Header[apiKeyHeader]
+	// The key leaves the request whatever happens next: access logs and
+	// upstreams see the request as it is after the handlers ran.
+	delete(r.Header, apiKeyHeader)
+	if len(ids) == 0 || len(keys) == 0 || ids[0] == "" || keys[0] == "" {
+		h.missing.Inc()
+		apierr.Write(w, apierr.MissingCredentials)
+		return nil
+	}
+	if len(ids) > 1 || len(keys) > 1 {
+		h.invalid.Inc()
+		apierr.Write(w, apierr.InvalidCredentials)
+		return nil
+	}
+	acct, err := h.app.registry.Authenticate(ids[0], keys[0])
+	if err != nil {
+		h.invalid.Inc()
+		if c := h.logger.Check(zapcore.DebugLevel, "authentication failed"); c != nil {
+			c.Write(zap.String("account_id", ids[0]))
+		}
+		apierr.Write(w, apierr.InvalidCredentials)
+		return nil
+	}
+	h.allowed.Inc()
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set(userIDPlaceholder, acct.ID)
+	return next.ServeHTTP(w, r)
+}
+
+// IPAllowlist lets a request pass only when its client address is in the
+// authenticated account's allow list (any address when the list is empty).
+// The client address is Caddy's: the peer, or with trusted_proxies the
+// forwarded client, never a header from an untrusted peer. A request that
+// no handler authenticated gets 401 MISSING_CREDENTIALS; one from an
+// address not allowed gets 403 IP_NOT_ALLOWED.
+type IPAllowlist struct {
+	app *App
+
+	allowed, missing, refused prometheus.Counter
+}
+
+// CaddyModule returns the Caddy module information.
+func (IPAllowlist) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.ip_allowlist",
+		New: func() caddy.Module { return new(IPAllowlist) },
+	}
+}
+
+// Provision connects the handler to the taskgate app.
+func (h *IPAllowlist) Provision(ctx caddy.Context) error {
+	var err error
+	if h.app, err = loadApp(ctx); err != nil {
+		return err
+	}
+	h.allowed = decisionsTotal.WithLabelValues("ip_allowlist", "allowed")
+	h.missing = decisionsTotal.WithLabelValues("ip_allowlist", "missing_credentials")
+	h.refused = decisionsTotal.WithLabelValues("ip_allowlist", "ip_not_allowed")
+	return nil
+}
+
+// ServeHTTP checks the client address.
+func (h *IPAllowlist) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	id, _ := repl.GetString(userIDPlaceholder)
+	if id == "" {
+		h.missing.Inc()
+		apierr.Write(w, apierr.MissingCredentials)
+		return nil
+	}
+	if acct, ok := h.app.registry.Lookup(id); ok && len(acct.Allow) > 0 {
+		ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+		addr, err := ipallow.ParseClientIP(ip)
+		if err != nil || !acct.Allow.Allows(addr) {
+			h.refused.Inc()
+			apierr.Write(w, apierr.IPNotAllowed)
+			return nil
+		}
+	}
+	h.allowed.Inc()
+	return next.ServeHTTP(w, r)
+}
+
+// AccountRateLimit limits the requests of the authenticated account to its
+// rate (the app's default rate for accounts that set none, including users
+// authenticated by other handlers than api_key_auth). Every answer carries
+// RateLimit-Policy and RateLimit headers; a refused request gets 429
+// TOO_MANY_REQUESTS with Retry-After.
+type AccountRateLimit struct {
+	app    *App
+	logger *zap.Logger
+
+	allowed, missing, limited, storeError prometheus.Counter
+}
+
+// CaddyModule returns the Caddy module information.
+func (AccountRateLimit) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.account_rate_limit",
+		New: func() caddy.Module { return new(AccountRateLimit) },
+	}
+}
+
+// Provision connects the handler to the taskgate app.
+func (h *AccountRateLimit) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	var err error
+	if h.app, err = loadApp(ctx); err != nil {
+		return err
+	}
+	h.allowed = decisionsTotal.WithLabelValues("account_rate_limit", "allowed")
+	h.missing = decisionsTotal.WithLabelValues("account_rate_limit", "missing_credentials")
+	h.limited = decisionsTotal.WithLabelValues("account_rate_limit", "too_many_requests")
+	h.storeError = decisionsTotal.WithLabelValues("account_rate_limit", "store_error")
+	return nil
+}
+
+// ServeHTTP takes one request from the account's allowance.
+func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	id, _ := repl.GetString(userIDPlaceholder)
+	if id == "" {
+		h.missing.Inc()
+		apierr.Write(w, apierr.MissingCredentials)
+		return nil
+	}
+	limit := h.app.defaultLimit
+	if acct, ok := h.app.registry.Lookup(id); ok {
+		limit = acct.Limit
+		id = acct.ID
+	}
+	res, err := h.app.limiter.Take(r.Context(), id, limit)
+	if err != nil {
+		h.storeError.Inc()
+		h.logger.Error("rate limit store failed; request let through", zap.Error(err))
+		return next.ServeHTTP(w, r)
+	}
+	hdr := w.Header()
+	hdr.Set("RateLimit-Policy", policyHeader(limit.Burst, limit.Window()))
+	hdr.Set("RateLimit", stateHeader(res.Remaining, res.ResetAfter))
+	if !res.Allowed {
+		h.limited.Inc()
+		hdr.Set("Retry-After", strconv.FormatInt(ceilSeconds(res.RetryAfter), 10))
+		apierr.Write(w, apierr.TooManyRequests)
+		return nil
+	}
+	h.allowed.Inc()
+	return next.ServeHTTP(w, r)
+}
+
+// policyHeader formats RateLimit-Policy per the IETF httpapi draft:
+// `"default";q=<burst>;w=<seconds to regain the burst>`.
+func policyHeader(quota int64, window time.Duration) string {
+	b := make([]byte, 0, 48)
+	b = append(b, `"default";q=`...)
+	b = strconv.AppendInt(b, quota, 10)
+	b = append(b, ";w="...)
+	b = strconv.AppendInt(b, ceilSeconds(window), 10)
+	return string(b)
+}
+
+// stateHeader formats RateLimit: `"default";r=<remaining>;t=<seconds>`.
+func stateHeader(remaining int64, reset time.Duration) string {
+	b := make([]byte, 0, 48)
+	b = append(b, `"default";r=`...)
+	b = strconv.AppendInt(b, remaining, 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, ceilSeconds(reset), 10)
+	return string(b)
+}
+
+// ceilSeconds rounds d up to whole seconds, at least 1 when d is positive.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// Interface guards
+var (
+	_ caddyhttp.MiddlewareHandler = (*APIKeyAuth)(nil)
+	_ caddy.Provisioner           = (*APIKeyAuth)(nil)
+	_ caddyhttp.MiddlewareHandler = (*IPAllowlist)(nil)
+	_ caddy.Provisioner           = (*IPAllowlist)(nil)
+	_ caddyhttp.MiddlewareHandler = (*AccountRateLimit)(nil)
+	_ caddy.Provisioner           = (*AccountRateLimit)(nil)
+)
