@@ -28,4 +28,3 @@ func registerMetrics(reg prometheus.Registerer) error {
 	}
 	return nil
 }
-

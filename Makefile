@@ -1,0 +1,50 @@
+# taskgate: `make run` serves the demo Caddyfile, `make test` runs every test.
+GO      ?= go
+GOBIN   := $(shell $(GO) env GOPATH)/bin
+XCADDY  := $(or $(shell command -v xcaddy 2>/dev/null),$(GOBIN)/xcaddy)
+XCADDY_VERSION := v0.4.5
+FUZZTIME ?= 5s
+
+.PHONY: run build taskgate test unit integration fuzz bench clean
+
+## run: build taskgate and serve the demo Caddyfile on :8080
+run: taskgate
+	./taskgate run --config Caddyfile --adapter caddyfile
+
+## taskgate: the binary, with the go toolchain (same program as `make build`)
+taskgate:
+	$(GO) build -o taskgate ./cmd/taskgate
+
+## build: the binary, with xcaddy from the manifest xcaddy.toml
+build: $(XCADDY)
+	$(XCADDY) build $$($(GO) run ./internal/xcaddyargs xcaddy.toml)
+
+$(XCADDY):
+	$(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)
+
+## test: vet, unit tests (with the race detector), integration tests, short fuzzing
+test: unit integration fuzz
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./backend/... ./caddymodule/... ./internal/...
+
+integration:
+	$(GO) test -count=1 -timeout 10m ./integration/...
+
+## fuzz: each fuzz target for FUZZTIME (default 5s)
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./backend/... ./caddymodule/...); do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$target"; \
+			$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+## bench: Go benchmarks, then the load harness (edge chain vs bare respond)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./backend/... ./caddymodule/...
+	$(GO) run ./bench
+
+clean:
+	rm -f taskgate
