@@ -1,0 +1,187 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+var update = flag.Bool("update", false, "rewrite the expected JSON of the golden adapt tests")
+
+// TestCaddyfileAdapt adapts each testdata/caddyfile_adapt/*.txt Caddyfile
+// (the part before the ---------- line) and compares the JSON with the part
+// after it.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, _ := filepath.Glob("testdata/caddyfile_adapt/*.txt")
+	if len(files) == 0 {
+		t.Fatal("no golden files")
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			input, want, ok := strings.Cut(string(raw), "\n----------\n")
+			if !ok {
+				t.Fatal("no ---------- separator")
+			}
+			got := adapt(t, input+"\n")
+			if *update {
+				if err := os.WriteFile(file, []byte(input+"\n----------\n"+got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if got != want {
+				t.Errorf("adapted JSON differs (run with -update to accept)\n--- got\n%s\n--- want\n%s", got, want)
+			}
+			// The JSON loads: it round-trips through the app's own types.
+			var cfg struct {
+				Apps map[string]json.RawMessage `json:"apps"`
+			}
+			if err := json.Unmarshal([]byte(got), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if tg, ok := cfg.Apps["taskgate"]; ok {
+				var app App
+				dec := json.NewDecoder(bytes.NewReader(tg))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(&app); err != nil {
+					t.Fatalf("taskgate app JSON does not decode: %v", err)
+				}
+				if again := caddyconfig.JSON(app, nil); !jsonEqual(t, again, tg) {
+					t.Errorf("taskgate app JSON does not round-trip:\n%s\n%s", again, tg)
+				}
+			}
+		})
+	}
+}
+
+func adapt(t *testing.T, input string) string {
+	t.Helper()
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	out, warnings, err := adapter.Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatalf("adapt: %v", err)
+	}
+	for _, w := range warnings {
+		t.Errorf("warning: %s", w.String())
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, out, "", "\t"); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String() + "\n"
+}
+
+func jsonEqual(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}
+
+// TestCaddyfileErrorsNameTheLine checks that bad config fails with the
+// line of the mistake and a useful message.
+func TestCaddyfileErrorsNameTheLine(t *testing.T) {
+	const key = "ca6f2e39b2ff141859b18bb5283aadd5093c8ede2869f3656231a054e54bfc22"
+	for _, tc := range []struct {
+		name, body, line, phrase string
+	}{
+		{"bad CIDR", "account a {\nkey_sha256 " + key + "\nallow 10.0.0.0/33\n}", ":5", "not a CIDR"},
+		{"bad rate", "rate_limit fast", ":3", "want N/s"},
+		{"bad account rate", "account a {\nkey_sha256 " + key + "\nrate_limit 0/s\n}", ":5", "positive integer"},
+		{"bad burst", "account a {\nkey_sha256 " + key + "\nrate_limit 5/s burst -1\n}", ":5", "burst"},
+		{"duplicate account", "account a {\nkey_sha256 " + key + "\n}\naccount a {\nkey_sha256 " + key + "\n}", ":8", "more than once"},
+		{"short hash", "account a {\nkey_sha256 abc123\n}", ":4", "64 hex digits"},
+		{"no key", "account a {\nrate_limit 5/s\n}", ":5", "no key"},
+		{"empty key", "account a {\nkey \"\"\n}", ":4", "key is empty"},
+		{"bad id", "account \"a b\" {\n}", ":3", "account id"},
+		{"unknown account option", "account a {\nkey_sha256 " + key + "\nfrobnicate\n}", ":5", "unknown option"},
+		{"unknown option", "frobnicate 1", ":3", "unknown option"},
+		{"bad webhook", "account a {\nkey_sha256 " + key + "\nwebhook /hooks\n}", ":5", "absolute"},
+		{"bad secret", "account a {\nkey_sha256 " + key + "\nwebhook http://h/x {\nsecret nope\n}\n}", ":6", "whsec_"},
+		{"bad task type", "account a {\nkey_sha256 " + key + "\ntask_types verify\n}", ":5", "action/type"},
+		{"bad storage", "storage floppy", ":3", "want memory"},
+		{"bad duration", "retention soon", ":3", "duration"},
+		{"bad size", "max_body big", ":3", "size"},
+		{"bad retry", "webhooks {\nretry 1h 2s 24h\n}", ":4", "max delay"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			input := "{\n\ttaskgate {\n" + tc.body + "\n\t}\n}\n:8080 {\n\trespond ok\n}\n"
+			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+			if err == nil {
+				t.Fatal("adapt succeeded, want an error")
+			}
+			at := regexp.MustCompile(`Caddyfile` + tc.line + `\b`)
+			if msg := err.Error(); !at.MatchString(msg) || !strings.Contains(msg, tc.phrase) {
+				t.Errorf("error %q: want line %q and %q", msg, "Caddyfile"+tc.line, tc.phrase)
+			}
+		})
+	}
+}
+
+func TestHandlerDirectivesTakeNoArguments(t *testing.T) {
+	for _, input := range []string{
+		":8080 {\n\tapi_key_auth extra\n}\n",
+		":8080 {\n\taccount_rate_limit {\n\t\tfoo\n\t}\n}\n",
+	} {
+		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil); err == nil {
+			t.Errorf("%q: want an error", input)
+		}
+	}
+}
+
+// FuzzCaddyfile feeds arbitrary text to the taskgate option's parser. It
+// must never panic, and whatever it accepts must also provision: every
+// check of Provision is made, with its line, at parse time.
+func FuzzCaddyfile(f *testing.F) {
+	for _, s := range []string{
+		"rate_limit 30/s",
+		"rate_limit 10/m burst 3\nstorage memory",
+		"account a {\nkey_sha256 ca6f2e39b2ff141859b18bb5283aadd5093c8ede2869f3656231a054e54bfc22\nallow 10.0.0.0/8 ::1\n}",
+		"account a {\nkey k\nrate_limit 1/500ms\ntask_types a/b c/d\nwebhook https://h/x {\nsecret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\ntypes a/b\n}\nfailure_webhook http://h/f\n}",
+		"webhooks {\ntimeout 15s\nretry 2s 1h 24h\nproxy http://p:3128\n}",
+		"max_body 4MiB\nretention 7d\nsync_timeout 50s",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		d := caddyfile.NewTestDispenser("taskgate {\n" + body + "\n}")
+		app := new(App)
+		if err := app.UnmarshalCaddyfile(d); err != nil {
+			return
+		}
+		for i := range app.Accounts {
+			for j, k := range app.Accounts[i].Keys {
+				if strings.Contains(k, "{") {
+					app.Accounts[i].Keys[j] = "placeholder-free"
+				}
+			}
+		}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+		defer cancel()
+		if err := app.Provision(ctx); err != nil {
+			if strings.Contains(err.Error(), "not available in this version") {
+				return
+			}
+			t.Fatalf("parsed but does not provision: %v\n%s", err, body)
+		}
+		_ = app.Cleanup()
+	})
+}
