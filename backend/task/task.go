@@ -1,0 +1,122 @@
+// Package task is the engine of asynchronous tasks: what a task is, how it
+// is stored, queued, run against its source and waited for.
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Status is where a task is in its life.
+type Status string
+
+// The statuses of a task. A task is created in_progress and ends completed
+// or failed.
+const (
+	InProgress Status = "in_progress"
+	Completed  Status = "completed"
+	Failed     Status = "failed"
+)
+
+// Terminal tells whether s is an end status.
+func (s Status) Terminal() bool { return s == Completed || s == Failed }
+
+// Task is one unit of work of an account, run against the source of its
+// type.
+type Task struct {
+	RequestID   string          `json:"request_id"`
+	AccountID   string          `json:"account_id"`
+	Action      string          `json:"action"`
+	Type        string          `json:"type"`
+	TaskID      string          `json:"task_id"`
+	GroupID     string          `json:"group_id"`
+	Data        json.RawMessage `json:"data"`
+	Status      Status          `json:"status"`
+	CreatedAt   time.Time       `json:"created_at"`
+	CompletedAt *time.Time      `json:"completed_at"`
+	Result      json.RawMessage `json:"result"`
+	Error       *string         `json:"error"`
+	Message     *string         `json:"message"`
+	// Async tasks report to webhooks when they end; sync tasks do not.
+	Async bool `json:"async"`
+	// Attempts counts the times the task was handed to a worker.
+	Attempts int `json:"attempts"`
+}
+
+// TypeName is the task's "action/type".
+func (t *Task) TypeName() string { return t.Action + "/" + t.Type }
+
+// Idempotency remembers the answer to a request made with an
+// Idempotency-Key, for 24 hours.
+type Idempotency struct {
+	AccountID string `json:"account_id"`
+	Key       string `json:"key"`
+	// Fingerprint is the SHA-256 of what the request asked (mode, type and
+	// body), hex-encoded: the same key with another fingerprint is a
+	// mismatch.
+	Fingerprint string    `json:"fingerprint"`
+	RequestID   string    `json:"request_id"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Errors of stores and of the service.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+)
+
+// Store keeps tasks, their queue and idempotency records durably. Every
+// implementation passes the conformance suite in package tasktest.
+type Store interface {
+	// Create stores t (status in_progress) and queues it under its type.
+	// When idem is not nil and the store holds a live record for the same
+	// account and key (created after idemSince), Create stores nothing and
+	// returns that record; otherwise it stores idem with t, atomically.
+	// Create returns only once t is durable.
+	Create(ctx context.Context, t *Task, idem *Idempotency, idemSince time.Time) (*Idempotency, error)
+
+	// Get returns the task of the account with the request id, or
+	// ErrNotFound (also when it belongs to another account).
+	Get(ctx context.Context, accountID, requestID string) (*Task, error)
+
+	// ListByGroup returns up to limit tasks of the account with the group
+	// id, newest first.
+	ListByGroup(ctx context.Context, accountID, groupID string, limit int) ([]*Task, error)
+
+	// ListByTaskID returns up to limit tasks of the account with the task
+	// id, newest first.
+	ListByTaskID(ctx context.Context, accountID, taskID string, limit int) ([]*Task, error)
+
+	// Claim takes up to n queued tasks of the type ("action/type"), oldest
+	// first, leases them until leaseUntil and increments their Attempts.
+	// A claimed task is not claimed again until its lease is released or
+	// rescued.
+	Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*Task, error)
+
+	// Finish stores the end of a claimed task: t carries its terminal
+	// status, result, error, message and completion time. The lease ends.
+	// Finishing a task that is already terminal returns ErrNotFound and
+	// changes nothing.
+	Finish(ctx context.Context, t *Task) error
+
+	// Release puts claimed tasks back at the head of their queue (a worker
+	// stopping before it got an answer).
+	Release(ctx context.Context, requestIDs []string) error
+
+	// Rescue queues again every leased task whose lease ended before
+	// expiredBefore, and returns how many it queued.
+	Rescue(ctx context.Context, expiredBefore time.Time) (int, error)
+
+	// QueueDepth returns the number of queued (not leased) tasks of a type.
+	QueueDepth(ctx context.Context, taskType string) (int, error)
+
+	// Purge deletes up to limit terminal tasks completed before the given
+	// time and the idempotency records created before idemBefore, and
+	// returns how many tasks it deleted.
+	Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error)
+
+	// Close releases the store.
+	Close() error
+}
