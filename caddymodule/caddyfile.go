@@ -34,11 +34,12 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 	return func(helper httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		d := helper.Dispenser
 		d.Next() // directive name
+		name := d.Val()
 		if d.NextArg() {
 			return nil, d.ArgErr()
 		}
 		if d.NextBlock(0) {
-			return nil, d.Errf("%s takes no block: accounts are configured in the global taskgate option", d.Val())
+			return nil, d.Errf("%s takes no block: accounts are configured in the global taskgate option", name)
 		}
 		return h, nil
 	}
@@ -134,12 +135,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "account":
+			at := d.Token()
 			acct, err := parseAccount(d)
 			if err != nil {
 				return err
 			}
 			if seen[acct.ID] {
-				return d.Errf("account %s: defined more than once", acct.ID)
+				return errAt(at, "account %s: defined more than once", acct.ID)
 			}
 			seen[acct.ID] = true
 			a.Accounts = append(a.Accounts, acct)
@@ -228,6 +230,7 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 
 func parseAccount(d *caddyfile.Dispenser) (AccountConfig, error) {
 	var c AccountConfig
+	at := d.Token()
 	if !d.NextArg() {
 		return c, d.Err("account: want an id")
 	}
@@ -315,9 +318,18 @@ func parseAccount(d *caddyfile.Dispenser) (AccountConfig, error) {
 		}
 	}
 	if len(c.KeySHA256) == 0 && len(c.Keys) == 0 {
-		return c, d.Errf("account %s: no key; set key_sha256 <hex> or key <value>", c.ID)
+		return c, errAt(at, "account %s: no key; set key_sha256 <hex> or key <value>", c.ID)
 	}
 	return c, nil
+}
+
+// errAt returns an error that names the file and line of tok, for problems
+// seen only once the block that tok opens has been read: the dispenser is
+// then at the block's end, a line that says nothing.
+func errAt(tok caddyfile.Token, format string, args ...any) error {
+	d := caddyfile.NewDispenser([]caddyfile.Token{tok})
+	d.Next()
+	return d.Errf(format, args...)
 }
 
 func parseWebhook(d *caddyfile.Dispenser, accountID string) (WebhookConfig, error) {

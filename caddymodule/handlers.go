@@ -48,8 +48,9 @@ func loadApp(ctx caddy.Context) (*App, error) {
 // APIKeyAuth authenticates requests by their account-id and api-key
 // headers against the taskgate app's accounts. On success it sets
 // {http.auth.user.id} to the account id and removes the api-key header, so
-// that the key reaches neither an upstream nor a log. On failure it answers
-// 401 MISSING_CREDENTIALS or 403 INVALID_CREDENTIALS.
+// that the key never reaches an upstream. (Caddy's logs record the request
+// as it arrived: a log filter keeps the key out of them, see the README.)
+// On failure it answers 401 MISSING_CREDENTIALS or 403 INVALID_CREDENTIALS.
 type APIKeyAuth struct {
 	app    *App
 	logger *zap.Logger
@@ -81,8 +82,8 @@ func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
 // ServeHTTP authenticates the request.
 func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ids, keys := r.Header[accountIDHeader], r.Header[apiKeyHeader]
-	// The key leaves the request whatever happens next: access logs and
-	// upstreams see the request as it is after the handlers ran.
+	// The key leaves the request whatever happens next, so that no later
+	// handler or upstream sees it.
 	delete(r.Header, apiKeyHeader)
 	if len(ids) == 0 || len(keys) == 0 || ids[0] == "" || keys[0] == "" {
 		h.missing.Inc()
