@@ -55,7 +55,9 @@ type App struct {
 	registry     *account.Registry
 	limiter      ratelimit.Store
 	limiterKey   string
-	logger       *zap.Logger
+	// policyHeaders holds the RateLimit-Policy value of every configured limit.
+	policyHeaders map[ratelimit.Limit]string
+	logger        *zap.Logger
 }
 
 // StorageConfig selects a store.
@@ -178,6 +180,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 		accounts = append(accounts, acct)
+	}
+	a.policyHeaders = map[ratelimit.Limit]string{a.defaultLimit: policyHeader(a.defaultLimit.Burst, a.defaultLimit.Window())}
+	for _, acct := range accounts {
+		a.policyHeaders[acct.Limit] = policyHeader(acct.Limit.Burst, acct.Limit.Window())
 	}
 	a.registry, err = account.NewRegistry(accounts, nil)
 	if err != nil {

@@ -32,6 +32,12 @@ const (
 // other authentication handler) leaves the authenticated account's id.
 const userIDPlaceholder = "http.auth.user.id"
 
+// The rate-limit response headers, in Go's canonical form.
+const (
+	rateLimitPolicyHeader = "Ratelimit-Policy"
+	rateLimitHeader       = "Ratelimit"
+)
+
 // loadApp returns the taskgate app of the config being provisioned and
 // registers the metrics with it.
 func loadApp(ctx caddy.Context) (*App, error) {
@@ -219,8 +225,15 @@ func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 		return next.ServeHTTP(w, r)
 	}
 	hdr := w.Header()
-	hdr.Set("RateLimit-Policy", policyHeader(limit.Burst, limit.Window()))
-	hdr.Set("RateLimit", stateHeader(res.Remaining, res.ResetAfter))
+	policy, ok := h.app.policyHeaders[limit]
+	if !ok {
+		policy = policyHeader(limit.Burst, limit.Window())
+	}
+	// One backing array for both headers; the keys are in canonical form
+	// so that no per-request canonicalization allocates.
+	vals := []string{policy, stateHeader(res.Remaining, res.ResetAfter)}
+	hdr[rateLimitPolicyHeader] = vals[0:1:1]
+	hdr[rateLimitHeader] = vals[1:2:2]
 	if !res.Allowed {
 		h.limited.Inc()
 		hdr.Set("Retry-After", strconv.FormatInt(ceilSeconds(res.RetryAfter), 10))
