@@ -4,7 +4,10 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,8 +15,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/ipallow"
 	"github.com/taskgate/taskgate/backend/ratelimit"
+	"github.com/taskgate/taskgate/backend/source"
+	"github.com/taskgate/taskgate/backend/storage/bolt"
+	"github.com/taskgate/taskgate/backend/storage/memory"
+	"github.com/taskgate/taskgate/backend/task"
 )
 
 func init() {
@@ -48,6 +56,9 @@ type App struct {
 	// Accounts are the static accounts.
 	Accounts []AccountConfig `json:"accounts,omitempty"`
 
+	// TaskTypes are the task types and their sources.
+	TaskTypes []TaskTypeConfig `json:"task_types,omitempty"`
+
 	// Webhooks configures webhook delivery.
 	Webhooks *WebhooksConfig `json:"webhooks,omitempty"`
 
@@ -57,13 +68,47 @@ type App struct {
 	limiterKey   string
 	// policyHeaders holds the RateLimit-Policy value of every configured limit.
 	policyHeaders map[ratelimit.Limit]string
+	engine        *engine
+	engineKey     string
+	runner        *task.Runner
+	api           *api.API
+	stopRunner    context.CancelFunc
+	runnerDone    chan struct{}
 	logger        *zap.Logger
+}
+
+// TaskTypeConfig is a task type and its source.
+type TaskTypeConfig struct {
+	// Name is the type's "action/type", as in /v3/tasks/async/{action}/{type}.
+	Name string `json:"name"`
+	// Source is the URL workers POST tasks to.
+	Source string `json:"source"`
+	// Timeout bounds one call to the source. Default: 10s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// Concurrency is the most calls to the source at once. Default: 32.
+	Concurrency int `json:"concurrency,omitempty"`
+	// OutputKey names the result's key when the source is down. Default:
+	// source_output.
+	OutputKey string `json:"output_key,omitempty"`
+}
+
+// build returns the task type the config describes (defaults unset).
+func (c TaskTypeConfig) build() *task.Type {
+	action, typ, _ := strings.Cut(c.Name, "/")
+	return &task.Type{
+		Action:      action,
+		Type:        typ,
+		Source:      c.Source,
+		Timeout:     time.Duration(c.Timeout),
+		Concurrency: c.Concurrency,
+		OutputKey:   c.OutputKey,
+	}
 }
 
 // StorageConfig selects a store.
 type StorageConfig struct {
-	// Type is "memory" (the only type so far; "bolt" and "redis" are
-	// reserved).
+	// Type is "memory" (for tests: nothing survives a restart) or "bolt"
+	// (an embedded, durable database file); "redis" is reserved.
 	Type string `json:"type"`
 	// Path is the database file of "bolt".
 	Path string `json:"path,omitempty"`
@@ -138,6 +183,42 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // reloads: old and new app instances share one store.
 var limiterPool = caddy.NewUsagePool()
 
+// enginePool holds the task stores, so that a reload keeps the open
+// database (bolt allows one opener) and the waiters of long polls.
+var enginePool = caddy.NewUsagePool()
+
+// engine is a task store and the hub of its waiters.
+type engine struct {
+	store task.Store
+	hub   *task.Hub
+}
+
+func (e *engine) Destruct() error { return e.store.Close() }
+
+// openEngine opens the configured store. Tasks leased when it was last
+// closed belonged to a process that is gone: they are queued again.
+func openEngine(st *StorageConfig) (*engine, error) {
+	var store task.Store
+	switch st.Type {
+	case "memory":
+		store = memory.New()
+	case "bolt":
+		if err := os.MkdirAll(filepath.Dir(st.Path), 0o700); err != nil {
+			return nil, fmt.Errorf("storage bolt: %w", err)
+		}
+		db, err := bolt.Open(st.Path)
+		if err != nil {
+			return nil, err
+		}
+		store = db
+	}
+	if _, err := store.Rescue(context.Background(), time.Now().Add(100*365*24*time.Hour)); err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("queueing interrupted tasks again: %w", err)
+	}
+	return &engine{store: store, hub: task.NewHub()}, nil
+}
+
 type pooledMemory struct {
 	*ratelimit.Memory
 	stop context.CancelFunc
@@ -192,10 +273,62 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 	switch a.Storage.Type {
 	case "memory":
-	case "bolt", "redis":
-		return fmt.Errorf("storage %s: not available in this version; use memory", a.Storage.Type)
+		a.engineKey = "memory"
+	case "bolt":
+		if a.Storage.Path == "" {
+			return errors.New("storage bolt: no database file")
+		}
+		path, err := filepath.Abs(a.Storage.Path)
+		if err != nil {
+			return fmt.Errorf("storage bolt: %w", err)
+		}
+		a.Storage.Path = path
+		a.engineKey = "bolt:" + path
+	case "redis":
+		return fmt.Errorf("storage %s: not available in this version; use memory or bolt", a.Storage.Type)
 	default:
 		return fmt.Errorf("storage %q: want memory, bolt or redis", a.Storage.Type)
+	}
+
+	types := make([]*task.Type, 0, len(a.TaskTypes))
+	byName := make(map[string]*task.Type, len(a.TaskTypes))
+	for _, c := range a.TaskTypes {
+		if err := account.ValidateTaskType(c.Name); err != nil {
+			return err
+		}
+		t := c.build()
+		if err := t.Validate(); err != nil {
+			return err
+		}
+		if byName[c.Name] != nil {
+			return fmt.Errorf("task_type %s: defined more than once", c.Name)
+		}
+		byName[c.Name] = t
+		types = append(types, t)
+	}
+	for _, acct := range a.Accounts {
+		for _, name := range acct.TaskTypes {
+			if byName[name] == nil {
+				return fmt.Errorf("account %s: task type %s is not defined by a task_type", acct.ID, name)
+			}
+		}
+	}
+
+	ev, _, err := enginePool.LoadOrNew(a.engineKey, func() (caddy.Destructor, error) {
+		return openEngine(a.Storage)
+	})
+	if err != nil {
+		return err
+	}
+	a.engine = ev.(*engine)
+	client := source.NewClient(source.Options{UserAgent: "taskgate/" + caddy.CustomVersion})
+	a.runner = task.NewRunner(a.engine.store, a.engine.hub, client, types, nil, a.logger.Named("runner"))
+	a.runner.Retention = time.Duration(a.Retention)
+	a.api = &api.API{
+		Service:     task.NewService(a.engine.store, a.engine.hub, nil, a.runner.Wake),
+		Types:       byName,
+		MaxBody:     a.MaxBody,
+		SyncTimeout: time.Duration(a.SyncTimeout),
 	}
 	a.limiterKey = "memory"
 	v, _, err := limiterPool.LoadOrNew(a.limiterKey, func() (caddy.Destructor, error) {
@@ -267,25 +400,49 @@ func (c *AccountConfig) build(repl *caddy.Replacer, defaultLimit ratelimit.Limit
 	return acct, nil
 }
 
-// Start does nothing yet: the edge chain has no background work of its own.
-func (a *App) Start() error { return nil }
+// Start runs the task workers.
+func (a *App) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopRunner = cancel
+	a.runnerDone = make(chan struct{})
+	go func() {
+		defer close(a.runnerDone)
+		a.runner.Run(ctx)
+	}()
+	return nil
+}
 
-// Stop does nothing yet.
-func (a *App) Stop() error { return nil }
+// Stop stops the task workers; tasks whose source call is cut short are
+// queued again.
+func (a *App) Stop() error {
+	if a.stopRunner != nil {
+		a.stopRunner()
+		<-a.runnerDone
+		a.stopRunner = nil
+	}
+	return nil
+}
 
 // Cleanup releases the shared stores. It is safe after a failed Provision.
 func (a *App) Cleanup() error {
+	var errs []error
+	if a.engine != nil {
+		a.engine = nil
+		_, err := enginePool.Delete(a.engineKey)
+		errs = append(errs, err)
+	}
 	if a.limiter != nil {
 		a.limiter = nil
 		_, err := limiterPool.Delete(a.limiterKey)
-		return err
+		errs = append(errs, err)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Interface guards
 var (
 	_ caddy.App          = (*App)(nil)
+	_ caddy.Destructor   = (*engine)(nil)
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -27,6 +28,8 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("ip_allowlist", httpcaddyfile.Before, "request_header")
 	httpcaddyfile.RegisterHandlerDirective("account_rate_limit", parseHandler(new(AccountRateLimit)))
 	httpcaddyfile.RegisterDirectiveOrder("account_rate_limit", httpcaddyfile.Before, "request_header")
+	httpcaddyfile.RegisterHandlerDirective("task_api", parseHandler(new(TaskAPI)))
+	httpcaddyfile.RegisterDirectiveOrder("task_api", httpcaddyfile.Before, "abort")
 }
 
 // parseHandler returns the parser of a directive that takes no arguments.
@@ -65,6 +68,12 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //				types <action/type...>
 //			}
 //			failure_webhook <url>
+//		}
+//		task_type <action/type> {
+//			source <url>
+//			timeout <duration>
+//			concurrency <n>
+//			output_key <key>
 //		}
 //		webhooks {
 //			timeout <duration>
@@ -145,6 +154,17 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			seen[acct.ID] = true
 			a.Accounts = append(a.Accounts, acct)
+		case "task_type":
+			tt, err := parseTaskType(d)
+			if err != nil {
+				return err
+			}
+			for _, other := range a.TaskTypes {
+				if other.Name == tt.Name {
+					return d.Errf("task_type %s: defined more than once", tt.Name)
+				}
+			}
+			a.TaskTypes = append(a.TaskTypes, tt)
 		case "webhooks":
 			if a.Webhooks != nil {
 				return d.Err("webhooks given more than once")
@@ -156,6 +176,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.Webhooks = wh
 		default:
 			return d.Errf("taskgate: unknown option %q", d.Val())
+		}
+	}
+	for _, acct := range a.Accounts {
+		for _, name := range acct.TaskTypes {
+			if !slices.ContainsFunc(a.TaskTypes, func(t TaskTypeConfig) bool { return t.Name == name }) {
+				return d.Errf("account %s: task type %s is not defined by a task_type", acct.ID, name)
+			}
 		}
 	}
 	return nil
@@ -381,6 +408,64 @@ func parseWebhook(d *caddyfile.Dispenser, accountID string) (WebhookConfig, erro
 		}
 	}
 	return w, nil
+}
+
+func parseTaskType(d *caddyfile.Dispenser) (TaskTypeConfig, error) {
+	var c TaskTypeConfig
+	if !d.NextArg() {
+		return c, d.Err("task_type: want action/type")
+	}
+	c.Name = d.Val()
+	if err := account.ValidateTaskType(c.Name); err != nil {
+		return c, d.Err(err.Error())
+	}
+	if d.NextArg() {
+		return c, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "source":
+			if !d.NextArg() {
+				return c, d.ArgErr()
+			}
+			if err := account.ValidateWebhookURL(d.Val()); err != nil {
+				return c, d.Errf("task_type %s: source %q must be an absolute http:// or https:// URL", c.Name, d.Val())
+			}
+			c.Source = d.Val()
+		case "timeout":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return c, err
+			}
+			c.Timeout = dur
+			continue
+		case "concurrency":
+			if !d.NextArg() {
+				return c, d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 || n > 10000 {
+				return c, d.Errf("task_type %s: concurrency %q must be 1 to 10000", c.Name, d.Val())
+			}
+			c.Concurrency = n
+		case "output_key":
+			if !d.NextArg() {
+				return c, d.ArgErr()
+			}
+			c.OutputKey = d.Val()
+		default:
+			return c, d.Errf("task_type %s: unknown option %q", c.Name, opt)
+		}
+		if d.NextArg() {
+			return c, d.ArgErr()
+		}
+	}
+	t := c.build()
+	if err := t.Validate(); err != nil {
+		return c, d.Err(err.Error())
+	}
+	return c, nil
 }
 
 func parseWebhooks(d *caddyfile.Dispenser) (*WebhooksConfig, error) {

@@ -157,6 +157,8 @@ func FuzzCaddyfile(f *testing.F) {
 		"account a {\nkey_sha256 ca6f2e39b2ff141859b18bb5283aadd5093c8ede2869f3656231a054e54bfc22\nallow 10.0.0.0/8 ::1\n}",
 		"account a {\nkey k\nrate_limit 1/500ms\ntask_types a/b c/d\nwebhook https://h/x {\nsecret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\ntypes a/b\n}\nfailure_webhook http://h/f\n}",
 		"webhooks {\ntimeout 15s\nretry 2s 1h 24h\nproxy http://p:3128\n}",
+		"task_type a/b {\nsource http://127.0.0.1:9/x\ntimeout 2s\nconcurrency 4\noutput_key out\n}\naccount a {\nkey k\ntask_types a/b\n}",
+		"storage bolt x.db",
 		"max_body 4MiB\nretention 7d\nsync_timeout 50s",
 	} {
 		f.Add(s)
@@ -173,6 +175,9 @@ func FuzzCaddyfile(f *testing.F) {
 					app.Accounts[i].Keys[j] = "placeholder-free"
 				}
 			}
+		}
+		if app.Storage != nil && app.Storage.Type == "bolt" {
+			app.Storage.Path = filepath.Join(t.TempDir(), "fuzz.db")
 		}
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
 		defer cancel()

@@ -25,19 +25,48 @@ var (
 	TooManyRequests    = &Error{http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "rate limit exceeded; retry after the time in the Retry-After header"}
 )
 
-// body encodes e as the response body.
-func (e *Error) body() []byte {
-	b, _ := json.Marshal(e)
-	return append(b, '\n')
+// Write sends e as the response.
+func Write(w http.ResponseWriter, e *Error) { WriteJSON(w, e.Status, e) }
+
+// The errors of the task API.
+var (
+	NotFound            = &Error{http.StatusNotFound, "NOT_FOUND", "no such resource"}
+	MethodNotAllowed    = &Error{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "this method is not allowed on this resource"}
+	PayloadTooLarge     = &Error{http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", "the request body is too large"}
+	UnsupportedMedia    = &Error{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "the request body must be application/json"}
+	StorageUnavailable  = &Error{http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE", "the task store is unavailable; retry later"}
+	IdempotencyMismatch = &Error{http.StatusUnprocessableEntity, "IDEMPOTENCY_MISMATCH", "this Idempotency-Key was used with a different request"}
+)
+
+// BadRequest is a 400 BAD_REQUEST with its own message.
+func BadRequest(message string) *Error {
+	return &Error{http.StatusBadRequest, "BAD_REQUEST", message}
 }
 
-// Write sends e as the response.
-func Write(w http.ResponseWriter, e *Error) {
-	b := e.body()
+// Unprocessable is a 422 UNPROCESSABLE_ENTITY with its own message.
+func Unprocessable(message string) *Error {
+	return &Error{http.StatusUnprocessableEntity, "UNPROCESSABLE_ENTITY", message}
+}
+
+// Timeout is a 504 TIMEOUT that names the task still running.
+type Timeout struct {
+	Code      string `json:"error"`
+	Message   string `json:"message"`
+	RequestID string `json:"request_id"`
+}
+
+// WriteJSON sends v as a JSON response with the status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		Write(w, &Error{http.StatusInternalServerError, "INTERNAL", "the answer could not be encoded"})
+		return
+	}
+	b = append(b, '\n')
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(e.Status)
+	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }

@@ -69,12 +69,19 @@ var (
 
 // Store keeps tasks, their queue and idempotency records durably. Every
 // implementation passes the conformance suite in package tasktest.
+//
+// A store keeps its own copies: changing a task after passing it in, or
+// one it returned, changes nothing stored. Lists come back non-nil, empty
+// when nothing matches. After Close every method but Close returns an
+// error; Close may be called more than once.
 type Store interface {
-	// Create stores t (status in_progress) and queues it under its type.
-	// When idem is not nil and the store holds a live record for the same
-	// account and key (created after idemSince), Create stores nothing and
-	// returns that record; otherwise it stores idem with t, atomically.
-	// Create returns only once t is durable.
+	// Create stores t (status in_progress) and queues it under its type at
+	// the tail. When idem is not nil and the store holds a live record for
+	// the same account and key (created at or after idemSince), Create
+	// stores nothing and returns that record; otherwise it stores idem with
+	// t, atomically (replacing an expired record), and returns nil. A
+	// request id already stored gives ErrExists. Create returns only once
+	// t is durable.
 	Create(ctx context.Context, t *Task, idem *Idempotency, idemSince time.Time) (*Idempotency, error)
 
 	// Get returns the task of the account with the request id, or
@@ -82,39 +89,43 @@ type Store interface {
 	Get(ctx context.Context, accountID, requestID string) (*Task, error)
 
 	// ListByGroup returns up to limit tasks of the account with the group
-	// id, newest first.
+	// id, newest first (by CreatedAt). An empty group id matches nothing.
 	ListByGroup(ctx context.Context, accountID, groupID string, limit int) ([]*Task, error)
 
 	// ListByTaskID returns up to limit tasks of the account with the task
-	// id, newest first.
+	// id, newest first (by CreatedAt). An empty task id matches nothing.
 	ListByTaskID(ctx context.Context, accountID, taskID string, limit int) ([]*Task, error)
 
-	// Claim takes up to n queued tasks of the type ("action/type"), oldest
-	// first, leases them until leaseUntil and increments their Attempts.
-	// A claimed task is not claimed again until its lease is released or
-	// rescued.
+	// Claim takes up to n queued tasks of the type ("action/type") in
+	// queue order (first created first), leases them until leaseUntil and
+	// increments their Attempts. A claimed task is not claimed again until
+	// its lease is released or rescued.
 	Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*Task, error)
 
 	// Finish stores the end of a claimed task: t carries its terminal
 	// status, result, error, message and completion time. The lease ends.
-	// Finishing a task that is already terminal returns ErrNotFound and
-	// changes nothing.
+	// Finishing a task that is already terminal (or unknown) returns
+	// ErrNotFound and changes nothing. A task queued again by Rescue may
+	// still be finished by its late worker: it leaves the queue. t must
+	// carry a terminal status and a completion time.
 	Finish(ctx context.Context, t *Task) error
 
 	// Release puts claimed tasks back at the head of their queue (a worker
-	// stopping before it got an answer).
+	// stopping before it got an answer): each regains the place it was
+	// claimed from. Ids of tasks not leased are ignored.
 	Release(ctx context.Context, requestIDs []string) error
 
 	// Rescue queues again every leased task whose lease ended before
-	// expiredBefore, and returns how many it queued.
+	// expiredBefore, each at the place it was claimed from, and returns how
+	// many it queued.
 	Rescue(ctx context.Context, expiredBefore time.Time) (int, error)
 
 	// QueueDepth returns the number of queued (not leased) tasks of a type.
 	QueueDepth(ctx context.Context, taskType string) (int, error)
 
 	// Purge deletes up to limit terminal tasks completed before the given
-	// time and the idempotency records created before idemBefore, and
-	// returns how many tasks it deleted.
+	// time, those completed first first, and every idempotency record
+	// created before idemBefore, and returns how many tasks it deleted.
 	Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error)
 
 	// Close releases the store.

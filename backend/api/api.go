@@ -1,0 +1,367 @@
+// Package api serves the client API of tasks over HTTP: creating tasks
+// (async and sync), reading and waiting for them. It sits behind the edge
+// chain, which has authenticated the account.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/task"
+)
+
+// Limits of client input.
+const (
+	// MaxIDLength bounds task_id, group_id and request_id.
+	MaxIDLength = 256
+	// MaxDepth bounds the nesting of a request body.
+	MaxDepth = 64
+	// MaxWait bounds a long poll.
+	MaxWait = 30 * time.Second
+	// MaxIdempotencyKey bounds the Idempotency-Key header.
+	MaxIdempotencyKey = 255
+)
+
+// API answers the client API.
+type API struct {
+	Service *task.Service
+	// Types are the configured task types by "action/type".
+	Types map[string]*task.Type
+	// MaxBody bounds request bodies.
+	MaxBody int64
+	// SyncTimeout bounds how long a sync call waits.
+	SyncTimeout time.Duration
+}
+
+// Serve answers one request of the account. Paths are matched from /v3/.
+func (a *API) Serve(w http.ResponseWriter, r *http.Request, acct *account.Account) {
+	path := r.URL.Path
+	switch {
+	case path == "/v3/tasks":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			methodNotAllowed(w, "GET")
+			return
+		}
+		a.get(w, r, acct)
+	case strings.HasPrefix(path, "/v3/tasks/async/"), strings.HasPrefix(path, "/v3/tasks/sync/"):
+		rest := strings.TrimPrefix(path, "/v3/tasks/")
+		mode, name, _ := strings.Cut(rest, "/")
+		typ, ok := a.Types[name]
+		if !ok || !acct.MayUse(name) {
+			apierr.Write(w, apierr.NotFound)
+			return
+		}
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, "POST")
+			return
+		}
+		a.create(w, r, acct, typ, mode == "async")
+	default:
+		apierr.Write(w, apierr.NotFound)
+	}
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	apierr.Write(w, apierr.MethodNotAllowed)
+}
+
+// createBody is the body of a create call.
+type createBody struct {
+	TaskID  *string         `json:"task_id"`
+	GroupID *string         `json:"group_id"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Account, typ *task.Type, async bool) {
+	body, apiErr := a.readBody(w, r)
+	if apiErr != nil {
+		apierr.Write(w, apiErr)
+		return
+	}
+	var in createBody
+	if err := json.Unmarshal(body, &in); err != nil {
+		apierr.Write(w, apierr.BadRequest("the body must be a JSON object: "+jsonProblem(err)))
+		return
+	}
+	if e := validateID("task_id", in.TaskID); e != nil {
+		apierr.Write(w, e)
+		return
+	}
+	if e := validateID("group_id", in.GroupID); e != nil {
+		apierr.Write(w, e)
+		return
+	}
+	if len(in.Data) == 0 || in.Data[0] != '{' {
+		apierr.Write(w, apierr.Unprocessable("data must be a JSON object"))
+		return
+	}
+	key, e := idempotencyKey(r)
+	if e != nil {
+		apierr.Write(w, e)
+		return
+	}
+	t, _, err := a.Service.Create(r.Context(), task.NewTask{
+		AccountID:      acct.ID,
+		Type:           typ,
+		TaskID:         *in.TaskID,
+		GroupID:        *in.GroupID,
+		Data:           in.Data,
+		Async:          async,
+		IdempotencyKey: key,
+		Body:           body,
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if async {
+		apierr.WriteJSON(w, http.StatusAccepted, map[string]string{"request_id": t.RequestID})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.SyncTimeout)
+	defer cancel()
+	t, err = a.Service.Wait(ctx, acct.ID, t.RequestID, a.SyncTimeout)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if !t.Status.Terminal() {
+		apierr.WriteJSON(w, http.StatusGatewayTimeout, apierr.Timeout{
+			Code:      "TIMEOUT",
+			Message:   "the task did not finish within " + a.SyncTimeout.String() + "; it goes on: poll GET /v3/tasks?request_id=" + t.RequestID,
+			RequestID: t.RequestID,
+		})
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, View(t))
+}
+
+// readBody reads a JSON request body of at most MaxBody bytes and checks
+// that it is valid UTF-8, valid JSON and not nested too deep.
+func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.Error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return nil, apierr.UnsupportedMedia
+		}
+	}
+	if r.ContentLength > a.MaxBody {
+		return nil, tooLarge(a.MaxBody)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, tooLarge(a.MaxBody)
+		}
+		return nil, apierr.BadRequest("the request body could not be read")
+	}
+	if !utf8.Valid(body) {
+		return nil, apierr.BadRequest("the body is not valid UTF-8")
+	}
+	if depth, ok := jsonDepth(body); !ok {
+		return nil, apierr.BadRequest("the body is not valid JSON")
+	} else if depth > MaxDepth {
+		return nil, apierr.BadRequest("the body is nested deeper than " + strconv.Itoa(MaxDepth) + " levels")
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) *apierr.Error {
+	e := *apierr.PayloadTooLarge
+	e.Message = "the request body is larger than " + strconv.FormatInt(limit, 10) + " bytes"
+	return &e
+}
+
+// jsonDepth returns how deeply b nests objects and arrays, and whether b is
+// one valid JSON value.
+func jsonDepth(b []byte) (int, bool) {
+	if !json.Valid(b) {
+		return 0, false
+	}
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest, true
+}
+
+// jsonProblem says what is wrong with a body, without echoing it.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		if typeErr.Field != "" {
+			return typeErr.Field + " must be a " + jsonKind(typeErr.Type.Kind().String())
+		}
+		return "found " + typeErr.Value
+	}
+	return "malformed JSON"
+}
+
+func jsonKind(goKind string) string {
+	if goKind == "ptr" || goKind == "string" {
+		return "string"
+	}
+	return goKind
+}
+
+func validateID(field string, v *string) *apierr.Error {
+	switch {
+	case v == nil:
+		return apierr.Unprocessable(field + " is required")
+	case *v == "" || len(*v) > MaxIDLength:
+		return apierr.Unprocessable(field + " must be 1 to " + strconv.Itoa(MaxIDLength) + " bytes")
+	}
+	return nil
+}
+
+// idempotencyKey reads the Idempotency-Key header: 1–255 printable ASCII
+// characters, or absent.
+func idempotencyKey(r *http.Request) (string, *apierr.Error) {
+	vals := r.Header.Values("Idempotency-Key")
+	if len(vals) == 0 {
+		return "", nil
+	}
+	k := vals[0]
+	if len(vals) > 1 || k == "" || len(k) > MaxIdempotencyKey {
+		return "", apierr.BadRequest("Idempotency-Key must be one value of 1 to 255 printable ASCII characters")
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return "", apierr.BadRequest("Idempotency-Key must be one value of 1 to 255 printable ASCII characters")
+		}
+	}
+	return k, nil
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request, acct *account.Account) {
+	q, err := parseQuery(r.URL.RawQuery)
+	if err != nil {
+		apierr.Write(w, apierr.BadRequest(err.Error()))
+		return
+	}
+	requestID, groupID, taskID := q.Get("request_id"), q.Get("group_id"), q.Get("task_id")
+	given := 0
+	for _, v := range []string{requestID, groupID, taskID} {
+		if v != "" {
+			given++
+			if len(v) > MaxIDLength {
+				apierr.Write(w, apierr.BadRequest("ids are at most "+strconv.Itoa(MaxIDLength)+" bytes"))
+				return
+			}
+		}
+	}
+	if given != 1 {
+		apierr.Write(w, apierr.BadRequest("give exactly one of request_id, group_id and task_id"))
+		return
+	}
+	var wait time.Duration
+	if s := q.Get("wait"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || time.Duration(n)*time.Second > MaxWait || requestID == "" {
+			apierr.Write(w, apierr.BadRequest("wait must be whole seconds from 0 to 30, with request_id"))
+			return
+		}
+		wait = time.Duration(n) * time.Second
+	}
+	var tasks []*task.Task
+	switch {
+	case requestID != "":
+		var t *task.Task
+		t, err = a.Service.Wait(r.Context(), acct.ID, requestID, wait)
+		tasks = []*task.Task{t}
+	case groupID != "":
+		tasks, err = a.Service.ListByGroup(r.Context(), acct.ID, groupID)
+	default:
+		tasks, err = a.Service.ListByTaskID(r.Context(), acct.ID, taskID)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	views := make([]TaskView, len(tasks))
+	for i, t := range tasks {
+		views[i] = View(t)
+	}
+	apierr.WriteJSON(w, http.StatusOK, views)
+}
+
+// writeError maps an engine error to its wire error: the one place where
+// that happens for the task API.
+func writeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, task.ErrNotFound):
+		apierr.Write(w, apierr.NotFound)
+	case errors.Is(err, task.ErrIdempotencyMismatch):
+		apierr.Write(w, apierr.IdempotencyMismatch)
+	default:
+		apierr.Write(w, apierr.StorageUnavailable)
+	}
+}
+
+// TaskView is the task object of the client API.
+type TaskView struct {
+	Action      string          `json:"action"`
+	Type        string          `json:"type"`
+	Status      task.Status     `json:"status"`
+	TaskID      string          `json:"task_id"`
+	GroupID     string          `json:"group_id"`
+	RequestID   string          `json:"request_id"`
+	CreatedAt   string          `json:"created_at"`
+	CompletedAt *string         `json:"completed_at"`
+	Result      json.RawMessage `json:"result"`
+	Error       *string         `json:"error"`
+	Message     *string         `json:"message"`
+}
+
+// View returns the client's view of a task. Times are RFC 3339 with offset.
+func View(t *task.Task) TaskView {
+	v := TaskView{
+		Action:    t.Action,
+		Type:      t.Type,
+		Status:    t.Status,
+		TaskID:    t.TaskID,
+		GroupID:   t.GroupID,
+		RequestID: t.RequestID,
+		CreatedAt: t.CreatedAt.Format(time.RFC3339Nano),
+		Result:    t.Result,
+		Error:     t.Error,
+		Message:   t.Message,
+	}
+	if len(v.Result) == 0 {
+		v.Result = json.RawMessage("null")
+	}
+	if t.CompletedAt != nil {
+		s := t.CompletedAt.Format(time.RFC3339Nano)
+		v.CompletedAt = &s
+	}
+	return v
+}

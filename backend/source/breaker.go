@@ -1,0 +1,185 @@
+package source
+
+import (
+	"sync"
+	"time"
+)
+
+// BreakerSettings tune a circuit breaker. Zero fields take their defaults.
+type BreakerSettings struct {
+	// FailureThreshold is how many failures in a row open the circuit.
+	// Default 5.
+	FailureThreshold int
+	// OpenFor is how long an opened circuit refuses calls before it lets a
+	// probe through. Each failed probe doubles it, up to MaxOpenFor; a
+	// successful probe resets it. Default 5s.
+	OpenFor time.Duration
+	// MaxOpenFor caps OpenFor's doubling. Default 60s.
+	MaxOpenFor time.Duration
+}
+
+// The defaults of BreakerSettings.
+const (
+	DefaultFailureThreshold = 5
+	DefaultOpenFor          = 5 * time.Second
+	DefaultMaxOpenFor       = 60 * time.Second
+)
+
+// withDefaults fills the zero (or nonsensical) fields of s.
+func (s BreakerSettings) withDefaults() BreakerSettings {
+	if s.FailureThreshold <= 0 {
+		s.FailureThreshold = DefaultFailureThreshold
+	}
+	if s.OpenFor <= 0 {
+		s.OpenFor = DefaultOpenFor
+	}
+	if s.MaxOpenFor <= 0 {
+		s.MaxOpenFor = DefaultMaxOpenFor
+	}
+	s.MaxOpenFor = max(s.MaxOpenFor, s.OpenFor)
+	return s
+}
+
+// CircuitState is where a breaker is.
+type CircuitState int
+
+// The states of a breaker.
+const (
+	// CircuitClosed lets every call through and counts failures in a row.
+	CircuitClosed CircuitState = iota
+	// CircuitOpen refuses every call until its time is up.
+	CircuitOpen
+	// CircuitHalfOpen lets one call at a time through as a probe and refuses
+	// the others; the probe's outcome closes or reopens the circuit.
+	CircuitHalfOpen
+)
+
+// String is the state's name as metrics show it: "closed", "open" or
+// "half_open".
+func (s CircuitState) String() string {
+	switch s {
+	case CircuitClosed:
+		return "closed"
+	case CircuitOpen:
+		return "open"
+	case CircuitHalfOpen:
+		return "half_open"
+	}
+	return "unknown"
+}
+
+// Breaker is a circuit breaker: it stops calls to something that keeps
+// failing and lets a single probe find out when it works again. It knows
+// nothing of what it guards. Every call it allows must be reported exactly
+// once, with Success, Failure or Abandon, passing back the probe flag that
+// Allow returned. A Breaker is safe for concurrent use.
+type Breaker struct {
+	settings BreakerSettings
+	clock    func() time.Time
+
+	mu        sync.Mutex
+	state     CircuitState
+	failures  int           // in a row, while closed
+	openFor   time.Duration // the next (or current) open period
+	openUntil time.Time     // while open
+	probing   bool          // while half-open: a probe is out
+}
+
+// NewBreaker returns a closed breaker with the settings, reading time from
+// clock (time.Now if nil).
+func NewBreaker(settings BreakerSettings, clock func() time.Time) *Breaker {
+	if clock == nil {
+		clock = time.Now
+	}
+	settings = settings.withDefaults()
+	return &Breaker{settings: settings, clock: clock, openFor: settings.OpenFor}
+}
+
+// Allow tells whether a call may go ahead (ok) and whether it is the probe
+// of a half-open circuit (probe).
+func (b *Breaker) Allow() (probe, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case CircuitClosed:
+		return false, true
+	case CircuitOpen:
+		if b.clock().Before(b.openUntil) {
+			return false, false
+		}
+		b.state = CircuitHalfOpen
+	}
+	if b.probing {
+		return false, false
+	}
+	b.probing = true
+	return true, true
+}
+
+// Success reports that an allowed call found the guarded thing working.
+// probe is what Allow returned for the call.
+func (b *Breaker) Success(probe bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case probe:
+		b.state = CircuitClosed
+		b.probing = false
+		b.failures = 0
+		b.openFor = b.settings.OpenFor
+	case b.state == CircuitClosed:
+		b.failures = 0
+	}
+	// A non-probe call that ends while the circuit is open or half-open was
+	// allowed before it opened: only the probe decides what happens next.
+}
+
+// Failure reports that an allowed call found the guarded thing failing.
+// probe is what Allow returned for the call.
+func (b *Breaker) Failure(probe bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case probe:
+		b.probing = false
+		b.openFor = min(2*b.openFor, b.settings.MaxOpenFor)
+		b.open()
+	case b.state == CircuitClosed:
+		b.failures++
+		if b.failures >= b.settings.FailureThreshold {
+			b.open()
+		}
+	}
+	// As in Success, late outcomes of calls allowed before the circuit
+	// opened do not count.
+}
+
+// Abandon reports that an allowed call ended without telling whether the
+// guarded thing works (the caller gave up). An abandoned probe hands its
+// turn to the next caller. probe is what Allow returned for the call.
+func (b *Breaker) Abandon(probe bool) {
+	if !probe {
+		return
+	}
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
+}
+
+// State returns the breaker's state. An open circuit whose time is up is
+// half-open: the next call will be its probe.
+func (b *Breaker) State() CircuitState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == CircuitOpen && !b.clock().Before(b.openUntil) {
+		return CircuitHalfOpen
+	}
+	return b.state
+}
+
+// open opens the circuit for the current open period. b.mu is held.
+func (b *Breaker) open() {
+	b.state = CircuitOpen
+	b.failures = 0
+	b.openUntil = b.clock().Add(b.openFor)
+}

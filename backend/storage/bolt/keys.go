@@ -1,0 +1,118 @@
+package bolt
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"time"
+)
+
+// Keys are built so that bolt's byte order is the order the store needs
+// and no two different tuples share a key or a prefix: every variable part
+// but the last is length-prefixed (uvarint), times are fixed-width.
+
+// The instants int64 nanoseconds since 1970 can hold.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// sortable returns t as a number whose big-endian bytes sort like the
+// instants: nanoseconds since 1970 with the sign bit flipped. Instants
+// outside the years 1678–2262 are clamped to the nearest end.
+func sortable(t time.Time) uint64 {
+	n := int64(math.MaxInt64)
+	switch {
+	case t.Before(minTime):
+		n = math.MinInt64
+	case !t.After(maxTime):
+		n = t.UnixNano()
+	}
+	return uint64(n) ^ (1 << 63)
+}
+
+// appendPart appends a length-prefixed part of a key.
+func appendPart(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// listPrefix is what the index keys of an account's tasks with one group
+// (or task) id start with.
+func listPrefix(accountID, id string) []byte {
+	b := make([]byte, 0, 2*binary.MaxVarintLen16+len(accountID)+len(id)+8+36)
+	return appendPart(appendPart(b, accountID), id)
+}
+
+// listKey is the index key of a task under one of its ids: the prefix,
+// then the creation time inverted (newest first), then the request id.
+func listKey(accountID, id string, created time.Time, requestID string) []byte {
+	b := binary.BigEndian.AppendUint64(listPrefix(accountID, id), ^sortable(created))
+	return append(b, requestID...)
+}
+
+// listKeyRequestID returns the request id at the end of an index key with
+// the given prefix length.
+func listKeyRequestID(k []byte, prefixLen int) []byte { return k[prefixLen+8:] }
+
+// timeKey is a key ordered by time: the instant, then rest (a request id,
+// or an idempotency key).
+func timeKey(t time.Time, rest []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(rest)), sortable(t)), rest...)
+}
+
+// idemKey is the key of an account's idempotency record.
+func idemKey(accountID, key string) []byte {
+	return append(appendPart(make([]byte, 0, 2+len(accountID)+len(key)), accountID), key...)
+}
+
+// seqKey is a task's key in its type's queue.
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), seq) }
+
+// A task's value in the tasks bucket is a fixed header, where the store
+// keeps its own bookkeeping, then the task as JSON:
+//
+//	[0]      1 when the task is leased
+//	[1:9]    seq, its place in its type's queue (kept for life)
+//	[9:17]   the end of its lease, sortable, when leased
+//	[17:]    the task.Task as JSON
+const headerLen = 17
+
+// header is the store's bookkeeping of a task.
+type header struct {
+	leased bool
+	seq    uint64
+	lease  uint64
+}
+
+var errCorrupt = errors.New("bolt: corrupt task record")
+
+// encodeValue returns a task's value.
+func encodeValue(h header, body []byte) []byte {
+	v := make([]byte, headerLen, headerLen+len(body))
+	if h.leased {
+		v[0] = 1
+	}
+	binary.BigEndian.PutUint64(v[1:9], h.seq)
+	binary.BigEndian.PutUint64(v[9:17], h.lease)
+	return append(v, body...)
+}
+
+// decodeValue splits a task's value; body aliases v.
+func decodeValue(v []byte) (header, []byte, error) {
+	if len(v) < headerLen {
+		return header{}, nil, errCorrupt
+	}
+	h := header{
+		leased: v[0] == 1,
+		seq:    binary.BigEndian.Uint64(v[1:9]),
+		lease:  binary.BigEndian.Uint64(v[9:17]),
+	}
+	return h, v[headerLen:], nil
+}
+
+// leaseKey is a key of the leases bucket: the end of the lease, sortable,
+// then the request id, so that Rescue reads only the leases that ended.
+func leaseKey(lease uint64, requestID []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(requestID)), lease), requestID...)
+}

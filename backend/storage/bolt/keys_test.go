@@ -1,0 +1,84 @@
+package bolt
+
+import (
+	"bytes"
+	"math"
+	"testing"
+	"time"
+)
+
+func TestSortable(t *testing.T) {
+	instants := []time.Time{
+		time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC), // clamped
+		time.Unix(0, math.MinInt64),
+		time.Date(1969, time.December, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Unix(0, 0),
+		time.Unix(0, 1),
+		time.Date(2030, time.March, 4, 5, 6, 7, 8, time.FixedZone("IST", 19800)),
+		time.Date(2030, time.March, 4, 5, 6, 7, 9, time.FixedZone("IST", 19800)),
+		time.Unix(0, math.MaxInt64),
+	}
+	for i := 1; i < len(instants); i++ {
+		a, b := sortable(instants[i-1]), sortable(instants[i])
+		if i == 1 {
+			if a != b {
+				t.Errorf("sortable(year 1) = %d, want it clamped to %d", a, b)
+			}
+			continue
+		}
+		if a >= b {
+			t.Errorf("sortable(%v) = %d is not below sortable(%v) = %d", instants[i-1], a, instants[i], b)
+		}
+	}
+	if got, want := sortable(time.Date(9999, time.December, 31, 0, 0, 0, 0, time.UTC)), sortable(time.Unix(0, math.MaxInt64)); got != want {
+		t.Errorf("sortable(year 9999) = %d, want it clamped to %d", got, want)
+	}
+	utc := time.Date(2030, time.March, 4, 0, 0, 0, 0, time.UTC)
+	if sortable(utc) != sortable(utc.In(time.FixedZone("X", -3600))) {
+		t.Error("sortable depends on the zone")
+	}
+}
+
+// TestListKeys checks that no (account, id) prefix is a prefix of another
+// pair's keys, whatever bytes the ids hold.
+func TestListKeys(t *testing.T) {
+	pairs := [][2]string{
+		{"acme", "g"}, {"acme", "g1"}, {"acme", "g\x00"}, {"acm", "eg"}, {"acmeg", ""},
+		{"a", "\x01b"}, {"a\x01", "b"}, {"acme", string(bytes.Repeat([]byte{0xff}, 256))},
+		{"acme", string(bytes.Repeat([]byte("é"), 256))},
+	}
+	created := time.Date(2030, time.March, 4, 0, 0, 0, 0, time.UTC)
+	for _, p := range pairs {
+		for _, q := range pairs {
+			if p == q {
+				continue
+			}
+			k := listKey(q[0], q[1], created, "req-1")
+			if bytes.HasPrefix(k, listPrefix(p[0], p[1])) {
+				t.Errorf("key of %q has the prefix of %q", q, p)
+			}
+		}
+	}
+
+	older := listKey("acme", "g", created, "req-2")
+	newer := listKey("acme", "g", created.Add(time.Nanosecond), "req-1")
+	if bytes.Compare(newer, older) >= 0 {
+		t.Error("a newer task's key does not sort before an older one's")
+	}
+	prefix := listPrefix("acme", "g")
+	if got := string(listKeyRequestID(newer, len(prefix))); got != "req-1" {
+		t.Errorf("request id of a list key = %q, want req-1", got)
+	}
+}
+
+func TestValue(t *testing.T) {
+	h := header{leased: true, seq: 42, lease: sortable(time.Unix(1_900_000_000, 5))}
+	body := []byte(`{"request_id":"r"}`)
+	got, gotBody, err := decodeValue(encodeValue(h, body))
+	if err != nil || got != h || !bytes.Equal(gotBody, body) {
+		t.Errorf("decodeValue(encodeValue) = %+v, %s, %v; want %+v, %s", got, gotBody, err, h, body)
+	}
+	if _, _, err := decodeValue([]byte("short")); err == nil {
+		t.Error("decodeValue of a short value succeeded")
+	}
+}

@@ -1,0 +1,233 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/taskgate/taskgate/backend/source"
+)
+
+// Caller calls a task's source; *source.Client is the real one.
+type Caller interface {
+	Call(ctx context.Context, url string, timeout time.Duration, req source.Request) source.Outcome
+}
+
+// Runner runs queued tasks against their sources: per type, a producer
+// claims tasks from the store while it has free workers, and each claimed
+// task is executed and completed by its own goroutine, up to the type's
+// concurrency.
+type Runner struct {
+	store  Store
+	hub    *Hub
+	caller Caller
+	types  map[string]*Type
+	now    func() time.Time
+	logger *zap.Logger
+
+	// Retention is how long terminal tasks are kept. Zero keeps them.
+	Retention time.Duration
+	// LeaseMargin is added to a type's timeout to make a claim's lease.
+	LeaseMargin time.Duration
+	// Poll is how often an idle producer looks at the store without being
+	// woken (for tasks rescued or queued by another process).
+	Poll time.Duration
+	// OnFinish, when set, is called after each task ends (for metrics).
+	OnFinish func(t *Task, took time.Duration)
+
+	wakeups map[string]chan struct{}
+}
+
+// NewRunner returns a runner of the given types.
+func NewRunner(store Store, hub *Hub, caller Caller, types []*Type, now func() time.Time, logger *zap.Logger) *Runner {
+	if now == nil {
+		now = time.Now
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	r := &Runner{
+		store: store, hub: hub, caller: caller, now: now, logger: logger,
+		types:       make(map[string]*Type, len(types)),
+		wakeups:     make(map[string]chan struct{}, len(types)),
+		LeaseMargin: 30 * time.Second,
+		Poll:        time.Second,
+	}
+	for _, t := range types {
+		r.types[t.Name()] = t
+		r.wakeups[t.Name()] = make(chan struct{}, 1)
+	}
+	return r
+}
+
+// Wake tells the producer of a type that a task was queued.
+func (r *Runner) Wake(taskType string) {
+	if ch, ok := r.wakeups[taskType]; ok {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run runs tasks until ctx ends, then waits for its workers: a worker whose
+// source call is cut short puts its task back in the queue.
+func (r *Runner) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, t := range r.types {
+		wg.Go(func() { r.produce(ctx, t) })
+	}
+	wg.Go(func() { r.maintain(ctx) })
+	wg.Wait()
+}
+
+// produce claims tasks of one type while there are free workers.
+func (r *Runner) produce(ctx context.Context, typ *Type) {
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	done := make(chan struct{}, typ.Concurrency)
+	busy := 0
+	poll := time.NewTicker(r.Poll)
+	defer poll.Stop()
+	for {
+		if free := typ.Concurrency - busy; free > 0 {
+			lease := r.now().Add(typ.Timeout + r.LeaseMargin)
+			tasks, err := r.store.Claim(ctx, typ.Name(), free, lease)
+			if err != nil && ctx.Err() == nil {
+				r.logger.Error("claiming tasks", zap.String("task_type", typ.Name()), zap.Error(err))
+			}
+			for _, t := range tasks {
+				busy++
+				workers.Go(func() {
+					defer func() { done <- struct{}{} }()
+					r.execute(ctx, typ, t)
+				})
+			}
+		}
+		// Either the queue is drained or every worker is busy: wait for a
+		// worker to end or a task to be queued.
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+			busy--
+			// Take every other ended worker too, so that one claim
+			// refills all the free slots.
+			for drained := false; !drained; {
+				select {
+				case <-done:
+					busy--
+				default:
+					drained = true
+				}
+			}
+		case <-r.wakeups[typ.Name()]:
+		case <-poll.C:
+		}
+	}
+}
+
+// execute calls the task's source and stores the outcome.
+func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
+	start := r.now()
+	out := r.caller.Call(ctx, typ.Source, typ.Timeout, source.Request{
+		RequestID: t.RequestID,
+		TaskID:    t.TaskID,
+		GroupID:   t.GroupID,
+		Action:    t.Action,
+		Type:      t.Type,
+		Data:      t.Data,
+	})
+	// The outcome is stored even when the runner is stopping: the source
+	// has answered, and running the task again would call it twice.
+	storeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if out.Kind == source.Canceled {
+		if err := r.store.Release(storeCtx, []string{t.RequestID}); err != nil {
+			r.logger.Warn("releasing task; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
+		}
+		return
+	}
+	applyOutcome(t, typ, out, r.now().UTC())
+	if err := r.store.Finish(storeCtx, t); err != nil {
+		r.logger.Error("storing task outcome; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
+		return
+	}
+	r.hub.Notify(t.RequestID)
+	if r.OnFinish != nil {
+		r.OnFinish(t, r.now().Sub(start))
+	}
+}
+
+// SourceDown is the error of a task whose source failed.
+const SourceDown = "SOURCE_DOWN"
+
+// applyOutcome makes t terminal according to its source's answer.
+func applyOutcome(t *Task, typ *Type, out source.Outcome, now time.Time) {
+	t.CompletedAt = &now
+	switch out.Kind {
+	case source.Completed:
+		t.Status = Completed
+		t.Result = out.Result
+		t.Error, t.Message = nil, nil
+	case source.Rejected:
+		t.Status = Failed
+		t.Result = nil
+		t.Error, t.Message = ptr(out.Error), ptr(out.Message)
+	default:
+		t.Status = Failed
+		t.Result, _ = json.Marshal(map[string]any{typ.OutputKey: map[string]string{"status": "source_down"}})
+		t.Error, t.Message = ptr(SourceDown), ptr(out.Message)
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+// maintain rescues tasks whose lease ended (their worker died) and purges
+// tasks past retention.
+func (r *Runner) maintain(ctx context.Context) {
+	rescue := time.NewTicker(5 * time.Second)
+	defer rescue.Stop()
+	purge := time.NewTicker(time.Minute)
+	defer purge.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rescue.C:
+			n, err := r.store.Rescue(ctx, r.now())
+			if err != nil && ctx.Err() == nil {
+				r.logger.Error("rescuing tasks", zap.Error(err))
+			}
+			if n > 0 {
+				r.logger.Warn("rescued tasks whose lease ended", zap.Int("tasks", n))
+				for name := range r.types {
+					r.Wake(name)
+				}
+			}
+		case <-purge.C:
+			r.PurgeOnce(ctx)
+		}
+	}
+}
+
+// PurgeOnce deletes terminal tasks older than the retention, in batches.
+func (r *Runner) PurgeOnce(ctx context.Context) {
+	if r.Retention <= 0 {
+		return
+	}
+	now := r.now()
+	for ctx.Err() == nil {
+		n, err := r.store.Purge(ctx, now.Add(-r.Retention), now.Add(-IdempotencyTTL), 1000)
+		if err != nil {
+			r.logger.Error("purging tasks", zap.Error(err))
+			return
+		}
+		if n < 1000 {
+			return
+		}
+	}
+}

@@ -1,0 +1,201 @@
+package task
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Type is a task type: the source its tasks run against and how.
+type Type struct {
+	// Action and Type name the task type, as in /v3/tasks/async/{action}/{type}.
+	Action, Type string
+	// Source is the URL workers POST tasks to.
+	Source string
+	// Timeout bounds one call to the source.
+	Timeout time.Duration
+	// Concurrency is the most calls to the source at once.
+	Concurrency int
+	// OutputKey names the result's key when the source is down.
+	OutputKey string
+}
+
+// Name is the type's "action/type".
+func (t *Type) Name() string { return t.Action + "/" + t.Type }
+
+// Defaults of a task type.
+const (
+	DefaultTimeout     = 10 * time.Second
+	DefaultConcurrency = 32
+	DefaultOutputKey   = "source_output"
+)
+
+var outputKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// Validate fills in defaults and checks the type.
+func (t *Type) Validate() error {
+	if t.Timeout == 0 {
+		t.Timeout = DefaultTimeout
+	}
+	if t.Concurrency == 0 {
+		t.Concurrency = DefaultConcurrency
+	}
+	if t.OutputKey == "" {
+		t.OutputKey = DefaultOutputKey
+	}
+	switch {
+	case t.Source == "":
+		return fmt.Errorf("task type %s: no source", t.Name())
+	case t.Timeout < 0:
+		return fmt.Errorf("task type %s: timeout must be positive", t.Name())
+	case t.Concurrency < 1 || t.Concurrency > 10000:
+		return fmt.Errorf("task type %s: concurrency must be 1 to 10000", t.Name())
+	case !outputKeyPattern.MatchString(t.OutputKey):
+		return fmt.Errorf("task type %s: output_key must be 1-64 letters, digits, '_', '.' or '-'", t.Name())
+	}
+	return nil
+}
+
+// IdempotencyTTL is how long an Idempotency-Key is remembered.
+const IdempotencyTTL = 24 * time.Hour
+
+// ErrIdempotencyMismatch is the answer to an Idempotency-Key reused with
+// another request.
+var ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+
+// Service creates tasks, reads them and waits for them to end.
+type Service struct {
+	store Store
+	hub   *Hub
+	now   func() time.Time
+	// wake tells the runner that a task of a type was queued.
+	wake func(taskType string)
+}
+
+// NewService returns a service over store. hub tells waiters of ends;
+// wake, when not nil, is called after each new task.
+func NewService(store Store, hub *Hub, now func() time.Time, wake func(taskType string)) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	if wake == nil {
+		wake = func(string) {}
+	}
+	return &Service{store: store, hub: hub, now: now, wake: wake}
+}
+
+// NewTask is what a client asks for.
+type NewTask struct {
+	AccountID string
+	Type      *Type
+	TaskID    string
+	GroupID   string
+	Data      []byte
+	Async     bool
+	// IdempotencyKey, when not empty, makes the call safe to repeat.
+	IdempotencyKey string
+	// Body is the request body as sent, for the idempotency fingerprint.
+	Body []byte
+}
+
+// Create stores and queues a new task, and returns it once durable. With
+// an idempotency key already used for the same request, it returns the
+// original task and replayed = true; used for another request, it returns
+// ErrIdempotencyMismatch.
+func (s *Service) Create(ctx context.Context, n NewTask) (t *Task, replayed bool, err error) {
+	now := s.now().UTC()
+	t = &Task{
+		RequestID: uuid.NewString(),
+		AccountID: n.AccountID,
+		Action:    n.Type.Action,
+		Type:      n.Type.Type,
+		TaskID:    n.TaskID,
+		GroupID:   n.GroupID,
+		Data:      n.Data,
+		Status:    InProgress,
+		CreatedAt: now,
+		Async:     n.Async,
+	}
+	var idem *Idempotency
+	if n.IdempotencyKey != "" {
+		idem = &Idempotency{
+			AccountID:   n.AccountID,
+			Key:         n.IdempotencyKey,
+			Fingerprint: fingerprint(n),
+			RequestID:   t.RequestID,
+			CreatedAt:   now,
+		}
+	}
+	existing, err := s.store.Create(ctx, t, idem, now.Add(-IdempotencyTTL))
+	if err != nil {
+		return nil, false, err
+	}
+	if existing != nil {
+		if existing.Fingerprint != idem.Fingerprint {
+			return nil, false, ErrIdempotencyMismatch
+		}
+		orig, err := s.store.Get(ctx, n.AccountID, existing.RequestID)
+		if err != nil {
+			return nil, false, err
+		}
+		return orig, true, nil
+	}
+	s.wake(n.Type.Name())
+	return t, false, nil
+}
+
+// fingerprint identifies what a request asked: its mode, type and body.
+func fingerprint(n NewTask) string {
+	h := sha256.New()
+	mode := "sync\n"
+	if n.Async {
+		mode = "async\n"
+	}
+	h.Write([]byte(mode))
+	h.Write([]byte(n.Type.Name() + "\n"))
+	h.Write(n.Body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Get returns the account's task with the request id, or ErrNotFound.
+func (s *Service) Get(ctx context.Context, accountID, requestID string) (*Task, error) {
+	return s.store.Get(ctx, accountID, requestID)
+}
+
+// ListLimit is the most tasks a listing returns.
+const ListLimit = 100
+
+// ListByGroup returns the account's newest tasks of a group.
+func (s *Service) ListByGroup(ctx context.Context, accountID, groupID string) ([]*Task, error) {
+	return s.store.ListByGroup(ctx, accountID, groupID, ListLimit)
+}
+
+// ListByTaskID returns the account's newest tasks with a task id.
+func (s *Service) ListByTaskID(ctx context.Context, accountID, taskID string) ([]*Task, error) {
+	return s.store.ListByTaskID(ctx, accountID, taskID, ListLimit)
+}
+
+// Wait returns the task once it has ended, or as it is when wait has
+// passed or ctx ends.
+func (s *Service) Wait(ctx context.Context, accountID, requestID string, wait time.Duration) (*Task, error) {
+	done, cancel := s.hub.Subscribe(requestID)
+	defer cancel()
+	t, err := s.store.Get(ctx, accountID, requestID)
+	if err != nil || t.Status.Terminal() || wait <= 0 {
+		return t, err
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return s.store.Get(context.WithoutCancel(ctx), accountID, requestID)
+}

@@ -1,0 +1,60 @@
+package caddymodule
+
+import (
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/apierr"
+)
+
+func init() {
+	caddy.RegisterModule(TaskAPI{})
+}
+
+// TaskAPI serves the client API of tasks (POST /v3/tasks/async/{action}/{type},
+// POST /v3/tasks/sync/{action}/{type}, GET /v3/tasks) for the account that
+// the edge chain authenticated. It answers every request it gets.
+type TaskAPI struct {
+	app *App
+}
+
+// CaddyModule returns the Caddy module information.
+func (TaskAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.task_api",
+		New: func() caddy.Module { return new(TaskAPI) },
+	}
+}
+
+// Provision connects the handler to the taskgate app.
+func (h *TaskAPI) Provision(ctx caddy.Context) error {
+	var err error
+	h.app, err = loadApp(ctx)
+	return err
+}
+
+// ServeHTTP answers the request.
+func (h *TaskAPI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	id, _ := repl.GetString(userIDPlaceholder)
+	if id == "" {
+		apierr.Write(w, apierr.MissingCredentials)
+		return nil
+	}
+	acct, ok := h.app.registry.Lookup(id)
+	if !ok {
+		// A user authenticated by another handler: all task types.
+		acct = &account.Account{ID: id}
+	}
+	h.app.api.Serve(w, r, acct)
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyhttp.MiddlewareHandler = (*TaskAPI)(nil)
+	_ caddy.Provisioner           = (*TaskAPI)(nil)
+)
