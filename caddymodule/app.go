@@ -324,8 +324,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	client := source.NewClient(source.Options{UserAgent: "taskgate/" + caddy.CustomVersion})
 	a.runner = task.NewRunner(a.engine.store, a.engine.hub, client, types, nil, a.logger.Named("runner"))
 	a.runner.Retention = time.Duration(a.Retention)
+	a.runner.OnFinish = func(t *task.Task, _ time.Duration) { observeFinish(t) }
+	wake := func(taskType string) {
+		tasksCreated.WithLabelValues(taskType).Inc()
+		a.runner.Wake(taskType)
+	}
 	a.api = &api.API{
-		Service:     task.NewService(a.engine.store, a.engine.hub, nil, a.runner.Wake),
+		Service:     task.NewService(a.engine.store, a.engine.hub, nil, wake),
 		Types:       byName,
 		MaxBody:     a.MaxBody,
 		SyncTimeout: time.Duration(a.SyncTimeout),
@@ -402,6 +407,7 @@ func (c *AccountConfig) build(repl *caddy.Replacer, defaultLimit ratelimit.Limit
 
 // Start runs the task workers.
 func (a *App) Start() error {
+	queueDepth.app.Store(a)
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopRunner = cancel
 	a.runnerDone = make(chan struct{})
@@ -415,6 +421,7 @@ func (a *App) Start() error {
 // Stop stops the task workers; tasks whose source call is cut short are
 // queued again.
 func (a *App) Stop() error {
+	queueDepth.app.CompareAndSwap(a, nil)
 	if a.stopRunner != nil {
 		a.stopRunner()
 		<-a.runnerDone

@@ -1,9 +1,14 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/taskgate/taskgate/backend/task"
 )
 
 // decisionsTotal counts the edge handlers' decisions by handler and
@@ -21,10 +26,80 @@ func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	err := reg.Register(decisionsTotal)
-	var already prometheus.AlreadyRegisteredError
-	if err != nil && !errors.As(err, &already) {
-		return err
+	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth} {
+		err := reg.Register(c)
+		var already prometheus.AlreadyRegisteredError
+		if err != nil && !errors.As(err, &already) {
+			return err
+		}
 	}
 	return nil
+}
+
+// Task metrics. task_type takes the configured types only.
+var (
+	tasksCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "taskgate",
+		Subsystem: "tasks",
+		Name:      "created_total",
+		Help:      "Tasks created, by task type.",
+	}, []string{"task_type"})
+	tasksFinished = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "taskgate",
+		Subsystem: "tasks",
+		Name:      "finished_total",
+		Help:      "Tasks that reached a terminal status, by task type and outcome (completed, rejected, source_down).",
+	}, []string{"task_type", "outcome"})
+	taskLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "taskgate",
+		Subsystem: "tasks",
+		Name:      "latency_seconds",
+		Help:      "Time from a task's creation to its end, by task type.",
+		Buckets:   prometheus.ExponentialBuckets(0.005, 2, 16),
+	}, []string{"task_type"})
+	queueDepth = &queueCollector{desc: prometheus.NewDesc(
+		"taskgate_tasks_queue_depth",
+		"Tasks waiting for a worker, by task type.",
+		[]string{"task_type"}, nil,
+	)}
+)
+
+// queueCollector reads the queue depth of each task type from the store of
+// the running app when scraped.
+type queueCollector struct {
+	desc *prometheus.Desc
+	app  atomic.Pointer[App]
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	a := c.app.Load()
+	if a == nil || a.engine == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for name := range a.api.Types {
+		n, err := a.engine.store.QueueDepth(ctx, name)
+		if err != nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), name)
+	}
+}
+
+// observeFinish records a task's end.
+func observeFinish(t *task.Task) {
+	outcome := string(t.Status)
+	if t.Status == task.Failed {
+		outcome = "rejected"
+		if t.Error != nil && *t.Error == task.SourceDown {
+			outcome = "source_down"
+		}
+	}
+	tasksFinished.WithLabelValues(t.TypeName(), outcome).Inc()
+	if t.CompletedAt != nil {
+		taskLatency.WithLabelValues(t.TypeName()).Observe(t.CompletedAt.Sub(t.CreatedAt).Seconds())
+	}
 }

@@ -1,0 +1,216 @@
+package task_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/source"
+	"github.com/taskgate/taskgate/backend/storage/memory"
+	"github.com/taskgate/taskgate/backend/task"
+)
+
+// fakeSource answers calls with the outcome its answer function gives,
+// and counts calls in flight.
+type fakeSource struct {
+	answer   func(ctx context.Context, req source.Request) source.Outcome
+	inFlight atomic.Int32
+	maxSeen  atomic.Int32
+	calls    atomic.Int32
+}
+
+func (f *fakeSource) Call(ctx context.Context, _ string, _ time.Duration, req source.Request) source.Outcome {
+	n := f.inFlight.Add(1)
+	defer f.inFlight.Add(-1)
+	for {
+		m := f.maxSeen.Load()
+		if n <= m || f.maxSeen.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	f.calls.Add(1)
+	return f.answer(ctx, req)
+}
+
+type harness struct {
+	store  task.Store
+	hub    *task.Hub
+	svc    *task.Service
+	runner *task.Runner
+	typ    *task.Type
+	stop   func()
+}
+
+func newHarness(t *testing.T, src task.Caller, concurrency int) *harness {
+	t.Helper()
+	store := memory.New()
+	t.Cleanup(func() { _ = store.Close() })
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: concurrency, OutputKey: "pan_output"}
+	if err := typ.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	hub := task.NewHub()
+	r := task.NewRunner(store, hub, src, []*task.Type{typ}, nil, nil)
+	h := &harness{store: store, hub: hub, runner: r, typ: typ, svc: task.NewService(store, hub, nil, r.Wake)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		r.Run(ctx)
+		close(done)
+	}()
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("the runner did not stop")
+			}
+		})
+	}
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) create(t *testing.T, taskID string) *task.Task {
+	t.Helper()
+	tk, _, err := h.svc.Create(context.Background(), task.NewTask{AccountID: "acme", Type: h.typ, TaskID: taskID, GroupID: "g", Data: []byte(`{"n":1}`), Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+func (h *harness) waitEnd(t *testing.T, requestID string) *task.Task {
+	t.Helper()
+	tk, err := h.svc.Wait(context.Background(), "acme", requestID, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tk.Status.Terminal() {
+		t.Fatalf("task %s did not end", requestID)
+	}
+	return tk
+}
+
+func TestRunnerMapsOutcomes(t *testing.T) {
+	src := &fakeSource{answer: func(_ context.Context, req source.Request) source.Outcome {
+		switch req.TaskID {
+		case "ok":
+			return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{"status":"id_found"}`)}
+		case "rejected":
+			return source.Outcome{Kind: source.Rejected, Error: "INVALID_PAN", Message: "bad pan"}
+		default:
+			return source.Outcome{Kind: source.Down, Message: "source answered 503"}
+		}
+	}}
+	h := newHarness(t, src, 4)
+	for _, tc := range []struct {
+		taskID, status, result, code, message string
+	}{
+		{"ok", "completed", `{"status":"id_found"}`, "", ""},
+		{"rejected", "failed", ``, "INVALID_PAN", "bad pan"},
+		{"down", "failed", `{"pan_output":{"status":"source_down"}}`, "SOURCE_DOWN", "source answered 503"},
+	} {
+		tk := h.waitEnd(t, h.create(t, tc.taskID).RequestID)
+		if string(tk.Status) != tc.status || string(tk.Result) != tc.result || tk.CompletedAt == nil {
+			t.Errorf("%s: status %s result %s completed_at %v", tc.taskID, tk.Status, tk.Result, tk.CompletedAt)
+		}
+		if tc.code != "" && (tk.Error == nil || *tk.Error != tc.code || tk.Message == nil || *tk.Message != tc.message) {
+			t.Errorf("%s: error %v message %v", tc.taskID, tk.Error, tk.Message)
+		}
+		if tc.code == "" && (tk.Error != nil || tk.Message != nil) {
+			t.Errorf("%s: error %v message %v, want none", tc.taskID, tk.Error, tk.Message)
+		}
+	}
+}
+
+func TestRunnerHonoursConcurrency(t *testing.T) {
+	release := make(chan struct{})
+	src := &fakeSource{answer: func(ctx context.Context, _ source.Request) source.Outcome {
+		<-release
+		return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{}`)}
+	}}
+	h := newHarness(t, src, 3)
+	var ids []string
+	for i := range 12 {
+		ids = append(ids, h.create(t, string(rune('a'+i))).RequestID)
+	}
+	// Wait until the workers are all busy, then let the calls through one
+	// at a time.
+	for deadline := time.Now().Add(10 * time.Second); src.inFlight.Load() < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d calls in flight", src.inFlight.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for range ids {
+		release <- struct{}{}
+	}
+	for _, id := range ids {
+		h.waitEnd(t, id)
+	}
+	if got := src.maxSeen.Load(); got != 3 {
+		t.Fatalf("at most %d calls at once, want 3", got)
+	}
+	if got := src.calls.Load(); got != 12 {
+		t.Fatalf("%d calls, want 12", got)
+	}
+}
+
+func TestStoppingRunnerQueuesInterruptedTasksAgain(t *testing.T) {
+	started := make(chan struct{}, 10)
+	src := &fakeSource{answer: func(ctx context.Context, _ source.Request) source.Outcome {
+		started <- struct{}{}
+		<-ctx.Done()
+		return source.Outcome{Kind: source.Canceled}
+	}}
+	h := newHarness(t, src, 2)
+	tk := h.create(t, "slow")
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task never started")
+	}
+	h.stop()
+	got, err := h.store.Get(context.Background(), "acme", tk.RequestID)
+	if err != nil || got.Status != task.InProgress {
+		t.Fatalf("after stop: %+v, %v; want in progress", got, err)
+	}
+	claimed, err := h.store.Claim(context.Background(), h.typ.Name(), 10, time.Now().Add(time.Minute))
+	if err != nil || len(claimed) != 1 || claimed[0].RequestID != tk.RequestID {
+		t.Fatalf("after stop the task is not queued: %v, %v", claimed, err)
+	}
+}
+
+func TestPurgeOnceHonoursRetention(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	store := memory.New()
+	defer store.Close()
+	typ := &task.Type{Action: "a", Type: "b", Source: "http://127.0.0.1:9/"}
+	_ = typ.Validate()
+	svc := task.NewService(store, task.NewHub(), clock, nil)
+	old, _, _ := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t", GroupID: "g", Data: []byte(`{}`)})
+	claimed, _ := store.Claim(context.Background(), typ.Name(), 1, now.Add(time.Minute))
+	done := now.Add(-8 * 24 * time.Hour)
+	claimed[0].Status, claimed[0].CompletedAt = task.Completed, &done
+	if err := store.Finish(context.Background(), claimed[0]); err != nil {
+		t.Fatal(err)
+	}
+	running, _, _ := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t2", GroupID: "g", Data: []byte(`{}`)})
+
+	r := task.NewRunner(store, task.NewHub(), nil, nil, clock, nil)
+	r.Retention = 7 * 24 * time.Hour
+	r.PurgeOnce(context.Background())
+	if _, err := store.Get(context.Background(), "x", old.RequestID); err != task.ErrNotFound {
+		t.Fatalf("a task past retention is still there: %v", err)
+	}
+	if _, err := store.Get(context.Background(), "x", running.RequestID); err != nil {
+		t.Fatalf("a running task was purged: %v", err)
+	}
+}
