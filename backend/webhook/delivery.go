@@ -1,0 +1,108 @@
+// Package webhook delivers finished tasks to accounts' webhooks: signed per
+// Standard Webhooks, retried with exponential backoff on network errors,
+// timeouts and 5xx, recorded attempt by attempt, and never lost: deliveries
+// are stored in the transaction that ends their task (an outbox).
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Status is where a delivery is in its life.
+type Status string
+
+// The statuses of a delivery.
+const (
+	Pending   Status = "pending"
+	Delivered Status = "delivered"
+	Failed    Status = "failed"
+)
+
+// The events a delivery carries.
+const (
+	// EventTask is a task that reached a terminal status; the body is the
+	// task object.
+	EventTask = "task.finished"
+	// EventFailed tells an account's failure webhook that a delivery
+	// failed for good.
+	EventFailed = "webhook.failed"
+)
+
+// Delivery is one POST of one event to one webhook URL, with every attempt
+// made at it.
+type Delivery struct {
+	// ID is sent as webhook-id, the same on every attempt.
+	ID        string `json:"id"`
+	AccountID string `json:"account_id"`
+	RequestID string `json:"request_id"`
+	URL       string `json:"webhook_url"`
+	Event     string `json:"event"`
+	// Body is sent verbatim.
+	Body     json.RawMessage `json:"body"`
+	Status   Status          `json:"status"`
+	Attempts []Attempt       `json:"attempts"`
+	// CreatedAt starts the give-up clock.
+	CreatedAt time.Time `json:"created_at"`
+	// NextAt is when a pending delivery is next due.
+	NextAt time.Time `json:"next_at"`
+}
+
+// Attempt is one try at a delivery.
+type Attempt struct {
+	At time.Time `json:"at"`
+	// StatusCode is the receiver's HTTP status, or 0 when there was none.
+	StatusCode int `json:"status_code"`
+	// Error says what went wrong, or is empty on success.
+	Error      string `json:"error"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+// Filter selects deliveries in a listing. Empty fields match all.
+type Filter struct {
+	RequestID string
+	Status    Status
+}
+
+// ErrNotFound is the error of a delivery unknown to the account.
+var ErrNotFound = errors.New("delivery not found")
+
+// Store keeps deliveries durably. Deliveries of finished tasks enter it
+// with their task (task.Store.Finish); the methods here move them along.
+// Every implementation passes the conformance suite of package tasktest.
+type Store interface {
+	// ClaimDeliveries leases up to n pending deliveries whose NextAt is at
+	// or before now, earliest first, skipping those for whose URL skip
+	// returns true (skip may be nil). A claimed delivery is not claimed
+	// again until its lease ends unrecorded and RescueDeliveries queues it.
+	ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*Delivery, error)
+
+	// RecordAttempt stores a claimed delivery after an attempt: d carries
+	// the attempt appended, its new Status and, when pending, its NextAt.
+	// The lease ends. The deliveries in also (a failure notification) are
+	// stored pending in the same transaction.
+	RecordAttempt(ctx context.Context, d *Delivery, also []*Delivery) error
+
+	// GetDelivery returns the account's delivery with the id, or
+	// ErrNotFound.
+	GetDelivery(ctx context.Context, accountID, id string) (*Delivery, error)
+
+	// ListDeliveries returns up to limit of the account's deliveries that
+	// match f, newest first.
+	ListDeliveries(ctx context.Context, accountID string, f Filter, limit int) ([]*Delivery, error)
+
+	// RetryDelivery makes the account's delivery pending and due at now,
+	// whatever its status, and returns it; ErrNotFound when it is not the
+	// account's. A delivery being attempted right now is left to finish
+	// and then made pending again.
+	RetryDelivery(ctx context.Context, accountID, id string, now time.Time) (*Delivery, error)
+
+	// RescueDeliveries makes claimable again every leased delivery whose
+	// lease ended before expiredBefore, and returns how many.
+	RescueDeliveries(ctx context.Context, expiredBefore time.Time) (int, error)
+
+	// CountDeliveries returns the number of deliveries with the status.
+	CountDeliveries(ctx context.Context, status Status) (int, error)
+}
