@@ -144,7 +144,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 		})
 		return
 	}
-	apierr.WriteJSON(w, http.StatusOK, View(t))
+	apierr.WriteJSON(w, http.StatusOK, t.View())
 }
 
 // readBody reads a JSON request body of at most MaxBody bytes and checks
@@ -307,9 +307,9 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, acct *account.Account)
 		writeError(w, err)
 		return
 	}
-	views := make([]TaskView, len(tasks))
+	views := make([]task.View, len(tasks))
 	for i, t := range tasks {
-		views[i] = View(t)
+		views[i] = t.View()
 	}
 	apierr.WriteJSON(w, http.StatusOK, views)
 }
@@ -325,43 +325,4 @@ func writeError(w http.ResponseWriter, err error) {
 	default:
 		apierr.Write(w, apierr.StorageUnavailable)
 	}
-}
-
-// TaskView is the task object of the client API.
-type TaskView struct {
-	Action      string          `json:"action"`
-	Type        string          `json:"type"`
-	Status      task.Status     `json:"status"`
-	TaskID      string          `json:"task_id"`
-	GroupID     string          `json:"group_id"`
-	RequestID   string          `json:"request_id"`
-	CreatedAt   string          `json:"created_at"`
-	CompletedAt *string         `json:"completed_at"`
-	Result      json.RawMessage `json:"result"`
-	Error       *string         `json:"error"`
-	Message     *string         `json:"message"`
-}
-
-// View returns the client's view of a task. Times are RFC 3339 with offset.
-func View(t *task.Task) TaskView {
-	v := TaskView{
-		Action:    t.Action,
-		Type:      t.Type,
-		Status:    t.Status,
-		TaskID:    t.TaskID,
-		GroupID:   t.GroupID,
-		RequestID: t.RequestID,
-		CreatedAt: t.CreatedAt.Format(time.RFC3339Nano),
-		Result:    t.Result,
-		Error:     t.Error,
-		Message:   t.Message,
-	}
-	if len(v.Result) == 0 {
-		v.Result = json.RawMessage("null")
-	}
-	if t.CompletedAt != nil {
-		s := t.CompletedAt.Format(time.RFC3339Nano)
-		v.CompletedAt = &s
-	}
-	return v
 }
