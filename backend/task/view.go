@@ -10,7 +10,7 @@ import (
 type View struct {
 	Action      string          `json:"action"`
 	Type        string          `json:"type"`
-	Status      Status     `json:"status"`
+	Status      Status          `json:"status"`
 	TaskID      string          `json:"task_id"`
 	GroupID     string          `json:"group_id"`
 	RequestID   string          `json:"request_id"`
