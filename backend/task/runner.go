@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/source"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // Caller calls a task's source; *source.Client is the real one.
@@ -37,6 +38,9 @@ type Runner struct {
 	Poll time.Duration
 	// OnFinish, when set, is called after each task ends (for metrics).
 	OnFinish func(t *Task, took time.Duration)
+	// Deliveries, when set, returns the webhook deliveries of a task that
+	// just ended; they are stored with its end, in one transaction.
+	Deliveries func(t *Task) []*webhook.Delivery
 
 	wakeups map[string]chan struct{}
 }
@@ -152,6 +156,11 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 		return
 	}
 	applyOutcome(t, typ, out, r.now().UTC())
+	var deliveries []*webhook.Delivery
+	if r.Deliveries != nil {
+		deliveries = r.Deliveries(t)
+	}
+	_ = deliveries // stored with the task's end once Finish takes them
 	if err := r.store.Finish(storeCtx, t); err != nil {
 		r.logger.Error("storing task outcome; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
 		return
