@@ -8,42 +8,54 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
 
-// target is one site under load, with its own pool of keep-alive
-// connections that lasts across rounds.
+// target is one kind of request to one site under load, with its own pool
+// of keep-alive connections that lasts across rounds.
 type target struct {
-	name      string
-	url       string
-	vt        vegeta.Target
-	client    *http.Client
-	transport *http.Transport
+	name string
+	vt   vegeta.Target
+	// want is the status code of a successful answer, as vegeta counts
+	// codes ("200", "202").
+	want string
+	// workers is how many requests are in flight at once (one connection
+	// each).
+	workers int
+	client  *http.Client
 }
 
-func newTarget(name, url string, header http.Header, o options) *target {
-	tr := &http.Transport{
+// newTarget returns a target that sends vt with at most workers requests
+// in flight.
+func newTarget(name string, vt vegeta.Target, want, workers int, timeout time.Duration) *target {
+	return &target{
+		name:    name,
+		vt:      vt,
+		want:    strconv.Itoa(want),
+		workers: workers,
+		client:  &http.Client{Transport: loopbackTransport(workers, timeout), Timeout: timeout},
+	}
+}
+
+// loopbackTransport returns a transport with up to conns keep-alive
+// connections that ignores proxy settings.
+func loopbackTransport(conns int, timeout time.Duration) *http.Transport {
+	return &http.Transport{
 		Proxy:               nil, // loopback only, whatever the environment says
-		DialContext:         (&net.Dialer{Timeout: o.timeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        o.workers,
-		MaxIdleConnsPerHost: o.workers,
-		MaxConnsPerHost:     o.workers,
+		DialContext:         (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns,
+		MaxConnsPerHost:     conns,
 		IdleConnTimeout:     time.Minute,
 		DisableCompression:  true,
-	}
-	return &target{
-		name:      name,
-		url:       url,
-		vt:        vegeta.Target{Method: http.MethodGet, URL: url, Header: header},
-		client:    &http.Client{Transport: tr, Timeout: o.timeout},
-		transport: tr,
 	}
 }
 
 // close drops the target's idle connections.
-func (t *target) close() { t.transport.CloseIdleConnections() }
+func (t *target) close() { t.client.CloseIdleConnections() }
 
 // round is what one bounded attack on one target measured.
 type round struct {
@@ -58,24 +70,16 @@ type round struct {
 	cpuErr               error
 }
 
-// attack loads t as fast as workers concurrent requests allow for du and
-// returns the round's figures; each latency also goes to lat when it is not
-// nil. The attack stops early, with ctx's error, when ctx ends.
-func (t *target) attack(ctx context.Context, du time.Duration, workers int, lat *vegeta.LatencyMetrics) (round, error) {
+// attack loads t as fast as its workers allow for du and returns the
+// round's figures; each latency also goes to lat when it is not nil. The
+// attack stops early, with ctx's error, when ctx ends.
+func (t *target) attack(ctx context.Context, du time.Duration, lat *vegeta.LatencyMetrics) (round, error) {
 	atk := vegeta.NewAttacker(
 		vegeta.Client(t.client),
-		vegeta.Workers(uint64(workers)),
-		vegeta.MaxWorkers(uint64(workers)),
+		vegeta.Workers(uint64(t.workers)),
+		vegeta.MaxWorkers(uint64(t.workers)),
 	)
-	stopped := make(chan struct{})
-	defer close(stopped)
-	go func() {
-		select {
-		case <-ctx.Done():
-			atk.Stop()
-		case <-stopped:
-		}
-	}()
+	defer stopWhenDone(ctx, atk)()
 
 	var m vegeta.Metrics
 	// Rate 0 with a fixed number of workers: each worker sends its next
@@ -93,8 +97,24 @@ func (t *target) attack(ctx context.Context, du time.Duration, workers int, lat 
 	return round{requests: m.Requests, throughput: m.Throughput, codes: m.StatusCodes, errors: m.Errors}, nil
 }
 
+// stopWhenDone stops atk when ctx ends, until the returned function is
+// called (once the attack is over).
+func stopWhenDone(ctx context.Context, atk *vegeta.Attacker) (release func()) {
+	over := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			atk.Stop()
+		case <-over:
+		}
+	}()
+	return func() { close(over) }
+}
+
 // siteResult gathers one target's rounds.
 type siteResult struct {
+	// want is the status code of a successful answer.
+	want        string
 	throughputs []float64
 	latencies   vegeta.LatencyMetrics
 	requests    uint64
@@ -127,8 +147,18 @@ func (s *siteResult) add(r round) {
 	}
 }
 
-// non200 counts the responses that were not 200, transport errors included.
-func (s *siteResult) non200() uint64 { return s.requests - uint64(s.codes["200"]) }
+// failures counts the responses whose status was not the wanted one,
+// transport errors included.
+func (s *siteResult) failures() uint64 { return s.requests - uint64(s.codes[s.want]) }
+
+// check reports failed responses.
+func (s *siteResult) check(name string) error {
+	if n := s.failures(); n > 0 {
+		return fmt.Errorf("%d %s responses were not %s (by status, 0 = transport error: %v; errors: %v)",
+			n, name, s.want, s.codes, s.errors)
+	}
+	return nil
+}
 
 func (s *siteResult) medianThroughput() float64 { return median(s.throughputs) }
 
@@ -145,42 +175,56 @@ func (s *siteResult) p50() time.Duration { return s.latencies.Quantile(0.50) }
 
 func (s *siteResult) p99() time.Duration { return s.latencies.Quantile(0.99) }
 
-// results are the figures of a whole run.
-type results struct {
-	rounds      int
-	chain, bare siteResult
+// pairResult is two targets measured in alternating rounds: a, the one
+// under study, and b, its reference (bare respond).
+type pairResult struct {
+	rounds int
+	a, b   siteResult
 }
 
-// measure warms both targets up, then runs the measured rounds. Within a
-// round the order of the targets alternates (chain first, then bare first),
-// so that drift in the machine's load falls on both alike.
-func measure(ctx context.Context, o options, serverPID int, chain, bare *target) (*results, error) {
-	res := &results{rounds: o.rounds}
-	if o.warmup > 0 {
-		for _, t := range []*target{chain, bare} {
-			if _, err := t.attack(ctx, o.warmup, o.workers, nil); err != nil {
+// pairedRatio is the median over rounds of a/b within the round: the two
+// ran seconds apart, so a change in the machine's load between rounds
+// cancels out.
+func (p *pairResult) pairedRatio() float64 {
+	ratios := make([]float64, 0, len(p.a.throughputs))
+	for i, x := range p.a.throughputs {
+		if i < len(p.b.throughputs) && p.b.throughputs[i] > 0 {
+			ratios = append(ratios, x/p.b.throughputs[i])
+		}
+	}
+	return median(ratios)
+}
+
+// measurePair warms both targets up, then runs the measured rounds. Within
+// a round the order of the targets alternates (a first, then b first), so
+// that drift in the machine's load falls on both alike.
+func measurePair(ctx context.Context, serverPID, rounds int, du, warmup time.Duration, a, b *target) (*pairResult, error) {
+	res := &pairResult{rounds: rounds, a: siteResult{want: a.want}, b: siteResult{want: b.want}}
+	if warmup > 0 {
+		for _, t := range []*target{a, b} {
+			if _, err := t.attack(ctx, warmup, nil); err != nil {
 				return nil, err
 			}
 		}
 	}
-	sites := map[*target]*siteResult{chain: &res.chain, bare: &res.bare}
-	for i := range o.rounds {
-		order := []*target{chain, bare}
+	sites := map[*target]*siteResult{a: &res.a, b: &res.b}
+	for i := range rounds {
+		order := []*target{a, b}
 		if i%2 == 1 {
-			order = []*target{bare, chain}
+			order = []*target{b, a}
 		}
 		for _, t := range order {
 			site := sites[t]
 			server0, client0, cpuErr := cpuTimes(serverPID)
-			r, err := t.attack(ctx, o.duration, o.workers, &site.latencies)
+			r, err := t.attack(ctx, du, &site.latencies)
 			if err != nil {
 				return nil, err
 			}
 			server1, client1, cpuErr1 := cpuTimes(serverPID)
 			r.serverCPU, r.clientCPU, r.cpuErr = server1-server0, client1-client0, errors.Join(cpuErr, cpuErr1)
 			site.add(r)
-			fmt.Fprintf(os.Stderr, "bench: round %d/%d %-5s %8.0f req/s (%d requests, %d not 200)\n",
-				i+1, o.rounds, t.name, r.throughput, r.requests, r.requests-uint64(r.codes["200"]))
+			fmt.Fprintf(os.Stderr, "bench: round %d/%d %-12s %8.0f req/s (%d requests, %d not %s)\n",
+				i+1, rounds, t.name, r.throughput, r.requests, r.requests-uint64(r.codes[t.want]), t.want)
 		}
 	}
 	return res, nil

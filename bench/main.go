@@ -1,12 +1,22 @@
-// Command bench is the load harness behind `make bench`: it builds taskgate,
-// serves two sites on loopback — the edge chain (api_key_auth, ip_allowlist,
-// account_rate_limit, then respond) and a bare respond — and measures the
-// maximum throughput and the latency of each with vegeta, alternating the two
-// in short rounds so that a noisy machine weighs on both alike.
+// Command bench is the load harness behind `make bench`. It builds
+// taskgate and, with vegeta, over loopback only, measures in one run:
 //
-// Run it from the module root:
+//   - the edge chain (api_key_auth, ip_allowlist, account_rate_limit, then
+//     respond) against a bare respond: maximum throughput and latency,
+//     alternating the two in short rounds so that a noisy machine weighs on
+//     both alike;
+//   - task creations through the chain and the task API, with storage bolt
+//     (each 202 means the task is fsynced) and storage memory, against the
+//     same POST answered by a bare respond, and this disk's raw fsync rate
+//     measured in the same directory as the bolt file;
+//   - tasks completed per second, against a source served by the harness
+//     itself, and the create-to-complete latency at a fixed rate, measured
+//     with the task API's long poll.
 //
-//	go run ./bench [-rounds 5] [-duration 2s] [-warmup 1s] [-workers 64] [-bare-headers] [-profile dir]
+// Each storage runs in its own server process, so that no phase inherits
+// another's tasks. Run it from the module root:
+//
+//	go run ./bench [-rounds 5] [-duration 2s] [-warmup 1s] [-workers 64] [-create-rounds 3] [-tasks 20000] [-latency-rate 500] [-profile dir]
 package main
 
 import (
@@ -23,15 +33,25 @@ import (
 
 // options are the harness's flags.
 type options struct {
-	rounds         int
-	duration       time.Duration
-	warmup         time.Duration
-	workers        int
-	timeout        time.Duration
-	out            string
-	profileDir     string
-	profileSeconds int
-	bareHeaders    bool
+	rounds          int
+	duration        time.Duration
+	warmup          time.Duration
+	workers         int
+	timeout         time.Duration
+	out             string
+	profileDir      string
+	profileSeconds  int
+	bareHeaders     bool
+	createWorkers   int
+	createRounds    int
+	concurrency     int
+	fsyncDuration   time.Duration
+	tasks           int
+	tasksTimeout    time.Duration
+	drainTimeout    time.Duration
+	latencyRate     int
+	latencyDuration time.Duration
+	latencySample   int
 }
 
 func main() {
@@ -43,7 +63,17 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Second, "timeout of one request")
 	flag.StringVar(&o.out, "out", filepath.Join("bench", "results", "edge.md"), "Markdown file the table is written to, relative to the module root")
 	flag.BoolVar(&o.bareHeaders, "bare-headers", true, "send bare the same requests as the chain, credential headers included (false: bare requests carry none, so the ratio also counts the cost of carrying the headers)")
-	flag.StringVar(&o.profileDir, "profile", "", "if set, after the rounds, load each site once more while fetching the server's CPU and allocation profiles into this directory (chain.pprof, chain.allocs.pprof, bare.pprof, bare.allocs.pprof)")
+	flag.IntVar(&o.createWorkers, "create-workers", 32, "concurrent clients creating tasks")
+	flag.IntVar(&o.createRounds, "create-rounds", 3, "measured rounds of task creation per storage, alternating with bare")
+	flag.IntVar(&o.concurrency, "concurrency", 32, "workers of the task type (task_type concurrency)")
+	flag.DurationVar(&o.fsyncDuration, "fsync-duration", time.Second, "length of the disk's raw fsync probe")
+	flag.IntVar(&o.tasks, "tasks", 20000, "tasks created for the completion measure")
+	flag.DurationVar(&o.tasksTimeout, "tasks-timeout", 20*time.Second, "most time spent creating the completion measure's tasks")
+	flag.DurationVar(&o.drainTimeout, "drain-timeout", time.Minute, "most time the completion measure waits, after its last creation, for every task to end")
+	flag.IntVar(&o.latencyRate, "latency-rate", 500, "creations per second of the create-to-complete latency measure")
+	flag.DurationVar(&o.latencyDuration, "latency-duration", 5*time.Second, "length of the create-to-complete latency measure")
+	flag.IntVar(&o.latencySample, "latency-sample", 2, "long-poll every n-th task created in the latency measure")
+	flag.StringVar(&o.profileDir, "profile", "", "if set, fetch the server's CPU and allocation profiles into this directory: after the rounds, under each load once more (chain, bare, create-memory, create-bolt .pprof and .allocs.pprof), and a CPU profile during the completion measure (tasks-bolt.pprof)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 5, "length of each profile, in seconds")
 	flag.Parse()
 	if err := o.check(); err != nil {
@@ -80,12 +110,37 @@ func (o options) check() error {
 		return errors.New("-timeout must be positive")
 	case o.profileSeconds < 1:
 		return errors.New("-profile-seconds must be at least 1")
+	case o.createWorkers < 1:
+		return errors.New("-create-workers must be at least 1")
+	case o.createRounds < 1:
+		return errors.New("-create-rounds must be at least 1")
+	case o.concurrency < 1 || o.concurrency > 10000:
+		return errors.New("-concurrency must be 1 to 10000")
+	case o.fsyncDuration < 100*time.Millisecond:
+		return errors.New("-fsync-duration must be at least 100ms")
+	case o.tasks < 1:
+		return errors.New("-tasks must be at least 1")
+	case o.tasksTimeout < time.Second || o.drainTimeout < time.Second:
+		return errors.New("-tasks-timeout and -drain-timeout must be at least 1s")
+	case o.latencyRate < 1:
+		return errors.New("-latency-rate must be at least 1")
+	case o.latencyDuration < time.Second:
+		return errors.New("-latency-duration must be at least 1s")
+	case o.latencySample < 1:
+		return errors.New("-latency-sample must be at least 1")
 	}
 	return nil
 }
 
-// run builds and starts the server, measures both sites, reports, and stops
-// the server whatever happens.
+// holdTimeout is the source timeout of the servers whose workers are
+// parked on the holding source: longer than any phase.
+const holdTimeout = 10 * time.Minute
+
+// fastTimeout is the source timeout of the server that runs tasks.
+const fastTimeout = 10 * time.Second
+
+// run builds taskgate, measures each phase against its own server,
+// reports, and stops every server whatever happens.
 func run(ctx context.Context, o options) (err error) {
 	root, err := moduleRoot(ctx)
 	if err != nil {
@@ -103,25 +158,97 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 
-	srv, err := startServer(ctx, bin, tmp)
+	src, err := startSource()
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if stopErr := srv.stop(); stopErr != nil && err == nil {
-			err = stopErr
-		}
-	}()
+	defer func() { err = errors.Join(err, src.stop()) }()
 
-	chain, bare := srv.targets(o)
-	defer chain.close()
-	defer bare.close()
-	if err := srv.waitReady(ctx, chain, bare); err != nil {
+	res := &results{createWorkers: o.createWorkers, concurrency: o.concurrency}
+
+	// The edge chain, then creations with storage memory. The workers are
+	// parked on the holding source: creations alone use the store.
+	memory := serverConfig{name: "memory", storage: "memory", sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
+	err = withServer(ctx, bin, filepath.Join(tmp, memory.name), memory, func(s *server) error {
+		chain, bare := s.edgeTargets(o)
+		defer chain.close()
+		defer bare.close()
+		var err error
+		if res.edge, err = measurePair(ctx, s.cmd.Process.Pid, o.rounds, o.duration, o.warmup, chain, bare); err != nil {
+			return err
+		}
+		create, barePost := s.createTargets(o)
+		defer create.close()
+		defer barePost.close()
+		if res.createMemory, err = measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, barePost); err != nil {
+			return err
+		}
+		if o.profileDir != "" {
+			return s.profile(ctx, o, chain, bare, create)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "bench: server up (chain %s, bare %s, admin %s)\n", chain.url, bare.url, srv.adminURL)
 
-	res, err := measure(ctx, o, srv.cmd.Process.Pid, chain, bare)
+	// This disk's raw fsync rate, in the directory of the bolt file,
+	// before any server writes there.
+	boltDir := filepath.Join(tmp, "bolt")
+	if err := os.MkdirAll(boltDir, 0o700); err != nil {
+		return err
+	}
+	res.fsType = fsType(boltDir)
+	if res.fsyncs, err = fsyncRate(ctx, boltDir, o.fsyncDuration); err != nil {
+		return fmt.Errorf("fsync probe: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "bench: %.0f fsyncs/s in %s (%s)\n", res.fsyncs, boltDir, res.fsType)
+
+	// Creations with storage bolt, the workers parked as above.
+	bolt := serverConfig{name: "bolt", storage: boltStorage(boltDir), sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
+	err = withServer(ctx, bin, boltDir, bolt, func(s *server) error {
+		create, barePost := s.createTargets(o)
+		defer create.close()
+		defer barePost.close()
+		var err error
+		if res.createBolt, err = measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, barePost); err != nil {
+			return err
+		}
+		if o.profileDir != "" {
+			return s.profile(ctx, o, create)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	// Tasks run: a fresh bolt file, the workers calling the fast source.
+	tasksDir := filepath.Join(tmp, "bolt-tasks")
+	tasks := serverConfig{name: "bolt-tasks", storage: boltStorage(tasksDir), sourceURL: src.url + "/fast", sourceTimeout: fastTimeout, concurrency: o.concurrency}
+	err = withServer(ctx, bin, tasksDir, tasks, func(s *server) error {
+		poll := newPoller(s, latencyMaxWorkers)
+		defer poll.client.CloseIdleConnections()
+		profiled := func() error { return nil }
+		if o.profileDir != "" {
+			profiled = s.profileCPU(ctx, o, "tasks-bolt")
+		}
+		var err error
+		res.completion, err = measureCompletion(ctx, o, s, src, poll)
+		if err = errors.Join(err, profiled()); err != nil {
+			return err
+		}
+		c := res.completion
+		fmt.Fprintf(os.Stderr, "bench: %d tasks created in %s, all ended after %s: %.0f completed/s\n",
+			c.created, c.createSpan.Round(time.Millisecond), c.total.Round(time.Millisecond), c.completedRate())
+		if res.latency, err = measureLatency(ctx, o, s, poll); err != nil {
+			return err
+		}
+		l := res.latency
+		fmt.Fprintf(os.Stderr, "bench: %d tasks created at %.0f/s, %d long-polled: create-to-complete p50 %s, p99 %s\n",
+			l.created, l.rate(), len(l.complete), latency(quantile(l.complete, 0.5)), latency(quantile(l.complete, 0.99)))
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -136,20 +263,36 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "bench: wrote", out)
-
 	if o.profileDir != "" {
-		if err := srv.profile(ctx, o, chain, bare); err != nil {
-			return err
-		}
+		fmt.Fprintf(os.Stderr, "bench: compare with: go tool pprof -top -diff_base %s %s\n",
+			filepath.Join(o.profileDir, "bare.pprof"), filepath.Join(o.profileDir, "chain.pprof"))
 	}
 
-	if n := res.chain.non200(); n > 0 {
-		return fmt.Errorf("%d chain responses were not 200 (by status, 0 = transport error: %v; errors: %v)",
-			n, res.chain.codes, res.chain.errors)
+	return errors.Join(
+		res.edge.a.check("chain"), res.edge.b.check("bare"),
+		res.createMemory.a.check("memory creation"), res.createMemory.b.check("bare POST"),
+		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
+		res.completion.check(), res.latency.check(),
+	)
+}
+
+// boltStorage is the storage option of a bolt file in dir.
+func boltStorage(dir string) string {
+	return fmt.Sprintf("bolt %q", filepath.Join(dir, "tasks.db"))
+}
+
+// withServer starts a server of cfg in dir, waits until it answers, runs
+// fn against it, and stops it whatever happens.
+func withServer(ctx context.Context, bin, dir string, cfg serverConfig, fn func(*server) error) (err error) {
+	srv, err := startServer(ctx, bin, dir, cfg)
+	if err != nil {
+		return err
 	}
-	if n := res.bare.non200(); n > 0 {
-		return fmt.Errorf("%d bare responses were not 200 (by status, 0 = transport error: %v; errors: %v)",
-			n, res.bare.codes, res.bare.errors)
+	defer func() { err = errors.Join(err, srv.stop()) }()
+	if err := srv.waitReady(ctx); err != nil {
+		return err
 	}
-	return nil
+	fmt.Fprintf(os.Stderr, "bench: server %s up (chain %s, bare %s, api %s, admin %s)\n",
+		cfg.name, srv.chainURL(), srv.bareURL(), srv.apiURL(), srv.adminURL)
+	return fn(srv)
 }

@@ -9,43 +9,92 @@ import (
 	"time"
 )
 
+// results are the figures of a whole run.
+type results struct {
+	createWorkers, concurrency int
+	// edge is the chain (a) against bare (b).
+	edge *pairResult
+	// createMemory and createBolt are task creations (a) against bare
+	// answering the same POST (b), on a server with each storage.
+	createMemory, createBolt *pairResult
+	// fsyncs is the disk's raw rate of append + fsync, in the bolt file's
+	// directory, which is on fsType.
+	fsyncs     float64
+	fsType     string
+	completion *completionResult
+	latency    *latencyResult
+}
+
 // table renders the results as a Markdown table; the ratio column is
 // chain/bare (below 1 for throughput and above 1 for latency means the chain
-// costs something).
+// costs something). Rows without a bare figure have their value in the
+// chain column.
 func (r *results) table() string {
 	var b strings.Builder
 	row := func(cells ...string) { fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | ")) }
 	row("measure", "chain", "bare", "ratio chain/bare")
 	row("---", "---:", "---:", "---:")
-	ct, bt := r.chain.medianThroughput(), r.bare.medianThroughput()
-	row(fmt.Sprintf("throughput req/s (median of %d)", r.rounds), fmt.Sprintf("%.0f", ct), fmt.Sprintf("%.0f", bt), ratio(ct, bt))
-	row("throughput, median of the rounds' own ratios", "", "", fmt.Sprintf("%.2f", r.pairedRatio()))
-	c50, b50 := r.chain.p50(), r.bare.p50()
+	e := r.edge
+	ct, bt := e.a.medianThroughput(), e.b.medianThroughput()
+	row(fmt.Sprintf("throughput req/s (median of %d)", e.rounds), fmt.Sprintf("%.0f", ct), fmt.Sprintf("%.0f", bt), ratio(ct, bt))
+	row("throughput, median of the rounds' own ratios", "", "", fmt.Sprintf("%.2f", e.pairedRatio()))
+	c50, b50 := e.a.p50(), e.b.p50()
 	row("p50 latency", latency(c50), latency(b50), ratio(float64(c50), float64(b50)))
-	c99, b99 := r.chain.p99(), r.bare.p99()
+	c99, b99 := e.a.p99(), e.b.p99()
 	row("p99 latency", latency(c99), latency(b99), ratio(float64(c99), float64(b99)))
-	if cs, cc, ok := r.chain.cpuPerRequest(); ok {
-		if bs, bc, ok := r.bare.cpuPerRequest(); ok {
-			row("server CPU per request", micros(cs), micros(bs), ratio(float64(cs), float64(bs)))
-			row("client CPU per request", micros(cc), micros(bc), ratio(float64(cc), float64(bc)))
-		}
+	cpuRows(row, e, "request", true)
+	row("responses (not 200)", fmt.Sprintf("%d (%d)", e.a.requests, e.a.failures()),
+		fmt.Sprintf("%d (%d)", e.b.requests, e.b.failures()), "")
+
+	row(fmt.Sprintf("**task creation**, %d clients, POST %s; bare answers the same POST", r.createWorkers, createPath), "", "", "")
+	for _, c := range []struct {
+		storage string
+		p       *pairResult
+	}{{"bolt", r.createBolt}, {"memory", r.createMemory}} {
+		at, bt := c.p.a.medianThroughput(), c.p.b.medianThroughput()
+		row(fmt.Sprintf("creations/s, storage %s (median of %d)", c.storage, c.p.rounds), fmt.Sprintf("%.0f", at), fmt.Sprintf("%.0f", bt), ratio(at, bt))
+		row(fmt.Sprintf("creations/s, storage %s, median of the rounds' own ratios", c.storage), "", "", fmt.Sprintf("%.2f", c.p.pairedRatio()))
+		a50, b50 := c.p.a.p50(), c.p.b.p50()
+		a99, b99 := c.p.a.p99(), c.p.b.p99()
+		row(fmt.Sprintf("creation p50 / p99 latency, storage %s", c.storage), latency(a50)+" / "+latency(a99),
+			latency(b50)+" / "+latency(b99), ratio(float64(a50), float64(b50))+" / "+ratio(float64(a99), float64(b99)))
+		cpuRows(row, c.p, "creation, storage "+c.storage, false)
 	}
-	row("responses (not 200)", fmt.Sprintf("%d (%d)", r.chain.requests, r.chain.non200()),
-		fmt.Sprintf("%d (%d)", r.bare.requests, r.bare.non200()), "")
+	row("disk fsyncs/s (128 B append + fsync in a loop, same directory)", fmt.Sprintf("%.0f", r.fsyncs), "", "")
+	row("bolt creations per disk fsync (creations/s ÷ fsyncs/s)", ratio(r.createBolt.a.medianThroughput(), r.fsyncs), "", "")
+	row("creations bolt, memory (not 202); bare (not 200)",
+		fmt.Sprintf("%d (%d), %d (%d)", r.createBolt.a.requests, r.createBolt.a.failures(), r.createMemory.a.requests, r.createMemory.a.failures()),
+		fmt.Sprintf("%d (%d)", r.createBolt.b.requests+r.createMemory.b.requests, r.createBolt.b.failures()+r.createMemory.b.failures()), "")
+
+	c := r.completion
+	row(fmt.Sprintf("**tasks run**, storage bolt, concurrency %d, source in the harness", r.concurrency), "", "", "")
+	row(fmt.Sprintf("tasks completed/s (%d created by %d clients; first creation to all ended)", c.created, r.createWorkers),
+		fmt.Sprintf("%.0f", c.completedRate()), "", "")
+	row("creations/s meanwhile (workers running)", fmt.Sprintf("%.0f", c.createRate()), "", "")
+	row(fmt.Sprintf("tasks completed/s after the last creation (%d left)", c.backlog), fmt.Sprintf("%.0f", c.drainRate()), "", "")
+	l := r.latency
+	row(fmt.Sprintf("create-to-complete p50 / p99 at %.0f creations/s (%d long-polled)", l.rate(), len(l.complete)),
+		latency(quantile(l.complete, 0.5))+" / "+latency(quantile(l.complete, 0.99)), "", "")
+	row("creation (202) p50 / p99 at that rate", latency(quantile(l.accept, 0.5))+" / "+latency(quantile(l.accept, 0.99)), "", "")
+	row("tasks read back (not completed)", fmt.Sprintf("%d (%d)", c.checked+len(l.complete)+l.notCompleted, c.notCompleted+l.notCompleted), "", "")
 	return b.String()
 }
 
-// pairedRatio is the median over rounds of chain/bare within the round: the
-// two ran seconds apart, so a change in the machine's load between rounds
-// cancels out.
-func (r *results) pairedRatio() float64 {
-	ratios := make([]float64, 0, len(r.chain.throughputs))
-	for i, c := range r.chain.throughputs {
-		if i < len(r.bare.throughputs) && r.bare.throughputs[i] > 0 {
-			ratios = append(ratios, c/r.bare.throughputs[i])
-		}
+// cpuRows adds the server's CPU per request of p, and the client's when
+// client is set.
+func cpuRows(row func(...string), p *pairResult, per string, client bool) {
+	as, ac, ok := p.a.cpuPerRequest()
+	if !ok {
+		return
 	}
-	return median(ratios)
+	bs, bc, ok := p.b.cpuPerRequest()
+	if !ok {
+		return
+	}
+	row("server CPU per "+per, micros(as), micros(bs), ratio(float64(as), float64(bs)))
+	if client {
+		row("client CPU per "+per, micros(ac), micros(bc), ratio(float64(ac), float64(bc)))
+	}
 }
 
 func ratio(a, b float64) string {
@@ -67,21 +116,50 @@ func micros(d time.Duration) string {
 // throughput, to path.
 func writeReport(path string, o options, r *results, table string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Edge chain vs bare respond\n\n")
+	fmt.Fprintf(&b, "# Edge chain, task creation and task runs\n\n")
 	bareHeaders := "bare requests carry no credentials"
 	if o.bareHeaders {
 		bareHeaders = "bare requests carry the same credential headers"
 	}
-	fmt.Fprintf(&b, "%s, %s %s/%s, %d CPUs shared by client and server; %d rounds × %s per site after %s warm-up, %d workers, keep-alive, rate unbounded; %s.\n\n",
-		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH,
-		runtime.NumCPU(), o.rounds, o.duration, o.warmup, o.workers, bareHeaders)
+	fmt.Fprintf(&b, "%s, %s %s/%s, %d CPUs shared by client, server and source; temporary directory on %s.\n\n",
+		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), r.fsType)
+	fmt.Fprintf(&b, "- Edge: %d rounds × %s per site after %s warm-up, %d workers, keep-alive, rate unbounded; %s.\n",
+		o.rounds, o.duration, o.warmup, o.workers, bareHeaders)
+	fmt.Fprintf(&b, "- Task creation: one server per storage; %d rounds × %s per site after %s warm-up, %d workers, rate unbounded; body `%s`. "+
+		"The task type's workers are parked on a source that holds their calls, so the store serves creations alone. "+
+		"With storage bolt every 202 means the task is fsynced; the fsync probe ran %s in the bolt file's directory just before.\n",
+		o.createRounds, o.duration, o.warmup, o.createWorkers, createBody, o.fsyncDuration)
+	fmt.Fprintf(&b, "- Tasks run: a fresh server with storage bolt; the source, served by the harness on loopback, answers at once with a small JSON object and counts its calls. "+
+		"Up to %d tasks created as fast as %d clients can (for at most %s); they have all ended when the source has been called for each and the long polls of the last %d created have answered. "+
+		"Then %d creations/s for %s, %s long-polled (`wait=%d`) right after its 202: its latency runs from the creation sent to the long poll's answer.\n\n",
+		o.tasks, o.createWorkers, o.tasksTimeout, lastPolled, o.latencyRate, o.latencyDuration, everyNth(o.latencySample), longPollSeconds)
 	b.WriteString(table)
 	fmt.Fprintf(&b, "\nThroughput of each round (req/s): chain %s; bare %s.\n",
-		formatRounds(r.chain.throughputs), formatRounds(r.bare.throughputs))
+		formatRounds(r.edge.a.throughputs), formatRounds(r.edge.b.throughputs))
+	fmt.Fprintf(&b, "Creations/s of each round: bolt %s (bare %s); memory %s (bare %s).\n",
+		formatRounds(r.createBolt.a.throughputs), formatRounds(r.createBolt.b.throughputs),
+		formatRounds(r.createMemory.a.throughputs), formatRounds(r.createMemory.b.throughputs))
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// everyNth says "every task", "every 2nd task", "every 3rd task"…
+func everyNth(n int) string {
+	suffix := "th"
+	switch {
+	case n == 1:
+		return "every task"
+	case n%100 >= 11 && n%100 <= 13:
+	case n%10 == 1:
+		suffix = "st"
+	case n%10 == 2:
+		suffix = "nd"
+	case n%10 == 3:
+		suffix = "rd"
+	}
+	return fmt.Sprintf("every %d%s task", n, suffix)
 }
 
 func formatRounds(xs []float64) string {

@@ -14,7 +14,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"text/template"
 	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
 
 // The bench account and its key. The key only ever travels over loopback.
@@ -28,26 +31,33 @@ const startupTimeout = 30 * time.Second
 
 // caddyfileTemplate is the server's config: the admin endpoint (for the
 // readiness check and pprof), an account no rate limit will ever refuse, the
-// chain site and the bare site. Both sites listen on loopback only, and
-// nothing is written outside the temporary directory.
-const caddyfileTemplate = `{
-	admin 127.0.0.1:%[1]d
+// task type bench/fast, and three sites: chain (the edge chain in front of
+// respond), bare (respond alone) and api (the edge chain in front of the
+// task API). Every site listens on loopback only, and nothing is written
+// outside the server's directory.
+var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
+	admin 127.0.0.1:{{.AdminPort}}
 	persist_config off
 	auto_https off
 	grace_period 1s
-	storage file_system %[2]q
+	storage file_system {{printf "%q" .DataDir}}
 	taskgate {
-		storage memory
-		account %[3]s {
-			key_sha256 %[4]s
+		storage {{.Storage}}
+		account {{.Account}} {
+			key_sha256 {{.KeySHA256}}
 			rate_limit 1000000000/s
 			allow 127.0.0.1/32
+		}
+		task_type bench/fast {
+			source {{.SourceURL}}
+			timeout {{.SourceTimeout}}
+			concurrency {{.Concurrency}}
 		}
 	}
 }
 
 # chain: the full edge chain in front of the same response as bare.
-http://:%[5]d {
+http://:{{.ChainPort}} {
 	bind 127.0.0.1
 	api_key_auth
 	ip_allowlist
@@ -56,22 +66,61 @@ http://:%[5]d {
 }
 
 # bare: the response alone.
-http://:%[6]d {
+http://:{{.BarePort}} {
 	bind 127.0.0.1
 	respond "ok" 200
 }
-`
+
+# api: the full edge chain in front of the task API.
+http://:{{.APIPort}} {
+	bind 127.0.0.1
+	route /v3/* {
+		api_key_auth
+		ip_allowlist
+		account_rate_limit
+		task_api
+	}
+}
+`))
+
+// serverConfig is what differs between the servers of a run.
+type serverConfig struct {
+	// name tells the server apart in messages and names its directory.
+	name string
+	// storage is the argument of the taskgate app's storage option:
+	// "memory" or "bolt <file>".
+	storage string
+	// sourceURL is where the workers of bench/fast send tasks.
+	sourceURL string
+	// sourceTimeout bounds one call to the source.
+	sourceTimeout time.Duration
+	// concurrency is bench/fast's number of workers.
+	concurrency int
+}
+
+// caddyfileData fills caddyfileTemplate.
+type caddyfileData struct {
+	AdminPort, ChainPort, BarePort, APIPort int
+	DataDir, Storage, Account, KeySHA256    string
+	SourceURL                               string
+	SourceTimeout                           string
+	Concurrency                             int
+}
 
 // server is the taskgate process under load.
 type server struct {
+	name      string
+	dir       string
 	cmd       *exec.Cmd
 	cancel    context.CancelFunc
 	exited    chan struct{} // closed when the process has exited
 	waitErr   error         // valid once exited is closed
+	stopped   bool
 	logPath   string
 	adminURL  string
 	chainPort int
 	barePort  int
+	apiPort   int
 }
 
 // moduleRoot returns the directory of the main module's go.mod.
@@ -114,18 +163,36 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// startServer writes the Caddyfile into dir and starts bin on it. The
-// process is interrupted (then killed) when ctx ends or stop is called.
-func startServer(ctx context.Context, bin, dir string) (*server, error) {
-	ports, err := freePorts(3)
+// startServer writes the Caddyfile of cfg into dir and starts bin on it.
+// The process is interrupted (then killed) when ctx ends or stop is called.
+func startServer(ctx context.Context, bin, dir string, cfg serverConfig) (*server, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, fmt.Errorf("choosing ports: %w", err)
 	}
 	keyHash := sha256.Sum256([]byte(benchKey))
-	caddyfile := fmt.Sprintf(caddyfileTemplate, ports[0], filepath.Join(dir, "data"),
-		benchAccount, hex.EncodeToString(keyHash[:]), ports[1], ports[2])
+	var caddyfile bytes.Buffer
+	err = caddyfileTemplate.Execute(&caddyfile, caddyfileData{
+		AdminPort:     ports[0],
+		ChainPort:     ports[1],
+		BarePort:      ports[2],
+		APIPort:       ports[3],
+		DataDir:       filepath.Join(dir, "data"),
+		Storage:       cfg.storage,
+		Account:       benchAccount,
+		KeySHA256:     hex.EncodeToString(keyHash[:]),
+		SourceURL:     cfg.sourceURL,
+		SourceTimeout: cfg.sourceTimeout.String(),
+		Concurrency:   cfg.concurrency,
+	})
+	if err != nil {
+		return nil, err
+	}
 	configPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(configPath, []byte(caddyfile), 0o600); err != nil {
+	if err := os.WriteFile(configPath, caddyfile.Bytes(), 0o600); err != nil {
 		return nil, err
 	}
 	logPath := filepath.Join(dir, "server.log")
@@ -152,6 +219,8 @@ func startServer(ctx context.Context, bin, dir string) (*server, error) {
 		return nil, fmt.Errorf("starting taskgate: %w", err)
 	}
 	s := &server{
+		name:      cfg.name,
+		dir:       dir,
 		cmd:       cmd,
 		cancel:    cancel,
 		exited:    make(chan struct{}),
@@ -159,6 +228,7 @@ func startServer(ctx context.Context, bin, dir string) (*server, error) {
 		adminURL:  fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
 		chainPort: ports[1],
 		barePort:  ports[2],
+		apiPort:   ports[3],
 	}
 	go func() {
 		s.waitErr = cmd.Wait()
@@ -168,11 +238,15 @@ func startServer(ctx context.Context, bin, dir string) (*server, error) {
 }
 
 // stop interrupts the server and waits for it to exit. It reports an exit
-// that came before it asked for one.
+// that came before it asked for one. Calls after the first do nothing.
 func (s *server) stop() error {
+	if s.stopped {
+		return nil
+	}
+	s.stopped = true
 	select {
 	case <-s.exited:
-		return fmt.Errorf("taskgate exited before the end of the run: %v\n%s", s.waitErr, s.logTail())
+		return fmt.Errorf("taskgate (%s) exited before the end of the run: %v\n%s", s.name, s.waitErr, s.logTail())
 	default:
 	}
 	s.cancel()
@@ -193,45 +267,46 @@ func (s *server) logTail() string {
 	return "server log (tail):\n" + string(b)
 }
 
-// waitReady polls the admin endpoint, then both sites, until each answers,
+// waitReady polls the admin endpoint, then each site, until each answers,
 // or the startup deadline passes. Only a refused connection is retried: any
 // answer but 200 means the run is misconfigured.
-func (s *server) waitReady(ctx context.Context, chain, bare *target) error {
+func (s *server) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	checks := []struct {
-		what string
-		req  func() (*http.Request, error)
-	}{
-		{"admin endpoint", func() (*http.Request, error) { return http.NewRequest(http.MethodGet, s.adminURL+"/config/", nil) }},
-		{"bare site", bare.vt.Request},
-		{"chain site", chain.vt.Request},
+	checks := []struct{ what, url string }{
+		{"admin endpoint", s.adminURL + "/config/"},
+		{"bare site", s.bareURL()},
+		{"chain site", s.chainURL()},
+		// A listing reads the store through the whole chain, and creates
+		// nothing.
+		{"api site", s.apiURL() + "/v3/tasks?task_id=ready"},
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for _, c := range checks {
 		for {
-			req, err := c.req()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
 			if err != nil {
 				return err
 			}
-			resp, err := client.Do(req.WithContext(ctx))
+			req.Header = credentials()
+			resp, err := client.Do(req)
 			if err == nil {
 				body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					return fmt.Errorf("%s answered %s: %s", c.what, resp.Status, bytes.TrimSpace(body))
+					return fmt.Errorf("%s of %s answered %s: %s", c.what, s.name, resp.Status, bytes.TrimSpace(body))
 				}
 				break
 			}
 			select {
 			case <-tick.C:
 			case <-s.exited:
-				return fmt.Errorf("taskgate exited during startup: %v\n%s", s.waitErr, s.logTail())
+				return fmt.Errorf("taskgate (%s) exited during startup: %v\n%s", s.name, s.waitErr, s.logTail())
 			case <-ctx.Done():
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					return fmt.Errorf("%s did not answer within %s (last error: %v)\n%s", c.what, startupTimeout, err, s.logTail())
+					return fmt.Errorf("%s of %s did not answer within %s (last error: %v)\n%s", c.what, s.name, startupTimeout, err, s.logTail())
 				}
 				return ctx.Err()
 			}
@@ -240,19 +315,50 @@ func (s *server) waitReady(ctx context.Context, chain, bare *target) error {
 	return nil
 }
 
-// targets returns the chain and bare targets of the server.
-func (s *server) targets(o options) (chain, bare *target) {
-	credentials := http.Header{
+func (s *server) chainURL() string { return fmt.Sprintf("http://127.0.0.1:%d/", s.chainPort) }
+func (s *server) bareURL() string  { return fmt.Sprintf("http://127.0.0.1:%d/", s.barePort) }
+func (s *server) apiURL() string   { return fmt.Sprintf("http://127.0.0.1:%d", s.apiPort) }
+
+// credentials returns the bench account's headers.
+func credentials() http.Header {
+	return http.Header{
 		"Account-Id": {benchAccount},
 		"Api-Key":    {benchKey},
 	}
-	chain = newTarget("chain", fmt.Sprintf("http://127.0.0.1:%d/", s.chainPort), credentials, o)
+}
+
+// edgeTargets returns the chain and bare targets of the edge comparison.
+func (s *server) edgeTargets(o options) (chain, bare *target) {
+	chain = newTarget("chain", vegeta.Target{Method: http.MethodGet, URL: s.chainURL(), Header: credentials()},
+		http.StatusOK, o.workers, o.timeout)
 	var bareHeader http.Header
 	if o.bareHeaders {
-		bareHeader = credentials
+		bareHeader = credentials()
 	}
-	bare = newTarget("bare", fmt.Sprintf("http://127.0.0.1:%d/", s.barePort), bareHeader, o)
+	bare = newTarget("bare", vegeta.Target{Method: http.MethodGet, URL: s.bareURL(), Header: bareHeader},
+		http.StatusOK, o.workers, o.timeout)
 	return chain, bare
+}
+
+// createBody is the body of every task creation.
+const createBody = `{"task_id":"t","group_id":"g","data":{"n":1}}`
+
+// createPath creates a task of bench/fast and answers at once.
+const createPath = "/v3/tasks/async/bench/fast"
+
+// createRequest returns a task creation sent to base.
+func createRequest(base string) vegeta.Target {
+	h := credentials()
+	h.Set("Content-Type", "application/json")
+	return vegeta.Target{Method: http.MethodPost, URL: base + createPath, Header: h, Body: []byte(createBody)}
+}
+
+// createTargets returns the targets of the creation comparison: the task
+// API creating tasks, and bare answering the very same request.
+func (s *server) createTargets(o options) (create, bare *target) {
+	create = newTarget("create-"+s.name, createRequest(s.apiURL()), http.StatusAccepted, o.createWorkers, o.timeout)
+	bare = newTarget("bare-post", createRequest(strings.TrimSuffix(s.bareURL(), "/")), http.StatusOK, o.createWorkers, o.timeout)
+	return create, bare
 }
 
 // serverProfiles are the profiles fetched from the admin endpoint, each
@@ -262,9 +368,9 @@ var serverProfiles = []struct{ suffix, path string }{
 	{".allocs.pprof", "/debug/pprof/allocs"}, // allocations made in the window
 }
 
-// profile loads each site for profileSeconds while fetching a CPU profile
-// and an allocation profile of the server from the admin endpoint, and
-// saves them as <site>.pprof and <site>.allocs.pprof.
+// profile loads each target for profileSeconds while fetching a CPU
+// profile and an allocation profile of the server from the admin endpoint,
+// and saves them as <target>.pprof and <target>.allocs.pprof.
 func (s *server) profile(ctx context.Context, o options, targets ...*target) error {
 	if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
 		return err
@@ -282,7 +388,7 @@ func (s *server) profile(ctx context.Context, o options, targets ...*target) err
 		// The load starts with the profiles and outlasts them by a second.
 		loaded := make(chan outcome, 1)
 		go func() {
-			r, err := t.attack(ctx, time.Duration(secs)*time.Second+time.Second, o.workers, nil)
+			r, err := t.attack(ctx, time.Duration(secs)*time.Second+time.Second, nil)
 			loaded <- outcome{r, err}
 		}()
 		fetched := make(chan error, len(serverProfiles))
@@ -303,13 +409,38 @@ func (s *server) profile(ctx context.Context, o options, targets ...*target) err
 			return fmt.Errorf("profiling %s: %w", t.name, err)
 		}
 		// The rate turns the profiles' totals into costs per request.
-		fmt.Fprintf(os.Stderr, "bench: wrote %s{%s,%s}: %ds of %s load at %.0f req/s (≈%.0f requests in the window, %d not 200)\n",
+		fmt.Fprintf(os.Stderr, "bench: wrote %s{%s,%s}: %ds of %s load at %.0f req/s (≈%.0f requests in the window, %d not %s)\n",
 			filepath.Join(o.profileDir, t.name), serverProfiles[0].suffix, serverProfiles[1].suffix,
-			secs, t.name, load.r.throughput, load.r.throughput*float64(secs), load.r.requests-uint64(load.r.codes["200"]))
+			secs, t.name, load.r.throughput, load.r.throughput*float64(secs), load.r.requests-uint64(load.r.codes[t.want]), t.want)
 	}
-	fmt.Fprintf(os.Stderr, "bench: compare with: go tool pprof -top -diff_base %s %s\n",
-		filepath.Join(o.profileDir, "bare.pprof"), filepath.Join(o.profileDir, "chain.pprof"))
 	return nil
+}
+
+// profileCPU starts fetching a CPU profile of the server over the next
+// profileSeconds into <name>.pprof, and returns a function that waits until
+// it is saved.
+func (s *server) profileCPU(ctx context.Context, o options, name string) (wait func() error) {
+	done := make(chan error, 1)
+	go func() {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			done <- err
+			return
+		}
+		client := &http.Client{
+			Timeout:   time.Duration(o.profileSeconds)*time.Second + 10*time.Second,
+			Transport: &http.Transport{Proxy: nil},
+		}
+		defer client.CloseIdleConnections()
+		url := fmt.Sprintf("%s%s?seconds=%d", s.adminURL, serverProfiles[0].path, o.profileSeconds)
+		path := filepath.Join(o.profileDir, name+serverProfiles[0].suffix)
+		if err := fetchProfile(ctx, client, url, path); err != nil {
+			done <- fmt.Errorf("profiling %s: %w", name, err)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "bench: wrote %s\n", path)
+		done <- nil
+	}()
+	return func() error { return <-done }
 }
 
 // fetchProfile saves the pprof profile at url to path.
