@@ -6,9 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -22,6 +25,7 @@ import (
 	"github.com/taskgate/taskgate/backend/storage/bolt"
 	"github.com/taskgate/taskgate/backend/storage/memory"
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 func init() {
@@ -71,9 +75,11 @@ type App struct {
 	engine        *engine
 	engineKey     string
 	runner        *task.Runner
+	dispatcher    *webhook.Dispatcher
+	sender        *webhook.Sender
 	api           *api.API
-	stopRunner    context.CancelFunc
-	runnerDone    chan struct{}
+	stopWorkers   context.CancelFunc
+	workersDone   *sync.WaitGroup
 	logger        *zap.Logger
 }
 
@@ -187,10 +193,12 @@ var limiterPool = caddy.NewUsagePool()
 // database (bolt allows one opener) and the waiters of long polls.
 var enginePool = caddy.NewUsagePool()
 
-// engine is a task store and the hub of its waiters.
+// engine is a task store (which also keeps webhook deliveries) and the
+// hub of its waiters.
 type engine struct {
-	store task.Store
-	hub   *task.Hub
+	store      task.Store
+	deliveries webhook.Store
+	hub        *task.Hub
 }
 
 func (e *engine) Destruct() error { return e.store.Close() }
@@ -198,7 +206,10 @@ func (e *engine) Destruct() error { return e.store.Close() }
 // openEngine opens the configured store. Tasks leased when it was last
 // closed belonged to a process that is gone: they are queued again.
 func openEngine(st *StorageConfig) (*engine, error) {
-	var store task.Store
+	var store interface {
+		task.Store
+		webhook.Store
+	}
 	switch st.Type {
 	case "memory":
 		store = memory.New()
@@ -212,11 +223,16 @@ func openEngine(st *StorageConfig) (*engine, error) {
 		}
 		store = db
 	}
-	if _, err := store.Rescue(context.Background(), time.Now().Add(100*365*24*time.Hour)); err != nil {
+	everything := time.Now().Add(100 * 365 * 24 * time.Hour)
+	if _, err := store.Rescue(context.Background(), everything); err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("queueing interrupted tasks again: %w", err)
 	}
-	return &engine{store: store, hub: task.NewHub()}, nil
+	if _, err := store.RescueDeliveries(context.Background(), everything); err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("queueing interrupted deliveries again: %w", err)
+	}
+	return &engine{store: store, deliveries: store, hub: task.NewHub()}, nil
 }
 
 type pooledMemory struct {
@@ -321,19 +337,40 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.engine = ev.(*engine)
-	client := source.NewClient(source.Options{UserAgent: "taskgate/" + caddy.CustomVersion})
+	client := source.NewClient(source.Options{UserAgent: userAgent()})
 	a.runner = task.NewRunner(a.engine.store, a.engine.hub, client, types, nil, a.logger.Named("runner"))
 	a.runner.Retention = time.Duration(a.Retention)
-	a.runner.OnFinish = func(t *task.Task, _ time.Duration) { observeFinish(t) }
+	policy, proxy, err := a.Webhooks.build()
+	if err != nil {
+		return err
+	}
+	a.sender = webhook.NewSender(webhook.SenderOptions{Proxy: proxy, UserAgent: userAgent(), Timeout: policy.Timeout})
+	a.dispatcher = webhook.NewDispatcher(a.engine.deliveries, a.sender, a.resolveWebhook, policy, webhook.DispatcherOptions{
+		Logger:    a.logger.Named("webhooks"),
+		OnAttempt: observeAttempt,
+	})
+	a.runner.Deliveries = func(t *task.Task) []*webhook.Delivery {
+		acct, ok := a.registry.Lookup(t.AccountID)
+		if !ok {
+			return nil
+		}
+		return task.Deliveries(acct.Webhooks, t, time.Now().UTC())
+	}
+	a.runner.OnFinish = func(t *task.Task, _ time.Duration) {
+		observeFinish(t)
+		a.dispatcher.Wake()
+	}
 	wake := func(taskType string) {
 		tasksCreated.WithLabelValues(taskType).Inc()
 		a.runner.Wake(taskType)
 	}
 	a.api = &api.API{
-		Service:     task.NewService(a.engine.store, a.engine.hub, nil, wake),
-		Types:       byName,
-		MaxBody:     a.MaxBody,
-		SyncTimeout: time.Duration(a.SyncTimeout),
+		Service:        task.NewService(a.engine.store, a.engine.hub, nil, wake),
+		Types:          byName,
+		MaxBody:        a.MaxBody,
+		SyncTimeout:    time.Duration(a.SyncTimeout),
+		Deliveries:     a.engine.deliveries,
+		WakeDeliveries: a.dispatcher.Wake,
 	}
 	a.limiterKey = "memory"
 	v, _, err := limiterPool.LoadOrNew(a.limiterKey, func() (caddy.Destructor, error) {
@@ -392,12 +429,18 @@ func (c *AccountConfig) build(repl *caddy.Replacer, defaultLimit ratelimit.Limit
 		return nil, fmt.Errorf("account %s: allow: %w", c.ID, err)
 	}
 	for _, w := range c.Webhooks {
-		acct.Webhooks = append(acct.Webhooks, account.Webhook{
+		hook := account.Webhook{
 			URL:           w.URL,
 			Secret:        repl.ReplaceKnown(w.Secret, ""),
 			Authorization: repl.ReplaceKnown(w.Authorization, ""),
 			Types:         w.Types,
-		})
+		}
+		if hook.Secret != "" {
+			if _, err := webhook.ParseSecret(hook.Secret); err != nil {
+				return nil, fmt.Errorf("account %s: webhook %s: %w", c.ID, w.URL, err)
+			}
+		}
+		acct.Webhooks = append(acct.Webhooks, hook)
 	}
 	if err := acct.Validate(); err != nil {
 		return nil, err
@@ -405,29 +448,78 @@ func (c *AccountConfig) build(repl *caddy.Replacer, defaultLimit ratelimit.Limit
 	return acct, nil
 }
 
-// Start runs the task workers.
+// Start runs the task workers and the webhook dispatcher.
 func (a *App) Start() error {
 	queueDepth.app.Store(a)
 	ctx, cancel := context.WithCancel(context.Background())
-	a.stopRunner = cancel
-	a.runnerDone = make(chan struct{})
-	go func() {
-		defer close(a.runnerDone)
-		a.runner.Run(ctx)
-	}()
+	a.stopWorkers = cancel
+	a.workersDone = new(sync.WaitGroup)
+	a.workersDone.Go(func() { a.runner.Run(ctx) })
+	a.workersDone.Go(func() { a.dispatcher.Run(ctx) })
 	return nil
 }
 
-// Stop stops the task workers; tasks whose source call is cut short are
-// queued again.
+// Stop stops the task workers and the dispatcher. Tasks whose source call
+// is cut short are queued again; deliveries cut short are retried.
 func (a *App) Stop() error {
 	queueDepth.app.CompareAndSwap(a, nil)
-	if a.stopRunner != nil {
-		a.stopRunner()
-		<-a.runnerDone
-		a.stopRunner = nil
+	if a.stopWorkers != nil {
+		a.stopWorkers()
+		a.workersDone.Wait()
+		a.stopWorkers = nil
+		a.sender.CloseIdleConnections()
 	}
 	return nil
+}
+
+// resolveWebhook tells the dispatcher how to send a delivery under the
+// current configuration.
+func (a *App) resolveWebhook(d *webhook.Delivery) (webhook.Target, string, bool) {
+	acct, _ := a.registry.Lookup(d.AccountID)
+	return webhook.Resolve(acct, d)
+}
+
+// build returns the delivery policy and the egress proxy, defaults
+// applied. A nil config gives the defaults.
+func (c *WebhooksConfig) build() (webhook.Policy, *url.URL, error) {
+	var p webhook.Policy
+	var proxy *url.URL
+	if c != nil {
+		p = webhook.Policy{
+			First:   time.Duration(c.RetryFirst),
+			Max:     time.Duration(c.RetryMax),
+			GiveUp:  time.Duration(c.GiveUpAfter),
+			Timeout: time.Duration(c.Timeout),
+		}
+		if c.Proxy != "" {
+			u, err := url.Parse(c.Proxy)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return p, nil, fmt.Errorf("webhooks: proxy %q must be an http:// or https:// URL", c.Proxy)
+			}
+			proxy = u
+		}
+	}
+	p = p.WithDefaults()
+	if err := p.Validate(); err != nil {
+		return p, nil, fmt.Errorf("webhooks: %w", err)
+	}
+	return p, proxy, nil
+}
+
+// userAgent names taskgate and its version, for sources and webhooks.
+func userAgent() string {
+	v := "devel"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if info.Main.Path == "github.com/taskgate/taskgate" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+			v = info.Main.Version
+		}
+		for _, dep := range info.Deps {
+			if dep.Path == "github.com/taskgate/taskgate" && dep.Version != "" {
+				v = dep.Version
+			}
+		}
+	}
+	return "taskgate/" + v
 }
 
 // Cleanup releases the shared stores. It is safe after a failed Provision.

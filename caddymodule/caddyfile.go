@@ -15,6 +15,7 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/ipallow"
 	"github.com/taskgate/taskgate/backend/ratelimit"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 func init() {
@@ -379,7 +380,7 @@ func parseWebhook(d *caddyfile.Dispenser, accountID string) (WebhookConfig, erro
 			}
 			w.Secret = d.Val()
 			if !strings.Contains(w.Secret, "{") {
-				if _, err := account.ParseWebhookSecret(w.Secret); err != nil {
+				if _, err := webhook.ParseSecret(w.Secret); err != nil {
 					return w, d.Errf("account %s: webhook %s: %v", accountID, w.URL, err)
 				}
 			}

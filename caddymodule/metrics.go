@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // decisionsTotal counts the edge handlers' decisions by handler and
@@ -26,7 +27,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth} {
+	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth, webhookAttempts} {
 		err := reg.Register(c)
 		var already prometheus.AlreadyRegisteredError
 		if err != nil && !errors.As(err, &already) {
@@ -87,6 +88,26 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), name)
 	}
+}
+
+// webhookAttempts counts delivery attempts by what became of the delivery.
+var webhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "taskgate",
+	Subsystem: "webhooks",
+	Name:      "attempts_total",
+	Help:      "Webhook delivery attempts, by event and result (delivered, retry, failed).",
+}, []string{"event", "result"})
+
+// observeAttempt records a delivery attempt.
+func observeAttempt(d *webhook.Delivery, _ webhook.Attempt) {
+	result := "retry"
+	switch d.Status {
+	case webhook.Delivered:
+		result = "delivered"
+	case webhook.Failed:
+		result = "failed"
+	}
+	webhookAttempts.WithLabelValues(d.Event, result).Inc()
 }
 
 // observeFinish records a task's end.

@@ -111,9 +111,6 @@ func TestWebhookValidation(t *testing.T) {
 		{URL: "/relative"},
 		{URL: "mailto:a@example.com"},
 		{URL: "https://"},
-		{URL: "https://h/x", Secret: "nope"},
-		{URL: "https://h/x", Secret: "whsec_!!!"},
-		{URL: "https://h/x", Secret: "whsec_c2hvcnQ="},
 		{URL: "https://h/x", Types: []string{"noslash"}},
 	} {
 		if err := w.Validate(); err == nil {

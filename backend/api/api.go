@@ -18,6 +18,7 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // Limits of client input.
@@ -41,6 +42,19 @@ type API struct {
 	MaxBody int64
 	// SyncTimeout bounds how long a sync call waits.
 	SyncTimeout time.Duration
+	// Deliveries, when set, serves the deliveries API.
+	Deliveries webhook.Store
+	// WakeDeliveries, when set, is called after a delivery is queued again.
+	WakeDeliveries func()
+	// Now is the clock (time.Now if nil).
+	Now func() time.Time
+}
+
+func (a *API) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
 }
 
 // Serve answers one request of the account. Paths are matched from /v3/.
@@ -66,6 +80,8 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, acct *account.Accoun
 			return
 		}
 		a.create(w, r, acct, typ, mode == "async")
+	case path == "/v3/webhooks/deliveries" || strings.HasPrefix(path, "/v3/webhooks/deliveries/"):
+		a.serveDeliveries(w, r, acct)
 	default:
 		apierr.Write(w, apierr.NotFound)
 	}
@@ -318,7 +334,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, acct *account.Account)
 // that happens for the task API.
 func writeError(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, task.ErrNotFound):
+	case errors.Is(err, task.ErrNotFound), errors.Is(err, webhook.ErrNotFound):
 		apierr.Write(w, apierr.NotFound)
 	case errors.Is(err, task.ErrIdempotencyMismatch):
 		apierr.Write(w, apierr.IdempotencyMismatch)

@@ -160,8 +160,7 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 	if r.Deliveries != nil {
 		deliveries = r.Deliveries(t)
 	}
-	_ = deliveries // stored with the task's end once Finish takes them
-	if err := r.store.Finish(storeCtx, t); err != nil {
+	if err := r.store.Finish(storeCtx, t, deliveries); err != nil {
 		r.logger.Error("storing task outcome; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
 		return
 	}

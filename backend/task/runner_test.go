@@ -199,7 +199,7 @@ func TestPurgeOnceHonoursRetention(t *testing.T) {
 	claimed, _ := store.Claim(context.Background(), typ.Name(), 1, now.Add(time.Minute))
 	done := now.Add(-8 * 24 * time.Hour)
 	claimed[0].Status, claimed[0].CompletedAt = task.Completed, &done
-	if err := store.Finish(context.Background(), claimed[0]); err != nil {
+	if err := store.Finish(context.Background(), claimed[0], nil); err != nil {
 		t.Fatal(err)
 	}
 	running, _, _ := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t2", GroupID: "g", Data: []byte(`{}`)})

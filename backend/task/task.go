@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // Status is where a task is in its life.
@@ -108,7 +110,13 @@ type Store interface {
 	// ErrNotFound and changes nothing. A task queued again by Rescue may
 	// still be finished by its late worker: it leaves the queue. t must
 	// carry a terminal status and a completion time.
-	Finish(ctx context.Context, t *Task) error
+	//
+	// The task's webhook deliveries are stored in the same transaction
+	// (an outbox): pending whatever their Status, due at their NextAt,
+	// and each with an id of its own. Either the task ends and every
+	// delivery is stored, or, whatever the error (ErrNotFound included),
+	// neither.
+	Finish(ctx context.Context, t *Task, deliveries []*webhook.Delivery) error
 
 	// Release puts claimed tasks back at the head of their queue (a worker
 	// stopping before it got an answer): each regains the place it was
@@ -123,9 +131,13 @@ type Store interface {
 	// QueueDepth returns the number of queued (not leased) tasks of a type.
 	QueueDepth(ctx context.Context, taskType string) (int, error)
 
-	// Purge deletes up to limit terminal tasks completed before the given
-	// time, those completed first first, and every idempotency record
-	// created before idemBefore, and returns how many tasks it deleted.
+	// Purge deletes up to limit records, and returns how many it deleted:
+	// terminal tasks completed before completedBefore, those completed
+	// first first, then, with what is left of limit, webhook deliveries
+	// that ended (delivered or failed) and were created before
+	// completedBefore, those created first first. It also deletes every
+	// idempotency record created before idemBefore. A caller purging in
+	// batches goes on while Purge returns limit.
 	Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error)
 
 	// Close releases the store.

@@ -72,17 +72,37 @@ var ErrNotFound = errors.New("delivery not found")
 // Store keeps deliveries durably. Deliveries of finished tasks enter it
 // with their task (task.Store.Finish); the methods here move them along.
 // Every implementation passes the conformance suite of package tasktest.
+//
+// A store keeps its own copies: changing a delivery after passing it in,
+// or one it returned, changes nothing stored. Lists come back non-nil,
+// empty when nothing matches. A pending delivery is either due (at its
+// NextAt) or leased to a worker.
 type Store interface {
 	// ClaimDeliveries leases up to n pending deliveries whose NextAt is at
 	// or before now, earliest first, skipping those for whose URL skip
 	// returns true (skip may be nil). A claimed delivery is not claimed
 	// again until its lease ends unrecorded and RescueDeliveries queues it.
+	//
+	// skip is asked about each due delivery looked at, at most once per
+	// call, in order, until n are taken; a false answer takes the
+	// delivery, so skip may count what it lets through (unless the call
+	// fails, when nothing is taken). It runs inside the store's
+	// transaction: it must be quick and must not call the store. The
+	// deliveries skipped stay due, in their place.
 	ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*Delivery, error)
 
 	// RecordAttempt stores a claimed delivery after an attempt: d carries
-	// the attempt appended, its new Status and, when pending, its NextAt.
-	// The lease ends. The deliveries in also (a failure notification) are
-	// stored pending in the same transaction.
+	// the attempt appended, its new Status and, when pending, its NextAt;
+	// its Attempts replace the stored ones, and its other fields are not
+	// read. The lease ends. The deliveries in also (a failure
+	// notification) are stored pending, whatever their Status, in the
+	// same transaction.
+	//
+	// A delivery rescued during its attempt is recorded all the same. One
+	// that is no longer pending (another worker recorded its end) or
+	// unknown gives ErrNotFound, and nothing is stored, also included.
+	// When RetryDelivery was called during the attempt, the delivery stays
+	// pending, due at the time of that call, whatever d says.
 	RecordAttempt(ctx context.Context, d *Delivery, also []*Delivery) error
 
 	// GetDelivery returns the account's delivery with the id, or
@@ -90,7 +110,7 @@ type Store interface {
 	GetDelivery(ctx context.Context, accountID, id string) (*Delivery, error)
 
 	// ListDeliveries returns up to limit of the account's deliveries that
-	// match f, newest first.
+	// match f, newest first (by CreatedAt).
 	ListDeliveries(ctx context.Context, accountID string, f Filter, limit int) ([]*Delivery, error)
 
 	// RetryDelivery makes the account's delivery pending and due at now,
@@ -100,9 +120,11 @@ type Store interface {
 	RetryDelivery(ctx context.Context, accountID, id string, now time.Time) (*Delivery, error)
 
 	// RescueDeliveries makes claimable again every leased delivery whose
-	// lease ended before expiredBefore, and returns how many.
+	// lease ended before expiredBefore, due at its NextAt (or at the time
+	// of a RetryDelivery made during the lease), and returns how many.
 	RescueDeliveries(ctx context.Context, expiredBefore time.Time) (int, error)
 
-	// CountDeliveries returns the number of deliveries with the status.
+	// CountDeliveries returns the number of deliveries with the status;
+	// the pending count includes the leased ones.
 	CountDeliveries(ctx context.Context, status Status) (int, error)
 }

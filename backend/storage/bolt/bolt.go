@@ -1,5 +1,5 @@
-// Package bolt is a task.Store in one bbolt file: durable, embedded, for a
-// single node.
+// Package bolt is a task.Store and a webhook.Store in one bbolt file:
+// durable, embedded, for a single node.
 //
 // Every change but Purge goes through one writer that commits in groups:
 // while a transaction is being written and synced, the calls that arrive
@@ -25,6 +25,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // Errors of the store.
@@ -60,19 +61,48 @@ var (
 	// bucketIdemAge maps (creation time, account, key) to nothing, for
 	// Purge.
 	bucketIdemAge = []byte("idempotency_age")
+
+	// bucketDeliveries maps a delivery id to the delivery and the store's
+	// bookkeeping of it, as JSON (deliveryRecord).
+	bucketDeliveries = []byte("deliveries")
+	// bucketDeliveriesDue maps (NextAt, id) of the pending deliveries no
+	// worker holds to their URL: ClaimDeliveries reads it from the start
+	// and asks skip about a URL without decoding the delivery.
+	bucketDeliveriesDue = []byte("deliveries_due")
+	// bucketDeliveryLeases maps (lease end, id) of the leased deliveries
+	// to nothing, so that RescueDeliveries reads only the leases that
+	// ended.
+	bucketDeliveryLeases = []byte("delivery_leases")
+	// bucketDeliveriesByAccount maps (account, inverted creation time, id)
+	// to nothing; bucketDeliveriesByRequest and bucketDeliveriesByStatus
+	// map (account, request id or status, inverted creation time, id) to
+	// nothing. A prefix scan of one of them lists newest first.
+	bucketDeliveriesByAccount = []byte("deliveries_by_account")
+	bucketDeliveriesByRequest = []byte("deliveries_by_request")
+	bucketDeliveriesByStatus  = []byte("deliveries_by_status")
+	// bucketDeliveriesEnded maps (creation time, id) of the delivered and
+	// failed deliveries to nothing, for Purge.
+	bucketDeliveriesEnded = []byte("deliveries_ended")
+	// bucketDeliveryCounts maps a delivery status to the number of
+	// deliveries with it.
+	bucketDeliveryCounts = []byte("delivery_counts")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketQueues, bucketDepth, bucketLeases,
-	bucketByGroup, bucketByTaskID, bucketCompleted, bucketIdem, bucketIdemAge}
+	bucketByGroup, bucketByTaskID, bucketCompleted, bucketIdem, bucketIdemAge,
+	bucketDeliveries, bucketDeliveriesDue, bucketDeliveryLeases, bucketDeliveriesByAccount,
+	bucketDeliveriesByRequest, bucketDeliveriesByStatus, bucketDeliveriesEnded, bucketDeliveryCounts}
 
 // formatKey in bucketMeta names the layout of the file; Open refuses
-// another.
+// another. Buckets added since (the deliveries') are created by Open and
+// leave the format as it was: a file written before has none to fill.
 var (
 	formatKey     = []byte("format")
 	formatVersion = []byte("taskgate-tasks-1")
 )
 
-// Store is a task.Store in a bbolt file. It is safe for concurrent use.
+// Store is a task.Store and a webhook.Store in a bbolt file. It is safe
+// for concurrent use.
 type Store struct {
 	db       *bbolt.DB
 	maxBatch int
@@ -452,14 +482,18 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 	return out, nil
 }
 
-// Finish stores the end of a task, in a transaction with concurrent
-// changes; see task.Store.
-func (s *Store) Finish(ctx context.Context, t *task.Task) error {
+// Finish stores the end of a task and its deliveries, in a transaction
+// with concurrent changes; see task.Store.
+func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery) error {
 	if !t.Status.Terminal() {
 		return fmt.Errorf("bolt: finishing task %s with status %q, which is not terminal", t.RequestID, t.Status)
 	}
 	if t.CompletedAt == nil {
 		return fmt.Errorf("bolt: finishing task %s without a completion time", t.RequestID)
+	}
+	news, err := encodeNewDeliveries(deliveries)
+	if err != nil {
+		return err
 	}
 	id := []byte(t.RequestID)
 	completedK := timeKey(*t.CompletedAt, id)
@@ -493,7 +527,10 @@ func (s *Store) Finish(ctx context.Context, t *task.Task) error {
 		if err := tx.Bucket(bucketTasks).Put(id, encodeValue(header{seq: h.seq}, body)); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketCompleted).Put(completedK, nil)
+		if err := tx.Bucket(bucketCompleted).Put(completedK, nil); err != nil {
+			return err
+		}
+		return putNewDeliveries(tx, news)
 	})
 }
 
@@ -573,9 +610,9 @@ func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
 	return int(n), err
 }
 
-// Purge deletes old terminal tasks and idempotency records; see
-// task.Store. It commits on its own rather than through the writer: its
-// transaction is large and rare.
+// Purge deletes old terminal tasks, ended deliveries and idempotency
+// records; see task.Store. It commits on its own rather than through the
+// writer: its transaction is large and rare.
 func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error) {
 	if err := s.ready(ctx); err != nil {
 		return 0, err
@@ -599,6 +636,11 @@ func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time
 			}
 		}
 		n = len(keys)
+		deleted, err := purgeDeliveries(tx, completedBefore, limit-n)
+		if err != nil {
+			return err
+		}
+		n += deleted
 
 		age := tx.Bucket(bucketIdemAge)
 		before = sortable(idemBefore)
@@ -728,27 +770,45 @@ func dequeue(tx *bbolt.Tx, typeName string, seq uint64) error {
 
 // addDepth adds delta to the count of the type's queued tasks.
 func addDepth(tx *bbolt.Tx, typeName []byte, delta int) error {
+	return addCount(tx.Bucket(bucketDepth), typeName, delta)
+}
+
+// addCount adds delta to the counter under key in b.
+func addCount(b *bbolt.Bucket, key []byte, delta int) error {
 	if delta == 0 {
 		return nil
 	}
-	depth := tx.Bucket(bucketDepth)
 	var n uint64
-	if v := depth.Get(typeName); len(v) == 8 {
+	if v := b.Get(key); len(v) == 8 {
 		n = binary.BigEndian.Uint64(v)
 	}
-	return depth.Put(typeName, binary.BigEndian.AppendUint64(nil, n+uint64(delta)))
+	return b.Put(key, binary.BigEndian.AppendUint64(nil, n+uint64(delta)))
 }
 
 // marshalTask encodes a task as JSON, keeping its data and result
 // verbatim (no HTML escaping).
 func marshalTask(t *task.Task) ([]byte, error) {
+	b, err := marshalJSON(t)
+	if err != nil {
+		return nil, fmt.Errorf("bolt: encoding task %s: %w", t.RequestID, err)
+	}
+	return b, nil
+}
+
+// marshalJSON encodes v as JSON without escaping HTML, so that raw JSON it
+// holds is kept as it was (compacted).
+func marshalJSON(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(t); err != nil {
-		return nil, fmt.Errorf("bolt: encoding task %s: %w", t.RequestID, err)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-var _ task.Store = (*Store)(nil)
+// Interface guards.
+var (
+	_ task.Store    = (*Store)(nil)
+	_ webhook.Store = (*Store)(nil)
+)

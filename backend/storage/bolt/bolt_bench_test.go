@@ -1,6 +1,7 @@
 package bolt_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +14,17 @@ import (
 // fsyncs/s on the same disk.
 func BenchmarkCreateParallel(b *testing.B) {
 	tasktest.CreateParallel(b, open(b, b.TempDir()), 32)
+}
+
+// BenchmarkFinishParallel measures durable Finishes from 32 goroutines,
+// without deliveries and with two (the outbox of a task with two
+// webhooks), each in the transaction that ends its task.
+func BenchmarkFinishParallel(b *testing.B) {
+	for _, deliveries := range []int{0, 2} {
+		b.Run(fmt.Sprintf("deliveries=%d", deliveries), func(b *testing.B) {
+			tasktest.FinishParallel(b, open(b, b.TempDir()), 32, deliveries)
+		})
+	}
 }
 
 // BenchmarkFsync measures the disk's raw rate of durable writes: one small

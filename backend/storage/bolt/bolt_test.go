@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/storage/bolt"
-	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/task/tasktest"
 )
 
@@ -29,11 +28,11 @@ func open(t testing.TB, dir string, opts ...bolt.Option) *bolt.Store {
 }
 
 func TestStore(t *testing.T) {
-	tasktest.Run(t, func(t *testing.T) task.Store { return open(t, t.TempDir()) })
+	tasktest.Run(t, func(t *testing.T) tasktest.Store { return open(t, t.TempDir()) })
 }
 
 func TestStoreDurable(t *testing.T) {
-	tasktest.RunDurable(t, func(t *testing.T, dir string) task.Store { return open(t, dir) })
+	tasktest.RunDurable(t, func(t *testing.T, dir string) tasktest.Store { return open(t, dir) })
 }
 
 func TestOpenLocked(t *testing.T) {

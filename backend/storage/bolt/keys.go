@@ -85,7 +85,7 @@ type header struct {
 	lease  uint64
 }
 
-var errCorrupt = errors.New("bolt: corrupt task record")
+var errCorrupt = errors.New("bolt: corrupt record")
 
 // encodeValue returns a task's value.
 func encodeValue(h header, body []byte) []byte {
@@ -115,4 +115,18 @@ func decodeValue(v []byte) (header, []byte, error) {
 // then the request id, so that Rescue reads only the leases that ended.
 func leaseKey(lease uint64, requestID []byte) []byte {
 	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(requestID)), lease), requestID...)
+}
+
+// accountPrefix is what the keys of an account's deliveries in
+// bucketDeliveriesByAccount start with.
+func accountPrefix(accountID string) []byte {
+	return appendPart(make([]byte, 0, binary.MaxVarintLen16+len(accountID)+8+36), accountID)
+}
+
+// accountKey is the key of a delivery in bucketDeliveriesByAccount: the
+// account's prefix, then the creation time inverted (newest first), then
+// the id.
+func accountKey(accountID string, created time.Time, id string) []byte {
+	b := binary.BigEndian.AppendUint64(accountPrefix(accountID), ^sortable(created))
+	return append(b, id...)
 }

@@ -1,5 +1,5 @@
-// Package memory is a task.Store in process memory, for tests and for a
-// single node that may lose its tasks when it stops.
+// Package memory is a task.Store and a webhook.Store in process memory, for
+// tests and for a single node that may lose its tasks when it stops.
 package memory
 
 import (
@@ -14,14 +14,16 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // ErrClosed is returned by every method of a closed store but Close.
 var ErrClosed = errors.New("memory: store closed")
 
-// Store keeps tasks in maps under one mutex. Each task is one entry that
-// the queue, the lease table, the list indexes and the purge order point
-// to, so a task costs its own data plus a few pointers.
+// Store keeps tasks and webhook deliveries in maps under one mutex. Each
+// task is one entry that the queue, the lease table, the list indexes and
+// the purge order point to, so a task costs its own data plus a few
+// pointers; each delivery likewise.
 type Store struct {
 	mu     sync.Mutex
 	closed bool
@@ -36,6 +38,20 @@ type Store struct {
 	completed heapOf[*entry]
 	idem      map[listKey]*idemEntry // by account and key
 	idemAge   heapOf[*idemEntry]
+
+	deliveries map[string]*delivery // by id
+	// due holds the pending deliveries no worker holds, by NextAt.
+	due              heapOf[*delivery]
+	deliveriesLeased map[string]*delivery // by id
+	// The lists of an account's deliveries: all of them (under the
+	// account and an empty id), by request id and by status.
+	deliveriesByAccount map[listKey][]*delivery
+	deliveriesByRequest map[listKey][]*delivery
+	deliveriesByStatus  map[listKey][]*delivery
+	// ended holds the delivered and failed deliveries, by creation, for
+	// Purge.
+	ended          heapOf[*delivery]
+	deliveryCounts map[webhook.Status]int
 }
 
 // entry is the store's own copy of a task and where it stands.
@@ -71,6 +87,14 @@ func New() *Store {
 			less:  func(a, b *idemEntry) bool { return a.rec.CreatedAt.Before(b.rec.CreatedAt) },
 			moved: func(e *idemEntry, i int) { e.pos = i },
 		},
+		deliveries:          make(map[string]*delivery),
+		due:                 heapOf[*delivery]{less: dueFirst, moved: func(d *delivery, i int) { d.duePos = i }},
+		deliveriesLeased:    make(map[string]*delivery),
+		deliveriesByAccount: make(map[listKey][]*delivery),
+		deliveriesByRequest: make(map[listKey][]*delivery),
+		deliveriesByStatus:  make(map[listKey][]*delivery),
+		ended:               heapOf[*delivery]{less: createdFirst, moved: func(d *delivery, i int) { d.endedPos = i }},
+		deliveryCounts:      make(map[webhook.Status]int),
 	}
 }
 
@@ -186,8 +210,8 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 	return out, nil
 }
 
-// Finish stores the end of a task; see task.Store.
-func (s *Store) Finish(ctx context.Context, t *task.Task) error {
+// Finish stores the end of a task and its deliveries; see task.Store.
+func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery) error {
 	if !t.Status.Terminal() {
 		return fmt.Errorf("memory: finishing task %s with status %q, which is not terminal", t.RequestID, t.Status)
 	}
@@ -202,6 +226,9 @@ func (s *Store) Finish(ctx context.Context, t *task.Task) error {
 	if !ok || e.t.Status.Terminal() {
 		return task.ErrNotFound
 	}
+	if err := s.checkNew(deliveries); err != nil {
+		return err
+	}
 	if _, ok := s.leased[t.RequestID]; ok {
 		delete(s.leased, t.RequestID)
 	} else if e.queuePos >= 0 {
@@ -214,6 +241,9 @@ func (s *Store) Finish(ctx context.Context, t *task.Task) error {
 	e.t.Error = clonePtr(t.Error)
 	e.t.Message = clonePtr(t.Message)
 	heap.Push(&s.completed, e)
+	for _, d := range deliveries {
+		s.addDelivery(d)
+	}
 	return nil
 }
 
@@ -264,8 +294,8 @@ func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
 	return 0, nil
 }
 
-// Purge deletes old terminal tasks and idempotency records; see
-// task.Store.
+// Purge deletes old terminal tasks, ended deliveries and idempotency
+// records; see task.Store.
 func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error) {
 	if err := s.lock(ctx); err != nil {
 		return 0, err
@@ -277,6 +307,10 @@ func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time
 		delete(s.tasks, e.t.RequestID)
 		unindex(s.byGroup, e.t.AccountID, e.t.GroupID, e)
 		unindex(s.byTaskID, e.t.AccountID, e.t.TaskID, e)
+		n++
+	}
+	for n < limit && s.ended.Len() > 0 && s.ended.items[0].d.CreatedAt.Before(completedBefore) {
+		s.deleteDelivery(heap.Pop(&s.ended).(*delivery))
 		n++
 	}
 	for s.idemAge.Len() > 0 && s.idemAge.items[0].rec.CreatedAt.Before(idemBefore) {
@@ -294,6 +328,9 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.tasks, s.queues, s.leased, s.byGroup, s.byTaskID, s.idem = nil, nil, nil, nil, nil, nil
 	s.completed.items, s.idemAge.items = nil, nil
+	s.deliveries, s.deliveriesLeased, s.deliveryCounts = nil, nil, nil
+	s.deliveriesByAccount, s.deliveriesByRequest, s.deliveriesByStatus = nil, nil, nil
+	s.due.items, s.ended.items = nil, nil
 	return nil
 }
 
@@ -336,16 +373,25 @@ func index(idx map[listKey][]*entry, accountID, id string, e *entry) {
 	if id == "" {
 		return
 	}
-	k := listKey{accountID, id}
-	list := idx[k]
-	i, _ := slices.BinarySearchFunc(list, e, compareListed)
-	idx[k] = slices.Insert(list, i, e)
+	insertSorted(idx, listKey{accountID, id}, e, compareListed)
 }
 
 func unindex(idx map[listKey][]*entry, accountID, id string, e *entry) {
-	k := listKey{accountID, id}
+	removeSorted(idx, listKey{accountID, id}, e, compareListed)
+}
+
+// insertSorted adds e to the list under k, kept sorted by cmp.
+func insertSorted[E any](idx map[listKey][]E, k listKey, e E, cmp func(a, b E) int) {
 	list := idx[k]
-	i, found := slices.BinarySearchFunc(list, e, compareListed)
+	i, _ := slices.BinarySearchFunc(list, e, cmp)
+	idx[k] = slices.Insert(list, i, e)
+}
+
+// removeSorted takes e out of the list under k, kept sorted by cmp, and
+// drops the list once empty.
+func removeSorted[E any](idx map[listKey][]E, k listKey, e E, cmp func(a, b E) int) {
+	list := idx[k]
+	i, found := slices.BinarySearchFunc(list, e, cmp)
 	if !found {
 		return
 	}
@@ -422,4 +468,8 @@ func (h *heapOf[E]) Pop() any {
 	return e
 }
 
-var _ task.Store = (*Store)(nil)
+// Interface guards.
+var (
+	_ task.Store    = (*Store)(nil)
+	_ webhook.Store = (*Store)(nil)
+)

@@ -1,6 +1,7 @@
 package memory_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/taskgate/taskgate/backend/storage/memory"
@@ -12,4 +13,16 @@ func BenchmarkCreateParallel(b *testing.B) {
 	s := memory.New()
 	b.Cleanup(func() { s.Close() })
 	tasktest.CreateParallel(b, s, 32)
+}
+
+// BenchmarkFinishParallel measures Finishes from 32 goroutines, without
+// deliveries and with two.
+func BenchmarkFinishParallel(b *testing.B) {
+	for _, deliveries := range []int{0, 2} {
+		b.Run(fmt.Sprintf("deliveries=%d", deliveries), func(b *testing.B) {
+			s := memory.New()
+			b.Cleanup(func() { s.Close() })
+			tasktest.FinishParallel(b, s, 32, deliveries)
+		})
+	}
 }

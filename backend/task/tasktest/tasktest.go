@@ -1,6 +1,8 @@
-// Package tasktest is the conformance suite of task.Store. Every store
-// implementation runs it from its own tests and passes it unchanged, so the
-// engine can rely on one contract whatever the storage.
+// Package tasktest is the conformance suite of task.Store and
+// webhook.Store, which every store implements together (deliveries enter
+// the store with the end of their task). Every store implementation runs it
+// from its own tests and passes it unchanged, so the engine can rely on one
+// contract whatever the storage.
 package tasktest
 
 import (
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // The accounts, types and times the suite works with. accountC and the
@@ -39,10 +42,17 @@ var base = time.Date(2030, time.March, 4, 5, 6, 7, 890123456, time.FixedZone("IS
 // since 1970 can hold, which stores must cope with.
 var farFuture = time.Date(9999, time.December, 31, 0, 0, 0, 0, time.UTC)
 
-// Run tests the contract of task.Store on stores made by open, a new empty
-// one for every subtest. The subtests run in parallel; open should register
-// the store's Close with t.Cleanup.
-func Run(t *testing.T, open func(t *testing.T) task.Store) {
+// Store is what the suite tests: a store of tasks and of their webhook
+// deliveries.
+type Store interface {
+	task.Store
+	webhook.Store
+}
+
+// Run tests the contracts of task.Store and webhook.Store on stores made
+// by open, a new empty one for every subtest. The subtests run in
+// parallel; open should register the store's Close with t.Cleanup.
+func Run(t *testing.T, open func(t *testing.T) Store) {
 	tests := []struct {
 		name string
 		run  func(t *testing.T, s task.Store)
@@ -73,13 +83,31 @@ func Run(t *testing.T, open func(t *testing.T) task.Store) {
 			tc.run(t, open(t))
 		})
 	}
+	for _, tc := range deliveryTests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t, open(t))
+		})
+	}
 }
 
 // RunDurable tests that a persistent store keeps everything across Close
 // and a new open of the same directory: tasks, results, idempotency
-// records, queue order and leases. open is called more than once with the
-// same dir; it should register each store's Close with t.Cleanup.
-func RunDurable(t *testing.T, open func(t *testing.T, dir string) task.Store) {
+// records, queue order, leases and webhook deliveries. open is called more
+// than once with the same dir; it should register each store's Close with
+// t.Cleanup.
+func RunDurable(t *testing.T, open func(t *testing.T, dir string) Store) {
+	t.Run("Tasks", func(t *testing.T) {
+		t.Parallel()
+		runDurableTasks(t, func(t *testing.T, dir string) task.Store { return open(t, dir) })
+	})
+	t.Run("Deliveries", func(t *testing.T) {
+		t.Parallel()
+		runDurableDeliveries(t, open)
+	})
+}
+
+func runDurableTasks(t *testing.T, open func(t *testing.T, dir string) task.Store) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	s := open(t, dir)
@@ -465,7 +493,7 @@ func testFinish(t *testing.T, s task.Store) {
 	sameTask(t, mustGet(t, s, done), end)
 
 	again := finished(done, task.Failed, base.Add(2*time.Minute))
-	if err := s.Finish(ctx, again); !errors.Is(err, task.ErrNotFound) {
+	if err := s.Finish(ctx, again, nil); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("second Finish: err = %v, want ErrNotFound", err)
 	}
 	sameTask(t, mustGet(t, s, done), end)
@@ -477,7 +505,7 @@ func testFinish(t *testing.T, s task.Store) {
 	mustFinish(t, s, fail)
 	sameTask(t, mustGet(t, s, failed), fail)
 
-	if err := s.Finish(ctx, finished(newTask(accountA, typePAN, base), task.Completed, base)); !errors.Is(err, task.ErrNotFound) {
+	if err := s.Finish(ctx, finished(newTask(accountA, typePAN, base), task.Completed, base), nil); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("Finish of an unknown task: err = %v, want ErrNotFound", err)
 	}
 
@@ -503,12 +531,12 @@ func testFinishNotTerminal(t *testing.T, s task.Store) {
 	want.Attempts = 1
 
 	notTerminal := finished(tk, task.InProgress, base.Add(time.Minute))
-	if err := s.Finish(ctx, notTerminal); err == nil {
+	if err := s.Finish(ctx, notTerminal, nil); err == nil {
 		t.Errorf("Finish with status in_progress succeeded, want an error")
 	}
 	noTime := finished(tk, task.Completed, base)
 	noTime.CompletedAt = nil
-	if err := s.Finish(ctx, noTime); err == nil {
+	if err := s.Finish(ctx, noTime, nil); err == nil {
 		t.Errorf("Finish without a completion time succeeded, want an error")
 	}
 	sameTask(t, mustGet(t, s, tk), want)
@@ -856,9 +884,10 @@ func mustGet(t *testing.T, s task.Store, tk *task.Task) *task.Task {
 	return got
 }
 
-func mustFinish(t *testing.T, s task.Store, tk *task.Task) {
+// mustFinish finishes tk with the deliveries.
+func mustFinish(t *testing.T, s task.Store, tk *task.Task, deliveries ...*webhook.Delivery) {
 	t.Helper()
-	if err := s.Finish(t.Context(), tk); err != nil {
+	if err := s.Finish(t.Context(), tk, deliveries); err != nil {
 		t.Fatalf("Finish %s: %v", tk.RequestID, err)
 	}
 }
@@ -1019,4 +1048,90 @@ func CreateParallel(b *testing.B, s task.Store, creators int) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "creates/s")
+}
+
+// FinishParallel is the body of a store's finish benchmark: about workers
+// goroutines finish claimed tasks as fast as s answers, each task with
+// the given number of webhook deliveries (the outbox). The tasks are
+// created and claimed before the timer starts. It reports finishes/s.
+func FinishParallel(b *testing.B, s task.Store, workers, deliveries int) {
+	ctx := b.Context()
+	typeName := fmt.Sprintf("verify_with_source/bench_%d", benchID.Add(1))
+	action, typ, _ := strings.Cut(typeName, "/")
+	data := json.RawMessage(`{"id_number":"ABCDE1234F","name":"A Person","dob":"1990-01-01"}`)
+	result := json.RawMessage(`{"source_output":{"status":"id_found","name":"A Person"}}`)
+	now := time.Now()
+	tasks := make([]*task.Task, b.N)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < b.N; i += workers {
+				id := benchID.Add(1)
+				tk := &task.Task{
+					RequestID: fmt.Sprintf("bench-%012d", id),
+					AccountID: accountA,
+					Action:    action,
+					Type:      typ,
+					TaskID:    fmt.Sprintf("task-%d", id),
+					GroupID:   fmt.Sprintf("group-%d", id%1000),
+					Data:      data,
+					Status:    task.InProgress,
+					CreatedAt: now,
+					Async:     true,
+				}
+				if _, err := s.Create(ctx, tk, nil, time.Time{}); err != nil {
+					b.Error(err)
+					return
+				}
+				tasks[i] = tk
+			}
+		})
+	}
+	wg.Wait()
+	for claimed := 0; claimed < b.N; {
+		got, err := s.Claim(ctx, typeName, 1000, now.Add(time.Hour))
+		if err != nil || len(got) == 0 {
+			b.Fatalf("Claim = %d tasks, %v", len(got), err)
+		}
+		claimed += len(got)
+	}
+	procs := runtime.GOMAXPROCS(0)
+	b.SetParallelism((workers + procs - 1) / procs)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			end := tasks[next.Add(1)-1]
+			completed := time.Now()
+			end.Status, end.CompletedAt, end.Result = task.Completed, &completed, result
+			var body []byte
+			if deliveries > 0 {
+				var err error
+				if body, err = json.Marshal(end); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+			ds := make([]*webhook.Delivery, deliveries)
+			for j := range ds {
+				ds[j] = &webhook.Delivery{
+					ID:        fmt.Sprintf("bench-dlv-%012d", benchID.Add(1)),
+					AccountID: end.AccountID,
+					RequestID: end.RequestID,
+					URL:       fmt.Sprintf("https://hooks.example.com/%d", j),
+					Event:     webhook.EventTask,
+					Body:      body,
+					Status:    webhook.Pending,
+					CreatedAt: completed,
+					NextAt:    completed,
+				}
+			}
+			if err := s.Finish(ctx, end, ds); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "finishes/s")
 }

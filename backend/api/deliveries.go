@@ -1,0 +1,134 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+// DeliveryLimit is the most deliveries a listing returns.
+const DeliveryLimit = 100
+
+// deliveryView is a delivery as the client API shows it.
+type deliveryView struct {
+	ID        string         `json:"id"`
+	RequestID string         `json:"request_id"`
+	URL       string         `json:"webhook_url"`
+	Event     string         `json:"event"`
+	Status    webhook.Status `json:"status"`
+	Attempts  []attemptView  `json:"attempts"`
+	CreatedAt string         `json:"created_at"`
+	NextAt    *string        `json:"next_attempt_at"`
+}
+
+type attemptView struct {
+	At         string  `json:"at"`
+	StatusCode *int    `json:"status_code"`
+	Error      *string `json:"error"`
+	DurationMS int64   `json:"duration_ms"`
+}
+
+func viewDelivery(d *webhook.Delivery) deliveryView {
+	v := deliveryView{
+		ID:        d.ID,
+		RequestID: d.RequestID,
+		URL:       d.URL,
+		Event:     d.Event,
+		Status:    d.Status,
+		Attempts:  make([]attemptView, len(d.Attempts)),
+		CreatedAt: d.CreatedAt.Format(time.RFC3339Nano),
+	}
+	if d.Status == webhook.Pending {
+		s := d.NextAt.Format(time.RFC3339Nano)
+		v.NextAt = &s
+	}
+	for i, a := range d.Attempts {
+		av := attemptView{At: a.At.Format(time.RFC3339Nano), DurationMS: a.DurationMS}
+		if a.StatusCode != 0 {
+			code := a.StatusCode
+			av.StatusCode = &code
+		}
+		if a.Error != "" {
+			e := a.Error
+			av.Error = &e
+		}
+		v.Attempts[i] = av
+	}
+	return v
+}
+
+// serveDeliveries answers GET /v3/webhooks/deliveries and
+// POST /v3/webhooks/deliveries/{id}/retry.
+func (a *API) serveDeliveries(w http.ResponseWriter, r *http.Request, acct *account.Account) {
+	if a.Deliveries == nil {
+		apierr.Write(w, apierr.NotFound)
+		return
+	}
+	rest := strings.TrimPrefix(r.URL.Path, "/v3/webhooks/deliveries")
+	switch {
+	case rest == "" || rest == "/":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			methodNotAllowed(w, "GET")
+			return
+		}
+		a.listDeliveries(w, r, acct)
+	case strings.HasSuffix(rest, "/retry") && strings.Count(rest, "/") == 2:
+		id := strings.TrimSuffix(strings.TrimPrefix(rest, "/"), "/retry")
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, "POST")
+			return
+		}
+		if id == "" || len(id) > MaxIDLength {
+			apierr.Write(w, apierr.NotFound)
+			return
+		}
+		d, err := a.Deliveries.RetryDelivery(r.Context(), acct.ID, id, a.now())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if a.WakeDeliveries != nil {
+			a.WakeDeliveries()
+		}
+		apierr.WriteJSON(w, http.StatusAccepted, viewDelivery(d))
+	default:
+		apierr.Write(w, apierr.NotFound)
+	}
+}
+
+func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, acct *account.Account) {
+	q, err := parseQuery(r.URL.RawQuery)
+	if err != nil {
+		apierr.Write(w, apierr.BadRequest(err.Error()))
+		return
+	}
+	f := webhook.Filter{RequestID: q.Get("request_id"), Status: webhook.Status(q.Get("status"))}
+	switch f.Status {
+	case "", webhook.Pending, webhook.Delivered, webhook.Failed:
+	default:
+		apierr.Write(w, apierr.BadRequest("status must be pending, delivered or failed"))
+		return
+	}
+	if len(f.RequestID) > MaxIDLength {
+		apierr.Write(w, apierr.BadRequest("ids are at most 256 bytes"))
+		return
+	}
+	if f.RequestID == "" && f.Status == "" {
+		apierr.Write(w, apierr.BadRequest("give request_id, status or both"))
+		return
+	}
+	ds, err := a.Deliveries.ListDeliveries(r.Context(), acct.ID, f, DeliveryLimit)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	views := make([]deliveryView, len(ds))
+	for i, d := range ds {
+		views[i] = viewDelivery(d)
+	}
+	apierr.WriteJSON(w, http.StatusOK, views)
+}

@@ -1,0 +1,537 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+// deliveryRecord is a delivery's value in bucketDeliveries, as JSON: the
+// delivery and the store's bookkeeping of it.
+//
+// A pending delivery is either due (its key is in bucketDeliveriesDue, at
+// its NextAt) or leased (Leased, its key in bucketDeliveryLeases at
+// Lease); a delivered or failed one is in neither, and is in
+// bucketDeliveriesEnded.
+type deliveryRecord struct {
+	Delivery webhook.Delivery `json:"delivery"`
+	// Leased tells that a worker holds the delivery, until Lease
+	// (sortable).
+	Leased bool   `json:"leased,omitempty"`
+	Lease  uint64 `json:"lease,omitempty"`
+	// RetryRequested marks a leased delivery that RetryDelivery asked to
+	// attempt again, with NextAt set to the time of the request: when the
+	// attempt is recorded the delivery stays pending, due at that NextAt,
+	// whatever the attempt gave. RescueDeliveries clears it, since the
+	// rescued delivery is pending and due already.
+	RetryRequested bool `json:"retry_requested,omitempty"`
+}
+
+// ClaimDeliveries leases up to n due deliveries, earliest first, in a
+// transaction with concurrent changes; see webhook.Store.
+//
+// skip runs in the store's writer, inside its transaction: it must be
+// quick and must not call the store. It is asked at most once per due
+// delivery looked at, in order, even when the writer runs the
+// transaction again after another change failed.
+func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*webhook.Delivery, error) {
+	c := &deliveryClaim{
+		due:     sortable(now),
+		lease:   sortable(leaseUntil),
+		n:       n,
+		skip:    skip,
+		skipped: make(map[string]bool),
+	}
+	if err := s.update(ctx, c.run); err != nil {
+		return nil, err
+	}
+	return c.out, nil
+}
+
+// deliveryClaim is one call of ClaimDeliveries. Its transaction may run
+// more than once (see commit), each time from scratch but for skip's
+// answers: skip may count what it lets through, so it is not asked again.
+type deliveryClaim struct {
+	due, lease uint64
+	n          int
+	skip       func(url string) bool
+	// skipped holds skip's answers by delivery id.
+	skipped map[string]bool
+	out     []*webhook.Delivery
+}
+
+// run leases the deliveries in tx.
+func (c *deliveryClaim) run(tx *bbolt.Tx) error {
+	c.out = []*webhook.Delivery{}
+	if c.n <= 0 {
+		return nil
+	}
+	// Keys are collected before deleting: deleting under a cursor makes
+	// it skip.
+	var keys [][]byte
+	cur := tx.Bucket(bucketDeliveriesDue).Cursor()
+	for k, url := cur.First(); k != nil && len(keys) < c.n && binary.BigEndian.Uint64(k) <= c.due; k, url = cur.Next() {
+		if c.skip != nil {
+			id := string(k[8:])
+			answer, asked := c.skipped[id]
+			if !asked {
+				answer = c.skip(string(url))
+				c.skipped[id] = answer
+			}
+			if answer {
+				continue
+			}
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	due, leases := tx.Bucket(bucketDeliveriesDue), tx.Bucket(bucketDeliveryLeases)
+	for _, k := range keys {
+		id := k[8:]
+		rec, err := getIndexed(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := due.Delete(k); err != nil {
+			return err
+		}
+		rec.Leased, rec.Lease = true, c.lease
+		if err := leases.Put(leaseKey(c.lease, id), nil); err != nil {
+			return err
+		}
+		if err := putDelivery(tx, rec); err != nil {
+			return err
+		}
+		c.out = append(c.out, &rec.Delivery)
+	}
+	return nil
+}
+
+// RecordAttempt stores a delivery after an attempt and the deliveries in
+// also, in a transaction with concurrent changes; see webhook.Store.
+func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*webhook.Delivery) error {
+	if err := checkStatus(d.Status); err != nil {
+		return err
+	}
+	news, err := encodeNewDeliveries(also)
+	if err != nil {
+		return err
+	}
+	id := []byte(d.ID)
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		rec, err := getDelivery(tx, id)
+		if err != nil {
+			return err
+		}
+		if rec.Delivery.Status != webhook.Pending {
+			return webhook.ErrNotFound
+		}
+		if err := unschedule(tx, rec); err != nil {
+			return err
+		}
+		status, next := d.Status, d.NextAt
+		if rec.RetryRequested {
+			status, next = webhook.Pending, rec.Delivery.NextAt
+		}
+		rec.Leased, rec.Lease, rec.RetryRequested = false, 0, false
+		rec.Delivery.Attempts = d.Attempts
+		rec.Delivery.NextAt = next
+		if err := setStatus(tx, rec, status); err != nil {
+			return err
+		}
+		if status == webhook.Pending {
+			if err := schedule(tx, rec); err != nil {
+				return err
+			}
+		}
+		if err := putDelivery(tx, rec); err != nil {
+			return err
+		}
+		return putNewDeliveries(tx, news)
+	})
+}
+
+// GetDelivery returns the account's delivery with the id; see
+// webhook.Store.
+func (s *Store) GetDelivery(ctx context.Context, accountID, id string) (*webhook.Delivery, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	var out *webhook.Delivery
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		rec, err := getDelivery(tx, []byte(id))
+		if err != nil {
+			return err
+		}
+		if rec.Delivery.AccountID != accountID {
+			return webhook.ErrNotFound
+		}
+		out = &rec.Delivery
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ListDeliveries returns the account's newest deliveries that match f; see
+// webhook.Store. Each filter has an index of its own but the two together:
+// with a request id and a status it reads that request's deliveries (a
+// few per task) and keeps those with the status.
+func (s *Store) ListDeliveries(ctx context.Context, accountID string, f webhook.Filter, limit int) ([]*webhook.Delivery, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	index, prefix := bucketDeliveriesByAccount, accountPrefix(accountID)
+	switch {
+	case f.RequestID != "":
+		index, prefix = bucketDeliveriesByRequest, listPrefix(accountID, f.RequestID)
+	case f.Status != "":
+		index, prefix = bucketDeliveriesByStatus, listPrefix(accountID, string(f.Status))
+	}
+	out := []*webhook.Delivery{}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(index).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, _ = c.Next() {
+			// The key ends with the delivery id as a task list key ends
+			// with the request id.
+			rec, err := getIndexed(tx, listKeyRequestID(k, len(prefix)))
+			if err != nil {
+				return err
+			}
+			if f.Status == "" || rec.Delivery.Status == f.Status {
+				out = append(out, &rec.Delivery)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RetryDelivery makes the account's delivery pending and due at now, in a
+// transaction with concurrent changes; see webhook.Store. A leased
+// delivery is marked instead (deliveryRecord.RetryRequested), and made
+// pending when its attempt is recorded.
+func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now time.Time) (*webhook.Delivery, error) {
+	key := []byte(id)
+	var out *webhook.Delivery
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		rec, err := getDelivery(tx, key)
+		if err != nil {
+			return err
+		}
+		if rec.Delivery.AccountID != accountID {
+			return webhook.ErrNotFound
+		}
+		switch {
+		case rec.Leased:
+			rec.RetryRequested = true
+		case rec.Delivery.Status == webhook.Pending:
+			if err := unschedule(tx, rec); err != nil {
+				return err
+			}
+		default:
+			if err := setStatus(tx, rec, webhook.Pending); err != nil {
+				return err
+			}
+		}
+		rec.Delivery.NextAt = now
+		if !rec.Leased {
+			if err := schedule(tx, rec); err != nil {
+				return err
+			}
+		}
+		out = &rec.Delivery
+		return putDelivery(tx, rec)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RescueDeliveries makes claimable again the deliveries whose lease ended
+// before expiredBefore, in a transaction with concurrent changes; see
+// webhook.Store.
+func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (int, error) {
+	before := sortable(expiredBefore)
+	n := 0
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		n = 0
+		var ids [][]byte
+		c := tx.Bucket(bucketDeliveryLeases).Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < before; k, _ = c.Next() {
+			ids = append(ids, bytes.Clone(k[8:]))
+		}
+		for _, id := range ids {
+			rec, err := getIndexed(tx, id)
+			if err != nil {
+				return err
+			}
+			if err := unschedule(tx, rec); err != nil {
+				return err
+			}
+			rec.Leased, rec.Lease, rec.RetryRequested = false, 0, false
+			if err := schedule(tx, rec); err != nil {
+				return err
+			}
+			if err := putDelivery(tx, rec); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// CountDeliveries returns the number of deliveries with the status; see
+// webhook.Store.
+func (s *Store) CountDeliveries(ctx context.Context, status webhook.Status) (int, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	var n uint64
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(bucketDeliveryCounts).Get([]byte(status)); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return int(n), err
+}
+
+// newDelivery is a delivery to store, encoded before the transaction so
+// that the writer's work stays short.
+type newDelivery struct {
+	id, url, value []byte
+	// dueK is its key in bucketDeliveriesDue; accountK, requestK (nil
+	// without a request id) and statusK its keys in the list indexes.
+	dueK, accountK, requestK, statusK []byte
+}
+
+// encodeNewDeliveries encodes deliveries to store pending, whatever their
+// Status.
+func encodeNewDeliveries(deliveries []*webhook.Delivery) ([]newDelivery, error) {
+	news := make([]newDelivery, 0, len(deliveries))
+	for i, d := range deliveries {
+		if d == nil || d.ID == "" {
+			return nil, fmt.Errorf("bolt: delivery %d of %d has no id", i+1, len(deliveries))
+		}
+		rec := deliveryRecord{Delivery: *d}
+		rec.Delivery.Status = webhook.Pending
+		value, err := marshalJSON(&rec)
+		if err != nil {
+			return nil, fmt.Errorf("bolt: encoding delivery %s: %w", d.ID, err)
+		}
+		id := []byte(d.ID)
+		nd := newDelivery{
+			id:       id,
+			url:      []byte(d.URL),
+			value:    value,
+			dueK:     timeKey(d.NextAt, id),
+			accountK: accountKey(d.AccountID, d.CreatedAt, d.ID),
+			statusK:  listKey(d.AccountID, string(webhook.Pending), d.CreatedAt, d.ID),
+		}
+		if d.RequestID != "" {
+			nd.requestK = listKey(d.AccountID, d.RequestID, d.CreatedAt, d.ID)
+		}
+		news = append(news, nd)
+	}
+	return news, nil
+}
+
+// putNewDeliveries stores encoded deliveries, pending and due. An id
+// already stored (or given twice) is an error.
+func putNewDeliveries(tx *bbolt.Tx, news []newDelivery) error {
+	if len(news) == 0 {
+		return nil
+	}
+	deliveries := tx.Bucket(bucketDeliveries)
+	for _, nd := range news {
+		if deliveries.Get(nd.id) != nil {
+			return fmt.Errorf("bolt: delivery %s: %w", nd.id, task.ErrExists)
+		}
+		puts := []struct {
+			b    *bbolt.Bucket
+			k, v []byte
+		}{
+			{deliveries, nd.id, nd.value},
+			{tx.Bucket(bucketDeliveriesDue), nd.dueK, nd.url},
+			{tx.Bucket(bucketDeliveriesByAccount), nd.accountK, nil},
+			{tx.Bucket(bucketDeliveriesByRequest), nd.requestK, nil},
+			{tx.Bucket(bucketDeliveriesByStatus), nd.statusK, nil},
+		}
+		for _, p := range puts {
+			if p.k == nil {
+				continue
+			}
+			if err := p.b.Put(p.k, p.v); err != nil {
+				return err
+			}
+		}
+	}
+	return addCount(tx.Bucket(bucketDeliveryCounts), []byte(webhook.Pending), len(news))
+}
+
+// getDelivery reads a delivery's record; webhook.ErrNotFound when there is
+// none.
+func getDelivery(tx *bbolt.Tx, id []byte) (*deliveryRecord, error) {
+	v := tx.Bucket(bucketDeliveries).Get(id)
+	if v == nil {
+		return nil, webhook.ErrNotFound
+	}
+	rec := new(deliveryRecord)
+	if err := json.Unmarshal(v, rec); err != nil {
+		return nil, fmt.Errorf("%w: delivery %s: %v", errCorrupt, id, err)
+	}
+	// A nil RawMessage is stored as null; give back nil.
+	if string(rec.Delivery.Body) == "null" {
+		rec.Delivery.Body = nil
+	}
+	return rec, nil
+}
+
+// getIndexed reads the record of a delivery an index names: one missing
+// is a corrupt file, not an unknown delivery.
+func getIndexed(tx *bbolt.Tx, id []byte) (*deliveryRecord, error) {
+	rec, err := getDelivery(tx, id)
+	if errors.Is(err, webhook.ErrNotFound) {
+		return nil, fmt.Errorf("%w: an index names delivery %s, which is missing", errCorrupt, id)
+	}
+	return rec, err
+}
+
+// putDelivery stores a delivery's record.
+func putDelivery(tx *bbolt.Tx, rec *deliveryRecord) error {
+	v, err := marshalJSON(rec)
+	if err != nil {
+		return fmt.Errorf("bolt: encoding delivery %s: %w", rec.Delivery.ID, err)
+	}
+	return tx.Bucket(bucketDeliveries).Put([]byte(rec.Delivery.ID), v)
+}
+
+// unschedule takes a pending delivery out of the due index or, when
+// leased, out of the leases.
+func unschedule(tx *bbolt.Tx, rec *deliveryRecord) error {
+	id := []byte(rec.Delivery.ID)
+	if rec.Leased {
+		return tx.Bucket(bucketDeliveryLeases).Delete(leaseKey(rec.Lease, id))
+	}
+	return tx.Bucket(bucketDeliveriesDue).Delete(timeKey(rec.Delivery.NextAt, id))
+}
+
+// schedule puts a pending delivery that is not leased in the due index,
+// at its NextAt.
+func schedule(tx *bbolt.Tx, rec *deliveryRecord) error {
+	id := []byte(rec.Delivery.ID)
+	return tx.Bucket(bucketDeliveriesDue).Put(timeKey(rec.Delivery.NextAt, id), []byte(rec.Delivery.URL))
+}
+
+// setStatus changes a delivery's status, and its keys in the status
+// index, the ended index and the counts; the caller stores the record.
+func setStatus(tx *bbolt.Tx, rec *deliveryRecord, status webhook.Status) error {
+	d := &rec.Delivery
+	old := d.Status
+	if old == status {
+		return nil
+	}
+	byStatus := tx.Bucket(bucketDeliveriesByStatus)
+	if err := byStatus.Delete(listKey(d.AccountID, string(old), d.CreatedAt, d.ID)); err != nil {
+		return err
+	}
+	if err := byStatus.Put(listKey(d.AccountID, string(status), d.CreatedAt, d.ID), nil); err != nil {
+		return err
+	}
+	counts := tx.Bucket(bucketDeliveryCounts)
+	if err := addCount(counts, []byte(old), -1); err != nil {
+		return err
+	}
+	if err := addCount(counts, []byte(status), 1); err != nil {
+		return err
+	}
+	endedK := timeKey(d.CreatedAt, []byte(d.ID))
+	switch {
+	case old == webhook.Pending:
+		if err := tx.Bucket(bucketDeliveriesEnded).Put(endedK, nil); err != nil {
+			return err
+		}
+	case status == webhook.Pending:
+		if err := tx.Bucket(bucketDeliveriesEnded).Delete(endedK); err != nil {
+			return err
+		}
+	}
+	d.Status = status
+	return nil
+}
+
+// purgeDeliveries deletes up to limit ended deliveries created before
+// the given time, those created first first, and returns how many.
+func purgeDeliveries(tx *bbolt.Tx, createdBefore time.Time, limit int) (int, error) {
+	ended := tx.Bucket(bucketDeliveriesEnded)
+	before := sortable(createdBefore)
+	var keys [][]byte
+	c := ended.Cursor()
+	for k, _ := c.First(); k != nil && len(keys) < limit && binary.BigEndian.Uint64(k) < before; k, _ = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		rec, err := getDelivery(tx, k[8:])
+		if err != nil && !errors.Is(err, webhook.ErrNotFound) {
+			return 0, err
+		}
+		if rec != nil {
+			if err := deleteDelivery(tx, rec); err != nil {
+				return 0, err
+			}
+		}
+		if err := ended.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
+}
+
+// deleteDelivery deletes an ended delivery, its list keys and its count;
+// the caller deletes its key in bucketDeliveriesEnded.
+func deleteDelivery(tx *bbolt.Tx, rec *deliveryRecord) error {
+	d := &rec.Delivery
+	dels := []struct{ b, k []byte }{
+		{bucketDeliveriesByAccount, accountKey(d.AccountID, d.CreatedAt, d.ID)},
+		{bucketDeliveriesByStatus, listKey(d.AccountID, string(d.Status), d.CreatedAt, d.ID)},
+		{bucketDeliveries, []byte(d.ID)},
+	}
+	if d.RequestID != "" {
+		dels = append(dels, struct{ b, k []byte }{bucketDeliveriesByRequest, listKey(d.AccountID, d.RequestID, d.CreatedAt, d.ID)})
+	}
+	for _, del := range dels {
+		if err := tx.Bucket(del.b).Delete(del.k); err != nil {
+			return err
+		}
+	}
+	return addCount(tx.Bucket(bucketDeliveryCounts), []byte(d.Status), -1)
+}
+
+// checkStatus tells whether s is a status of a delivery.
+func checkStatus(s webhook.Status) error {
+	switch s {
+	case webhook.Pending, webhook.Delivered, webhook.Failed:
+		return nil
+	}
+	return fmt.Errorf("bolt: unknown delivery status %q", s)
+}

@@ -1,0 +1,305 @@
+package memory
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+// delivery is the store's own copy of a webhook delivery and where it
+// stands.
+type delivery struct {
+	d webhook.Delivery
+	// duePos is the delivery's index in the due heap, or -1 when it is not
+	// there (leased or ended).
+	duePos int
+	// endedPos is its index in the ended heap, or -1 while pending.
+	endedPos   int
+	leased     bool
+	leaseUntil time.Time
+	// retryRequested marks a leased delivery that RetryDelivery asked to
+	// attempt again: when its attempt is recorded it stays pending, due
+	// at its NextAt (the time of the request), whatever the attempt gave.
+	retryRequested bool
+}
+
+// ClaimDeliveries leases up to n due deliveries, earliest first; see
+// webhook.Store. skip is called under the store's lock, once per due
+// delivery looked at, in order; it must not call the store.
+func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*webhook.Delivery, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	out := []*webhook.Delivery{}
+	var skipped []*delivery
+	for len(out) < n && s.due.Len() > 0 && !s.due.items[0].d.NextAt.After(now) {
+		d := heap.Pop(&s.due).(*delivery)
+		if skip != nil && skip(d.d.URL) {
+			skipped = append(skipped, d)
+			continue
+		}
+		d.leased, d.leaseUntil = true, leaseUntil
+		s.deliveriesLeased[d.d.ID] = d
+		out = append(out, d.snapshot())
+	}
+	for _, d := range skipped {
+		heap.Push(&s.due, d)
+	}
+	return out, nil
+}
+
+// RecordAttempt stores a delivery after an attempt and the deliveries in
+// also; see webhook.Store.
+func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*webhook.Delivery) error {
+	if err := checkStatus(d.Status); err != nil {
+		return err
+	}
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	stored, ok := s.deliveries[d.ID]
+	if !ok || stored.d.Status != webhook.Pending {
+		return webhook.ErrNotFound
+	}
+	if err := s.checkNew(also); err != nil {
+		return err
+	}
+	if stored.leased {
+		delete(s.deliveriesLeased, d.ID)
+		stored.leased, stored.leaseUntil = false, time.Time{}
+	} else {
+		// Rescued while its worker was still at it.
+		heap.Remove(&s.due, stored.duePos)
+	}
+	stored.d.Attempts = slices.Clone(d.Attempts)
+	status, next := d.Status, d.NextAt
+	if stored.retryRequested {
+		status, next = webhook.Pending, stored.d.NextAt
+		stored.retryRequested = false
+	}
+	stored.d.NextAt = next
+	s.setStatus(stored, status)
+	if status == webhook.Pending {
+		heap.Push(&s.due, stored)
+	}
+	for _, d := range also {
+		s.addDelivery(d)
+	}
+	return nil
+}
+
+// GetDelivery returns the account's delivery with the id; see
+// webhook.Store.
+func (s *Store) GetDelivery(ctx context.Context, accountID, id string) (*webhook.Delivery, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	d, ok := s.deliveries[id]
+	if !ok || d.d.AccountID != accountID {
+		return nil, webhook.ErrNotFound
+	}
+	return d.snapshot(), nil
+}
+
+// ListDeliveries returns the account's newest deliveries that match f; see
+// webhook.Store. With a request id it reads that request's deliveries
+// (a few per task) and filters them by status.
+func (s *Store) ListDeliveries(ctx context.Context, accountID string, f webhook.Filter, limit int) ([]*webhook.Delivery, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	var list []*delivery
+	switch {
+	case f.RequestID != "":
+		list = s.deliveriesByRequest[listKey{accountID, f.RequestID}]
+	case f.Status != "":
+		list = s.deliveriesByStatus[listKey{accountID, string(f.Status)}]
+	default:
+		list = s.deliveriesByAccount[listKey{accountID, ""}]
+	}
+	out := make([]*webhook.Delivery, 0, max(0, min(limit, len(list))))
+	for i := len(list) - 1; i >= 0 && len(out) < limit; i-- {
+		if f.Status == "" || list[i].d.Status == f.Status {
+			out = append(out, list[i].snapshot())
+		}
+	}
+	return out, nil
+}
+
+// RetryDelivery makes the account's delivery pending and due at now; see
+// webhook.Store. A leased delivery is marked, and made pending when its
+// attempt is recorded.
+func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now time.Time) (*webhook.Delivery, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	d, ok := s.deliveries[id]
+	if !ok || d.d.AccountID != accountID {
+		return nil, webhook.ErrNotFound
+	}
+	d.d.NextAt = now
+	switch {
+	case d.leased:
+		d.retryRequested = true
+	case d.d.Status == webhook.Pending:
+		heap.Fix(&s.due, d.duePos)
+	default:
+		s.setStatus(d, webhook.Pending)
+		heap.Push(&s.due, d)
+	}
+	return d.snapshot(), nil
+}
+
+// RescueDeliveries makes claimable again the deliveries whose lease ended
+// before expiredBefore; see webhook.Store.
+func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (int, error) {
+	if err := s.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer s.mu.Unlock()
+	// Leases are few (the deliveries being attempted), so a scan is cheap.
+	n := 0
+	for id, d := range s.deliveriesLeased {
+		if d.leaseUntil.Before(expiredBefore) {
+			delete(s.deliveriesLeased, id)
+			d.leased, d.leaseUntil, d.retryRequested = false, time.Time{}, false
+			heap.Push(&s.due, d)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// CountDeliveries returns the number of deliveries with the status; see
+// webhook.Store.
+func (s *Store) CountDeliveries(ctx context.Context, status webhook.Status) (int, error) {
+	if err := s.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer s.mu.Unlock()
+	return s.deliveryCounts[status], nil
+}
+
+// checkNew tells whether the deliveries can be stored: each has an id
+// that neither the store nor another of them holds. The caller holds the
+// lock.
+func (s *Store) checkNew(deliveries []*webhook.Delivery) error {
+	for i, d := range deliveries {
+		if d == nil || d.ID == "" {
+			return fmt.Errorf("memory: delivery %d of %d has no id", i+1, len(deliveries))
+		}
+		if _, ok := s.deliveries[d.ID]; ok {
+			return fmt.Errorf("memory: delivery %s: %w", d.ID, task.ErrExists)
+		}
+		for _, other := range deliveries[:i] {
+			if other.ID == d.ID {
+				return fmt.Errorf("memory: delivery %s given twice", d.ID)
+			}
+		}
+	}
+	return nil
+}
+
+// addDelivery stores a copy of d, pending and due at its NextAt. The
+// caller holds the lock and checked d with checkNew.
+func (s *Store) addDelivery(src *webhook.Delivery) {
+	d := &delivery{duePos: -1, endedPos: -1}
+	copyDelivery(&d.d, src)
+	d.d.Status = webhook.Pending
+	s.deliveries[d.d.ID] = d
+	heap.Push(&s.due, d)
+	insertSorted(s.deliveriesByAccount, listKey{d.d.AccountID, ""}, d, compareDeliveries)
+	if d.d.RequestID != "" {
+		insertSorted(s.deliveriesByRequest, listKey{d.d.AccountID, d.d.RequestID}, d, compareDeliveries)
+	}
+	insertSorted(s.deliveriesByStatus, listKey{d.d.AccountID, string(d.d.Status)}, d, compareDeliveries)
+	s.deliveryCounts[d.d.Status]++
+}
+
+// setStatus changes the status of a delivery that is neither due nor
+// leased, and its place in the status lists and the ended heap.
+func (s *Store) setStatus(d *delivery, status webhook.Status) {
+	if d.d.Status == status {
+		return
+	}
+	removeSorted(s.deliveriesByStatus, listKey{d.d.AccountID, string(d.d.Status)}, d, compareDeliveries)
+	s.deliveryCounts[d.d.Status]--
+	d.d.Status = status
+	insertSorted(s.deliveriesByStatus, listKey{d.d.AccountID, string(d.d.Status)}, d, compareDeliveries)
+	s.deliveryCounts[d.d.Status]++
+	switch ended := status != webhook.Pending; {
+	case ended && d.endedPos < 0:
+		heap.Push(&s.ended, d)
+	case !ended && d.endedPos >= 0:
+		heap.Remove(&s.ended, d.endedPos)
+	}
+}
+
+// deleteDelivery forgets an ended delivery already out of the ended heap.
+func (s *Store) deleteDelivery(d *delivery) {
+	delete(s.deliveries, d.d.ID)
+	removeSorted(s.deliveriesByAccount, listKey{d.d.AccountID, ""}, d, compareDeliveries)
+	removeSorted(s.deliveriesByRequest, listKey{d.d.AccountID, d.d.RequestID}, d, compareDeliveries)
+	removeSorted(s.deliveriesByStatus, listKey{d.d.AccountID, string(d.d.Status)}, d, compareDeliveries)
+	s.deliveryCounts[d.d.Status]--
+}
+
+// snapshot returns a copy of the delivery for a caller.
+func (d *delivery) snapshot() *webhook.Delivery {
+	out := new(webhook.Delivery)
+	copyDelivery(out, &d.d)
+	return out
+}
+
+// copyDelivery makes dst a deep copy of src.
+func copyDelivery(dst, src *webhook.Delivery) {
+	*dst = *src
+	dst.Body = bytes.Clone(src.Body)
+	dst.Attempts = slices.Clone(src.Attempts)
+}
+
+// checkStatus tells whether s is a status of a delivery.
+func checkStatus(s webhook.Status) error {
+	switch s {
+	case webhook.Pending, webhook.Delivered, webhook.Failed:
+		return nil
+	}
+	return fmt.Errorf("memory: unknown delivery status %q", s)
+}
+
+// compareDeliveries orders the deliveries of one list like compareListed
+// orders tasks: read backwards, newest first with ties by id ascending.
+func compareDeliveries(a, b *delivery) int {
+	if c := a.d.CreatedAt.Compare(b.d.CreatedAt); c != 0 {
+		return c
+	}
+	return strings.Compare(b.d.ID, a.d.ID)
+}
+
+// dueFirst orders the due heap: earliest NextAt first, then by id.
+func dueFirst(a, b *delivery) bool {
+	if c := a.d.NextAt.Compare(b.d.NextAt); c != 0 {
+		return c < 0
+	}
+	return a.d.ID < b.d.ID
+}
+
+// createdFirst orders the ended heap for Purge.
+func createdFirst(a, b *delivery) bool {
+	if c := a.d.CreatedAt.Compare(b.d.CreatedAt); c != 0 {
+		return c < 0
+	}
+	return a.d.ID < b.d.ID
+}

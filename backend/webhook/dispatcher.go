@@ -1,0 +1,386 @@
+package webhook
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"math/big"
+	mathrand "math/rand/v2"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Resolver looks up, in the current config, how to send a delivery: the
+// target of its webhook and the URL of its account's failure webhook (empty
+// when the account has none). ok is false when the delivery's webhook is no
+// longer configured (the delivery then fails without being sent); the
+// failure URL is used even then. For a failure notification (Event
+// EventFailed) the webhook is the account's failure webhook.
+type Resolver func(d *Delivery) (target Target, failureURL string, ok bool)
+
+// DispatcherOptions tune a Dispatcher. The zero value is usable.
+type DispatcherOptions struct {
+	// Concurrency is how many attempts may be in flight. Default 64.
+	Concurrency int
+	// PerURL is how many attempts may be in flight to one URL, so that a
+	// slow receiver cannot take every worker. Default 4.
+	PerURL int
+	// Poll is how often an idle dispatcher looks at the store without
+	// being woken (for deliveries coming due, or queued by another
+	// process). Default 500 ms.
+	Poll time.Duration
+	// LeaseMargin is added to the attempt timeout to make a claim's lease.
+	// Default 30 s.
+	LeaseMargin time.Duration
+	// RescueEvery is how often leases that ended unrecorded (their process
+	// died) are rescued. Default 5 s.
+	RescueEvery time.Duration
+	// Clock tells the time. Default time.Now.
+	Clock func() time.Time
+	// Logger logs store errors and deliveries that fail for good. Default
+	// none.
+	Logger *zap.Logger
+	// Rand is the jitter of retry delays, a uniform draw in [0, 1); it is
+	// called from many goroutines at once. Default math/rand/v2.Float64.
+	Rand func() float64
+	// OnAttempt, when set, is called after each attempt has been handed to
+	// the store, with the delivery in its new state (for metrics). It is
+	// not called for attempts cut short by the dispatcher stopping.
+	OnAttempt func(d *Delivery, a Attempt)
+}
+
+// Defaults of DispatcherOptions.
+const (
+	DefaultConcurrency = 64
+	DefaultPerURL      = 4
+	DefaultPoll        = 500 * time.Millisecond
+	DefaultLeaseMargin = 30 * time.Second
+	DefaultRescueEvery = 5 * time.Second
+)
+
+// ErrorNotConfigured is the error of the attempt that ends a delivery whose
+// webhook was removed from the config.
+const ErrorNotConfigured = "webhook no longer configured"
+
+// storeTimeout bounds recording an attempt, which goes on after Run's
+// context ends.
+const storeTimeout = 10 * time.Second
+
+// Dispatcher delivers the pending deliveries of a Store: a producer claims
+// due deliveries while it has free workers (and their URL is under its
+// PerURL cap), each claimed delivery is attempted by its own goroutine, and
+// the outcome is recorded with the state Policy gives it. Delivery is at
+// least once: an attempt cut short by Run's end, or whose outcome could
+// not be stored, is made again once its lease ends (receivers dedupe on
+// webhook-id).
+type Dispatcher struct {
+	store   Store
+	sender  *Sender
+	resolve Resolver
+	policy  Policy
+	opts    DispatcherOptions
+	wakeup  chan struct{}
+}
+
+// NewDispatcher returns a dispatcher of store's deliveries. Zero fields of
+// policy take DefaultPolicy's. Attempts are bounded by sender's timeout;
+// leases last the longer of it and policy.Timeout, plus LeaseMargin.
+func NewDispatcher(store Store, sender *Sender, resolve Resolver, policy Policy, opts DispatcherOptions) *Dispatcher {
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultConcurrency
+	}
+	if opts.PerURL <= 0 {
+		opts.PerURL = DefaultPerURL
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = DefaultPoll
+	}
+	if opts.LeaseMargin <= 0 {
+		opts.LeaseMargin = DefaultLeaseMargin
+	}
+	if opts.RescueEvery <= 0 {
+		opts.RescueEvery = DefaultRescueEvery
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Rand == nil {
+		opts.Rand = mathrand.Float64
+	}
+	return &Dispatcher{
+		store:   store,
+		sender:  sender,
+		resolve: resolve,
+		policy:  policy.WithDefaults(),
+		opts:    opts,
+		wakeup:  make(chan struct{}, 1),
+	}
+}
+
+// Wake tells the dispatcher that deliveries were stored or made due. It
+// never blocks.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wakeup <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx ends, then returns once every goroutine it started
+// has ended. Attempts in flight are cut short and left unrecorded: their
+// deliveries stay leased and are attempted again after their lease ends.
+func (d *Dispatcher) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { d.produce(ctx) })
+	wg.Go(func() { d.maintain(ctx) })
+	wg.Wait()
+}
+
+// produce claims due deliveries while there are free workers.
+func (d *Dispatcher) produce(ctx context.Context) {
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	// done carries the URL of each attempt that ended.
+	done := make(chan string, d.opts.Concurrency)
+	busy := 0
+	perURL := make(map[string]int)
+	poll := time.NewTicker(d.opts.Poll)
+	defer poll.Stop()
+	for {
+		if free := d.opts.Concurrency - busy; free > 0 {
+			for _, del := range d.claim(ctx, free, perURL) {
+				busy++
+				perURL[del.URL]++
+				workers.Go(func() {
+					defer func() { done <- del.URL }()
+					d.attempt(ctx, del)
+				})
+			}
+		}
+		// Either nothing is due or every worker is busy: wait for an
+		// attempt to end or a delivery to be stored.
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-done:
+			busy--
+			release(perURL, u)
+			// Take every other ended attempt too, so that one claim
+			// refills all the free slots.
+			for drained := false; !drained; {
+				select {
+				case u := <-done:
+					busy--
+					release(perURL, u)
+				default:
+					drained = true
+				}
+			}
+		case <-d.wakeup:
+		case <-poll.C:
+		}
+	}
+}
+
+// release counts an attempt to u as ended.
+func release(perURL map[string]int, u string) {
+	if perURL[u] <= 1 {
+		delete(perURL, u)
+		return
+	}
+	perURL[u]--
+}
+
+// claim leases up to n due deliveries whose URL is under its cap, given
+// the attempts in flight per URL.
+func (d *Dispatcher) claim(ctx context.Context, n int, inFlight map[string]int) []*Delivery {
+	now := d.opts.Clock()
+	lease := now.Add(max(d.sender.Timeout(), d.policy.Timeout) + d.opts.LeaseMargin)
+	// The store asks about each candidate before taking it; counting the
+	// ones taken keeps one claim from filling a URL past its cap.
+	taken := make(map[string]int)
+	skip := func(u string) bool {
+		if inFlight[u]+taken[u] >= d.opts.PerURL {
+			return true
+		}
+		taken[u]++
+		return false
+	}
+	dels, err := d.store.ClaimDeliveries(ctx, now, n, lease, skip)
+	if err != nil && ctx.Err() == nil {
+		d.opts.Logger.Error("claiming webhook deliveries", zap.Error(err))
+	}
+	return dels
+}
+
+// attempt sends a claimed delivery once and records the outcome.
+func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
+	target, failureURL, ok := d.resolve(del)
+	var a Attempt
+	if ok {
+		a = d.sender.Send(ctx, del, target)
+		// Without an answer the attempt says nothing about the receiver:
+		// leave the delivery leased, to be attempted again.
+		if a.StatusCode == 0 && ctx.Err() != nil {
+			return
+		}
+	} else {
+		a = Attempt{At: d.opts.Clock(), Error: ErrorNotConfigured}
+	}
+	now := d.opts.Clock()
+	del.Attempts = append(del.Attempts, a)
+	if ok {
+		del.Status, del.NextAt = d.policy.Next(del, now, d.opts.Rand)
+	} else {
+		del.Status, del.NextAt = Failed, time.Time{}
+	}
+	var also []*Delivery
+	// A failure notification that fails is not notified about: the
+	// account would be told about its failure webhook on that same webhook.
+	if del.Status == Failed && del.Event != EventFailed && failureURL != "" {
+		also = append(also, newFailureDelivery(del, failureURL, now))
+	}
+	// The outcome is stored even when Run is stopping: the receiver has
+	// answered, and attempting again would deliver twice.
+	storeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	err := d.store.RecordAttempt(storeCtx, del, also)
+	if err != nil {
+		d.opts.Logger.Error("recording a webhook attempt; the delivery is attempted again when its lease ends",
+			zap.String("delivery_id", del.ID), zap.Error(err))
+	} else if del.Status == Failed {
+		// The receiver's trouble, not the operator's: not a warning.
+		d.opts.Logger.Info("webhook delivery failed for good",
+			zap.String("delivery_id", del.ID),
+			zap.String("account_id", del.AccountID),
+			zap.String("request_id", del.RequestID),
+			zap.String("webhook_host", urlHost(del.URL)),
+			zap.Int("attempts", len(del.Attempts)),
+			zap.String("last_error", a.Error))
+	}
+	if d.opts.OnAttempt != nil {
+		d.opts.OnAttempt(del, a)
+	}
+	// Woken only after reporting, so that unless something else wakes the
+	// producer meanwhile, the attempt that failed a delivery is reported
+	// before the first attempt at the notification of its failure.
+	if err == nil && len(also) > 0 {
+		d.Wake()
+	}
+}
+
+// urlHost returns the host of a webhook URL for logs: the rest of it may
+// carry a token.
+func urlHost(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}
+
+// maintain rescues deliveries whose lease ended unrecorded (their process
+// died, or Run ended mid-attempt), once at start and then periodically.
+func (d *Dispatcher) maintain(ctx context.Context) {
+	rescue := time.NewTicker(d.opts.RescueEvery)
+	defer rescue.Stop()
+	for {
+		n, err := d.store.RescueDeliveries(ctx, d.opts.Clock())
+		if err != nil && ctx.Err() == nil {
+			d.opts.Logger.Error("rescuing webhook deliveries", zap.Error(err))
+		}
+		if n > 0 {
+			d.opts.Logger.Warn("rescued webhook deliveries whose lease ended", zap.Int("deliveries", n))
+			d.Wake()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-rescue.C:
+		}
+	}
+}
+
+// NewID returns a new delivery id: "msg_" and 128 random bits in base62.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	s := new(big.Int).SetBytes(b[:]).Text(62)
+	// 22 base62 digits hold 128 bits; pad so every id has the same length.
+	return "msg_" + strings.Repeat("0", 22-len(s)) + s
+}
+
+// NewTaskDelivery returns the delivery of a finished task to one webhook,
+// due at once; body is the task object.
+func NewTaskDelivery(accountID, requestID, webhookURL string, body json.RawMessage, now time.Time) *Delivery {
+	return &Delivery{
+		ID:        NewID(),
+		AccountID: accountID,
+		RequestID: requestID,
+		URL:       webhookURL,
+		Event:     EventTask,
+		Body:      body,
+		Status:    Pending,
+		CreatedAt: now,
+		NextAt:    now,
+	}
+}
+
+// failureBody is the body of a failure notification.
+type failureBody struct {
+	Event      string `json:"event"`
+	DeliveryID string `json:"delivery_id"`
+	RequestID  string `json:"request_id"`
+	WebhookURL string `json:"webhook_url"`
+	Attempts   int    `json:"attempts"`
+	// LastStatusCode is null when the last attempt got no answer.
+	LastStatusCode *int   `json:"last_status_code"`
+	LastError      string `json:"last_error"`
+}
+
+// FailureBody returns the body that tells an account's failure webhook
+// that d failed for good:
+//
+//	{"event":"webhook.failed","delivery_id","request_id","webhook_url",
+//	 "attempts":<count>,"last_status_code":<int or null>,"last_error"}
+func FailureBody(d *Delivery) json.RawMessage {
+	b := failureBody{
+		Event:      EventFailed,
+		DeliveryID: d.ID,
+		RequestID:  d.RequestID,
+		WebhookURL: d.URL,
+		Attempts:   len(d.Attempts),
+	}
+	if n := len(d.Attempts); n > 0 {
+		last := d.Attempts[n-1]
+		if last.StatusCode != 0 {
+			b.LastStatusCode = &last.StatusCode
+		}
+		b.LastError = last.Error
+	}
+	body, _ := json.Marshal(b)
+	return body
+}
+
+// newFailureDelivery returns the notification of d's failure to the
+// account's failure webhook, due at once.
+func newFailureDelivery(d *Delivery, failureURL string, now time.Time) *Delivery {
+	return &Delivery{
+		ID:        NewID(),
+		AccountID: d.AccountID,
+		RequestID: d.RequestID,
+		URL:       failureURL,
+		Event:     EventFailed,
+		Body:      FailureBody(d),
+		Status:    Pending,
+		CreatedAt: now,
+		NextAt:    now,
+	}
+}
