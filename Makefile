@@ -41,7 +41,7 @@ fuzz:
 		done; \
 	done
 
-## bench: Go benchmarks, then the load harness (edge chain vs bare respond)
+## bench: Go benchmarks, then the load harness (edge chain, task creation, task runs, webhooks; each next to a baseline measured in the same run)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./backend/... ./caddymodule/...
 	$(GO) run ./bench

@@ -463,6 +463,7 @@ func (a *App) Start() error {
 // is cut short are queued again; deliveries cut short are retried.
 func (a *App) Stop() error {
 	queueDepth.app.CompareAndSwap(a, nil)
+	a.api.Service.Release()
 	if a.stopWorkers != nil {
 		a.stopWorkers()
 		a.workersDone.Wait()

@@ -214,3 +214,33 @@ func TestPurgeOnceHonoursRetention(t *testing.T) {
 		t.Fatalf("a running task was purged: %v", err)
 	}
 }
+
+func TestReleaseEndsWaits(t *testing.T) {
+	store := memory.New()
+	defer store.Close()
+	typ := &task.Type{Action: "a", Type: "b", Source: "http://127.0.0.1:9/"}
+	_ = typ.Validate()
+	svc := task.NewService(store, task.NewHub(), nil, nil)
+	tk, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t", GroupID: "g", Data: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *task.Task)
+	go func() {
+		w, _ := svc.Wait(context.Background(), "x", tk.RequestID, time.Hour)
+		got <- w
+	}()
+	svc.Release()
+	select {
+	case w := <-got:
+		if w.Status != task.InProgress {
+			t.Fatalf("status %s", w.Status)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Release did not end the wait")
+	}
+	// Waits after Release answer at once too.
+	if w, _ := svc.Wait(context.Background(), "x", tk.RequestID, time.Hour); w == nil || w.Status != task.InProgress {
+		t.Fatalf("wait after release: %+v", w)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -76,6 +77,9 @@ type Service struct {
 	now   func() time.Time
 	// wake tells the runner that a task of a type was queued.
 	wake func(taskType string)
+	// released ends every wait: the service is shutting down.
+	released    chan struct{}
+	releaseOnce sync.Once
 }
 
 // NewService returns a service over store. hub tells waiters of ends;
@@ -87,8 +91,13 @@ func NewService(store Store, hub *Hub, now func() time.Time, wake func(taskType 
 	if wake == nil {
 		wake = func(string) {}
 	}
-	return &Service{store: store, hub: hub, now: now, wake: wake}
+	return &Service{store: store, hub: hub, now: now, wake: wake, released: make(chan struct{})}
 }
+
+// Release ends every wait, now and later: long polls and sync calls answer
+// at once with the task as it stands, so that a shutdown does not wait for
+// them.
+func (s *Service) Release() { s.releaseOnce.Do(func() { close(s.released) }) }
 
 // NewTask is what a client asks for.
 type NewTask struct {
@@ -110,8 +119,14 @@ type NewTask struct {
 // ErrIdempotencyMismatch.
 func (s *Service) Create(ctx context.Context, n NewTask) (t *Task, replayed bool, err error) {
 	now := s.now().UTC()
+	// Version 7 ids grow with time, so a store keyed by them appends
+	// instead of writing to random pages.
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, false, err
+	}
 	t = &Task{
-		RequestID: uuid.NewString(),
+		RequestID: id.String(),
 		AccountID: n.AccountID,
 		Action:    n.Type.Action,
 		Type:      n.Type.Type,
@@ -196,6 +211,7 @@ func (s *Service) Wait(ctx context.Context, accountID, requestID string, wait ti
 	case <-done:
 	case <-timer.C:
 	case <-ctx.Done():
+	case <-s.released:
 	}
 	return s.store.Get(context.WithoutCancel(ctx), accountID, requestID)
 }

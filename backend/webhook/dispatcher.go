@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 )
 
@@ -308,10 +309,14 @@ func (d *Dispatcher) maintain(ctx context.Context) {
 	}
 }
 
-// NewID returns a new delivery id: "msg_" and 128 random bits in base62.
+// NewID returns a new delivery id: "msg_" and a version 7 UUID (48 bits of
+// time, 74 random) in base62. Ids grow with time, so a store keyed by them
+// appends instead of writing to random pages.
 func NewID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
+	b, err := uuid.NewV7()
+	if err != nil {
+		_, _ = rand.Read(b[:])
+	}
 	s := new(big.Int).SetBytes(b[:]).Text(62)
 	// 22 base62 digits hold 128 bits; pad so every id has the same length.
 	return "msg_" + strings.Repeat("0", 22-len(s)) + s
