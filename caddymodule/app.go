@@ -435,6 +435,15 @@ func (c *AccountConfig) build(repl *caddy.Replacer, defaultLimit ratelimit.Limit
 			Authorization: repl.ReplaceKnown(w.Authorization, ""),
 			Types:         w.Types,
 		}
+		// A placeholder that resolves to nothing (an unset environment
+		// variable) must not quietly send deliveries unsigned or without
+		// their Authorization: refuse it, as an empty key is refused.
+		if w.Secret != "" && strings.TrimSpace(hook.Secret) == "" {
+			return nil, fmt.Errorf("account %s: webhook %s: secret is empty (is its environment variable set?)", c.ID, w.URL)
+		}
+		if w.Authorization != "" && strings.TrimSpace(hook.Authorization) == "" {
+			return nil, fmt.Errorf("account %s: webhook %s: authorization is empty (is its environment variable set?)", c.ID, w.URL)
+		}
 		if hook.Secret != "" {
 			if _, err := webhook.ParseSecret(hook.Secret); err != nil {
 				return nil, fmt.Errorf("account %s: webhook %s: %w", c.ID, w.URL, err)
