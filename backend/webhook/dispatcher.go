@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"container/heap"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -85,6 +86,9 @@ type Dispatcher struct {
 	policy  Policy
 	opts    DispatcherOptions
 	wakeup  chan struct{}
+	// scheduled carries the NextAt of each retry this dispatcher recorded,
+	// so that the producer wakes when it is due instead of at the next poll.
+	scheduled chan time.Time
 }
 
 // NewDispatcher returns a dispatcher of store's deliveries. Zero fields of
@@ -116,12 +120,13 @@ func NewDispatcher(store Store, sender *Sender, resolve Resolver, policy Policy,
 		opts.Rand = mathrand.Float64
 	}
 	return &Dispatcher{
-		store:   store,
-		sender:  sender,
-		resolve: resolve,
-		policy:  policy.WithDefaults(),
-		opts:    opts,
-		wakeup:  make(chan struct{}, 1),
+		store:     store,
+		sender:    sender,
+		resolve:   resolve,
+		policy:    policy.WithDefaults(),
+		opts:      opts,
+		wakeup:    make(chan struct{}, 1),
+		scheduled: make(chan time.Time, 1024),
 	}
 }
 
@@ -154,6 +159,24 @@ func (d *Dispatcher) produce(ctx context.Context) {
 	perURL := make(map[string]int)
 	poll := time.NewTicker(d.opts.Poll)
 	defer poll.Stop()
+	// due holds the times at which retries recorded here fall due; the
+	// timer fires at the earliest. The poll still finds what it misses
+	// (deliveries retried through the API, rescued, or left by a crash).
+	var due dueTimes
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var armed time.Time
+	rearm := func() {
+		now := d.opts.Clock()
+		for len(due) > 0 && !due[0].After(now) {
+			heap.Pop(&due)
+		}
+		if len(due) == 0 || (!armed.IsZero() && !due[0].Before(armed)) {
+			return
+		}
+		armed = due[0]
+		timer.Reset(armed.Sub(now))
+	}
 	for {
 		if free := d.opts.Concurrency - busy; free > 0 {
 			for _, del := range d.claim(ctx, free, perURL) {
@@ -186,8 +209,28 @@ func (d *Dispatcher) produce(ctx context.Context) {
 			}
 		case <-d.wakeup:
 		case <-poll.C:
+		case t := <-d.scheduled:
+			heap.Push(&due, t)
+			rearm()
+		case <-timer.C:
+			armed = time.Time{}
+			rearm()
 		}
 	}
+}
+
+// dueTimes is a min-heap of times.
+type dueTimes []time.Time
+
+func (h dueTimes) Len() int           { return len(h) }
+func (h dueTimes) Less(i, j int) bool { return h[i].Before(h[j]) }
+func (h dueTimes) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueTimes) Push(x any)        { *h = append(*h, x.(time.Time)) }
+func (h *dueTimes) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
 }
 
 // release counts an attempt to u as ended.
@@ -274,6 +317,12 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
 	// before the first attempt at the notification of its failure.
 	if err == nil && len(also) > 0 {
 		d.Wake()
+	}
+	if err == nil && del.Status == Pending {
+		select {
+		case d.scheduled <- del.NextAt:
+		default: // the poll finds it
+		}
 	}
 }
 
