@@ -11,12 +11,20 @@
 //     measured in the same directory as the bolt file;
 //   - tasks completed per second, against a source served by the harness
 //     itself, and the create-to-complete latency at a fixed rate, measured
-//     with the task API's long poll.
+//     with the task API's long poll;
+//   - webhook deliveries to a receiver served by the harness, which checks
+//     every signature: deliveries per second, and the latency from a
+//     task's completion to its delivery at a fixed rate; then deliveries
+//     the receiver refuses (503) under a short retry policy: the server's
+//     memory with all of them pending, attempts per second, how late
+//     retries come against their policy, and how long all take to get
+//     through once the receiver accepts them.
 //
 // Each storage runs in its own server process, so that no phase inherits
 // another's tasks. Run it from the module root:
 //
-//	go run ./bench [-rounds 5] [-duration 2s] [-warmup 1s] [-workers 64] [-create-rounds 3] [-tasks 20000] [-latency-rate 500] [-profile dir]
+//	go run ./bench [-rounds 5] [-duration 2s] [-warmup 1s] [-workers 64] [-create-rounds 3] [-tasks 20000] [-latency-rate 500]
+//		[-webhook-tasks 10000] [-webhook-rate 200] [-retry-tasks 10000] [-retry-window 10s] [-profile dir]
 package main
 
 import (
@@ -29,6 +37,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // options are the harness's flags.
@@ -52,6 +62,15 @@ type options struct {
 	latencyRate     int
 	latencyDuration time.Duration
 	latencySample   int
+	webhookTasks    int
+	webhookRate     int
+	webhookDuration time.Duration
+	webhookWait     time.Duration
+	retryTasks      int
+	retryFirst      time.Duration
+	retryMax        time.Duration
+	retryGiveUp     time.Duration
+	retryWindow     time.Duration
 }
 
 func main() {
@@ -73,7 +92,16 @@ func main() {
 	flag.IntVar(&o.latencyRate, "latency-rate", 500, "creations per second of the create-to-complete latency measure")
 	flag.DurationVar(&o.latencyDuration, "latency-duration", 5*time.Second, "length of the create-to-complete latency measure")
 	flag.IntVar(&o.latencySample, "latency-sample", 2, "long-poll every n-th task created in the latency measure")
-	flag.StringVar(&o.profileDir, "profile", "", "if set, fetch the server's CPU and allocation profiles into this directory: after the rounds, under each load once more (chain, bare, create-memory, create-bolt .pprof and .allocs.pprof), and a CPU profile during the completion measure (tasks-bolt.pprof)")
+	flag.IntVar(&o.webhookTasks, "webhook-tasks", 10000, "tasks created for the webhook delivery-rate measure")
+	flag.IntVar(&o.webhookRate, "webhook-rate", 200, "creations per second of the completion-to-delivery latency measure")
+	flag.DurationVar(&o.webhookDuration, "webhook-duration", 5*time.Second, "length of the completion-to-delivery latency measure")
+	flag.DurationVar(&o.webhookWait, "webhook-wait", 90*time.Second, "most time each webhook measure waits for the receiver to get what it expects")
+	flag.IntVar(&o.retryTasks, "retry-tasks", 10000, "tasks created for the webhook retry measure, each a delivery the receiver refuses")
+	flag.DurationVar(&o.retryFirst, "retry-first", time.Second, "first retry delay of the retry measure's server (webhooks retry <first> <max> <give up>)")
+	flag.DurationVar(&o.retryMax, "retry-max", 2*time.Second, "largest retry delay of the retry measure's server")
+	flag.DurationVar(&o.retryGiveUp, "retry-give-up", 10*time.Minute, "give-up time of the retry measure's server: longer than the measure, so that every delivery gets through in the end")
+	flag.DurationVar(&o.retryWindow, "retry-window", 10*time.Second, "how long the receiver goes on refusing after every delivery's first attempt, while attempts and their lateness are measured")
+	flag.StringVar(&o.profileDir, "profile", "", "if set, fetch the server's CPU and allocation profiles into this directory: after the rounds, under each load once more (chain, bare, create-memory, create-bolt .pprof and .allocs.pprof), and CPU profiles during the completion measure (tasks-bolt.pprof), the webhook delivery-rate measure (webhooks-bolt.pprof) and the retry window (webhook-retries.pprof)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 5, "length of each profile, in seconds")
 	flag.Parse()
 	if err := o.check(); err != nil {
@@ -128,6 +156,18 @@ func (o options) check() error {
 		return errors.New("-latency-duration must be at least 1s")
 	case o.latencySample < 1:
 		return errors.New("-latency-sample must be at least 1")
+	case o.webhookTasks < 1 || o.retryTasks < 1:
+		return errors.New("-webhook-tasks and -retry-tasks must be at least 1")
+	case o.webhookRate < 1:
+		return errors.New("-webhook-rate must be at least 1")
+	case o.webhookDuration < time.Second:
+		return errors.New("-webhook-duration must be at least 1s")
+	case o.webhookWait < time.Second:
+		return errors.New("-webhook-wait must be at least 1s")
+	case o.retryFirst <= 0 || o.retryMax < o.retryFirst || o.retryGiveUp <= 0:
+		return errors.New("-retry-first, -retry-max and -retry-give-up must be positive, and -retry-max at least -retry-first")
+	case o.retryWindow < time.Second:
+		return errors.New("-retry-window must be at least 1s")
 	}
 	return nil
 }
@@ -136,8 +176,12 @@ func (o options) check() error {
 // parked on the holding source: longer than any phase.
 const holdTimeout = 10 * time.Minute
 
-// fastTimeout is the source timeout of the server that runs tasks.
+// fastTimeout is the source timeout of the servers that run tasks.
 const fastTimeout = 10 * time.Second
+
+// retryAttemptTimeout bounds one webhook attempt of the retry measure: the
+// receiver answers at once, so only a stuck server would reach it.
+const retryAttemptTimeout = 5 * time.Second
 
 // run builds taskgate, measures each phase against its own server,
 // reports, and stops every server whatever happens.
@@ -253,6 +297,57 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 
+	// Webhooks: a fresh bolt file whose bench account has one signed
+	// webhook to the receiver, the workers calling the fast source.
+	rcv, err := startReceiver()
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, rcv.stop()) }()
+	hooksDir := filepath.Join(tmp, "bolt-webhooks")
+	hooks := serverConfig{name: "bolt-webhooks", storage: boltStorage(hooksDir), sourceURL: src.url + "/fast", sourceTimeout: fastTimeout, concurrency: o.concurrency,
+		webhook: &webhookConfig{url: rcv.url, secret: rcv.secret}}
+	err = withServer(ctx, bin, hooksDir, hooks, func(s *server) error {
+		var err error
+		if res.webhooks, err = measureDeliveries(ctx, o, s, rcv); err != nil {
+			return err
+		}
+		w := res.webhooks.outcome
+		fmt.Fprintf(os.Stderr, "bench: %d tasks created, %d delivered (%d missing): %.0f deliveries/s, last %s after the last completion\n",
+			res.webhooks.creation.created, w.delivered, w.missing, w.rate(), w.lastDelivered.Sub(w.lastCompleted).Round(time.Millisecond))
+		if res.webhookLatency, err = measureDeliveryLatency(ctx, o, s, rcv); err != nil {
+			return err
+		}
+		l := res.webhookLatency
+		fmt.Fprintf(os.Stderr, "bench: %d tasks created at %.0f/s, %d delivered: completion-to-delivery p50 %s, p99 %s\n",
+			l.created, l.rate(), l.outcome.delivered, latency(quantile(l.outcome.latencies, 0.5)), latency(quantile(l.outcome.latencies, 0.99)))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	// Retries: another fresh bolt file, the same webhook, a short retry
+	// policy, and a receiver that refuses until told otherwise.
+	policy := webhook.Policy{First: o.retryFirst, Max: o.retryMax, GiveUp: o.retryGiveUp, Timeout: retryAttemptTimeout}
+	retriesDir := filepath.Join(tmp, "bolt-retries")
+	retries := serverConfig{name: "bolt-retries", storage: boltStorage(retriesDir), sourceURL: src.url + "/fast", sourceTimeout: fastTimeout, concurrency: o.concurrency,
+		webhook: &webhookConfig{url: rcv.url, secret: rcv.secret, retry: policy}}
+	err = withServer(ctx, bin, retriesDir, retries, func(s *server) error {
+		var err error
+		if res.retries, err = measureRetries(ctx, o, s, rcv, policy); err != nil {
+			return err
+		}
+		r := res.retries
+		fmt.Fprintf(os.Stderr, "bench: %d deliveries refused: all first attempts after %s; %.0f attempts/s over %s (on schedule: %.0f/s), retry lateness p50 %s, p99 %s; all delivered %s after the receiver turned to 204\n",
+			r.created, r.firstAttempts.Round(time.Millisecond), r.attemptRate(), r.window.Round(time.Millisecond), r.scheduled,
+			latency(quantile(r.lateness, 0.5)), latency(quantile(r.lateness, 0.99)), r.drain.Round(time.Millisecond))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
 	table := res.table()
 	fmt.Print(table)
 	out := o.out
@@ -273,6 +368,7 @@ func run(ctx context.Context, o options) (err error) {
 		res.createMemory.a.check("memory creation"), res.createMemory.b.check("bare POST"),
 		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
 		res.completion.check(), res.latency.check(),
+		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(),
 	)
 }
 

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // results are the figures of a whole run.
@@ -23,6 +25,11 @@ type results struct {
 	fsType     string
 	completion *completionResult
 	latency    *latencyResult
+	// webhooks and webhookLatency are deliveries to a receiver answering
+	// 204; retries are deliveries it refused first.
+	webhooks       *deliveryResult
+	webhookLatency *deliveryLatencyResult
+	retries        *retryResult
 }
 
 // table renders the results as a Markdown table; the ratio column is
@@ -77,8 +84,65 @@ func (r *results) table() string {
 		latency(quantile(l.complete, 0.5))+" / "+latency(quantile(l.complete, 0.99)), "", "")
 	row("creation (202) p50 / p99 at that rate", latency(quantile(l.accept, 0.5))+" / "+latency(quantile(l.accept, 0.99)), "", "")
 	row("tasks read back (not completed)", fmt.Sprintf("%d (%d)", c.checked+len(l.complete)+l.notCompleted, c.notCompleted+l.notCompleted), "", "")
+
+	w := r.webhooks
+	wo := w.outcome
+	row("**webhooks**, storage bolt, one signed webhook to a receiver in the harness (answers 204, checks every signature)", "", "", "")
+	row(fmt.Sprintf("deliveries/s (%d tasks created by %d clients; first completion to last delivery)", w.creation.created, r.createWorkers),
+		fmt.Sprintf("%.0f", wo.rate()), "", "")
+	row("tasks completed/s meanwhile (first to last completion)", fmt.Sprintf("%.0f", wo.completedRate()), "", "")
+	row("last delivery after the last completion", latency(wo.lastDelivered.Sub(wo.lastCompleted)), "", "")
+	row("completion-to-delivery p50 / p99 under that load", latency(quantile(wo.latencies, 0.5))+" / "+latency(quantile(wo.latencies, 0.99)), "", "")
+	if cpu, ok := w.cpuPerTask(); ok {
+		row("server CPU per task run and delivered", micros(cpu), "", "")
+	}
+	row("deliveries (duplicate ids, tasks twice, missing, bad signatures)", wo.summary(), "", "")
+	wl := r.webhookLatency
+	row(fmt.Sprintf("completion-to-delivery p50 / p99 at %.0f creations/s (%d delivered)", wl.rate(), wl.outcome.delivered),
+		latency(quantile(wl.outcome.latencies, 0.5))+" / "+latency(quantile(wl.outcome.latencies, 0.99)), "", "")
+	row("deliveries at that rate (duplicate ids, tasks twice, missing, bad signatures)", wl.outcome.summary(), "", "")
+
+	rt := r.retries
+	ro := rt.outcome
+	row(fmt.Sprintf("**webhook retries**, %d deliveries refused (503), `%s` (±%.0f %% jitter), dispatcher polls every %s",
+		rt.created, retrySpec(rt.policy), webhook.Jitter*100, webhook.DefaultPoll), "", "", "")
+	firstAttempts := latency(rt.firstAttempts)
+	if !rt.firstAttemptsDone {
+		firstAttempts = "not within the wait"
+	}
+	row("every delivery's first attempt done (from the first completion)", firstAttempts, "", "")
+	row("server memory: RSS (anonymous) / Go heap in use, idle → all pending → after the window",
+		memoryCell(rt.idle, rt.pending, rt.windowEnd), "", "")
+	row(fmt.Sprintf("attempts/s over %s after every first attempt (on schedule: ≈%.0f/s)", rt.window.Round(time.Millisecond), rt.scheduled),
+		fmt.Sprintf("%.0f", rt.attemptRate()), "", "")
+	if cores, ok := rt.cores(); ok {
+		row("server CPU over that window (cores busy)", fmt.Sprintf("%.2f", cores), "", "")
+	}
+	row(fmt.Sprintf("retry lateness past its delay range, p50 / p99 / max (%d retries; %d early)", len(rt.lateness), rt.early),
+		latency(quantile(rt.lateness, 0.5))+" / "+latency(quantile(rt.lateness, 0.99))+" / "+latency(quantile(rt.lateness, 1)), "", "")
+	drain := "not within the wait"
+	if rt.drained {
+		drain = fmt.Sprintf("%s (%.0f/s)", latency(rt.drain), rt.drainRate())
+	}
+	row("all delivered after the receiver turned to 204", drain, "", "")
+	row(fmt.Sprintf("deliveries (duplicate ids, tasks twice, missing, bad signatures; %d POSTs in all)", ro.attempts), ro.summary(), "", "")
 	return b.String()
 }
+
+// memoryCell renders memory samples as "RSS (anon) / heap → …".
+func memoryCell(samples ...memorySample) string {
+	cells := make([]string, len(samples))
+	for i, m := range samples {
+		if m.err != nil {
+			cells[i] = "n/a"
+			continue
+		}
+		cells[i] = fmt.Sprintf("%s (%s) / %s", mib(m.rss), mib(m.anon), mib(m.heapInUse))
+	}
+	return strings.Join(cells, " → ")
+}
+
+func mib(n uint64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 
 // cpuRows adds the server's CPU per request of p, and the client's when
 // client is set.
@@ -104,7 +168,12 @@ func ratio(a, b float64) string {
 	return fmt.Sprintf("%.2f", a/b)
 }
 
+// latency writes d to the microsecond, or to the millisecond from a second
+// up.
 func latency(d time.Duration) string {
+	if d >= time.Second || d <= -time.Second {
+		return d.Round(time.Millisecond).String()
+	}
 	return d.Round(time.Microsecond).String()
 }
 
@@ -116,7 +185,7 @@ func micros(d time.Duration) string {
 // throughput, to path.
 func writeReport(path string, o options, r *results, table string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Edge chain, task creation and task runs\n\n")
+	fmt.Fprintf(&b, "# Edge chain, task creation, task runs and webhooks\n\n")
 	bareHeaders := "bare requests carry no credentials"
 	if o.bareHeaders {
 		bareHeaders = "bare requests carry the same credential headers"
@@ -131,8 +200,18 @@ func writeReport(path string, o options, r *results, table string) error {
 		o.createRounds, o.duration, o.warmup, o.createWorkers, createBody, o.fsyncDuration)
 	fmt.Fprintf(&b, "- Tasks run: a fresh server with storage bolt; the source, served by the harness on loopback, answers at once with a small JSON object and counts its calls. "+
 		"Up to %d tasks created as fast as %d clients can (for at most %s); they have all ended when the source has been called for each and the long polls of the last %d created have answered. "+
-		"Then %d creations/s for %s, %s long-polled (`wait=%d`) right after its 202: its latency runs from the creation sent to the long poll's answer.\n\n",
+		"Then %d creations/s for %s, %s long-polled (`wait=%d`) right after its 202: its latency runs from the creation sent to the long poll's answer.\n",
 		o.tasks, o.createWorkers, o.tasksTimeout, lastPolled, o.latencyRate, o.latencyDuration, everyNth(o.latencySample), longPollSeconds)
+	fmt.Fprintf(&b, "- Webhooks: a fresh server with storage bolt whose bench account has one webhook with a secret, to a receiver served by the harness on loopback that checks every "+
+		"delivery's signature and timestamp as Standard Webhooks has it, and notes when each attempt arrived and the task's `completed_at` (same machine's clock). "+
+		"Up to %d tasks created as fast as %d clients can; deliveries/s run from the earliest `completed_at` to the last delivery. Then %d creations/s for %s: "+
+		"each delivery's latency runs from its task's `completed_at` to its arrival. Each wait for the receiver is bounded by %s, and the receiver listens %s more for duplicates.\n",
+		o.webhookTasks, o.createWorkers, o.webhookRate, o.webhookDuration, o.webhookWait, duplicateSettle)
+	fmt.Fprintf(&b, "- Webhook retries: another fresh server with storage bolt, `webhooks { %s }`; the receiver answers 503 while up to %d tasks are created and run, "+
+		"until every delivery has had its first attempt, then for %s more: memory is sampled (VmRSS and RssAnon from /proc, `go_memstats_heap_inuse_bytes` from the admin endpoint) "+
+		"and each retry in that window is timed against the policy's delay range for its number (lateness: past the range's end, from the previous attempt's arrival). "+
+		"Then the receiver answers 204 until every delivery has arrived.\n\n",
+		retrySpec(r.retries.policy), o.retryTasks, o.retryWindow)
 	b.WriteString(table)
 	fmt.Fprintf(&b, "\nThroughput of each round (req/s): chain %s; bare %s.\n",
 		formatRounds(r.edge.a.throughputs), formatRounds(r.edge.b.throughputs))

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // The bench account and its key. The key only ever travels over loopback.
@@ -30,8 +32,9 @@ const (
 const startupTimeout = 30 * time.Second
 
 // caddyfileTemplate is the server's config: the admin endpoint (for the
-// readiness check and pprof), an account no rate limit will ever refuse, the
-// task type bench/fast, and three sites: chain (the edge chain in front of
+// readiness check, metrics and pprof), an account no rate limit will ever
+// refuse (with a signed webhook, when the server has one), the task type
+// bench/fast, and three sites: chain (the edge chain in front of
 // respond), bare (respond alone) and api (the edge chain in front of the
 // task API). Every site listens on loopback only, and nothing is written
 // outside the server's directory.
@@ -47,12 +50,23 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 			key_sha256 {{.KeySHA256}}
 			rate_limit 1000000000/s
 			allow 127.0.0.1/32
+{{- if .WebhookURL}}
+			webhook {{.WebhookURL}} {
+				secret {{.WebhookSecret}}
+			}
+{{- end}}
 		}
 		task_type bench/fast {
 			source {{.SourceURL}}
 			timeout {{.SourceTimeout}}
 			concurrency {{.Concurrency}}
 		}
+{{- if .WebhookRetry}}
+		webhooks {
+			timeout {{.WebhookTimeout}}
+			retry {{.WebhookRetry}}
+		}
+{{- end}}
 	}
 }
 
@@ -96,6 +110,18 @@ type serverConfig struct {
 	sourceTimeout time.Duration
 	// concurrency is bench/fast's number of workers.
 	concurrency int
+	// webhook, when set, is the bench account's one webhook.
+	webhook *webhookConfig
+}
+
+// webhookConfig is the bench account's webhook and the server's delivery
+// settings.
+type webhookConfig struct {
+	// url receives the deliveries, signed with secret ("whsec_…").
+	url, secret string
+	// retry, when its First is set, replaces the server's default retry
+	// policy (retry First Max GiveUp, and timeout Timeout).
+	retry webhook.Policy
 }
 
 // caddyfileData fills caddyfileTemplate.
@@ -105,6 +131,9 @@ type caddyfileData struct {
 	SourceURL                               string
 	SourceTimeout                           string
 	Concurrency                             int
+	WebhookURL, WebhookSecret               string
+	// WebhookRetry is "<first> <max> <give up>", empty for the defaults.
+	WebhookRetry, WebhookTimeout string
 }
 
 // server is the taskgate process under load.
@@ -174,8 +203,7 @@ func startServer(ctx context.Context, bin, dir string, cfg serverConfig) (*serve
 		return nil, fmt.Errorf("choosing ports: %w", err)
 	}
 	keyHash := sha256.Sum256([]byte(benchKey))
-	var caddyfile bytes.Buffer
-	err = caddyfileTemplate.Execute(&caddyfile, caddyfileData{
+	data := caddyfileData{
 		AdminPort:     ports[0],
 		ChainPort:     ports[1],
 		BarePort:      ports[2],
@@ -187,8 +215,17 @@ func startServer(ctx context.Context, bin, dir string, cfg serverConfig) (*serve
 		SourceURL:     cfg.sourceURL,
 		SourceTimeout: cfg.sourceTimeout.String(),
 		Concurrency:   cfg.concurrency,
-	})
-	if err != nil {
+	}
+	if w := cfg.webhook; w != nil {
+		data.WebhookURL, data.WebhookSecret = w.url, w.secret
+		if p := w.retry; p.First > 0 {
+			p = p.WithDefaults()
+			data.WebhookRetry = fmt.Sprintf("%s %s %s", shortDuration(p.First), shortDuration(p.Max), shortDuration(p.GiveUp))
+			data.WebhookTimeout = p.Timeout.String()
+		}
+	}
+	var caddyfile bytes.Buffer
+	if err := caddyfileTemplate.Execute(&caddyfile, data); err != nil {
 		return nil, err
 	}
 	configPath := filepath.Join(dir, "Caddyfile")

@@ -176,17 +176,24 @@ func perSecond(n float64, d time.Duration) float64 {
 	return n / d.Seconds()
 }
 
-// measureCompletion creates o.tasks tasks (or as many as o.tasksTimeout
-// allows) with o.createWorkers clients as fast as the server answers,
-// then waits until every task has ended. The end is the later of the
-// moment the source has been called for every task and the moment the
-// long polls of the last created tasks have answered.
-func measureCompletion(ctx context.Context, o options, srv *server, src *source, poll *poller) (*completionResult, error) {
-	t := newTarget("create-"+srv.name, createRequest(srv.apiURL()), http.StatusAccepted, o.createWorkers, o.timeout)
-	defer t.close()
+// creation is what a burst of task creations saw.
+type creation struct {
+	created int
+	failed  failures
+	// first is when the first creation was sent, lastAccepted when the
+	// last 202 came.
+	first, lastAccepted time.Time
+}
+
+func (c *creation) span() time.Duration { return c.lastAccepted.Sub(c.first) }
+
+// createTasks sends up to n creations of t with t's workers as fast as
+// the server answers, for at most limit, and hands the request id of each
+// one answered 202 to accepted (when not nil), in the order they came.
+func createTasks(ctx context.Context, t *target, n int, limit time.Duration, accepted func(id string)) (*creation, error) {
 	var sent atomic.Int64
 	targeter := func(tgt *vegeta.Target) error {
-		if sent.Add(1) > int64(o.tasks) {
+		if sent.Add(1) > int64(n) {
 			return vegeta.ErrNoTargets
 		}
 		*tgt = t.vt
@@ -199,42 +206,67 @@ func measureCompletion(ctx context.Context, o options, srv *server, src *source,
 	)
 	defer stopWhenDone(ctx, atk)()
 
-	res := &completionResult{}
-	calls0 := src.fast.load()
-	var first, lastAccepted time.Time
-	last := make([]string, 0, lastPolled+1)
-	var checks []string
-	every := max(1, o.tasks/completionChecks)
-	for r := range atk.Attack(vegeta.Targeter(targeter), vegeta.Rate{}, o.tasksTimeout, t.name) {
+	c := &creation{}
+	for r := range atk.Attack(vegeta.Targeter(targeter), vegeta.Rate{}, limit, t.name) {
 		if r.Error == vegeta.ErrNoTargets.Error() {
 			continue // a worker that found the count reached
 		}
-		if first.IsZero() || r.Timestamp.Before(first) {
-			first = r.Timestamp
+		if c.first.IsZero() || r.Timestamp.Before(c.first) {
+			c.first = r.Timestamp
 		}
 		id, ok := acceptedID(r)
 		if !ok {
-			res.failed.add(r)
+			c.failed.add(r)
 			continue
 		}
-		res.created++
-		if end := r.End(); end.After(lastAccepted) {
-			lastAccepted = end
+		c.created++
+		if end := r.End(); end.After(c.lastAccepted) {
+			c.lastAccepted = end
 		}
-		if last = append(last, id); len(last) > lastPolled {
-			last = slices.Delete(last, 0, 1)
-		}
-		if res.created%every == 0 {
-			checks = append(checks, id)
+		if accepted != nil {
+			accepted(id)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	return c, nil
+}
+
+// measureCompletion creates o.tasks tasks (or as many as o.tasksTimeout
+// allows) with o.createWorkers clients as fast as the server answers,
+// then waits until every task has ended. The end is the later of the
+// moment the source has been called for every task and the moment the
+// long polls of the last created tasks have answered.
+func measureCompletion(ctx context.Context, o options, srv *server, src *source, poll *poller) (*completionResult, error) {
+	t := newTarget("create-"+srv.name, createRequest(srv.apiURL()), http.StatusAccepted, o.createWorkers, o.timeout)
+	defer t.close()
+
+	res := &completionResult{}
+	calls0 := src.fast.load()
+	last := make([]string, 0, lastPolled+1)
+	var checks []string
+	every := max(1, o.tasks/completionChecks)
+	n := 0
+	c, err := createTasks(ctx, t, o.tasks, o.tasksTimeout, func(id string) {
+		n++
+		if last = append(last, id); len(last) > lastPolled {
+			last = slices.Delete(last, 0, 1)
+		}
+		if n%every == 0 {
+			checks = append(checks, id)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.created, res.failed = c.created, c.failed
 	if res.created == 0 {
 		return nil, res.failed.err("completion-phase")
 	}
-	res.createSpan = lastAccepted.Sub(first)
+	res.createSpan = c.span()
+	lastAccepted := c.lastAccepted
+	first := c.first
 	res.backlog = int64(res.created) - (src.fast.load() - calls0)
 
 	pollCtx, cancel := context.WithCancel(ctx)
