@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -75,6 +77,8 @@ type App struct {
 	engine        *engine
 	engineKey     string
 	runner        *task.Runner
+	sources       *source.Client
+	queues        *queues
 	dispatcher    *webhook.Dispatcher
 	sender        *webhook.Sender
 	api           *api.API
@@ -170,8 +174,8 @@ type WebhooksConfig struct {
 	RetryFirst caddy.Duration `json:"retry_first,omitempty"`
 	// RetryMax caps the delay between retries. Default: 1h.
 	RetryMax caddy.Duration `json:"retry_max,omitempty"`
-	// GiveUpAfter ends retrying this long after the first attempt.
-	// Default: 24h.
+	// GiveUpAfter ends retrying this long after the delivery was created
+	// (its task ended). Default: 24h.
 	GiveUpAfter caddy.Duration `json:"give_up_after,omitempty"`
 	// Proxy, when set, is the HTTP proxy every delivery goes through.
 	Proxy string `json:"proxy,omitempty"`
@@ -260,11 +264,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.MaxBody == 0 {
 		a.MaxBody = 4 << 20
 	}
-	if a.RateLimit == "" {
-		a.RateLimit = "30/s"
-	}
 	var err error
-	a.defaultLimit, err = ratelimit.ParseLimit(a.RateLimit, a.Burst)
+	switch {
+	case a.RateLimit != "":
+		a.defaultLimit, err = ratelimit.ParseLimit(a.RateLimit, a.Burst)
+	case a.Burst != 0:
+		a.defaultLimit, err = ratelimit.NewLimit(ratelimit.DefaultLimit.Count, ratelimit.DefaultLimit.Period, a.Burst)
+	default:
+		a.defaultLimit = ratelimit.DefaultLimit
+	}
 	if err != nil {
 		return fmt.Errorf("rate_limit: %w", err)
 	}
@@ -330,6 +338,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 
+	policy, proxy, err := a.Webhooks.build()
+	if err != nil {
+		return err
+	}
+
+	// Every check is done: now the shared state.
 	ev, _, err := enginePool.LoadOrNew(a.engineKey, func() (caddy.Destructor, error) {
 		return openEngine(a.Storage)
 	})
@@ -337,13 +351,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.engine = ev.(*engine)
-	client := source.NewClient(source.Options{UserAgent: userAgent()})
-	a.runner = task.NewRunner(a.engine.store, a.engine.hub, client, types, nil, a.logger.Named("runner"))
+	a.sources = source.NewClient(source.Options{UserAgent: userAgent()})
+	a.runner = task.NewRunner(a.engine.store, a.engine.hub, a.sources, types, nil, a.logger.Named("runner"))
 	a.runner.Retention = time.Duration(a.Retention)
-	policy, proxy, err := a.Webhooks.build()
-	if err != nil {
-		return err
-	}
 	a.sender = webhook.NewSender(webhook.SenderOptions{Proxy: proxy, UserAgent: userAgent(), Timeout: policy.Timeout})
 	a.dispatcher = webhook.NewDispatcher(a.engine.deliveries, a.sender, a.resolveWebhook, policy, webhook.DispatcherOptions{
 		Logger:    a.logger.Named("webhooks"),
@@ -459,7 +469,8 @@ func (c *AccountConfig) build(repl *caddy.Replacer, defaultLimit ratelimit.Limit
 
 // Start runs the task workers and the webhook dispatcher.
 func (a *App) Start() error {
-	queueDepth.app.Store(a)
+	a.queues = &queues{store: a.engine.store, types: slices.Collect(maps.Keys(a.api.Types))}
+	queueDepth.current.Store(a.queues)
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopWorkers = cancel
 	a.workersDone = new(sync.WaitGroup)
@@ -471,15 +482,26 @@ func (a *App) Start() error {
 // Stop stops the task workers and the dispatcher. Tasks whose source call
 // is cut short are queued again; deliveries cut short are retried.
 func (a *App) Stop() error {
-	queueDepth.app.CompareAndSwap(a, nil)
-	a.api.Service.Release()
+	queueDepth.current.CompareAndSwap(a.queues, nil)
+	a.releaseWaitsOnExit()
 	if a.stopWorkers != nil {
 		a.stopWorkers()
 		a.workersDone.Wait()
 		a.stopWorkers = nil
 		a.sender.CloseIdleConnections()
+		a.sources.CloseIdleConnections()
 	}
 	return nil
+}
+
+// releaseWaitsOnExit ends long polls and sync waits when the process is
+// exiting, those of old configs included (the hub is shared). On a reload
+// they go on: the task store and its waiters outlive the old config, and
+// the new workers end the tasks.
+func (a *App) releaseWaitsOnExit() {
+	if e := a.engine; e != nil && caddy.Exiting() {
+		e.hub.Release()
+	}
 }
 
 // resolveWebhook tells the dispatcher how to send a delivery under the

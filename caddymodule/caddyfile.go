@@ -430,9 +430,6 @@ func parseTaskType(d *caddyfile.Dispenser) (TaskTypeConfig, error) {
 			if !d.NextArg() {
 				return c, d.ArgErr()
 			}
-			if err := account.ValidateWebhookURL(d.Val()); err != nil {
-				return c, d.Errf("task_type %s: source %q must be an absolute http:// or https:// URL", c.Name, d.Val())
-			}
 			c.Source = d.Val()
 		case "timeout":
 			dur, err := parseDuration(d)

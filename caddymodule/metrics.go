@@ -68,21 +68,27 @@ var (
 // queueCollector reads the queue depth of each task type from the store of
 // the running app when scraped.
 type queueCollector struct {
-	desc *prometheus.Desc
-	app  atomic.Pointer[App]
+	desc    *prometheus.Desc
+	current atomic.Pointer[queues]
+}
+
+// queues is what the collector reads: set whole at Start, cleared at Stop.
+type queues struct {
+	store task.Store
+	types []string
 }
 
 func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
-	a := c.app.Load()
-	if a == nil || a.engine == nil {
+	q := c.current.Load()
+	if q == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for name := range a.api.Types {
-		n, err := a.engine.store.QueueDepth(ctx, name)
+	for _, name := range q.types {
+		n, err := q.store.QueueDepth(ctx, name)
 		if err != nil {
 			continue
 		}

@@ -32,8 +32,15 @@ func (TaskAPI) CaddyModule() caddy.ModuleInfo {
 // Provision connects the handler to the taskgate app.
 func (h *TaskAPI) Provision(ctx caddy.Context) error {
 	var err error
-	h.app, err = loadApp(ctx)
-	return err
+	if h.app, err = loadApp(ctx); err != nil {
+		return err
+	}
+	// The server waits for its handlers before the apps stop: long polls
+	// and sync calls must end as soon as it starts shutting down.
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		srv.RegisterOnShutdown(h.app.releaseWaitsOnExit)
+	}
+	return nil
 }
 
 // ServeHTTP answers the request.

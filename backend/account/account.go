@@ -52,8 +52,11 @@ type Key struct {
 
 // Webhook is a pre-configured receiver of an account's finished tasks.
 type Webhook struct {
-	URL           string
-	Secret        string
+	// URL receives the deliveries; it names the webhook within its account.
+	URL string
+	// Secret, when set, signs deliveries ("whsec_<base64>").
+	Secret string
+	// Authorization, when set, is sent as the Authorization header.
 	Authorization string
 	// Types limits the webhook to these task types; empty means all.
 	Types []string
@@ -115,9 +118,15 @@ func (a *Account) Validate() error {
 			return fmt.Errorf("account %s: %w", a.ID, err)
 		}
 	}
-	for _, w := range a.Webhooks {
+	for i, w := range a.Webhooks {
 		if err := w.Validate(); err != nil {
 			return fmt.Errorf("account %s: %w", a.ID, err)
+		}
+		// A delivery names its webhook by URL.
+		for _, other := range a.Webhooks[:i] {
+			if other.URL == w.URL {
+				return fmt.Errorf("account %s: webhook %s: defined more than once", a.ID, w.URL)
+			}
 		}
 	}
 	if a.FailureWebhook != "" {

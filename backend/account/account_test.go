@@ -66,6 +66,11 @@ func TestNewRegistryRefusesDuplicatesAndBadAccounts(t *testing.T) {
 	if _, err := NewRegistry([]*Account{mustAccount(t, "bad id", "k")}, nil); err == nil {
 		t.Error("bad id: want an error")
 	}
+	twice := mustAccount(t, "a", "k")
+	twice.Webhooks = []Webhook{{URL: "https://h.example/x"}, {URL: "https://h.example/x", Types: []string{"a/b"}}}
+	if _, err := NewRegistry([]*Account{twice}, nil); err == nil {
+		t.Error("two webhooks with one URL: want an error")
+	}
 	bad := mustAccount(t, "a", "k")
 	bad.Webhooks = []Webhook{{URL: "ftp://example.com"}}
 	if _, err := NewRegistry([]*Account{bad}, nil); err == nil {

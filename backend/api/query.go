@@ -5,8 +5,8 @@ import (
 	"net/url"
 )
 
-// parseQuery parses a query string strictly: a malformed escape, a
-// parameter given twice or invalid UTF-8 is an error.
+// parseQuery parses a query string strictly: a malformed escape or a
+// parameter given twice is an error.
 func parseQuery(raw string) (url.Values, error) {
 	q, err := url.ParseQuery(raw)
 	if err != nil {

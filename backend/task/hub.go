@@ -7,6 +7,9 @@ import "sync"
 type Hub struct {
 	mu      sync.Mutex
 	waiters map[string]*waiter
+	// released ends every wait: the process is shutting down.
+	released    chan struct{}
+	releaseOnce sync.Once
 }
 
 type waiter struct {
@@ -15,7 +18,17 @@ type waiter struct {
 }
 
 // NewHub returns an empty hub.
-func NewHub() *Hub { return &Hub{waiters: make(map[string]*waiter)} }
+func NewHub() *Hub {
+	return &Hub{waiters: make(map[string]*waiter), released: make(chan struct{})}
+}
+
+// Release ends every wait, now and later, whichever service waits: on
+// shutdown, long polls and sync calls answer at once with the task as it
+// stands.
+func (h *Hub) Release() { h.releaseOnce.Do(func() { close(h.released) }) }
+
+// Released is closed once Release is called.
+func (h *Hub) Released() <-chan struct{} { return h.released }
 
 // Subscribe returns a channel that is closed when Notify is called for the
 // request id, and a function to call when no longer waiting.

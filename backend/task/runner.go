@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
@@ -161,6 +162,11 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 		deliveries = r.Deliveries(t)
 	}
 	if err := r.store.Finish(storeCtx, t, deliveries); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			// Another worker ended it first (after a rescue): nothing lost.
+			r.logger.Debug("task already ended", zap.String("request_id", t.RequestID))
+			return
+		}
 		r.logger.Error("storing task outcome; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
 		return
 	}

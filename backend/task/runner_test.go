@@ -220,7 +220,8 @@ func TestReleaseEndsWaits(t *testing.T) {
 	defer store.Close()
 	typ := &task.Type{Action: "a", Type: "b", Source: "http://127.0.0.1:9/"}
 	_ = typ.Validate()
-	svc := task.NewService(store, task.NewHub(), nil, nil)
+	hub := task.NewHub()
+	svc := task.NewService(store, hub, nil, nil)
 	tk, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t", GroupID: "g", Data: []byte(`{}`)})
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +231,7 @@ func TestReleaseEndsWaits(t *testing.T) {
 		w, _ := svc.Wait(context.Background(), "x", tk.RequestID, time.Hour)
 		got <- w
 	}()
-	svc.Release()
+	hub.Release()
 	select {
 	case w := <-got:
 		if w.Status != task.InProgress {

@@ -6,8 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -53,6 +53,8 @@ func (t *Type) Validate() error {
 	switch {
 	case t.Source == "":
 		return fmt.Errorf("task type %s: no source", t.Name())
+	case !isHTTPURL(t.Source):
+		return fmt.Errorf("task type %s: source %q must be an absolute http:// or https:// URL", t.Name(), t.Source)
 	case t.Timeout < 0:
 		return fmt.Errorf("task type %s: timeout must be positive", t.Name())
 	case t.Concurrency < 1 || t.Concurrency > 10000:
@@ -77,9 +79,6 @@ type Service struct {
 	now   func() time.Time
 	// wake tells the runner that a task of a type was queued.
 	wake func(taskType string)
-	// released ends every wait: the service is shutting down.
-	released    chan struct{}
-	releaseOnce sync.Once
 }
 
 // NewService returns a service over store. hub tells waiters of ends;
@@ -91,13 +90,8 @@ func NewService(store Store, hub *Hub, now func() time.Time, wake func(taskType 
 	if wake == nil {
 		wake = func(string) {}
 	}
-	return &Service{store: store, hub: hub, now: now, wake: wake, released: make(chan struct{})}
+	return &Service{store: store, hub: hub, now: now, wake: wake}
 }
-
-// Release ends every wait, now and later: long polls and sync calls answer
-// at once with the task as it stands, so that a shutdown does not wait for
-// them.
-func (s *Service) Release() { s.releaseOnce.Do(func() { close(s.released) }) }
 
 // NewTask is what a client asks for.
 type NewTask struct {
@@ -156,6 +150,11 @@ func (s *Service) Create(ctx context.Context, n NewTask) (t *Task, replayed bool
 			return nil, false, ErrIdempotencyMismatch
 		}
 		orig, err := s.store.Get(ctx, n.AccountID, existing.RequestID)
+		if errors.Is(err, ErrNotFound) {
+			// Purged already (retention shorter than a day): the original
+			// answer stands all the same.
+			return &Task{RequestID: existing.RequestID, AccountID: n.AccountID, Action: n.Type.Action, Type: n.Type.Type, Async: n.Async}, true, nil
+		}
 		if err != nil {
 			return nil, false, err
 		}
@@ -211,7 +210,12 @@ func (s *Service) Wait(ctx context.Context, accountID, requestID string, wait ti
 	case <-done:
 	case <-timer.C:
 	case <-ctx.Done():
-	case <-s.released:
+	case <-s.hub.Released():
 	}
 	return s.store.Get(context.WithoutCancel(ctx), accountID, requestID)
+}
+
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
