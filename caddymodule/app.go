@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -179,6 +180,9 @@ type WebhooksConfig struct {
 	GiveUpAfter caddy.Duration `json:"give_up_after,omitempty"`
 	// Proxy, when set, is the HTTP proxy every delivery goes through.
 	Proxy string `json:"proxy,omitempty"`
+	// SourceAddress, when set, is the local IP address deliveries leave
+	// from, so that receivers can allowlist it.
+	SourceAddress string `json:"source_address,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -338,7 +342,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	policy, proxy, err := a.Webhooks.build()
+	policy, egress, err := a.Webhooks.build()
 	if err != nil {
 		return err
 	}
@@ -354,7 +358,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.sources = source.NewClient(source.Options{UserAgent: userAgent()})
 	a.runner = task.NewRunner(a.engine.store, a.engine.hub, a.sources, types, nil, a.logger.Named("runner"))
 	a.runner.Retention = time.Duration(a.Retention)
-	a.sender = webhook.NewSender(webhook.SenderOptions{Proxy: proxy, UserAgent: userAgent(), Timeout: policy.Timeout})
+	egress.UserAgent, egress.Timeout = userAgent(), policy.Timeout
+	a.sender = webhook.NewSender(egress)
 	a.dispatcher = webhook.NewDispatcher(a.engine.deliveries, a.sender, a.resolveWebhook, policy, webhook.DispatcherOptions{
 		Logger:    a.logger.Named("webhooks"),
 		OnAttempt: observeAttempt,
@@ -511,11 +516,11 @@ func (a *App) resolveWebhook(d *webhook.Delivery) (webhook.Target, string, bool)
 	return webhook.Resolve(acct, d)
 }
 
-// build returns the delivery policy and the egress proxy, defaults
-// applied. A nil config gives the defaults.
-func (c *WebhooksConfig) build() (webhook.Policy, *url.URL, error) {
+// build returns the delivery policy and the egress settings (proxy,
+// source address), defaults applied. A nil config gives the defaults.
+func (c *WebhooksConfig) build() (webhook.Policy, webhook.SenderOptions, error) {
 	var p webhook.Policy
-	var proxy *url.URL
+	var egress webhook.SenderOptions
 	if c != nil {
 		p = webhook.Policy{
 			First:   time.Duration(c.RetryFirst),
@@ -526,16 +531,23 @@ func (c *WebhooksConfig) build() (webhook.Policy, *url.URL, error) {
 		if c.Proxy != "" {
 			u, err := url.Parse(c.Proxy)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return p, nil, fmt.Errorf("webhooks: proxy %q must be an http:// or https:// URL", c.Proxy)
+				return p, egress, fmt.Errorf("webhooks: proxy %q must be an http:// or https:// URL", c.Proxy)
 			}
-			proxy = u
+			egress.Proxy = u
+		}
+		if c.SourceAddress != "" {
+			ip, err := netip.ParseAddr(c.SourceAddress)
+			if err != nil || ip.Zone() != "" {
+				return p, egress, fmt.Errorf("webhooks: source_address %q must be an IP address", c.SourceAddress)
+			}
+			egress.SourceIP = ip.Unmap()
 		}
 	}
 	p = p.WithDefaults()
 	if err := p.Validate(); err != nil {
-		return p, nil, fmt.Errorf("webhooks: %w", err)
+		return p, egress, fmt.Errorf("webhooks: %w", err)
 	}
-	return p, proxy, nil
+	return p, egress, nil
 }
 
 // userAgent names taskgate and its version, for sources and webhooks.

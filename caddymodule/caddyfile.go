@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,6 +81,7 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //			timeout <duration>
 //			retry <first> <max> <give up after>
 //			proxy <url>
+//			source_address <ip>
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -504,6 +506,17 @@ func parseWebhooks(d *caddyfile.Dispenser) (*WebhooksConfig, error) {
 				return nil, d.Errf("proxy: %v", err)
 			}
 			wh.Proxy = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "source_address":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if _, err := netip.ParseAddr(d.Val()); err != nil {
+				return nil, d.Errf("source_address %q: want an IP address", d.Val())
+			}
+			wh.SourceAddress = d.Val()
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
