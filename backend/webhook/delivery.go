@@ -83,12 +83,15 @@ type Store interface {
 	// returns true (skip may be nil). A claimed delivery is not claimed
 	// again until its lease ends unrecorded and RescueDeliveries queues it.
 	//
-	// skip is asked about each due delivery looked at, at most once per
-	// call, in order, until n are taken; a false answer takes the
-	// delivery, so skip may count what it lets through (unless the call
-	// fails, when nothing is taken). It runs inside the store's
-	// transaction: it must be quick and must not call the store. The
-	// deliveries skipped stay due, in their place.
+	// skip is asked before each delivery is taken, until n are taken; a
+	// false answer takes the delivery, so skip may count what it lets
+	// through (unless the call fails, when nothing is taken). Once it
+	// answers true for a URL, the call passes over that URL's other
+	// deliveries without asking again, at no cost per delivery: a slow
+	// receiver's backlog does not slow claims. Deliveries are taken
+	// earliest first (NextAt, then id) among the URLs not turned down.
+	// skip runs inside the store's transaction: it must be quick and must
+	// not call the store. The deliveries skipped stay due, in their place.
 	ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*Delivery, error)
 
 	// RecordAttempt stores a claimed delivery after an attempt: d carries

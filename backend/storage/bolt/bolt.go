@@ -66,9 +66,18 @@ var (
 	// bookkeeping of it, as JSON (deliveryRecord).
 	bucketDeliveries = []byte("deliveries")
 	// bucketDeliveriesDue maps (NextAt, id) of the pending deliveries no
-	// worker holds to their URL: ClaimDeliveries reads it from the start
-	// and asks skip about a URL without decoding the delivery.
+	// worker holds to their URL: all of them in the order they fall due.
 	bucketDeliveriesDue = []byte("deliveries_due")
+	// bucketDeliveriesDueByURL maps (URL, NextAt, id) of the same
+	// deliveries to nothing: each URL's due deliveries in a range of their
+	// own, earliest first.
+	bucketDeliveriesDueByURL = []byte("deliveries_due_by_url")
+	// bucketDeliveriesDueHeads maps (NextAt, id) of each URL's earliest
+	// delivery in bucketDeliveriesDueByURL to its URL: one key per URL,
+	// so that ClaimDeliveries passes over a URL that skip turns down,
+	// whatever its backlog, at the cost of one key. Both are derived from
+	// bucketDeliveriesDue, and built from it by Open when missing.
+	bucketDeliveriesDueHeads = []byte("deliveries_due_heads")
 	// bucketDeliveryLeases maps (lease end, id) of the leased deliveries
 	// to nothing, so that RescueDeliveries reads only the leases that
 	// ended.
@@ -90,12 +99,14 @@ var (
 
 var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketQueues, bucketDepth, bucketLeases,
 	bucketByGroup, bucketByTaskID, bucketCompleted, bucketIdem, bucketIdemAge,
-	bucketDeliveries, bucketDeliveriesDue, bucketDeliveryLeases, bucketDeliveriesByAccount,
-	bucketDeliveriesByRequest, bucketDeliveriesByStatus, bucketDeliveriesEnded, bucketDeliveryCounts}
+	bucketDeliveries, bucketDeliveriesDue, bucketDeliveriesDueByURL, bucketDeliveriesDueHeads,
+	bucketDeliveryLeases, bucketDeliveriesByAccount, bucketDeliveriesByRequest, bucketDeliveriesByStatus,
+	bucketDeliveriesEnded, bucketDeliveryCounts}
 
 // formatKey in bucketMeta names the layout of the file; Open refuses
 // another. Buckets added since (the deliveries') are created by Open and
-// leave the format as it was: a file written before has none to fill.
+// leave the format as it was: a file written before has none to fill, or
+// (the per-URL due indexes) has them built from what it holds.
 var (
 	formatKey     = []byte("format")
 	formatVersion = []byte("taskgate-tasks-1")
@@ -161,6 +172,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("bolt: opening %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
+		build := tx.Bucket(bucketDeliveriesDueByURL) == nil || tx.Bucket(bucketDeliveriesDueHeads) == nil
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
@@ -172,6 +184,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 			return meta.Put(formatKey, formatVersion)
 		case !bytes.Equal(format, formatVersion):
 			return fmt.Errorf("bolt: %s has format %q, this program reads %q", path, format, formatVersion)
+		}
+		if build {
+			return buildDueByURL(tx)
 		}
 		return nil
 	})

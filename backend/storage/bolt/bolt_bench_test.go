@@ -47,3 +47,10 @@ func BenchmarkFsync(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "fsyncs/s")
 }
+
+// BenchmarkClaimDeliveriesBehindBacklog measures a claim of another URL's
+// delivery behind 50,000 due deliveries to a URL at its cap, each claim a
+// durable transaction of the writer.
+func BenchmarkClaimDeliveriesBehindBacklog(b *testing.B) {
+	tasktest.ClaimBehindBacklog(b, open(b, b.TempDir()), 50_000)
+}

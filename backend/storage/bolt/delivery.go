@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -18,10 +20,11 @@ import (
 // deliveryRecord is a delivery's value in bucketDeliveries, as JSON: the
 // delivery and the store's bookkeeping of it.
 //
-// A pending delivery is either due (its key is in bucketDeliveriesDue, at
-// its NextAt) or leased (Leased, its key in bucketDeliveryLeases at
-// Lease); a delivered or failed one is in neither, and is in
-// bucketDeliveriesEnded.
+// A pending delivery is either due (its keys are in bucketDeliveriesDue
+// and bucketDeliveriesDueByURL, at its NextAt, and in
+// bucketDeliveriesDueHeads while it is the earliest of its URL) or leased
+// (Leased, its key in bucketDeliveryLeases at Lease); a delivered or
+// failed one is in none of them, and is in bucketDeliveriesEnded.
 type deliveryRecord struct {
 	Delivery webhook.Delivery `json:"delivery"`
 	// Leased tells that a worker holds the delivery, until Lease
@@ -39,10 +42,22 @@ type deliveryRecord struct {
 // ClaimDeliveries leases up to n due deliveries, earliest first, in a
 // transaction with concurrent changes; see webhook.Store.
 //
+// The claim goes URL by URL: bucketDeliveriesDueHeads holds the earliest
+// due delivery of each URL, and a URL's next one is read from
+// bucketDeliveriesDueByURL only once the one before was taken. The
+// deliveries are looked at in the order of the due index (NextAt, then
+// id), merged across the URLs not turned down, so that what is taken is
+// the earliest due among them, as a walk of the whole due index would
+// take. Once skip says true for a URL, the call reads no more of its
+// deliveries and does not ask about it again: a URL at its cap costs one
+// key whatever its backlog, and a claim reads about one key per URL it
+// turns down plus two per delivery it takes. skip is thus asked before
+// each delivery taken and at most once more per URL.
+//
 // skip runs in the store's writer, inside its transaction: it must be
-// quick and must not call the store. It is asked at most once per due
-// delivery looked at, in order, even when the writer runs the
-// transaction again after another change failed.
+// quick and must not call the store. Its answers hold for the whole call,
+// even when the writer runs the transaction again after another change
+// failed: it is not asked again about a delivery or a URL it answered for.
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*webhook.Delivery, error) {
 	c := &deliveryClaim{
 		due:     sortable(now),
@@ -64,9 +79,11 @@ type deliveryClaim struct {
 	due, lease uint64
 	n          int
 	skip       func(url string) bool
-	// skipped holds skip's answers by delivery id.
-	skipped map[string]bool
-	out     []*webhook.Delivery
+	// skipped holds skip's answers by delivery id, and skippedURLs the
+	// URLs it turned down.
+	skipped     map[string]bool
+	skippedURLs map[string]bool
+	out         []*webhook.Delivery
 }
 
 // run leases the deliveries in tx.
@@ -77,30 +94,45 @@ func (c *deliveryClaim) run(tx *bbolt.Tx) error {
 	}
 	// Keys are collected before deleting: deleting under a cursor makes
 	// it skip.
-	var keys [][]byte
-	cur := tx.Bucket(bucketDeliveriesDue).Cursor()
-	for k, url := cur.First(); k != nil && len(keys) < c.n && binary.BigEndian.Uint64(k) <= c.due; k, url = cur.Next() {
-		if c.skip != nil {
-			id := string(k[8:])
-			answer, asked := c.skipped[id]
-			if !asked {
-				answer = c.skip(string(url))
-				c.skipped[id] = answer
-			}
-			if answer {
-				continue
-			}
+	var taken []dueHead
+	heads := tx.Bucket(bucketDeliveriesDueHeads).Cursor()
+	byURL := tx.Bucket(bucketDeliveriesDueByURL).Cursor()
+	// next holds the next due delivery of each URL taken from: its head
+	// in bucketDeliveriesDueHeads is behind the cursor.
+	var next dueHeads
+	hk, hv := heads.First()
+	for len(taken) < c.n {
+		var d dueHead
+		switch {
+		case hk != nil && (len(next) == 0 || bytes.Compare(hk, next[0].key) < 0):
+			d = dueHead{key: bytes.Clone(hk), url: string(hv)}
+			hk, hv = heads.Next()
+		case len(next) > 0:
+			d = heap.Pop(&next).(dueHead)
 		}
-		keys = append(keys, bytes.Clone(k))
+		if d.key == nil || binary.BigEndian.Uint64(d.key) > c.due {
+			break
+		}
+		if c.skips(d) {
+			continue
+		}
+		taken = append(taken, d)
+		prefix := urlDuePrefix([]byte(d.url))
+		if k, _ := byURL.Seek(append(prefix, d.key...)); !bytes.Equal(k, append(prefix, d.key...)) {
+			return fmt.Errorf("%w: delivery %s is due but not in its URL's due index", errCorrupt, d.key[8:])
+		}
+		if k, _ := byURL.Next(); k != nil && bytes.HasPrefix(k, prefix) {
+			heap.Push(&next, dueHead{key: bytes.Clone(k[len(prefix):]), url: d.url})
+		}
 	}
-	due, leases := tx.Bucket(bucketDeliveriesDue), tx.Bucket(bucketDeliveryLeases)
-	for _, k := range keys {
-		id := k[8:]
+	leases := tx.Bucket(bucketDeliveryLeases)
+	for _, d := range taken {
+		id := d.key[8:]
 		rec, err := getIndexed(tx, id)
 		if err != nil {
 			return err
 		}
-		if err := due.Delete(k); err != nil {
+		if err := removeDue(tx, d.key, []byte(d.url)); err != nil {
 			return err
 		}
 		rec.Leased, rec.Lease = true, c.lease
@@ -113,6 +145,51 @@ func (c *deliveryClaim) run(tx *bbolt.Tx) error {
 		c.out = append(c.out, &rec.Delivery)
 	}
 	return nil
+}
+
+// skips tells whether skip turns the due delivery down, asking it unless
+// it answered already about the delivery, or turned its URL down.
+func (c *deliveryClaim) skips(d dueHead) bool {
+	if c.skip == nil {
+		return false
+	}
+	id := string(d.key[8:])
+	if answer, asked := c.skipped[id]; asked {
+		return answer
+	}
+	if c.skippedURLs[d.url] {
+		return true
+	}
+	answer := c.skip(d.url)
+	c.skipped[id] = answer
+	if answer {
+		if c.skippedURLs == nil {
+			c.skippedURLs = make(map[string]bool)
+		}
+		c.skippedURLs[d.url] = true
+	}
+	return answer
+}
+
+// dueHead is a due delivery: its key in bucketDeliveriesDue (NextAt, id)
+// and its URL.
+type dueHead struct {
+	key []byte
+	url string
+}
+
+// dueHeads is a min-heap of due deliveries by key, for container/heap.
+type dueHeads []dueHead
+
+func (h dueHeads) Len() int           { return len(h) }
+func (h dueHeads) Less(i, j int) bool { return bytes.Compare(h[i].key, h[j].key) < 0 }
+func (h dueHeads) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeads) Push(x any)        { *h = append(*h, x.(dueHead)) }
+func (h *dueHeads) Pop() any {
+	old := *h
+	d := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return d
 }
 
 // RecordAttempt stores a delivery after an attempt and the deliveries in
@@ -372,7 +449,6 @@ func putNewDeliveries(tx *bbolt.Tx, news []newDelivery) error {
 			k, v []byte
 		}{
 			{deliveries, nd.id, nd.value},
-			{tx.Bucket(bucketDeliveriesDue), nd.dueK, nd.url},
 			{tx.Bucket(bucketDeliveriesByAccount), nd.accountK, nil},
 			{tx.Bucket(bucketDeliveriesByRequest), nd.requestK, nil},
 			{tx.Bucket(bucketDeliveriesByStatus), nd.statusK, nil},
@@ -384,6 +460,9 @@ func putNewDeliveries(tx *bbolt.Tx, news []newDelivery) error {
 			if err := p.b.Put(p.k, p.v); err != nil {
 				return err
 			}
+		}
+		if err := addDue(tx, nd.dueK, nd.url); err != nil {
+			return err
 		}
 	}
 	return addCount(tx.Bucket(bucketDeliveryCounts), []byte(webhook.Pending), len(news))
@@ -426,21 +505,104 @@ func putDelivery(tx *bbolt.Tx, rec *deliveryRecord) error {
 	return tx.Bucket(bucketDeliveries).Put([]byte(rec.Delivery.ID), v)
 }
 
-// unschedule takes a pending delivery out of the due index or, when
+// unschedule takes a pending delivery out of the due indexes or, when
 // leased, out of the leases.
 func unschedule(tx *bbolt.Tx, rec *deliveryRecord) error {
 	id := []byte(rec.Delivery.ID)
 	if rec.Leased {
 		return tx.Bucket(bucketDeliveryLeases).Delete(leaseKey(rec.Lease, id))
 	}
-	return tx.Bucket(bucketDeliveriesDue).Delete(timeKey(rec.Delivery.NextAt, id))
+	return removeDue(tx, timeKey(rec.Delivery.NextAt, id), []byte(rec.Delivery.URL))
 }
 
-// schedule puts a pending delivery that is not leased in the due index,
+// schedule puts a pending delivery that is not leased in the due indexes,
 // at its NextAt.
 func schedule(tx *bbolt.Tx, rec *deliveryRecord) error {
 	id := []byte(rec.Delivery.ID)
-	return tx.Bucket(bucketDeliveriesDue).Put(timeKey(rec.Delivery.NextAt, id), []byte(rec.Delivery.URL))
+	return addDue(tx, timeKey(rec.Delivery.NextAt, id), []byte(rec.Delivery.URL))
+}
+
+// addDue puts a delivery in the due indexes: dueK is its key in
+// bucketDeliveriesDue (NextAt, id). When it falls due before the other
+// deliveries of its URL, it becomes the URL's head. url must not change
+// until the transaction ends.
+func addDue(tx *bbolt.Tx, dueK, url []byte) error {
+	if err := tx.Bucket(bucketDeliveriesDue).Put(dueK, url); err != nil {
+		return err
+	}
+	byURL, heads := tx.Bucket(bucketDeliveriesDueByURL), tx.Bucket(bucketDeliveriesDueHeads)
+	prefix := urlDuePrefix(url)
+	first, _ := byURL.Cursor().Seek(prefix)
+	switch {
+	case first == nil || !bytes.HasPrefix(first, prefix):
+		// The URL's first due delivery.
+	case bytes.Compare(first[len(prefix):], dueK) < 0:
+		return byURL.Put(append(prefix, dueK...), nil)
+	default:
+		if err := heads.Delete(bytes.Clone(first[len(prefix):])); err != nil {
+			return err
+		}
+	}
+	if err := heads.Put(dueK, url); err != nil {
+		return err
+	}
+	return byURL.Put(append(prefix, dueK...), nil)
+}
+
+// removeDue takes a delivery out of the due indexes: dueK is its key in
+// bucketDeliveriesDue. When it was its URL's head, the URL's next due
+// delivery, if any, becomes the head. url must not change until the
+// transaction ends.
+func removeDue(tx *bbolt.Tx, dueK, url []byte) error {
+	if err := tx.Bucket(bucketDeliveriesDue).Delete(dueK); err != nil {
+		return err
+	}
+	byURL := tx.Bucket(bucketDeliveriesDueByURL)
+	prefix := urlDuePrefix(url)
+	k := append(prefix, dueK...)
+	c := byURL.Cursor()
+	if first, _ := c.Seek(prefix); bytes.Equal(first, k) {
+		heads := tx.Bucket(bucketDeliveriesDueHeads)
+		if err := heads.Delete(dueK); err != nil {
+			return err
+		}
+		if next, _ := c.Next(); next != nil && bytes.HasPrefix(next, prefix) {
+			if err := heads.Put(bytes.Clone(next[len(prefix):]), url); err != nil {
+				return err
+			}
+		}
+	}
+	return byURL.Delete(k)
+}
+
+// buildDueByURL fills the per-URL due indexes from bucketDeliveriesDue,
+// emptying them first.
+func buildDueByURL(tx *bbolt.Tx) error {
+	for _, name := range [][]byte{bucketDeliveriesDueByURL, bucketDeliveriesDueHeads} {
+		if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+			return err
+		}
+		if _, err := tx.CreateBucket(name); err != nil {
+			return err
+		}
+	}
+	byURL, heads := tx.Bucket(bucketDeliveriesDueByURL), tx.Bucket(bucketDeliveriesDueHeads)
+	seen := make(map[string]bool)
+	c := tx.Bucket(bucketDeliveriesDue).Cursor()
+	// The due index is in (NextAt, id) order: a URL's first key is its
+	// head.
+	for k, url := c.First(); k != nil; k, url = c.Next() {
+		if err := byURL.Put(append(urlDuePrefix(url), k...), nil); err != nil {
+			return err
+		}
+		if !seen[string(url)] {
+			seen[string(url)] = true
+			if err := heads.Put(k, bytes.Clone(url)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // setStatus changes a delivery's status, and its keys in the status

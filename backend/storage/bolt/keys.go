@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -129,4 +130,22 @@ func accountPrefix(accountID string) []byte {
 func accountKey(accountID string, created time.Time, id string) []byte {
 	b := binary.BigEndian.AppendUint64(accountPrefix(accountID), ^sortable(created))
 	return append(b, id...)
+}
+
+// maxURLKeyLen bounds the URL part of a key: a bbolt key holds at most
+// 32 KiB, a URL may be longer. A longer URL is keyed by its SHA-256 after
+// a zero byte, which no URL starts with.
+const maxURLKeyLen = 1024
+
+// urlDuePrefix is what the keys of a URL's deliveries in
+// bucketDeliveriesDueByURL start with; the key goes on with the
+// delivery's key in bucketDeliveriesDue (NextAt, id).
+func urlDuePrefix(url []byte) []byte {
+	part := url
+	if len(url) > maxURLKeyLen {
+		sum := sha256.Sum256(url)
+		part = append([]byte{0}, sum[:]...)
+	}
+	b := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen16+len(part)+8+26), uint64(len(part)))
+	return append(b, part...)
 }

@@ -3,6 +3,7 @@ package bolt
 import (
 	"bytes"
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -80,5 +81,30 @@ func TestValue(t *testing.T) {
 	}
 	if _, _, err := decodeValue([]byte("short")); err == nil {
 		t.Error("decodeValue of a short value succeeded")
+	}
+}
+
+// TestURLDuePrefix checks that the prefixes of different URLs differ and
+// that none is a prefix of another's, long URLs included, and that a
+// prefix fits a bbolt key however long the URL.
+func TestURLDuePrefix(t *testing.T) {
+	long := strings.Repeat("https://hooks.example.com/a", 2000)
+	urls := []string{
+		"https://a.example", "https://a.example/", "https://a.example/x", "\x00https://a.example",
+		long[:maxURLKeyLen], long[:maxURLKeyLen+1], long[:maxURLKeyLen+2], long, long + "/",
+	}
+	for i, a := range urls {
+		pa := urlDuePrefix([]byte(a))
+		if len(pa) > 2*maxURLKeyLen {
+			t.Errorf("the prefix of a URL of %d bytes has %d bytes", len(a), len(pa))
+		}
+		for j, b := range urls {
+			if i == j {
+				continue
+			}
+			if pb := urlDuePrefix([]byte(b)); bytes.HasPrefix(pb, pa) {
+				t.Errorf("the prefix of URL %d (%d bytes) starts with that of URL %d (%d bytes)", j, len(b), i, len(a))
+			}
+		}
 	}
 }

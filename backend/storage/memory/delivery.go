@@ -17,8 +17,8 @@ import (
 // stands.
 type delivery struct {
 	d webhook.Delivery
-	// duePos is the delivery's index in the due heap, or -1 when it is not
-	// there (leased or ended).
+	// duePos is the delivery's index in its URL's due queue, or -1 when
+	// it is not there (leased or ended).
 	duePos int
 	// endedPos is its index in the ended heap, or -1 while pending.
 	endedPos   int
@@ -31,29 +31,94 @@ type delivery struct {
 }
 
 // ClaimDeliveries leases up to n due deliveries, earliest first; see
-// webhook.Store. skip is called under the store's lock, once per due
-// delivery looked at, in order; it must not call the store.
+// webhook.Store.
+//
+// The claim goes URL by URL: it looks at the earliest due delivery of
+// each URL, earliest first (by NextAt, then id), so that what is taken is
+// the earliest due among the URLs not turned down. Once skip says true for
+// a URL, the call looks at no more of its deliveries and does not ask
+// about it again: a URL at its cap costs one step whatever its backlog.
+// skip is thus asked before each delivery taken and at most once more per
+// URL. It is called under the store's lock and must not call the store.
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*webhook.Delivery, error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer s.mu.Unlock()
 	out := []*webhook.Delivery{}
-	var skipped []*delivery
-	for len(out) < n && s.due.Len() > 0 && !s.due.items[0].d.NextAt.After(now) {
-		d := heap.Pop(&s.due).(*delivery)
-		if skip != nil && skip(d.d.URL) {
-			skipped = append(skipped, d)
+	var skipped []*dueQueue
+	for len(out) < n && s.dueURLs.Len() > 0 {
+		q := s.dueURLs.items[0]
+		d := q.items[0]
+		if d.d.NextAt.After(now) {
+			break
+		}
+		if skip != nil && skip(q.url) {
+			// Out of dueURLs for the rest of the call.
+			heap.Pop(&s.dueURLs)
+			skipped = append(skipped, q)
 			continue
 		}
+		s.removeDue(d)
 		d.leased, d.leaseUntil = true, leaseUntil
 		s.deliveriesLeased[d.d.ID] = d
 		out = append(out, d.snapshot())
 	}
-	for _, d := range skipped {
-		heap.Push(&s.due, d)
+	for _, q := range skipped {
+		heap.Push(&s.dueURLs, q)
 	}
 	return out, nil
+}
+
+// dueQueue holds the due deliveries of one URL, by NextAt.
+type dueQueue struct {
+	url string
+	heapOf[*delivery]
+	// pos is the queue's index in dueURLs, or -1 when it is not there.
+	pos int
+}
+
+// addDue makes a pending delivery that is not leased due, at its NextAt.
+// The caller holds the lock.
+func (s *Store) addDue(d *delivery) {
+	q := s.due[d.d.URL]
+	if q == nil {
+		q = &dueQueue{
+			url:    d.d.URL,
+			heapOf: heapOf[*delivery]{less: dueFirst, moved: func(d *delivery, i int) { d.duePos = i }},
+		}
+		s.due[d.d.URL] = q
+		heap.Push(&q.heapOf, d)
+		heap.Push(&s.dueURLs, q)
+		return
+	}
+	heap.Push(&q.heapOf, d)
+	if d.duePos == 0 {
+		heap.Fix(&s.dueURLs, q.pos)
+	}
+}
+
+// removeDue takes a due delivery out of its URL's queue, and drops the
+// queue once empty. The caller holds the lock.
+func (s *Store) removeDue(d *delivery) {
+	q := s.due[d.d.URL]
+	head := d.duePos == 0
+	heap.Remove(&q.heapOf, d.duePos)
+	switch {
+	case q.Len() == 0:
+		heap.Remove(&s.dueURLs, q.pos)
+		delete(s.due, q.url)
+	case head:
+		heap.Fix(&s.dueURLs, q.pos)
+	}
+}
+
+// fixDue moves a due delivery whose NextAt changed to its new place. The
+// caller holds the lock.
+func (s *Store) fixDue(d *delivery) {
+	q := s.due[d.d.URL]
+	heap.Fix(&q.heapOf, d.duePos)
+	heap.Fix(&s.dueURLs, q.pos)
 }
 
 // RecordAttempt stores a delivery after an attempt and the deliveries in
@@ -78,7 +143,7 @@ func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*
 		stored.leased, stored.leaseUntil = false, time.Time{}
 	} else {
 		// Rescued while its worker was still at it.
-		heap.Remove(&s.due, stored.duePos)
+		s.removeDue(stored)
 	}
 	stored.d.Attempts = slices.Clone(d.Attempts)
 	status, next := d.Status, d.NextAt
@@ -89,7 +154,7 @@ func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*
 	stored.d.NextAt = next
 	s.setStatus(stored, status)
 	if status == webhook.Pending {
-		heap.Push(&s.due, stored)
+		s.addDue(stored)
 	}
 	for _, d := range also {
 		s.addDelivery(d)
@@ -154,10 +219,10 @@ func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now tim
 	case d.leased:
 		d.retryRequested = true
 	case d.d.Status == webhook.Pending:
-		heap.Fix(&s.due, d.duePos)
+		s.fixDue(d)
 	default:
 		s.setStatus(d, webhook.Pending)
-		heap.Push(&s.due, d)
+		s.addDue(d)
 	}
 	return d.snapshot(), nil
 }
@@ -175,7 +240,7 @@ func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (
 		if d.leaseUntil.Before(expiredBefore) {
 			delete(s.deliveriesLeased, id)
 			d.leased, d.leaseUntil, d.retryRequested = false, time.Time{}, false
-			heap.Push(&s.due, d)
+			s.addDue(d)
 			n++
 		}
 	}
@@ -219,7 +284,7 @@ func (s *Store) addDelivery(src *webhook.Delivery) {
 	copyDelivery(&d.d, src)
 	d.d.Status = webhook.Pending
 	s.deliveries[d.d.ID] = d
-	heap.Push(&s.due, d)
+	s.addDue(d)
 	insertSorted(s.deliveriesByAccount, listKey{d.d.AccountID, ""}, d, compareDeliveries)
 	if d.d.RequestID != "" {
 		insertSorted(s.deliveriesByRequest, listKey{d.d.AccountID, d.d.RequestID}, d, compareDeliveries)
@@ -288,13 +353,16 @@ func compareDeliveries(a, b *delivery) int {
 	return strings.Compare(b.d.ID, a.d.ID)
 }
 
-// dueFirst orders the due heap: earliest NextAt first, then by id.
+// dueFirst orders a URL's due queue: earliest NextAt first, then by id.
 func dueFirst(a, b *delivery) bool {
 	if c := a.d.NextAt.Compare(b.d.NextAt); c != 0 {
 		return c < 0
 	}
 	return a.d.ID < b.d.ID
 }
+
+// headFirst orders the due queues by their earliest delivery.
+func headFirst(a, b *dueQueue) bool { return dueFirst(a.items[0], b.items[0]) }
 
 // createdFirst orders the ended heap for Purge.
 func createdFirst(a, b *delivery) bool {

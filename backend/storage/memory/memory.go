@@ -40,8 +40,12 @@ type Store struct {
 	idemAge   heapOf[*idemEntry]
 
 	deliveries map[string]*delivery // by id
-	// due holds the pending deliveries no worker holds, by NextAt.
-	due              heapOf[*delivery]
+	// due holds the pending deliveries no worker holds, a queue per URL
+	// by NextAt, and dueURLs those queues by their head, so that a claim
+	// passes over a URL that skip turns down in one step, whatever its
+	// backlog. A URL has a queue while it has due deliveries.
+	due              map[string]*dueQueue // by URL
+	dueURLs          heapOf[*dueQueue]
 	deliveriesLeased map[string]*delivery // by id
 	// The lists of an account's deliveries: all of them (under the
 	// account and an empty id), by request id and by status.
@@ -88,7 +92,8 @@ func New() *Store {
 			moved: func(e *idemEntry, i int) { e.pos = i },
 		},
 		deliveries:          make(map[string]*delivery),
-		due:                 heapOf[*delivery]{less: dueFirst, moved: func(d *delivery, i int) { d.duePos = i }},
+		due:                 make(map[string]*dueQueue),
+		dueURLs:             heapOf[*dueQueue]{less: headFirst, moved: func(q *dueQueue, i int) { q.pos = i }},
 		deliveriesLeased:    make(map[string]*delivery),
 		deliveriesByAccount: make(map[listKey][]*delivery),
 		deliveriesByRequest: make(map[listKey][]*delivery),
@@ -330,7 +335,7 @@ func (s *Store) Close() error {
 	s.completed.items, s.idemAge.items = nil, nil
 	s.deliveries, s.deliveriesLeased, s.deliveryCounts = nil, nil, nil
 	s.deliveriesByAccount, s.deliveriesByRequest, s.deliveriesByStatus = nil, nil, nil
-	s.due.items, s.ended.items = nil, nil
+	s.due, s.dueURLs.items, s.ended.items = nil, nil, nil
 	return nil
 }
 

@@ -26,3 +26,11 @@ func BenchmarkFinishParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClaimDeliveriesBehindBacklog measures a claim of another URL's
+// delivery behind 50,000 due deliveries to a URL at its cap.
+func BenchmarkClaimDeliveriesBehindBacklog(b *testing.B) {
+	s := memory.New()
+	b.Cleanup(func() { s.Close() })
+	tasktest.ClaimBehindBacklog(b, s, 50_000)
+}
