@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,12 +157,18 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 		}
 		return
 	}
+	r.finish(storeCtx, typ, t, out, start)
+}
+
+// finish ends a claimed task with the outcome and stores it, with its
+// webhook deliveries.
+func (r *Runner) finish(ctx context.Context, typ *Type, t *Task, out source.Outcome, start time.Time) {
 	applyOutcome(t, typ, out, r.now().UTC())
 	var deliveries []*webhook.Delivery
 	if r.Deliveries != nil {
 		deliveries = r.Deliveries(t)
 	}
-	if err := r.store.Finish(storeCtx, t, deliveries); err != nil {
+	if err := r.store.Finish(ctx, t, deliveries); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			// Another worker ended it first (after a rescue): nothing lost.
 			r.logger.Debug("task already ended", zap.String("request_id", t.RequestID))
@@ -173,6 +180,47 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 	r.hub.Notify(t.RequestID)
 	if r.OnFinish != nil {
 		r.OnFinish(t, r.now().Sub(start))
+	}
+}
+
+// OrphanGrace is how long a task of a type the config no longer defines
+// may wait before it fails: long enough for a reload that brings the type
+// back, or for a node that still has it.
+const OrphanGrace = time.Minute
+
+// FailOrphans ends the queued tasks of types this runner does not run:
+// their type left the config, so no worker will ever take them. They fail
+// as SOURCE_DOWN, like tasks whose source is gone, and their webhooks
+// fire.
+func (r *Runner) FailOrphans(ctx context.Context) {
+	names, err := r.store.QueuedTypes(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.logger.Error("listing queued task types", zap.Error(err))
+		}
+		return
+	}
+	for _, name := range names {
+		if _, ok := r.types[name]; ok {
+			continue
+		}
+		action, typeName, _ := strings.Cut(name, "/")
+		typ := &Type{Action: action, Type: typeName, OutputKey: DefaultOutputKey}
+		tasks, err := r.store.Claim(ctx, name, 100, r.now().Add(time.Minute))
+		if err != nil {
+			continue
+		}
+		var young []string
+		for _, t := range tasks {
+			if r.now().Sub(t.CreatedAt) < OrphanGrace {
+				young = append(young, t.RequestID)
+				continue
+			}
+			r.finish(ctx, typ, t, source.Outcome{Kind: source.Down, Message: "task type " + name + " is no longer configured"}, r.now())
+		}
+		if len(young) > 0 {
+			_ = r.store.Release(ctx, young)
+		}
 	}
 }
 
@@ -212,6 +260,7 @@ func (r *Runner) maintain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-rescue.C:
+			r.FailOrphans(ctx)
 			n, err := r.store.Rescue(ctx, r.now())
 			if err != nil && ctx.Err() == nil {
 				r.logger.Error("rescuing tasks", zap.Error(err))

@@ -245,3 +245,34 @@ func TestReleaseEndsWaits(t *testing.T) {
 		t.Fatalf("wait after release: %+v", w)
 	}
 }
+
+func TestTasksOfRemovedTypesFail(t *testing.T) {
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	store := memory.New()
+	defer store.Close()
+	gone := &task.Type{Action: "old", Type: "kind", Source: "http://127.0.0.1:9/"}
+	_ = gone.Validate()
+	hub := task.NewHub()
+	svc := task.NewService(store, hub, clock, nil)
+	tk, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: gone, TaskID: "t", GroupID: "g", Data: []byte(`{}`), Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A runner without the type leaves the task alone within the grace…
+	r := task.NewRunner(store, hub, nil, nil, clock, nil)
+	r.FailOrphans(context.Background())
+	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress {
+		t.Fatalf("within the grace: %s", got.Status)
+	}
+	// …and fails it after.
+	mu.Lock()
+	now = now.Add(task.OrphanGrace)
+	mu.Unlock()
+	r.FailOrphans(context.Background())
+	got, _ := store.Get(context.Background(), "x", tk.RequestID)
+	if got.Status != task.Failed || got.Error == nil || *got.Error != task.SourceDown || string(got.Result) != `{"source_output":{"status":"source_down"}}` {
+		t.Fatalf("after the grace: %+v", got)
+	}
+}

@@ -128,6 +128,10 @@ type Store interface {
 	// many it queued.
 	Rescue(ctx context.Context, expiredBefore time.Time) (int, error)
 
+	// QueuedTypes returns the task types that have queued (not leased)
+	// tasks, in no order.
+	QueuedTypes(ctx context.Context) ([]string, error)
+
 	// QueueDepth returns the number of queued (not leased) tasks of a type.
 	QueueDepth(ctx context.Context, taskType string) (int, error)
 

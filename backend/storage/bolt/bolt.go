@@ -625,6 +625,23 @@ func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
 	return int(n), err
 }
 
+// QueuedTypes returns the task types with queued tasks; see task.Store.
+func (s *Store) QueuedTypes(ctx context.Context) ([]string, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	var names []string
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketDepth).ForEach(func(k, v []byte) error {
+			if len(v) == 8 && binary.BigEndian.Uint64(v) > 0 {
+				names = append(names, string(k))
+			}
+			return nil
+		})
+	})
+	return names, err
+}
+
 // Purge deletes old terminal tasks, ended deliveries and idempotency
 // records; see task.Store. It commits on its own rather than through the
 // writer: its transaction is large and rare.

@@ -299,6 +299,21 @@ func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
 	return 0, nil
 }
 
+// QueuedTypes returns the task types with queued tasks; see task.Store.
+func (s *Store) QueuedTypes(ctx context.Context) ([]string, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	var names []string
+	for name, q := range s.queues {
+		if q.Len() > 0 {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
 // Purge deletes old terminal tasks, ended deliveries and idempotency
 // records; see task.Store.
 func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error) {

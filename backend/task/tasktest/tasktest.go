@@ -658,6 +658,24 @@ func testQueueDepth(t *testing.T, s task.Store) {
 	mustFinish(t, s, end)
 	wantDepth(t, s, typePAN, 2)
 	wantDepth(t, s, typeGST, 1)
+	wantQueuedTypes(t, s, typeGST, typePAN)
+
+	// A type whose every task is leased has none queued.
+	claim(t, s, typeGST, 1, base.Add(time.Hour))
+	wantQueuedTypes(t, s, typePAN)
+}
+
+func wantQueuedTypes(t *testing.T, s task.Store, want ...string) {
+	t.Helper()
+	got, err := s.QueuedTypes(t.Context())
+	if err != nil {
+		t.Fatalf("QueuedTypes: %v", err)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("QueuedTypes = %v, want %v", got, want)
+	}
 }
 
 func testPurge(t *testing.T, s task.Store) {
