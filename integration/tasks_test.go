@@ -72,14 +72,12 @@ type fakeSource struct {
 	opened   chan struct{}
 	openOnce sync.Once
 
-	mu          sync.Mutex
+	observed
 	calls       []sourceCall
 	inFlight    int
 	maxInFlight int
 	// answered counts the calls whose answer is written.
 	answered int
-	// changed is closed and replaced on every change, for waitFor.
-	changed chan struct{}
 }
 
 // sourceAnswer answers one call of a fakeSource; it may hold the call with
@@ -89,9 +87,8 @@ type sourceAnswer func(f *fakeSource, w http.ResponseWriter, r *http.Request, c 
 func newFakeSource(t *testing.T, answer sourceAnswer) *fakeSource {
 	t.Helper()
 	f := &fakeSource{
-		pass:    make(chan struct{}),
-		opened:  make(chan struct{}),
-		changed: make(chan struct{}),
+		pass:   make(chan struct{}),
+		opened: make(chan struct{}),
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -122,14 +119,6 @@ func newFakeSource(t *testing.T, answer sourceAnswer) *fakeSource {
 		f.srv.Close()
 	})
 	return f
-}
-
-func (f *fakeSource) update(change func()) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	change()
-	close(f.changed)
-	f.changed = make(chan struct{})
 }
 
 // hold blocks a call until the test lets it through (passOne, open) or its
@@ -163,21 +152,7 @@ func (f *fakeSource) open() { f.openOnce.Do(func() { close(f.opened) }) }
 // waitFor waits until cond, called with the source locked, holds.
 func (f *fakeSource) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(taskWait)
-	defer deadline.Stop()
-	for {
-		f.mu.Lock()
-		ok, changed := cond(), f.changed
-		f.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("source: still waiting for %s after %v", what, taskWait)
-		}
-	}
+	f.observed.waitFor(t, "source: "+what, taskWait, cond)
 }
 
 // waitCalls waits until the source has received n calls in all.

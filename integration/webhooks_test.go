@@ -143,16 +143,14 @@ type hookReceiver struct {
 	answer  hookAnswer
 	release chan struct{}
 
-	mu       sync.Mutex
+	observed
 	got      []hookRequest
 	inFlight int
-	// changed is closed and replaced on every change, for waitFor.
-	changed chan struct{}
 }
 
 func newHookReceiver(t *testing.T, answer hookAnswer) *hookReceiver {
 	t.Helper()
-	h := &hookReceiver{answer: answer, release: make(chan struct{}), changed: make(chan struct{})}
+	h := &hookReceiver{answer: answer, release: make(chan struct{})}
 	h.srv = httptest.NewServer(http.HandlerFunc(h.serve))
 	h.url = h.srv.URL
 	t.Cleanup(func() {
@@ -202,32 +200,10 @@ func (h *hookReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (h *hookReceiver) update(change func()) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	change()
-	close(h.changed)
-	h.changed = make(chan struct{})
-}
-
 // waitFor waits until cond, called with the receiver locked, holds.
 func (h *hookReceiver) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(hookWait)
-	defer deadline.Stop()
-	for {
-		h.mu.Lock()
-		ok, changed := cond(), h.changed
-		h.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("receiver: still waiting for %s after %v", what, hookWait)
-		}
-	}
+	h.observed.waitFor(t, "receiver: "+what, hookWait, cond)
 }
 
 // waitRequests waits until the receiver has got n requests in all.
