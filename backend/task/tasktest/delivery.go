@@ -679,14 +679,7 @@ func testDeliveriesConcurrency(t *testing.T, s Store) {
 		})
 	}
 	wg.Wait()
-	if len(taken) != tasks*perTask {
-		t.Errorf("%d deliveries claimed, want %d", len(taken), tasks*perTask)
-	}
-	for id, n := range taken {
-		if n != 1 {
-			t.Errorf("%s claimed %d times, want once", id, n)
-		}
-	}
+	wantEachOnce(t, "deliveries", taken, tasks*perTask)
 	wantCount(t, s, webhook.Pending, 0)
 	wantCount(t, s, webhook.Delivered, tasks*perTask)
 }

@@ -801,14 +801,7 @@ func testConcurrency(t *testing.T, s task.Store) {
 		})
 	}
 	wg.Wait()
-	if len(claimed) != creators*perCreator {
-		t.Errorf("%d tasks claimed, want %d", len(claimed), creators*perCreator)
-	}
-	for id, n := range claimed {
-		if n != 1 {
-			t.Errorf("%s claimed %d times, want once", id, n)
-		}
-	}
+	wantEachOnce(t, "tasks", claimed, creators*perCreator)
 	wantDepth(t, s, typePAN, 0)
 }
 
@@ -1152,4 +1145,18 @@ func FinishParallel(b *testing.B, s task.Store, workers, deliveries int) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "finishes/s")
+}
+
+// wantEachOnce checks that want distinct things were claimed, each once:
+// claims counts the claims of each id.
+func wantEachOnce(t *testing.T, what string, claims map[string]int, want int) {
+	t.Helper()
+	if len(claims) != want {
+		t.Errorf("%d %s claimed, want %d", len(claims), what, want)
+	}
+	for id, n := range claims {
+		if n != 1 {
+			t.Errorf("%s claimed %d times, want once", id, n)
+		}
+	}
 }
