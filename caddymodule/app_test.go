@@ -1,0 +1,62 @@
+package caddymodule
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// TestAppLeavesNoGoroutines starts and stops the app (workers, dispatcher,
+// stores) a few times, then checks that every goroutine it started ended.
+func TestAppLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for _, storage := range []*StorageConfig{{Type: "memory"}, {Type: "bolt", Path: t.TempDir() + "/tg.db"}} {
+		for range 3 {
+			app := &App{
+				Storage:   storage,
+				Accounts:  []AccountConfig{{ID: "a", Keys: []string{"k"}, Webhooks: []WebhookConfig{{URL: "http://127.0.0.1:9/hooks"}}}},
+				TaskTypes: []TaskTypeConfig{{Name: "verify/pan", Source: "http://127.0.0.1:9/pan"}},
+			}
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			if err := app.Provision(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := app.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if err := app.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			if err := app.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		}
+	}
+	// Goroutines end a moment after they are told to: wait, bounded.
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestCleanupAfterFailedProvision cleans up an app whose Provision failed
+// half-way.
+func TestCleanupAfterFailedProvision(t *testing.T) {
+	app := &App{TaskTypes: []TaskTypeConfig{{Name: "verify/pan", Source: "ftp://nowhere"}}}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := app.Provision(ctx); err == nil {
+		t.Fatal("Provision accepted an ftp source")
+	}
+	if err := app.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+}
