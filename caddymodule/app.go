@@ -183,6 +183,9 @@ type WebhooksConfig struct {
 	// SourceAddress, when set, is the local IP address deliveries leave
 	// from, so that receivers can allowlist it.
 	SourceAddress string `json:"source_address,omitempty"`
+	// PerURL bounds the attempts in flight to one webhook URL, so that a
+	// slow receiver cannot take every worker. Default: 4.
+	PerURL int `json:"per_url,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -360,10 +363,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.runner.Retention = time.Duration(a.Retention)
 	egress.UserAgent, egress.Timeout = userAgent(), policy.Timeout
 	a.sender = webhook.NewSender(egress)
-	a.dispatcher = webhook.NewDispatcher(a.engine.deliveries, a.sender, a.resolveWebhook, policy, webhook.DispatcherOptions{
+	opts := webhook.DispatcherOptions{
 		Logger:    a.logger.Named("webhooks"),
 		OnAttempt: observeAttempt,
-	})
+	}
+	if a.Webhooks != nil {
+		opts.PerURL = a.Webhooks.PerURL
+	}
+	a.dispatcher = webhook.NewDispatcher(a.engine.deliveries, a.sender, a.resolveWebhook, policy, opts)
 	a.runner.Deliveries = func(t *task.Task) []*webhook.Delivery {
 		acct, ok := a.registry.Lookup(t.AccountID)
 		if !ok {
@@ -534,6 +541,9 @@ func (c *WebhooksConfig) build() (webhook.Policy, webhook.SenderOptions, error) 
 				return p, egress, fmt.Errorf("webhooks: proxy %q must be an http:// or https:// URL", c.Proxy)
 			}
 			egress.Proxy = u
+		}
+		if c.PerURL < 0 || c.PerURL > 1024 {
+			return p, egress, fmt.Errorf("webhooks: per_url %d must be 1 to 1024", c.PerURL)
 		}
 		if c.SourceAddress != "" {
 			ip, err := netip.ParseAddr(c.SourceAddress)

@@ -82,6 +82,7 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //			retry <first> <max> <give up after>
 //			proxy <url>
 //			source_address <ip>
+//			per_url <n>
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -506,6 +507,18 @@ func parseWebhooks(d *caddyfile.Dispenser) (*WebhooksConfig, error) {
 				return nil, d.Errf("proxy: %v", err)
 			}
 			wh.Proxy = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "per_url":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 || n > 1024 {
+				return nil, d.Errf("per_url %q: want 1 to 1024 attempts in flight per webhook URL", d.Val())
+			}
+			wh.PerURL = n
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
