@@ -489,3 +489,22 @@ func (s *server) metrics(t *testing.T, prefix string) (map[string]float64, strin
 	}
 	return samples, string(r.body)
 }
+
+// forEachStorage runs test as a parallel subtest per storage kind.
+func forEachStorage(t *testing.T, test func(t *testing.T, storage string)) {
+	for _, storage := range []string{"memory", "bolt"} {
+		t.Run(storage, func(t *testing.T) {
+			t.Parallel()
+			test(t, storage)
+		})
+	}
+}
+
+// storageOption returns the taskgate storage option of a kind: bolt gets
+// a database file in the server's directory.
+func (s *server) storageOption(kind string) string {
+	if kind == "bolt" {
+		return "bolt " + filepath.Join(s.dir, "tg.db")
+	}
+	return kind
+}

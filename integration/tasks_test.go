@@ -964,12 +964,7 @@ taskgate {
 // first, at most 100.
 func TestTaskAccounts(t *testing.T) {
 	t.Parallel()
-	for _, storage := range []string{"memory", "bolt"} {
-		t.Run(storage, func(t *testing.T) {
-			t.Parallel()
-			testTaskAccounts(t, storage)
-		})
-	}
+	forEachStorage(t, testTaskAccounts)
 }
 
 func testTaskAccounts(t *testing.T, storage string) {
@@ -978,9 +973,7 @@ func testTaskAccounts(t *testing.T, storage string) {
 	})
 	port := freePort(t)
 	s := newServer(t)
-	if storage == "bolt" {
-		storage += " " + filepath.Join(s.dir, "tg.db")
-	}
+	storage = s.storageOption(storage)
 	s.start(config{
 		Global: fmt.Sprintf(`
 taskgate {
@@ -1104,12 +1097,7 @@ taskgate {
 // one task, and keys are per account.
 func TestTaskIdempotency(t *testing.T) {
 	t.Parallel()
-	for _, storage := range []string{"memory", "bolt"} {
-		t.Run(storage, func(t *testing.T) {
-			t.Parallel()
-			testTaskIdempotency(t, storage)
-		})
-	}
+	forEachStorage(t, testTaskIdempotency)
 }
 
 func testTaskIdempotency(t *testing.T, storage string) {
@@ -1118,9 +1106,7 @@ func testTaskIdempotency(t *testing.T, storage string) {
 	})
 	port := freePort(t)
 	s := newServer(t)
-	if storage == "bolt" {
-		storage += " " + filepath.Join(s.dir, "tg.db")
-	}
+	storage = s.storageOption(storage)
 	s.start(config{
 		Global: fmt.Sprintf(`
 taskgate {

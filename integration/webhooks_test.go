@@ -1017,12 +1017,7 @@ taskgate {
 // same webhook-id.
 func TestWebhookDeliveriesAPI(t *testing.T) {
 	t.Parallel()
-	for _, storage := range []string{"memory", "bolt"} {
-		t.Run(storage, func(t *testing.T) {
-			t.Parallel()
-			testWebhookDeliveriesAPI(t, storage)
-		})
-	}
+	forEachStorage(t, testWebhookDeliveriesAPI)
 }
 
 func testWebhookDeliveriesAPI(t *testing.T, storage string) {
@@ -1032,9 +1027,7 @@ func testWebhookDeliveriesAPI(t *testing.T, storage string) {
 	stuck := newHookReceiver(t, always(http.StatusServiceUnavailable))
 	port := freePort(t)
 	s := newServer(t)
-	if storage == "bolt" {
-		storage += " " + filepath.Join(s.dir, "tg.db")
-	}
+	storage = s.storageOption(storage)
 	s.start(config{
 		Global: fmt.Sprintf(`
 taskgate {
