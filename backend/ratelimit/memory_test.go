@@ -5,27 +5,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/internal/clocktest"
 )
 
 // fakeClock is a clock that moves only when told.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = clocktest.Clock
 
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+func newFakeClock() *fakeClock { return clocktest.New(time.Unix(1_700_000_000, 0)) }
 
 // admit sends n requests at the current time and returns how many passed.
 func admit(t *testing.T, m *Memory, key string, l Limit, n int) int {

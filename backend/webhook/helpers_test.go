@@ -6,9 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/internal/clocktest"
 )
 
 // patience bounds every wait for a signal; tests never sleep.
@@ -26,29 +27,12 @@ func receive[T any](t testing.TB, ch <-chan T) T {
 	}
 }
 
-// fakeClock is a clock the test sets.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// fakeClock is a clock that moves only when told.
+type fakeClock = clocktest.Clock
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, time.March, 4, 5, 6, 7, 0, time.UTC)}
+	return clocktest.New(time.Date(2030, time.March, 4, 5, 6, 7, 0, time.UTC))
 }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
 
 // request is what a receiver got.
 type request struct {
