@@ -293,9 +293,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		accounts = append(accounts, acct)
 	}
-	a.policyHeaders = map[ratelimit.Limit]string{a.defaultLimit: policyHeader(a.defaultLimit.Burst, a.defaultLimit.Window())}
+	a.policyHeaders = map[ratelimit.Limit]string{a.defaultLimit: a.defaultLimit.PolicyHeader()}
 	for _, acct := range accounts {
-		a.policyHeaders[acct.Limit] = policyHeader(acct.Limit.Burst, acct.Limit.Window())
+		a.policyHeaders[acct.Limit] = acct.Limit.PolicyHeader()
 	}
 	a.registry, err = account.NewRegistry(accounts, nil)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/ipallow"
+	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
 func init() {
@@ -227,50 +227,21 @@ func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 	hdr := w.Header()
 	policy, ok := h.app.policyHeaders[limit]
 	if !ok {
-		policy = policyHeader(limit.Burst, limit.Window())
+		policy = limit.PolicyHeader()
 	}
 	// One backing array for both headers; the keys are in canonical form
 	// so that no per-request canonicalization allocates.
-	vals := []string{policy, stateHeader(res.Remaining, res.ResetAfter)}
+	vals := []string{policy, res.StateHeader()}
 	hdr[rateLimitPolicyHeader] = vals[0:1:1]
 	hdr[rateLimitHeader] = vals[1:2:2]
 	if !res.Allowed {
 		h.limited.Inc()
-		hdr.Set("Retry-After", strconv.FormatInt(ceilSeconds(res.RetryAfter), 10))
+		hdr.Set("Retry-After", strconv.FormatInt(ratelimit.CeilSeconds(res.RetryAfter), 10))
 		apierr.Write(w, apierr.TooManyRequests)
 		return nil
 	}
 	h.allowed.Inc()
 	return next.ServeHTTP(w, r)
-}
-
-// policyHeader formats RateLimit-Policy per the IETF httpapi draft:
-// `"default";q=<burst>;w=<seconds to regain the burst>`.
-func policyHeader(quota int64, window time.Duration) string {
-	b := make([]byte, 0, 48)
-	b = append(b, `"default";q=`...)
-	b = strconv.AppendInt(b, quota, 10)
-	b = append(b, ";w="...)
-	b = strconv.AppendInt(b, ceilSeconds(window), 10)
-	return string(b)
-}
-
-// stateHeader formats RateLimit: `"default";r=<remaining>;t=<seconds>`.
-func stateHeader(remaining int64, reset time.Duration) string {
-	b := make([]byte, 0, 48)
-	b = append(b, `"default";r=`...)
-	b = strconv.AppendInt(b, remaining, 10)
-	b = append(b, ";t="...)
-	b = strconv.AppendInt(b, ceilSeconds(reset), 10)
-	return string(b)
-}
-
-// ceilSeconds rounds d up to whole seconds, at least 1 when d is positive.
-func ceilSeconds(d time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	return int64((d + time.Second - 1) / time.Second)
 }
 
 // Interface guards

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -191,14 +190,6 @@ func TestHandlersAfterOtherAuthentication(t *testing.T) {
 	}
 }
 
-func TestCeilSeconds(t *testing.T) {
-	for d, want := range map[int64]int64{0: 0, -5: 0, 1: 1, 1e9: 1, 1e9 + 1: 2, 18e9: 18} {
-		if got := ceilSeconds(timeDuration(d)); got != want {
-			t.Errorf("ceilSeconds(%d) = %d, want %d", d, got, want)
-		}
-	}
-}
-
 // FuzzEdgeHeaders sends arbitrary credential headers and client addresses
 // through the chain: the answer is always 200, 401, 403 or 429 with a JSON
 // error body, and the key never reaches the next handler.
@@ -238,5 +229,3 @@ func FuzzEdgeHeaders(f *testing.F) {
 
 	})
 }
-
-func timeDuration(n int64) time.Duration { return time.Duration(n) }
