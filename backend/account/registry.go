@@ -56,9 +56,6 @@ func (r *Registry) Lookup(id string) (*Account, bool) {
 	return a, ok
 }
 
-// Len returns the number of accounts.
-func (r *Registry) Len() int { return len(r.accounts) }
-
 // Authenticate returns the account when key is one of its live keys, and
 // ErrInvalidCredentials otherwise. It hashes the key once and compares the
 // hash with every key of the account (or with a decoy when the account is
