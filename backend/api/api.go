@@ -4,7 +4,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -145,9 +144,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 		apierr.WriteJSON(w, http.StatusAccepted, map[string]string{"request_id": t.RequestID})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.SyncTimeout)
-	defer cancel()
-	t, err = a.Service.Wait(ctx, acct.ID, t.RequestID, a.SyncTimeout)
+	t, err = a.Service.Wait(r.Context(), acct.ID, t.RequestID, a.SyncTimeout)
 	if err != nil {
 		writeError(w, err)
 		return
