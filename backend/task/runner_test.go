@@ -131,7 +131,9 @@ func TestRunnerMapsOutcomes(t *testing.T) {
 
 func TestRunnerHonoursConcurrency(t *testing.T) {
 	release := make(chan struct{})
+	started := make(chan struct{}, 12)
 	src := &fakeSource{answer: func(ctx context.Context, _ source.Request) source.Outcome {
+		started <- struct{}{}
 		<-release
 		return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{}`)}
 	}}
@@ -142,11 +144,12 @@ func TestRunnerHonoursConcurrency(t *testing.T) {
 	}
 	// Wait until the workers are all busy, then let the calls through one
 	// at a time.
-	for deadline := time.Now().Add(10 * time.Second); src.inFlight.Load() < 3; {
-		if time.Now().After(deadline) {
+	for range 3 {
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
 			t.Fatalf("only %d calls in flight", src.inFlight.Load())
 		}
-		time.Sleep(time.Millisecond)
 	}
 	for range ids {
 		release <- struct{}{}
