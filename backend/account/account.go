@@ -21,10 +21,13 @@ import (
 type Account struct {
 	// ID is what clients send in the account-id header.
 	ID string
+	// Name is what people call the account; it may be empty.
+	Name string
 	// Keys are the account's API keys, as hashes. Several are live during a
 	// rotation.
 	Keys []Key
-	// Limit is the account's rate limit.
+	// Limit is the account's rate limit; zero means the configured
+	// default.
 	Limit ratelimit.Limit
 	// Allow lists the networks requests may come from; empty allows any.
 	Allow ipallow.List

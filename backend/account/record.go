@@ -1,0 +1,168 @@
+package account
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/ipallow"
+	"github.com/taskgate/taskgate/backend/ratelimit"
+)
+
+// Errors of account stores.
+var (
+	// ErrNotFound: no account has the id.
+	ErrNotFound = errors.New("account not found")
+	// ErrExists: an account already has the id.
+	ErrExists = errors.New("account exists")
+)
+
+// Record is a dynamic account as a store keeps it: what the admin API set,
+// in the form it was given, with the metadata of its keys. Build turns it
+// into the Account that authenticates requests.
+type Record struct {
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	// RateLimit is the account's rate ("30/s"); empty means the
+	// configured default.
+	RateLimit string `json:"rate_limit,omitempty"`
+	// Burst is the account's burst; 0 means one second's worth.
+	Burst          int64           `json:"burst,omitempty"`
+	Allow          []string        `json:"allow,omitempty"`
+	TaskTypes      []string        `json:"task_types,omitempty"`
+	Webhooks       []WebhookRecord `json:"webhooks,omitempty"`
+	FailureWebhook string          `json:"failure_webhook,omitempty"`
+	Keys           []KeyRecord     `json:"keys,omitempty"`
+	Disabled       bool            `json:"disabled,omitempty"`
+	CreatedAt      time.Time       `json:"created_at"`
+	UpdatedAt      time.Time       `json:"updated_at"`
+	// Version counts the record's changes, from 1 at creation; a cache
+	// keeps the highest version it has seen.
+	Version int64 `json:"version"`
+}
+
+// KeyRecord is one key of a dynamic account: its hash and metadata,
+// never the key itself.
+type KeyRecord struct {
+	// ID names the key in the admin API.
+	ID string `json:"id"`
+	// Prefix is the start of the key ("tg_Ab3x"), for people to tell
+	// keys apart.
+	Prefix string `json:"prefix"`
+	// SHA256 is the hex SHA-256 of the key.
+	SHA256    string     `json:"sha256"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// WebhookRecord is a webhook of a dynamic account.
+type WebhookRecord struct {
+	URL           string   `json:"url"`
+	Secret        string   `json:"secret,omitempty"`
+	Authorization string   `json:"authorization,omitempty"`
+	Types         []string `json:"types,omitempty"`
+}
+
+// Store keeps the dynamic accounts. Every implementation passes the
+// conformance suite in package accounttest.
+//
+// A store keeps its own copies: changing a record after passing it in, or
+// one it returned, changes nothing stored. Writes are durable when they
+// return.
+type Store interface {
+	// CreateAccount stores a new record; ErrExists when its id is taken.
+	CreateAccount(ctx context.Context, r *Record) error
+	// Account returns the record with the id, or ErrNotFound.
+	Account(ctx context.Context, id string) (*Record, error)
+	// Accounts returns every record, by id; empty, not nil, when none.
+	Accounts(ctx context.Context) ([]*Record, error)
+	// UpdateAccount changes the record with the id atomically: it calls
+	// change with a copy of the record and stores what change left in it,
+	// with Version incremented. When change returns an error, nothing is
+	// stored and UpdateAccount returns that error. ErrNotFound when no
+	// record has the id (change is not called). change may be called
+	// more than once (an optimistic store retries on conflict) and must
+	// not have other effects.
+	UpdateAccount(ctx context.Context, id string, change func(*Record) error) (*Record, error)
+}
+
+// Build returns the account the record describes. An empty rate limit
+// leaves Limit zero: the caller's default applies.
+func (r *Record) Build() (*Account, error) {
+	a := &Account{
+		ID:             r.ID,
+		Name:           r.Name,
+		TaskTypes:      r.TaskTypes,
+		FailureWebhook: r.FailureWebhook,
+		Disabled:       r.Disabled,
+	}
+	var err error
+	if r.RateLimit != "" {
+		if a.Limit, err = ratelimit.ParseLimit(r.RateLimit, r.Burst); err != nil {
+			return nil, fmt.Errorf("rate_limit: %w", err)
+		}
+	} else if r.Burst != 0 {
+		return nil, errors.New("burst: set with rate_limit")
+	}
+	if a.Allow, err = ipallow.Parse(r.Allow); err != nil {
+		return nil, fmt.Errorf("allow: %w", err)
+	}
+	for _, k := range r.Keys {
+		sum, err := ParseKeyHash(k.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", k.ID, err)
+		}
+		key := Key{Hash: sum}
+		if k.ExpiresAt != nil {
+			key.ExpiresAt = *k.ExpiresAt
+		}
+		a.Keys = append(a.Keys, key)
+	}
+	for _, w := range r.Webhooks {
+		a.Webhooks = append(a.Webhooks, Webhook(w))
+	}
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Clone returns a deep copy of the record.
+func (r *Record) Clone() *Record {
+	c := *r
+	c.Allow = cloneStrings(r.Allow)
+	c.TaskTypes = cloneStrings(r.TaskTypes)
+	if r.Webhooks != nil {
+		c.Webhooks = make([]WebhookRecord, len(r.Webhooks))
+		for i, w := range r.Webhooks {
+			w.Types = cloneStrings(w.Types)
+			c.Webhooks[i] = w
+		}
+	}
+	if r.Keys != nil {
+		c.Keys = make([]KeyRecord, len(r.Keys))
+		for i, k := range r.Keys {
+			if k.ExpiresAt != nil {
+				t := *k.ExpiresAt
+				k.ExpiresAt = &t
+			}
+			c.Keys[i] = k
+		}
+	}
+	return &c
+}
+
+func cloneStrings(s []string) []string {
+	if s == nil {
+		return nil
+	}
+	return append([]string(nil), s...)
+}
+
+// StaticKeyID names a key of a static account in the admin API: the start
+// of its hash.
+func StaticKeyID(k Key) string {
+	return "sha256_" + hex.EncodeToString(k.Hash[:6])
+}
