@@ -297,7 +297,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	for _, acct := range accounts {
 		a.policyHeaders[acct.Limit] = acct.Limit.PolicyHeader()
 	}
-	a.registry, err = account.NewRegistry(accounts, nil)
+	a.registry, err = account.NewRegistry(accounts, nil, nil)
 	if err != nil {
 		return err
 	}

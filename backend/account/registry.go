@@ -12,10 +12,12 @@ import (
 // unknown account, wrong, expired or revoked key, disabled account.
 var ErrInvalidCredentials = errors.New("invalid credentials")
 
-// Registry finds accounts by id and authenticates their keys. It is
-// read-only once built, so lookups take no lock.
+// Registry finds accounts by id and authenticates their keys: the static
+// accounts of one configuration, then the dynamic accounts (shared by
+// configurations). Lookups take no lock.
 type Registry struct {
 	accounts map[string]*Account
+	dynamic  *Dynamic
 	now      func() time.Time
 	// decoy stands in for the keys of an unknown account, so that an
 	// unknown account costs the same work as a wrong key.
@@ -25,14 +27,16 @@ type Registry struct {
 	compares int
 }
 
-// NewRegistry builds a registry of accounts; now is the clock for key
-// expiry (time.Now if nil). Ids must be unique.
-func NewRegistry(accounts []*Account, now func() time.Time) (*Registry, error) {
+// NewRegistry builds a registry of static accounts and, when dynamic is
+// not nil, the dynamic ones, which a static account's id hides. now is
+// the clock for key expiry (time.Now if nil). Static ids must be unique.
+func NewRegistry(accounts []*Account, dynamic *Dynamic, now func() time.Time) (*Registry, error) {
 	if now == nil {
 		now = time.Now
 	}
 	r := &Registry{
 		accounts: make(map[string]*Account, len(accounts)),
+		dynamic:  dynamic,
 		now:      now,
 		decoy:    []Key{{Hash: sha256.Sum256([]byte("taskgate decoy key"))}},
 	}
@@ -52,8 +56,19 @@ func NewRegistry(accounts []*Account, now func() time.Time) (*Registry, error) {
 
 // Lookup returns the account with the given id.
 func (r *Registry) Lookup(id string) (*Account, bool) {
-	a, ok := r.accounts[id]
-	return a, ok
+	if a, ok := r.accounts[id]; ok || r.dynamic == nil {
+		return a, ok
+	}
+	return r.dynamic.Lookup(id)
+}
+
+// Static returns the static accounts, in no order.
+func (r *Registry) Static() []*Account {
+	out := make([]*Account, 0, len(r.accounts))
+	for _, a := range r.accounts {
+		out = append(out, a)
+	}
+	return out
 }
 
 // Authenticate returns the account when key is one of its live keys, and
@@ -66,7 +81,7 @@ func (r *Registry) Authenticate(id, key string) (*Account, error) {
 	// longer than 32 bytes.
 	var buf [128]byte
 	sum := sha256.Sum256(append(buf[:0], key...))
-	a, known := r.accounts[id]
+	a, known := r.Lookup(id)
 	keys := r.decoy
 	if known && len(a.Keys) > 0 {
 		keys = a.Keys
@@ -76,7 +91,11 @@ func (r *Registry) Authenticate(id, key string) (*Account, error) {
 	// The same number of comparisons whatever the account, cycling over
 	// its keys: the time does not tell how many keys it has, nor whether
 	// it exists.
-	for i := range r.compares {
+	compares := r.compares
+	if r.dynamic != nil {
+		compares = max(compares, int(r.dynamic.maxKeys.Load()))
+	}
+	for i := range compares {
 		k := &keys[i%len(keys)]
 		eq := subtle.ConstantTimeCompare(sum[:], k.Hash[:])
 		live := 1

@@ -1,0 +1,65 @@
+package account
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Dynamic holds the dynamic accounts (those of the store), built, so that
+// requests find them without a store round trip. It is safe for
+// concurrent use; lookups take no lock. Whoever changes a record in the
+// store puts the new record here (and tells other nodes to).
+type Dynamic struct {
+	accounts sync.Map // id → *versioned
+	// mu orders Puts, so that an older version never replaces a newer.
+	mu sync.Mutex
+	// maxKeys is the most keys any account has held: how many comparisons
+	// an authentication makes. It only grows.
+	maxKeys atomic.Int64
+}
+
+type versioned struct {
+	account *Account
+	version int64
+}
+
+// NewDynamic returns an empty set.
+func NewDynamic() *Dynamic { return new(Dynamic) }
+
+// Put builds the record and keeps the account, unless the set already
+// holds a newer version of it. A record that does not build is not kept
+// (the error says why); the set keeps what it had.
+func (d *Dynamic) Put(r *Record) error {
+	a, err := r.Build()
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if v, ok := d.accounts.Load(r.ID); ok && v.(*versioned).version > r.Version {
+		return nil
+	}
+	d.accounts.Store(r.ID, &versioned{account: a, version: r.Version})
+	if n := int64(len(a.Keys)); n > d.maxKeys.Load() {
+		d.maxKeys.Store(n)
+	}
+	return nil
+}
+
+// Lookup returns the account with the id.
+func (d *Dynamic) Lookup(id string) (*Account, bool) {
+	v, ok := d.accounts.Load(id)
+	if !ok {
+		return nil, false
+	}
+	return v.(*versioned).account, true
+}
+
+// Version returns the version of the account held, 0 if none.
+func (d *Dynamic) Version(id string) int64 {
+	v, ok := d.accounts.Load(id)
+	if !ok {
+		return 0
+	}
+	return v.(*versioned).version
+}

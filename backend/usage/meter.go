@@ -1,0 +1,170 @@
+package usage
+
+import (
+	"context"
+	"hash/maphash"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Meter counts usage in memory and flushes it to a store in batches, so
+// that counting costs a request a map increment under one of several
+// locks, never a store write. It is safe for concurrent use.
+type Meter struct {
+	store  Store
+	now    func() time.Time
+	seed   maphash.Seed
+	shards [16]shard
+	// flushing serializes flushes, so that counts merged back after a
+	// failed write are not written twice.
+	flushing sync.Mutex
+}
+
+type shard struct {
+	mu     sync.Mutex
+	counts map[key]*Counts
+}
+
+// key names a row while it is in memory. The day is counted in days since
+// the Unix epoch (UTC), cheaper than formatting a date per request.
+type key struct {
+	account, taskType string
+	day               int32
+}
+
+// NewMeter returns a meter that flushes to store; now is the clock
+// (time.Now if nil).
+func NewMeter(store Store, now func() time.Time) *Meter {
+	if now == nil {
+		now = time.Now
+	}
+	m := &Meter{store: store, now: now, seed: maphash.MakeSeed()}
+	for i := range m.shards {
+		m.shards[i].counts = make(map[key]*Counts)
+	}
+	return m
+}
+
+// Request counts one request of the account. taskType is the configured
+// task type it named, if any; rejected is the error code it was refused
+// with ("TOO_MANY_REQUESTS"), empty when it was not.
+func (m *Meter) Request(accountID, taskType, rejected string) {
+	m.add(accountID, taskType, func(c *Counts) {
+		c.Requests++
+		if rejected != "" {
+			if c.Rejected == nil {
+				c.Rejected = make(map[string]int64, 1)
+			}
+			c.Rejected[rejected]++
+		}
+	})
+}
+
+// TaskCreated counts a new task of the account.
+func (m *Meter) TaskCreated(accountID, taskType string) {
+	m.add(accountID, taskType, func(c *Counts) { c.Created++ })
+}
+
+// TaskEnded counts a task of the account that completed or, when failed,
+// failed.
+func (m *Meter) TaskEnded(accountID, taskType string, failed bool) {
+	m.add(accountID, taskType, func(c *Counts) {
+		if failed {
+			c.Failed++
+		} else {
+			c.Completed++
+		}
+	})
+}
+
+func (m *Meter) add(accountID, taskType string, count func(*Counts)) {
+	k := key{account: accountID, taskType: taskType, day: int32(m.now().Unix() / 86400)}
+	s := &m.shards[maphash.String(m.seed, accountID)%uint64(len(m.shards))]
+	s.mu.Lock()
+	c := s.counts[k]
+	if c == nil {
+		c = new(Counts)
+		s.counts[k] = c
+	}
+	count(c)
+	s.mu.Unlock()
+}
+
+// Flush writes what was counted since the last flush in one store write.
+// When the write fails, the counts are kept for the next flush.
+func (m *Meter) Flush(ctx context.Context) error {
+	m.flushing.Lock()
+	defer m.flushing.Unlock()
+	taken := make([]map[key]*Counts, len(m.shards))
+	n := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		if len(s.counts) > 0 {
+			taken[i], s.counts = s.counts, make(map[key]*Counts, len(s.counts))
+			n += len(taken[i])
+		}
+		s.mu.Unlock()
+	}
+	if n == 0 {
+		return nil
+	}
+	rows := make([]Row, 0, n)
+	for _, counts := range taken {
+		for k, c := range counts {
+			row := Row{AccountID: k.account, Day: Day(time.Unix(int64(k.day)*86400, 0)), TaskType: k.taskType, Counts: *c}
+			if c.Rejected != nil {
+				row.Rejected = make(map[string]int64, len(c.Rejected))
+				for code, n := range c.Rejected {
+					row.Rejected[strings.ToLower(code)] += n
+				}
+			}
+			rows = append(rows, row)
+		}
+	}
+	slices.SortFunc(rows, func(a, b Row) int {
+		return strings.Compare(a.AccountID+"\x00"+a.Day+"\x00"+a.TaskType, b.AccountID+"\x00"+b.Day+"\x00"+b.TaskType)
+	})
+	if err := m.store.AddUsage(ctx, rows); err != nil {
+		for i, counts := range taken {
+			s := &m.shards[i]
+			s.mu.Lock()
+			for k, c := range counts {
+				if mine := s.counts[k]; mine != nil {
+					c.Add(*mine)
+				}
+				s.counts[k] = c
+			}
+			s.mu.Unlock()
+		}
+		return err
+	}
+	return nil
+}
+
+// Run flushes every interval until ctx ends, then flushes a last time
+// with flushTimeout to do it. onError is told of failed flushes.
+func (m *Meter) Run(ctx context.Context, interval, flushTimeout time.Duration, onError func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			last, cancel := context.WithTimeout(context.Background(), flushTimeout)
+			defer cancel()
+			if err := m.Flush(last); err != nil {
+				onError(err)
+			}
+			return
+		case <-t.C:
+			if err := m.Flush(ctx); err != nil && ctx.Err() == nil {
+				onError(err)
+			}
+		}
+	}
+}
+
+// Day returns the UTC day of t, "2006-01-02".
+func Day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
