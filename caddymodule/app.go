@@ -15,12 +15,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/admin"
 	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/ipallow"
 	"github.com/taskgate/taskgate/backend/ratelimit"
@@ -28,6 +30,7 @@ import (
 	"github.com/taskgate/taskgate/backend/storage/bolt"
 	"github.com/taskgate/taskgate/backend/storage/memory"
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
@@ -83,9 +86,13 @@ type App struct {
 	dispatcher    *webhook.Dispatcher
 	sender        *webhook.Sender
 	api           *api.API
-	stopWorkers   context.CancelFunc
-	workersDone   *sync.WaitGroup
-	logger        *zap.Logger
+	admin         *admin.Handler
+	// meter counts usage; kept apart from engine, which Cleanup clears
+	// while the last requests may still be ending.
+	meter       *usage.Meter
+	stopWorkers context.CancelFunc
+	workersDone *sync.WaitGroup
+	logger      *zap.Logger
 }
 
 // TaskTypeConfig is a task type and its source.
@@ -204,23 +211,46 @@ var limiterPool = caddy.NewUsagePool()
 // database (bolt allows one opener) and the waiters of long polls.
 var enginePool = caddy.NewUsagePool()
 
-// engine is a task store (which also keeps webhook deliveries) and the
-// hub of its waiters.
+// engine is the store (of tasks, webhook deliveries, dynamic accounts and
+// usage), the hub of task waiters, the dynamic accounts as requests see
+// them, and the usage meter with its flusher.
 type engine struct {
 	store      task.Store
 	deliveries webhook.Store
+	accounts   account.Store
+	usage      usage.Store
 	hub        *task.Hub
+	dynamic    *account.Dynamic
+	meter      *usage.Meter
+	stopMeter  context.CancelFunc
+	meterDone  chan struct{}
 }
 
-func (e *engine) Destruct() error { return e.store.Close() }
+// Destruct writes the last usage counts and closes the store.
+func (e *engine) Destruct() error {
+	e.stopMeter()
+	<-e.meterDone
+	return e.store.Close()
+}
 
-// openEngine opens the configured store. Tasks leased when it was last
-// closed belonged to a process that is gone: they are queued again.
-func openEngine(st *StorageConfig) (*engine, error) {
-	var store interface {
-		task.Store
-		webhook.Store
-	}
+// store is everything an engine keeps in one store.
+type store interface {
+	task.Store
+	webhook.Store
+	account.Store
+	usage.Store
+}
+
+// currentApp is the running app, for the admin API (Caddy builds admin
+// routes apart from apps). During a reload it is the new app as soon as
+// it starts.
+var currentApp atomic.Pointer[App]
+
+// openEngine opens the configured store and loads the dynamic accounts.
+// Tasks leased when it was last closed belonged to a process that is
+// gone: they are queued again.
+func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
+	var store store
 	switch st.Type {
 	case "memory":
 		store = memory.New()
@@ -243,8 +273,40 @@ func openEngine(st *StorageConfig) (*engine, error) {
 		_ = store.Close()
 		return nil, fmt.Errorf("queueing interrupted deliveries again: %w", err)
 	}
-	return &engine{store: store, deliveries: store, hub: task.NewHub()}, nil
+	e := &engine{
+		store:      store,
+		deliveries: store,
+		accounts:   store,
+		usage:      store,
+		hub:        task.NewHub(),
+		dynamic:    account.NewDynamic(),
+		meter:      usage.NewMeter(store, nil),
+		meterDone:  make(chan struct{}),
+	}
+	records, err := store.Accounts(context.Background())
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("loading accounts: %w", err)
+	}
+	for _, r := range records {
+		if err := e.dynamic.Put(r); err != nil {
+			logger.Error("account not loaded: its stored record is not valid", zap.String("account_id", r.ID), zap.Error(err))
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	e.stopMeter = stop
+	go func() {
+		defer close(e.meterDone)
+		e.meter.Run(ctx, usageFlushInterval, 5*time.Second, func(err error) {
+			logger.Error("writing usage counts", zap.Error(err))
+		})
+	}()
+	return e, nil
 }
+
+// usageFlushInterval is how often usage counts are written: what the
+// usage API reports is about this much behind.
+const usageFlushInterval = time.Second
 
 type pooledMemory struct {
 	*ratelimit.Memory
@@ -297,8 +359,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	for _, acct := range accounts {
 		a.policyHeaders[acct.Limit] = acct.Limit.PolicyHeader()
 	}
-	a.registry, err = account.NewRegistry(accounts, nil, nil)
-	if err != nil {
+	// Checked here, built with the dynamic accounts once the store is open.
+	if _, err := account.NewRegistry(accounts, nil, nil); err != nil {
 		return err
 	}
 
@@ -352,12 +414,27 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 	// Every check is done: now the shared state.
 	ev, _, err := enginePool.LoadOrNew(a.engineKey, func() (caddy.Destructor, error) {
-		return openEngine(a.Storage)
+		return openEngine(a.Storage, a.logger)
 	})
 	if err != nil {
 		return err
 	}
 	a.engine = ev.(*engine)
+	if a.registry, err = account.NewRegistry(accounts, a.engine.dynamic, nil); err != nil {
+		return err
+	}
+	typeNames := make(map[string]bool, len(byName))
+	for name := range byName {
+		typeNames[name] = true
+	}
+	a.admin = &admin.Handler{Service: &admin.Service{
+		Accounts:     a.engine.accounts,
+		UsageStore:   a.engine.usage,
+		Dynamic:      a.engine.dynamic,
+		Static:       a.registry,
+		DefaultLimit: a.defaultLimit,
+		TaskTypes:    typeNames,
+	}}
 	a.sources = source.NewClient(source.Options{UserAgent: userAgent()})
 	a.runner = task.NewRunner(a.engine.store, a.engine.hub, a.sources, types, nil, a.logger.Named("runner"))
 	a.runner.Retention = time.Duration(a.Retention)
@@ -378,16 +455,21 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		return task.Deliveries(acct.Webhooks, t, time.Now().UTC())
 	}
+	meter := a.engine.meter
+	a.meter = meter
 	a.runner.OnFinish = func(t *task.Task, _ time.Duration) {
 		observeFinish(t)
+		meter.TaskEnded(t.AccountID, t.TypeName(), t.Status == task.Failed)
 		a.dispatcher.Wake()
 	}
-	wake := func(taskType string) {
-		tasksCreated.WithLabelValues(taskType).Inc()
-		a.runner.Wake(taskType)
+	created := func(t *task.Task) {
+		name := t.TypeName()
+		tasksCreated.WithLabelValues(name).Inc()
+		meter.TaskCreated(t.AccountID, name)
+		a.runner.Wake(name)
 	}
 	a.api = &api.API{
-		Service:        task.NewService(a.engine.store, a.engine.hub, nil, wake),
+		Service:        task.NewService(a.engine.store, a.engine.hub, nil, created),
 		Types:          byName,
 		MaxBody:        a.MaxBody,
 		SyncTimeout:    time.Duration(a.SyncTimeout),
@@ -488,6 +570,7 @@ func (a *App) Start() error {
 	a.workersDone = new(sync.WaitGroup)
 	a.workersDone.Go(func() { a.runner.Run(ctx) })
 	a.workersDone.Go(func() { a.dispatcher.Run(ctx) })
+	currentApp.Store(a)
 	return nil
 }
 
@@ -495,6 +578,7 @@ func (a *App) Start() error {
 // is cut short are queued again; deliveries cut short are retried.
 func (a *App) Stop() error {
 	queueDepth.current.CompareAndSwap(a.queues, nil)
+	currentApp.CompareAndSwap(a, nil)
 	a.releaseWaitsOnExit()
 	if a.stopWorkers != nil {
 		a.stopWorkers()

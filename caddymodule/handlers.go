@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -107,13 +108,69 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		if c := h.logger.Check(zapcore.DebugLevel, "authentication failed"); c != nil {
 			c.Write(zap.String("account_id", ids[0]))
 		}
+		// Counted for accounts that exist (a revoked or mistyped key), not
+		// for every id a stranger makes up.
+		if known, ok := h.app.registry.Lookup(ids[0]); ok {
+			h.app.meter.Request(known.ID, h.app.api.TaskType(r.URL.Path), apierr.InvalidCredentials.Code)
+		}
 		apierr.Write(w, apierr.InvalidCredentials)
 		return nil
 	}
 	h.allowed.Inc()
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set(userIDPlaceholder, acct.ID)
-	return next.ServeHTTP(w, r)
+	uw := &usageWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	err = next.ServeHTTP(uw, r)
+	h.app.meter.Request(acct.ID, h.app.api.TaskType(r.URL.Path), uw.rejection(err))
+	return err
+}
+
+// usageWriter learns how the rest of the chain answered a request: the
+// code of a taskgate error (apierr.Write tells it), or else the status.
+type usageWriter struct {
+	caddyhttp.ResponseWriterWrapper
+	status int
+	code   string
+}
+
+// WriteHeader records the final status.
+func (u *usageWriter) WriteHeader(status int) {
+	if u.status == 0 && status >= 200 {
+		u.status = status
+	}
+	u.ResponseWriter.WriteHeader(status)
+}
+
+// Write records a 200 when no status was written.
+func (u *usageWriter) Write(b []byte) (int, error) {
+	if u.status == 0 {
+		u.status = http.StatusOK
+	}
+	return u.ResponseWriter.Write(b)
+}
+
+// RecordErrorCode records the code of a taskgate error.
+func (u *usageWriter) RecordErrorCode(code string) { u.code = code }
+
+// rejection is the reason the request was refused, empty when it was
+// not: the taskgate error code, or "http_<status>" for other errors (err
+// is what the rest of the chain returned).
+func (u *usageWriter) rejection(err error) string {
+	if u.code != "" {
+		return u.code
+	}
+	status := u.status
+	if err != nil {
+		status = http.StatusInternalServerError
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) && he.StatusCode != 0 {
+			status = he.StatusCode
+		}
+	}
+	if status < 400 {
+		return ""
+	}
+	return "http_" + strconv.Itoa(status)
 }
 
 // IPAllowlist lets a request pass only when its client address is in the
@@ -215,7 +272,9 @@ func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 	}
 	limit := h.app.defaultLimit
 	if acct, ok := h.app.registry.Lookup(id); ok {
-		limit = acct.Limit
+		if acct.Limit != (ratelimit.Limit{}) {
+			limit = acct.Limit
+		}
 		id = acct.ID
 	}
 	res, err := h.app.limiter.Take(r.Context(), id, limit)
@@ -247,6 +306,8 @@ func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 // Interface guards
 var (
 	_ caddyhttp.MiddlewareHandler = (*APIKeyAuth)(nil)
+	_ apierr.CodeRecorder         = (*usageWriter)(nil)
+	_ http.ResponseWriter         = (*usageWriter)(nil)
 	_ caddy.Provisioner           = (*APIKeyAuth)(nil)
 	_ caddyhttp.MiddlewareHandler = (*IPAllowlist)(nil)
 	_ caddy.Provisioner           = (*IPAllowlist)(nil)

@@ -62,6 +62,12 @@ func (r *Registry) Lookup(id string) (*Account, bool) {
 	return r.dynamic.Lookup(id)
 }
 
+// LookupStatic returns the static account with the given id.
+func (r *Registry) LookupStatic(id string) (*Account, bool) {
+	a, ok := r.accounts[id]
+	return a, ok
+}
+
 // Static returns the static accounts, in no order.
 func (r *Registry) Static() []*Account {
 	out := make([]*Account, 0, len(r.accounts))

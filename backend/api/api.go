@@ -86,6 +86,19 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, acct *account.Accoun
 	}
 }
 
+// TaskType returns the configured task type ("action/type") that a path
+// of the create calls names, or "" when it names none.
+func (a *API) TaskType(path string) string {
+	name, ok := strings.CutPrefix(path, "/v3/tasks/async/")
+	if !ok {
+		name, ok = strings.CutPrefix(path, "/v3/tasks/sync/")
+	}
+	if _, known := a.Types[name]; !ok || !known {
+		return ""
+	}
+	return name
+}
+
 func methodNotAllowed(w http.ResponseWriter, allow string) {
 	w.Header().Set("Allow", allow)
 	apierr.Write(w, apierr.MethodNotAllowed)

@@ -38,7 +38,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{
 		queued: queued,
 		api: &API{
-			Service:     task.NewService(store, hub, nil, func(typ string) { queued <- typ }),
+			Service:     task.NewService(store, hub, nil, func(t *task.Task) { queued <- t.TypeName() }),
 			Types:       map[string]*task.Type{pan.Name(): pan, other.Name(): other},
 			MaxBody:     1 << 10,
 			SyncTimeout: 50 * time.Millisecond,
@@ -355,4 +355,21 @@ func FuzzQuery(f *testing.F) {
 			t.Fatalf("status %d for %q", w.Code, query)
 		}
 	})
+}
+
+func TestTaskType(t *testing.T) {
+	a := &API{Types: map[string]*task.Type{"verify_with_source/ind_pan": {Action: "verify_with_source", Type: "ind_pan"}}}
+	for path, want := range map[string]string{
+		"/v3/tasks/async/verify_with_source/ind_pan":   "verify_with_source/ind_pan",
+		"/v3/tasks/sync/verify_with_source/ind_pan":    "verify_with_source/ind_pan",
+		"/v3/tasks/async/verify_with_source/ind_other": "",
+		"/v3/tasks/async/verify_with_source/ind_pan/x": "",
+		"/v3/tasks":                         "",
+		"/other/verify_with_source/ind_pan": "",
+		"":                                  "",
+	} {
+		if got := a.TaskType(path); got != want {
+			t.Errorf("TaskType(%q) = %q, want %q", path, got, want)
+		}
+	}
 }

@@ -25,8 +25,20 @@ var (
 	TooManyRequests    = &Error{http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "rate limit exceeded; retry after the time in the Retry-After header"}
 )
 
-// Write sends e as the response.
-func Write(w http.ResponseWriter, e *Error) { WriteJSON(w, e.Status, e) }
+// Write sends e as the response, and tells w its code when w records
+// codes.
+func Write(w http.ResponseWriter, e *Error) {
+	if rec, ok := w.(CodeRecorder); ok {
+		rec.RecordErrorCode(e.Code)
+	}
+	WriteJSON(w, e.Status, e)
+}
+
+// A CodeRecorder is told the code of the error written to it: a response
+// writer that counts outcomes (usage by reason) implements it.
+type CodeRecorder interface {
+	RecordErrorCode(code string)
+}
 
 // The errors of the task API.
 var (
@@ -36,6 +48,14 @@ var (
 	UnsupportedMedia    = &Error{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "the request body must be application/json"}
 	StorageUnavailable  = &Error{http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE", "the task store is unavailable; retry later"}
 	IdempotencyMismatch = &Error{http.StatusUnprocessableEntity, "IDEMPOTENCY_MISMATCH", "this Idempotency-Key was used with a different request"}
+)
+
+// The errors of the admin API.
+var (
+	AccountExists = &Error{http.StatusConflict, "ACCOUNT_EXISTS", "an account with this id exists"}
+	StaticAccount = &Error{http.StatusConflict, "STATIC_ACCOUNT", "this account is defined in the configuration and cannot be changed here"}
+	TooManyKeys   = &Error{http.StatusConflict, "TOO_MANY_KEYS", "the account holds the most keys it may; revoke one first"}
+	NotRunning    = &Error{http.StatusServiceUnavailable, "NOT_RUNNING", "the taskgate app is not running"}
 )
 
 // BadRequest is a 400 BAD_REQUEST with its own message.

@@ -95,6 +95,11 @@ func (l Limit) Window() time.Duration { return l.Interval() * time.Duration(l.Bu
 
 // String gives the limit in the Caddyfile's words, e.g. "30/s burst 30".
 func (l Limit) String() string {
+	return fmt.Sprintf("%s burst %d", l.Rate(), l.Burst)
+}
+
+// Rate gives the rate as ParseRate reads it, e.g. "30/s".
+func (l Limit) Rate() string {
 	unit := l.Period.String()
 	switch l.Period {
 	case time.Second:
@@ -106,7 +111,7 @@ func (l Limit) String() string {
 	case 24 * time.Hour:
 		unit = "d"
 	}
-	return fmt.Sprintf("%d/%s burst %d", l.Count, unit, l.Burst)
+	return fmt.Sprintf("%d/%s", l.Count, unit)
 }
 
 // Result is the outcome of one decision.

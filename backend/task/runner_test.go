@@ -54,7 +54,7 @@ func newHarness(t *testing.T, src task.Caller, concurrency int) *harness {
 	}
 	hub := task.NewHub()
 	r := task.NewRunner(store, hub, src, []*task.Type{typ}, nil, nil)
-	h := &harness{store: store, hub: hub, runner: r, typ: typ, svc: task.NewService(store, hub, nil, r.Wake)}
+	h := &harness{store: store, hub: hub, runner: r, typ: typ, svc: task.NewService(store, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -77,20 +77,21 @@ type Service struct {
 	store Store
 	hub   *Hub
 	now   func() time.Time
-	// wake tells the runner that a task of a type was queued.
-	wake func(taskType string)
+	// created is told of each new task (to wake the runner, to count).
+	created func(t *Task)
 }
 
 // NewService returns a service over store. hub tells waiters of ends;
-// wake, when not nil, is called after each new task.
-func NewService(store Store, hub *Hub, now func() time.Time, wake func(taskType string)) *Service {
+// created, when not nil, is called after each new task is stored (not
+// after a replay).
+func NewService(store Store, hub *Hub, now func() time.Time, created func(t *Task)) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	if wake == nil {
-		wake = func(string) {}
+	if created == nil {
+		created = func(*Task) {}
 	}
-	return &Service{store: store, hub: hub, now: now, wake: wake}
+	return &Service{store: store, hub: hub, now: now, created: created}
 }
 
 // NewTask is what a client asks for.
@@ -160,7 +161,7 @@ func (s *Service) Create(ctx context.Context, n NewTask) (t *Task, replayed bool
 		}
 		return orig, true, nil
 	}
-	s.wake(n.Type.Name())
+	s.created(t)
 	return t, false, nil
 }
 

@@ -36,7 +36,7 @@ func (f *fakeStore) AddUsage(_ context.Context, rows []Row) error {
 }
 
 func (f *fakeStore) Usage(context.Context, string, string, string) ([]Row, error) { return nil, nil }
-func (f *fakeStore) PurgeUsage(context.Context, string) (int, error)             { return 0, nil }
+func (f *fakeStore) PurgeUsage(context.Context, string) (int, error)              { return 0, nil }
 
 func (f *fakeStore) get(account, day, taskType string) Counts {
 	f.mu.Lock()

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	// Caddy's standard modules.
@@ -13,5 +14,6 @@ import (
 )
 
 func main() {
+	caddy.CustomBinaryName = "taskgate"
 	caddycmd.Main()
 }

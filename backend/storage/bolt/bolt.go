@@ -1,5 +1,5 @@
-// Package bolt is a task.Store and a webhook.Store in one bbolt file:
-// durable, embedded, for a single node.
+// Package bolt is a task.Store, a webhook.Store, an account.Store and a
+// usage.Store in one bbolt file: durable, embedded, for a single node.
 //
 // Every change but Purge goes through one writer that commits in groups:
 // while a transaction is being written and synced, the calls that arrive
@@ -95,25 +95,34 @@ var (
 	// bucketDeliveryCounts maps a delivery status to the number of
 	// deliveries with it.
 	bucketDeliveryCounts = []byte("delivery_counts")
+
+	// bucketAccounts maps an account id to the account's record as JSON.
+	bucketAccounts = []byte("accounts")
+	// bucketUsage maps (account id, 0x00, day, 0x00, task type) to the
+	// usage counts of that row as JSON: an account's rows in a range of
+	// their own, by day then task type. Account ids and days hold no
+	// zero byte.
+	bucketUsage = []byte("usage")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketQueues, bucketDepth, bucketLeases,
 	bucketByGroup, bucketByTaskID, bucketCompleted, bucketIdem, bucketIdemAge,
 	bucketDeliveries, bucketDeliveriesDue, bucketDeliveriesDueByURL, bucketDeliveriesDueHeads,
 	bucketDeliveryLeases, bucketDeliveriesByAccount, bucketDeliveriesByRequest, bucketDeliveriesByStatus,
-	bucketDeliveriesEnded, bucketDeliveryCounts}
+	bucketDeliveriesEnded, bucketDeliveryCounts, bucketAccounts, bucketUsage}
 
 // formatKey in bucketMeta names the layout of the file; Open refuses
-// another. Buckets added since (the deliveries') are created by Open and
-// leave the format as it was: a file written before has none to fill, or
-// (the per-URL due indexes) has them built from what it holds.
+// another. Buckets added since (the deliveries', the accounts', usage's)
+// are created by Open and leave the format as it was: a file written
+// before has none to fill, or (the per-URL due indexes) has them built
+// from what it holds.
 var (
 	formatKey     = []byte("format")
 	formatVersion = []byte("taskgate-tasks-1")
 )
 
-// Store is a task.Store and a webhook.Store in a bbolt file. It is safe
-// for concurrent use.
+// Store is a task.Store, a webhook.Store, an account.Store and a
+// usage.Store in a bbolt file. It is safe for concurrent use.
 type Store struct {
 	db       *bbolt.DB
 	maxBatch int

@@ -8,8 +8,13 @@ import (
 	"testing"
 	"time"
 
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/storage/bolt"
+	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/task/tasktest"
+	"github.com/taskgate/taskgate/backend/usage"
 )
 
 // open opens a store in dir and closes it when the test ends.
@@ -44,6 +49,63 @@ func TestOpenLocked(t *testing.T) {
 			s.Close()
 		}
 		t.Fatalf("second Open of a held file: err = %v, want ErrLocked", err)
+	}
+}
+
+// TestOpenAddsBuckets checks that a file written before the accounts and
+// usage buckets existed opens, keeps what it holds and takes accounts and
+// usage.
+func TestOpenAddsBuckets(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tasks.db")
+	s, err := bolt.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := &task.Task{RequestID: "req-1", AccountID: "acme", Action: "verify_with_source", Type: "ind_pan",
+		Status: task.InProgress, CreatedAt: time.Date(2030, time.March, 4, 5, 6, 7, 0, time.UTC)}
+	if _, err := s.Create(ctx, tk, nil, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range []string{"accounts", "usage"} {
+			if err := tx.DeleteBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s = open(t, dir)
+	if _, err := s.Get(ctx, tk.AccountID, tk.RequestID); err != nil {
+		t.Errorf("Get of a task stored before: %v", err)
+	}
+	r := &account.Record{ID: "acme", CreatedAt: tk.CreatedAt, UpdatedAt: tk.CreatedAt, Version: 1}
+	if err := s.CreateAccount(ctx, r); err != nil {
+		t.Fatalf("CreateAccount: %v", err)
+	}
+	if _, err := s.Account(ctx, r.ID); err != nil {
+		t.Errorf("Account: %v", err)
+	}
+	if err := s.AddUsage(ctx, []usage.Row{{AccountID: "acme", Day: "2030-03-04", Counts: usage.Counts{Requests: 1}}}); err != nil {
+		t.Fatalf("AddUsage: %v", err)
+	}
+	if rows, err := s.Usage(ctx, "acme", "2030-03-04", "2030-03-04"); err != nil || len(rows) != 1 {
+		t.Errorf("Usage = %v, %v; want one row", rows, err)
 	}
 }
 

@@ -1,5 +1,6 @@
-// Package memory is a task.Store and a webhook.Store in process memory, for
-// tests and for a single node that may lose its tasks when it stops.
+// Package memory is a task.Store, a webhook.Store, an account.Store and a
+// usage.Store in process memory, for tests and for a single node that may
+// lose its tasks when it stops.
 package memory
 
 import (
@@ -13,17 +14,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // ErrClosed is returned by every method of a closed store but Close.
 var ErrClosed = errors.New("memory: store closed")
 
-// Store keeps tasks and webhook deliveries in maps under one mutex. Each
-// task is one entry that the queue, the lease table, the list indexes and
-// the purge order point to, so a task costs its own data plus a few
-// pointers; each delivery likewise.
+// Store keeps tasks, webhook deliveries, accounts and usage counts in maps
+// under one mutex. Each task is one entry that the queue, the lease table,
+// the list indexes and the purge order point to, so a task costs its own
+// data plus a few pointers; each delivery likewise.
 type Store struct {
 	mu     sync.Mutex
 	closed bool
@@ -56,6 +59,11 @@ type Store struct {
 	// Purge.
 	ended          heapOf[*delivery]
 	deliveryCounts map[webhook.Status]int
+
+	accounts map[string]*account.Record // by id
+	// usageRows holds each account's usage rows sorted by day then task
+	// type, so that a day range is a slice of them.
+	usageRows map[string][]usage.Row // by account id
 }
 
 // entry is the store's own copy of a task and where it stands.
@@ -100,6 +108,8 @@ func New() *Store {
 		deliveriesByStatus:  make(map[listKey][]*delivery),
 		ended:               heapOf[*delivery]{less: createdFirst, moved: func(d *delivery, i int) { d.endedPos = i }},
 		deliveryCounts:      make(map[webhook.Status]int),
+		accounts:            make(map[string]*account.Record),
+		usageRows:           make(map[string][]usage.Row),
 	}
 }
 
@@ -351,6 +361,7 @@ func (s *Store) Close() error {
 	s.deliveries, s.deliveriesLeased, s.deliveryCounts = nil, nil, nil
 	s.deliveriesByAccount, s.deliveriesByRequest, s.deliveriesByStatus = nil, nil, nil
 	s.due, s.dueURLs.items, s.ended.items = nil, nil, nil
+	s.accounts, s.usageRows = nil, nil
 	return nil
 }
 

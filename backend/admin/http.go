@@ -1,0 +1,444 @@
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/usage"
+)
+
+// MaxBody bounds the body of an admin request.
+const MaxBody = 1 << 20
+
+// Optional is a JSON field that tells whether it was present: Set, and
+// Value (the zero value when the field was null).
+type Optional[T any] struct {
+	Set   bool
+	Value T
+}
+
+// UnmarshalJSON records that the field was present and decodes it,
+// refusing unknown fields in nested objects.
+func (o *Optional[T]) UnmarshalJSON(b []byte) error {
+	o.Set = true
+	if string(b) == "null" {
+		var zero T
+		o.Value = zero
+		return nil
+	}
+	return decodeStrict(b, &o.Value)
+}
+
+func decodeStrict(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// Handler serves the admin API under Prefix ("/taskgate/").
+type Handler struct {
+	Service *Service
+}
+
+// Prefix is where the admin API is served.
+const Prefix = "/taskgate/"
+
+// ServeHTTP routes an admin request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, Prefix), "/")
+	if parts[0] != "accounts" {
+		apierr.Write(w, apierr.NotFound)
+		return
+	}
+	switch len(parts) {
+	case 1:
+		switch r.Method {
+		case http.MethodGet:
+			h.list(w, r)
+		case http.MethodPost:
+			h.create(w, r)
+		default:
+			methodNotAllowed(w, "GET, POST")
+		}
+		return
+	}
+	id := parts[1]
+	if id == "" {
+		apierr.Write(w, apierr.NotFound)
+		return
+	}
+	switch {
+	case len(parts) == 2:
+		switch r.Method {
+		case http.MethodGet:
+			h.show(w, r, id)
+		case http.MethodPatch:
+			h.update(w, r, id)
+		case http.MethodDelete:
+			rec, err := h.Service.Disable(r.Context(), id)
+			h.answer(w, rec, err)
+		default:
+			methodNotAllowed(w, "GET, PATCH, DELETE")
+		}
+	case len(parts) == 3 && parts[2] == "keys":
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, "POST")
+			return
+		}
+		h.addKey(w, r, id)
+	case len(parts) == 4 && parts[2] == "keys" && parts[3] != "":
+		if r.Method != http.MethodDelete {
+			methodNotAllowed(w, "DELETE")
+			return
+		}
+		rec, err := h.Service.RevokeKey(r.Context(), id, parts[3])
+		h.answer(w, rec, err)
+	case len(parts) == 3 && parts[2] == "usage":
+		if r.Method != http.MethodGet {
+			methodNotAllowed(w, "GET")
+			return
+		}
+		h.usage(w, r, id)
+	default:
+		apierr.Write(w, apierr.NotFound)
+	}
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	apierr.Write(w, apierr.MethodNotAllowed)
+}
+
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	records, static, err := h.Service.List(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	now := h.Service.now()
+	views := make([]AccountView, 0, len(records)+len(static))
+	for _, rec := range records {
+		views = append(views, h.recordView(rec, now))
+	}
+	for _, a := range static {
+		views = append(views, h.staticView(a, now))
+	}
+	slices.SortFunc(views, func(a, b AccountView) int { return strings.Compare(a.ID, b.ID) })
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"accounts": views})
+}
+
+func (h *Handler) show(w http.ResponseWriter, r *http.Request, id string) {
+	rec, static, err := h.Service.Account(r.Context(), id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if static != nil {
+		apierr.WriteJSON(w, http.StatusOK, h.staticView(static, h.Service.now()))
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, h.recordView(rec, h.Service.now()))
+}
+
+func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
+	var in Input
+	if !readBody(w, r, &in, false) {
+		return
+	}
+	rec, key, err := h.Service.Create(r.Context(), &in)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusCreated, struct {
+		AccountView
+		APIKey string `json:"api_key"`
+	}{h.recordView(rec, h.Service.now()), key})
+}
+
+func (h *Handler) update(w http.ResponseWriter, r *http.Request, id string) {
+	var in Input
+	if !readBody(w, r, &in, false) {
+		return
+	}
+	rec, err := h.Service.Update(r.Context(), id, &in)
+	h.answer(w, rec, err)
+}
+
+func (h *Handler) addKey(w http.ResponseWriter, r *http.Request, id string) {
+	var in struct {
+		ExpireOthersIn Optional[string] `json:"expire_others_in"`
+	}
+	if !readBody(w, r, &in, true) {
+		return
+	}
+	var expire *time.Duration
+	if in.ExpireOthersIn.Set && in.ExpireOthersIn.Value != "" {
+		d, err := time.ParseDuration(in.ExpireOthersIn.Value)
+		if err != nil {
+			apierr.Write(w, apierr.BadRequest(`expire_others_in: want a duration such as "24h" or "0s"`))
+			return
+		}
+		expire = &d
+	}
+	_, added, err := h.Service.AddKey(r.Context(), id, expire)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusCreated, struct {
+		KeyID          string     `json:"key_id"`
+		APIKey         string     `json:"api_key"`
+		Prefix         string     `json:"prefix"`
+		CreatedAt      time.Time  `json:"created_at"`
+		OthersExpireAt *time.Time `json:"others_expire_at,omitempty"`
+	}{added.Record.ID, added.Key, added.Record.Prefix, added.Record.CreatedAt, added.OthersExpireAt})
+}
+
+func (h *Handler) usage(w http.ResponseWriter, r *http.Request, id string) {
+	q := r.URL.Query()
+	today := h.Service.now().Truncate(24 * time.Hour)
+	to, err := parseDay(q.Get("to"), today)
+	if err != nil {
+		apierr.Write(w, apierr.BadRequest("to: "+err.Error()))
+		return
+	}
+	from, err := parseDay(q.Get("from"), to.AddDate(0, 0, -29))
+	if err != nil {
+		apierr.Write(w, apierr.BadRequest("from: "+err.Error()))
+		return
+	}
+	rows, err := h.Service.Usage(r.Context(), id, from, to)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	type row struct {
+		Day      string `json:"day"`
+		TaskType string `json:"task_type"`
+		usage.Counts
+	}
+	out := make([]row, 0, len(rows))
+	var total usage.Counts
+	for _, r := range rows {
+		out = append(out, row{r.Day, r.TaskType, r.Counts})
+		total.Add(r.Counts)
+	}
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{
+		"account_id": id,
+		"from":       usage.Day(from),
+		"to":         usage.Day(to),
+		"usage":      out,
+		"total":      total,
+	})
+}
+
+func parseDay(s string, def time.Time) (time.Time, error) {
+	if s == "" {
+		return def, nil
+	}
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		return time.Time{}, errors.New("want a day such as 2026-11-25")
+	}
+	return t, nil
+}
+
+// answer sends the account after a change, or the error.
+func (h *Handler) answer(w http.ResponseWriter, rec *account.Record, err error) {
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, h.recordView(rec, h.Service.now()))
+}
+
+// readBody decodes a JSON body into v, refusing unknown fields; an empty
+// body is allowed when optional. It answers and returns false when the
+// body is not acceptable.
+func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			apierr.Write(w, apierr.PayloadTooLarge)
+		} else {
+			apierr.Write(w, apierr.BadRequest("the request body could not be read"))
+		}
+		return false
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if optional {
+			return true
+		}
+		apierr.Write(w, apierr.BadRequest("a JSON object is required"))
+		return false
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			apierr.Write(w, apierr.UnsupportedMedia)
+			return false
+		}
+	}
+	if err := decodeStrict(body, v); err != nil {
+		apierr.Write(w, apierr.BadRequest("the body must be a JSON object: "+jsonProblem(err)))
+		return false
+	}
+	return true
+}
+
+// jsonProblem says what is wrong with a body in the client's words.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		if typeErr.Field != "" {
+			return typeErr.Field + ": wrong type (" + typeErr.Value + ")"
+		}
+		return "found " + typeErr.Value
+	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "malformed JSON"
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// writeError maps the service's errors to wire errors.
+func writeError(w http.ResponseWriter, err error) {
+	var bad *InvalidError
+	switch {
+	case errors.As(err, &bad):
+		apierr.Write(w, apierr.BadRequest(bad.Message))
+	case errors.Is(err, account.ErrNotFound):
+		apierr.Write(w, &apierr.Error{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such account"})
+	case errors.Is(err, ErrKeyNotFound):
+		apierr.Write(w, &apierr.Error{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "the account has no key with this id"})
+	case errors.Is(err, account.ErrExists):
+		apierr.Write(w, apierr.AccountExists)
+	case errors.Is(err, ErrStatic):
+		apierr.Write(w, apierr.StaticAccount)
+	case errors.Is(err, ErrTooManyKeys):
+		apierr.Write(w, apierr.TooManyKeys)
+	default:
+		apierr.Write(w, apierr.StorageUnavailable)
+	}
+}
+
+// AccountView is an account as the admin API shows it: never a key, its
+// hash, or a webhook's secret.
+type AccountView struct {
+	ID               string        `json:"id"`
+	Name             string        `json:"name"`
+	Static           bool          `json:"static"`
+	Disabled         bool          `json:"disabled"`
+	RateLimit        string        `json:"rate_limit"`
+	Burst            int64         `json:"burst"`
+	DefaultRateLimit bool          `json:"default_rate_limit"`
+	Allow            []string      `json:"allow"`
+	TaskTypes        []string      `json:"task_types"`
+	Webhooks         []WebhookView `json:"webhooks"`
+	FailureWebhook   string        `json:"failure_webhook"`
+	Keys             []KeyView     `json:"keys"`
+	CreatedAt        *time.Time    `json:"created_at,omitempty"`
+	UpdatedAt        *time.Time    `json:"updated_at,omitempty"`
+}
+
+// WebhookView is a webhook without its secrets.
+type WebhookView struct {
+	URL              string   `json:"url"`
+	Types            []string `json:"types"`
+	HasSecret        bool     `json:"has_secret"`
+	HasAuthorization bool     `json:"has_authorization"`
+}
+
+// KeyView is a key without the key.
+type KeyView struct {
+	ID        string     `json:"id"`
+	Prefix    string     `json:"prefix"`
+	CreatedAt *time.Time `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	Expired   bool       `json:"expired"`
+}
+
+func (h *Handler) recordView(r *account.Record, now time.Time) AccountView {
+	v := AccountView{
+		ID:             r.ID,
+		Name:           r.Name,
+		Disabled:       r.Disabled,
+		Allow:          nonNil(r.Allow),
+		TaskTypes:      nonNil(r.TaskTypes),
+		Webhooks:       []WebhookView{},
+		FailureWebhook: r.FailureWebhook,
+		Keys:           []KeyView{},
+		CreatedAt:      &r.CreatedAt,
+		UpdatedAt:      &r.UpdatedAt,
+	}
+	limit := h.Service.DefaultLimit
+	if r.RateLimit != "" {
+		if a, err := r.Build(); err == nil {
+			limit = a.Limit
+		}
+	}
+	v.RateLimit, v.Burst, v.DefaultRateLimit = limit.Rate(), limit.Burst, r.RateLimit == ""
+	for _, w := range r.Webhooks {
+		v.Webhooks = append(v.Webhooks, WebhookView{URL: w.URL, Types: nonNil(w.Types), HasSecret: w.Secret != "", HasAuthorization: w.Authorization != ""})
+	}
+	for _, k := range r.Keys {
+		v.Keys = append(v.Keys, KeyView{ID: k.ID, Prefix: k.Prefix, CreatedAt: &k.CreatedAt, ExpiresAt: k.ExpiresAt, Expired: k.ExpiresAt != nil && !k.ExpiresAt.After(now)})
+	}
+	return v
+}
+
+func (h *Handler) staticView(a *account.Account, now time.Time) AccountView {
+	v := AccountView{
+		ID:               a.ID,
+		Name:             a.Name,
+		Static:           true,
+		Disabled:         a.Disabled,
+		RateLimit:        a.Limit.Rate(),
+		Burst:            a.Limit.Burst,
+		DefaultRateLimit: a.Limit == h.Service.DefaultLimit,
+		Allow:            []string{},
+		TaskTypes:        nonNil(a.TaskTypes),
+		Webhooks:         []WebhookView{},
+		FailureWebhook:   a.FailureWebhook,
+		Keys:             []KeyView{},
+	}
+	for _, p := range a.Allow {
+		v.Allow = append(v.Allow, p.String())
+	}
+	for _, w := range a.Webhooks {
+		v.Webhooks = append(v.Webhooks, WebhookView{URL: w.URL, Types: nonNil(w.Types), HasSecret: w.Secret != "", HasAuthorization: w.Authorization != ""})
+	}
+	for _, k := range a.Keys {
+		kv := KeyView{ID: account.StaticKeyID(k)}
+		if !k.ExpiresAt.IsZero() {
+			at := k.ExpiresAt
+			kv.ExpiresAt, kv.Expired = &at, !at.After(now)
+		}
+		v.Keys = append(v.Keys, kv)
+	}
+	return v
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
