@@ -293,6 +293,7 @@ func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
 			logger.Error("account not loaded: its stored record is not valid", zap.String("account_id", r.ID), zap.Error(err))
 		}
 	}
+	e.meter.Retention = usageRetention
 	ctx, stop := context.WithCancel(context.Background())
 	e.stopMeter = stop
 	go func() {
@@ -307,6 +308,10 @@ func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
 // usageFlushInterval is how often usage counts are written: what the
 // usage API reports is about this much behind.
 const usageFlushInterval = time.Second
+
+// usageRetention is how long usage counts are kept: a year and a month,
+// for a year-on-year comparison.
+const usageRetention = 400 * 24 * time.Hour
 
 type pooledMemory struct {
 	*ratelimit.Memory

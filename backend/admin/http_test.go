@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -363,4 +364,43 @@ func TestRoutes(t *testing.T) {
 	} {
 		f.do(tc.method, tc.path, "", tc.status, nil)
 	}
+}
+
+// FuzzAdminBodies feeds arbitrary bodies to the calls that take one: the
+// answer is always a JSON object with a 2xx or 4xx status, never a 5xx.
+func FuzzAdminBodies(f *testing.F) {
+	for _, seed := range []string{
+		`{"name":"a"}`,
+		`{"id":"x","name":"a","rate_limit":"5/s","burst":2,"allow":["10.0.0.0/8","::1"],"task_types":["verify_with_source/ind_pan"],"webhooks":[{"url":"https://h/x","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw","types":["verify_with_source/ind_pan"]}],"failure_webhook":"https://h/f"}`,
+		`{"rate_limit":null,"allow":null,"disabled":false}`,
+		`{"expire_others_in":"24h"}`,
+		`{"name":"a","webhooks":[{"url":"http://[::1]:80/x"}]}`,
+		`{"name":1e400}`,
+		`[`,
+	} {
+		f.Add(seed)
+	}
+	fx := newFixture(&testing.T{})
+	fx.handler.Service.Now = time.Now
+	if _, _, err := fx.handler.Service.Create(context.Background(), &Input{ID: Optional[string]{true, "acme"}, Name: Optional[string]{true, "A"}}); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, route := range []struct{ method, path string }{
+			{"POST", "/taskgate/accounts"},
+			{"PATCH", "/taskgate/accounts/acme"},
+			{"POST", "/taskgate/accounts/acme/keys"},
+		} {
+			r := httptest.NewRequest(route.method, route.path, strings.NewReader(body))
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			fx.handler.ServeHTTP(w, r)
+			if w.Code >= 500 || w.Code < 200 {
+				t.Fatalf("%s %s %q: status %d: %s", route.method, route.path, body, w.Code, w.Body)
+			}
+			if !json.Valid(w.Body.Bytes()) {
+				t.Fatalf("%s %s %q: the answer is not JSON: %s", route.method, route.path, body, w.Body)
+			}
+		}
+	})
 }

@@ -20,6 +20,10 @@ type Meter struct {
 	// flushing serializes flushes, so that counts merged back after a
 	// failed write are not written twice.
 	flushing sync.Mutex
+
+	// Retention, when not zero, is how long Run keeps rows: once an
+	// hour it purges the days older than that.
+	Retention time.Duration
 }
 
 type shard struct {
@@ -149,6 +153,7 @@ func (m *Meter) Flush(ctx context.Context) error {
 func (m *Meter) Run(ctx context.Context, interval, flushTimeout time.Duration, onError func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var purged time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -161,6 +166,12 @@ func (m *Meter) Run(ctx context.Context, interval, flushTimeout time.Duration, o
 		case <-t.C:
 			if err := m.Flush(ctx); err != nil && ctx.Err() == nil {
 				onError(err)
+			}
+			if now := m.now(); m.Retention > 0 && now.Sub(purged) >= time.Hour {
+				purged = now
+				if _, err := m.store.PurgeUsage(ctx, Day(now.Add(-m.Retention))); err != nil && ctx.Err() == nil {
+					onError(err)
+				}
 			}
 		}
 	}

@@ -10,6 +10,8 @@ import (
 
 // fakeStore keeps rows in memory and fails while failing is set.
 type fakeStore struct {
+	// purges, when not nil, receives the day of each PurgeUsage.
+	purges  chan string
 	mu      sync.Mutex
 	rows    map[[3]string]Counts
 	writes  int
@@ -36,7 +38,12 @@ func (f *fakeStore) AddUsage(_ context.Context, rows []Row) error {
 }
 
 func (f *fakeStore) Usage(context.Context, string, string, string) ([]Row, error) { return nil, nil }
-func (f *fakeStore) PurgeUsage(context.Context, string) (int, error)              { return 0, nil }
+func (f *fakeStore) PurgeUsage(_ context.Context, before string) (int, error) {
+	if f.purges != nil {
+		f.purges <- before
+	}
+	return 0, nil
+}
 
 func (f *fakeStore) get(account, day, taskType string) Counts {
 	f.mu.Lock()
@@ -116,6 +123,29 @@ func TestMeterRunFlushesOnStop(t *testing.T) {
 	if got := store.get("acme", Day(time.Now()), "a/b"); got.Created != 1 {
 		t.Fatalf("after Run stopped: %+v, want 1 task created", got)
 	}
+}
+
+func TestMeterRunPurgesOldDays(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	store := &fakeStore{purges: make(chan string, 1)}
+	m := NewMeter(store, func() time.Time { return now })
+	m.Retention = 10 * 24 * time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Run(ctx, time.Millisecond, time.Second, func(err error) { t.Error(err) })
+	}()
+	select {
+	case before := <-store.purges:
+		if before != "2026-11-15" {
+			t.Errorf("purged before %s, want 2026-11-15", before)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no purge within 10s")
+	}
+	cancel()
+	<-done
 }
 
 func TestMeterConcurrentCounting(t *testing.T) {
