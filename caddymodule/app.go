@@ -76,8 +76,9 @@ type App struct {
 	registry     *account.Registry
 	limiter      ratelimit.Store
 	limiterKey   string
-	// policyHeaders holds the RateLimit-Policy value of every configured limit.
-	policyHeaders map[ratelimit.Limit]string
+	// policyHeaders caches the RateLimit-Policy value of each limit in
+	// use (ratelimit.Limit → string), static and dynamic accounts alike.
+	policyHeaders *sync.Map
 	engine        *engine
 	engineKey     string
 	runner        *task.Runner
@@ -360,10 +361,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		accounts = append(accounts, acct)
 	}
-	a.policyHeaders = map[ratelimit.Limit]string{a.defaultLimit: a.defaultLimit.PolicyHeader()}
-	for _, acct := range accounts {
-		a.policyHeaders[acct.Limit] = acct.Limit.PolicyHeader()
-	}
+	a.policyHeaders = new(sync.Map)
 	// Checked here, built with the dynamic accounts once the store is open.
 	if _, err := account.NewRegistry(accounts, nil, nil); err != nil {
 		return err

@@ -284,10 +284,7 @@ func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 		return next.ServeHTTP(w, r)
 	}
 	hdr := w.Header()
-	policy, ok := h.app.policyHeaders[limit]
-	if !ok {
-		policy = limit.PolicyHeader()
-	}
+	policy := h.app.policyHeader(limit)
 	// One backing array for both headers; the keys are in canonical form
 	// so that no per-request canonicalization allocates.
 	vals := []string{policy, res.StateHeader()}
@@ -301,6 +298,16 @@ func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 	}
 	h.allowed.Inc()
 	return next.ServeHTTP(w, r)
+}
+
+// policyHeader returns the RateLimit-Policy value of a limit, formatted
+// once per limit.
+func (a *App) policyHeader(l ratelimit.Limit) string {
+	if v, ok := a.policyHeaders.Load(l); ok {
+		return v.(string)
+	}
+	v, _ := a.policyHeaders.LoadOrStore(l, l.PolicyHeader())
+	return v.(string)
 }
 
 // Interface guards
