@@ -479,6 +479,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Deliveries:     a.engine.deliveries,
 		WakeDeliveries: a.dispatcher.Wake,
 	}
+	a.admin.Client = a.api
 	a.limiterKey = "memory"
 	v, _, err := limiterPool.LoadOrNew(a.limiterKey, func() (caddy.Destructor, error) {
 		sweepCtx, stop := context.WithCancel(context.Background())

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/usage"
 )
@@ -53,6 +54,10 @@ func decodeStrict(b []byte, v any) error {
 // Handler serves the admin API under Prefix ("/taskgate/").
 type Handler struct {
 	Service *Service
+	// Client, when set, serves an account's tasks and webhook deliveries
+	// to the operator as the client API serves them to the account
+	// (whether or not the account is disabled).
+	Client *api.API
 }
 
 // Prefix is where the admin API is served.
@@ -108,6 +113,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		rec, err := h.Service.RevokeKey(r.Context(), id, parts[3])
 		h.answer(w, rec, err)
+	case parts[2] == "tasks" || parts[2] == "deliveries":
+		h.client(w, r, id, parts[2:])
 	case len(parts) == 3 && parts[2] == "usage":
 		if r.Method != http.MethodGet {
 			methodNotAllowed(w, "GET")
@@ -117,6 +124,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		apierr.Write(w, apierr.NotFound)
 	}
+}
+
+// client answers …/{id}/tasks and …/{id}/deliveries[/{delivery_id}/retry]
+// with the client API, as the account would be answered.
+func (h *Handler) client(w http.ResponseWriter, r *http.Request, id string, rest []string) {
+	if h.Client == nil {
+		apierr.Write(w, apierr.NotFound)
+		return
+	}
+	path := "/v3/tasks"
+	if rest[0] == "deliveries" {
+		path = "/v3/webhooks/" + strings.Join(rest, "/")
+	} else if len(rest) > 1 {
+		apierr.Write(w, apierr.NotFound)
+		return
+	}
+	if _, _, err := h.Service.Account(r.Context(), id); err != nil {
+		writeError(w, err)
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path, r2.URL.RawPath = path, ""
+	h.Client.Serve(w, r2, &account.Account{ID: id})
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {

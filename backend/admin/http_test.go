@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/internal/clocktest"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/storage/memory"
+	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/usage"
 )
 
@@ -73,16 +75,17 @@ func (f *fixture) do(method, path, body string, wantStatus int, out any) map[str
 	if ct := w.Header().Get("Content-Type"); ct != "application/json" {
 		f.t.Fatalf("%s %s: Content-Type %q", method, path, ct)
 	}
-	var generic map[string]any
+	var generic any
 	if err := json.Unmarshal(w.Body.Bytes(), &generic); err != nil {
-		f.t.Fatalf("%s %s: answer is not a JSON object: %s", method, path, w.Body)
+		f.t.Fatalf("%s %s: answer is not JSON: %s", method, path, w.Body)
 	}
 	if out != nil {
 		if err := json.Unmarshal(w.Body.Bytes(), out); err != nil {
 			f.t.Fatal(err)
 		}
 	}
-	return generic
+	object, _ := generic.(map[string]any)
+	return object
 }
 
 type created struct {
@@ -403,4 +406,34 @@ func FuzzAdminBodies(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestTasksAndDeliveriesOfAnAccount(t *testing.T) {
+	f := newFixture(t)
+	typ := &task.Type{Action: "verify_with_source", Type: "ind_pan", Source: "http://127.0.0.1:9/", Concurrency: 1}
+	svc := task.NewService(f.store, task.NewHub(), nil, nil)
+	f.handler.Client = &api.API{Service: svc, Types: map[string]*task.Type{pan: typ}, MaxBody: 1 << 20, Deliveries: f.store}
+	f.do("POST", "/taskgate/accounts", `{"id":"acme","name":"A"}`, http.StatusCreated, nil)
+	created, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "acme", Type: typ, TaskID: "t1", GroupID: "g1", Data: json.RawMessage(`{}`), Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.do("DELETE", "/taskgate/accounts/acme", "", http.StatusOK, nil)
+
+	// Disabled, its tasks are still there for the operator.
+	var views []map[string]any
+	f.do("GET", "/taskgate/accounts/acme/tasks?request_id="+created.RequestID, "", http.StatusOK, &views)
+	if len(views) != 1 || views[0]["request_id"] != created.RequestID || views[0]["task_id"] != "t1" {
+		t.Fatalf("tasks %v", views)
+	}
+	f.do("GET", "/taskgate/accounts/acme/tasks?group_id=g1", "", http.StatusOK, &views)
+	if len(views) != 1 {
+		t.Fatalf("group: %v", views)
+	}
+	// Another account's task is not found, as for the client.
+	f.do("GET", "/taskgate/accounts/demo/tasks?request_id="+created.RequestID, "", http.StatusNotFound, nil)
+	f.do("GET", "/taskgate/accounts/nobody/tasks?request_id="+created.RequestID, "", http.StatusNotFound, nil)
+	f.do("GET", "/taskgate/accounts/acme/tasks/x", "", http.StatusNotFound, nil)
+	f.do("GET", "/taskgate/accounts/acme/deliveries?status=failed", "", http.StatusOK, nil)
+	f.do("POST", "/taskgate/accounts/acme/deliveries/msg_x/retry", "", http.StatusNotFound, nil)
 }
