@@ -130,11 +130,20 @@ type Result struct {
 // key's stored theoretical arrival time tat (zero when the key is new). It
 // returns the TAT to store and the result; when the request is refused the
 // stored TAT does not change.
+//
+// Under one limit the TAT never runs more than a window ahead of now. A
+// TAT further ahead was set under a stricter limit that has since been
+// raised: the raised limit holds at once, from a spent burst (the next
+// request passes, those after it at the new rate), not after the old
+// limit's backlog.
 func Decide(tat, now int64, l Limit) (int64, Result) {
 	interval := int64(l.Interval())
 	window := interval * l.Burst
 	if tat < now {
 		tat = now
+	}
+	if tat > now+window {
+		tat = now + window - interval
 	}
 	next := tat + interval
 	allowAt := next - window

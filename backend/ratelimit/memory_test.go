@@ -197,3 +197,31 @@ func TestSweepEveryStopsWithItsContext(t *testing.T) {
 		t.Fatal("SweepEvery did not stop")
 	}
 }
+
+func TestChangedLimitHoldsAtOnce(t *testing.T) {
+	clock := newFakeClock()
+	m := NewMemory(clock.Now)
+	strict := mustLimit(t, "1/m", 1)
+	if got := admit(t, m, "a", strict, 2); got != 1 {
+		t.Fatalf("strict: admitted %d, want 1", got)
+	}
+	// Raised: the next request passes, then the new rate, not the old
+	// limit's minute.
+	raised := mustLimit(t, "1000/s", 1000)
+	if got := admit(t, m, "a", raised, 5); got != 1 {
+		t.Fatalf("right after raising: admitted %d, want 1 (a spent burst, then the new rate)", got)
+	}
+	clock.Advance(raised.Interval())
+	if got := admit(t, m, "a", raised, 5); got != 1 {
+		t.Fatalf("one new interval later: admitted %d, want 1", got)
+	}
+	clock.Advance(time.Second)
+	if got := admit(t, m, "a", raised, 2000); got != 1000 {
+		t.Fatalf("after a second at the new rate: admitted %d, want the new burst 1000", got)
+	}
+	// Lowered: the spent allowance still counts against the stricter
+	// limit.
+	if got := admit(t, m, "a", strict, 1); got != 0 {
+		t.Fatalf("right after lowering: admitted %d, want 0", got)
+	}
+}

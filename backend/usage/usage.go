@@ -11,7 +11,8 @@ import (
 
 // Counts are what one account did in one day with one task type.
 type Counts struct {
-	// Requests counts the requests authenticated as the account.
+	// Requests counts the requests of the account: those authenticated
+	// as it, and those refused with a wrong key for it.
 	Requests int64 `json:"requests"`
 	// Rejected counts the refused requests by reason: the lower-case
 	// error code ("too_many_requests", "ip_not_allowed", …).
