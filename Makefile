@@ -5,7 +5,7 @@ XCADDY  := $(or $(shell command -v xcaddy 2>/dev/null),$(GOBIN)/xcaddy)
 XCADDY_VERSION := v0.4.5
 FUZZTIME ?= 5s
 
-.PHONY: run build taskgate test unit integration fuzz bench clean
+.PHONY: run build taskgate deps test unit integration fuzz bench clean
 
 ## run: build taskgate and serve the demo Caddyfile on :8080
 run: taskgate
@@ -22,8 +22,15 @@ build: $(XCADDY)
 $(XCADDY):
 	$(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)
 
+## deps: what the tests need beyond Go: redis-server (Debian's package)
+deps:
+	@command -v redis-server >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version
+
 ## test: vet, unit tests (with the race detector), integration tests, short fuzzing
-test: unit integration fuzz
+test: deps unit integration fuzz
 
 unit:
 	$(GO) vet ./...

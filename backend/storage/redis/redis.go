@@ -1,0 +1,94 @@
+// Package redis is a task.Store, webhook.Store, account.Store and
+// usage.Store in Redis, shared by any number of taskgate nodes. Every
+// change that touches more than one key is one Lua script, so it is
+// atomic; every key of the store shares one hash tag, so that the scripts
+// also run on Redis Cluster (in one slot).
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// ErrClosed is returned by the methods of a closed store but Close.
+var ErrClosed = errors.New("redis: store closed")
+
+// Timeouts of one call to Redis: a store that is down answers within a
+// few seconds, never hangs.
+const (
+	dialTimeout = time.Second
+	ioTimeout   = time.Second
+)
+
+// Store is the Redis store. It is safe for concurrent use.
+type Store struct {
+	rdb goredis.UniversalClient
+	// prefix starts every key: "{tg}:" by default. The braces make it the
+	// hash tag of every key.
+	prefix string
+}
+
+// Option changes how Open connects.
+type Option func(*options)
+
+type options struct {
+	prefix string
+}
+
+// WithPrefix sets the start of every key (default "tg"), so that several
+// deployments can share one Redis. It becomes the keys' hash tag.
+func WithPrefix(p string) Option { return func(o *options) { o.prefix = p } }
+
+// Open connects to the Redis at url: redis://[user:password@]host:port/db
+// or rediss:// for TLS. It checks that Redis answers.
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	o := options{prefix: "tg"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.prefix == "" || strings.ContainsAny(o.prefix, "{}") {
+		return nil, fmt.Errorf("redis: prefix %q: want a non-empty name without braces", o.prefix)
+	}
+	cfg, err := goredis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	cfg.DialTimeout = dialTimeout
+	cfg.ReadTimeout = ioTimeout
+	cfg.WriteTimeout = ioTimeout
+	cfg.PoolTimeout = ioTimeout
+	cfg.MaxRetries = 1
+	rdb := goredis.NewClient(cfg)
+	s := &Store{rdb: rdb, prefix: "{" + o.prefix + "}:"}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis: %s: %w", cfg.Addr, err)
+	}
+	return s, nil
+}
+
+// Client returns the store's connection, for the rate limiter and the
+// account change notices to share.
+func (s *Store) Client() goredis.UniversalClient { return s.rdb }
+
+// Prefix returns the start of the store's keys, hash tag included.
+func (s *Store) Prefix() string { return s.prefix }
+
+// key joins the prefix and the parts of a key with ':'.
+func (s *Store) key(parts ...string) string {
+	return s.prefix + strings.Join(parts, ":")
+}
+
+// Close closes the connections. It may be called more than once.
+func (s *Store) Close() error {
+	err := s.rdb.Close()
+	if errors.Is(err, goredis.ErrClosed) {
+		return nil
+	}
+	return err
+}
