@@ -18,7 +18,10 @@ import (
 // of keep-alive connections that lasts across rounds.
 type target struct {
 	name string
-	vt   vegeta.Target
+	// vt is the request sent; when vts holds several, they are sent in
+	// turn, and vt is the first of them.
+	vt  vegeta.Target
+	vts []vegeta.Target
 	// want is the status code of a successful answer, as vegeta counts
 	// codes ("200", "202").
 	want string
@@ -31,9 +34,17 @@ type target struct {
 // newTarget returns a target that sends vt with at most workers requests
 // in flight.
 func newTarget(name string, vt vegeta.Target, want, workers int, timeout time.Duration) *target {
+	return newTargets(name, []vegeta.Target{vt}, want, workers, timeout)
+}
+
+// newTargets returns a target that sends the requests of vts in turn,
+// round robin, with at most workers requests in flight. vts must not be
+// empty.
+func newTargets(name string, vts []vegeta.Target, want, workers int, timeout time.Duration) *target {
 	return &target{
 		name:    name,
-		vt:      vt,
+		vt:      vts[0],
+		vts:     vts,
 		want:    strconv.Itoa(want),
 		workers: workers,
 		client:  &http.Client{Transport: loopbackTransport(workers, timeout), Timeout: timeout},
@@ -84,7 +95,7 @@ func (t *target) attack(ctx context.Context, du time.Duration, lat *vegeta.Laten
 	var m vegeta.Metrics
 	// Rate 0 with a fixed number of workers: each worker sends its next
 	// request as soon as the previous one is answered.
-	for res := range atk.Attack(vegeta.NewStaticTargeter(t.vt), vegeta.Rate{}, du, t.name) {
+	for res := range atk.Attack(vegeta.NewStaticTargeter(t.vts...), vegeta.Rate{}, du, t.name) {
 		m.Add(res)
 		if lat != nil {
 			lat.Add(res.Latency)

@@ -5,6 +5,9 @@
 //     respond) against a bare respond: maximum throughput and latency,
 //     alternating the two in short rounds so that a noisy machine weighs on
 //     both alike;
+//   - accounts at run time: the chain with requests cycling over many
+//     dynamic accounts, created through the admin API, against the chain
+//     with the one static account; and how soon a revoked key is refused;
 //   - task creations through the chain and the task API, with storage bolt
 //     (each 202 means the task is fsynced) and storage memory, against the
 //     same POST answered by a bare respond, and this disk's raw fsync rate
@@ -23,7 +26,7 @@
 // Each storage runs in its own server process, so that no phase inherits
 // another's tasks. Run it from the module root:
 //
-//	go run ./bench [-rounds 5] [-duration 2s] [-warmup 1s] [-workers 64] [-create-rounds 3] [-tasks 20000] [-latency-rate 500]
+//	go run ./bench [-rounds 5] [-duration 2s] [-warmup 1s] [-workers 64] [-accounts 10000] [-create-rounds 3] [-tasks 20000] [-latency-rate 500]
 //		[-webhook-tasks 10000] [-webhook-rate 200] [-retry-tasks 10000] [-retry-window 10s] [-profile dir]
 package main
 
@@ -52,6 +55,7 @@ type options struct {
 	profileDir      string
 	profileSeconds  int
 	bareHeaders     bool
+	accounts        int
 	createWorkers   int
 	createRounds    int
 	concurrency     int
@@ -82,6 +86,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Second, "timeout of one request")
 	flag.StringVar(&o.out, "out", filepath.Join("bench", "results", "edge.md"), "Markdown file the table is written to, relative to the module root")
 	flag.BoolVar(&o.bareHeaders, "bare-headers", true, "send bare the same requests as the chain, credential headers included (false: bare requests carry none, so the ratio also counts the cost of carrying the headers)")
+	flag.IntVar(&o.accounts, "accounts", 10000, "dynamic accounts created through the admin API, whose requests the chain's comparison with the static account cycles over")
 	flag.IntVar(&o.createWorkers, "create-workers", 32, "concurrent clients creating tasks")
 	flag.IntVar(&o.createRounds, "create-rounds", 3, "measured rounds of task creation per storage, alternating with bare")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "workers of the task type (task_type concurrency)")
@@ -138,6 +143,8 @@ func (o options) check() error {
 		return errors.New("-timeout must be positive")
 	case o.profileSeconds < 1:
 		return errors.New("-profile-seconds must be at least 1")
+	case o.accounts < 1:
+		return errors.New("-accounts must be at least 1")
 	case o.createWorkers < 1:
 		return errors.New("-create-workers must be at least 1")
 	case o.createRounds < 1:
@@ -210,8 +217,10 @@ func run(ctx context.Context, o options) (err error) {
 
 	res := &results{createWorkers: o.createWorkers, concurrency: o.concurrency}
 
-	// The edge chain, then creations with storage memory. The workers are
-	// parked on the holding source: creations alone use the store.
+	// The edge chain, then creations with storage memory, then dynamic
+	// accounts: last, so that the figures before do not carry them. The
+	// workers are parked on the holding source: creations alone use the
+	// store.
 	memory := serverConfig{name: "memory", storage: "memory", sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
 	err = withServer(ctx, bin, filepath.Join(tmp, memory.name), memory, func(s *server) error {
 		chain, bare := s.edgeTargets(o)
@@ -228,9 +237,12 @@ func run(ctx context.Context, o options) (err error) {
 			return err
 		}
 		if o.profileDir != "" {
-			return s.profile(ctx, o, chain, bare, create)
+			if err := s.profile(ctx, o, chain, bare, create); err != nil {
+				return err
+			}
 		}
-		return nil
+		res.accounts, err = measureAccounts(ctx, o, s, chain)
+		return err
 	})
 	if err != nil {
 		return err
@@ -364,7 +376,7 @@ func run(ctx context.Context, o options) (err error) {
 	}
 
 	return errors.Join(
-		res.edge.a.check("chain"), res.edge.b.check("bare"),
+		res.edge.a.check("chain"), res.edge.b.check("bare"), res.accounts.check(),
 		res.createMemory.a.check("memory creation"), res.createMemory.b.check("bare POST"),
 		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
 		res.completion.check(), res.latency.check(),

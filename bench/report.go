@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +17,9 @@ type results struct {
 	createWorkers, concurrency int
 	// edge is the chain (a) against bare (b).
 	edge *pairResult
+	// accounts is the chain with many dynamic accounts against the static
+	// one, and revocations.
+	accounts *accountsResult
 	// createMemory and createBolt are task creations (a) against bare
 	// answering the same POST (b), on a server with each storage.
 	createMemory, createBolt *pairResult
@@ -52,6 +56,16 @@ func (r *results) table() string {
 	cpuRows(row, e, "request", true)
 	row("responses (not 200)", fmt.Sprintf("%d (%d)", e.a.requests, e.a.failures()),
 		fmt.Sprintf("%d (%d)", e.b.requests, e.b.failures()), "")
+
+	a := r.accounts
+	row(fmt.Sprintf("**accounts at run time**, %s created through the admin API in %s (%.0f/s); chain column: dynamic accounts, bare column: the static one",
+		thousands(a.created), a.createSpan.Round(time.Millisecond), a.createRate()), "", "", "")
+	dt, st := a.edge.a.medianThroughput(), a.edge.b.medianThroughput()
+	row(fmt.Sprintf("edge chain, %s dynamic accounts vs 1 static: req/s, median of %d (ratio: of the medians / median of the rounds' own)", thousands(a.created), a.edge.rounds),
+		fmt.Sprintf("%.0f", dt), fmt.Sprintf("%.0f", st), ratio(dt, st)+" / "+fmt.Sprintf("%.2f", a.edge.pairedRatio()))
+	row(fmt.Sprintf("revocation → first rejection (403), p50 / max of %d: from the DELETE sent; from its answer", len(a.fromSent)),
+		latency(quantile(a.fromSent, 0.5))+" / "+latency(quantile(a.fromSent, 1))+"; "+
+			latency(quantile(a.fromAnswer, 0.5))+" / "+latency(quantile(a.fromAnswer, 1)), "", "")
 
 	row(fmt.Sprintf("**task creation**, %d clients, POST %s; bare answers the same POST", r.createWorkers, createPath), "", "", "")
 	for _, c := range []struct {
@@ -142,6 +156,19 @@ func memoryCell(samples ...memorySample) string {
 	return strings.Join(cells, " → ")
 }
 
+// thousands writes n with a comma between groups of three digits: 10,000.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	start := 0
+	if n < 0 {
+		start = 1
+	}
+	for i := len(s) - 3; i > start; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
 func mib(n uint64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 
 // cpuRows adds the server's CPU per request of p, and the client's when
@@ -194,6 +221,12 @@ func writeReport(path string, o options, r *results, table string) error {
 		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), r.fsType)
 	fmt.Fprintf(&b, "- Edge: %d rounds × %s per site after %s warm-up, %d workers, keep-alive, rate unbounded; %s.\n",
 		o.rounds, o.duration, o.warmup, o.workers, bareHeaders)
+	fmt.Fprintf(&b, "- Accounts at run time: on the edge's server, after its task creations, %d accounts created through the admin API (`POST /taskgate/accounts`) by %d clients over keep-alive connections, "+
+		"each `{\"name\":\"bench-N\",\"rate_limit\":\"1000000000/s\",\"allow\":[\"127.0.0.1/32\"]}`; then the chain site loaded as for the edge, the requests cycling over every account's credentials, "+
+		"in rounds alternating with the static bench account's. Then %d revocations, each of a fresh account's first key: one client sends requests with it back to back, one at a time, over one keep-alive connection; "+
+		"once one is accepted the harness adds a second key, revokes the first (`DELETE …/keys/{id}`), and times the arrival of the first 403 from the DELETE sent and from its answer "+
+		"(negative: the 403 came first), to within one request's round trip; it checks that no request sent after that answer was accepted, and that the second key works.\n",
+		o.accounts, accountCreators, revocations)
 	fmt.Fprintf(&b, "- Task creation: one server per storage; %d rounds × %s per site after %s warm-up, %d workers, rate unbounded; body `%s`. "+
 		"The task type's workers are parked on a source that holds their calls, so the store serves creations alone. "+
 		"With storage bolt every 202 means the task is fsynced; the fsync probe ran %s in the bolt file's directory just before.\n",
@@ -213,8 +246,9 @@ func writeReport(path string, o options, r *results, table string) error {
 		"Then the receiver answers 204 until every delivery has arrived.\n\n",
 		retrySpec(r.retries.policy), o.retryTasks, o.retryWindow)
 	b.WriteString(table)
-	fmt.Fprintf(&b, "\nThroughput of each round (req/s): chain %s; bare %s.\n",
-		formatRounds(r.edge.a.throughputs), formatRounds(r.edge.b.throughputs))
+	fmt.Fprintf(&b, "\nThroughput of each round (req/s): chain %s; bare %s. Chain with dynamic accounts %s; with the static one %s.\n",
+		formatRounds(r.edge.a.throughputs), formatRounds(r.edge.b.throughputs),
+		formatRounds(r.accounts.edge.a.throughputs), formatRounds(r.accounts.edge.b.throughputs))
 	fmt.Fprintf(&b, "Creations/s of each round: bolt %s (bare %s); memory %s (bare %s).\n",
 		formatRounds(r.createBolt.a.throughputs), formatRounds(r.createBolt.b.throughputs),
 		formatRounds(r.createMemory.a.throughputs), formatRounds(r.createMemory.b.throughputs))
