@@ -21,6 +21,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/taskgate/taskgate/backend/admin"
+	"github.com/taskgate/taskgate/backend/usage"
 )
 
 func init() {
@@ -120,7 +123,7 @@ the admin API directly (POST or PATCH /taskgate/accounts).
 	wh := cliAddWebhookFlags(cmd)
 	_ = cmd.MarkFlagRequired("name")
 
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+	return cliCommand(c, cmd, func([]string) (*cliRequest, error) {
 		body := map[string]any{"name": *name}
 		if *id != "" {
 			body["id"] = *id
@@ -128,7 +131,7 @@ the admin API directly (POST or PATCH /taskgate/accounts).
 		if *rate != "" {
 			body["rate_limit"] = *rate
 		}
-		if cmd.Flags().Changed("burst") {
+		if f.Changed("burst") {
 			body["burst"] = *burst
 		}
 		if len(*allow) > 0 {
@@ -140,29 +143,19 @@ the admin API directly (POST or PATCH /taskgate/accounts).
 		if *failure != "" {
 			body["failure_webhook"] = *failure
 		}
-		hooks, err := wh.webhooks(cmd)
-		if err != nil {
-			return err
+		if err := wh.addTo(cmd, body); err != nil {
+			return nil, err
 		}
-		if hooks != nil {
-			body["webhooks"] = hooks
-		}
-
 		what := "new account"
 		if *id != "" {
 			what = "account " + *id
 		}
-		raw, err := c.do(cmd, what, http.MethodPost, "/taskgate/accounts", body)
-		if err != nil {
-			return err
-		}
-		return cliPrint(c, cmd, raw, func(w io.Writer, a *cliCreatedAccount) {
-			fmt.Fprintf(w, "Created account %s.\n\n", cliClean(a.ID))
-			cliWriteAccount(w, &a.cliAccount)
-			fmt.Fprintf(w, "\nAPI key (shown once; store it now, it cannot be shown again):\n\n  %s\n", cliClean(a.APIKey))
-		})
-	}
-	return cmd
+		return &cliRequest{what, http.MethodPost, "/taskgate/accounts", body}, nil
+	}, func(w io.Writer, _ []string, a *admin.CreatedAccount) {
+		fmt.Fprintf(w, "Created account %s.\n\n", cliClean(a.ID))
+		cliWriteAccount(w, &a.AccountView)
+		fmt.Fprintf(w, "\nAPI key (shown once; store it now, it cannot be shown again):\n\n  %s\n", cliClean(a.APIKey))
+	})
 }
 
 func (c *accountCLI) listCommand() *cobra.Command {
@@ -172,28 +165,23 @@ func (c *accountCLI) listCommand() *cobra.Command {
 		Example: "  taskgate account list",
 		Args:    cobra.NoArgs,
 	}
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		raw, err := c.do(cmd, "accounts", http.MethodGet, "/taskgate/accounts", nil)
-		if err != nil {
-			return err
+	return cliCommand(c, cmd, func([]string) (*cliRequest, error) {
+		return &cliRequest{"accounts", http.MethodGet, "/taskgate/accounts", nil}, nil
+	}, func(w io.Writer, _ []string, l *admin.AccountList) {
+		if len(l.Accounts) == 0 {
+			fmt.Fprintln(w, "No accounts.")
+			return
 		}
-		return cliPrint(c, cmd, raw, func(w io.Writer, l *cliAccountList) {
-			if len(l.Accounts) == 0 {
-				fmt.Fprintln(w, "No accounts.")
-				return
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tKIND\tDISABLED\tRATE\tKEYS\tALLOW")
-			for i := range l.Accounts {
-				a := &l.Accounts[i]
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-					cliClean(a.ID), cliClean(a.Name), a.kind(), cliYesNo(a.Disabled),
-					a.rate(), a.keyCount(), cliList(a.Allow, "any"))
-			}
-			tw.Flush()
-		})
-	}
-	return cmd
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tKIND\tDISABLED\tRATE\tKEYS\tALLOW")
+		for i := range l.Accounts {
+			a := &l.Accounts[i]
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+				cliClean(a.ID), cliClean(a.Name), cliKind(a), cliYesNo(a.Disabled),
+				cliRate(a), cliKeyCount(a), cliList(a.Allow, "any"))
+		}
+		tw.Flush()
+	})
 }
 
 func (c *accountCLI) showCommand() *cobra.Command {
@@ -203,14 +191,9 @@ func (c *accountCLI) showCommand() *cobra.Command {
 		Example: "  taskgate account show acme",
 		Args:    cobra.ExactArgs(1),
 	}
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		raw, err := c.do(cmd, "account "+args[0], http.MethodGet, cliAccountPath(args[0]), nil)
-		if err != nil {
-			return err
-		}
-		return cliPrint(c, cmd, raw, func(w io.Writer, a *cliAccount) { cliWriteAccount(w, a) })
-	}
-	return cmd
+	return cliCommand(c, cmd, func(args []string) (*cliRequest, error) {
+		return cliOnAccount(args[0], http.MethodGet, "", nil), nil
+	}, func(w io.Writer, _ []string, a *admin.AccountView) { cliWriteAccount(w, a) })
 }
 
 func (c *accountCLI) updateCommand() *cobra.Command {
@@ -248,63 +231,52 @@ the webhooks, and since secrets are never shown, --webhook-secret or
 	cmd.MarkFlagsMutuallyExclusive("task-type", "clear-task-types")
 	cmd.MarkFlagsMutuallyExclusive("webhook", "clear-webhooks")
 
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		changed := cmd.Flags().Changed
+	return cliCommand(c, cmd, func(args []string) (*cliRequest, error) {
 		body := map[string]any{}
-		if changed("name") {
+		if f.Changed("name") {
 			body["name"] = *name
 		}
-		if changed("rate-limit") {
+		if f.Changed("rate-limit") {
 			body["rate_limit"] = *rate
 		}
-		if changed("burst") {
+		if f.Changed("burst") {
 			body["burst"] = *burst
 		}
-		if changed("allow") {
+		if f.Changed("allow") {
 			body["allow"] = *allow
 		}
 		if *clearAllow {
 			body["allow"] = []string{}
 		}
-		if changed("task-type") {
+		if f.Changed("task-type") {
 			body["task_types"] = *taskTypes
 		}
 		if *clearTaskTypes {
 			body["task_types"] = []string{}
 		}
-		if changed("failure-webhook") {
+		if f.Changed("failure-webhook") {
 			body["failure_webhook"] = *failure
 		}
-		hooks, err := wh.webhooks(cmd)
-		if err != nil {
-			return err
-		}
-		if hooks != nil {
-			body["webhooks"] = hooks
+		if err := wh.addTo(cmd, body); err != nil {
+			return nil, err
 		}
 		if *clearWebhooks {
 			body["webhooks"] = []cliWebhookBody{}
 		}
-		if changed("enable") {
+		if f.Changed("enable") {
 			if !*enable {
-				return errors.New("--enable=false: to disable an account, use 'account disable'")
+				return nil, errors.New("--enable=false: to disable an account, use 'account disable'")
 			}
 			body["disabled"] = false
 		}
 		if len(body) == 0 {
-			return errors.New("nothing to change: give at least one flag (see --help)")
+			return nil, errors.New("nothing to change: give at least one flag (see --help)")
 		}
-
-		raw, err := c.do(cmd, "account "+args[0], http.MethodPatch, cliAccountPath(args[0]), body)
-		if err != nil {
-			return err
-		}
-		return cliPrint(c, cmd, raw, func(w io.Writer, a *cliAccount) {
-			fmt.Fprintf(w, "Updated account %s.\n\n", cliClean(a.ID))
-			cliWriteAccount(w, a)
-		})
-	}
-	return cmd
+		return cliOnAccount(args[0], http.MethodPatch, "", body), nil
+	}, func(w io.Writer, _ []string, a *admin.AccountView) {
+		fmt.Fprintf(w, "Updated account %s.\n\n", cliClean(a.ID))
+		cliWriteAccount(w, a)
+	})
 }
 
 func (c *accountCLI) rotateKeyCommand() *cobra.Command {
@@ -322,31 +294,26 @@ with 'account revoke-key'); with it they expire after that duration
 	}
 	expire := cmd.Flags().Duration("expire-others-in", 0, "Expire the account's other keys after this duration (e.g. 24h; 0s: now)")
 
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+	return cliCommand(c, cmd, func(args []string) (*cliRequest, error) {
 		var body any
 		if cmd.Flags().Changed("expire-others-in") {
 			if *expire < 0 {
-				return fmt.Errorf("--expire-others-in %s: must not be negative", *expire)
+				return nil, fmt.Errorf("--expire-others-in %s: must not be negative", *expire)
 			}
 			body = map[string]string{"expire_others_in": expire.String()}
 		}
-		raw, err := c.do(cmd, "account "+args[0], http.MethodPost, cliAccountPath(args[0])+"/keys", body)
-		if err != nil {
-			return err
+		return cliOnAccount(args[0], http.MethodPost, "/keys", body), nil
+	}, func(w io.Writer, args []string, k *admin.NewKeyView) {
+		fmt.Fprintf(w, "New key %s (prefix %s) for account %s, created %s.\n",
+			cliClean(k.KeyID), cliClean(k.Prefix), cliClean(args[0]), cliTime(&k.CreatedAt))
+		fmt.Fprintf(w, "\nAPI key (shown once; store it now, it cannot be shown again):\n\n  %s\n\n", cliClean(k.APIKey))
+		if k.OthersExpireAt != nil {
+			fmt.Fprintf(w, "The account's other keys expire at %s.\n", cliTime(k.OthersExpireAt))
+		} else {
+			fmt.Fprintf(w, "The account's other keys stay live; revoke them with '%s account revoke-key %s <key-id>'.\n",
+				cmd.Root().Name(), cliClean(args[0]))
 		}
-		return cliPrint(c, cmd, raw, func(w io.Writer, k *cliNewKey) {
-			fmt.Fprintf(w, "New key %s (prefix %s) for account %s, created %s.\n",
-				cliClean(k.KeyID), cliClean(k.Prefix), cliClean(args[0]), cliClean(k.CreatedAt))
-			fmt.Fprintf(w, "\nAPI key (shown once; store it now, it cannot be shown again):\n\n  %s\n\n", cliClean(k.APIKey))
-			if k.OthersExpireAt != "" {
-				fmt.Fprintf(w, "The account's other keys expire at %s.\n", cliClean(k.OthersExpireAt))
-			} else {
-				fmt.Fprintf(w, "The account's other keys stay live; revoke them with '%s account revoke-key %s <key-id>'.\n",
-					cmd.Root().Name(), cliClean(args[0]))
-			}
-		})
-	}
-	return cmd
+	})
 }
 
 func (c *accountCLI) revokeKeyCommand() *cobra.Command {
@@ -356,22 +323,18 @@ func (c *accountCLI) revokeKeyCommand() *cobra.Command {
 		Example: "  taskgate account revoke-key acme key_7Qd2kP0aXw1Lm9Zr",
 		Args:    cobra.ExactArgs(2),
 	}
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		raw, err := c.do(cmd, "account "+args[0]+" key "+args[1], http.MethodDelete,
-			cliAccountPath(args[0])+"/keys/"+url.PathEscape(args[1]), nil)
-		if err != nil {
-			return err
+	return cliCommand(c, cmd, func(args []string) (*cliRequest, error) {
+		req := cliOnAccount(args[0], http.MethodDelete, "/keys/"+url.PathEscape(args[1]), nil)
+		req.what += " key " + args[1]
+		return req, nil
+	}, func(w io.Writer, args []string, a *admin.AccountView) {
+		live := cliLiveKeys(a)
+		fmt.Fprintf(w, "Revoked key %s of account %s; %d live key(s) left.\n", cliClean(args[1]), cliClean(a.ID), live)
+		if live == 0 {
+			fmt.Fprintf(w, "The account authenticates nothing until it gets a new key: '%s account rotate-key %s'.\n",
+				cmd.Root().Name(), cliClean(a.ID))
 		}
-		return cliPrint(c, cmd, raw, func(w io.Writer, a *cliAccount) {
-			live := a.liveKeys()
-			fmt.Fprintf(w, "Revoked key %s of account %s; %d live key(s) left.\n", cliClean(args[1]), cliClean(a.ID), live)
-			if live == 0 {
-				fmt.Fprintf(w, "The account authenticates nothing until it gets a new key: '%s account rotate-key %s'.\n",
-					cmd.Root().Name(), cliClean(a.ID))
-			}
-		})
-	}
-	return cmd
+	})
 }
 
 func (c *accountCLI) disableCommand() *cobra.Command {
@@ -385,17 +348,12 @@ stay readable. 'account update <id> --enable' enables it again.
 		Example: "  taskgate account disable acme",
 		Args:    cobra.ExactArgs(1),
 	}
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		raw, err := c.do(cmd, "account "+args[0], http.MethodDelete, cliAccountPath(args[0]), nil)
-		if err != nil {
-			return err
-		}
-		return cliPrint(c, cmd, raw, func(w io.Writer, a *cliAccount) {
-			fmt.Fprintf(w, "Disabled account %s: its keys no longer work. Enable it again with '%s account update %s --enable'.\n",
-				cliClean(a.ID), cmd.Root().Name(), cliClean(a.ID))
-		})
-	}
-	return cmd
+	return cliCommand(c, cmd, func(args []string) (*cliRequest, error) {
+		return cliOnAccount(args[0], http.MethodDelete, "", nil), nil
+	}, func(w io.Writer, _ []string, a *admin.AccountView) {
+		fmt.Fprintf(w, "Disabled account %s: its keys no longer work. Enable it again with '%s account update %s --enable'.\n",
+			cliClean(a.ID), cmd.Root().Name(), cliClean(a.ID))
+	})
 }
 
 func (c *accountCLI) usageCommand() *cobra.Command {
@@ -413,7 +371,7 @@ the last 30 days up to today. The counts are at most a few seconds behind.
 	from := cmd.Flags().String("from", "", "First UTC day, YYYY-MM-DD")
 	to := cmd.Flags().String("to", "", "Last UTC day, YYYY-MM-DD")
 
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+	return cliCommand(c, cmd, func(args []string) (*cliRequest, error) {
 		q := url.Values{}
 		if *from != "" {
 			q.Set("from", *from)
@@ -421,31 +379,66 @@ the last 30 days up to today. The counts are at most a few seconds behind.
 		if *to != "" {
 			q.Set("to", *to)
 		}
-		uri := cliAccountPath(args[0]) + "/usage"
+		sub := "/usage"
 		if len(q) > 0 {
-			uri += "?" + q.Encode()
+			sub += "?" + q.Encode()
 		}
-		raw, err := c.do(cmd, "account "+args[0], http.MethodGet, uri, nil)
+		return cliOnAccount(args[0], http.MethodGet, sub, nil), nil
+	}, func(w io.Writer, _ []string, u *admin.UsageReport) {
+		fmt.Fprintf(w, "Usage of account %s from %s to %s (UTC days):\n\n", cliClean(u.AccountID), cliClean(u.From), cliClean(u.To))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "DAY\tTASK TYPE\tREQUESTS\tREJECTED\tCREATED\tCOMPLETED\tFAILED")
+		for i := range u.Usage {
+			r := &u.Usage[i]
+			taskType := cliClean(r.TaskType)
+			if taskType == "" {
+				taskType = "(none)"
+			}
+			cliWriteUsageRow(tw, cliClean(r.Day), taskType, &r.Counts)
+		}
+		cliWriteUsageRow(tw, "total", "", &u.Total)
+		tw.Flush()
+		if by := cliRejectedByCode(u.Total.Rejected); by != "" {
+			fmt.Fprintf(w, "\nRejected, by error code: %s\n", by)
+		}
+	})
+}
+
+// cliRequest is what a subcommand asks of the admin API.
+type cliRequest struct {
+	// what the request is about, such as "account acme"; its errors start
+	// with it.
+	what   string
+	method string
+	uri    string
+	// body, when not nil, is sent as JSON.
+	body any
+}
+
+// cliOnAccount is a request about the account id, to its path followed by
+// sub ("", "/keys", …).
+func cliOnAccount(id, method, sub string, body any) *cliRequest {
+	return &cliRequest{"account " + id, method, cliAccountPath(id) + sub, body}
+}
+
+// cliCommand makes cmd run as every subcommand does: request turns the
+// arguments and flags into a request (or refuses them, before anything is
+// sent), the request is sent, and the answer is printed, as the API's JSON
+// with --json, else decoded into T and written by human for people.
+func cliCommand[T any](c *accountCLI, cmd *cobra.Command,
+	request func(args []string) (*cliRequest, error),
+	human func(w io.Writer, args []string, answer *T),
+) *cobra.Command {
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		req, err := request(args)
 		if err != nil {
 			return err
 		}
-		return cliPrint(c, cmd, raw, func(w io.Writer, u *cliUsage) {
-			fmt.Fprintf(w, "Usage of account %s from %s to %s (UTC days):\n\n", cliClean(u.AccountID), cliClean(u.From), cliClean(u.To))
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "DAY\tTASK TYPE\tREQUESTS\tREJECTED\tCREATED\tCOMPLETED\tFAILED")
-			for _, r := range u.Usage {
-				taskType := cliClean(r.TaskType)
-				if taskType == "" {
-					taskType = "(none)"
-				}
-				cliWriteUsageRow(tw, cliClean(r.Day), taskType, &r.cliUsageCounts)
-			}
-			cliWriteUsageRow(tw, "total", "", &u.Total)
-			tw.Flush()
-			if by := cliRejectedByCode(u.Total.Rejected); by != "" {
-				fmt.Fprintf(w, "\nRejected, by error code: %s\n", by)
-			}
-		})
+		raw, err := c.do(cmd, req)
+		if err != nil {
+			return err
+		}
+		return cliPrint(c, cmd, raw, func(w io.Writer, answer *T) { human(w, args, answer) })
 	}
 	return cmd
 }
@@ -474,27 +467,28 @@ type cliWebhookBody struct {
 	Secret string `json:"secret,omitempty"`
 }
 
-// webhooks returns the webhooks the flags describe, or nil when no
-// --webhook was given.
-func (w *cliWebhookFlags) webhooks(cmd *cobra.Command) ([]cliWebhookBody, error) {
+// addTo sets body["webhooks"] to the webhooks the flags describe; it
+// leaves body alone when no --webhook was given.
+func (w *cliWebhookFlags) addTo(cmd *cobra.Command, body map[string]any) error {
 	secret := *w.secret
 	if *w.secretFile != "" {
 		var err error
 		if secret, err = cliReadSecret(cmd, *w.secretFile); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if len(*w.urls) == 0 {
 		if secret != "" {
-			return nil, errors.New("a webhook secret needs at least one --webhook")
+			return errors.New("a webhook secret needs at least one --webhook")
 		}
-		return nil, nil
+		return nil
 	}
 	hooks := make([]cliWebhookBody, 0, len(*w.urls))
 	for _, u := range *w.urls {
 		hooks = append(hooks, cliWebhookBody{URL: u, Secret: secret})
 	}
-	return hooks, nil
+	body["webhooks"] = hooks
+	return nil
 }
 
 // cliReadSecret reads a secret from the file name, or standard input for "-",
@@ -552,16 +546,15 @@ const cliTimeout = time.Minute
 const cliMaxAnswer = 16 << 20
 
 // do sends one request to the admin API and returns the body of a
-// successful answer. body, if not nil, is sent as JSON. Errors start with
-// what, the thing the request is about.
-func (c *accountCLI) do(cmd *cobra.Command, what, method, uri string, body any) ([]byte, error) {
+// successful answer.
+func (c *accountCLI) do(cmd *cobra.Command, r *cliRequest) ([]byte, error) {
 	addr, err := caddycmd.DetermineAdminAPIAddress(c.address, nil, c.config, c.adapter)
 	if err != nil {
 		return nil, fmt.Errorf("finding the admin address: %w", err)
 	}
 	var reqBody io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
+	if r.body != nil {
+		b, err := json.Marshal(r.body)
 		if err != nil {
 			return nil, err
 		}
@@ -574,12 +567,12 @@ func (c *accountCLI) do(cmd *cobra.Command, what, method, uri string, body any) 
 	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
 	defer cancel()
 
-	status, answer, err := cliAdminRequest(ctx, addr, method, uri, reqBody)
+	status, answer, err := cliAdminRequest(ctx, addr, r.method, r.uri, reqBody)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return nil, fmt.Errorf("%s: %w", r.what, err)
 	}
 	if status >= 400 {
-		return nil, fmt.Errorf("%s: %w", what, cliDecodeError(status, answer))
+		return nil, fmt.Errorf("%s: %w", r.what, cliDecodeError(status, answer))
 	}
 	return answer, nil
 }
@@ -680,94 +673,14 @@ func cliPrint[T any](c *accountCLI, cmd *cobra.Command, raw []byte, human func(i
 	return nil
 }
 
-// cliAccount is the account object of the admin API.
-type cliAccount struct {
-	ID               string       `json:"id"`
-	Name             string       `json:"name"`
-	Static           bool         `json:"static"`
-	Disabled         bool         `json:"disabled"`
-	RateLimit        string       `json:"rate_limit"`
-	Burst            int          `json:"burst"`
-	DefaultRateLimit bool         `json:"default_rate_limit"`
-	Allow            []string     `json:"allow"`
-	TaskTypes        []string     `json:"task_types"`
-	Webhooks         []cliWebhook `json:"webhooks"`
-	FailureWebhook   string       `json:"failure_webhook"`
-	Keys             []cliKey     `json:"keys"`
-	CreatedAt        string       `json:"created_at"`
-	UpdatedAt        string       `json:"updated_at"`
-}
-
-// cliWebhook is a webhook as the admin API shows it.
-type cliWebhook struct {
-	URL              string   `json:"url"`
-	Types            []string `json:"types"`
-	HasSecret        bool     `json:"has_secret"`
-	HasAuthorization bool     `json:"has_authorization"`
-}
-
-// cliKey is an API key as the admin API shows it.
-type cliKey struct {
-	ID        string  `json:"id"`
-	Prefix    string  `json:"prefix"`
-	CreatedAt string  `json:"created_at"`
-	ExpiresAt *string `json:"expires_at"`
-	Expired   bool    `json:"expired"`
-}
-
-// cliCreatedAccount is the answer to POST /taskgate/accounts.
-type cliCreatedAccount struct {
-	cliAccount
-	APIKey string `json:"api_key"`
-}
-
-// cliAccountList is the answer to GET /taskgate/accounts.
-type cliAccountList struct {
-	Accounts []cliAccount `json:"accounts"`
-}
-
-// cliNewKey is the answer to POST /taskgate/accounts/{id}/keys.
-type cliNewKey struct {
-	KeyID          string `json:"key_id"`
-	APIKey         string `json:"api_key"`
-	Prefix         string `json:"prefix"`
-	CreatedAt      string `json:"created_at"`
-	OthersExpireAt string `json:"others_expire_at"`
-}
-
-// cliUsage is the answer to GET /taskgate/accounts/{id}/usage.
-type cliUsage struct {
-	AccountID string         `json:"account_id"`
-	From      string         `json:"from"`
-	To        string         `json:"to"`
-	Usage     []cliUsageRow  `json:"usage"`
-	Total     cliUsageCounts `json:"total"`
-}
-
-// cliUsageRow is one day and task type of a usage report.
-type cliUsageRow struct {
-	Day      string `json:"day"`
-	TaskType string `json:"task_type"`
-	cliUsageCounts
-}
-
-// cliUsageCounts are the counters of a usage row or total.
-type cliUsageCounts struct {
-	Requests       int64            `json:"requests"`
-	Rejected       map[string]int64 `json:"rejected"`
-	TasksCreated   int64            `json:"tasks_created"`
-	TasksCompleted int64            `json:"tasks_completed"`
-	TasksFailed    int64            `json:"tasks_failed"`
-}
-
-func (a *cliAccount) kind() string {
+func cliKind(a *admin.AccountView) string {
 	if a.Static {
 		return "static"
 	}
 	return "dynamic"
 }
 
-func (a *cliAccount) rate() string {
+func cliRate(a *admin.AccountView) string {
 	s := fmt.Sprintf("%s burst %d", cliClean(a.RateLimit), a.Burst)
 	if a.DefaultRateLimit {
 		s += " (default)"
@@ -775,7 +688,7 @@ func (a *cliAccount) rate() string {
 	return s
 }
 
-func (a *cliAccount) liveKeys() int {
+func cliLiveKeys(a *admin.AccountView) int {
 	n := 0
 	for _, k := range a.Keys {
 		if !k.Expired {
@@ -785,9 +698,9 @@ func (a *cliAccount) liveKeys() int {
 	return n
 }
 
-// keyCount is the number of live keys, and of expired ones if any.
-func (a *cliAccount) keyCount() string {
-	live := a.liveKeys()
+// cliKeyCount is the number of live keys, and of expired ones if any.
+func cliKeyCount(a *admin.AccountView) string {
+	live := cliLiveKeys(a)
 	s := strconv.Itoa(live)
 	if expired := len(a.Keys) - live; expired > 0 {
 		s += fmt.Sprintf(" (+%d expired)", expired)
@@ -796,7 +709,7 @@ func (a *cliAccount) keyCount() string {
 }
 
 // cliWriteAccount writes an account for people.
-func cliWriteAccount(w io.Writer, a *cliAccount) {
+func cliWriteAccount(w io.Writer, a *admin.AccountView) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	status := "enabled"
 	if a.Disabled {
@@ -804,9 +717,9 @@ func cliWriteAccount(w io.Writer, a *cliAccount) {
 	}
 	fmt.Fprintf(tw, "id:\t%s\n", cliClean(a.ID))
 	fmt.Fprintf(tw, "name:\t%s\n", cliClean(a.Name))
-	fmt.Fprintf(tw, "kind:\t%s\n", a.kind())
+	fmt.Fprintf(tw, "kind:\t%s\n", cliKind(a))
 	fmt.Fprintf(tw, "status:\t%s\n", status)
-	fmt.Fprintf(tw, "rate limit:\t%s\n", a.rate())
+	fmt.Fprintf(tw, "rate limit:\t%s\n", cliRate(a))
 	fmt.Fprintf(tw, "allow:\t%s\n", cliList(a.Allow, "any address"))
 	fmt.Fprintf(tw, "task types:\t%s\n", cliList(a.TaskTypes, "all"))
 	if len(a.Webhooks) == 0 {
@@ -834,11 +747,11 @@ func cliWriteAccount(w io.Writer, a *cliAccount) {
 		fmt.Fprintf(tw, "%s\t%s\n", label, line)
 	}
 	fmt.Fprintf(tw, "failure webhook:\t%s\n", cliOrNone(cliClean(a.FailureWebhook)))
-	if a.CreatedAt != "" {
-		fmt.Fprintf(tw, "created:\t%s\n", cliClean(a.CreatedAt))
+	if t := cliTime(a.CreatedAt); t != "" {
+		fmt.Fprintf(tw, "created:\t%s\n", t)
 	}
-	if a.UpdatedAt != "" {
-		fmt.Fprintf(tw, "updated:\t%s\n", cliClean(a.UpdatedAt))
+	if t := cliTime(a.UpdatedAt); t != "" {
+		fmt.Fprintf(tw, "updated:\t%s\n", t)
 	}
 	tw.Flush()
 
@@ -853,24 +766,24 @@ func cliWriteAccount(w io.Writer, a *cliAccount) {
 		state := "live"
 		switch {
 		case k.Expired && k.ExpiresAt != nil:
-			state = "expired " + cliClean(*k.ExpiresAt)
+			state = "expired " + cliTime(k.ExpiresAt)
 		case k.Expired:
 			state = "expired"
 		case k.ExpiresAt != nil:
-			state = "live, expires " + cliClean(*k.ExpiresAt)
+			state = "live, expires " + cliTime(k.ExpiresAt)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", cliClean(k.ID), cliDash(cliClean(k.Prefix)), cliDash(cliClean(k.CreatedAt)), state)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", cliClean(k.ID), cliDash(cliClean(k.Prefix)), cliDash(cliTime(k.CreatedAt)), state)
 	}
 	tw.Flush()
 }
 
-func cliWriteUsageRow(tw io.Writer, day, taskType string, c *cliUsageCounts) {
+func cliWriteUsageRow(tw io.Writer, day, taskType string, c *usage.Counts) {
 	var rejected int64
 	for _, n := range c.Rejected {
 		rejected += n
 	}
 	fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\n",
-		day, taskType, c.Requests, rejected, c.TasksCreated, c.TasksCompleted, c.TasksFailed)
+		day, taskType, c.Requests, rejected, c.Created, c.Completed, c.Failed)
 }
 
 // cliRejectedByCode lists rejection counts as "code n, code n", by code.
@@ -896,6 +809,15 @@ func cliList(list []string, none string) string {
 		out[i] = cliClean(s)
 	}
 	return strings.Join(out, ", ")
+}
+
+// cliTime writes a time of an answer as the API sends it: RFC 3339 in UTC,
+// with the fraction of a second it has; "" for none.
+func cliTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
 }
 
 func cliOrNone(s string) string {

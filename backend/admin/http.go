@@ -169,7 +169,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		views = append(views, h.staticView(a, now))
 	}
 	slices.SortFunc(views, func(a, b AccountView) int { return strings.Compare(a.ID, b.ID) })
-	apierr.WriteJSON(w, http.StatusOK, map[string]any{"accounts": views})
+	apierr.WriteJSON(w, http.StatusOK, AccountList{Accounts: views})
 }
 
 func (h *Handler) show(w http.ResponseWriter, r *http.Request, id string) {
@@ -195,10 +195,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	apierr.WriteJSON(w, http.StatusCreated, struct {
-		AccountView
-		APIKey string `json:"api_key"`
-	}{h.recordView(rec, h.Service.now()), key})
+	apierr.WriteJSON(w, http.StatusCreated, CreatedAccount{AccountView: h.recordView(rec, h.Service.now()), APIKey: key})
 }
 
 func (h *Handler) update(w http.ResponseWriter, r *http.Request, id string) {
@@ -231,13 +228,13 @@ func (h *Handler) addKey(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, err)
 		return
 	}
-	apierr.WriteJSON(w, http.StatusCreated, struct {
-		KeyID          string     `json:"key_id"`
-		APIKey         string     `json:"api_key"`
-		Prefix         string     `json:"prefix"`
-		CreatedAt      time.Time  `json:"created_at"`
-		OthersExpireAt *time.Time `json:"others_expire_at,omitempty"`
-	}{added.Record.ID, added.Key, added.Record.Prefix, added.Record.CreatedAt, added.OthersExpireAt})
+	apierr.WriteJSON(w, http.StatusCreated, NewKeyView{
+		KeyID:          added.Record.ID,
+		APIKey:         added.Key,
+		Prefix:         added.Record.Prefix,
+		CreatedAt:      added.Record.CreatedAt,
+		OthersExpireAt: added.OthersExpireAt,
+	})
 }
 
 func (h *Handler) usage(w http.ResponseWriter, r *http.Request, id string) {
@@ -258,24 +255,17 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, err)
 		return
 	}
-	type row struct {
-		Day      string `json:"day"`
-		TaskType string `json:"task_type"`
-		usage.Counts
+	report := UsageReport{
+		AccountID: id,
+		From:      usage.Day(from),
+		To:        usage.Day(to),
+		Usage:     make([]UsageRow, 0, len(rows)),
 	}
-	out := make([]row, 0, len(rows))
-	var total usage.Counts
 	for _, r := range rows {
-		out = append(out, row{r.Day, r.TaskType, r.Counts})
-		total.Add(r.Counts)
+		report.Usage = append(report.Usage, UsageRow{Day: r.Day, TaskType: r.TaskType, Counts: r.Counts})
+		report.Total.Add(r.Counts)
 	}
-	apierr.WriteJSON(w, http.StatusOK, map[string]any{
-		"account_id": id,
-		"from":       usage.Day(from),
-		"to":         usage.Day(to),
-		"usage":      out,
-		"total":      total,
-	})
+	apierr.WriteJSON(w, http.StatusOK, report)
 }
 
 func parseDay(s string, def time.Time) (time.Time, error) {
@@ -403,6 +393,54 @@ type KeyView struct {
 	CreatedAt *time.Time `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	Expired   bool       `json:"expired"`
+}
+
+// CreatedAccount is the answer to POST /taskgate/accounts: the new account
+// and its first key, which is shown only here.
+type CreatedAccount struct {
+	AccountView
+	// APIKey is the account's first key, "tg_…".
+	APIKey string `json:"api_key"`
+}
+
+// AccountList is the answer to GET /taskgate/accounts: every account,
+// static and dynamic, by id.
+type AccountList struct {
+	Accounts []AccountView `json:"accounts"`
+}
+
+// NewKeyView is the answer to POST /taskgate/accounts/{id}/keys: the new
+// key, which is shown only here.
+type NewKeyView struct {
+	KeyID     string    `json:"key_id"`
+	APIKey    string    `json:"api_key"`
+	Prefix    string    `json:"prefix"`
+	CreatedAt time.Time `json:"created_at"`
+	// OthersExpireAt is when the account's other keys expire; nil when
+	// they were left alone.
+	OthersExpireAt *time.Time `json:"others_expire_at,omitempty"`
+}
+
+// UsageReport is the answer to GET /taskgate/accounts/{id}/usage: an
+// account's usage per day and task type from From to To, UTC days
+// ("2006-01-02"), both included.
+type UsageReport struct {
+	AccountID string `json:"account_id"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	// Total comes before Usage, as it always has in the answer.
+	Total usage.Counts `json:"total"`
+	// Usage is by day, then task type; empty, not null, when none.
+	Usage []UsageRow `json:"usage"`
+}
+
+// UsageRow is the counts of one day and task type of a UsageReport.
+type UsageRow struct {
+	// Day is the UTC day, "2006-01-02".
+	Day string `json:"day"`
+	// TaskType is "" for requests that name no configured task type.
+	TaskType string `json:"task_type"`
+	usage.Counts
 }
 
 func (h *Handler) recordView(r *account.Record, now time.Time) AccountView {
