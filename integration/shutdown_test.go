@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,10 +46,16 @@ taskgate {
 	// The waiting calls run in goroutines: they report errors through
 	// their channel, not t.Fatal.
 	client := &http.Client{Timeout: 60 * time.Second}
+	// wrote gets one signal per call once its request is on the wire, so
+	// that the SIGTERM below comes after both requests reached the server.
+	wrote := make(chan struct{}, 2)
 	call := func(method, url, body string) chan result {
 		done := make(chan result, 1)
 		go func() {
 			req, _ := http.NewRequest(method, url, strings.NewReader(body))
+			req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+				WroteRequest: func(httptrace.WroteRequestInfo) { wrote <- struct{}{} },
+			}))
 			req.Header = c.header(nil)
 			resp, err := client.Do(req)
 			if err != nil {
@@ -77,6 +84,13 @@ taskgate {
 	default:
 	}
 
+	for range 2 {
+		select {
+		case <-wrote:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a waiting call was not sent within 10s")
+		}
+	}
 	start := time.Now()
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
