@@ -1,0 +1,284 @@
+package ratelimit
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/taskgate/taskgate/backend/internal/redistest"
+)
+
+// testPrefix is the prefix production uses.
+const testPrefix = "{tg}:rl:"
+
+// newTestRedis starts a redis-server for the test and returns the store on
+// it and a client to look at its keys.
+func newTestRedis(t *testing.T) (*Redis, *goredis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	// No test here restarts the server: spare them an fsync per write.
+	if err := rdb.ConfigSet(context.Background(), "appendonly", "no").Err(); err != nil {
+		t.Fatal(err)
+	}
+	return NewRedis(rdb, testPrefix), rdb
+}
+
+// redisAt is the Redis store deciding at a fake clock's time instead of
+// Redis's: the same script, given now.
+type redisAt struct {
+	r     *Redis
+	clock *fakeClock
+}
+
+func (s redisAt) Take(ctx context.Context, key string, l Limit) (Result, error) {
+	now := s.clock.Now().UnixNano()
+	return s.r.take(ctx, key, l, now/1e9, now%1e9)
+}
+
+func TestRedisConformance(t *testing.T) {
+	testStore(t, func(t *testing.T, clock *fakeClock) Store {
+		r, _ := newTestRedis(t)
+		return redisAt{r, clock}
+	})
+}
+
+func TestRedisBurstThenRefusal(t *testing.T) {
+	r, _ := newTestRedis(t)
+	l := mustLimit(t, "1/h", 5)
+	if got := admitN(t, r, "a", l, 20); got != 5 {
+		t.Fatalf("admitted %d, want the burst 5", got)
+	}
+	if got := admitN(t, r, "b", l, 20); got != 5 {
+		t.Fatalf("another key: admitted %d, want its own burst 5", got)
+	}
+}
+
+func TestRedisResultFields(t *testing.T) {
+	r, _ := newTestRedis(t)
+	// An hour per request: the time the test takes changes no decision,
+	// and bounds how far the durations are below whole hours.
+	l := mustLimit(t, "1/h", 3)
+	ctx := context.Background()
+	start := time.Now()
+	// plausible tells whether d is want less the time since start (and a
+	// millisecond for the clocks' resolutions).
+	plausible := func(d, want time.Duration) bool {
+		return d <= want && d > want-time.Since(start)-time.Millisecond
+	}
+	for i, wantRemaining := range []int64{2, 1, 0} {
+		res, err := r.Take(ctx, "a", l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Allowed || res.Remaining != wantRemaining || res.RetryAfter != 0 {
+			t.Fatalf("request %d: %+v, want allowed with %d remaining", i, res, wantRemaining)
+		}
+		if want := time.Duration(i+1) * time.Hour; !plausible(res.ResetAfter, want) {
+			t.Fatalf("request %d: reset after %v, want just under %v", i, res.ResetAfter, want)
+		}
+	}
+	res, err := r.Take(ctx, "a", l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Allowed || res.Remaining != 0 || !plausible(res.RetryAfter, time.Hour) || !plausible(res.ResetAfter, 3*time.Hour) {
+		t.Fatalf("refused request: %+v, want retry after just under 1h, reset after just under 3h", res)
+	}
+}
+
+func TestRedisRefusedRequestsCostNothing(t *testing.T) {
+	r, rdb := newTestRedis(t)
+	ctx := context.Background()
+	l := mustLimit(t, "1/h", 1)
+	admitN(t, r, "a", l, 1)
+	before, err := rdb.Get(ctx, testPrefix+"a").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := admitN(t, r, "a", l, 200); got != 0 {
+		t.Fatalf("admitted %d past a spent burst", got)
+	}
+	if after := rdb.Get(ctx, testPrefix+"a").Val(); after != before {
+		t.Fatalf("refused requests moved the TAT from %s to %s", before, after)
+	}
+}
+
+func TestRedisConcurrentTakesAdmitExactlyTheBurst(t *testing.T) {
+	r, _ := newTestRedis(t)
+	l := mustLimit(t, "1/h", 500)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	passed := 0
+	for range 16 {
+		wg.Go(func() {
+			n := admitN(t, r, "a", l, 100)
+			mu.Lock()
+			passed += n
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if passed != 500 {
+		t.Fatalf("admitted %d concurrently, want 500", passed)
+	}
+}
+
+func TestRedisKeyExpiresWithItsTAT(t *testing.T) {
+	r, rdb := newTestRedis(t)
+	ctx := context.Background()
+	l := mustLimit(t, "1/h", 5)
+	admitN(t, r, "a", l, 2)
+	// One key per account, at prefix + key, gone when the TAT passes: two
+	// hours from now.
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || keys[0] != testPrefix+"a" {
+		t.Fatalf("keys %q, want just %q", keys, testPrefix+"a")
+	}
+	ttl := rdb.PTTL(ctx, testPrefix+"a").Val()
+	if ttl > 2*time.Hour || ttl < 2*time.Hour-time.Minute {
+		t.Fatalf("TTL %v, want just under 2h", ttl)
+	}
+	// Each admission pushes the TTL one interval; the refusal after the
+	// burst leaves it.
+	admitN(t, r, "a", l, 3)
+	admitN(t, r, "a", l, 1)
+	if ttl := rdb.PTTL(ctx, testPrefix+"a").Val(); ttl > 5*time.Hour || ttl < 5*time.Hour-time.Minute {
+		t.Fatalf("TTL %v after the burst, want just under 5h (the window)", ttl)
+	}
+
+	// A key of a millisecond's TAT vanishes: Redis tells of the expiry.
+	if err := rdb.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
+		t.Fatal(err)
+	}
+	sub := rdb.Subscribe(ctx, "__keyevent@0__:expired")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	fast := mustLimit(t, "1000/s", 1)
+	admitN(t, r, "b", fast, 1)
+	select {
+	case msg := <-sub.Channel():
+		if msg.Payload != testPrefix+"b" {
+			t.Fatalf("expired %q, want %q", msg.Payload, testPrefix+"b")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("key of a passed TAT not expired within 10s, TTL %v", rdb.PTTL(ctx, testPrefix+"b").Val())
+	}
+}
+
+// TestRedisScriptEqualsDecide feeds the script and Decide the same random
+// requests at the same times (to the nanosecond: the test gives the
+// script its now) and wants the same results and the same stored TATs.
+func TestRedisScriptEqualsDecide(t *testing.T) {
+	_, rdb := newTestRedis(t)
+	ctx := context.Background()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0x7a7e))
+
+	limits := []Limit{
+		mustLimit(t, "30/s", 0),
+		mustLimit(t, "3/s", 5),
+		mustLimit(t, "7/100ms", 1),
+		mustLimit(t, "1000/s", 1000),
+		mustLimit(t, "1/h", 1),
+		mustLimit(t, "5/m", 2),
+		mustLimit(t, "1000000000/s", 0), // one per nanosecond
+		mustLimit(t, "3/s", 1<<20),
+		// Windows beyond 2^53 ns (104 days), where a double loses
+		// nanoseconds: 200 days and a century.
+		mustLimit(t, "1/d", 200),
+		mustLimit(t, "1/d", 36500),
+	}
+	keys := []string{"a", "b", "c"}
+	limitOf := map[string]Limit{}
+	model := map[string]int64{} // the TATs, as Memory keeps them
+	now := int64(1_763_000_000_123_456_789)
+
+	if err := takeScript.Load(ctx, rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for step := range 10000 {
+		key := keys[rng.IntN(len(keys))]
+		l, ok := limitOf[key]
+		if !ok || rng.IntN(20) == 0 {
+			l = limits[rng.IntN(len(limits))]
+			limitOf[key] = l
+		}
+		switch rng.IntN(7) {
+		case 0, 1: // at the same instant
+		case 2:
+			now += rng.Int64N(int64(l.Interval())*2 + 1)
+		case 3:
+			now += rng.Int64N(int64(l.Interval())/3 + 1)
+		case 4:
+			// Whole microseconds, as TIME gives, or milliseconds: times
+			// that carry exactly into the seconds.
+			now += rng.Int64N(1000) * []int64{1e3, 1e6}[rng.IntN(2)]
+		case 5:
+			now += rng.Int64N(min(int64(l.Window()), int64(30*24*time.Hour)) + 1)
+		case 6:
+			now = (now/1e9 + 1) * 1e9 // the next whole second
+		}
+
+		wantTAT, want := Decide(model[key], now, l)
+		if want.Allowed {
+			model[key] = wantTAT
+		}
+
+		// The script and a look at its key in one transaction, with the
+		// key's expiry lifted: the key would expire on Redis's clock, not
+		// on the test's.
+		k := testPrefix + key
+		var eval *goredis.Cmd
+		var pttl *goredis.DurationCmd
+		var stored *goredis.StringCmd
+		_, err := rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			eval = takeScript.EvalSha(ctx, p, []string{k}, takeArgs(l, []any{now / 1e9, now % 1e9})...)
+			pttl = p.PTTL(ctx, k)
+			p.Persist(ctx, k)
+			stored = p.Get(ctx, k)
+			return nil
+		})
+		if err != nil && err != goredis.Nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		v, err := eval.Int64Slice()
+		if err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		got, err := takeResult(v, l)
+		if err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		if got != want {
+			t.Fatalf("step %d: key %s, %v at %d after TAT %d: script %+v, Decide %+v",
+				step, key, l, now, model[key], got, want)
+		}
+		if model[key] == 0 {
+			if stored.Err() != goredis.Nil {
+				t.Fatalf("step %d: stored TAT %q, want none", step, stored.Val())
+			}
+		} else if tat, err := strconv.ParseInt(stored.Val(), 10, 64); err != nil || tat != model[key] {
+			t.Fatalf("step %d: stored TAT %q, want %d", step, stored.Val(), model[key])
+		}
+		if got.Allowed {
+			// PX is the reset time rounded up to milliseconds.
+			wantTTL := (got.ResetAfter + time.Millisecond - 1).Truncate(time.Millisecond)
+			if d := pttl.Val(); d > wantTTL || d < wantTTL-5*time.Millisecond {
+				t.Fatalf("step %d: TTL %v, want %v", step, d, wantTTL)
+			}
+		}
+	}
+}
