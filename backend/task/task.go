@@ -128,6 +128,12 @@ type Store interface {
 	// many it queued.
 	Rescue(ctx context.Context, expiredBefore time.Time) (int, error)
 
+	// ExtendLeases moves the lease end of each of the given tasks that is
+	// still leased to leaseUntil, later or earlier: a node still at work
+	// on them keeps them from being rescued. Ids of tasks not leased
+	// (queued, finished or unknown) are ignored.
+	ExtendLeases(ctx context.Context, requestIDs []string, leaseUntil time.Time) error
+
 	// QueuedTypes returns the task types that have queued (not leased)
 	// tasks, in no order.
 	QueuedTypes(ctx context.Context) ([]string, error)

@@ -127,6 +127,12 @@ type Store interface {
 	// of a RetryDelivery made during the lease), and returns how many.
 	RescueDeliveries(ctx context.Context, expiredBefore time.Time) (int, error)
 
+	// ExtendDeliveryLeases moves the lease end of each of the given
+	// deliveries that is still leased to leaseUntil, later or earlier: a
+	// node still attempting them keeps them from being rescued. Ids of
+	// deliveries not leased (due, ended or unknown) are ignored.
+	ExtendDeliveryLeases(ctx context.Context, ids []string, leaseUntil time.Time) error
+
 	// CountDeliveries returns the number of deliveries with the status;
 	// the pending count includes the leased ones.
 	CountDeliveries(ctx context.Context, status Status) (int, error)

@@ -267,6 +267,17 @@ func (s *fakeStore) RescueDeliveries(_ context.Context, expiredBefore time.Time)
 	return n, nil
 }
 
+func (s *fakeStore) ExtendDeliveryLeases(_ context.Context, ids []string, leaseUntil time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if r, ok := s.records[id]; ok && !r.leaseUntil.IsZero() {
+			r.leaseUntil = leaseUntil
+		}
+	}
+	return nil
+}
+
 func (s *fakeStore) CountDeliveries(_ context.Context, status webhook.Status) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -618,6 +618,50 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 	return n, nil
 }
 
+// ExtendLeases moves the lease end of the tasks still leased, in a
+// transaction with concurrent changes; see task.Store.
+func (s *Store) ExtendLeases(ctx context.Context, requestIDs []string, leaseUntil time.Time) error {
+	if len(requestIDs) == 0 {
+		return s.ready(ctx)
+	}
+	lease := sortable(leaseUntil)
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		tasks, leases := tx.Bucket(bucketTasks), tx.Bucket(bucketLeases)
+		for _, requestID := range requestIDs {
+			id := []byte(requestID)
+			v := tasks.Get(id)
+			if v == nil {
+				continue
+			}
+			h, body, err := decodeValue(v)
+			if err != nil {
+				return fmt.Errorf("%w: %s", err, requestID)
+			}
+			if !h.leased || h.lease == lease {
+				continue
+			}
+			old := leaseKey(h.lease, id)
+			typeName := leases.Get(old)
+			if typeName == nil {
+				return fmt.Errorf("%w: %s is leased but has no lease", errCorrupt, requestID)
+			}
+			typeName = bytes.Clone(typeName)
+			if err := leases.Delete(old); err != nil {
+				return err
+			}
+			if err := leases.Put(leaseKey(lease, id), typeName); err != nil {
+				return err
+			}
+			h.lease = lease
+			// encodeValue copies body out of the page it aliases.
+			if err := tasks.Put(id, encodeValue(h, body)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // QueueDepth returns the number of queued tasks of the type; see
 // task.Store.
 func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {

@@ -377,6 +377,42 @@ func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (
 	return n, nil
 }
 
+// ExtendDeliveryLeases moves the lease end of the deliveries still
+// leased, in a transaction with concurrent changes; see webhook.Store.
+func (s *Store) ExtendDeliveryLeases(ctx context.Context, ids []string, leaseUntil time.Time) error {
+	if len(ids) == 0 {
+		return s.ready(ctx)
+	}
+	lease := sortable(leaseUntil)
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		leases := tx.Bucket(bucketDeliveryLeases)
+		for _, id := range ids {
+			key := []byte(id)
+			rec, err := getDelivery(tx, key)
+			if errors.Is(err, webhook.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !rec.Leased || rec.Lease == lease {
+				continue
+			}
+			if err := leases.Delete(leaseKey(rec.Lease, key)); err != nil {
+				return err
+			}
+			if err := leases.Put(leaseKey(lease, key), nil); err != nil {
+				return err
+			}
+			rec.Lease = lease
+			if err := putDelivery(tx, rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // CountDeliveries returns the number of deliveries with the status; see
 // webhook.Store.
 func (s *Store) CountDeliveries(ctx context.Context, status webhook.Status) (int, error) {

@@ -247,6 +247,21 @@ func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (
 	return n, nil
 }
 
+// ExtendDeliveryLeases moves the lease end of the deliveries still
+// leased; see webhook.Store.
+func (s *Store) ExtendDeliveryLeases(ctx context.Context, ids []string, leaseUntil time.Time) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if d, ok := s.deliveriesLeased[id]; ok {
+			d.leaseUntil = leaseUntil
+		}
+	}
+	return nil
+}
+
 // CountDeliveries returns the number of deliveries with the status; see
 // webhook.Store.
 func (s *Store) CountDeliveries(ctx context.Context, status webhook.Status) (int, error) {

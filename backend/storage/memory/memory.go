@@ -296,6 +296,21 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 	return n, nil
 }
 
+// ExtendLeases moves the lease end of the tasks still leased; see
+// task.Store.
+func (s *Store) ExtendLeases(ctx context.Context, requestIDs []string, leaseUntil time.Time) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	for _, id := range requestIDs {
+		if e, ok := s.leased[id]; ok {
+			e.leaseUntil = leaseUntil
+		}
+	}
+	return nil
+}
+
 // QueueDepth returns the number of queued tasks of the type; see
 // task.Store.
 func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {

@@ -1,8 +1,9 @@
 // Package redis is a task.Store, webhook.Store, account.Store and
 // usage.Store in Redis, shared by any number of taskgate nodes. Every
-// change that touches more than one key is one Lua script, so it is
-// atomic; every key of the store shares one hash tag, so that the scripts
-// also run on Redis Cluster (in one slot).
+// change that touches more than one key is atomic: one Lua script for
+// tasks and deliveries, a MULTI (under WATCH where it reads first) for
+// accounts and usage. Every key of the store shares one hash tag, so that
+// all of it also runs on Redis Cluster (in one slot).
 package redis
 
 import (
@@ -62,7 +63,11 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	cfg.ReadTimeout = ioTimeout
 	cfg.WriteTimeout = ioTimeout
 	cfg.PoolTimeout = ioTimeout
-	cfg.MaxRetries = 1
+	// A script whose reply was lost may have run: sending it again could
+	// run it twice (a task created twice, a claim lost). A failed call
+	// fails; the caller answers 503 and the client retries.
+	cfg.MaxRetries = -1
+	cfg.ContextTimeoutEnabled = true
 	rdb := goredis.NewClient(cfg)
 	s := &Store{rdb: rdb, prefix: "{" + o.prefix + "}:"}
 	if err := rdb.Ping(ctx).Err(); err != nil {

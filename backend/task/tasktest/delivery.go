@@ -43,6 +43,7 @@ var deliveryTests = []struct {
 	{"DeliveriesGetList", testDeliveriesGetList},
 	{"DeliveriesRetry", testDeliveriesRetry},
 	{"DeliveriesRescue", testDeliveriesRescue},
+	{"DeliveriesExtendLeases", testDeliveriesExtendLeases},
 	{"DeliveriesCount", testDeliveriesCount},
 	{"DeliveriesPurge", testDeliveriesPurge},
 	{"DeliveriesConcurrency", testDeliveriesConcurrency},
@@ -541,6 +542,65 @@ func testDeliveriesRescue(t *testing.T, s Store) {
 	sameDelivery(t, mustGetDelivery(t, s, d1), done)
 }
 
+// testDeliveriesExtendLeases moves leases, as a node still attempting its
+// deliveries does: an extended lease is rescued only once its new end has
+// passed, and ids of deliveries not leased are ignored.
+func testDeliveriesExtendLeases(t *testing.T, s Store) {
+	ctx := t.Context()
+	tk := claimed(t, s, accountA, base)
+	at := func(seconds int) *webhook.Delivery {
+		return newDelivery(tk, hookA, base, base.Add(time.Duration(seconds)*time.Second))
+	}
+	d1, d2, d3, ended, due := at(1), at(2), at(3), at(4), at(60)
+	mustFinish(t, s, finished(tk, task.Completed, base), d1, d2, d3, ended, due)
+	now := base.Add(10 * time.Second)
+	wantDeliveries(t, "claim", claimDeliveries(t, s, now, 10, base.Add(time.Minute), nil), d1, d2, d3, ended)
+	endedWant := attempted(ended, webhook.Delivered, ended.NextAt, webhook.Attempt{At: now, StatusCode: 200})
+	mustRecord(t, s, endedWant)
+
+	extend := func(ids []string, leaseUntil time.Time) {
+		t.Helper()
+		if err := s.ExtendDeliveryLeases(ctx, ids, leaseUntil); err != nil {
+			t.Fatalf("ExtendDeliveryLeases(%v): %v", ids, err)
+		}
+	}
+	rescue := func(before time.Time, want int) {
+		t.Helper()
+		if n, err := s.RescueDeliveries(ctx, before); err != nil || n != want {
+			t.Fatalf("RescueDeliveries(%v) = %d, %v; want %d", before, n, err, want)
+		}
+	}
+	// d1 twice in one call, and ids that are not leased: due, ended,
+	// unknown.
+	extend([]string{d1.ID, "unknown", due.ID, d1.ID, ended.ID}, base.Add(time.Hour))
+	extend([]string{d3.ID}, base.Add(30*time.Second))
+	extend(nil, base.Add(time.Hour))
+	sameDelivery(t, mustGetDelivery(t, s, ended), endedWant)
+	sameDelivery(t, mustGetDelivery(t, s, d1), d1)
+	wantCount(t, s, webhook.Pending, 4)
+	wantDeliveries(t, "claim of the due one", claimDeliveries(t, s, base.Add(time.Minute), 10, base.Add(2*time.Hour), nil), due)
+
+	rescue(base.Add(30*time.Second), 0) // ended before, not at
+	rescue(base.Add(30*time.Second+time.Nanosecond), 1)
+	rescue(base.Add(time.Minute+time.Nanosecond), 1)
+	wantDeliveries(t, "claim after the lease was shortened", claimDeliveries(t, s, now, 10, base.Add(2*time.Hour), nil), d2, d3)
+	rescue(base.Add(time.Hour), 0)
+	rescue(base.Add(time.Hour+time.Nanosecond), 1)
+	wantDeliveries(t, "claim after the extended lease ended", claimDeliveries(t, s, now, 10, base.Add(3*time.Hour), nil), d1)
+
+	// A retry asked for during an extended lease still holds when the
+	// attempt is recorded.
+	extend([]string{d1.ID}, farFuture)
+	retryAt := base.Add(5 * time.Minute)
+	if _, err := s.RetryDelivery(ctx, accountA, d1.ID, retryAt); err != nil {
+		t.Fatalf("RetryDelivery: %v", err)
+	}
+	rescue(base.Add(24*time.Hour), 3)
+	mustRecord(t, s, attempted(d1, webhook.Delivered, now, webhook.Attempt{At: now, StatusCode: 200}))
+	wantCount(t, s, webhook.Delivered, 1)
+	wantDeliveries(t, "claim of the retried", claimDeliveries(t, s, farFuture, 10, farFuture, nil), d2, d3, due, d1)
+}
+
 func testDeliveriesCount(t *testing.T, s Store) {
 	for _, status := range []webhook.Status{webhook.Pending, webhook.Delivered, webhook.Failed, "unknown"} {
 		wantCount(t, s, status, 0)
@@ -718,6 +778,7 @@ func testDeliveriesClose(t *testing.T, s Store) {
 			_, err := s.CountDeliveries(ctx, webhook.Pending)
 			return err
 		},
+		"ExtendDeliveryLeases": func() error { return s.ExtendDeliveryLeases(ctx, []string{d.ID}, base) },
 	}
 	for name, call := range calls {
 		if err := call(); err == nil {

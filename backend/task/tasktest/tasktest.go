@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"FinishRescued", testFinishRescued},
 		{"Release", testRelease},
 		{"Rescue", testRescue},
+		{"ExtendLeases", testExtendLeases},
 		{"QueueDepth", testQueueDepth},
 		{"Purge", testPurge},
 		{"Concurrency", testConcurrency},
@@ -635,6 +636,64 @@ func testRescue(t *testing.T, s task.Store) {
 	rescue(farFuture, 3)
 }
 
+// testExtendLeases moves leases, as a node still at its tasks does: an
+// extended lease is rescued only once its new end has passed, and ids of
+// tasks not leased are ignored.
+func testExtendLeases(t *testing.T, s task.Store) {
+	ctx := t.Context()
+	a, b, c, queued := newTask(accountA, typePAN, base), newTask(accountA, typePAN, base), newTask(accountA, typePAN, base), newTask(accountA, typePAN, base)
+	finishedTask := newTask(accountA, typeGST, base)
+	mustCreate(t, s, a, b, c, queued, finishedTask)
+	wantIDs(t, "claim", claim(t, s, typePAN, 3, base.Add(time.Minute)), a, b, c)
+	claim(t, s, typeGST, 1, base.Add(time.Minute))
+	end := finished(finishedTask, task.Completed, base)
+	end.Attempts = 1
+	mustFinish(t, s, end)
+
+	extend := func(ids []string, leaseUntil time.Time) {
+		t.Helper()
+		if err := s.ExtendLeases(ctx, ids, leaseUntil); err != nil {
+			t.Fatalf("ExtendLeases(%v): %v", ids, err)
+		}
+	}
+	rescue := func(before time.Time, want int) {
+		t.Helper()
+		if n, err := s.Rescue(ctx, before); err != nil || n != want {
+			t.Fatalf("Rescue(%v) = %d, %v; want %d", before, n, err, want)
+		}
+	}
+	// a twice in one call, and ids that are not leased: queued, finished,
+	// unknown.
+	extend([]string{a.RequestID, "unknown", queued.RequestID, a.RequestID, finishedTask.RequestID}, base.Add(time.Hour))
+	extend([]string{c.RequestID}, base.Add(30*time.Second))
+	extend(nil, base.Add(time.Hour))
+	wantDepth(t, s, typePAN, 1)
+	wantDepth(t, s, typeGST, 0)
+	sameTask(t, mustGet(t, s, finishedTask), end)
+
+	rescue(base.Add(30*time.Second), 0) // ended before, not at
+	rescue(base.Add(30*time.Second+time.Nanosecond), 1)
+	rescue(base.Add(time.Minute+time.Nanosecond), 1)
+	wantIDs(t, "claim after the lease was shortened", claim(t, s, typePAN, 10, base.Add(2*time.Hour)), b, c, queued)
+	rescue(base.Add(time.Hour), 0)
+	rescue(base.Add(time.Hour+time.Nanosecond), 1)
+
+	// The extended task kept its place, and its attempts.
+	got := claim(t, s, typePAN, 1, base.Add(3*time.Hour))
+	wantIDs(t, "claim after the extended lease ended", got, a)
+	if len(got) == 1 && got[0].Attempts != 2 {
+		t.Errorf("%s has Attempts %d, want 2", a.RequestID, got[0].Attempts)
+	}
+	// A lease extended past every rescue but the last.
+	extend([]string{a.RequestID}, farFuture)
+	rescue(base.Add(24*time.Hour), 3)
+	wantDepth(t, s, typePAN, 3)
+	if err := s.Release(ctx, []string{a.RequestID}); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	wantIDs(t, "claim after Release of the extended lease", claim(t, s, typePAN, 10, base.Add(time.Hour)), a, b, c, queued)
+}
+
 func testQueueDepth(t *testing.T, s task.Store) {
 	ctx := t.Context()
 	wantDepth(t, s, typePAN, 0)
@@ -823,6 +882,9 @@ func testClose(t *testing.T, s task.Store) {
 	}
 	if _, err := s.Claim(ctx, typePAN, 1, base); err == nil {
 		t.Errorf("Claim after Close succeeded, want an error")
+	}
+	if err := s.ExtendLeases(ctx, []string{tk.RequestID}, base); err == nil {
+		t.Errorf("ExtendLeases after Close succeeded, want an error")
 	}
 }
 

@@ -1,0 +1,180 @@
+package redis
+
+// The layout of tasks and webhook deliveries in Redis.
+//
+// Every key starts with the store's prefix, "{tg}:" by default, whose
+// braces make it the hash tag of every key: the whole store is one Cluster
+// slot, so that each Lua script may touch any of its keys. Go builds keys
+// with Store.key; a script builds the keys it cannot be told in advance
+// (a task's queue, a delivery's indexes) with the functions of
+// lua/prelude.lua from the prefix it gets as ARGV[1], by the same rules
+// (keys_test.go checks that both agree). A part of a key that is followed
+// by another is length-prefixed ("4:acme"), so that no two tuples share a
+// key; the last part is written as is.
+//
+// Times are kept at nanoseconds, in two forms. Where only Go reads them
+// they are JSON (time.Time's, which keeps the nanoseconds and the zone).
+// Where Redis orders them they are 16 lowercase hex digits of the instant
+// as a sortable uint64 (nanoseconds since 1970 with the sign bit flipped,
+// clamped to the years 1678–2262: see sortable), so that byte order is time
+// order. A double score cannot hold nanoseconds, so every time-ordered
+// index is a sorted set whose scores are all 0 and whose members are
+// "<hex time>:<id>": Redis orders them by bytes, that is by time then id,
+// and ZRANGEBYLEX reads a time range ("(<hex>" is "before", "(<hex>;" "at
+// or before", since ';' follows ':'). Lists that go newest first use the
+// complement of the time (invHex).
+//
+// Tasks:
+//
+//	task:<request id>            hash: json (the task as created, as JSON),
+//	                             end (its terminal fields as JSON, once
+//	                             finished), att (Attempts), type, seq (its
+//	                             place in its queue, for life), lease (its
+//	                             member of task_leases while leased), acct,
+//	                             grp and tid (group and task id, when not
+//	                             empty), lm (its member of the list indexes)
+//	task_seq                     string: the last seq given (INCR)
+//	task_queue:<type>            zset: queued request ids, scored by seq
+//	task_queues                  set: the types whose queue is not empty
+//	task_leases                  zset: "<lease end>:<request id>"
+//	task_group:<account>:<group> zset: "<inverted creation>:<request id>"
+//	task_taskid:<account>:<id>   zset: the same, by task id
+//	task_completed               zset: "<completion>:<request id>" of the
+//	                             terminal tasks, for Purge
+//	idem:<account>:<key>         hash: json (the task.Idempotency), at (its
+//	                             creation, hex)
+//	idem_age                     zset: "<creation>:<account>:<key>", for Purge
+//
+// Deliveries:
+//
+//	dlv:<id>                     hash: json (the delivery as stored, but for
+//	                             what changes), st (Status), next (NextAt as
+//	                             JSON), nts (NextAt, hex), att (Attempts as
+//	                             JSON), acct, rid, url, cm (its member of
+//	                             the list indexes), em (of dlv_ended), due
+//	                             (its member of dlv_due:<url> while due),
+//	                             lease (of dlv_leases while leased), retry
+//	                             ("1": RetryDelivery during the lease)
+//	dlv_due:<url>                zset: "<NextAt>:<id>" of the URL's due
+//	                             deliveries
+//	dlv_due_heads                zset: the first member of every
+//	                             dlv_due:<url>, so that a claim walks the
+//	                             URLs by their earliest due delivery and
+//	                             passes over a URL skip turned down at the
+//	                             cost of one member, whatever its backlog
+//	dlv_leases                   zset: "<lease end>:<id>"
+//	dlv_account:<account>        zset: "<inverted creation>:<id>"
+//	dlv_request:<account>:<rid>  zset: the same, by request id
+//	dlv_status:<account>:<st>    zset: the same, by status
+//	dlv_ended                    zset: "<creation>:<id>" of the delivered
+//	                             and failed ones, for Purge
+//	dlv_counts                   hash: status → number of deliveries
+//
+// A pending delivery is either due (in dlv_due:<url>, and so in the heads
+// when it is its URL's earliest) or leased (in dlv_leases); an ended one is
+// in dlv_ended. A queued task is in its type's queue; a leased one in
+// task_leases; a terminal one in task_completed.
+//
+// Durability: a change is one script, which Redis applies whole, and a
+// call returns once Redis has answered, that is once the change is in
+// Redis's memory and, with appendonly yes, written to the append-only
+// file. Whether that file is synced before the answer is the operator's
+// choice of appendfsync: always (what the tests run) loses nothing a call
+// returned for; everysec may lose the last second on a crash of the host.
+
+import (
+	"encoding/hex"
+	"math"
+	"strconv"
+	"time"
+)
+
+// The instants int64 nanoseconds since 1970 can hold.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// sortable returns t as a number whose order is the instants' order:
+// nanoseconds since 1970 with the sign bit flipped. Instants outside the
+// years 1678–2262 are clamped to the nearest end.
+func sortable(t time.Time) uint64 {
+	n := int64(math.MaxInt64)
+	switch {
+	case t.Before(minTime):
+		n = math.MinInt64
+	case !t.After(maxTime):
+		n = t.UnixNano()
+	}
+	return uint64(n) ^ (1 << 63)
+}
+
+// hexUint64 is v as 16 lowercase hex digits.
+func hexUint64(v uint64) string {
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(v >> (56 - 8*i))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// hexTime is t in the form that sorts like time: 16 hex digits.
+func hexTime(t time.Time) string { return hexUint64(sortable(t)) }
+
+// invHex is t in the form that sorts against time, for lists that go
+// newest first.
+func invHex(t time.Time) string { return hexUint64(^sortable(t)) }
+
+// member is the member of a time-ordered index: the time's 16 hex digits,
+// ':', the id.
+func member(hexT, id string) string { return hexT + ":" + id }
+
+// lexBefore is the ZRANGEBYLEX bound of the members whose time is before
+// t; lexAtOrBefore of those at or before t.
+func lexBefore(t time.Time) string     { return "(" + hexTime(t) }
+func lexAtOrBefore(t time.Time) string { return "(" + hexTime(t) + ";" }
+
+// part is a key part that another part follows: its length, ':', itself.
+func part(s string) string { return strconv.Itoa(len(s)) + ":" + s }
+
+// The keys that Go reads or declares; lua/prelude.lua builds the same.
+
+func (s *Store) taskKey(requestID string) string { return s.key("task", requestID) }
+func (s *Store) queueKey(taskType string) string { return s.key("task_queue", taskType) }
+func (s *Store) queuesKey() string               { return s.key("task_queues") }
+func (s *Store) taskLeasesKey() string           { return s.key("task_leases") }
+func (s *Store) completedKey() string            { return s.key("task_completed") }
+func (s *Store) seqKey() string                  { return s.key("task_seq") }
+func (s *Store) idemAgeKey() string              { return s.key("idem_age") }
+
+func (s *Store) groupKey(accountID, groupID string) string {
+	return s.key("task_group", part(accountID), groupID)
+}
+
+func (s *Store) taskIDKey(accountID, taskID string) string {
+	return s.key("task_taskid", part(accountID), taskID)
+}
+
+// idemRef names an account's idempotency key: the end of its key in
+// Redis and of its member of idem_age.
+func idemRef(accountID, key string) string { return part(accountID) + ":" + key }
+
+func (s *Store) idemKey(ref string) string { return s.key("idem", ref) }
+
+func (s *Store) deliveryKey(id string) string { return s.key("dlv", id) }
+func (s *Store) dueKey(url string) string     { return s.key("dlv_due", url) }
+func (s *Store) dueHeadsKey() string          { return s.key("dlv_due_heads") }
+func (s *Store) deliveryLeasesKey() string    { return s.key("dlv_leases") }
+func (s *Store) endedKey() string             { return s.key("dlv_ended") }
+func (s *Store) deliveryCountsKey() string    { return s.key("dlv_counts") }
+func (s *Store) accountDeliveriesKey(accountID string) string {
+	return s.key("dlv_account", accountID)
+}
+
+func (s *Store) requestDeliveriesKey(accountID, requestID string) string {
+	return s.key("dlv_request", part(accountID), requestID)
+}
+
+func (s *Store) statusDeliveriesKey(accountID string, status string) string {
+	return s.key("dlv_status", part(accountID), status)
+}

@@ -1,0 +1,32 @@
+-- RecordAttempt stores a pending delivery after an attempt, and the
+-- deliveries that come with it (a failure notification): all or nothing.
+-- A retry asked for during the attempt keeps it pending, due at the time
+-- of the request.
+--
+-- ARGV: prefix, id, status, next (json), next (hex), attempts (json), then
+-- the deliveries to store (see checkNew).
+-- Returns {'ok'}, {'notfound'} or {'exists', delivery id}.
+local id = ARGV[2]
+local dk = dlvKey(id)
+local v = redis.call('HMGET', dk, 'st', 'lease', 'retry', 'url', 'due', 'next', 'nts')
+if v[1] ~= 'pending' then return {'notfound'} end
+local dup = checkNew(7)
+if dup then return {'exists', dup} end
+
+if v[2] then
+  redis.call('ZREM', dlvLeasesKey, v[2])
+  redis.call('HDEL', dk, 'lease')
+elseif v[5] then
+  -- Rescued while its worker was still at it.
+  removeDue(dk, v[4], v[5])
+end
+local st, nxt, nts = ARGV[3], ARGV[4], ARGV[5]
+if v[3] then
+  st, nxt, nts = 'pending', v[6], v[7]
+  redis.call('HDEL', dk, 'retry')
+end
+redis.call('HSET', dk, 'att', ARGV[6], 'next', nxt, 'nts', nts)
+setStatus(dk, 'pending', st)
+if st == 'pending' then addDue(dk, v[4], nts .. ':' .. id) end
+addDeliveries(7)
+return {'ok'}

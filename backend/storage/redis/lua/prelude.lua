@@ -1,0 +1,166 @@
+-- The prelude of every script of the store: keys, the byte order of
+-- members, and the changes that several scripts share. The layout is
+-- described in keys.go.
+--
+-- ARGV[1] is the store's prefix, its hash tag: every key built here starts
+-- with it, so that all of them hash to the slot of the declared keys.
+local P = ARGV[1]
+
+-- lt tells whether a sorts before b as Redis orders the members of a
+-- sorted set whose scores are equal: byte by byte (memcmp), not by the
+-- locale, as Lua's < would.
+local function lt(a, b)
+  if a == b then return false end
+  local n = math.min(#a, #b)
+  local i = 1
+  -- Most pairs share a long start: skip it eight bytes at a time.
+  while i + 7 <= n and string.sub(a, i, i + 7) == string.sub(b, i, i + 7) do
+    i = i + 8
+  end
+  while i <= n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+    i = i + 1
+  end
+  return #a < #b
+end
+
+-- idOf returns the id at the end of a time-ordered member
+-- ("<16 hex digits>:<id>").
+local function idOf(m) return string.sub(m, 18) end
+
+-- part is a key part that another part follows.
+local function part(s) return #s .. ':' .. s end
+
+local function taskKey(id) return P .. 'task:' .. id end
+local function queueKey(typ) return P .. 'task_queue:' .. typ end
+local queuesKey = P .. 'task_queues'
+local taskLeasesKey = P .. 'task_leases'
+local completedKey = P .. 'task_completed'
+local seqKey = P .. 'task_seq'
+local function groupKey(acct, id) return P .. 'task_group:' .. part(acct) .. ':' .. id end
+local function taskIDKey(acct, id) return P .. 'task_taskid:' .. part(acct) .. ':' .. id end
+local function idemKey(ref) return P .. 'idem:' .. ref end
+local idemAgeKey = P .. 'idem_age'
+
+local function dlvKey(id) return P .. 'dlv:' .. id end
+local function dueKey(url) return P .. 'dlv_due:' .. url end
+local headsKey = P .. 'dlv_due_heads'
+local dlvLeasesKey = P .. 'dlv_leases'
+local endedKey = P .. 'dlv_ended'
+local countsKey = P .. 'dlv_counts'
+local function accountKey(acct) return P .. 'dlv_account:' .. acct end
+local function requestKey(acct, rid) return P .. 'dlv_request:' .. part(acct) .. ':' .. rid end
+local function statusKey(acct, st) return P .. 'dlv_status:' .. part(acct) .. ':' .. st end
+
+-- first returns the first member of a sorted set, or nil.
+local function first(key)
+  return redis.call('ZRANGE', key, 0, 0)[1]
+end
+
+-- requeue ends a task's lease, if it has one, and queues it again at its
+-- place. It returns 1 when it did.
+local function requeue(id)
+  local tk = taskKey(id)
+  local v = redis.call('HMGET', tk, 'lease', 'type', 'seq')
+  if not v[1] then return 0 end
+  redis.call('ZREM', taskLeasesKey, v[1])
+  redis.call('HDEL', tk, 'lease')
+  redis.call('ZADD', queueKey(v[2]), v[3], id)
+  redis.call('SADD', queuesKey, v[2])
+  return 1
+end
+
+-- addDue makes a delivery due: m is "<NextAt>:<id>". When it falls due
+-- before the URL's other deliveries it becomes the URL's head.
+local function addDue(dk, url, m)
+  local uk = dueKey(url)
+  local head = first(uk)
+  if not head or lt(m, head) then
+    if head then redis.call('ZREM', headsKey, head) end
+    redis.call('ZADD', headsKey, 0, m)
+  end
+  redis.call('ZADD', uk, 0, m)
+  redis.call('HSET', dk, 'due', m)
+end
+
+-- removeDue takes a due delivery out of its URL's due deliveries; the
+-- URL's next one, if any, becomes its head in its place.
+local function removeDue(dk, url, m)
+  local uk = dueKey(url)
+  local head = first(uk)
+  redis.call('ZREM', uk, m)
+  if head == m then
+    redis.call('ZREM', headsKey, m)
+    local nxt = first(uk)
+    if nxt then redis.call('ZADD', headsKey, 0, nxt) end
+  end
+  redis.call('HDEL', dk, 'due')
+end
+
+-- setStatus moves a delivery from one status to another: its status list,
+-- the counts and dlv_ended.
+local function setStatus(dk, old, new)
+  if old == new then return end
+  local v = redis.call('HMGET', dk, 'acct', 'cm', 'em')
+  redis.call('ZREM', statusKey(v[1], old), v[2])
+  redis.call('ZADD', statusKey(v[1], new), 0, v[2])
+  redis.call('HINCRBY', countsKey, old, -1)
+  redis.call('HINCRBY', countsKey, new, 1)
+  if old == 'pending' then
+    redis.call('ZADD', endedKey, 0, v[3])
+  elseif new == 'pending' then
+    redis.call('ZREM', endedKey, v[3])
+  end
+  redis.call('HSET', dk, 'st', new)
+end
+
+-- The deliveries a script stores come in ARGV from index i on: their
+-- number, then ten fields each.
+local DLV_FIELDS = 10
+
+-- checkNew returns the id of a delivery of ARGV from i on that is stored
+-- already or given twice, or nil when all can be stored.
+local function checkNew(i)
+  local n = tonumber(ARGV[i])
+  local seen = {}
+  for j = 0, n - 1 do
+    local id = ARGV[i + 1 + j * DLV_FIELDS]
+    if seen[id] or redis.call('EXISTS', dlvKey(id)) == 1 then return id end
+    seen[id] = true
+  end
+  return nil
+end
+
+-- addDeliveries stores the deliveries of ARGV from i on, pending and due;
+-- checkNew vetted them.
+local function addDeliveries(i)
+  local n = tonumber(ARGV[i])
+  for j = 0, n - 1 do
+    local b = i + 1 + j * DLV_FIELDS
+    local id, json, nxt, nts, att = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+    local acct, rid, url, cm, em = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
+    local dk = dlvKey(id)
+    redis.call('HSET', dk, 'json', json, 'st', 'pending', 'next', nxt, 'nts', nts, 'att', att,
+      'acct', acct, 'rid', rid, 'url', url, 'cm', cm, 'em', em)
+    addDue(dk, url, nts .. ':' .. id)
+    redis.call('ZADD', accountKey(acct), 0, cm)
+    if rid ~= '' then redis.call('ZADD', requestKey(acct, rid), 0, cm) end
+    redis.call('ZADD', statusKey(acct, 'pending'), 0, cm)
+  end
+  if n > 0 then redis.call('HINCRBY', countsKey, 'pending', n) end
+end
+
+-- view returns what Go decodes a delivery from.
+local function view(dk)
+  return redis.call('HMGET', dk, 'json', 'st', 'next', 'att')
+end
+
+-- append adds the values of list to out.
+local function append(out, list)
+  for _, v in ipairs(list) do out[#out + 1] = v end
+end
+
+-- int formats an integer without an exponent.
+local function int(n) return string.format('%d', n) end
+

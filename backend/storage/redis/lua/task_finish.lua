@@ -1,0 +1,27 @@
+-- Finish stores the end of a task that is not terminal, leased or queued
+-- again, with its webhook deliveries (the outbox): all of it or nothing.
+--
+-- ARGV: prefix, request id, end json, its member of task_completed, then
+-- the deliveries (see checkNew).
+-- Returns {'ok'}, {'notfound'} or {'exists', delivery id}.
+local id = ARGV[2]
+local tk = taskKey(id)
+local v = redis.call('HMGET', tk, 'json', 'end', 'lease', 'type')
+if not v[1] or v[2] then return {'notfound'} end
+local dup = checkNew(5)
+if dup then return {'exists', dup} end
+
+if v[3] then
+  redis.call('ZREM', taskLeasesKey, v[3])
+  redis.call('HDEL', tk, 'lease')
+else
+  -- Queued again by Rescue while its worker was still at it: it must not
+  -- run again.
+  local q = queueKey(v[4])
+  redis.call('ZREM', q, id)
+  if redis.call('EXISTS', q) == 0 then redis.call('SREM', queuesKey, v[4]) end
+end
+redis.call('HSET', tk, 'end', ARGV[3])
+redis.call('ZADD', completedKey, 0, ARGV[4])
+addDeliveries(5)
+return {'ok'}

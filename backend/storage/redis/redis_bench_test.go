@@ -1,0 +1,35 @@
+package redis_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/taskgate/taskgate/backend/internal/redistest"
+	"github.com/taskgate/taskgate/backend/task/tasktest"
+)
+
+// BenchmarkCreateParallel measures durable Creates from 32 goroutines:
+// each one script, acknowledged once Redis has written it to its
+// append-only file and synced it (appendfsync always, which syncs once per
+// turn of its event loop for all the writes of that turn). Compare with
+// the bolt store's group commit.
+func BenchmarkCreateParallel(b *testing.B) {
+	tasktest.CreateParallel(b, open(b, redistest.Start(b)), 32)
+}
+
+// BenchmarkFinishParallel measures durable Finishes from 32 goroutines,
+// without deliveries and with two (the outbox of a task with two
+// webhooks), each in the script that ends its task.
+func BenchmarkFinishParallel(b *testing.B) {
+	for _, deliveries := range []int{0, 2} {
+		b.Run(fmt.Sprintf("deliveries=%d", deliveries), func(b *testing.B) {
+			tasktest.FinishParallel(b, open(b, redistest.Start(b)), 32, deliveries)
+		})
+	}
+}
+
+// BenchmarkClaimDeliveriesBehindBacklog measures a claim of another URL's
+// delivery behind 50,000 due deliveries to a URL at its cap.
+func BenchmarkClaimDeliveriesBehindBacklog(b *testing.B) {
+	tasktest.ClaimBehindBacklog(b, open(b, redistest.Start(b)), 50_000)
+}

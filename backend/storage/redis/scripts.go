@@ -1,0 +1,127 @@
+package redis
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// The Lua scripts of tasks and deliveries: every change that touches more
+// than one key is one of them, run with EVALSHA (EVAL the first time a
+// Redis sees it). Each is lua/prelude.lua followed by its own file.
+//
+// A script checks all that can make it fail before it writes anything:
+// Redis applies a script whole but does not undo one that stops half-way.
+// The only write Redis may refuse (OOM under maxmemory) is refused at a
+// script's first write, before it changed anything.
+var (
+	scriptTaskCreate  = newScript("task_create")
+	scriptTaskClaim   = newScript("task_claim")
+	scriptTaskFinish  = newScript("task_finish")
+	scriptTaskRelease = newScript("task_release")
+	scriptTaskRescue  = newScript("task_rescue")
+	scriptTaskExtend  = newScript("task_extend")
+	scriptTaskList    = newScript("task_list")
+	scriptTaskPurge   = newScript("task_purge")
+	scriptIdemPurge   = newScript("idem_purge")
+	scriptDlvClaim    = newScript("dlv_claim")
+	scriptDlvUnlease  = newScript("dlv_unlease")
+	scriptDlvRecord   = newScript("dlv_record")
+	scriptDlvRetry    = newScript("dlv_retry")
+	scriptDlvRescue   = newScript("dlv_rescue")
+	scriptDlvExtend   = newScript("dlv_extend")
+	scriptDlvList     = newScript("dlv_list")
+)
+
+//go:embed lua/*.lua
+var luaFiles embed.FS
+
+// newScript returns the script of lua/<name>.lua.
+func newScript(name string) *goredis.Script {
+	body, err := luaFiles.ReadFile("lua/" + name + ".lua")
+	if err != nil {
+		panic(err)
+	}
+	return newScriptSource(name, string(body))
+}
+
+// newScriptSource returns a script of the prelude and body.
+func newScriptSource(name, body string) *goredis.Script {
+	prelude, err := luaFiles.ReadFile("lua/prelude.lua")
+	if err != nil {
+		panic(err)
+	}
+	return goredis.NewScript("-- taskgate " + name + "\n" + string(prelude) + body)
+}
+
+// run runs a script with the store's prefix as ARGV[1]; key is the key
+// Redis Cluster routes the call by (any key of the store: they share one
+// slot).
+func (s *Store) run(ctx context.Context, script *goredis.Script, key string, args ...any) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	argv := make([]any, 0, 1+len(args))
+	argv = append(argv, s.prefix)
+	argv = append(argv, args...)
+	v, err := script.Run(ctx, s.rdb, []string{key}, argv...).Result()
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, s.fail(err)
+	}
+	return v, nil
+}
+
+// fail wraps an error of go-redis.
+func (s *Store) fail(err error) error {
+	if errors.Is(err, goredis.ErrClosed) {
+		return ErrClosed
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("redis: %w", err)
+}
+
+// ready tells whether a call that has nothing to ask Redis may go ahead:
+// ctx is live and the store open (a closed client fails at once, without
+// a round trip).
+func (s *Store) ready(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
+// The shapes of script answers.
+
+// values returns v as a list.
+func values(v any) ([]any, error) {
+	list, ok := v.([]any)
+	if !ok && v != nil {
+		return nil, fmt.Errorf("redis: unexpected answer %T from a script", v)
+	}
+	return list, nil
+}
+
+// str returns v as a string, "" for nil.
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// integer returns v as an int.
+func integer(v any) (int, error) {
+	switch n := v.(type) {
+	case int64:
+		return int(n), nil
+	case nil:
+		return 0, nil
+	}
+	return 0, fmt.Errorf("redis: unexpected answer %T from a script", v)
+}

@@ -1,0 +1,352 @@
+package redis
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+// batch bounds the records one script of Rescue, RescueDeliveries and the
+// idempotency purge handles, so that no script holds Redis for long; the
+// call runs as many as it takes.
+const batch = 1000
+
+// taskEnd is what Finish adds to a task, stored apart from the task as
+// created so that the scripts never parse JSON.
+type taskEnd struct {
+	Status      task.Status     `json:"status"`
+	CompletedAt *time.Time      `json:"completed_at"`
+	Result      json.RawMessage `json:"result"`
+	Error       *string         `json:"error"`
+	Message     *string         `json:"message"`
+}
+
+// Create stores t and queues it; see task.Store.
+func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency, idemSince time.Time) (*task.Idempotency, error) {
+	stored := *t
+	stored.Status = task.InProgress
+	stored.CompletedAt, stored.Result, stored.Error, stored.Message = nil, nil, nil, nil
+	body, err := marshalJSON(&stored)
+	if err != nil {
+		return nil, fmt.Errorf("redis: encoding task %s: %w", t.RequestID, err)
+	}
+	args := []any{t.RequestID, body, t.TypeName(), t.Attempts, t.AccountID, t.GroupID, t.TaskID,
+		member(invHex(t.CreatedAt), t.RequestID)}
+	if idem != nil {
+		rec, err := json.Marshal(idem)
+		if err != nil {
+			return nil, fmt.Errorf("redis: encoding idempotency record: %w", err)
+		}
+		args = append(args, idemRef(idem.AccountID, idem.Key), rec, hexTime(idem.CreatedAt), hexTime(idemSince))
+	} else {
+		args = append(args, "", "", "", "")
+	}
+	v, err := s.run(ctx, scriptTaskCreate, s.taskKey(t.RequestID), args...)
+	if err != nil {
+		return nil, err
+	}
+	answer, err := values(v)
+	if err != nil {
+		return nil, err
+	}
+	switch str(answer[0]) {
+	case "ok":
+		return nil, nil
+	case "exists":
+		return nil, task.ErrExists
+	case "replay":
+		rec := new(task.Idempotency)
+		if err := json.Unmarshal([]byte(str(answer[1])), rec); err != nil {
+			return nil, fmt.Errorf("redis: decoding idempotency record: %w", err)
+		}
+		return rec, nil
+	}
+	return nil, fmt.Errorf("redis: unexpected answer %v from Create", answer)
+}
+
+// Get returns the account's task with the request id; see task.Store.
+func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	v, err := s.rdb.HMGet(ctx, s.taskKey(requestID), "json", "end", "att").Result()
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	if v[0] == nil {
+		return nil, task.ErrNotFound
+	}
+	t, err := decodeTask(v[0], v[1], v[2])
+	if err != nil {
+		return nil, err
+	}
+	if t.AccountID != accountID {
+		return nil, task.ErrNotFound
+	}
+	return t, nil
+}
+
+// ListByGroup returns the account's newest tasks of the group; see
+// task.Store.
+func (s *Store) ListByGroup(ctx context.Context, accountID, groupID string, limit int) ([]*task.Task, error) {
+	return s.list(ctx, s.groupKey(accountID, groupID), groupID, limit)
+}
+
+// ListByTaskID returns the account's newest tasks with the task id; see
+// task.Store.
+func (s *Store) ListByTaskID(ctx context.Context, accountID, taskID string, limit int) ([]*task.Task, error) {
+	return s.list(ctx, s.taskIDKey(accountID, taskID), taskID, limit)
+}
+
+func (s *Store) list(ctx context.Context, key, id string, limit int) ([]*task.Task, error) {
+	if id == "" || limit <= 0 {
+		return []*task.Task{}, s.ready(ctx)
+	}
+	v, err := s.run(ctx, scriptTaskList, key, limit)
+	if err != nil {
+		return nil, err
+	}
+	return decodeTasks(v, 3)
+}
+
+// Claim leases up to n queued tasks of the type; see task.Store.
+func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*task.Task, error) {
+	v, err := s.run(ctx, scriptTaskClaim, s.queueKey(taskType), taskType, max(n, 0), hexTime(leaseUntil))
+	if err != nil {
+		return nil, err
+	}
+	return decodeTasks(v, 2)
+}
+
+// Finish stores the end of a task and its deliveries; see task.Store.
+func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery) error {
+	if !t.Status.Terminal() {
+		return fmt.Errorf("redis: finishing task %s with status %q, which is not terminal", t.RequestID, t.Status)
+	}
+	if t.CompletedAt == nil {
+		return fmt.Errorf("redis: finishing task %s without a completion time", t.RequestID)
+	}
+	end, err := marshalJSON(&taskEnd{Status: t.Status, CompletedAt: t.CompletedAt, Result: t.Result, Error: t.Error, Message: t.Message})
+	if err != nil {
+		return fmt.Errorf("redis: encoding task %s: %w", t.RequestID, err)
+	}
+	news, err := deliveryArgs(deliveries)
+	if err != nil {
+		return err
+	}
+	args := append([]any{t.RequestID, end, member(hexTime(*t.CompletedAt), t.RequestID)}, news...)
+	v, err := s.run(ctx, scriptTaskFinish, s.taskKey(t.RequestID), args...)
+	if err != nil {
+		return err
+	}
+	return outcome(v, task.ErrNotFound)
+}
+
+// Release queues leased tasks again at their place; see task.Store.
+func (s *Store) Release(ctx context.Context, requestIDs []string) error {
+	if len(requestIDs) == 0 {
+		return s.ready(ctx)
+	}
+	_, err := s.run(ctx, scriptTaskRelease, s.taskLeasesKey(), stringArgs(requestIDs)...)
+	return err
+}
+
+// Rescue queues again the tasks whose lease ended before expiredBefore,
+// a batch per script; see task.Store.
+func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error) {
+	return s.inBatches(ctx, scriptTaskRescue, s.taskLeasesKey(), lexBefore(expiredBefore))
+}
+
+// ExtendLeases moves the lease end of the tasks still leased; see
+// task.Store.
+func (s *Store) ExtendLeases(ctx context.Context, requestIDs []string, leaseUntil time.Time) error {
+	if len(requestIDs) == 0 {
+		return s.ready(ctx)
+	}
+	args := append([]any{hexTime(leaseUntil)}, stringArgs(requestIDs)...)
+	_, err := s.run(ctx, scriptTaskExtend, s.taskLeasesKey(), args...)
+	return err
+}
+
+// QueuedTypes returns the task types with queued tasks; see task.Store.
+func (s *Store) QueuedTypes(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	types, err := s.rdb.SMembers(ctx, s.queuesKey()).Result()
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	if types == nil {
+		types = []string{}
+	}
+	return types, nil
+}
+
+// QueueDepth returns the number of queued tasks of the type; see
+// task.Store.
+func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := s.rdb.ZCard(ctx, s.queueKey(taskType)).Result()
+	if err != nil {
+		return 0, s.fail(err)
+	}
+	return int(n), nil
+}
+
+// Purge deletes old terminal tasks and ended deliveries in one script, then
+// old idempotency records a batch per script; see task.Store.
+func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error) {
+	v, err := s.run(ctx, scriptTaskPurge, s.completedKey(), lexBefore(completedBefore), max(limit, 0))
+	if err != nil {
+		return 0, err
+	}
+	n, err := integer(v)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.inBatches(ctx, scriptIdemPurge, s.idemAgeKey(), lexBefore(idemBefore)); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// inBatches runs a script that handles up to a batch of the records of an
+// index before a bound, until it handles fewer, and returns how many
+// records it handled in all.
+func (s *Store) inBatches(ctx context.Context, script *goredis.Script, key, bound string) (int, error) {
+	total := 0
+	for {
+		v, err := s.run(ctx, script, key, bound, batch)
+		if err != nil {
+			return total, err
+		}
+		n, err := integer(v)
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < batch {
+			return total, nil
+		}
+	}
+}
+
+// decodeTask builds a task from its fields in Redis: the JSON it was
+// created with, the JSON of its end (nil while in progress) and its
+// attempts.
+func decodeTask(body, end, attempts any) (*task.Task, error) {
+	t := new(task.Task)
+	if err := json.Unmarshal([]byte(str(body)), t); err != nil {
+		return nil, fmt.Errorf("redis: decoding a task: %w", err)
+	}
+	if end != nil {
+		var e taskEnd
+		if err := json.Unmarshal([]byte(str(end)), &e); err != nil {
+			return nil, fmt.Errorf("redis: decoding the end of task %s: %w", t.RequestID, err)
+		}
+		t.Status, t.CompletedAt, t.Result, t.Error, t.Message = e.Status, e.CompletedAt, e.Result, e.Error, e.Message
+	}
+	switch a := attempts.(type) {
+	case int64:
+		t.Attempts = int(a)
+	case string:
+		n, err := strconv.Atoi(a)
+		if err != nil {
+			return nil, fmt.Errorf("redis: decoding the attempts of task %s: %w", t.RequestID, err)
+		}
+		t.Attempts = n
+	}
+	// A nil RawMessage is stored as null; give back nil.
+	if string(t.Data) == "null" {
+		t.Data = nil
+	}
+	if string(t.Result) == "null" {
+		t.Result = nil
+	}
+	return t, nil
+}
+
+// decodeTasks decodes a script's list of tasks, each given by width
+// values: json, then (width 3) end, then attempts.
+func decodeTasks(v any, width int) ([]*task.Task, error) {
+	list, err := values(v)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*task.Task, 0, len(list)/width)
+	for i := 0; i+width <= len(list); i += width {
+		var end any
+		if width == 3 {
+			end = list[i+1]
+		}
+		t, err := decodeTask(list[i], end, list[i+width-1])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// outcome turns a script's {'ok'}, {'notfound'} or {'exists', id} into
+// the error of a call: notFound for {'notfound'}.
+func outcome(v any, notFound error) error {
+	answer, err := values(v)
+	if err != nil {
+		return err
+	}
+	if len(answer) == 0 {
+		return fmt.Errorf("redis: empty answer from a script")
+	}
+	switch str(answer[0]) {
+	case "ok":
+		return nil
+	case "notfound":
+		return notFound
+	case "exists":
+		id := ""
+		if len(answer) > 1 {
+			id = str(answer[1])
+		}
+		return fmt.Errorf("redis: delivery %s: %w", id, task.ErrExists)
+	}
+	return fmt.Errorf("redis: unexpected answer %v from a script", answer)
+}
+
+// stringArgs returns ids as script arguments.
+func stringArgs(ids []string) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
+// marshalJSON encodes v as JSON without escaping HTML, so that raw JSON it
+// holds is kept as it was (compacted).
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// Interface guards.
+var (
+	_ task.Store    = (*Store)(nil)
+	_ webhook.Store = (*Store)(nil)
+)
