@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskgate/taskgate/backend/internal/lease"
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -33,8 +34,11 @@ type Runner struct {
 
 	// Retention is how long terminal tasks are kept. Zero keeps them.
 	Retention time.Duration
-	// LeaseMargin is added to a type's timeout to make a claim's lease.
-	LeaseMargin time.Duration
+	// Lease is how long a claim holds a task. The runner renews the
+	// leases of the tasks it runs every Lease/3, so a task outlives its
+	// lease only when its node died: another node (or this one, after a
+	// restart) takes it over at most Lease after that. Default 15s.
+	Lease time.Duration
 	// Poll is how often an idle producer looks at the store without being
 	// woken (for tasks rescued or queued by another process).
 	Poll time.Duration
@@ -57,10 +61,10 @@ func NewRunner(store Store, hub *Hub, caller Caller, types []*Type, now func() t
 	}
 	r := &Runner{
 		store: store, hub: hub, caller: caller, now: now, logger: logger,
-		types:       make(map[string]*Type, len(types)),
-		wakeups:     make(map[string]chan struct{}, len(types)),
-		LeaseMargin: 30 * time.Second,
-		Poll:        time.Second,
+		types:   make(map[string]*Type, len(types)),
+		wakeups: make(map[string]chan struct{}, len(types)),
+		Lease:   DefaultLease,
+		Poll:    time.Second,
 	}
 	for _, t := range types {
 		r.types[t.Name()] = t
@@ -68,6 +72,9 @@ func NewRunner(store Store, hub *Hub, caller Caller, types []*Type, now func() t
 	}
 	return r
 }
+
+// DefaultLease is the lease of a claimed task.
+const DefaultLease = 15 * time.Second
 
 // Wake tells the producer of a type that a task was queued.
 func (r *Runner) Wake(taskType string) {
@@ -82,16 +89,25 @@ func (r *Runner) Wake(taskType string) {
 // Run runs tasks until ctx ends, then waits for its workers: a worker whose
 // source call is cut short puts its task back in the queue.
 func (r *Runner) Run(ctx context.Context) {
+	leases := &lease.Keeper{
+		Extend: r.store.ExtendLeases,
+		Lease:  r.Lease,
+		Now:    r.now,
+		OnError: func(err error) {
+			r.logger.Error("renewing task leases; another node may run them too", zap.Error(err))
+		},
+	}
 	var wg sync.WaitGroup
 	for _, t := range r.types {
-		wg.Go(func() { r.produce(ctx, t) })
+		wg.Go(func() { r.produce(ctx, t, leases) })
 	}
+	wg.Go(func() { leases.Run(ctx) })
 	wg.Go(func() { r.maintain(ctx) })
 	wg.Wait()
 }
 
 // produce claims tasks of one type while there are free workers.
-func (r *Runner) produce(ctx context.Context, typ *Type) {
+func (r *Runner) produce(ctx context.Context, typ *Type, leases *lease.Keeper) {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	done := make(chan struct{}, typ.Concurrency)
@@ -100,15 +116,16 @@ func (r *Runner) produce(ctx context.Context, typ *Type) {
 	defer poll.Stop()
 	for {
 		if free := typ.Concurrency - busy; free > 0 {
-			lease := r.now().Add(typ.Timeout + r.LeaseMargin)
-			tasks, err := r.store.Claim(ctx, typ.Name(), free, lease)
+			tasks, err := r.store.Claim(ctx, typ.Name(), free, leases.Until())
 			if err != nil && ctx.Err() == nil {
 				r.logger.Error("claiming tasks", zap.String("task_type", typ.Name()), zap.Error(err))
 			}
 			for _, t := range tasks {
 				busy++
+				leases.Hold(t.RequestID)
 				workers.Go(func() {
 					defer func() { done <- struct{}{} }()
+					defer leases.Release(t.RequestID)
 					r.execute(ctx, typ, t)
 				})
 			}

@@ -279,3 +279,72 @@ func TestTasksOfRemovedTypesFail(t *testing.T) {
 		t.Fatalf("after the grace: %+v", got)
 	}
 }
+
+// renewals is a task store that signals each lease renewal.
+type renewals struct {
+	task.Store
+	extended chan []string
+}
+
+func (r *renewals) ExtendLeases(ctx context.Context, ids []string, until time.Time) error {
+	err := r.Store.ExtendLeases(ctx, ids, until)
+	select {
+	case r.extended <- ids:
+	default:
+	}
+	return err
+}
+
+func TestRunnerRenewsTheLeasesOfRunningTasks(t *testing.T) {
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	store := &renewals{Store: mem, extended: make(chan []string, 1)}
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: 1, Timeout: time.Minute, OutputKey: "pan_output"}
+	calling := make(chan struct{})
+	release := make(chan struct{})
+	src := &fakeSource{answer: func(ctx context.Context, _ source.Request) source.Outcome {
+		close(calling)
+		select {
+		case <-release:
+			return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{}`)}
+		case <-ctx.Done():
+			return source.Outcome{Kind: source.Canceled}
+		}
+	}}
+	hub := task.NewHub()
+	r := task.NewRunner(store, hub, src, []*task.Type{typ}, nil, nil)
+	r.Lease = 60 * time.Millisecond
+	svc := task.NewService(store, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+
+	created, _, err := svc.Create(ctx, task.NewTask{AccountID: "a", Type: typ, TaskID: "t", GroupID: "g", Data: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-calling
+	// Four renewals, every Lease/3: more than a lease has passed since the
+	// claim, and the task is still held.
+	for i := range 4 {
+		select {
+		case ids := <-store.extended:
+			if len(ids) != 1 || ids[0] != created.RequestID {
+				t.Fatalf("renewal %d of %v, want [%s]", i, ids, created.RequestID)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("renewal %d did not come within 10s", i)
+		}
+	}
+	if n, err := mem.Rescue(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("Rescue while the task runs: %d, %v; want 0 (its lease is renewed)", n, err)
+	}
+	close(release)
+	if _, err := svc.Wait(ctx, "a", created.RequestID, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

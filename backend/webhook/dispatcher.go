@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
+
+	"github.com/taskgate/taskgate/backend/internal/lease"
 )
 
 // Resolver looks up, in the current config, how to send a delivery: the
@@ -35,9 +37,10 @@ type DispatcherOptions struct {
 	// being woken (for deliveries coming due, or queued by another
 	// process). Default 500 ms.
 	Poll time.Duration
-	// LeaseMargin is added to the attempt timeout to make a claim's lease.
-	// Default 30 s.
-	LeaseMargin time.Duration
+	// Lease is how long a claim holds a delivery; the dispatcher renews
+	// the leases of its attempts in flight every Lease/3, so a delivery
+	// outlives its lease only when its node died. Default 15 s.
+	Lease time.Duration
 	// RescueEvery is how often leases that ended unrecorded (their process
 	// died) are rescued. Default 5 s.
 	RescueEvery time.Duration
@@ -60,7 +63,7 @@ const (
 	DefaultConcurrency = 64
 	DefaultPerURL      = 4
 	DefaultPoll        = 500 * time.Millisecond
-	DefaultLeaseMargin = 30 * time.Second
+	DefaultLease       = 15 * time.Second
 	DefaultRescueEvery = 5 * time.Second
 )
 
@@ -93,7 +96,7 @@ type Dispatcher struct {
 
 // NewDispatcher returns a dispatcher of store's deliveries. Zero fields of
 // policy take DefaultPolicy's. Attempts are bounded by sender's timeout;
-// leases last the longer of it and policy.Timeout, plus LeaseMargin.
+// leases last Lease and are renewed while attempts run.
 func NewDispatcher(store Store, sender *Sender, resolve Resolver, policy Policy, opts DispatcherOptions) *Dispatcher {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = DefaultConcurrency
@@ -104,8 +107,8 @@ func NewDispatcher(store Store, sender *Sender, resolve Resolver, policy Policy,
 	if opts.Poll <= 0 {
 		opts.Poll = DefaultPoll
 	}
-	if opts.LeaseMargin <= 0 {
-		opts.LeaseMargin = DefaultLeaseMargin
+	if opts.Lease <= 0 {
+		opts.Lease = DefaultLease
 	}
 	if opts.RescueEvery <= 0 {
 		opts.RescueEvery = DefaultRescueEvery
@@ -143,14 +146,23 @@ func (d *Dispatcher) Wake() {
 // has ended. Attempts in flight are cut short and left unrecorded: their
 // deliveries stay leased and are attempted again after their lease ends.
 func (d *Dispatcher) Run(ctx context.Context) {
+	leases := &lease.Keeper{
+		Extend: d.store.ExtendDeliveryLeases,
+		Lease:  d.opts.Lease,
+		Now:    d.opts.Clock,
+		OnError: func(err error) {
+			d.opts.Logger.Error("renewing webhook delivery leases; another node may attempt them too", zap.Error(err))
+		},
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() { d.produce(ctx) })
+	wg.Go(func() { d.produce(ctx, leases) })
+	wg.Go(func() { leases.Run(ctx) })
 	wg.Go(func() { d.maintain(ctx) })
 	wg.Wait()
 }
 
 // produce claims due deliveries while there are free workers.
-func (d *Dispatcher) produce(ctx context.Context) {
+func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper) {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	// done carries the URL of each attempt that ended.
@@ -179,11 +191,13 @@ func (d *Dispatcher) produce(ctx context.Context) {
 	}
 	for {
 		if free := d.opts.Concurrency - busy; free > 0 {
-			for _, del := range d.claim(ctx, free, perURL) {
+			for _, del := range d.claim(ctx, free, perURL, leases.Until()) {
 				busy++
 				perURL[del.URL]++
+				leases.Hold(del.ID)
 				workers.Go(func() {
 					defer func() { done <- del.URL }()
+					defer leases.Release(del.ID)
 					d.attempt(ctx, del)
 				})
 			}
@@ -244,9 +258,8 @@ func release(perURL map[string]int, u string) {
 
 // claim leases up to n due deliveries whose URL is under its cap, given
 // the attempts in flight per URL.
-func (d *Dispatcher) claim(ctx context.Context, n int, inFlight map[string]int) []*Delivery {
+func (d *Dispatcher) claim(ctx context.Context, n int, inFlight map[string]int, lease time.Time) []*Delivery {
 	now := d.opts.Clock()
-	lease := now.Add(max(d.sender.Timeout(), d.policy.Timeout) + d.opts.LeaseMargin)
 	// The store asks about each candidate before taking it; counting the
 	// ones taken keeps one claim from filling a URL past its cap.
 	taken := make(map[string]int)
