@@ -29,6 +29,7 @@ import (
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/storage/bolt"
 	"github.com/taskgate/taskgate/backend/storage/memory"
+	"github.com/taskgate/taskgate/backend/storage/redis"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -48,6 +49,12 @@ type App struct {
 	// RateLimit is the rate of accounts that set none, as "N/s", "N/m",
 	// "N/h", "N/d" or "N/<duration>". Default: 30/s.
 	RateLimit string `json:"rate_limit,omitempty"`
+
+	// OnStoreError is what the rate limit does when a shared store
+	// (redis) does not answer within 100ms: "local" (the default) limits
+	// on this node alone until the store is back, "allow" lets requests
+	// through, "deny" refuses them.
+	OnStoreError string `json:"on_store_error,omitempty"`
 
 	// Burst is the burst of accounts that set no rate limit. Default: one
 	// second's worth of RateLimit, at least 1.
@@ -81,13 +88,15 @@ type App struct {
 	policyHeaders *sync.Map
 	engine        *engine
 	engineKey     string
-	runner        *task.Runner
-	sources       *source.Client
-	queues        *queues
-	dispatcher    *webhook.Dispatcher
-	sender        *webhook.Sender
-	api           *api.API
-	admin         *admin.Handler
+	// storage is Storage with its placeholders replaced.
+	storage    *StorageConfig
+	runner     *task.Runner
+	sources    *source.Client
+	queues     *queues
+	dispatcher *webhook.Dispatcher
+	sender     *webhook.Sender
+	api        *api.API
+	admin      *admin.Handler
 	// meter counts usage; kept apart from engine, which Cleanup clears
 	// while the last requests may still be ending.
 	meter       *usage.Meter
@@ -126,12 +135,15 @@ func (c TaskTypeConfig) build() *task.Type {
 
 // StorageConfig selects a store.
 type StorageConfig struct {
-	// Type is "memory" (for tests: nothing survives a restart) or "bolt"
-	// (an embedded, durable database file); "redis" is reserved.
+	// Type is "memory" (for tests: nothing survives a restart), "bolt"
+	// (an embedded, durable database file, for one node) or "redis"
+	// (shared by any number of nodes).
 	Type string `json:"type"`
 	// Path is the database file of "bolt".
 	Path string `json:"path,omitempty"`
-	// URL is the server URL of "redis".
+	// URL is the server of "redis": redis://[user:password@]host:port/db,
+	// or rediss:// for TLS. Placeholders such as {env.REDIS_URL} are
+	// replaced at load.
 	URL string `json:"url,omitempty"`
 }
 
@@ -214,7 +226,8 @@ var enginePool = caddy.NewUsagePool()
 
 // engine is the store (of tasks, webhook deliveries, dynamic accounts and
 // usage), the hub of task waiters, the dynamic accounts as requests see
-// them, and the usage meter with its flusher.
+// them, the usage meter, and, with a shared store, the shared rate limit
+// and the account change notices. Its goroutines stop in Destruct.
 type engine struct {
 	store      task.Store
 	deliveries webhook.Store
@@ -223,14 +236,24 @@ type engine struct {
 	hub        *task.Hub
 	dynamic    *account.Dynamic
 	meter      *usage.Meter
-	stopMeter  context.CancelFunc
-	meterDone  chan struct{}
+	// limiter is the rate limit of a shared store (nil otherwise: each
+	// node limits alone).
+	limiter ratelimit.Store
+	// publish tells the other nodes that an account changed (nil when the
+	// store is not shared).
+	publish func(ctx context.Context, id string)
+	// shared tells whether other nodes use the store.
+	shared bool
+	logger *zap.Logger
+	stop   context.CancelFunc
+	done   sync.WaitGroup
 }
 
-// Destruct writes the last usage counts and closes the store.
+// Destruct stops the engine's goroutines, writing the last usage counts,
+// and closes the store.
 func (e *engine) Destruct() error {
-	e.stopMeter()
-	<-e.meterDone
+	e.stop()
+	e.done.Wait()
 	return e.store.Close()
 }
 
@@ -247,11 +270,17 @@ type store interface {
 // it starts.
 var currentApp atomic.Pointer[App]
 
+// openTimeout bounds connecting to a shared store at start.
+const openTimeout = 10 * time.Second
+
 // openEngine opens the configured store and loads the dynamic accounts.
-// Tasks leased when it was last closed belonged to a process that is
-// gone: they are queued again.
-func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
+// With a store of its own (memory, bolt), tasks and deliveries leased
+// when it was last closed belonged to a process that is gone: they are
+// queued again. A shared store (redis) leaves that to the leases: other
+// nodes may hold them.
+func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*engine, error) {
 	var store store
+	var shared *redis.Store
 	switch st.Type {
 	case "memory":
 		store = memory.New()
@@ -264,15 +293,25 @@ func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
 			return nil, err
 		}
 		store = db
+	case "redis":
+		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+		defer cancel()
+		rs, err := redis.Open(ctx, st.URL)
+		if err != nil {
+			return nil, fmt.Errorf("storage redis: %w", err)
+		}
+		store, shared = rs, rs
 	}
-	everything := time.Now().Add(100 * 365 * 24 * time.Hour)
-	if _, err := store.Rescue(context.Background(), everything); err != nil {
-		_ = store.Close()
-		return nil, fmt.Errorf("queueing interrupted tasks again: %w", err)
-	}
-	if _, err := store.RescueDeliveries(context.Background(), everything); err != nil {
-		_ = store.Close()
-		return nil, fmt.Errorf("queueing interrupted deliveries again: %w", err)
+	if shared == nil {
+		everything := time.Now().Add(100 * 365 * 24 * time.Hour)
+		if _, err := store.Rescue(context.Background(), everything); err != nil {
+			_ = store.Close()
+			return nil, fmt.Errorf("queueing interrupted tasks again: %w", err)
+		}
+		if _, err := store.RescueDeliveries(context.Background(), everything); err != nil {
+			_ = store.Close()
+			return nil, fmt.Errorf("queueing interrupted deliveries again: %w", err)
+		}
 	}
 	e := &engine{
 		store:      store,
@@ -282,28 +321,83 @@ func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
 		hub:        task.NewHub(),
 		dynamic:    account.NewDynamic(),
 		meter:      usage.NewMeter(store, nil),
-		meterDone:  make(chan struct{}),
+		shared:     shared != nil,
+		logger:     logger,
 	}
-	records, err := store.Accounts(context.Background())
-	if err != nil {
+	if err := e.loadAccounts(context.Background()); err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("loading accounts: %w", err)
 	}
-	for _, r := range records {
-		if err := e.dynamic.Put(r); err != nil {
-			logger.Error("account not loaded: its stored record is not valid", zap.String("account_id", r.ID), zap.Error(err))
+	ctx, stop := context.WithCancel(context.Background())
+	e.stop = stop
+	if shared != nil {
+		local := ratelimit.NewMemory(nil)
+		limiter, err := ratelimit.NewFallback(ratelimit.NewRedis(shared.Client(), shared.Prefix()+"rl:"), local, ratelimit.FallbackConfig{
+			OnStoreError: ratelimit.OnStoreError(onStoreError),
+			OnStateChange: func(degraded bool, err error) {
+				if degraded {
+					logger.Error("rate limit store unreachable; limiting per the on_store_error mode until it is back", zap.String("on_store_error", onStoreError), zap.Error(err))
+				} else {
+					logger.Info("rate limit store reachable again")
+				}
+			},
+		})
+		if err != nil {
+			stop()
+			_ = store.Close()
+			return nil, err
 		}
+		e.limiter = limiter
+		e.publish = func(ctx context.Context, id string) {
+			if err := shared.PublishAccountChange(ctx, id); err != nil {
+				logger.Error("telling other nodes of an account change; they reload every account when their subscription recovers", zap.String("account_id", id), zap.Error(err))
+			}
+		}
+		e.done.Go(func() { local.SweepEvery(ctx, time.Minute) })
+		e.done.Go(func() {
+			err := shared.SubscribeAccountChanges(ctx, func(id string) { e.loadAccount(ctx, id) }, func() {
+				if err := e.loadAccounts(ctx); err != nil && ctx.Err() == nil {
+					logger.Error("reloading accounts", zap.Error(err))
+				}
+			})
+			if err != nil && ctx.Err() == nil {
+				logger.Error("account change notices stopped", zap.Error(err))
+			}
+		})
 	}
 	e.meter.Retention = usageRetention
-	ctx, stop := context.WithCancel(context.Background())
-	e.stopMeter = stop
-	go func() {
-		defer close(e.meterDone)
+	e.done.Go(func() {
 		e.meter.Run(ctx, usageFlushInterval, 5*time.Second, func(err error) {
 			logger.Error("writing usage counts", zap.Error(err))
 		})
-	}()
+	})
 	return e, nil
+}
+
+// loadAccounts puts every stored account in the dynamic set.
+func (e *engine) loadAccounts(ctx context.Context) error {
+	records, err := e.accounts.Accounts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range records {
+		if err := e.dynamic.Put(r); err != nil {
+			e.logger.Error("account not loaded: its stored record is not valid", zap.String("account_id", r.ID), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// loadAccount puts the stored account with the id in the dynamic set (it
+// changed on another node).
+func (e *engine) loadAccount(ctx context.Context, id string) {
+	r, err := e.accounts.Account(ctx, id)
+	if err == nil {
+		err = e.dynamic.Put(r)
+	}
+	if err != nil && ctx.Err() == nil {
+		e.logger.Error("loading a changed account", zap.String("account_id", id), zap.Error(err))
+	}
 }
 
 // usageFlushInterval is how often usage counts are written: what the
@@ -339,6 +433,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.MaxBody == 0 {
 		a.MaxBody = 4 << 20
 	}
+	if err := validateOnStoreError(a.OnStoreError); err != nil {
+		return err
+	}
 	var err error
 	switch {
 	case a.RateLimit != "":
@@ -367,6 +464,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	a.storage = a.Storage
 	switch a.Storage.Type {
 	case "memory":
 		a.engineKey = "memory"
@@ -381,7 +479,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.Storage.Path = path
 		a.engineKey = "bolt:" + path
 	case "redis":
-		return fmt.Errorf("storage %s: not available in this version; use memory or bolt", a.Storage.Type)
+		url := caddy.NewReplacer().ReplaceKnown(a.Storage.URL, "")
+		if !strings.HasPrefix(url, "redis://") && !strings.HasPrefix(url, "rediss://") {
+			return errors.New("storage redis: want a redis:// or rediss:// URL")
+		}
+		a.storage = &StorageConfig{Type: "redis", URL: url}
+		// The mode is part of the engine: a reload that changes it
+		// builds a new one.
+		a.engineKey = "redis:" + url + " on_store_error " + a.OnStoreError
 	default:
 		return fmt.Errorf("storage %q: want memory, bolt or redis", a.Storage.Type)
 	}
@@ -417,7 +522,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 	// Every check is done: now the shared state.
 	ev, _, err := enginePool.LoadOrNew(a.engineKey, func() (caddy.Destructor, error) {
-		return openEngine(a.Storage, a.logger)
+		return openEngine(a.storage, a.OnStoreError, a.logger)
 	})
 	if err != nil {
 		return err
@@ -437,6 +542,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Static:       a.registry,
 		DefaultLimit: a.defaultLimit,
 		TaskTypes:    typeNames,
+		Changed:      a.engine.publish,
 	}}
 	a.sources = source.NewClient(source.Options{UserAgent: userAgent()})
 	a.runner = task.NewRunner(a.engine.store, a.engine.hub, a.sources, types, nil, a.logger.Named("runner"))
@@ -480,6 +586,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		WakeDeliveries: a.dispatcher.Wake,
 	}
 	a.admin.Client = a.api
+	if a.engine.limiter != nil {
+		a.limiter = a.engine.limiter
+		return nil
+	}
 	a.limiterKey = "memory"
 	v, _, err := limiterPool.LoadOrNew(a.limiterKey, func() (caddy.Destructor, error) {
 		sweepCtx, stop := context.WithCancel(context.Background())
@@ -492,6 +602,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.limiter = v.(pooledMemory).Memory
 	return nil
+}
+
+// validateOnStoreError checks an on_store_error mode.
+func validateOnStoreError(mode string) error {
+	switch mode {
+	case "", "local", "allow", "deny":
+		return nil
+	}
+	return fmt.Errorf("on_store_error %q: want local, allow or deny", mode)
 }
 
 // build turns the config of a static account into an account.
@@ -672,7 +791,7 @@ func (a *App) Cleanup() error {
 		_, err := enginePool.Delete(a.engineKey)
 		errs = append(errs, err)
 	}
-	if a.limiter != nil {
+	if a.limiter != nil && a.limiterKey != "" {
 		a.limiter = nil
 		_, err := limiterPool.Delete(a.limiterKey)
 		errs = append(errs, err)

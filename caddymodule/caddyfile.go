@@ -54,6 +54,7 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //
 //	taskgate {
 //		storage memory | bolt <file> | redis <url>
+//		on_store_error local | allow | deny
 //		rate_limit <rate> [burst <n>]
 //		sync_timeout <duration>
 //		retention <duration>
@@ -122,6 +123,17 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var err error
 			if a.RateLimit, a.Burst, err = parseRateLimit(d); err != nil {
 				return err
+			}
+		case "on_store_error":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.OnStoreError = d.Val()
+			if err := validateOnStoreError(a.OnStoreError); err != nil {
+				return d.Err(err.Error())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
 			}
 		case "sync_timeout":
 			dur, err := parseDuration(d)

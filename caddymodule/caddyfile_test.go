@@ -118,6 +118,8 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"bad secret", "account a {\nkey_sha256 " + key + "\nwebhook http://h/x {\nsecret nope\n}\n}", ":6", "whsec_"},
 		{"bad task type", "account a {\nkey_sha256 " + key + "\ntask_types verify\n}", ":5", "action/type"},
 		{"bad storage", "storage floppy", ":3", "want memory"},
+		{"bad on_store_error", "on_store_error panic", ":3", "want local, allow or deny"},
+		{"redis without URL", "storage redis", ":3", "redis://"},
 		{"bad duration", "retention soon", ":3", "duration"},
 		{"bad size", "max_body big", ":3", "size"},
 		{"bad retry", "webhooks {\nretry 1h 2s 24h\n}", ":4", "max delay"},
