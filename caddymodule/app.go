@@ -242,6 +242,9 @@ type engine struct {
 	// publish tells the other nodes that an account changed (nil when the
 	// store is not shared).
 	publish func(ctx context.Context, id string)
+	// ended tells the other nodes that a task ended, so that their
+	// waiters answer (nil when the store is not shared).
+	ended func(requestID string)
 	// shared tells whether other nodes use the store.
 	shared bool
 	logger *zap.Logger
@@ -353,6 +356,17 @@ func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*en
 				logger.Error("telling other nodes of an account change; they reload every account when their subscription recovers", zap.String("account_id", id), zap.Error(err))
 			}
 		}
+		e.ended = func(requestID string) {
+			if err := shared.PublishTaskEnd(ctx, requestID); err != nil && ctx.Err() == nil {
+				logger.Warn("telling other nodes of a task end; their waiters find it on their next look", zap.String("request_id", requestID), zap.Error(err))
+			}
+		}
+		e.done.Go(func() {
+			err := shared.SubscribeTaskEnds(ctx, e.hub.Notify, e.hub.NotifyAll)
+			if err != nil && ctx.Err() == nil {
+				logger.Error("task end notices stopped", zap.Error(err))
+			}
+		})
 		e.done.Go(func() { local.SweepEvery(ctx, time.Minute) })
 		e.done.Go(func() {
 			err := shared.SubscribeAccountChanges(ctx, func(id string) { e.loadAccount(ctx, id) }, func() {
@@ -399,6 +413,10 @@ func (e *engine) loadAccount(ctx context.Context, id string) {
 		e.logger.Error("loading a changed account", zap.String("account_id", id), zap.Error(err))
 	}
 }
+
+// sharedRecheck is how often, with a shared store, a long poll or sync
+// call reads its task again in case the notice of its end was lost.
+const sharedRecheck = 2 * time.Second
 
 // usageFlushInterval is how often usage counts are written: what the
 // usage API reports is about this much behind.
@@ -566,7 +584,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	meter := a.engine.meter
 	a.meter = meter
+	ended := a.engine.ended
 	a.runner.OnFinish = func(t *task.Task, _ time.Duration) {
+		if ended != nil {
+			ended(t.RequestID)
+		}
 		observeFinish(t)
 		meter.TaskEnded(t.AccountID, t.TypeName(), t.Status == task.Failed)
 		a.dispatcher.Wake()
@@ -577,8 +599,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		meter.TaskCreated(t.AccountID, name)
 		a.runner.Wake(name)
 	}
+	service := task.NewService(a.engine.store, a.engine.hub, nil, created)
+	if a.engine.shared {
+		// Task end notices from other nodes may be lost (Pub/Sub).
+		service.Recheck = sharedRecheck
+	}
 	a.api = &api.API{
-		Service:        task.NewService(a.engine.store, a.engine.hub, nil, created),
+		Service:        service,
 		Types:          byName,
 		MaxBody:        a.MaxBody,
 		SyncTimeout:    time.Duration(a.SyncTimeout),

@@ -64,6 +64,18 @@ func (h *Hub) Notify(requestID string) {
 	}
 }
 
+// NotifyAll wakes every waiter, to look at its task again: notices of
+// ends may have been missed.
+func (h *Hub) NotifyAll() {
+	h.mu.Lock()
+	waiters := h.waiters
+	h.waiters = make(map[string]*waiter)
+	h.mu.Unlock()
+	for _, w := range waiters {
+		close(w.done)
+	}
+}
+
 // Len returns the number of request ids waited on.
 func (h *Hub) Len() int {
 	h.mu.Lock()

@@ -79,6 +79,11 @@ type Service struct {
 	now   func() time.Time
 	// created is told of each new task (to wake the runner, to count).
 	created func(t *Task)
+
+	// Recheck, when not zero, is how often a waiter reads its task again
+	// whether or not it was told the task ended: with a store shared by
+	// several nodes, a notice from another node may be lost.
+	Recheck time.Duration
 }
 
 // NewService returns a service over store. hub tells waiters of ends;
@@ -199,21 +204,38 @@ func (s *Service) ListByTaskID(ctx context.Context, accountID, taskID string) ([
 // Wait returns the task once it has ended, or as it is when wait has
 // passed or ctx ends.
 func (s *Service) Wait(ctx context.Context, accountID, requestID string, wait time.Duration) (*Task, error) {
-	done, cancel := s.hub.Subscribe(requestID)
-	defer cancel()
-	t, err := s.store.Get(ctx, accountID, requestID)
-	if err != nil || t.Status.Terminal() || wait <= 0 {
-		return t, err
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	var recheck <-chan time.Time
+	if s.Recheck > 0 {
+		t := time.NewTicker(s.Recheck)
+		defer t.Stop()
+		recheck = t.C
 	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-	case <-ctx.Done():
-	case <-s.hub.Released():
+	for {
+		done, cancel := s.hub.Subscribe(requestID)
+		t, err := s.store.Get(ctx, accountID, requestID)
+		if err != nil || t.Status.Terminal() || wait <= 0 {
+			cancel()
+			return t, err
+		}
+		select {
+		case <-done:
+			// Ended, or woken to look again (a notice may have been
+			// missed): the loop reads the task.
+		case <-recheck:
+		case <-deadline.C:
+			cancel()
+			return s.store.Get(context.WithoutCancel(ctx), accountID, requestID)
+		case <-ctx.Done():
+			cancel()
+			return s.store.Get(context.WithoutCancel(ctx), accountID, requestID)
+		case <-s.hub.Released():
+			cancel()
+			return s.store.Get(context.WithoutCancel(ctx), accountID, requestID)
+		}
+		cancel()
 	}
-	return s.store.Get(context.WithoutCancel(ctx), accountID, requestID)
 }
 
 func isHTTPURL(s string) bool {

@@ -10,11 +10,14 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// Account change notices: a node that changes an account publishes its id
-// on the channel accounts:changes (with the store's prefix), and every
-// node drops what it cached of the account. Pub/Sub delivers at most
-// once, to whoever is subscribed at the time: a node that was cut off
-// reloads every account instead of what it missed.
+// Notices between nodes, on Pub/Sub channels (with the store's prefix):
+// accounts:changes carries the id of each account that changed, so that
+// every node reloads it; tasks:ended the request id of each task that
+// ended, so that every node wakes its waiters of it. Pub/Sub delivers at
+// most once, to whoever is subscribed at the time: a subscriber is told
+// each time it is subscribed, the first time included, so that it
+// catches up on what it may have missed (reloads every account, wakes
+// every waiter to look at the store).
 
 const (
 	// noticeCheckInterval is how long a subscription may hear nothing
@@ -32,25 +35,46 @@ const (
 // PublishAccountChange tells the nodes in SubscribeAccountChanges that the
 // account with the id changed.
 func (s *Store) PublishAccountChange(ctx context.Context, id string) error {
+	return s.publish(ctx, s.noticeChannel(), id)
+}
+
+// SubscribeAccountChanges receives account change notices (see subscribe):
+// onChange gets the id of each account that changed; onSubscribed should
+// reload every account.
+func (s *Store) SubscribeAccountChanges(ctx context.Context, onChange func(id string), onSubscribed func()) error {
+	return s.subscribe(ctx, s.noticeChannel(), onChange, onSubscribed)
+}
+
+// PublishTaskEnd tells the nodes in SubscribeTaskEnds that the task with
+// the request id ended.
+func (s *Store) PublishTaskEnd(ctx context.Context, requestID string) error {
+	return s.publish(ctx, s.key("tasks", "ended"), requestID)
+}
+
+// SubscribeTaskEnds receives task end notices (see subscribe): onEnd gets
+// the request id of each task that ended; onSubscribed should wake every
+// waiter, to look at the store.
+func (s *Store) SubscribeTaskEnds(ctx context.Context, onEnd func(requestID string), onSubscribed func()) error {
+	return s.subscribe(ctx, s.key("tasks", "ended"), onEnd, onSubscribed)
+}
+
+func (s *Store) publish(ctx context.Context, channel, payload string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return storeErr(s.rdb.Publish(ctx, s.noticeChannel(), id).Err())
+	return storeErr(s.rdb.Publish(ctx, channel, payload).Err())
 }
 
-// SubscribeAccountChanges receives account change notices until ctx ends,
-// then returns nil; it returns ErrClosed, before, when the store is
-// closed. It calls onChange with the id of each notice, and onReconnect
-// each time it is subscribed again after losing its connection: notices
-// published meanwhile are lost, so onReconnect should reload every
-// account. The first subscription calls neither: notices published before
-// it are not received. Both run in the calling goroutine, one at a time,
-// and should be quick: while they run, notices wait in Redis's buffer of
-// the connection, and a full buffer makes Redis drop the connection (and
-// onReconnect follow). While Redis is out of reach, it tries again with
-// growing pauses.
-func (s *Store) SubscribeAccountChanges(ctx context.Context, onChange func(id string), onReconnect func()) error {
-	channel := s.noticeChannel()
+// subscribe receives the notices of the channel until ctx ends, then
+// returns nil; it returns ErrClosed, before, when the store is closed. It
+// calls onNotice with the payload of each notice, and onSubscribed each
+// time it is subscribed, the first time and after losing its connection:
+// notices published before are lost to it. Both run in the calling
+// goroutine, one at a time, and should be quick: while they run, notices
+// wait in Redis's buffer of the connection, and a full buffer makes Redis
+// drop the connection (and onSubscribed follow). While Redis is out of
+// reach, it tries again with growing pauses.
+func (s *Store) subscribe(ctx context.Context, channel string, onNotice func(string), onSubscribed func()) error {
 	sub := &noticeSubscription{}
 	// Receiving does not heed the context: closing the subscription ends
 	// a receive that waits.
@@ -63,9 +87,8 @@ func (s *Store) SubscribeAccountChanges(ctx context.Context, onChange func(id st
 	// remembers the channel and subscribes on its next connection.
 	ps := sub.replace(s.rdb.Subscribe(ctx, channel))
 	var (
-		subscribed bool // a confirmation came: the next one is a reconnection
-		pinged     bool // a PING is unanswered
-		retry      = noticeRetryMin
+		pinged bool // a PING is unanswered
+		retry  = noticeRetryMin
 	)
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, noticeCheckInterval)
@@ -102,12 +125,9 @@ func (s *Store) SubscribeAccountChanges(ctx context.Context, onChange func(id st
 			if m.Kind != "subscribe" {
 				continue
 			}
-			if subscribed {
-				onReconnect()
-			}
-			subscribed = true
+			onSubscribed()
 		case *goredis.Message:
-			onChange(m.Payload)
+			onNotice(m.Payload)
 		}
 	}
 }

@@ -113,6 +113,16 @@ func wantChange(t *testing.T, sub *subscriber, id string) {
 	}
 }
 
+// wantSubscribed waits for one call of onSubscribed.
+func wantSubscribed(t *testing.T, sub *subscriber) {
+	t.Helper()
+	select {
+	case <-sub.reconnects:
+	case <-time.After(noticeWait):
+		t.Fatalf("onSubscribed not called within %s", noticeWait)
+	}
+}
+
 // TestNoticesAcrossNodes publishes on one node and receives on another;
 // after Redis restarts, the subscriber is told to reload, and notices
 // reach it again.
@@ -122,11 +132,7 @@ func TestNoticesAcrossNodes(t *testing.T) {
 	nodeB := openStore(t, srv.URL(), "tg")
 	sub := subscribe(t, nodeB)
 	waitSubscribed(t, nodeA, sub)
-	select {
-	case <-sub.reconnects:
-		t.Fatalf("onReconnect called on the first subscription")
-	default:
-	}
+	wantSubscribed(t, sub)
 	for _, id := range []string{"acme", "acme.eu"} {
 		if err := nodeA.PublishAccountChange(t.Context(), id); err != nil {
 			t.Fatalf("PublishAccountChange: %v", err)
@@ -145,11 +151,7 @@ func TestNoticesAcrossNodes(t *testing.T) {
 	wantChange(t, sub, "acm")
 
 	srv.Restart()
-	select {
-	case <-sub.reconnects:
-	case <-time.After(noticeWait):
-		t.Fatalf("onReconnect not called within %s of Redis restarting", noticeWait)
-	}
+	wantSubscribed(t, sub)
 	// Subscribed again: the notice of the reconnection came with the
 	// confirmation.
 	if err := nodeA.PublishAccountChange(t.Context(), "acme"); err != nil {
@@ -166,11 +168,12 @@ func TestNoticesStopWhileRedisDown(t *testing.T) {
 	node := openStore(t, srv.URL(), "tg")
 	sub := subscribe(t, node)
 	waitSubscribed(t, node, sub)
+	wantSubscribed(t, sub)
 	srv.Kill()
 	sub.stop(t)
 	select {
 	case <-sub.reconnects:
-		t.Errorf("onReconnect called while Redis was down")
+		t.Errorf("onSubscribed called while Redis was down")
 	default:
 	}
 }
@@ -191,5 +194,44 @@ func TestNoticesStoreClosed(t *testing.T) {
 	}
 	if err := node.PublishAccountChange(t.Context(), "acme"); !errors.Is(err, redis.ErrClosed) {
 		t.Errorf("PublishAccountChange on a closed store = %v, want ErrClosed", err)
+	}
+}
+
+// TestTaskEndNotices: a task end published by one node reaches another,
+// on a channel of its own.
+func TestTaskEndNotices(t *testing.T) {
+	srv := redistest.Start(t)
+	nodeA := openStore(t, srv.URL(), "tg")
+	nodeB := openStore(t, srv.URL(), "tg")
+	ctx, cancel := context.WithCancel(t.Context())
+	ended := make(chan string, 100)
+	subscribed := make(chan struct{}, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- nodeB.SubscribeTaskEnds(ctx, func(id string) { ended <- id }, func() { subscribed <- struct{}{} })
+	}()
+	select {
+	case <-subscribed:
+	case <-time.After(noticeWait):
+		t.Fatalf("not subscribed within %s", noticeWait)
+	}
+	// An account change is not a task end.
+	if err := nodeA.PublishAccountChange(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodeA.PublishTaskEnd(t.Context(), "rid-1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-ended:
+		if id != "rid-1" {
+			t.Fatalf("task end notice %q, want rid-1", id)
+		}
+	case <-time.After(noticeWait):
+		t.Fatalf("no task end notice within %s", noticeWait)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("SubscribeTaskEnds = %v, want nil once ctx ends", err)
 	}
 }

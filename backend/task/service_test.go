@@ -1,0 +1,65 @@
+package task_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/storage/memory"
+	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+// TestWaitOutlivesAWakeUp: a waiter woken while its task still runs (all
+// waiters are woken when notices may have been missed) waits on; it
+// answers once the task ends, here on another "node" that only the
+// store and a recheck tell about.
+func TestWaitOutlivesAWakeUp(t *testing.T) {
+	store := memory.New()
+	t.Cleanup(func() { _ = store.Close() })
+	hub := task.NewHub()
+	svc := task.NewService(store, hub, nil, nil)
+	svc.Recheck = 5 * time.Millisecond
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/", Concurrency: 1}
+	created, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "a", Type: typ, TaskID: "t", GroupID: "g", Data: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan *task.Task, 1)
+	go func() {
+		got, err := svc.Wait(context.Background(), "a", created.RequestID, time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		answered <- got
+	}()
+	for hub.Len() == 0 {
+		time.Sleep(time.Millisecond) // until the waiter subscribed
+	}
+	hub.NotifyAll()
+	select {
+	case got := <-answered:
+		t.Fatalf("the waiter answered %s after a wake-up while its task runs", got.Status)
+	case <-time.After(20 * time.Millisecond):
+	}
+	// Another node ends the task: no local notice, the recheck finds it.
+	claimed, err := store.Claim(t.Context(), typ.Name(), 1, time.Now().Add(time.Minute))
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %v, %v", claimed, err)
+	}
+	now := time.Now().UTC()
+	end := claimed[0]
+	end.Status, end.CompletedAt, end.Result = task.Completed, &now, json.RawMessage(`{}`)
+	if err := store.Finish(t.Context(), end, []*webhook.Delivery(nil)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-answered:
+		if got.Status != task.Completed {
+			t.Fatalf("answered %s, want completed", got.Status)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter did not answer within 10s of the task ending")
+	}
+}
