@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"strings"
 	"time"
 
@@ -45,8 +46,15 @@ type options struct {
 // deployments can share one Redis. It becomes the keys' hash tag.
 func WithPrefix(p string) Option { return func(o *options) { o.prefix = p } }
 
-// Open connects to the Redis at url: redis://[user:password@]host:port/db
-// or rediss:// for TLS. It checks that Redis answers.
+// Open connects to the Redis at url and checks that it answers:
+//
+//   - redis://[user:password@]host:port/db, or rediss:// for TLS: one
+//     server (go-redis's ParseURL; its query parameters apply);
+//   - the same with master_name=<name> and addr=<host:port> parameters for
+//     more sentinels: Redis Sentinel (go-redis's ParseFailoverURL);
+//   - the same with addr=<host:port> parameters for more nodes: Redis
+//     Cluster (go-redis's ParseClusterURL). Every key shares one hash tag,
+//     so the store lives in one slot.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	o := options{prefix: "tg"}
 	for _, opt := range opts {
@@ -55,26 +63,54 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if o.prefix == "" || strings.ContainsAny(o.prefix, "{}") {
 		return nil, fmt.Errorf("redis: prefix %q: want a non-empty name without braces", o.prefix)
 	}
-	cfg, err := goredis.ParseURL(url)
+	rdb, addr, err := newClient(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	cfg.DialTimeout = dialTimeout
-	cfg.ReadTimeout = ioTimeout
-	cfg.WriteTimeout = ioTimeout
-	cfg.PoolTimeout = ioTimeout
-	// A script whose reply was lost may have run: sending it again could
-	// run it twice (a task created twice, a claim lost). A failed call
-	// fails; the caller answers 503 and the client retries.
-	cfg.MaxRetries = -1
-	cfg.ContextTimeoutEnabled = true
-	rdb := goredis.NewClient(cfg)
 	s := &Store{rdb: rdb, prefix: "{" + o.prefix + "}:"}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis: %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("redis: %s: %w", addr, err)
 	}
 	return s, nil
+}
+
+// newClient returns the client the URL describes, with the store's
+// timeouts, and the address to name in errors.
+func newClient(rawURL string) (goredis.UniversalClient, string, error) {
+	u, err := neturl.Parse(rawURL)
+	if err != nil {
+		return nil, "", errors.New("the URL does not parse")
+	}
+	q := u.Query()
+	switch {
+	case q.Has("master_name"):
+		cfg, err := goredis.ParseFailoverURL(rawURL)
+		if err != nil {
+			return nil, "", err
+		}
+		cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
+		cfg.MaxRetries, cfg.ContextTimeoutEnabled = -1, true
+		return goredis.NewFailoverClient(cfg), "sentinel master " + cfg.MasterName, nil
+	case q.Has("addr"):
+		cfg, err := goredis.ParseClusterURL(rawURL)
+		if err != nil {
+			return nil, "", err
+		}
+		cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
+		cfg.MaxRetries, cfg.ContextTimeoutEnabled = -1, true
+		return goredis.NewClusterClient(cfg), "cluster " + strings.Join(cfg.Addrs, ","), nil
+	}
+	cfg, err := goredis.ParseURL(rawURL)
+	if err != nil {
+		return nil, "", err
+	}
+	cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
+	// A script whose reply was lost may have run: sending it again could
+	// run it twice (a task created twice, a claim lost). A failed call
+	// fails; the caller answers 503 and the client retries.
+	cfg.MaxRetries, cfg.ContextTimeoutEnabled = -1, true
+	return goredis.NewClient(cfg), cfg.Addr, nil
 }
 
 // Client returns the store's connection, for the rate limiter and the
