@@ -29,7 +29,7 @@ const (
 	// The pause between attempts to reach a Redis that is down doubles
 	// from noticeRetryMin up to noticeRetryMax.
 	noticeRetryMin = 50 * time.Millisecond
-	noticeRetryMax = 2 * time.Second
+	noticeRetryMax = 250 * time.Millisecond
 )
 
 // PublishAccountChange tells the nodes in SubscribeAccountChanges that the

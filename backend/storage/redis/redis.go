@@ -99,6 +99,7 @@ func newClient(rawURL string) (goredis.UniversalClient, string, error) {
 		}
 		cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
 		cfg.MaxRetries, cfg.ContextTimeoutEnabled = -1, true
+		cfg.DialerRetries, cfg.DialerRetryTimeout = 1, 50*time.Millisecond
 		return goredis.NewClusterClient(cfg), "cluster " + strings.Join(cfg.Addrs, ","), nil
 	}
 	cfg, err := goredis.ParseURL(rawURL)
@@ -110,6 +111,8 @@ func newClient(rawURL string) (goredis.UniversalClient, string, error) {
 	// run it twice (a task created twice, a claim lost). A failed call
 	// fails; the caller answers 503 and the client retries.
 	cfg.MaxRetries, cfg.ContextTimeoutEnabled = -1, true
+	// A Redis that is down answers at once, not after five dials.
+	cfg.DialerRetries, cfg.DialerRetryTimeout = 1, 50*time.Millisecond
 	return goredis.NewClient(cfg), cfg.Addr, nil
 }
 

@@ -1,0 +1,888 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The tests of this file run three taskgate nodes on one redis-server
+// (`storage redis`), each node with its own ports and admin endpoint, as
+// a deployment behind a load balancer would.
+
+// Figures of the shared store that the tests hold the nodes to.
+const (
+	// propagation is how soon an account change made on one node is in
+	// force on the others (docs/admin-api.md: "within a second").
+	propagation = time.Second
+	// propagationGiveUp is how long a test keeps polling after
+	// propagation has passed, to tell how late a change was.
+	propagationGiveUp = 5 * time.Second
+	// leaseLength is task.DefaultLease: a task of a node that died is run
+	// again by another node once its lease has ended.
+	leaseLength = 15 * time.Second
+	// leaseRenewal is how often a running node renews its leases
+	// (leaseLength/3): a node's lease ends more than leaseLength -
+	// leaseRenewal after it died.
+	leaseRenewal = leaseLength / 3
+	// storeDownAnswer bounds how long a call that needs the store may take
+	// to answer 503 STORAGE_UNAVAILABLE while Redis is down. (go-redis
+	// dials 5 times, 100 ms apart, before it gives up: about 0.5 s.)
+	storeDownAnswer = 3 * time.Second
+	// storeRecovery bounds how soon every node works again once Redis is
+	// back, without a restart of the nodes.
+	storeRecovery = 5 * time.Second
+)
+
+// redisServer is a redis-server process of a test, on a free loopback port
+// and in a directory of its own, with append-only persistence that fsyncs
+// every write: a kill loses nothing Redis acknowledged, as
+// backend/internal/redistest does it for the unit tests.
+type redisServer struct {
+	t    *testing.T
+	dir  string
+	port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startRedis starts a redis-server and kills it when the test ends (after
+// the nodes started later, which stop first).
+func startRedis(t *testing.T) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is not installed: run `make deps` (Debian: apt-get install redis-server)")
+	}
+	r := &redisServer{t: t, dir: t.TempDir(), port: freePort(t)}
+	r.start()
+	t.Cleanup(r.kill)
+	return r
+}
+
+// url is the server's redis:// URL, database 0.
+func (r *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+
+func (r *redisServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
+
+// start runs redis-server on the server's port and directory and waits
+// until it answers PING.
+func (r *redisServer) start() {
+	r.t.Helper()
+	logPath := filepath.Join(r.dir, "redis.log")
+	r.cmd = exec.Command("redis-server",
+		"--port", strconv.Itoa(r.port),
+		"--bind", "127.0.0.1",
+		"--dir", r.dir,
+		"--appendonly", "yes",
+		"--appendfsync", "always",
+		"--save", "",
+		"--maxmemory-policy", "noeviction",
+		"--protected-mode", "yes",
+		"--logfile", logPath,
+	)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(r.cmd, r.done)
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := r.ping()
+		if err == nil {
+			return
+		}
+		select {
+		case <-r.done:
+			log, _ := os.ReadFile(logPath)
+			r.t.Fatalf("redis-server exited at start:\n%s", log)
+		case <-deadline.C:
+			log, _ := os.ReadFile(logPath)
+			r.t.Fatalf("redis-server on port %d did not answer PING within 10s: %v\n%s", r.port, err, log)
+		case <-tick.C:
+		}
+	}
+}
+
+// ping sends PING on a fresh connection.
+func (r *redisServer) ping() error {
+	c, err := net.DialTimeout("tcp", r.addr(), time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+// kill stops the server at once (SIGKILL), as a crash would. It may be
+// called twice.
+func (r *redisServer) kill() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	<-r.done
+	r.cmd = nil
+}
+
+// restart kills the server (if it runs) and starts it again on the same
+// port and data directory.
+func (r *redisServer) restart() {
+	r.t.Helper()
+	r.kill()
+	r.start()
+}
+
+// redisNode is one taskgate node of a test's cluster.
+type redisNode struct {
+	*server
+	// name is how failures name the node: "node 1", …
+	name string
+	// api is the port of the task API (taskSite); edge the port of the
+	// edge chain in front of a respond (edgeSite).
+	api, edge int
+}
+
+// redisGlobal is the taskgate block of nodes that share r: storage redis,
+// then body.
+func redisGlobal(r *redisServer, body string) string {
+	return fmt.Sprintf("taskgate {\n\tstorage redis %s\n%s}", r.url(), indent(body))
+}
+
+// edgeSite is the edge chain on port, in front of a plain answer.
+func edgeSite(port int) string {
+	return fmt.Sprintf(`
+http://:%d {
+	api_key_auth
+	account_rate_limit
+	respond "ok" 200
+}`, port)
+}
+
+// startNode starts a node with the taskgate block global, its task API and
+// its edge chain on ports of its own.
+func startNode(t *testing.T, name, global string) *redisNode {
+	t.Helper()
+	n := &redisNode{server: newServer(t), name: name, api: freePort(t), edge: freePort(t)}
+	n.start(config{Global: global, Sites: taskSite(n.api) + "\n" + edgeSite(n.edge)})
+	return n
+}
+
+// startNodes starts count nodes on the same taskgate block, one after the
+// other.
+func startNodes(t *testing.T, count int, global string) []*redisNode {
+	t.Helper()
+	nodes := make([]*redisNode, count)
+	for i := range nodes {
+		nodes[i] = startNode(t, fmt.Sprintf("node %d", i+1), global)
+	}
+	return nodes
+}
+
+// client is the task API of the node as an account.
+func (n *redisNode) client(accountID, key string) taskClient {
+	return taskClient{s: n.server, port: n.api, auth: creds(accountID, key)}
+}
+
+// authStatus asks the node's task API for a listing with the credentials:
+// 200 when the key works there, 403 when it is refused.
+func (n *redisNode) authStatus(t *testing.T, accountID, key string) int {
+	t.Helper()
+	r := n.get(t, siteURL(n.api, "/v3/tasks?group_id=probe"), creds(accountID, key))
+	switch r.status {
+	case http.StatusOK:
+	case http.StatusForbidden:
+		wantError(t, r, http.StatusForbidden, "INVALID_CREDENTIALS")
+	default:
+		t.Fatalf("%s: GET /v3/tasks as %s: %d %s, want 200 or 403", n.name, accountID, r.status, r.body)
+	}
+	return r.status
+}
+
+// waitAuth polls every node's task API with the credentials until it
+// answers want (200: the key works, 403: it is refused), and returns how
+// long after since each node did. A node that took longer than within
+// fails the test; polling goes on up to propagationGiveUp to tell by how
+// much.
+func waitAuth(t *testing.T, nodes []*redisNode, since time.Time, accountID, key string, want int, within time.Duration, what string) []time.Duration {
+	t.Helper()
+	took := make([]time.Duration, len(nodes))
+	done := make([]bool, len(nodes))
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	giveUp := since.Add(propagationGiveUp)
+	for pending := len(nodes); pending > 0; {
+		for i, n := range nodes {
+			if !done[i] && n.authStatus(t, accountID, key) == want {
+				took[i], done[i] = time.Since(since), true
+				pending--
+			}
+		}
+		if pending == 0 {
+			break
+		}
+		if time.Now().After(giveUp) {
+			for i, n := range nodes {
+				if !done[i] {
+					t.Errorf("%s: %s: not after %v (want within %v)", n.name, what, propagationGiveUp, within)
+				}
+			}
+			t.FailNow()
+		}
+		<-tick.C
+	}
+	for i, d := range took {
+		if d > within {
+			t.Errorf("%s: %s only %v after the change, want within %v", nodes[i].name, what, d.Round(time.Millisecond), within)
+		}
+	}
+	return took
+}
+
+// durations prints durations rounded to the millisecond.
+func durations(ds []time.Duration) string {
+	s := make([]string, len(ds))
+	for i, d := range ds {
+		s[i] = d.Round(time.Millisecond).String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// holdingSource is a source that holds every call until the test opens it,
+// then answers each with its request id.
+func holdingSource(t *testing.T) *fakeSource {
+	t.Helper()
+	return newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
+		if f.hold(r) {
+			answerJSON(w, http.StatusOK, echoResult(c.RequestID))
+		}
+	})
+}
+
+// echoResult is the result of a task that a test's source completed.
+func echoResult(requestID string) string {
+	return fmt.Sprintf(`{"status":"done","echo":%q}`, requestID)
+}
+
+// waitEnded polls every task every 50 ms until all have ended or the
+// deadline passes, and returns them as last seen. It polls without wait,
+// so as not to rely on the task end notices between nodes, which the long
+// poll test checks on its own.
+func waitEnded(t *testing.T, c taskClient, ids []string, deadline time.Time) map[string]taskObject {
+	t.Helper()
+	seen := make(map[string]taskObject, len(ids))
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		pending := 0
+		for _, id := range ids {
+			if o, ok := seen[id]; ok && o.terminal() {
+				continue
+			}
+			o := c.task(t, id, 0)
+			seen[id] = o
+			if !o.terminal() {
+				pending++
+			}
+		}
+		if pending == 0 || time.Now().After(deadline) {
+			return seen
+		}
+		<-tick.C
+	}
+}
+
+// wantCompleted checks that every task completed with its own result,
+// and returns how many did not.
+func wantCompleted(t *testing.T, ids []string, seen map[string]taskObject) int {
+	t.Helper()
+	lost := 0
+	for _, id := range ids {
+		o := seen[id]
+		switch {
+		case !o.terminal():
+			lost++
+			t.Errorf("task %s still %q: lost", id, o.Status)
+		case o.Status != "completed":
+			t.Errorf("task %s: %s, want completed", id, o.raw)
+		case !sameJSON(t, o.Result, echoResult(id)):
+			t.Errorf("task %s: result %s, want %s", id, o.Result, echoResult(id))
+		}
+	}
+	return lost
+}
+
+// TestRedis runs three taskgate nodes on one redis-server per subtest: what
+// one node changes or accepts, the others see; a node killed with tasks in
+// flight loses none; Redis killed and restarted stops nothing for good.
+func TestRedis(t *testing.T) {
+	t.Parallel()
+	t.Run("shared state", func(t *testing.T) {
+		t.Parallel()
+		testRedisSharedState(t)
+	})
+	t.Run("node killed", func(t *testing.T) {
+		t.Parallel()
+		testRedisNodeKilled(t)
+	})
+	t.Run("redis restarted", func(t *testing.T) {
+		t.Parallel()
+		testRedisRestarted(t)
+	})
+}
+
+// testRedisSharedState: an account created on node 1 works on nodes 2 and
+// 3 within a second, a key revoked on node 2 fails on nodes 1 and 3
+// within a second, a task created on one node is read on another, and
+// each webhook is delivered once whichever node's dispatcher takes it.
+func testRedisSharedState(t *testing.T) {
+	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
+		if strings.HasSuffix(c.Path, "/held") && !f.hold(r) {
+			return
+		}
+		answerJSON(w, http.StatusOK, echoResult(c.RequestID))
+	})
+	recv := newHookReceiver(t, always(http.StatusNoContent))
+	rs := startRedis(t)
+	nodes := startNodes(t, 3, redisGlobal(rs, fmt.Sprintf(`
+account fixed {
+	key key-fixed
+	rate_limit 100000/s
+	webhook %[2]s/hooks
+}
+task_type share/echo {
+	source %[1]s/echo
+}
+task_type share/held {
+	source %[1]s/held
+	timeout 30s
+}`, src.url, recv.url)))
+	fixed := func(n *redisNode) taskClient { return n.client("fixed", "key-fixed") }
+
+	// A dynamic account created on node 1: in force there before the
+	// answer, on the others within a second.
+	acct := createAccount(t, nodes[0].server, `{"name":"Shared Ltd","rate_limit":"100000/s"}`)
+	created := time.Now()
+	if got := nodes[0].authStatus(t, acct.ID, acct.APIKey); got != http.StatusOK {
+		t.Errorf("node 1 made the account but refuses its key: %d", got)
+	}
+	took := waitAuth(t, nodes[1:], created, acct.ID, acct.APIKey, http.StatusOK, propagation, "the key of an account created on node 1 works")
+	t.Logf("account created on node 1: its key works on nodes 2, 3 after %s", durations(took))
+
+	// A new key made on node 2, then the first key revoked on node 2.
+	k2 := addKey(t, nodes[1].server, acct.ID, "")
+	added := time.Now()
+	others := []*redisNode{nodes[0], nodes[2]}
+	took = waitAuth(t, others, added, acct.ID, k2.APIKey, http.StatusOK, propagation, "a key added on node 2 works")
+	t.Logf("key added on node 2: works on nodes 1, 3 after %s", durations(took))
+	var after adminAccount
+	decodeAnswer(t, adminCall(t, nodes[1].server, http.MethodDelete, "/taskgate/accounts/"+acct.ID+"/keys/"+acct.Keys[0].ID, ""), http.StatusOK, &after)
+	revoked := time.Now()
+	if got := nodes[1].authStatus(t, acct.ID, acct.APIKey); got != http.StatusForbidden {
+		t.Errorf("node 2 revoked the key but accepts it: %d", got)
+	}
+	took = waitAuth(t, others, revoked, acct.ID, acct.APIKey, http.StatusForbidden, propagation, "a key revoked on node 2 is refused")
+	t.Logf("key revoked on node 2: refused on nodes 1, 3 after %s", durations(took))
+	for _, n := range nodes {
+		if got := n.authStatus(t, acct.ID, k2.APIKey); got != http.StatusOK {
+			t.Errorf("%s: the account's other key is refused (%d) after one key was revoked", n.name, got)
+		}
+	}
+
+	// Tasks created on every node, the first on node 1: read on node 3 at
+	// once, ended by whichever node claims them, each webhook once.
+	var ids []string
+	for i := range 9 {
+		ids = append(ids, fixed(nodes[i%3]).createAsync(t, "share/echo", fmt.Sprintf("t-%d", i), "g-share", fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	if o := fixed(nodes[2]).task(t, ids[0], 0); o.Action != "share" || o.Type != "echo" || o.TaskID != "t-0" {
+		t.Errorf("node 3 reads the task created on node 1 as %s", o.raw)
+	}
+	if wantCompleted(t, ids, waitEnded(t, fixed(nodes[2]), ids, time.Now().Add(taskWait))) != 0 {
+		t.FailNow()
+	}
+	if listed := fixed(nodes[1]).list(t, "group_id", "g-share"); len(listed) != len(ids) {
+		t.Errorf("node 2 lists %d tasks of the group, want the %d created on all nodes", len(listed), len(ids))
+	}
+
+	// A long poll answers the moment its task ends, on every node: the
+	// README's promise, whichever node runs the task.
+	t.Run("long poll on every node", func(t *testing.T) {
+		ids = append(ids, testLongPollAcrossNodes(t, src, nodes, fixed))
+	})
+
+	// Every delivery is recorded delivered after one attempt, and the
+	// receiver got it once: the dispatchers of three nodes do not share a
+	// delivery. Checked last, so that the other dispatchers had the
+	// time of the long poll test to send a duplicate.
+	hooks := fixed(nodes[1])
+	for _, id := range ids {
+		d := hooks.waitDelivery(t, id, "", "delivered", hasStatus("delivered"))
+		if len(d.Attempts) != 1 {
+			t.Errorf("delivery of %s: %d attempts, want 1:\n%s", id, len(d.Attempts), d.raw)
+		}
+		if got := recv.withID(d.ID); len(got) != 1 {
+			t.Errorf("delivery %s of %s: the receiver got it %d times, want once", d.ID, id, len(got))
+		}
+	}
+	byID := map[string]int{}
+	for _, r := range recv.requests() {
+		byID[r.ID]++
+	}
+	if len(byID) != len(ids) || len(recv.requests()) != len(ids) {
+		t.Errorf("receiver: %d requests with %d webhook-ids, want %d of each", len(recv.requests()), len(byID), len(ids))
+	}
+	t.Logf("%d tasks created over 3 nodes: every one read on another node, completed, and its webhook delivered once", len(ids))
+}
+
+// testLongPollAcrossNodes long-polls a held task on every node at once,
+// lets the source answer, and checks that every poll answers the moment
+// the task ends, not when its wait runs out. It returns the task's
+// request id.
+func testLongPollAcrossNodes(t *testing.T, src *fakeSource, nodes []*redisNode, client func(*redisNode) taskClient) string {
+	const wait = 5 // seconds
+	id := client(nodes[0]).createAsync(t, "share/held", "t-held", "g-held", `{}`)
+	src.waitFor(t, "the held call", func() bool {
+		return slices.ContainsFunc(src.calls, func(c sourceCall) bool { return c.RequestID == id })
+	})
+	hc := &http.Client{Timeout: 2 * wait * time.Second}
+	defer hc.CloseIdleConnections()
+	// answer is a poll's answer and when it came.
+	type answer struct {
+		status int
+		header http.Header
+		body   []byte
+		err    error
+		at     time.Time
+	}
+	// wrote gets a signal once each poll is on the wire.
+	wrote := make(chan struct{}, len(nodes))
+	answers := make([]chan answer, len(nodes))
+	for i, n := range nodes {
+		answers[i] = make(chan answer, 1)
+		c := client(n)
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, c.url(fmt.Sprintf("/v3/tasks?wait=%d&request_id=%s", wait, url.QueryEscape(id))), nil)
+			req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+				WroteRequest: func(httptrace.WroteRequestInfo) { wrote <- struct{}{} },
+			}))
+			req.Header = c.auth.Clone()
+			resp, err := hc.Do(req)
+			if err != nil {
+				answers[i] <- answer{err: err, at: time.Now()}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			answers[i] <- answer{status: resp.StatusCode, header: resp.Header, body: b, err: err, at: time.Now()}
+		}()
+	}
+	for range nodes {
+		select {
+		case <-wrote:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a long poll was not sent within 10s")
+		}
+	}
+	for i, ch := range answers {
+		select {
+		case a := <-ch:
+			t.Fatalf("%s: the long poll answered before the task ended: %d %s %v", nodes[i].name, a.status, a.body, a.err)
+		default:
+		}
+	}
+	released := time.Now()
+	src.passOne(t)
+	var took []time.Duration
+	for i, ch := range answers {
+		a := <-ch
+		if a.err != nil || a.status != http.StatusOK {
+			t.Errorf("%s: long poll: %d %s %v", nodes[i].name, a.status, a.body, a.err)
+			continue
+		}
+		tasks := wantTasks(t, response{status: a.status, header: a.header, body: a.body})
+		if len(tasks) != 1 || tasks[0].Status != "completed" {
+			t.Errorf("%s: long poll answered %s, want the completed task", nodes[i].name, a.body)
+		}
+		d := a.at.Sub(released)
+		took = append(took, d)
+		if d > time.Second {
+			t.Errorf("%s: the long poll answered %v after the source did, want at once (its wait was %ds): a task ended by another node does not wake the waits of this one",
+				nodes[i].name, d.Round(time.Millisecond), wait)
+		}
+	}
+	t.Logf("long polls (wait=%d) on nodes 1, 2, 3 answered %s after the source", wait, durations(took))
+	return id
+}
+
+// TestRedisRateLimit sends requests round-robin to three nodes sharing a
+// Redis for a bounded time and counts what passes the edge chain: GCRA on
+// Redis admits burst + rate × elapsed, whatever node each request reaches,
+// not that once per node. It runs alone (not parallel): on a busy machine
+// a Redis call over the fallback's 100 ms timeout would be decided by the
+// node alone, and the count would no longer be Redis's.
+func TestRedisRateLimit(t *testing.T) {
+	const (
+		rate    = 100.0 // per second
+		burst   = 100.0
+		clients = 6
+		loadFor = 3 * time.Second
+		// perClient bounds each client's requests, should the machine
+		// be much faster than this one (about 5,000 in loadFor).
+		perClient = 50000
+	)
+	rs := startRedis(t)
+	nodes := startNodes(t, 3, redisGlobal(rs, fmt.Sprintf(`
+account metered {
+	key key-metered
+	rate_limit %d/s burst %d
+}`, int(rate), int(burst))))
+	hc := &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true},
+	}
+	defer hc.CloseIdleConnections()
+	auth := creds("metered", "key-metered")
+
+	// tally is what one client saw.
+	type tally struct {
+		first, last time.Time // the first request sent, the last answer read
+		requests    int
+		admitted    [3]int // by node
+		limited     int
+		problems    []string
+	}
+	tallies := make([]tally, clients)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range clients {
+		wg.Go(func() {
+			tl := &tallies[g]
+			<-start
+			end := time.Now().Add(loadFor)
+			for k := 0; k < perClient && time.Now().Before(end); k++ {
+				i := (g + k) % len(nodes)
+				sent := time.Now()
+				status, body, err := send(hc, http.MethodGet, siteURL(nodes[i].edge, "/"), auth, "")
+				if tl.first.IsZero() {
+					tl.first = sent
+				}
+				tl.last = time.Now()
+				tl.requests++
+				switch {
+				case err != nil:
+					tl.problems = append(tl.problems, fmt.Sprintf("%s: %v", nodes[i].name, err))
+				case status == http.StatusOK:
+					tl.admitted[i]++
+				case status == http.StatusTooManyRequests:
+					tl.limited++
+				default:
+					tl.problems = append(tl.problems, fmt.Sprintf("%s: %d %s", nodes[i].name, status, body))
+				}
+				if len(tl.problems) > 10 {
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	var first, last time.Time
+	var requests, admitted, limited int
+	var perNode [3]int
+	for _, tl := range tallies {
+		for _, p := range tl.problems {
+			t.Errorf("request: %s", p)
+		}
+		if first.IsZero() || tl.first.Before(first) {
+			first = tl.first
+		}
+		if tl.last.After(last) {
+			last = tl.last
+		}
+		requests += tl.requests
+		limited += tl.limited
+		for i, n := range tl.admitted {
+			perNode[i] += n
+			admitted += n
+		}
+	}
+	elapsed := last.Sub(first)
+	expected := burst + rate*elapsed.Seconds()
+	ratio := float64(admitted) / expected
+	t.Logf("rate limit %v/s burst %v over 3 nodes: %d requests by %d clients in %v; admitted %d (nodes 1, 2, 3: %d, %d, %d), refused %d; expected %.1f; admitted/expected = %.4f",
+		rate, burst, requests, clients, elapsed.Round(time.Microsecond), admitted, perNode[0], perNode[1], perNode[2], limited, expected, ratio)
+	for _, n := range nodes {
+		if strings.Contains(n.output(), "rate limit store unreachable") {
+			t.Errorf("%s decided alone for a while (Redis slower than the fallback's timeout): the count is not Redis's alone", n.name)
+		}
+	}
+	if limited == 0 {
+		t.Fatal("no request was refused: the load did not reach the limit")
+	}
+	if admitted >= int(1.5*expected) {
+		t.Errorf("admitted %d, %.2f× the limit: each node limits alone", admitted, ratio)
+	} else if math.Abs(ratio-1) > 0.05 {
+		t.Errorf("admitted %d, expected %.1f: ratio %.4f, want within ±5%%", admitted, expected, ratio)
+	}
+	for i, n := range perNode {
+		if n == 0 {
+			t.Errorf("%s admitted nothing: the round robin did not reach it", nodes[i].name)
+		}
+	}
+}
+
+// testRedisNodeKilled: node 1 runs tasks alone, nodes 2 and 3 join, node 1
+// is killed (SIGKILL) while its source calls are held; once its leases end
+// the others run its tasks again, and every accepted task completes.
+func testRedisNodeKilled(t *testing.T) {
+	const (
+		perNode = 4 // concurrency of the task type on each node
+		queued  = 2 // tasks left in the queue when nodes 2 and 3 start
+		// margin is how long after the end of the lease the tasks may
+		// take: a node rescues expired leases every 5 s, then claims.
+		margin = 7 * time.Second
+	)
+	src := holdingSource(t)
+	rs := startRedis(t)
+	global := redisGlobal(rs, fmt.Sprintf(`
+account k {
+	key key-k
+	rate_limit 100000/s
+}
+task_type kill/held {
+	source %s/held
+	timeout 60s
+	concurrency %d
+}`, src.url, perNode))
+	node1 := startNode(t, "node 1", global)
+	var ids []string
+	for i := range perNode + queued {
+		ids = append(ids, node1.client("k", "key-k").createAsync(t, "kill/held", fmt.Sprintf("t-%d", i), "g-kill", fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	// Node 1 holds as many as its concurrency allows; the rest wait.
+	src.waitCalls(t, perNode)
+	ofNode1 := map[string]bool{}
+	for _, c := range src.received() {
+		ofNode1[c.RequestID] = true
+	}
+	if len(ofNode1) != perNode {
+		t.Fatalf("node 1 called the source for %d tasks, want %d (its concurrency)", len(ofNode1), perNode)
+	}
+	node2 := startNode(t, "node 2", global)
+	startNode(t, "node 3", global)
+	src.waitCalls(t, perNode+queued)
+
+	node1.stop(t, os.Kill)
+	killed := time.Now()
+	src.open()
+
+	c2 := node2.client("k", "key-k")
+	seen := waitEnded(t, c2, ids, killed.Add(leaseLength+margin))
+	if lost := wantCompleted(t, ids, seen); lost != 0 {
+		t.Errorf("%d of %d accepted tasks lost: not ended %v after node 1 was killed", lost, len(ids), leaseLength+margin)
+	}
+	var takeover time.Duration
+	for id := range ofNode1 {
+		o := seen[id]
+		if !o.terminal() {
+			continue
+		}
+		d := mustTime(t, *o.CompletedAt).Sub(killed)
+		takeover = max(takeover, d)
+		if d < leaseLength-leaseRenewal-100*time.Millisecond {
+			t.Errorf("task %s of node 1 ended %v after the kill, before its lease could have ended (%v at the earliest)", id, d, leaseLength-leaseRenewal)
+		}
+		if n := src.hits(id); n < 2 {
+			t.Errorf("task %s of node 1: source called %d times, want again after the kill", id, n)
+		}
+	}
+	calls := len(src.received())
+	t.Logf("node 1 killed holding %d tasks: nodes 2 and 3 ended them all %v after the kill (lease %v, renewed every %v); %d tasks, %d source calls",
+		perNode, takeover.Round(time.Millisecond), leaseLength, leaseRenewal, len(ids), calls)
+}
+
+// testRedisRestarted: Redis killed while three nodes run with tasks in
+// flight: task creation answers 503 STORAGE_UNAVAILABLE at once on every
+// node, the edge chain goes on limiting on each node alone; Redis
+// restarted: every node creates tasks again without a restart, account
+// changes reach the others again, and every task accepted before the kill
+// is still there and completes.
+func testRedisRestarted(t *testing.T) {
+	src := holdingSource(t)
+	rs := startRedis(t)
+	nodes := startNodes(t, 3, redisGlobal(rs, fmt.Sprintf(`
+account out {
+	key key-out
+	rate_limit 100000/s
+}
+account edge {
+	key key-edge
+	rate_limit 5/s burst 5
+}
+task_type out/held {
+	source %s/held
+	timeout 60s
+	concurrency 2
+}`, src.url)))
+	out := func(n *redisNode) taskClient { return n.client("out", "key-out") }
+	edgeAuth := creds("edge", "key-edge")
+
+	// Before: 9 tasks, 6 of them held by the source (2 per node), 3
+	// queued.
+	var before []string
+	for i := range 9 {
+		before = append(before, out(nodes[i%3]).createAsync(t, "out/held", fmt.Sprintf("before-%d", i), "g-out", `{}`))
+	}
+	src.waitCalls(t, 6)
+	for _, n := range nodes {
+		if r := n.get(t, siteURL(n.edge, "/"), edgeAuth); r.status != http.StatusOK {
+			t.Fatalf("%s: edge chain before the kill: %d %s", n.name, r.status, r.body)
+		}
+	}
+
+	rs.kill()
+	killed := time.Now()
+
+	// Creation: 503 STORAGE_UNAVAILABLE within storeDownAnswer, never a
+	// 202, on every node.
+	var slowest time.Duration
+	var firsts []time.Duration
+	for k := range 3 {
+		for _, n := range nodes {
+			sent := time.Now()
+			r := out(n).post(t, "async", "out/held", createBody(fmt.Sprintf("during-%d", k), "g-out", `{}`), nil)
+			took := time.Since(sent)
+			if k == 0 {
+				firsts = append(firsts, took)
+			}
+			slowest = max(slowest, took)
+			if r.status == http.StatusAccepted {
+				t.Fatalf("%s: a create was accepted (%s) while Redis was down", n.name, r.body)
+			}
+			wantError(t, r, http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE")
+			if took > storeDownAnswer {
+				t.Errorf("%s: create answered after %v while Redis was down, want within %v", n.name, took.Round(time.Millisecond), storeDownAnswer)
+			}
+		}
+	}
+	// Reads need the store too: 200 or 503 STORAGE_UNAVAILABLE, no other
+	// 5xx.
+	for _, n := range nodes {
+		sent := time.Now()
+		r := out(n).get(t, "request_id="+url.QueryEscape(before[0]))
+		if took := time.Since(sent); took > storeDownAnswer {
+			t.Errorf("%s: GET answered after %v while Redis was down", n.name, took.Round(time.Millisecond))
+		}
+		if r.status != http.StatusOK {
+			wantError(t, r, http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE")
+		}
+	}
+	// The admin API answers 503 STORAGE_UNAVAILABLE for a change.
+	sent := time.Now()
+	wantError(t, adminCall(t, nodes[0].server, http.MethodPost, "/taskgate/accounts", `{"name":"During"}`), http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE")
+	if took := time.Since(sent); took > storeDownAnswer {
+		t.Errorf("node 1: admin create answered after %v while Redis was down", took.Round(time.Millisecond))
+	}
+	// The edge chain limits on each node alone (on_store_error local): a
+	// fresh burst of 5 per node, then 429, never an error.
+	var edgeSlowest time.Duration
+	for _, n := range nodes {
+		var admitted, limited int
+		for range 10 {
+			sent := time.Now()
+			r := n.get(t, siteURL(n.edge, "/"), edgeAuth)
+			edgeSlowest = max(edgeSlowest, time.Since(sent))
+			switch r.status {
+			case http.StatusOK:
+				admitted++
+			case http.StatusTooManyRequests:
+				limited++
+			default:
+				t.Errorf("%s: edge chain while Redis was down: %d %s, want 200 or 429", n.name, r.status, r.body)
+			}
+		}
+		if admitted == 0 || limited == 0 || admitted > 7 {
+			t.Errorf("%s: edge chain while Redis was down admitted %d of 10 and refused %d: want the local limit (burst 5)", n.name, admitted, limited)
+		}
+	}
+	outage := time.Since(killed)
+	t.Logf("Redis down: creates answered 503 STORAGE_UNAVAILABLE after %s on nodes 1, 2, 3 (first call), %v at most; edge chain answered within %v",
+		durations(firsts), slowest.Round(time.Millisecond), edgeSlowest.Round(time.Microsecond))
+
+	rs.restart()
+	restarted := time.Now()
+
+	// Every node creates again, without a restart.
+	var after []string
+	var recovery []time.Duration
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for i, n := range nodes {
+		for k := 0; ; k++ {
+			r := out(n).post(t, "async", "out/held", createBody(fmt.Sprintf("after-%d-%d", i, k), "g-out", `{}`), nil)
+			if r.status == http.StatusAccepted {
+				after = append(after, wantAccepted(t, r))
+				recovery = append(recovery, time.Since(restarted))
+				break
+			}
+			wantError(t, r, http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE")
+			if time.Since(restarted) > 2*storeRecovery {
+				t.Fatalf("%s: creates still fail %v after Redis came back", n.name, 2*storeRecovery)
+			}
+			<-tick.C
+		}
+	}
+	for i, d := range recovery {
+		if d > storeRecovery {
+			t.Errorf("%s: creates work again %v after Redis came back, want within %v", nodes[i].name, d.Round(time.Millisecond), storeRecovery)
+		}
+	}
+	t.Logf("Redis down %v, then back: creates accepted again on nodes 1, 2, 3 after %s", outage.Round(time.Millisecond), durations(recovery))
+
+	// Account changes reach the other nodes again (their subscriptions
+	// came back, or they reloaded every account).
+	acct := createAccount(t, nodes[0].server, `{"name":"After Ltd"}`)
+	created := time.Now()
+	took := waitAuth(t, nodes[1:], created, acct.ID, acct.APIKey, http.StatusOK, storeRecovery, "an account created after Redis came back works")
+	t.Logf("account created on node 1 %v after Redis came back: works on nodes 2, 3 after %s", created.Sub(restarted).Round(time.Millisecond), durations(took))
+
+	// Nothing accepted was lost: the tasks of before, held by the source
+	// across the outage or queued, and those of after all complete.
+	src.open()
+	ids := append(slices.Clone(before), after...)
+	if lost := wantCompleted(t, ids, waitEnded(t, out(nodes[1]), ids, time.Now().Add(taskWait))); lost != 0 {
+		t.Errorf("%d of %d accepted tasks lost across the Redis restart", lost, len(ids))
+	}
+}
