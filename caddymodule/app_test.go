@@ -7,13 +7,16 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/taskgate/taskgate/internal/redistest"
 )
 
 // TestAppLeavesNoGoroutines starts and stops the app (workers, dispatcher,
 // stores) a few times, then checks that every goroutine it started ended.
 func TestAppLeavesNoGoroutines(t *testing.T) {
+	srv := redistest.Start(t)
 	before := runtime.NumGoroutine()
-	for _, storage := range []*StorageConfig{{Type: "memory"}, {Type: "bolt", Path: t.TempDir() + "/tg.db"}} {
+	for _, storage := range []*StorageConfig{{Type: "memory"}, {Type: "bolt", Path: t.TempDir() + "/tg.db"}, {Type: "redis", URL: srv.URL()}} {
 		for range 3 {
 			app := &App{
 				Storage:   storage,

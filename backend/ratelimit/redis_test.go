@@ -10,7 +10,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/taskgate/taskgate/backend/internal/redistest"
+	"github.com/taskgate/taskgate/internal/redistest"
 )
 
 // testPrefix is the prefix production uses.

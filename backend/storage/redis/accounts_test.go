@@ -6,7 +6,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/account/accounttest"
-	"github.com/taskgate/taskgate/backend/internal/redistest"
+	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/storage/redis"
 )
 

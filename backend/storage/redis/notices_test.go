@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskgate/taskgate/backend/internal/redistest"
+	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/storage/redis"
 )
 

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/taskgate/taskgate/backend/internal/redistest"
+	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/task/tasktest"
 )
 

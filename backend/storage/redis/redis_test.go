@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskgate/taskgate/backend/internal/redistest"
+	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/storage/redis"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/task/tasktest"

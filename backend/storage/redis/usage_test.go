@@ -3,7 +3,7 @@ package redis_test
 import (
 	"testing"
 
-	"github.com/taskgate/taskgate/backend/internal/redistest"
+	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/usage/usagetest"
 )
