@@ -287,7 +287,11 @@ func (s *server) admin(t *testing.T, method, path, contentType string, body []by
 // `caddy reload` does.
 func (s *server) load(t *testing.T, c config) response {
 	t.Helper()
-	return s.admin(t, http.MethodPost, "/load", "text/caddyfile", []byte(s.caddyfile(c)))
+	r := s.admin(t, http.MethodPost, "/load", "text/caddyfile", []byte(s.caddyfile(c)))
+	// The old config's servers close their idle connections as they go:
+	// a request on one of them could meet the close (EOF).
+	s.client.CloseIdleConnections()
+	return r
 }
 
 // siteURL is a URL on 127.0.0.1 at port.
