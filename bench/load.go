@@ -29,6 +29,9 @@ type target struct {
 	// each).
 	workers int
 	client  *http.Client
+	// observe, when set, is called before each of the target's measured
+	// rounds in measurePair, and what it returns right after the round.
+	observe func(ctx context.Context) (after func())
 }
 
 // newTarget returns a target that sends vt with at most workers requests
@@ -226,12 +229,19 @@ func measurePair(ctx context.Context, serverPID, rounds int, du, warmup time.Dur
 		}
 		for _, t := range order {
 			site := sites[t]
+			var after func()
+			if t.observe != nil {
+				after = t.observe(ctx)
+			}
 			server0, client0, cpuErr := cpuTimes(serverPID)
 			r, err := t.attack(ctx, du, &site.latencies)
 			if err != nil {
 				return nil, err
 			}
 			server1, client1, cpuErr1 := cpuTimes(serverPID)
+			if after != nil {
+				after()
+			}
 			r.serverCPU, r.clientCPU, r.cpuErr = server1-server0, client1-client0, errors.Join(cpuErr, cpuErr1)
 			site.add(r)
 			fmt.Fprintf(os.Stderr, "bench: round %d/%d %-12s %8.0f req/s (%d requests, %d not %s)\n",

@@ -21,13 +21,20 @@
 //     the receiver refuses (503) under a short retry policy: the server's
 //     memory with all of them pending, attempts per second, how late
 //     retries come against their policy, and how long all take to get
-//     through once the receiver accepts them.
+//     through once the receiver accepts them;
+//   - redis mode, on a redis-server the harness starts: the edge chain of a
+//     node with storage redis against its bare respond, next to the memory
+//     server's, and Redis's CPU per rate-limit decision; task creations with
+//     Redis as the store against bare; and how exactly an account's rate
+//     limit holds under overload, on one node and round robin over three
+//     nodes sharing the Redis (and on the memory server, one node).
 //
 // Each storage runs in its own server process, so that no phase inherits
 // another's tasks. Run it from the module root:
 //
 //	go run ./bench [-rounds 5] [-duration 2s] [-warmup 1s] [-workers 64] [-accounts 10000] [-create-rounds 3] [-tasks 20000] [-latency-rate 500]
 //		[-webhook-tasks 10000] [-webhook-rate 200] [-retry-tasks 10000] [-retry-window 10s] [-profile dir]
+//		[-redis=false] [-limit-rate 200] [-limit-burst 200] [-limit-duration 3s]
 package main
 
 import (
@@ -36,6 +43,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -75,6 +83,10 @@ type options struct {
 	retryMax        time.Duration
 	retryGiveUp     time.Duration
 	retryWindow     time.Duration
+	redis           bool
+	limitRate       int
+	limitBurst      int
+	limitDuration   time.Duration
 }
 
 func main() {
@@ -106,6 +118,10 @@ func main() {
 	flag.DurationVar(&o.retryMax, "retry-max", 2*time.Second, "largest retry delay of the retry measure's server")
 	flag.DurationVar(&o.retryGiveUp, "retry-give-up", 10*time.Minute, "give-up time of the retry measure's server: longer than the measure, so that every delivery gets through in the end")
 	flag.DurationVar(&o.retryWindow, "retry-window", 10*time.Second, "how long the receiver goes on refusing after every delivery's first attempt, while attempts and their lateness are measured")
+	flag.BoolVar(&o.redis, "redis", true, "run the redis mode phase, on a redis-server the harness starts (make deps installs it); false skips it")
+	flag.IntVar(&o.limitRate, "limit-rate", 200, "requests per second of the limited account, whose rate limit the accuracy measure exceeds")
+	flag.IntVar(&o.limitBurst, "limit-burst", 200, "burst of the limited account")
+	flag.DurationVar(&o.limitDuration, "limit-duration", 3*time.Second, "length of each load of the limited account, as fast as -workers clients go")
 	flag.StringVar(&o.profileDir, "profile", "", "if set, fetch the server's CPU and allocation profiles into this directory: after the rounds, under each load once more (chain, bare, create-memory, create-bolt .pprof and .allocs.pprof), and CPU profiles during the completion measure (tasks-bolt.pprof), the webhook delivery-rate measure (webhooks-bolt.pprof) and the retry window (webhook-retries.pprof)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 5, "length of each profile, in seconds")
 	flag.Parse()
@@ -175,6 +191,10 @@ func (o options) check() error {
 		return errors.New("-retry-first, -retry-max and -retry-give-up must be positive, and -retry-max at least -retry-first")
 	case o.retryWindow < time.Second:
 		return errors.New("-retry-window must be at least 1s")
+	case o.limitRate < 1 || o.limitBurst < 1:
+		return errors.New("-limit-rate and -limit-burst must be at least 1")
+	case o.limitDuration < time.Second:
+		return errors.New("-limit-duration must be at least 1s")
 	}
 	return nil
 }
@@ -197,6 +217,12 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
+	// Before minutes of other phases.
+	if o.redis {
+		if _, err := exec.LookPath("redis-server"); err != nil {
+			return errNoRedis
+		}
+	}
 	tmp, err := os.MkdirTemp("", "taskgate-bench-")
 	if err != nil {
 		return err
@@ -215,13 +241,18 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	defer func() { err = errors.Join(err, src.stop()) }()
 
-	res := &results{createWorkers: o.createWorkers, concurrency: o.concurrency}
+	res := &results{createWorkers: o.createWorkers, concurrency: o.concurrency, limitWorkers: o.workers, limitDuration: o.limitDuration}
+	var limited *limitConfig
+	if o.redis {
+		res.redis = &redisResult{}
+		limited = &limitConfig{rate: o.limitRate, burst: o.limitBurst}
+	}
 
 	// The edge chain, then creations with storage memory, then dynamic
-	// accounts: last, so that the figures before do not carry them. The
+	// accounts: late, so that the figures before do not carry them. The
 	// workers are parked on the holding source: creations alone use the
 	// store.
-	memory := serverConfig{name: "memory", storage: "memory", sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
+	memory := serverConfig{name: "memory", storage: "memory", sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency, limited: limited}
 	err = withServer(ctx, bin, filepath.Join(tmp, memory.name), memory, func(s *server) error {
 		chain, bare := s.edgeTargets(o)
 		defer chain.close()
@@ -241,7 +272,14 @@ func run(ctx context.Context, o options) (err error) {
 				return err
 			}
 		}
-		res.accounts, err = measureAccounts(ctx, o, s, chain)
+		if res.accounts, err = measureAccounts(ctx, o, s, chain); err != nil {
+			return err
+		}
+		// The rate-limit accuracy of one node alone, the redis mode's
+		// reference, once the rest is measured.
+		if res.redis != nil {
+			res.redis.limitMemory, err = measureAccuracy(ctx, o, "memory", []*server{s})
+		}
 		return err
 	})
 	if err != nil {
@@ -360,6 +398,14 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 
+	// Redis mode, last: its redis-server writes its append-only file in
+	// the temporary directory, where it cannot weigh on the bolt phases.
+	if res.redis != nil {
+		if err := measureRedis(ctx, o, bin, tmp, src, res.redis); err != nil {
+			return fmt.Errorf("redis mode: %w", err)
+		}
+	}
+
 	table := res.table()
 	fmt.Print(table)
 	out := o.out
@@ -381,6 +427,7 @@ func run(ctx context.Context, o options) (err error) {
 		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
 		res.completion.check(), res.latency.check(),
 		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(),
+		res.redisCheck(),
 	)
 }
 

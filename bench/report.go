@@ -15,6 +15,9 @@ import (
 // results are the figures of a whole run.
 type results struct {
 	createWorkers, concurrency int
+	// limitWorkers and limitDuration are the accuracy measure's load.
+	limitWorkers  int
+	limitDuration time.Duration
 	// edge is the chain (a) against bare (b).
 	edge *pairResult
 	// accounts is the chain with many dynamic accounts against the static
@@ -34,6 +37,16 @@ type results struct {
 	webhooks       *deliveryResult
 	webhookLatency *deliveryLatencyResult
 	retries        *retryResult
+	// redis is the redis mode phase; nil when -redis=false.
+	redis *redisResult
+}
+
+// redisCheck checks the redis mode phase, when it ran.
+func (r *results) redisCheck() error {
+	if r.redis == nil {
+		return nil
+	}
+	return r.redis.check()
 }
 
 // table renders the results as a Markdown table; the ratio column is
@@ -140,7 +153,64 @@ func (r *results) table() string {
 	}
 	row("all delivered after the receiver turned to 204", drain, "", "")
 	row(fmt.Sprintf("deliveries (duplicate ids, tasks twice, missing, bad signatures; %d POSTs in all)", ro.attempts), ro.summary(), "", "")
+
+	if r.redis != nil {
+		r.redisRows(row)
+	}
 	return b.String()
+}
+
+// redisRows adds the redis mode section.
+func (r *results) redisRows(row func(...string)) {
+	rd := r.redis
+	row(fmt.Sprintf("**redis mode**, storage redis on a redis-server %s started by the harness (appendonly yes, appendfsync %s); chain column: a node with storage redis, bare column: the same node's bare site",
+		rd.version, redisFsync), "", "", "")
+	e := rd.edge
+	ct, bt := e.a.medianThroughput(), e.b.medianThroughput()
+	row(fmt.Sprintf("edge chain, storage redis: req/s, median of %d (ratio: of the medians / median of the rounds' own)", e.rounds),
+		fmt.Sprintf("%.0f", ct), fmt.Sprintf("%.0f", bt), ratio(ct, bt)+" / "+fmt.Sprintf("%.2f", e.pairedRatio()))
+	row("edge chain p50 / p99 latency, storage redis", latency(e.a.p50())+" / "+latency(e.a.p99()), latency(e.b.p50())+" / "+latency(e.b.p99()),
+		ratio(float64(e.a.p50()), float64(e.b.p50()))+" / "+ratio(float64(e.a.p99()), float64(e.b.p99())))
+	cpuRows(row, e, "request, storage redis (taskgate process)", false)
+	redisRatio, memoryRatio := e.pairedRatio(), r.edge.pairedRatio()
+	row("edge chain throughput, storage redis ÷ storage memory: each server's chain/bare (median of the rounds' own ratios), the two divided; "+
+		"each server is measured against the bare site of its own process in alternating rounds, so the machine's load when either ran cancels out",
+		fmt.Sprintf("%.2f ÷ %.2f", redisRatio, memoryRatio), "", ratio(redisRatio, memoryRatio))
+	if rs, _, ok := e.a.cpuPerRequest(); ok {
+		if ms, _, ok := r.edge.a.cpuPerRequest(); ok {
+			row("taskgate CPU per chain request, storage redis vs storage memory (chain column: redis, bare column: memory)",
+				micros(rs), micros(ms), ratio(float64(rs), float64(ms)))
+		}
+	}
+	d := rd.decisions.sum
+	if cpu, script, ok := d.perCall(); ok {
+		row(fmt.Sprintf("Redis CPU per rate-limit decision: INFO cpu (user + sys) ÷ EVALSHA calls over the chain rounds (%s EVALSHA for %s chain requests; over the bare rounds, no decision, Redis used %s CPU)",
+			thousands(int(d.evalshaCalls)), thousands(int(e.a.requests)), latency(rd.idle.sum.cpu)), micros(cpu), "", "")
+		row("EVALSHA usec_per_call over the chain rounds (INFO commandstats: the script's own run time)", micros(script), "", "")
+	}
+
+	c := rd.create
+	at, cbt := c.a.medianThroughput(), c.b.medianThroughput()
+	row(fmt.Sprintf("creations/s, storage redis (median of %d; %d clients, workers parked; a 202 is acknowledged by Redis, fsynced within a second)", c.rounds, r.createWorkers),
+		fmt.Sprintf("%.0f", at), fmt.Sprintf("%.0f", cbt), ratio(at, cbt))
+	row("creations/s, storage redis, median of the rounds' own ratios", "", "", fmt.Sprintf("%.2f", c.pairedRatio()))
+	row("creation p50 / p99 latency, storage redis", latency(c.a.p50())+" / "+latency(c.a.p99()),
+		latency(c.b.p50())+" / "+latency(c.b.p99()), ratio(float64(c.a.p50()), float64(c.b.p50()))+" / "+ratio(float64(c.a.p99()), float64(c.b.p99())))
+	cpuRows(row, c, "creation, storage redis (taskgate process)", false)
+	if c.a.requests > 0 && rd.creations.err == nil {
+		row("Redis CPU per creation (INFO cpu over the creation rounds ÷ creations sent)", micros(rd.creations.sum.cpu/time.Duration(c.a.requests)), "", "")
+	}
+	row("creations storage redis (not 202); bare (not 200)", fmt.Sprintf("%d (%d)", c.a.requests, c.a.failures()), fmt.Sprintf("%d (%d)", c.b.requests, c.b.failures()), "")
+
+	l := rd.limitOne.limit
+	row(fmt.Sprintf("rate-limit accuracy, account `%s` (`rate_limit %d/s burst %d`) from a whole burst, %d clients for %s round robin over the nodes: "+
+		"admitted (2xx) / expected (burst + rate × elapsed, first request sent to last answered)", limitedAccount, l.rate, l.burst, r.limitWorkers, r.limitDuration), "", "", "")
+	row("accuracy, storage memory, 1 node", rd.limitMemory.cell(), "", "")
+	row("accuracy, storage redis, 1 node", rd.limitOne.cell(), "", "")
+	n := rd.limitNodes
+	row(fmt.Sprintf("accuracy, storage redis, %d nodes", n.nodes), n.cell(), "", "")
+	row(fmt.Sprintf("%d nodes each limiting on its own (as with storage memory) would have admitted over that elapsed time, computed: %d × expected", n.nodes, n.nodes),
+		fmt.Sprintf("≈ %.0f (%d × %.1f)", float64(n.nodes)*n.expected(), n.nodes, n.expected()), "", "")
 }
 
 // memoryCell renders memory samples as "RSS (anon) / heap → …".
@@ -243,8 +313,24 @@ func writeReport(path string, o options, r *results, table string) error {
 	fmt.Fprintf(&b, "- Webhook retries: another fresh server with storage bolt, `webhooks { %s }`; the receiver answers 503 while up to %d tasks are created and run, "+
 		"until every delivery has had its first attempt, then for %s more: memory is sampled (VmRSS and RssAnon from /proc, `go_memstats_heap_inuse_bytes` from the admin endpoint) "+
 		"and each retry in that window is timed against the policy's delay range for its number (lateness: past the range's end, from the previous attempt's arrival). "+
-		"Then the receiver answers 204 until every delivery has arrived.\n\n",
+		"Then the receiver answers 204 until every delivery has arrived.\n",
 		retrySpec(r.retries.policy), o.retryTasks, o.retryWindow)
+	if rd := r.redis; rd != nil {
+		fmt.Fprintf(&b, "- Redis mode: a redis-server %s started by the harness on a free loopback port, its files in the temporary directory, with `--save \"\" --appendonly yes --appendfsync %s` "+
+			"(each write reaches the append-only file before Redis answers, and is fsynced within a second: a crash of the machine, not of Redis alone, can lose the last second's tasks), `--auto-aof-rewrite-percentage 0` "+
+			"(no rewrite, which forks, during a round) and `--maxmemory-policy noeviction`; stopped at the end. "+
+			"A node with `storage redis`, its workers parked on the holding source: its chain site against its bare site as for the edge (%d rounds × %s after %s warm-up, %d workers), "+
+			"with `INFO cpu` and `INFO commandstats` read before and after each round (the chain's rounds count the decisions, the bare rounds what Redis does without any); "+
+			"the derived redis ÷ memory divides its chain/bare by the memory server's, each a median of the rounds' own ratios. "+
+			"Then task creations against bare as for bolt and memory (%d rounds). "+
+			"Then the rate-limit accuracy: a second static account `%s` (`rate_limit %d/s burst %d`, its own key), idle before each load, loaded by %d clients as fast as they go for %s, "+
+			"round robin over the nodes; 2xx are counted against burst + rate × elapsed, elapsed running from the first request sent to the last answered: an exact limit never passes it, and falls a request or two short (that span also holds the connections' set-up and the last answers' way back). "+
+			"Loads: on the memory server, after its accounts phase; on the redis node alone; then, once the limit's key has expired in Redis, round robin over that node and %d more started on the same Redis, "+
+			"each with its own ports and admin endpoint. A node falling back to its own limit (`on_store_error local`) logs it; the cell says so when one did.\n",
+			rd.version, redisFsync, o.rounds, o.duration, o.warmup, o.workers, o.createRounds,
+			limitedAccount, o.limitRate, o.limitBurst, o.workers, o.limitDuration, redisNodes-1)
+	}
+	b.WriteString("\n")
 	b.WriteString(table)
 	fmt.Fprintf(&b, "\nThroughput of each round (req/s): chain %s; bare %s. Chain with dynamic accounts %s; with the static one %s.\n",
 		formatRounds(r.edge.a.throughputs), formatRounds(r.edge.b.throughputs),
@@ -252,6 +338,11 @@ func writeReport(path string, o options, r *results, table string) error {
 	fmt.Fprintf(&b, "Creations/s of each round: bolt %s (bare %s); memory %s (bare %s).\n",
 		formatRounds(r.createBolt.a.throughputs), formatRounds(r.createBolt.b.throughputs),
 		formatRounds(r.createMemory.a.throughputs), formatRounds(r.createMemory.b.throughputs))
+	if rd := r.redis; rd != nil {
+		fmt.Fprintf(&b, "Redis mode, req/s of each round: chain %s; bare %s. Creations/s: %s (bare %s).\n",
+			formatRounds(rd.edge.a.throughputs), formatRounds(rd.edge.b.throughputs),
+			formatRounds(rd.create.a.throughputs), formatRounds(rd.create.b.throughputs))
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}

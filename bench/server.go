@@ -28,12 +28,20 @@ const (
 	benchKey     = "taskgate-bench-key"
 )
 
+// The limited account, whose rate limit the accuracy measure exceeds, and
+// its key.
+const (
+	limitedAccount = "limited"
+	limitedKey     = "taskgate-bench-limited-key"
+)
+
 // startupTimeout bounds the wait for the server to answer.
 const startupTimeout = 30 * time.Second
 
 // caddyfileTemplate is the server's config: the admin endpoint (for the
 // readiness check, metrics and pprof), an account no rate limit will ever
-// refuse (with a signed webhook, when the server has one), the task type
+// refuse (with a signed webhook, when the server has one), when asked a
+// second account whose rate limit the accuracy measure exceeds, the task type
 // bench/fast, and three sites: chain (the edge chain in front of
 // respond), bare (respond alone) and api (the edge chain in front of the
 // task API). Every site listens on loopback only, and nothing is written
@@ -56,6 +64,13 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 			}
 {{- end}}
 		}
+{{- if .LimitedRate}}
+		account {{.LimitedAccount}} {
+			key_sha256 {{.LimitedKeySHA256}}
+			rate_limit {{.LimitedRate}} burst {{.LimitedBurst}}
+			allow 127.0.0.1/32
+		}
+{{- end}}
 		task_type bench/fast {
 			source {{.SourceURL}}
 			timeout {{.SourceTimeout}}
@@ -102,7 +117,7 @@ type serverConfig struct {
 	// name tells the server apart in messages and names its directory.
 	name string
 	// storage is the argument of the taskgate app's storage option:
-	// "memory" or "bolt <file>".
+	// "memory", "bolt <file>" or "redis <url>".
 	storage string
 	// sourceURL is where the workers of bench/fast send tasks.
 	sourceURL string
@@ -112,6 +127,14 @@ type serverConfig struct {
 	concurrency int
 	// webhook, when set, is the bench account's one webhook.
 	webhook *webhookConfig
+	// limited, when set, adds the limited account with this limit.
+	limited *limitConfig
+}
+
+// limitConfig is the rate limit of the limited account: rate requests per
+// second, with a burst of burst.
+type limitConfig struct {
+	rate, burst int
 }
 
 // webhookConfig is the bench account's webhook and the server's delivery
@@ -134,6 +157,10 @@ type caddyfileData struct {
 	WebhookURL, WebhookSecret               string
 	// WebhookRetry is "<first> <max> <give up>", empty for the defaults.
 	WebhookRetry, WebhookTimeout string
+	// LimitedRate ("<n>/s") is empty when the server has no limited
+	// account.
+	LimitedAccount, LimitedKeySHA256, LimitedRate string
+	LimitedBurst                                  int
 }
 
 // server is the taskgate process under load.
@@ -224,6 +251,11 @@ func startServer(ctx context.Context, bin, dir string, cfg serverConfig) (*serve
 			data.WebhookTimeout = p.Timeout.String()
 		}
 	}
+	if l := cfg.limited; l != nil {
+		h := sha256.Sum256([]byte(limitedKey))
+		data.LimitedAccount, data.LimitedKeySHA256 = limitedAccount, hex.EncodeToString(h[:])
+		data.LimitedRate, data.LimitedBurst = fmt.Sprintf("%d/s", l.rate), l.burst
+	}
 	var caddyfile bytes.Buffer
 	if err := caddyfileTemplate.Execute(&caddyfile, data); err != nil {
 		return nil, err
@@ -289,6 +321,15 @@ func (s *server) stop() error {
 	s.cancel()
 	<-s.exited
 	return nil
+}
+
+// logCount counts the occurrences of s in the server's log.
+func (s *server) logCount(substr string) int {
+	b, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return 0
+	}
+	return bytes.Count(b, []byte(substr))
 }
 
 // logTail returns the end of the server's log.

@@ -1,0 +1,398 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// redisFsync is the redis-server's appendfsync setting: the append-only
+// file is fsynced once a second, so a 202 means Redis has the task in
+// memory and in its file's page cache, not on disk.
+const redisFsync = "everysec"
+
+// redisNodes is how many taskgate nodes share the Redis in the accuracy
+// measure's second run.
+const redisNodes = 3
+
+// redisLimitKey is where taskgate keeps the limited account's rate-limit
+// state: its store's prefix, "rl:", then the account's id.
+const redisLimitKey = "{tg}:rl:" + limitedAccount
+
+// errNoRedis tells what to do when redis-server is not installed.
+var errNoRedis = errors.New("redis-server not found in PATH: run `make deps` to install it, or pass -redis=false to skip the redis mode phase")
+
+// redisServer is the redis-server process of the redis mode phase.
+type redisServer struct {
+	addr    string
+	version string
+	cmd     *exec.Cmd
+	cancel  context.CancelFunc
+	exited  chan struct{} // closed when the process has exited
+	waitErr error         // valid once exited is closed
+	stopped bool
+	logPath string
+	// client reads the server's INFO and the limited account's key.
+	client *goredis.Client
+}
+
+// startRedis starts redis-server on a free loopback port with its files in
+// dir, and waits until it answers. It is stopped (SIGTERM, then killed)
+// when ctx ends or stop is called.
+func startRedis(ctx context.Context, dir string) (*redisServer, error) {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, errNoRedis
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, fmt.Errorf("choosing the redis port: %w", err)
+	}
+	r := &redisServer{
+		addr:    fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		exited:  make(chan struct{}),
+		logPath: filepath.Join(dir, "redis.log"),
+	}
+	srvCtx, cancel := context.WithCancel(ctx)
+	r.cancel = cancel
+	r.cmd = exec.CommandContext(srvCtx, path,
+		"--port", strconv.Itoa(ports[0]),
+		"--bind", "127.0.0.1",
+		"--protected-mode", "yes",
+		"--dir", dir,
+		"--logfile", r.logPath,
+		"--save", "",
+		"--appendonly", "yes",
+		"--appendfsync", redisFsync,
+		// No rewrite of the append-only file, which forks, in the middle
+		// of a round.
+		"--auto-aof-rewrite-percentage", "0",
+		"--maxmemory-policy", "noeviction",
+	)
+	r.cmd.Cancel = func() error { return r.cmd.Process.Signal(syscall.SIGTERM) }
+	r.cmd.WaitDelay = 5 * time.Second
+	if err := r.cmd.Start(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("starting redis-server: %w", err)
+	}
+	go func() {
+		r.waitErr = r.cmd.Wait()
+		close(r.exited)
+	}()
+	r.client = goredis.NewClient(&goredis.Options{Addr: r.addr, MaxRetries: -1})
+	if err := r.waitReady(ctx); err != nil {
+		return nil, errors.Join(err, r.stop())
+	}
+	return r, nil
+}
+
+// url is the storage URL the nodes use.
+func (r *redisServer) url() string { return "redis://" + r.addr + "/0" }
+
+// waitReady pings the server until it answers, it exits, or the startup
+// deadline passes; then reads its version.
+func (r *redisServer) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := r.client.Ping(ctx).Err()
+		if err == nil {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-r.exited:
+			return fmt.Errorf("redis-server exited during startup: %v\n%s", r.waitErr, r.logTail())
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("redis-server on %s did not answer within %s (last error: %v)\n%s", r.addr, startupTimeout, err, r.logTail())
+			}
+			return ctx.Err()
+		}
+	}
+	info, err := r.client.Info(ctx, "server").Result()
+	if err != nil {
+		return fmt.Errorf("redis INFO server: %w", err)
+	}
+	r.version = infoFields(info)["redis_version"]
+	return nil
+}
+
+// stop ends the server (SIGTERM) and waits for it to exit. It reports an
+// exit that came before it asked for one. Calls after the first do
+// nothing.
+func (r *redisServer) stop() error {
+	if r.stopped {
+		return nil
+	}
+	r.stopped = true
+	_ = r.client.Close()
+	select {
+	case <-r.exited:
+		return fmt.Errorf("redis-server exited before the end of the run: %v\n%s", r.waitErr, r.logTail())
+	default:
+	}
+	r.cancel()
+	<-r.exited
+	return nil
+}
+
+// logTail returns the end of the server's log.
+func (r *redisServer) logTail() string {
+	b, err := os.ReadFile(r.logPath)
+	if err != nil {
+		return ""
+	}
+	const max = 4000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return "redis-server log (tail):\n" + string(b)
+}
+
+// redisStats are the redis-server's counters the phase reads: its CPU
+// time, all threads, and what EVALSHA (every taskgate script, the rate
+// limit's among them) has cost so far.
+type redisStats struct {
+	// cpu is used_cpu_user + used_cpu_sys of INFO cpu.
+	cpu time.Duration
+	// evalshaCalls and evalshaTime are the calls and usec of
+	// cmdstat_evalsha in INFO commandstats: the scripts' own run time.
+	evalshaCalls int64
+	evalshaTime  time.Duration
+}
+
+func (s redisStats) sub(t redisStats) redisStats {
+	return redisStats{cpu: s.cpu - t.cpu, evalshaCalls: s.evalshaCalls - t.evalshaCalls, evalshaTime: s.evalshaTime - t.evalshaTime}
+}
+
+func (s redisStats) add(t redisStats) redisStats {
+	return redisStats{cpu: s.cpu + t.cpu, evalshaCalls: s.evalshaCalls + t.evalshaCalls, evalshaTime: s.evalshaTime + t.evalshaTime}
+}
+
+// perCall returns the CPU time per EVALSHA and EVALSHA's own time per
+// call.
+func (s redisStats) perCall() (cpu, script time.Duration, ok bool) {
+	if s.evalshaCalls <= 0 {
+		return 0, 0, false
+	}
+	n := time.Duration(s.evalshaCalls)
+	return s.cpu / n, s.evalshaTime / n, true
+}
+
+// stats reads INFO cpu and INFO commandstats.
+func (r *redisServer) stats(ctx context.Context) (redisStats, error) {
+	info, err := r.client.Info(ctx, "cpu", "commandstats").Result()
+	if err != nil {
+		return redisStats{}, fmt.Errorf("redis INFO cpu commandstats: %w", err)
+	}
+	f := infoFields(info)
+	var s redisStats
+	for _, name := range []string{"used_cpu_user", "used_cpu_sys"} {
+		secs, err := strconv.ParseFloat(f[name], 64)
+		if err != nil {
+			return redisStats{}, fmt.Errorf("redis INFO cpu: %s: %q", name, f[name])
+		}
+		s.cpu += time.Duration(math.Round(secs*1e6)) * time.Microsecond
+	}
+	// Absent until the first call.
+	if line, ok := f["cmdstat_evalsha"]; ok {
+		for kv := range strings.SplitSeq(line, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				s.evalshaCalls, err = strconv.ParseInt(v, 10, 64)
+			case "usec":
+				var usec int64
+				usec, err = strconv.ParseInt(v, 10, 64)
+				s.evalshaTime = time.Duration(usec) * time.Microsecond
+			}
+			if err != nil {
+				return redisStats{}, fmt.Errorf("redis INFO commandstats: cmdstat_evalsha: %q", line)
+			}
+		}
+	}
+	return s, nil
+}
+
+// infoFields splits an INFO answer into its fields.
+func infoFields(info string) map[string]string {
+	f := map[string]string{}
+	for line := range strings.SplitSeq(info, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			f[k] = v
+		}
+	}
+	return f
+}
+
+// redisUsage sums the redis-server's counters over the rounds it
+// observes (as a target's observe).
+type redisUsage struct {
+	r      *redisServer
+	sum    redisStats
+	rounds int
+	err    error
+}
+
+func (u *redisUsage) observe(ctx context.Context) (after func()) {
+	before, err := u.r.stats(ctx)
+	return func() {
+		now, err1 := u.r.stats(ctx)
+		if err := errors.Join(err, err1); err != nil {
+			u.err = errors.Join(u.err, err)
+			return
+		}
+		u.sum = u.sum.add(now.sub(before))
+		u.rounds++
+	}
+}
+
+// waitKeyGone waits until key is no longer in Redis: a rate-limit key
+// expires when its account's burst is whole again.
+func (r *redisServer) waitKeyGone(ctx context.Context, key string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n, err := r.client.Exists(ctx, key).Result()
+		if err == nil && n == 0 {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("redis key %s still there after %s (last error: %v)", key, limit, err)
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// redisResult is what the redis mode phase measured.
+type redisResult struct {
+	// version is the redis-server's.
+	version string
+	// edge is the chain (a) against bare (b) on a node with storage
+	// redis; decisions is Redis over its chain rounds, idle over its
+	// bare rounds.
+	edge            *pairResult
+	decisions, idle redisUsage
+	// create is task creations (a) against bare answering the same POST
+	// (b) on that node; creations is Redis over the creation rounds.
+	create    *pairResult
+	creations redisUsage
+	// limitMemory is the rate-limit accuracy on the memory server,
+	// limitOne on the redis node alone, limitNodes round robin over
+	// redisNodes nodes on the same Redis.
+	limitMemory, limitOne, limitNodes *accuracyResult
+}
+
+func (r *redisResult) check() error {
+	errs := []error{
+		r.edge.a.check("redis chain"), r.edge.b.check("redis bare"),
+		r.create.a.check("redis creation"), r.create.b.check("redis bare POST"),
+		r.decisions.err, r.idle.err, r.creations.err,
+	}
+	for _, a := range []*accuracyResult{r.limitMemory, r.limitOne, r.limitNodes} {
+		errs = append(errs, a.check())
+	}
+	return errors.Join(errs...)
+}
+
+// measureRedis runs the redis mode phase into res: a redis-server in
+// dir/redis, a node on it in dir/redis-1 (chain against bare, creations
+// against bare, the rate-limit accuracy alone), then redisNodes-1 more
+// (the accuracy round robin over all), each stopped at the end, the
+// redis-server last.
+func measureRedis(ctx context.Context, o options, bin, dir string, src *source, res *redisResult) (err error) {
+	rds, err := startRedis(ctx, filepath.Join(dir, "redis"))
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, rds.stop()) }()
+	res.version = rds.version
+	fmt.Fprintf(os.Stderr, "bench: redis-server %s up on %s (appendfsync %s)\n", rds.version, rds.addr, redisFsync)
+	res.decisions.r, res.idle.r, res.creations.r = rds, rds, rds
+
+	node := func(i int) (string, serverConfig) {
+		name := fmt.Sprintf("redis-%d", i)
+		return filepath.Join(dir, name), serverConfig{name: name, storage: "redis " + rds.url(), sourceURL: src.url + "/hold",
+			sourceTimeout: holdTimeout, concurrency: o.concurrency, limited: &limitConfig{rate: o.limitRate, burst: o.limitBurst}}
+	}
+	firstDir, first := node(1)
+	return withServer(ctx, bin, firstDir, first, func(s *server) error {
+		chain, bare := s.edgeTargets(o)
+		defer chain.close()
+		defer bare.close()
+		chain.name, bare.name = "chain-redis", "bare-redis"
+		chain.observe, bare.observe = res.decisions.observe, res.idle.observe
+		var err error
+		if res.edge, err = measurePair(ctx, s.cmd.Process.Pid, o.rounds, o.duration, o.warmup, chain, bare); err != nil {
+			return err
+		}
+		if cpu, script, ok := res.decisions.sum.perCall(); ok {
+			fmt.Fprintf(os.Stderr, "bench: redis over the chain rounds: %d EVALSHA for %d chain requests, %s CPU per call, %s usec_per_call\n",
+				res.decisions.sum.evalshaCalls, res.edge.a.requests, micros(cpu), micros(script))
+		}
+
+		create, barePost := s.createTargets(o)
+		defer create.close()
+		defer barePost.close()
+		create.observe = res.creations.observe
+		if res.create, err = measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, barePost); err != nil {
+			return err
+		}
+
+		// Nothing has used the limited account yet: its burst is whole.
+		if res.limitOne, err = measureAccuracy(ctx, o, "redis", []*server{s}); err != nil {
+			return err
+		}
+		// The key must be there right after the load, or the wait below
+		// would not wait for anything.
+		if n, err := rds.client.Exists(ctx, redisLimitKey).Result(); err != nil || n != 1 {
+			return fmt.Errorf("the limited account's rate-limit key %s is not in Redis after its load (%d, %v): has taskgate's key layout changed?", redisLimitKey, n, err)
+		}
+
+		// More nodes on the same Redis, each with its own ports.
+		nodes := []*server{s}
+		var more func(i int) error
+		more = func(i int) error {
+			if i > redisNodes {
+				if err := rds.waitKeyGone(ctx, redisLimitKey, 10*time.Second); err != nil {
+					return err
+				}
+				var err error
+				res.limitNodes, err = measureAccuracy(ctx, o, "redis", nodes)
+				return err
+			}
+			d, cfg := node(i)
+			return withServer(ctx, bin, d, cfg, func(s *server) error {
+				nodes = append(nodes, s)
+				return more(i + 1)
+			})
+		}
+		return more(2)
+	})
+}
