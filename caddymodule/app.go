@@ -337,6 +337,8 @@ func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*en
 		local := ratelimit.NewMemory(nil)
 		limiter, err := ratelimit.NewFallback(ratelimit.NewRedis(shared.Client(), shared.Prefix()+"rl:"), local, ratelimit.FallbackConfig{
 			OnStoreError: ratelimit.OnStoreError(onStoreError),
+			// The store's client heeds contexts (ContextTimeoutEnabled).
+			PrimaryHeedsContext: true,
 			OnStateChange: func(degraded bool, err error) {
 				if degraded {
 					logger.Error("rate limit store unreachable; limiting per the on_store_error mode until it is back", zap.String("on_store_error", onStoreError), zap.Error(err))

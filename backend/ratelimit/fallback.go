@@ -46,6 +46,12 @@ type FallbackConfig struct {
 	OnStateChange func(degraded bool, err error)
 	// Clock times the breaker (default time.Now).
 	Clock Clock
+	// PrimaryHeedsContext tells that the primary returns when its context
+	// ends (go-redis with ContextTimeoutEnabled): it is then called in the
+	// request's goroutine. Otherwise each call runs in a goroutine of its
+	// own, so that a primary stuck past the timeout does not hold the
+	// request.
+	PrimaryHeedsContext bool
 }
 
 // Fallback is a Store that asks a shared primary store (Redis) and, when
@@ -61,6 +67,7 @@ type Fallback struct {
 	openFor       time.Duration
 	onStateChange func(degraded bool, err error)
 	clock         Clock
+	heedsContext  bool
 
 	mu sync.Mutex
 	// degraded is true while the breaker is open or half-open.
@@ -82,6 +89,7 @@ func NewFallback(primary Store, local *Memory, cfg FallbackConfig) (*Fallback, e
 		openFor:       cfg.OpenFor,
 		onStateChange: cfg.OnStateChange,
 		clock:         cfg.Clock,
+		heedsContext:  cfg.PrimaryHeedsContext,
 	}
 	if f.mode == "" {
 		f.mode = OnStoreErrorLocal
@@ -196,11 +204,18 @@ type primaryAnswer struct {
 // callPrimary asks the primary and waits at most the timeout. The primary
 // is given a context that ends then, but a client that does not heed it
 // (go-redis without ContextTimeoutEnabled keeps to its own read timeout)
-// must not hold the request: the call runs in its own goroutine, which
-// ends when the primary returns.
+// must not hold the request: unless the primary heeds its context, the
+// call runs in its own goroutine, which ends when the primary returns.
 func (f *Fallback) callPrimary(ctx context.Context, key string, l Limit) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
+	if f.heedsContext {
+		res, err := f.primary.Take(ctx, key, l)
+		if err != nil && ctx.Err() != nil {
+			return Result{}, fmt.Errorf("rate limit: primary store: %w", ctx.Err())
+		}
+		return res, err
+	}
 	answer := make(chan primaryAnswer, 1)
 	go func() {
 		res, err := f.primary.Take(ctx, key, l)

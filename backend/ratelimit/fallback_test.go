@@ -206,14 +206,16 @@ func TestFallbackBreaker(t *testing.T) {
 }
 
 func TestFallbackTimesOutAPrimaryThatHeedsItsContext(t *testing.T) {
-	x := newFallbackFixture(t, FallbackConfig{Timeout: time.Millisecond})
-	l := mustLimit(t, "1/h", 3)
-	x.primary.set(nil, make(chan struct{}), true)
-	if res := x.take(t, l); !res.Allowed || res.Remaining != 2 {
-		t.Fatalf("answer %+v, want the local store's", res)
-	}
-	if ch := x.changes.get(); len(ch) != 1 || !ch[0].degraded || !errors.Is(ch[0].err, context.DeadlineExceeded) {
-		t.Fatalf("state changes %+v, want degraded by a deadline", ch)
+	for _, inline := range []bool{false, true} {
+		x := newFallbackFixture(t, FallbackConfig{Timeout: time.Millisecond, PrimaryHeedsContext: inline})
+		l := mustLimit(t, "1/h", 3)
+		x.primary.set(nil, make(chan struct{}), true)
+		if res := x.take(t, l); !res.Allowed || res.Remaining != 2 {
+			t.Fatalf("PrimaryHeedsContext %v: answer %+v, want the local store's", inline, res)
+		}
+		if ch := x.changes.get(); len(ch) != 1 || !ch[0].degraded || !errors.Is(ch[0].err, context.DeadlineExceeded) {
+			t.Fatalf("PrimaryHeedsContext %v: state changes %+v, want degraded by a deadline", inline, ch)
+		}
 	}
 }
 
