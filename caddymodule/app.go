@@ -340,6 +340,7 @@ func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*en
 			// The store's client heeds contexts (ContextTimeoutEnabled).
 			PrimaryHeedsContext: true,
 			OnStateChange: func(degraded bool, err error) {
+				rateLimitDegraded.Set(map[bool]float64{false: 0, true: 1}[degraded])
 				if degraded {
 					logger.Error("rate limit store unreachable; limiting per the on_store_error mode until it is back", zap.String("on_store_error", onStoreError), zap.Error(err))
 				} else {

@@ -21,13 +21,22 @@ var decisionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help:      "Decisions of the edge handlers, by handler and outcome.",
 }, []string{"handler", "outcome"})
 
+// rateLimitDegraded is 1 while the shared rate-limit store (redis) does
+// not answer and on_store_error decides instead.
+var rateLimitDegraded = prometheus.NewGauge(prometheus.GaugeOpts{
+	Namespace: "taskgate",
+	Subsystem: "rate_limit",
+	Name:      "store_degraded",
+	Help:      "1 while the shared rate-limit store does not answer and on_store_error decides instead, else 0.",
+})
+
 // registerMetrics adds taskgate's collectors to a config's registry. The
 // collectors are process-wide, so counts go on across config reloads.
 func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth, webhookAttempts} {
+	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth, webhookAttempts, rateLimitDegraded} {
 		err := reg.Register(c)
 		var already prometheus.AlreadyRegisteredError
 		if err != nil && !errors.As(err, &already) {
