@@ -55,3 +55,10 @@ bench:
 
 clean:
 	rm -f taskgate
+
+## soak: the fault suite (TestFault) in its long form: TASKGATE_SOAK (default 10m) of mixed load with
+## repeated kill -9 of a bolt node and Redis restarts under two nodes, against a receiver failing half
+TASKGATE_SOAK ?= 10m
+.PHONY: soak
+soak: deps
+	TASKGATE_SOAK=$(TASKGATE_SOAK) $(GO) test -count=1 -run '^TestFault$$' -timeout 2h -v ./integration/
