@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/internal/lease"
+	"github.com/taskgate/taskgate/backend/internal/retry"
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -185,7 +186,12 @@ func (r *Runner) finish(ctx context.Context, typ *Type, t *Task, out source.Outc
 	if r.Deliveries != nil {
 		deliveries = r.Deliveries(t)
 	}
-	if err := r.store.Finish(ctx, t, deliveries); err != nil {
+	// A store out of reach for a moment should not cost the source a
+	// second call: try again within ctx (the caller bounds it).
+	err := retry.Default.Do(ctx, func() error {
+		return r.store.Finish(ctx, t, deliveries)
+	}, func(err error) bool { return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) })
+	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			// Another worker ended it first (after a rescue): nothing lost.
 			r.logger.Debug("task already ended", zap.String("request_id", t.RequestID))

@@ -3,6 +3,7 @@ package task_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/storage/memory"
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 // fakeSource answers calls with the outcome its answer function gives,
@@ -346,5 +348,51 @@ func TestRunnerRenewsTheLeasesOfRunningTasks(t *testing.T) {
 	close(release)
 	if _, err := svc.Wait(ctx, "a", created.RequestID, 10*time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// flakyFinish is a task store whose Finish fails its first calls, as a
+// store out of reach for a moment would.
+type flakyFinish struct {
+	task.Store
+	failures atomic.Int32
+}
+
+func (f *flakyFinish) Finish(ctx context.Context, t *task.Task, d []*webhook.Delivery) error {
+	if f.failures.Add(-1) >= 0 {
+		return errors.New("store out of reach")
+	}
+	return f.Store.Finish(ctx, t, d)
+}
+
+func TestRunnerStoresAnOutcomeThroughAShortStoreOutage(t *testing.T) {
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	store := &flakyFinish{Store: mem}
+	store.failures.Store(2)
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: 1, Timeout: time.Minute, OutputKey: "pan_output"}
+	src := &fakeSource{answer: func(context.Context, source.Request) source.Outcome {
+		return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{}`)}
+	}}
+	hub := task.NewHub()
+	r := task.NewRunner(store, hub, src, []*task.Type{typ}, nil, nil)
+	svc := task.NewService(store, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	created, _, err := svc.Create(ctx, task.NewTask{AccountID: "a", Type: typ, TaskID: "t", GroupID: "g", Data: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := svc.Wait(ctx, "a", created.RequestID, 10*time.Second)
+	if err != nil || got.Status != task.Completed {
+		t.Fatalf("task %v, %v; want completed", got, err)
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("source called %d times, want once: the outcome is stored, not the task run again", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"math/big"
 	mathrand "math/rand/v2"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/internal/lease"
+	"github.com/taskgate/taskgate/backend/internal/retry"
 )
 
 // Resolver looks up, in the current config, how to send a delivery: the
@@ -308,7 +310,11 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
 	// answered, and attempting again would deliver twice.
 	storeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	err := d.store.RecordAttempt(storeCtx, del, also)
+	// A store out of reach for a moment should not cost the receiver a
+	// second delivery: try again within storeTimeout.
+	err := retry.Default.Do(storeCtx, func() error {
+		return d.store.RecordAttempt(storeCtx, del, also)
+	}, func(err error) bool { return errors.Is(err, ErrNotFound) })
 	if err != nil {
 		d.opts.Logger.Error("recording a webhook attempt; the delivery is attempted again when its lease ends",
 			zap.String("delivery_id", del.ID), zap.Error(err))
