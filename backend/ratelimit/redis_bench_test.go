@@ -12,8 +12,8 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/ratelimit"
+	"github.com/taskgate/taskgate/internal/redistest"
 )
 
 // redisBenchKeys is how many accounts the Redis benchmarks spread over.

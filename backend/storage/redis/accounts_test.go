@@ -6,8 +6,8 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/account/accounttest"
-	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/storage/redis"
+	"github.com/taskgate/taskgate/internal/redistest"
 )
 
 // TestAccountStore runs the suite on one redis-server, each subtest under

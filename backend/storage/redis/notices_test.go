@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/storage/redis"
+	"github.com/taskgate/taskgate/internal/redistest"
 )
 
 // noticeWait bounds every wait of the notice tests.

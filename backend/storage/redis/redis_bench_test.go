@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/task/tasktest"
+	"github.com/taskgate/taskgate/internal/redistest"
 )
 
 // BenchmarkCreateParallel measures durable Creates from 32 goroutines:

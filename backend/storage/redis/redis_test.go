@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/storage/redis"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/task/tasktest"
 	"github.com/taskgate/taskgate/backend/webhook"
+	"github.com/taskgate/taskgate/internal/redistest"
 )
 
 // lastPrefix numbers the prefixes of the stores that share a server, so

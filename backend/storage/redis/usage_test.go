@@ -3,9 +3,9 @@ package redis_test
 import (
 	"testing"
 
-	"github.com/taskgate/taskgate/internal/redistest"
 	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/usage/usagetest"
+	"github.com/taskgate/taskgate/internal/redistest"
 )
 
 // TestUsageStore runs the suite on one redis-server, each subtest under a
