@@ -1,23 +1,20 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/taskgate/taskgate/internal/redistest"
 )
 
 // The tests of this file run three taskgate nodes on one redis-server
@@ -50,118 +47,24 @@ const (
 
 // redisServer is a redis-server process of a test, on a free loopback port
 // and in a directory of its own, with append-only persistence that fsyncs
-// every write: a kill loses nothing Redis acknowledged, as
-// backend/internal/redistest does it for the unit tests.
-type redisServer struct {
-	t    *testing.T
-	dir  string
-	port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
+// every write: a kill loses nothing Redis acknowledged.
+type redisServer struct{ *redistest.Server }
 
 // startRedis starts a redis-server and kills it when the test ends (after
 // the nodes started later, which stop first).
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatal("redis-server is not installed: run `make deps` (Debian: apt-get install redis-server)")
-	}
-	r := &redisServer{t: t, dir: t.TempDir(), port: freePort(t)}
-	r.start()
-	t.Cleanup(r.kill)
-	return r
-}
+func startRedis(t *testing.T) *redisServer { return &redisServer{redistest.Start(t)} }
 
 // url is the server's redis:// URL, database 0.
-func (r *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+func (r *redisServer) url() string { return r.URL() }
 
-func (r *redisServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
+func (r *redisServer) addr() string { return r.Addr() }
 
-// start runs redis-server on the server's port and directory and waits
-// until it answers PING.
-func (r *redisServer) start() {
-	r.t.Helper()
-	logPath := filepath.Join(r.dir, "redis.log")
-	r.cmd = exec.Command("redis-server",
-		"--port", strconv.Itoa(r.port),
-		"--bind", "127.0.0.1",
-		"--dir", r.dir,
-		"--appendonly", "yes",
-		"--appendfsync", "always",
-		"--save", "",
-		"--maxmemory-policy", "noeviction",
-		"--protected-mode", "yes",
-		"--logfile", logPath,
-	)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	r.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) {
-		_ = cmd.Wait()
-		close(done)
-	}(r.cmd, r.done)
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := r.ping()
-		if err == nil {
-			return
-		}
-		select {
-		case <-r.done:
-			log, _ := os.ReadFile(logPath)
-			r.t.Fatalf("redis-server exited at start:\n%s", log)
-		case <-deadline.C:
-			log, _ := os.ReadFile(logPath)
-			r.t.Fatalf("redis-server on port %d did not answer PING within 10s: %v\n%s", r.port, err, log)
-		case <-tick.C:
-		}
-	}
-}
-
-// ping sends PING on a fresh connection.
-func (r *redisServer) ping() error {
-	c, err := net.DialTimeout("tcp", r.addr(), time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	return nil
-}
-
-// kill stops the server at once (SIGKILL), as a crash would. It may be
-// called twice.
-func (r *redisServer) kill() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	<-r.done
-	r.cmd = nil
-}
+// kill stops the server at once (SIGKILL), as a crash would.
+func (r *redisServer) kill() { r.Kill() }
 
 // restart kills the server (if it runs) and starts it again on the same
 // port and data directory.
-func (r *redisServer) restart() {
-	r.t.Helper()
-	r.kill()
-	r.start()
-}
+func (r *redisServer) restart() { r.Restart() }
 
 // redisNode is one taskgate node of a test's cluster.
 type redisNode struct {
