@@ -7,7 +7,9 @@
 //     both alike;
 //   - accounts at run time: the chain with requests cycling over many
 //     dynamic accounts, created through the admin API, against the chain
-//     with the one static account; and how soon a revoked key is refused;
+//     with the one static account; how soon a revoked key is refused; and,
+//     in the harness's own process, the rate limiter's heap per tracked
+//     account with 1,000,000 accounts, against a plain map of the same keys;
 //   - task creations through the chain and the task API, with storage bolt
 //     (each 202 means the task is fsynced) and storage memory, against the
 //     same POST answered by a bare respond, and this disk's raw fsync rate
@@ -17,7 +19,8 @@
 //     with the task API's long poll;
 //   - webhook deliveries to a receiver served by the harness, which checks
 //     every signature: deliveries per second, and the latency from a
-//     task's completion to its delivery at a fixed rate; then deliveries
+//     task's completion, and from its creation sent, to its delivery at a
+//     fixed rate; then deliveries
 //     the receiver refuses (503) under a short retry policy: the server's
 //     memory with all of them pending, attempts per second, how late
 //     retries come against their policy, and how long all take to get
@@ -35,6 +38,9 @@
 //	go run ./bench [-rounds 5] [-duration 2s] [-warmup 1s] [-workers 64] [-accounts 10000] [-create-rounds 3] [-tasks 20000] [-latency-rate 500]
 //		[-webhook-tasks 10000] [-webhook-rate 200] [-retry-tasks 10000] [-retry-window 10s] [-profile dir]
 //		[-redis=false] [-limit-rate 200] [-limit-burst 200] [-limit-duration 3s]
+//
+// The table goes to stdout and, as Markdown, to -out (bench/results/edge.md),
+// next to a bar chart of the run's ratios against their baselines (edge.svg).
 package main
 
 import (
@@ -235,13 +241,22 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 
+	res := &results{createWorkers: o.createWorkers, concurrency: o.concurrency, limitWorkers: o.workers, limitDuration: o.limitDuration}
+	// The limiter's memory, in this process, before anything else runs in
+	// it: no load's garbage or goroutines move its heap.
+	if res.limiterMemory, err = measureLimiterMemory(); err != nil {
+		return err
+	}
+	lm := res.limiterMemory
+	fmt.Fprintf(os.Stderr, "bench: limiter memory, %s accounts: %.1f B/account (map[string]int64: %.1f B/entry) in %s\n",
+		thousands(lm.accounts), lm.limiter, lm.baseline, lm.took.Round(time.Millisecond))
+
 	src, err := startSource()
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, src.stop()) }()
 
-	res := &results{createWorkers: o.createWorkers, concurrency: o.concurrency, limitWorkers: o.workers, limitDuration: o.limitDuration}
 	var limited *limitConfig
 	if o.redis {
 		res.redis = &redisResult{}
@@ -369,8 +384,9 @@ func run(ctx context.Context, o options) (err error) {
 			return err
 		}
 		l := res.webhookLatency
-		fmt.Fprintf(os.Stderr, "bench: %d tasks created at %.0f/s, %d delivered: completion-to-delivery p50 %s, p99 %s\n",
-			l.created, l.rate(), l.outcome.delivered, latency(quantile(l.outcome.latencies, 0.5)), latency(quantile(l.outcome.latencies, 0.99)))
+		fmt.Fprintf(os.Stderr, "bench: %d tasks created at %.0f/s, %d delivered: completion-to-delivery p50 %s, p99 %s; create-to-webhook p50 %s, p99 %s\n",
+			l.created, l.rate(), l.outcome.delivered, latency(quantile(l.outcome.latencies, 0.5)), latency(quantile(l.outcome.latencies, 0.99)),
+			latency(quantile(l.createToWebhook, 0.5)), latency(quantile(l.createToWebhook, 0.99)))
 		return nil
 	})
 	if err != nil {
@@ -412,10 +428,15 @@ func run(ctx context.Context, o options) (err error) {
 	if !filepath.IsAbs(out) {
 		out = filepath.Join(root, out)
 	}
-	if err := writeReport(out, o, res, table); err != nil {
+	finished := time.Now().UTC()
+	chart := chartPath(out)
+	if err := writeChart(chart, finished, res.ratios()); err != nil {
 		return err
 	}
-	fmt.Fprintln(os.Stderr, "bench: wrote", out)
+	if err := writeReport(out, o, res, table, finished, filepath.Base(chart)); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "bench: wrote", out, "and", chart)
 	if o.profileDir != "" {
 		fmt.Fprintf(os.Stderr, "bench: compare with: go tool pprof -top -diff_base %s %s\n",
 			filepath.Join(o.profileDir, "bare.pprof"), filepath.Join(o.profileDir, "chain.pprof"))

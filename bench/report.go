@@ -23,6 +23,9 @@ type results struct {
 	// accounts is the chain with many dynamic accounts against the static
 	// one, and revocations.
 	accounts *accountsResult
+	// limiterMemory is the rate limiter's heap per tracked account, in the
+	// harness's process, against a plain map of the same keys.
+	limiterMemory *limiterMemoryResult
 	// createMemory and createBolt are task creations (a) against bare
 	// answering the same POST (b), on a server with each storage.
 	createMemory, createBolt *pairResult
@@ -79,6 +82,10 @@ func (r *results) table() string {
 	row(fmt.Sprintf("revocation → first rejection (403), p50 / max of %d: from the DELETE sent; from its answer", len(a.fromSent)),
 		latency(quantile(a.fromSent, 0.5))+" / "+latency(quantile(a.fromSent, 1))+"; "+
 			latency(quantile(a.fromAnswer, 0.5))+" / "+latency(quantile(a.fromAnswer, 1)), "", "")
+	if lm := r.limiterMemory; lm != nil {
+		row(fmt.Sprintf("rate limiter heap per tracked account, %s accounts each after one request (`ratelimit.NewMemory`, in the harness's process; heap growth ÷ accounts); bare column: a plain `map[string]int64` of the same keys, per entry",
+			thousands(lm.accounts)), fmt.Sprintf("%.1f B", lm.limiter), fmt.Sprintf("%.1f B", lm.baseline), fmt.Sprintf("%.2f", lm.ratio()))
+	}
 
 	row(fmt.Sprintf("**task creation**, %d clients, POST %s; bare answers the same POST", r.createWorkers, createPath), "", "", "")
 	for _, c := range []struct {
@@ -127,6 +134,8 @@ func (r *results) table() string {
 	wl := r.webhookLatency
 	row(fmt.Sprintf("completion-to-delivery p50 / p99 at %.0f creations/s (%d delivered)", wl.rate(), wl.outcome.delivered),
 		latency(quantile(wl.outcome.latencies, 0.5))+" / "+latency(quantile(wl.outcome.latencies, 0.99)), "", "")
+	row(fmt.Sprintf("create-to-webhook p50 / p99 at %.0f creations/s (%d matched by request_id; from the creation sent to the delivery's arrival)", wl.rate(), len(wl.createToWebhook)),
+		latency(quantile(wl.createToWebhook, 0.5))+" / "+latency(quantile(wl.createToWebhook, 0.99)), "", "")
 	row("deliveries at that rate (duplicate ids, tasks twice, missing, bad signatures)", wl.outcome.summary(), "", "")
 
 	rt := r.retries
@@ -278,9 +287,10 @@ func micros(d time.Duration) string {
 	return fmt.Sprintf("%.1fµs", float64(d)/float64(time.Microsecond))
 }
 
-// writeReport writes the table, with the run's conditions and each round's
-// throughput, to path.
-func writeReport(path string, o options, r *results, table string) error {
+// writeReport writes the table, with the run's conditions (the run having
+// finished at finished), a link to the chart (a path relative to path's
+// directory) and each round's throughput, to path.
+func writeReport(path string, o options, r *results, table string, finished time.Time, chart string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Edge chain, task creation, task runs and webhooks\n\n")
 	bareHeaders := "bare requests carry no credentials"
@@ -288,7 +298,7 @@ func writeReport(path string, o options, r *results, table string) error {
 		bareHeaders = "bare requests carry the same credential headers"
 	}
 	fmt.Fprintf(&b, "%s, %s %s/%s, %d CPUs shared by client, server and source; temporary directory on %s.\n\n",
-		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), r.fsType)
+		finished.Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), r.fsType)
 	fmt.Fprintf(&b, "- Edge: %d rounds × %s per site after %s warm-up, %d workers, keep-alive, rate unbounded; %s.\n",
 		o.rounds, o.duration, o.warmup, o.workers, bareHeaders)
 	fmt.Fprintf(&b, "- Accounts at run time: on the edge's server, after its task creations, %d accounts created through the admin API (`POST /taskgate/accounts`) by %d clients over keep-alive connections, "+
@@ -297,6 +307,12 @@ func writeReport(path string, o options, r *results, table string) error {
 		"once one is accepted the harness adds a second key, revokes the first (`DELETE …/keys/{id}`), and times the arrival of the first 403 from the DELETE sent and from its answer "+
 		"(negative: the 403 came first), to within one request's round trip; it checks that no request sent after that answer was accepted, and that the second key works.\n",
 		o.accounts, accountCreators, revocations)
+	if lm := r.limiterMemory; lm != nil {
+		fmt.Fprintf(&b, "- Rate limiter memory: in the harness's own process, before any server starts, as `BenchmarkMemoryPerAccount` (backend/ratelimit) does: %s account ids (`acct-N`) allocated first, "+
+			"then `runtime.GC` and `HeapAlloc` before a `ratelimit.NewMemory(nil)` takes one request of each (`1/h burst 1`, so each stores its TAT) and after, the store kept alive; "+
+			"the baseline, measured the same way over the same ids, is a plain `map[string]int64` filled without a size hint. Both took %s.\n",
+			thousands(lm.accounts), lm.took.Round(time.Millisecond))
+	}
 	fmt.Fprintf(&b, "- Task creation: one server per storage; %d rounds × %s per site after %s warm-up, %d workers, rate unbounded; body `%s`. "+
 		"The task type's workers are parked on a source that holds their calls, so the store serves creations alone. "+
 		"With storage bolt every 202 means the task is fsynced; the fsync probe ran %s in the bolt file's directory just before.\n",
@@ -308,7 +324,7 @@ func writeReport(path string, o options, r *results, table string) error {
 	fmt.Fprintf(&b, "- Webhooks: a fresh server with storage bolt whose bench account has one webhook with a secret, to a receiver served by the harness on loopback that checks every "+
 		"delivery's signature and timestamp as Standard Webhooks has it, and notes when each attempt arrived and the task's `completed_at` (same machine's clock). "+
 		"Up to %d tasks created as fast as %d clients can; deliveries/s run from the earliest `completed_at` to the last delivery. Then %d creations/s for %s: "+
-		"each delivery's latency runs from its task's `completed_at` to its arrival. Each wait for the receiver is bounded by %s, and the receiver listens %s more for duplicates.\n",
+		"each delivery's latency runs from its task's `completed_at` to its arrival, and from its creation request sent (the `request_id` of the 202 matched to the delivered payload's) to its arrival. Each wait for the receiver is bounded by %s, and the receiver listens %s more for duplicates.\n",
 		o.webhookTasks, o.createWorkers, o.webhookRate, o.webhookDuration, o.webhookWait, duplicateSettle)
 	fmt.Fprintf(&b, "- Webhook retries: another fresh server with storage bolt, `webhooks { %s }`; the receiver answers 503 while up to %d tasks are created and run, "+
 		"until every delivery has had its first attempt, then for %s more: memory is sampled (VmRSS and RssAnon from /proc, `go_memstats_heap_inuse_bytes` from the admin endpoint) "+
@@ -330,7 +346,7 @@ func writeReport(path string, o options, r *results, table string) error {
 			rd.version, redisFsync, o.rounds, o.duration, o.warmup, o.workers, o.createRounds,
 			limitedAccount, o.limitRate, o.limitBurst, o.workers, o.limitDuration, redisNodes-1)
 	}
-	b.WriteString("\n")
+	fmt.Fprintf(&b, "\n![ratios](%s)\n\n", chart)
 	b.WriteString(table)
 	fmt.Fprintf(&b, "\nThroughput of each round (req/s): chain %s; bare %s. Chain with dynamic accounts %s; with the static one %s.\n",
 		formatRounds(r.edge.a.throughputs), formatRounds(r.edge.b.throughputs),

@@ -181,6 +181,10 @@ type deliveryLatencyResult struct {
 	// span runs from the first creation sent to the last.
 	span    time.Duration
 	outcome deliveryOutcome
+	// createToWebhook runs, for each delivered task, from its creation
+	// request sent to the first 2xx answer to its delivery (matched by
+	// request_id; the same process's clock), sorted.
+	createToWebhook []time.Duration
 }
 
 func (l *deliveryLatencyResult) rate() float64 {
@@ -197,7 +201,8 @@ func (l *deliveryLatencyResult) check() error {
 // measureDeliveryLatency creates tasks at o.webhookRate for
 // o.webhookDuration, waits (at most o.webhookWait) until each has been
 // delivered, and takes each delivery's latency from its task's
-// completed_at to its arrival.
+// completed_at to its arrival, and from its creation request sent to its
+// arrival.
 func measureDeliveryLatency(ctx context.Context, o options, srv *server, rcv *receiver) (*deliveryLatencyResult, error) {
 	t := newTarget("create-"+srv.name+"-rate", createRequest(srv.apiURL()), http.StatusAccepted, latencyMaxWorkers, o.timeout)
 	defer t.close()
@@ -211,6 +216,8 @@ func measureDeliveryLatency(ctx context.Context, o options, srv *server, rcv *re
 	defer stopWhenDone(ctx, atk)()
 	res := &deliveryLatencyResult{}
 	var first, last time.Time
+	// sent holds when each accepted creation was sent, by request_id.
+	sent := make(map[string]time.Time, o.webhookRate*int(o.webhookDuration/time.Second+1))
 	rate := vegeta.Rate{Freq: o.webhookRate, Per: time.Second}
 	for r := range atk.Attack(vegeta.NewStaticTargeter(t.vt), rate, o.webhookDuration, t.name) {
 		if first.IsZero() || r.Timestamp.Before(first) {
@@ -219,10 +226,12 @@ func measureDeliveryLatency(ctx context.Context, o options, srv *server, rcv *re
 		if r.Timestamp.After(last) {
 			last = r.Timestamp
 		}
-		if _, ok := acceptedID(r); !ok {
+		id, ok := acceptedID(r)
+		if !ok {
 			res.failed.add(r)
 			continue
 		}
+		sent[id] = r.Timestamp
 		res.created++
 	}
 	if err := ctx.Err(); err != nil {
@@ -235,8 +244,36 @@ func measureDeliveryLatency(ctx context.Context, o options, srv *server, rcv *re
 	if err := sleepCtx(ctx, duplicateSettle); err != nil {
 		return nil, err
 	}
-	res.outcome = rcv.reset().outcome(res.created)
+	done := rcv.reset()
+	res.outcome = done.outcome(res.created)
+	res.createToWebhook = done.createToDelivery(sent)
 	return res, nil
+}
+
+// createToDelivery returns, for each task in sent (when its creation was
+// sent, by request_id) that was delivered, the time from its creation
+// sent to the first 2xx answer to its delivery, sorted. A task delivered
+// under more than one webhook-id counts once, by its first delivery.
+func (l *receipts) createToDelivery(sent map[string]time.Time) []time.Duration {
+	delivered := make(map[string]time.Time, len(sent))
+	for _, d := range l.byID {
+		at, times := d.firstDelivered()
+		if times == 0 {
+			continue
+		}
+		if _, ok := sent[d.requestID]; !ok {
+			continue
+		}
+		if prev, ok := delivered[d.requestID]; !ok || at.Before(prev) {
+			delivered[d.requestID] = at
+		}
+	}
+	latencies := make([]time.Duration, 0, len(delivered))
+	for id, at := range delivered {
+		latencies = append(latencies, at.Sub(sent[id]))
+	}
+	slices.Sort(latencies)
+	return latencies
 }
 
 // memorySample is the server's memory at one moment: resident (all, and
