@@ -4,33 +4,17 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"math"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/internal/sortkey"
 )
 
 // Keys are built so that bolt's byte order is the order the store needs
 // and no two different tuples share a key or a prefix: every variable part
 // but the last is length-prefixed (uvarint), times are fixed-width.
 
-// The instants int64 nanoseconds since 1970 can hold.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-// sortable returns t as a number whose big-endian bytes sort like the
-// instants: nanoseconds since 1970 with the sign bit flipped. Instants
-// outside the years 1678–2262 are clamped to the nearest end.
-func sortable(t time.Time) uint64 {
-	n := int64(math.MaxInt64)
-	switch {
-	case t.Before(minTime):
-		n = math.MinInt64
-	case !t.After(maxTime):
-		n = t.UnixNano()
-	}
-	return uint64(n) ^ (1 << 63)
-}
+// sortable returns t as a number whose order is the instants' order.
+func sortable(t time.Time) uint64 { return sortkey.Time(t) }
 
 // appendPart appends a length-prefixed part of a key.
 func appendPart(b []byte, s string) []byte {

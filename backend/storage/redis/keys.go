@@ -84,30 +84,14 @@ package redis
 
 import (
 	"encoding/hex"
-	"math"
 	"strconv"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/internal/sortkey"
 )
 
-// The instants int64 nanoseconds since 1970 can hold.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-// sortable returns t as a number whose order is the instants' order:
-// nanoseconds since 1970 with the sign bit flipped. Instants outside the
-// years 1678–2262 are clamped to the nearest end.
-func sortable(t time.Time) uint64 {
-	n := int64(math.MaxInt64)
-	switch {
-	case t.Before(minTime):
-		n = math.MinInt64
-	case !t.After(maxTime):
-		n = t.UnixNano()
-	}
-	return uint64(n) ^ (1 << 63)
-}
+// sortable returns t as a number whose order is the instants' order.
+func sortable(t time.Time) uint64 { return sortkey.Time(t) }
 
 // hexUint64 is v as 16 lowercase hex digits.
 func hexUint64(v uint64) string {

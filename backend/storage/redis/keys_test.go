@@ -2,6 +2,7 @@ package redis
 
 import (
 	"bytes"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -39,6 +40,13 @@ func TestHexTimeOrder(t *testing.T) {
 		}
 	}
 }
+
+// The instants int64 nanoseconds since 1970 can hold: sortable clamps to
+// them.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
 
 // clamp is t within the instants sortable tells apart.
 func clamp(t time.Time) time.Time {
