@@ -49,7 +49,7 @@ fuzz:
 	done
 
 ## bench: Go benchmarks, then the load harness (edge chain, task creation, task runs, webhooks; each next to a baseline measured in the same run)
-bench:
+bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./backend/... ./caddymodule/...
 	$(GO) run ./bench
 
