@@ -278,6 +278,10 @@ func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 		id = acct.ID
 	}
 	res, err := h.app.limiter.Take(r.Context(), id, limit)
+	if err != nil && r.Context().Err() != nil {
+		// The client went away: nobody to answer, no store trouble.
+		return nil
+	}
 	if err != nil {
 		h.storeError.Inc()
 		h.logger.Error("rate limit store failed; request let through", zap.Error(err))
