@@ -33,6 +33,7 @@ import (
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/webhook"
+	"github.com/taskgate/taskgate/internal/retry"
 )
 
 func init() {
@@ -354,9 +355,14 @@ func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*en
 			return nil, err
 		}
 		e.limiter = limiter
-		e.publish = func(ctx context.Context, id string) {
-			if err := shared.PublishAccountChange(ctx, id); err != nil {
-				logger.Error("telling other nodes of an account change; they reload every account when their subscription recovers", zap.String("account_id", id), zap.Error(err))
+		e.publish = func(_ context.Context, id string) {
+			// The change is stored: telling the others must not depend on
+			// the admin caller staying to the end.
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			err := retry.Default.Do(pctx, func() error { return shared.PublishAccountChange(pctx, id) }, func(error) bool { return false })
+			if err != nil {
+				logger.Error("telling other nodes of an account change; they reload every account within a minute", zap.String("account_id", id), zap.Error(err))
 			}
 		}
 		e.ended = func(requestID string) {
@@ -371,6 +377,22 @@ func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*en
 			}
 		})
 		e.done.Go(func() { local.SweepEvery(ctx, time.Minute) })
+		// A notice lost (a publisher that failed, a read that failed
+		// here) is made good by reloading every account now and then.
+		e.done.Go(func() {
+			t := time.NewTicker(accountsReconcile)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := e.loadAccounts(ctx); err != nil && ctx.Err() == nil {
+						logger.Error("reloading accounts", zap.Error(err))
+					}
+				}
+			}
+		})
 		e.done.Go(func() {
 			err := shared.SubscribeAccountChanges(ctx, func(id string) { e.loadAccount(ctx, id) }, func() {
 				if err := e.loadAccounts(ctx); err != nil && ctx.Err() == nil {
@@ -399,7 +421,7 @@ func (e *engine) loadAccounts(ctx context.Context) error {
 	}
 	for _, r := range records {
 		if err := e.dynamic.Put(r); err != nil {
-			e.logger.Error("account not loaded: its stored record is not valid", zap.String("account_id", r.ID), zap.Error(err))
+			e.logger.Error("account held disabled: its stored record is not valid", zap.String("account_id", r.ID), zap.Error(err))
 		}
 	}
 	return nil
@@ -416,6 +438,10 @@ func (e *engine) loadAccount(ctx context.Context, id string) {
 		e.logger.Error("loading a changed account", zap.String("account_id", id), zap.Error(err))
 	}
 }
+
+// accountsReconcile is how often, with a shared store, every account is
+// read again, in case a change notice was lost.
+const accountsReconcile = time.Minute
 
 // sharedRecheck is how often, with a shared store, a long poll or sync
 // call reads its task again in case the notice of its end was lost.

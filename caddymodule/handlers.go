@@ -108,11 +108,15 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		if c := h.logger.Check(zapcore.DebugLevel, "authentication failed"); c != nil {
 			c.Write(zap.String("account_id", ids[0]))
 		}
-		// Counted for accounts that exist (a revoked or mistyped key), not
-		// for every id a stranger makes up.
+		// Counted for accounts that exist (a revoked or mistyped key); an
+		// unknown id is counted under "", which is never stored, so that
+		// both cost the same and the timing does not tell whether the
+		// account exists.
+		counted := ""
 		if known, ok := h.app.registry.Lookup(ids[0]); ok {
-			h.app.meter.Request(known.ID, h.app.api.TaskType(r.URL.Path), apierr.InvalidCredentials.Code)
+			counted = known.ID
 		}
+		h.app.meter.Request(counted, h.app.api.TaskType(r.URL.Path), apierr.InvalidCredentials.Code)
 		apierr.Write(w, apierr.InvalidCredentials)
 		return nil
 	}
@@ -160,7 +164,8 @@ func (u *usageWriter) rejection(err error) string {
 		return u.code
 	}
 	status := u.status
-	if err != nil {
+	if err != nil && status == 0 {
+		// Nothing was written: Caddy answers with the error's status.
 		status = http.StatusInternalServerError
 		var he caddyhttp.HandlerError
 		if errors.As(err, &he) && he.StatusCode != 0 {

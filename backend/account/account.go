@@ -102,11 +102,16 @@ func ValidateTaskType(t string) error {
 
 var segmentPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
-// ValidateWebhookURL checks that u is an absolute http(s) URL with a host.
+// ValidateWebhookURL checks that u is an absolute http(s) URL with a host
+// and no credentials in it: URLs are shown and logged, credentials go in
+// the webhook's authorization, which is not.
 func ValidateWebhookURL(u string) error {
 	p, err := url.Parse(u)
 	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 		return fmt.Errorf("webhook URL %q: must be an absolute http:// or https:// URL", u)
+	}
+	if p.User != nil {
+		return fmt.Errorf("webhook URL %q: must not carry credentials; set the webhook's authorization instead", p.Redacted())
 	}
 	return nil
 }

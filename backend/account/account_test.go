@@ -3,6 +3,7 @@ package account
 import (
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -129,5 +130,25 @@ func TestMayUse(t *testing.T) {
 	some := &Account{ID: "b", TaskTypes: []string{"verify/pan"}}
 	if !all.MayUse("x/y") || !some.MayUse("verify/pan") || some.MayUse("verify/aadhaar") {
 		t.Fatal("MayUse gave a wrong answer")
+	}
+}
+
+func TestValidateWebhookURL(t *testing.T) {
+	for u, ok := range map[string]bool{
+		"https://hooks.example/x":         true,
+		"http://127.0.0.1:9002/hooks":     true,
+		"https://user:pass@hooks.example": false,
+		"https://token@hooks.example/x":   false,
+		"ftp://hooks.example/x":           false,
+		"/hooks":                          false,
+		"https://":                        false,
+	} {
+		err := ValidateWebhookURL(u)
+		if (err == nil) != ok {
+			t.Errorf("ValidateWebhookURL(%q) = %v, want ok %v", u, err, ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "pass") {
+			t.Errorf("the error shows the password: %v", err)
+		}
 	}
 }

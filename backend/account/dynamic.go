@@ -27,23 +27,27 @@ type versioned struct {
 func NewDynamic() *Dynamic { return new(Dynamic) }
 
 // Put builds the record and keeps the account, unless the set already
-// holds a newer version of it. A record that does not build is not kept
-// (the error says why); the set keeps what it had.
+// holds a newer version of it. A record that does not build is kept as a
+// disabled account (the error says why): it fails closed.
 func (d *Dynamic) Put(r *Record) error {
 	a, err := r.Build()
 	if err != nil {
-		return err
+		// A newer version that does not build (a record written by
+		// another version of taskgate) must not leave an older one in
+		// force, whose keys it may have revoked: the account is held
+		// disabled until a version that builds comes.
+		a = &Account{ID: r.ID, Disabled: true}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if v, ok := d.accounts.Load(r.ID); ok && v.(*versioned).version > r.Version {
-		return nil
+		return err
 	}
 	d.accounts.Store(r.ID, &versioned{account: a, version: r.Version})
 	if n := int64(len(a.Keys)); n > d.maxKeys.Load() {
 		d.maxKeys.Store(n)
 	}
-	return nil
+	return err
 }
 
 // Lookup returns the account with the id.

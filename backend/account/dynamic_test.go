@@ -31,8 +31,10 @@ func TestDynamicPutKeepsTheNewest(t *testing.T) {
 	if err := d.Put(bad); err == nil {
 		t.Fatal("Put of a record that does not build: want an error")
 	}
-	if got := d.Version("acme"); got != 2 {
-		t.Fatalf("version after a bad record = %d, want 2", got)
+	// It fails closed: held disabled at its version, not the older one
+	// (whose keys it may have revoked) kept in force.
+	if a, ok := d.Lookup("acme"); !ok || !a.Disabled || len(a.Keys) != 0 || d.Version("acme") != 3 {
+		t.Fatalf("after a record that does not build: %+v v%d, want disabled at version 3", a, d.Version("acme"))
 	}
 	if _, ok := d.Lookup("nobody"); ok || d.Version("nobody") != 0 {
 		t.Fatal("Lookup of an unknown id found something")

@@ -28,10 +28,24 @@ var (
 // Write sends e as the response, and tells w its code when w records
 // codes.
 func Write(w http.ResponseWriter, e *Error) {
-	if rec, ok := w.(CodeRecorder); ok {
-		rec.RecordErrorCode(e.Code)
-	}
+	recordCode(w, e.Code)
 	WriteJSON(w, e.Status, e)
+}
+
+// recordCode tells the first CodeRecorder in w's chain of wrappers (other
+// handlers may wrap the writer after the one that records) the code.
+func recordCode(w http.ResponseWriter, code string) {
+	for range 16 {
+		if rec, ok := w.(CodeRecorder); ok {
+			rec.RecordErrorCode(code)
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
 }
 
 // A CodeRecorder is told the code of the error written to it: a response

@@ -74,4 +74,3 @@ func TestSweepEveryStopsWithItsContext(t *testing.T) {
 		t.Fatal("SweepEvery did not stop")
 	}
 }
-

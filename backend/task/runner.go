@@ -11,9 +11,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/internal/lease"
-	"github.com/taskgate/taskgate/backend/internal/retry"
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/webhook"
+	"github.com/taskgate/taskgate/internal/retry"
 )
 
 // Caller calls a task's source; *source.Client is the real one.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/account"
 )
 
 // Meter counts usage in memory and flushes it to a store in batches, so
@@ -118,6 +120,12 @@ func (m *Meter) Flush(ctx context.Context) error {
 	rows := make([]Row, 0, n)
 	for _, counts := range taken {
 		for k, c := range counts {
+			// Ids that no account can have (users of other
+			// authentication handlers, the stand-in of unknown ids)
+			// are counted, for the same cost, and never stored.
+			if account.ValidateID(k.account) != nil {
+				continue
+			}
 			row := Row{AccountID: k.account, Day: Day(time.Unix(int64(k.day)*86400, 0)), TaskType: k.taskType, Counts: *c}
 			if c.Rejected != nil {
 				row.Rejected = make(map[string]int64, len(c.Rejected))
@@ -131,6 +139,9 @@ func (m *Meter) Flush(ctx context.Context) error {
 	slices.SortFunc(rows, func(a, b Row) int {
 		return strings.Compare(a.AccountID+"\x00"+a.Day+"\x00"+a.TaskType, b.AccountID+"\x00"+b.Day+"\x00"+b.TaskType)
 	})
+	if len(rows) == 0 {
+		return nil
+	}
 	if err := m.store.AddUsage(ctx, rows); err != nil {
 		for i, counts := range taken {
 			s := &m.shards[i]

@@ -186,3 +186,20 @@ func equal(a, b Counts) bool {
 	}
 	return true
 }
+
+func TestMeterDropsIdsNoAccountCanHave(t *testing.T) {
+	store := &fakeStore{}
+	m := NewMeter(store, nil)
+	m.Request("acme", "", "")
+	m.TaskCreated("system:serviceaccount:ns:bot", "a/b") // a user of another auth handler
+	m.Request("", "", "INVALID_CREDENTIALS")             // the stand-in of unknown ids
+	if err := m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := store.get("acme", Day(time.Now()), ""); got.Requests != 1 {
+		t.Fatalf("acme: %+v, want its request stored", got)
+	}
+	if len(store.rows) != 1 {
+		t.Fatalf("%d rows stored, want only acme's", len(store.rows))
+	}
+}

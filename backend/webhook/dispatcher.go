@@ -17,7 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/internal/lease"
-	"github.com/taskgate/taskgate/backend/internal/retry"
+	"github.com/taskgate/taskgate/internal/retry"
 )
 
 // Resolver looks up, in the current config, how to send a delivery: the

@@ -86,9 +86,11 @@ func (s *Store) Accounts(ctx context.Context) ([]*account.Record, error) {
 	for i, v := range values {
 		value, ok := v.(string)
 		if !ok {
-			// The index and the records are written together; a
-			// missing record is an index entry nothing answers for.
-			return nil, fmt.Errorf("redis: account %s: in the index, not stored", ids[i])
+			// The index and the records are written together: a
+			// record gone (an operator's DEL, an eviction against
+			// advice) leaves an entry nothing answers for. The other
+			// accounts load all the same.
+			continue
 		}
 		r, err := unmarshalAccount(ids[i], value)
 		if err != nil {
