@@ -237,9 +237,9 @@ type engine struct {
 	hub        *task.Hub
 	dynamic    *account.Dynamic
 	meter      *usage.Meter
-	// limiter is the rate limit of a shared store (nil otherwise: each
-	// node limits alone).
-	limiter ratelimit.Store
+	// sharedStore is the store when other nodes use it too (nil
+	// otherwise): the shared rate limit runs on its connection.
+	sharedStore *redis.Store
 	// publish tells the other nodes that an account changed (nil when the
 	// store is not shared).
 	publish func(ctx context.Context, id string)
@@ -282,7 +282,7 @@ const openTimeout = 10 * time.Second
 // when it was last closed belonged to a process that is gone: they are
 // queued again. A shared store (redis) leaves that to the leases: other
 // nodes may hold them.
-func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*engine, error) {
+func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
 	var store store
 	var shared *redis.Store
 	switch st.Type {
@@ -318,15 +318,16 @@ func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*en
 		}
 	}
 	e := &engine{
-		store:      store,
-		deliveries: store,
-		accounts:   store,
-		usage:      store,
-		hub:        task.NewHub(),
-		dynamic:    account.NewDynamic(),
-		meter:      usage.NewMeter(store, nil),
-		shared:     shared != nil,
-		logger:     logger,
+		store:       store,
+		deliveries:  store,
+		accounts:    store,
+		usage:       store,
+		hub:         task.NewHub(),
+		dynamic:     account.NewDynamic(),
+		meter:       usage.NewMeter(store, nil),
+		shared:      shared != nil,
+		sharedStore: shared,
+		logger:      logger,
 	}
 	if err := e.loadAccounts(context.Background()); err != nil {
 		_ = store.Close()
@@ -335,26 +336,6 @@ func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*en
 	ctx, stop := context.WithCancel(context.Background())
 	e.stop = stop
 	if shared != nil {
-		local := ratelimit.NewMemory(nil)
-		limiter, err := ratelimit.NewFallback(ratelimit.NewRedis(shared.Client(), shared.Prefix()+"rl:"), local, ratelimit.FallbackConfig{
-			OnStoreError: ratelimit.OnStoreError(onStoreError),
-			// The store's client heeds contexts (ContextTimeoutEnabled).
-			PrimaryHeedsContext: true,
-			OnStateChange: func(degraded bool, err error) {
-				rateLimitDegraded.Set(map[bool]float64{false: 0, true: 1}[degraded])
-				if degraded {
-					logger.Error("rate limit store unreachable; limiting per the on_store_error mode until it is back", zap.String("on_store_error", onStoreError), zap.Error(err))
-				} else {
-					logger.Info("rate limit store reachable again")
-				}
-			},
-		})
-		if err != nil {
-			stop()
-			_ = store.Close()
-			return nil, err
-		}
-		e.limiter = limiter
 		e.publish = func(_ context.Context, id string) {
 			// The change is stored: telling the others must not depend on
 			// the admin caller staying to the end.
@@ -376,7 +357,6 @@ func openEngine(st *StorageConfig, onStoreError string, logger *zap.Logger) (*en
 				logger.Error("task end notices stopped", zap.Error(err))
 			}
 		})
-		e.done.Go(func() { local.SweepEvery(ctx, time.Minute) })
 		// A notice lost (a publisher that failed, a read that failed
 		// here) is made good by reloading every account now and then.
 		e.done.Go(func() {
@@ -455,6 +435,48 @@ const usageFlushInterval = time.Second
 // for a year-on-year comparison.
 const usageRetention = 400 * 24 * time.Hour
 
+// sharedLimiter is the rate limit of nodes sharing a store: exact, in
+// Redis, and per node (a sweeper's memory) while Redis does not answer.
+type sharedLimiter struct {
+	*ratelimit.Fallback
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func newSharedLimiter(shared *redis.Store, mode string, logger *zap.Logger) (*sharedLimiter, error) {
+	local := ratelimit.NewMemory(nil)
+	limiter, err := ratelimit.NewFallback(ratelimit.NewRedis(shared.Client(), shared.Prefix()+"rl:"), local, ratelimit.FallbackConfig{
+		OnStoreError: ratelimit.OnStoreError(mode),
+		// The store's client heeds contexts (ContextTimeoutEnabled).
+		PrimaryHeedsContext: true,
+		OnStateChange: func(degraded bool, err error) {
+			rateLimitDegraded.Set(map[bool]float64{false: 0, true: 1}[degraded])
+			if degraded {
+				logger.Error("rate limit store unreachable; limiting per the on_store_error mode until it is back", zap.String("on_store_error", mode), zap.Error(err))
+			} else {
+				logger.Info("rate limit store reachable again")
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	l := &sharedLimiter{Fallback: limiter, stop: stop, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		local.SweepEvery(ctx, time.Minute)
+	}()
+	return l, nil
+}
+
+// Destruct stops the local store's sweeper.
+func (l *sharedLimiter) Destruct() error {
+	l.stop()
+	<-l.done
+	return nil
+}
+
 type pooledMemory struct {
 	*ratelimit.Memory
 	stop context.CancelFunc
@@ -531,9 +553,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return errors.New("storage redis: want a redis:// or rediss:// URL")
 		}
 		a.storage = &StorageConfig{Type: "redis", URL: url}
-		// The mode is part of the engine: a reload that changes it
-		// builds a new one.
-		a.engineKey = "redis:" + url + " on_store_error " + a.OnStoreError
+		a.engineKey = "redis:" + url
 	default:
 		return fmt.Errorf("storage %q: want memory, bolt or redis", a.Storage.Type)
 	}
@@ -569,7 +589,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 	// Every check is done: now the shared state.
 	ev, _, err := enginePool.LoadOrNew(a.engineKey, func() (caddy.Destructor, error) {
-		return openEngine(a.storage, a.OnStoreError, a.logger)
+		return openEngine(a.storage, a.logger)
 	})
 	if err != nil {
 		return err
@@ -594,6 +614,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.sources = source.NewClient(source.Options{UserAgent: userAgent()})
 	a.runner = task.NewRunner(a.engine.store, a.engine.hub, a.sources, types, nil, a.logger.Named("runner"))
 	a.runner.Retention = time.Duration(a.Retention)
+	a.runner.KeepOrphans = a.engine.shared
 	egress.UserAgent, egress.Timeout = userAgent(), policy.Timeout
 	a.sender = webhook.NewSender(egress)
 	opts := webhook.DispatcherOptions{
@@ -642,8 +663,22 @@ func (a *App) Provision(ctx caddy.Context) error {
 		WakeDeliveries: a.dispatcher.Wake,
 	}
 	a.admin.Client = a.api
-	if a.engine.limiter != nil {
-		a.limiter = a.engine.limiter
+	if shared := a.engine.sharedStore; shared != nil {
+		// The mode is the limiter's, not the store's: a reload that
+		// changes it (in an outage, say) builds a new limiter without
+		// asking Redis anything.
+		mode := a.OnStoreError
+		if mode == "" {
+			mode = string(ratelimit.OnStoreErrorLocal)
+		}
+		a.limiterKey = a.engineKey + " on_store_error " + mode
+		v, _, err := limiterPool.LoadOrNew(a.limiterKey, func() (caddy.Destructor, error) {
+			return newSharedLimiter(shared, mode, a.logger)
+		})
+		if err != nil {
+			return err
+		}
+		a.limiter = v.(*sharedLimiter).Fallback
 		return nil
 	}
 	a.limiterKey = "memory"

@@ -43,6 +43,11 @@ type Runner struct {
 	// Poll is how often an idle producer looks at the store without being
 	// woken (for tasks rescued or queued by another process).
 	Poll time.Duration
+	// KeepOrphans leaves queued tasks of types this runner does not run
+	// alone (see FailOrphans): with a store shared by several nodes, a
+	// node that does not know a type (yet) must not fail the tasks that
+	// others run.
+	KeepOrphans bool
 	// OnFinish, when set, is called after each task ends (for metrics).
 	OnFinish func(t *Task, took time.Duration)
 	// Deliveries, when set, returns the webhook deliveries of a task that
@@ -188,9 +193,21 @@ func (r *Runner) finish(ctx context.Context, typ *Type, t *Task, out source.Outc
 	}
 	// A store out of reach for a moment should not cost the source a
 	// second call: try again within ctx (the caller bounds it).
+	failed := false
 	err := retry.Default.Do(ctx, func() error {
-		return r.store.Finish(ctx, t, deliveries)
+		err := r.store.Finish(ctx, t, deliveries)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			failed = true
+		}
+		return err
 	}, func(err error) bool { return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) })
+	if errors.Is(err, ErrNotFound) && failed {
+		// A try whose answer was lost may have stored the end: this one
+		// then finds the task ended. Most likely by that try, so the end
+		// is told as ours (waiters, notices, counts); at worst a task
+		// another worker ended is counted twice.
+		err = nil
+	}
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			// Another worker ended it first (after a rescue): nothing lost.
@@ -283,7 +300,9 @@ func (r *Runner) maintain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-rescue.C:
-			r.FailOrphans(ctx)
+			if !r.KeepOrphans {
+				r.FailOrphans(ctx)
+			}
 			n, err := r.store.Rescue(ctx, r.now())
 			if err != nil && ctx.Err() == nil {
 				r.logger.Error("rescuing tasks", zap.Error(err))

@@ -91,6 +91,7 @@ func newClient(rawURL string) (goredis.UniversalClient, string, error) {
 		}
 		cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
 		cfg.MaxRetries, cfg.ContextTimeoutEnabled = -1, true
+		cfg.DialerRetries, cfg.DialerRetryTimeout = 1, 50*time.Millisecond
 		return goredis.NewFailoverClient(cfg), "sentinel master " + cfg.MasterName, nil
 	case q.Has("addr"):
 		cfg, err := goredis.ParseClusterURL(rawURL)
@@ -99,6 +100,10 @@ func newClient(rawURL string) (goredis.UniversalClient, string, error) {
 		}
 		cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
 		cfg.MaxRetries, cfg.ContextTimeoutEnabled = -1, true
+		// The cluster client also sends a call again after a lost reply
+		// (as a redirect): a script could run twice. One failed call
+		// after a failover, then the new map of slots, is the price.
+		cfg.MaxRedirects = -1
 		cfg.DialerRetries, cfg.DialerRetryTimeout = 1, 50*time.Millisecond
 		return goredis.NewClusterClient(cfg), "cluster " + strings.Join(cfg.Addrs, ","), nil
 	}
