@@ -598,6 +598,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.registry, err = account.NewRegistry(accounts, a.engine.dynamic, nil); err != nil {
 		return err
 	}
+	for _, acct := range accounts {
+		if _, ok := a.engine.dynamic.Lookup(acct.ID); ok {
+			a.logger.Warn("a static account hides the dynamic account of the same id: its keys do not work here, and the admin API cannot change it; give the static account another id, or disable the dynamic one from a node without it",
+				zap.String("account_id", acct.ID))
+		}
+	}
 	typeNames := make(map[string]bool, len(byName))
 	for name := range byName {
 		typeNames[name] = true
