@@ -175,7 +175,7 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 	storeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if out.Kind == source.Canceled {
-		if err := r.store.Release(storeCtx, []string{t.RequestID}); err != nil {
+		if err := r.store.Release(storeCtx, []*Task{t}); err != nil {
 			r.logger.Warn("releasing task; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
 		}
 		return
@@ -250,10 +250,10 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		var young []string
+		var young []*Task
 		for _, t := range tasks {
 			if r.now().Sub(t.CreatedAt) < OrphanGrace {
-				young = append(young, t.RequestID)
+				young = append(young, t)
 				continue
 			}
 			r.finish(ctx, typ, t, source.Outcome{Kind: source.Down, Message: "task type " + name + " is no longer configured"}, r.now())

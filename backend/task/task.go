@@ -120,8 +120,10 @@ type Store interface {
 
 	// Release puts claimed tasks back at the head of their queue (a worker
 	// stopping before it got an answer): each regains the place it was
-	// claimed from. Ids of tasks not leased are ignored.
-	Release(ctx context.Context, requestIDs []string) error
+	// claimed from. A task is released only while it is still leased under
+	// the claim that returned it (the same Attempts); tasks not leased, or
+	// leased under a later claim, are ignored.
+	Release(ctx context.Context, tasks []*Task) error
 
 	// Rescue queues again every leased task whose lease ended before
 	// expiredBefore, each at the place it was claimed from, and returns how

@@ -558,30 +558,31 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	})
 }
 
-// Release queues leased tasks again at their place; see task.Store.
-func (s *Store) Release(ctx context.Context, requestIDs []string) error {
-	if len(requestIDs) == 0 {
+// Release queues leased tasks again at their place, each only while it is
+// leased under the claim that returned it; see task.Store.
+func (s *Store) Release(ctx context.Context, released []*task.Task) error {
+	if len(released) == 0 {
 		return s.ready(ctx)
 	}
 	return s.update(ctx, func(tx *bbolt.Tx) error {
-		tasks := tx.Bucket(bucketTasks)
-		for _, requestID := range requestIDs {
-			id := []byte(requestID)
-			v := tasks.Get(id)
-			if v == nil {
+		for _, r := range released {
+			id := []byte(r.RequestID)
+			stored, h, err := getTask(tx, id)
+			if errors.Is(err, task.ErrNotFound) {
 				continue
 			}
-			h, _, err := decodeValue(v)
 			if err != nil {
 				return err
 			}
-			if !h.leased {
+			// A later claim (after a rescue) is another worker's: only the
+			// claim that returned r may give it back.
+			if !h.leased || stored.Attempts != r.Attempts {
 				continue
 			}
 			k := leaseKey(h.lease, id)
 			typeName := tx.Bucket(bucketLeases).Get(k)
 			if typeName == nil {
-				return fmt.Errorf("%w: %s is leased but has no lease", errCorrupt, requestID)
+				return fmt.Errorf("%w: %s is leased but has no lease", errCorrupt, r.RequestID)
 			}
 			if err := requeue(tx, k, bytes.Clone(typeName)); err != nil {
 				return err

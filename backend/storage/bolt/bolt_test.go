@@ -119,7 +119,7 @@ func TestOpenMissingDir(t *testing.T) {
 // behind.
 func TestCloseStopsWriter(t *testing.T) {
 	s := open(t, t.TempDir())
-	if err := s.Release(t.Context(), []string{"unknown"}); err != nil {
+	if err := s.Release(t.Context(), []*task.Task{{RequestID: "unknown"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

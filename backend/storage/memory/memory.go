@@ -262,15 +262,16 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	return nil
 }
 
-// Release queues leased tasks again at their place; see task.Store.
-func (s *Store) Release(ctx context.Context, requestIDs []string) error {
+// Release queues leased tasks again at their place, each only while it is
+// leased under the claim that returned it; see task.Store.
+func (s *Store) Release(ctx context.Context, tasks []*task.Task) error {
 	if err := s.lock(ctx); err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
-	for _, id := range requestIDs {
-		if e, ok := s.leased[id]; ok {
-			delete(s.leased, id)
+	for _, t := range tasks {
+		if e, ok := s.leased[t.RequestID]; ok && e.t.Attempts == t.Attempts {
+			delete(s.leased, t.RequestID)
 			s.enqueue(e)
 		}
 	}

@@ -150,12 +150,17 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	return outcome(v, task.ErrNotFound)
 }
 
-// Release queues leased tasks again at their place; see task.Store.
-func (s *Store) Release(ctx context.Context, requestIDs []string) error {
-	if len(requestIDs) == 0 {
+// Release queues leased tasks again at their place, each only while it is
+// leased under the claim that returned it; see task.Store.
+func (s *Store) Release(ctx context.Context, tasks []*task.Task) error {
+	if len(tasks) == 0 {
 		return s.ready(ctx)
 	}
-	_, err := s.run(ctx, scriptTaskRelease, s.taskLeasesKey(), stringArgs(requestIDs)...)
+	args := make([]any, 0, 2*len(tasks))
+	for _, t := range tasks {
+		args = append(args, t.RequestID, t.Attempts)
+	}
+	_, err := s.run(ctx, scriptTaskRelease, s.taskLeasesKey(), args...)
 	return err
 }
 

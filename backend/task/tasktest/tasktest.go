@@ -71,6 +71,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"FinishNotTerminal", testFinishNotTerminal},
 		{"FinishRescued", testFinishRescued},
 		{"Release", testRelease},
+		{"ReleaseStaleClaim", testReleaseStaleClaim},
 		{"Rescue", testRescue},
 		{"ExtendLeases", testExtendLeases},
 		{"QueueDepth", testQueueDepth},
@@ -511,7 +512,7 @@ func testFinish(t *testing.T, s task.Store) {
 	}
 
 	// The leases ended with Finish: nothing comes back.
-	if err := s.Release(ctx, []string{done.RequestID, failed.RequestID}); err != nil {
+	if err := s.Release(ctx, []*task.Task{end, fail}); err != nil {
 		t.Fatalf("Release of finished tasks: %v", err)
 	}
 	if n, err := s.Rescue(ctx, farFuture); err != nil || n != 0 {
@@ -571,8 +572,9 @@ func testRelease(t *testing.T, s task.Store) {
 	lease := base.Add(time.Hour)
 	a, b, c := newTask(accountA, typePAN, base), newTask(accountA, typePAN, base), newTask(accountA, typePAN, base)
 	mustCreate(t, s, a, b, c)
-	wantIDs(t, "claim", claim(t, s, typePAN, 2, lease), a, b)
-	if err := s.Release(ctx, []string{b.RequestID, a.RequestID}); err != nil {
+	first := claim(t, s, typePAN, 2, lease)
+	wantIDs(t, "claim", first, a, b)
+	if err := s.Release(ctx, []*task.Task{first[1], first[0]}); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
 	wantDepth(t, s, typePAN, 3)
@@ -584,13 +586,15 @@ func testRelease(t *testing.T, s task.Store) {
 		}
 	}
 
-	// Ids that are not leased change nothing; releasing twice queues once.
+	// Tasks that are not leased change nothing; releasing twice queues
+	// once.
 	d := newTask(accountA, typePAN, base)
 	mustCreate(t, s, d)
-	if err := s.Release(ctx, []string{"unknown", d.RequestID, b.RequestID, b.RequestID}); err != nil {
+	unknown := newTask(accountA, typePAN, base)
+	if err := s.Release(ctx, []*task.Task{unknown, d, got[1], got[1]}); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	if err := s.Release(ctx, []string{b.RequestID}); err != nil {
+	if err := s.Release(ctx, []*task.Task{got[1]}); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
 	if err := s.Release(ctx, nil); err != nil {
@@ -600,6 +604,46 @@ func testRelease(t *testing.T, s task.Store) {
 	wantIDs(t, "claim after Release", claim(t, s, typePAN, 10, lease), b, d)
 	if n, err := s.Rescue(ctx, farFuture); err != nil || n != 4 {
 		t.Errorf("Rescue = %d, %v; want 4", n, err)
+	}
+}
+
+// testReleaseStaleClaim releases a task under a claim that has ended: a
+// worker cut off from the store past its lease comes back after another
+// node rescued and claimed the task. Only the latest claim releases it.
+func testReleaseStaleClaim(t *testing.T, s task.Store) {
+	ctx := t.Context()
+	a, b := newTask(accountA, typePAN, base), newTask(accountA, typePAN, base)
+	mustCreate(t, s, a, b)
+	stale := claim(t, s, typePAN, 1, base.Add(time.Minute))
+	wantIDs(t, "first claim", stale, a)
+	if n, err := s.Rescue(ctx, base.Add(2*time.Minute)); err != nil || n != 1 {
+		t.Fatalf("Rescue = %d, %v; want 1", n, err)
+	}
+	latest := claim(t, s, typePAN, 2, base.Add(time.Hour))
+	wantIDs(t, "claim after Rescue", latest, a, b)
+	if len(stale) != 1 || len(latest) != 2 {
+		t.FailNow()
+	}
+	if stale[0].Attempts != 1 || latest[0].Attempts != 2 {
+		t.Fatalf("claims of %s returned Attempts %d then %d, want 1 then 2", a.RequestID, stale[0].Attempts, latest[0].Attempts)
+	}
+
+	if err := s.Release(ctx, stale); err != nil {
+		t.Fatalf("Release of the first claim: %v", err)
+	}
+	wantDepth(t, s, typePAN, 0)
+	wantIDs(t, "claim after Release of the first claim", claim(t, s, typePAN, 10, base.Add(time.Hour)))
+
+	if err := s.Release(ctx, latest); err != nil {
+		t.Fatalf("Release of the second claim: %v", err)
+	}
+	wantDepth(t, s, typePAN, 2)
+	got := claim(t, s, typePAN, 10, base.Add(time.Hour))
+	wantIDs(t, "claim after Release of the second claim", got, a, b)
+	for i, attempts := range []int{3, 2} {
+		if i < len(got) && got[i].Attempts != attempts {
+			t.Errorf("%s has Attempts %d, want %d", got[i].RequestID, got[i].Attempts, attempts)
+		}
 	}
 }
 
@@ -688,7 +732,7 @@ func testExtendLeases(t *testing.T, s task.Store) {
 	extend([]string{a.RequestID}, farFuture)
 	rescue(base.Add(24*time.Hour), 3)
 	wantDepth(t, s, typePAN, 3)
-	if err := s.Release(ctx, []string{a.RequestID}); err != nil {
+	if err := s.Release(ctx, got); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
 	wantIDs(t, "claim after Release of the extended lease", claim(t, s, typePAN, 10, base.Add(time.Hour)), a, b, c, queued)
@@ -709,7 +753,7 @@ func testQueueDepth(t *testing.T, s task.Store) {
 
 	claimed := claim(t, s, typePAN, 2, base.Add(time.Hour))
 	wantDepth(t, s, typePAN, 1)
-	if err := s.Release(ctx, []string{claimed[0].RequestID}); err != nil {
+	if err := s.Release(ctx, claimed[:1]); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
 	wantDepth(t, s, typePAN, 2)
