@@ -58,6 +58,9 @@ type Attempt struct {
 	// Error says what went wrong, or is empty on success.
 	Error      string `json:"error"`
 	DurationMS int64  `json:"duration_ms"`
+	// RetryAfterMS is how long the receiver asked to be left alone
+	// (Retry-After on a 429 or 503), or 0.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 // Filter selects deliveries in a listing. Empty fields match all.

@@ -132,7 +132,13 @@ func (p Policy) Next(d *Delivery, now time.Time, rnd func() float64) (status Sta
 	case !retryable:
 		return Failed, time.Time{}
 	}
-	nextAt = now.Add(p.Delay(len(d.Attempts), rnd))
+	delay := p.Delay(len(d.Attempts), rnd)
+	// A receiver that asked for a pause (Retry-After) gets it, up to the
+	// policy's longest delay.
+	if asked := time.Duration(last.RetryAfterMS) * time.Millisecond; asked > delay {
+		delay = min(asked, p.Max)
+	}
+	nextAt = now.Add(delay)
 	if nextAt.After(d.CreatedAt.Add(p.GiveUp)) {
 		return Failed, time.Time{}
 	}

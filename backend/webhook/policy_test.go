@@ -123,6 +123,9 @@ func TestNext(t *testing.T) {
 		{"400 at once", withAttempts(created, 400), now, webhook.Failed, time.Time{}},
 		{"404 after retries", withAttempts(created, 500, 500, 404), now, webhook.Failed, time.Time{}},
 		{"302", withAttempts(created, 302), now, webhook.Failed, time.Time{}},
+		{"Retry-After longer than the backoff", retryAfter(withAttempts(created, 429), 90*time.Second), now, webhook.Pending, now.Add(90 * time.Second)},
+		{"Retry-After shorter than the backoff", retryAfter(withAttempts(created, 503), time.Second), now, webhook.Pending, now.Add(2 * time.Second)},
+		{"Retry-After past the longest delay", retryAfter(withAttempts(created, 503), 3*time.Hour), now, webhook.Pending, now.Add(p.Max)},
 		{"no attempt", withAttempts(created), now, webhook.Pending, now},
 		// The retry would fall exactly at the give-up time: still made.
 		{"retry at give-up", withAttempts(created, 500), created.Add(p.GiveUp - 2*time.Second), webhook.Pending, created.Add(p.GiveUp)},
@@ -134,6 +137,12 @@ func TestNext(t *testing.T) {
 			t.Errorf("%s: Next = %s, %v; want %s, %v", tc.name, status, next, tc.status, tc.next)
 		}
 	}
+}
+
+// retryAfter sets the Retry-After of d's last attempt.
+func retryAfter(d *webhook.Delivery, after time.Duration) *webhook.Delivery {
+	d.Attempts[len(d.Attempts)-1].RetryAfterMS = after.Milliseconds()
+	return d
 }
 
 // TestNextGivesUpOnSchedule walks a delivery that always fails through the

@@ -148,7 +148,33 @@ func (s *Sender) exchange(ctx context.Context, d *Delivery, target Target, at ti
 	// can be reused, and a receiver that stalls it changes nothing.
 	_, _ = io.CopyN(io.Discard, resp.Body, maxAnswerBytes)
 	_ = resp.Body.Close()
-	return Attempt{StatusCode: resp.StatusCode, Error: statusError(resp.StatusCode)}
+	a := Attempt{StatusCode: resp.StatusCode, Error: statusError(resp.StatusCode)}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		a.RetryAfterMS = retryAfter(resp.Header.Get("Retry-After"), s.clock()).Milliseconds()
+	}
+	return a
+}
+
+// maxRetryAfter bounds what a receiver may ask for; the policy's own
+// maximum delay bounds it further.
+const maxRetryAfter = 24 * time.Hour
+
+// retryAfter reads a Retry-After value: seconds, or an HTTP date. Anything
+// else, or a time past, is 0.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		d = time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return max(0, min(d, maxRetryAfter))
 }
 
 // statusError says what is wrong with an answer's status, or nothing for a

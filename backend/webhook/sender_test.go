@@ -210,3 +210,31 @@ func TestSendThroughProxy(t *testing.T) {
 		t.Fatalf("attempt through a closed proxy %+v", a)
 	}
 }
+
+func TestSendReadsRetryAfter(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := webhook.NewSender(webhook.SenderOptions{Clock: func() time.Time { return now }})
+	for _, tc := range []struct {
+		status int
+		header string
+		want   int64
+	}{
+		{http.StatusTooManyRequests, "120", 120_000},
+		{http.StatusServiceUnavailable, now.Add(90 * time.Second).Format(http.TimeFormat), 90_000},
+		{http.StatusServiceUnavailable, "999999999", int64(24 * time.Hour / time.Millisecond)},
+		{http.StatusTooManyRequests, "-5", 0},
+		{http.StatusTooManyRequests, "soon", 0},
+		{http.StatusTooManyRequests, now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		// Only "try later" answers are read.
+		{http.StatusInternalServerError, "120", 0},
+		{http.StatusOK, "120", 0},
+	} {
+		rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ func()) int {
+			w.Header().Set("Retry-After", tc.header)
+			return tc.status
+		})
+		if a := s.Send(t.Context(), testDelivery(rc.URL), webhook.Target{}); a.RetryAfterMS != tc.want {
+			t.Errorf("%d Retry-After %q: %d ms, want %d", tc.status, tc.header, a.RetryAfterMS, tc.want)
+		}
+	}
+}
