@@ -329,7 +329,8 @@ func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
 		sharedStore: shared,
 		logger:      logger,
 	}
-	if err := e.loadAccounts(context.Background()); err != nil {
+	accounts := &account.Sync{Store: store, Dynamic: e.dynamic, Reconcile: accountsReconcile, Logger: logger}
+	if err := accounts.LoadAll(context.Background()); err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("loading accounts: %w", err)
 	}
@@ -357,32 +358,8 @@ func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
 				logger.Error("task end notices stopped", zap.Error(err))
 			}
 		})
-		// A notice lost (a publisher that failed, a read that failed
-		// here) is made good by reloading every account now and then.
-		e.done.Go(func() {
-			t := time.NewTicker(accountsReconcile)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if err := e.loadAccounts(ctx); err != nil && ctx.Err() == nil {
-						logger.Error("reloading accounts", zap.Error(err))
-					}
-				}
-			}
-		})
-		e.done.Go(func() {
-			err := shared.SubscribeAccountChanges(ctx, func(id string) { e.loadAccount(ctx, id) }, func() {
-				if err := e.loadAccounts(ctx); err != nil && ctx.Err() == nil {
-					logger.Error("reloading accounts", zap.Error(err))
-				}
-			})
-			if err != nil && ctx.Err() == nil {
-				logger.Error("account change notices stopped", zap.Error(err))
-			}
-		})
+		accounts.Subscribe = shared.SubscribeAccountChanges
+		e.done.Go(func() { accounts.Run(ctx) })
 	}
 	e.meter.Retention = usageRetention
 	e.done.Go(func() {
@@ -391,32 +368,6 @@ func openEngine(st *StorageConfig, logger *zap.Logger) (*engine, error) {
 		})
 	})
 	return e, nil
-}
-
-// loadAccounts puts every stored account in the dynamic set.
-func (e *engine) loadAccounts(ctx context.Context) error {
-	records, err := e.accounts.Accounts(ctx)
-	if err != nil {
-		return err
-	}
-	for _, r := range records {
-		if err := e.dynamic.Put(r); err != nil {
-			e.logger.Error("account held disabled: its stored record is not valid", zap.String("account_id", r.ID), zap.Error(err))
-		}
-	}
-	return nil
-}
-
-// loadAccount puts the stored account with the id in the dynamic set (it
-// changed on another node).
-func (e *engine) loadAccount(ctx context.Context, id string) {
-	r, err := e.accounts.Account(ctx, id)
-	if err == nil {
-		err = e.dynamic.Put(r)
-	}
-	if err != nil && ctx.Err() == nil {
-		e.logger.Error("loading a changed account", zap.String("account_id", id), zap.Error(err))
-	}
 }
 
 // accountsReconcile is how often, with a shared store, every account is
