@@ -437,3 +437,14 @@ func TestTasksAndDeliveriesOfAnAccount(t *testing.T) {
 	f.do("GET", "/taskgate/accounts/acme/deliveries?status=failed", "", http.StatusOK, nil)
 	f.do("POST", "/taskgate/accounts/acme/deliveries/msg_x/retry", "", http.StatusNotFound, nil)
 }
+
+// TestUpdateAfterATaskTypeLeftTheConfig: a change that does not touch the
+// task types goes through although one of them is no longer configured.
+func TestUpdateAfterATaskTypeLeftTheConfig(t *testing.T) {
+	f := newFixture(t)
+	f.do("POST", "/taskgate/accounts", `{"id":"acme","name":"A","task_types":["`+pan+`"]}`, http.StatusCreated, nil)
+	delete(f.handler.Service.TaskTypes, pan)
+	f.do("PATCH", "/taskgate/accounts/acme", `{"name":"B"}`, http.StatusOK, nil)
+	f.do("DELETE", "/taskgate/accounts/acme", "", http.StatusOK, nil)
+	f.do("PATCH", "/taskgate/accounts/acme", `{"task_types":["`+pan+`"]}`, http.StatusBadRequest, nil)
+}

@@ -121,7 +121,10 @@ func set[T any](dst *T, o Optional[T]) {
 }
 
 // validate checks a record about to be stored, beyond what Build checks.
-func (s *Service) validate(r *account.Record) error {
+// Task types are checked against the configuration only where the call
+// sets them (typeChecks): a type removed from the configuration since must
+// not block an unrelated change, such as disabling the account.
+func (s *Service) validate(r *account.Record, typeChecks typeChecks) error {
 	if len(r.Name) > MaxNameLength || strings.ContainsFunc(r.Name, isControl) {
 		return invalid("name: at most %d bytes, no control characters", MaxNameLength)
 	}
@@ -135,7 +138,7 @@ func (s *Service) validate(r *account.Record) error {
 		return &InvalidError{Message: strings.TrimPrefix(err.Error(), "account "+r.ID+": ")}
 	}
 	for _, t := range r.TaskTypes {
-		if !s.TaskTypes[t] {
+		if typeChecks.taskTypes && !s.TaskTypes[t] {
 			return invalid("task_types: %s is not a configured task type", t)
 		}
 	}
@@ -149,13 +152,17 @@ func (s *Service) validate(r *account.Record) error {
 			return invalid("webhook %s: authorization: no control characters", w.URL)
 		}
 		for _, t := range w.Types {
-			if !s.TaskTypes[t] {
+			if typeChecks.webhooks && !s.TaskTypes[t] {
 				return invalid("webhook %s: types: %s is not a configured task type", w.URL, t)
 			}
 		}
 	}
 	return nil
 }
+
+// typeChecks says which task type lists a validation checks against the
+// configured types.
+type typeChecks struct{ taskTypes, webhooks bool }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
@@ -179,7 +186,7 @@ func (s *Service) Create(ctx context.Context, in *Input) (*account.Record, strin
 	in.apply(r)
 	key, kr := newKey(now)
 	r.Keys = []account.KeyRecord{kr}
-	if err := s.validate(r); err != nil {
+	if err := s.validate(r, typeChecks{true, true}); err != nil {
 		return nil, "", err
 	}
 	if _, static := s.staticAccount(r.ID); static {
@@ -199,7 +206,7 @@ func (s *Service) Update(ctx context.Context, id string, in *Input) (*account.Re
 	}
 	return s.update(ctx, id, func(r *account.Record) error {
 		in.apply(r)
-		return s.validate(r)
+		return s.validate(r, typeChecks{taskTypes: in.TaskTypes.Set, webhooks: in.Webhooks.Set})
 	})
 }
 
