@@ -212,12 +212,19 @@ func (s *Service) Wait(ctx context.Context, accountID, requestID string, wait ti
 		defer t.Stop()
 		recheck = t.C
 	}
-	for {
+	for first := true; ; first = false {
 		done, cancel := s.hub.Subscribe(requestID)
 		t, err := s.store.Get(ctx, accountID, requestID)
-		if err != nil || t.Status.Terminal() || wait <= 0 {
+		switch {
+		case err != nil && (first || errors.Is(err, ErrNotFound)):
 			cancel()
-			return t, err
+			return nil, err
+		case err != nil:
+			// A look again that failed (the store out of reach for a
+			// moment) ends nothing: the wait goes on to its deadline.
+		case t.Status.Terminal() || wait <= 0:
+			cancel()
+			return t, nil
 		}
 		select {
 		case <-done:
