@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -787,5 +788,199 @@ task_type out/held {
 	ids := append(slices.Clone(before), after...)
 	if lost := wantCompleted(t, ids, waitEnded(t, out(nodes[1]), ids, time.Now().Add(taskWait))); lost != 0 {
 		t.Errorf("%d of %d accepted tasks lost across the Redis restart", lost, len(ids))
+	}
+}
+
+// TestRedisWebhookNodeKilled is the delivery twin of the "node killed"
+// subtest: node 1 alone attempts the deliveries of its tasks against a
+// receiver that holds each first attempt, nodes 2 and 3 join, node 1 is
+// killed (SIGKILL) mid-attempt; once its leases end the others attempt
+// them again under the same webhook-id, and every delivery arrives.
+func TestRedisWebhookNodeKilled(t *testing.T) {
+	t.Parallel()
+	const (
+		// tasks is webhook.DefaultPerURL: node 1 attempts every
+		// delivery at once, and none is left for nodes 2 and 3 to take
+		// before the kill.
+		tasks = 4
+		// rescueEvery is webhook.DefaultRescueEvery: how often each
+		// node rescues deliveries whose lease ended.
+		rescueEvery = 5 * time.Second
+		// margin is how long the deliveries may take after the lease
+		// ended and a rescue ran: a claim, an attempt, a loaded machine.
+		margin = 5 * time.Second
+	)
+	// open ends the holds: from then on the receiver answers 204 to
+	// every attempt, those it holds included.
+	open := make(chan struct{})
+	var openOnce sync.Once
+	openReceiver := func() { openOnce.Do(func() { close(open) }) }
+	recv := newHookReceiver(t, func(r *http.Request, n int) int {
+		if n == 1 {
+			select {
+			case <-open:
+			case <-r.Context().Done():
+			}
+			// The sender is gone (node 1 killed): nobody to answer.
+			if r.Context().Err() != nil {
+				return 0
+			}
+		}
+		return http.StatusNoContent
+	})
+	// Runs before the receiver's own cleanup, should the test end early.
+	t.Cleanup(openReceiver)
+	src := okSource(t)
+	rs := startRedis(t)
+	// The attempt timeout is well past the test, so that node 1 waits on
+	// its held attempts until it is killed.
+	global := redisGlobal(rs, fmt.Sprintf(`
+account k {
+	key key-k
+	rate_limit 100000/s
+	webhook %s/hooks
+}
+task_type hook/fast {
+	source %s/fast
+}
+webhooks {
+	timeout 60s
+}`, recv.url, src.url))
+	node1 := startNode(t, "node 1", global)
+	requestIDs := map[string]bool{}
+	for i := range tasks {
+		requestIDs[node1.client("k", "key-k").createAsync(t, "hook/fast", fmt.Sprintf("t-%d", i), "g-hook", `{}`)] = true
+	}
+	recv.waitFor(t, fmt.Sprintf("node 1 attempting %d deliveries", tasks), func() bool { return recv.inFlight >= tasks })
+
+	// The held attempts: one per delivery, its webhook-id the delivery's.
+	held := map[string]string{} // webhook-id → request id
+	for _, r := range recv.requests() {
+		var body struct {
+			RequestID string `json:"request_id"`
+		}
+		if err := json.Unmarshal(r.Body, &body); err != nil || !requestIDs[body.RequestID] {
+			t.Fatalf("held attempt %s carries %s, want a task of the test", r.ID, r.Body)
+		}
+		if _, dup := held[r.ID]; dup {
+			t.Fatalf("node 1 attempted delivery %s twice before the kill", r.ID)
+		}
+		if r.Status != 0 {
+			t.Fatalf("the receiver answered %d to %s before the kill, want it held", r.Status, r.ID)
+		}
+		held[r.ID] = body.RequestID
+	}
+	if len(held) != tasks {
+		t.Fatalf("node 1 attempts %d deliveries, want %d", len(held), tasks)
+	}
+
+	node2 := startNode(t, "node 2", global)
+	startNode(t, "node 3", global)
+	node1.stop(t, os.Kill)
+	killed := time.Now()
+	openReceiver()
+
+	// A delivery arrived once an attempt sent after the kill, by node 2
+	// or 3, was answered 204.
+	deadline := killed.Add(leaseLength + rescueEvery + margin)
+	arrived := func(got []hookRequest) map[string]time.Time {
+		first := map[string]time.Time{}
+		for _, r := range got {
+			if r.At.After(killed) && r.Status == http.StatusNoContent {
+				if at, ok := first[r.ID]; !ok || r.At.Before(at) {
+					first[r.ID] = r.At
+				}
+			}
+		}
+		return first
+	}
+	waitObserved(&recv.observed, deadline, func() bool { return len(arrived(recv.got)) >= len(held) })
+	requests := recv.requests()
+	first := arrived(requests)
+
+	var earliest, takeover time.Duration
+	lost := 0
+	for id, requestID := range held {
+		at, ok := first[id]
+		if !ok {
+			lost++
+			t.Errorf("delivery %s of task %s: not delivered %v after node 1 was killed holding it: lost", id, requestID, deadline.Sub(killed))
+			continue
+		}
+		d := at.Sub(killed)
+		if earliest == 0 || d < earliest {
+			earliest = d
+		}
+		takeover = max(takeover, d)
+		if d < leaseLength-leaseRenewal-100*time.Millisecond {
+			t.Errorf("delivery %s attempted again %v after the kill, before its lease could have ended (%v at the earliest)", id, d.Round(time.Millisecond), leaseLength-leaseRenewal)
+		}
+	}
+	// Every attempt after the kill carries the webhook-id of a held
+	// delivery: the re-attempt is the same delivery, not a new one.
+	// Several 204s for one webhook-id are duplicates: allowed, counted.
+	after, duplicates := 0, 0
+	per := map[string]int{}
+	for _, r := range requests {
+		if !r.At.After(killed) {
+			continue
+		}
+		after++
+		if _, ok := held[r.ID]; !ok {
+			t.Errorf("an attempt after the kill carries webhook-id %q, not one of the held deliveries (%s)", r.ID, r.Body)
+		}
+		if r.Status == http.StatusNoContent {
+			if per[r.ID]++; per[r.ID] == 2 {
+				duplicates++
+			}
+		}
+	}
+	// The store agrees: each task's one delivery is delivered, under the
+	// webhook-id the receiver got, its last attempt answered 204.
+	c2 := node2.client("k", "key-k")
+	for id, requestID := range held {
+		if _, ok := first[id]; !ok {
+			continue
+		}
+		d := c2.waitDelivery(t, requestID, "", "delivered", hasStatus("delivered"))
+		if d.ID != id {
+			t.Errorf("task %s: delivery %s delivered, but node 1 attempted it as webhook-id %s", requestID, d.ID, id)
+		}
+		if c := d.last().code(); c != http.StatusNoContent {
+			t.Errorf("delivery %s: last attempt %d, want 204: %s", id, c, d.raw)
+		}
+	}
+	t.Logf("node 1 killed attempting %d deliveries: nodes 2 and 3 delivered them all, takeover %v to %v after the kill (lease %v, renewed every %v, rescue every %v); %d lost; %d attempts after the kill, %d deliveries taken more than once",
+		len(held), earliest.Round(time.Millisecond), takeover.Round(time.Millisecond), leaseLength, leaseRenewal, rescueEvery, lost, after, duplicates)
+	if duplicates > 0 {
+		t.Logf("204s per webhook-id after the kill (at least once: duplicates allowed): %v", per)
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d deliveries lost", lost, len(held))
+	}
+}
+
+// waitObserved waits until cond, called with o locked, holds or deadline
+// passes, and tells which: unlike observed.waitFor, a late state is for
+// the caller to report.
+func waitObserved(o *observed, deadline time.Time, cond func() bool) bool {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		o.mu.Lock()
+		ok := cond()
+		if o.changed == nil {
+			o.changed = make(chan struct{})
+		}
+		changed := o.changed
+		o.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return false
+		}
 	}
 }
