@@ -103,8 +103,9 @@ func TestSyncReconciles(t *testing.T) {
 		t.Fatal(err)
 	}
 	dynamic := account.NewDynamic()
+	listed := &listings{Store: store, done: make(chan struct{}, 100)}
 	s := &account.Sync{
-		Store:     store,
+		Store:     listed,
 		Dynamic:   dynamic,
 		Subscribe: func(ctx context.Context, _ func(string), _ func()) error { <-ctx.Done(); return nil },
 		Reconcile: time.Millisecond,
@@ -116,13 +117,32 @@ func TestSyncReconciles(t *testing.T) {
 		defer close(done)
 		s.Run(runCtx)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for dynamic.Version("acme") != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the reconcile did not load the account within 10s")
+	// Reconciles run one after another: when the second asks for the
+	// accounts, the first has put them in the set.
+	for range 2 {
+		select {
+		case <-listed.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no reconcile within 10s")
 		}
-		time.Sleep(time.Millisecond)
+	}
+	if dynamic.Version("acme") != 1 {
+		t.Fatal("the reconcile did not load the account")
 	}
 	cancel()
 	<-done
+}
+
+// listings is an account store that signals each listing asked for.
+type listings struct {
+	account.Store
+	done chan struct{}
+}
+
+func (l *listings) Accounts(ctx context.Context) ([]*account.Record, error) {
+	select {
+	case l.done <- struct{}{}:
+	default:
+	}
+	return l.Store.Accounts(ctx)
 }

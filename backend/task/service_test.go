@@ -16,8 +16,9 @@ import (
 // answers once the task ends, here on another "node" that only the
 // store and a recheck tell about.
 func TestWaitOutlivesAWakeUp(t *testing.T) {
-	store := memory.New()
-	t.Cleanup(func() { _ = store.Close() })
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	store := &lookups{Store: mem, gets: make(chan struct{}, 1000)}
 	hub := task.NewHub()
 	svc := task.NewService(store, hub, nil, nil)
 	svc.Recheck = 5 * time.Millisecond
@@ -34,14 +35,14 @@ func TestWaitOutlivesAWakeUp(t *testing.T) {
 		}
 		answered <- got
 	}()
-	for hub.Len() == 0 {
-		time.Sleep(time.Millisecond) // until the waiter subscribed
-	}
+	store.wait(t, 1) // the waiter has subscribed and read its task
 	hub.NotifyAll()
+	// Two looks more (the wake-up's, then a recheck's): it waits on.
+	store.wait(t, 2)
 	select {
 	case got := <-answered:
 		t.Fatalf("the waiter answered %s after a wake-up while its task runs", got.Status)
-	case <-time.After(20 * time.Millisecond):
+	default:
 	}
 	// Another node ends the task: no local notice, the recheck finds it.
 	claimed, err := store.Claim(t.Context(), typ.Name(), 1, time.Now().Add(time.Minute))
@@ -61,5 +62,32 @@ func TestWaitOutlivesAWakeUp(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiter did not answer within 10s of the task ending")
+	}
+}
+
+// lookups is a task store that signals each Get.
+type lookups struct {
+	task.Store
+	gets chan struct{}
+}
+
+func (l *lookups) Get(ctx context.Context, accountID, requestID string) (*task.Task, error) {
+	t, err := l.Store.Get(ctx, accountID, requestID)
+	select {
+	case l.gets <- struct{}{}:
+	default:
+	}
+	return t, err
+}
+
+// wait waits for n more Gets.
+func (l *lookups) wait(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-l.gets:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no Get within 10s")
+		}
 	}
 }
