@@ -78,6 +78,7 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 		}
 {{- if .WebhookRetry}}
 		webhooks {
+			allow_private 127.0.0.1/32 ::1/128
 			timeout {{.WebhookTimeout}}
 			retry {{.WebhookRetry}}
 		}

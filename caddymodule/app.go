@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/account"
@@ -186,6 +187,10 @@ type WebhookConfig struct {
 	Authorization string `json:"authorization,omitempty"`
 	// Types limits the webhook to these task types; empty means all.
 	Types []string `json:"types,omitempty"`
+
+	// tok is where the URL stands in a Caddyfile, for errors found once
+	// the whole option is read.
+	tok caddyfile.Token
 }
 
 // WebhooksConfig configures webhook delivery.
@@ -207,6 +212,13 @@ type WebhooksConfig struct {
 	// PerURL bounds the attempts in flight to one webhook URL, so that a
 	// slow receiver cannot take every worker. Default: 4.
 	PerURL int `json:"per_url,omitempty"`
+	// AllowPrivate lists networks (CIDRs or single addresses) that webhook
+	// and failure-webhook URLs may reach although they are loopback,
+	// private, link-local or another special-purpose range, which are
+	// refused otherwise, when a URL is set and again on the address each
+	// connection is made to. The admin endpoint's port stays unreachable
+	// on every address of this machine. Default: none.
+	AllowPrivate []string `json:"allow_private,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -537,6 +549,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if egress.Egress, err = a.Webhooks.egressPolicy(adminPorts(ctx)); err != nil {
+		return err
+	}
+	if err := a.checkDestinations(egress.Egress); err != nil {
+		return err
+	}
 
 	// Every check is done: now the shared state.
 	ev, _, err := enginePool.LoadOrNew(a.engineKey, func() (caddy.Destructor, error) {
@@ -566,6 +584,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Static:       a.registry,
 		DefaultLimit: a.defaultLimit,
 		TaskTypes:    typeNames,
+		Egress:       egress.Egress,
 		Changed:      a.engine.publish,
 	}}
 	a.sources = source.NewClient(source.Options{UserAgent: userAgent()})
@@ -573,6 +592,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.runner.Retention = time.Duration(a.Retention)
 	a.runner.KeepOrphans = a.engine.shared
 	egress.UserAgent, egress.Timeout = userAgent(), policy.Timeout
+	egress.Logger = a.logger.Named("webhooks")
 	a.sender = webhook.NewSender(egress)
 	opts := webhook.DispatcherOptions{
 		Logger:    a.logger.Named("webhooks"),

@@ -21,6 +21,7 @@ func TestAppLeavesNoGoroutines(t *testing.T) {
 			app := &App{
 				Storage:   storage,
 				Accounts:  []AccountConfig{{ID: "a", Keys: []string{"k"}, Webhooks: []WebhookConfig{{URL: "http://127.0.0.1:9/hooks"}}}},
+				Webhooks:  &WebhooksConfig{AllowPrivate: []string{"127.0.0.1/32"}},
 				TaskTypes: []TaskTypeConfig{{Name: "verify/pan", Source: "http://127.0.0.1:9/pan"}},
 			}
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})

@@ -84,6 +84,7 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //			proxy <url>
 //			source_address <ip>
 //			per_url <n>
+//			allow_private <cidr...>
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -105,6 +106,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	seen := map[string]bool{}
+	// Webhook destinations are checked once allow_private, which may come
+	// after them, is known.
+	var dests []destination
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "storage":
@@ -161,7 +165,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "account":
 			at := d.Token()
-			acct, err := parseAccount(d)
+			acct, err := parseAccount(d, &dests)
 			if err != nil {
 				return err
 			}
@@ -201,7 +205,26 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		}
 	}
+	// The admin endpoint's port is checked at load (Provision), which
+	// knows the admin address; the ranges are checked here, for the line.
+	policy, err := a.Webhooks.egressPolicy(nil)
+	if err != nil {
+		return err
+	}
+	for _, dest := range dests {
+		if err := policy.CheckURL(dest.tok.Text); err != nil {
+			return errAt(dest.tok, "account %s: %s: %v", dest.accountID, dest.what, err)
+		}
+	}
 	return nil
+}
+
+// destination is a webhook URL in the Caddyfile, where it stands.
+type destination struct {
+	tok       caddyfile.Token
+	accountID string
+	// what names the setting: "webhook" or "failure_webhook".
+	what string
 }
 
 func parseStorage(d *caddyfile.Dispenser) (*StorageConfig, error) {
@@ -271,7 +294,7 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	return caddy.Duration(dur), nil
 }
 
-func parseAccount(d *caddyfile.Dispenser) (AccountConfig, error) {
+func parseAccount(d *caddyfile.Dispenser, dests *[]destination) (AccountConfig, error) {
 	var c AccountConfig
 	at := d.Token()
 	if !d.NextArg() {
@@ -344,6 +367,7 @@ func parseAccount(d *caddyfile.Dispenser) (AccountConfig, error) {
 			if err != nil {
 				return c, err
 			}
+			*dests = append(*dests, destination{tok: w.tok, accountID: c.ID, what: "webhook"})
 			c.Webhooks = append(c.Webhooks, w)
 		case "failure_webhook":
 			if !d.NextArg() {
@@ -353,6 +377,7 @@ func parseAccount(d *caddyfile.Dispenser) (AccountConfig, error) {
 				return c, d.Errf("account %s: failure_webhook: %v", c.ID, err)
 			}
 			c.FailureWebhook = d.Val()
+			*dests = append(*dests, destination{tok: d.Token(), accountID: c.ID, what: "failure_webhook"})
 			if d.NextArg() {
 				return c, d.ArgErr()
 			}
@@ -381,6 +406,7 @@ func parseWebhook(d *caddyfile.Dispenser, accountID string) (WebhookConfig, erro
 		return w, d.ArgErr()
 	}
 	w.URL = d.Val()
+	w.tok = d.Token()
 	if err := account.ValidateWebhookURL(w.URL); err != nil {
 		return w, d.Errf("account %s: %v", accountID, err)
 	}
@@ -534,6 +560,17 @@ func parseWebhooks(d *caddyfile.Dispenser) (*WebhooksConfig, error) {
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
+		case "allow_private":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.Err("allow_private: want one or more CIDRs or addresses")
+			}
+			for _, n := range args {
+				if _, err := ipallow.ParsePrefix(n); err != nil {
+					return nil, d.Errf("allow_private: %v", err)
+				}
+			}
+			wh.AllowPrivate = append(wh.AllowPrivate, args...)
 		case "source_address":
 			if !d.NextArg() {
 				return nil, d.ArgErr()

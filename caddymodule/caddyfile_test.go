@@ -123,6 +123,11 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"bad duration", "retention soon", ":3", "duration"},
 		{"bad size", "max_body big", ":3", "size"},
 		{"bad retry", "webhooks {\nretry 1h 2s 24h\n}", ":4", "max delay"},
+		{"webhook to loopback", "account a {\nkey_sha256 " + key + "\nwebhook http://127.0.0.1:2019/stop\n}", ":5", "loopback address"},
+		{"webhook to metadata", "account a {\nkey_sha256 " + key + "\nwebhook http://169.254.169.254/ {\ntypes a/b\n}\n}", ":5", "link-local address"},
+		{"failure webhook to a private network", "account a {\nkey_sha256 " + key + "\nfailure_webhook http://10.0.0.8/f\n}\nwebhooks {\nallow_private 10.1.0.0/16\n}", ":5", "failure_webhook: destination 10.0.0.8 is not allowed: private address"},
+		{"webhook to localhost", "account a {\nkey_sha256 " + key + "\nwebhook http://localhost:9002/\n}", ":5", "loopback"},
+		{"bad allow_private", "webhooks {\nallow_private 10.0.0.0/33\n}", ":4", "allow_private"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			input := "{\n\ttaskgate {\n" + tc.body + "\n\t}\n}\n:8080 {\n\trespond ok\n}\n"

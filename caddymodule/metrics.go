@@ -36,7 +36,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth, webhookAttempts, rateLimitDegraded} {
+	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth, webhookAttempts, webhookDestinationsRefused, rateLimitDegraded} {
 		err := reg.Register(c)
 		var already prometheus.AlreadyRegisteredError
 		if err != nil && !errors.As(err, &already) {
@@ -113,8 +113,19 @@ var webhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help:      "Webhook delivery attempts, by event and result (delivered, retry, failed).",
 }, []string{"event", "result"})
 
+// webhookDestinationsRefused counts attempts refused by the egress policy.
+var webhookDestinationsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+	Namespace: "taskgate",
+	Subsystem: "webhooks",
+	Name:      "destinations_refused_total",
+	Help:      "Webhook delivery attempts refused because their destination is loopback, private, another special-purpose address or the admin endpoint (DESTINATION_NOT_ALLOWED).",
+})
+
 // observeAttempt records a delivery attempt.
-func observeAttempt(d *webhook.Delivery, _ webhook.Attempt) {
+func observeAttempt(d *webhook.Delivery, a webhook.Attempt) {
+	if a.Error == webhook.ErrorDestinationNotAllowed {
+		webhookDestinationsRefused.Inc()
+	}
 	result := "retry"
 	switch d.Status {
 	case webhook.Delivered:

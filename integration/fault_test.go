@@ -285,6 +285,7 @@ func faultGlobal(storage string, plan faultPlan, src *faultSource, recv *faultRe
 	concurrency 16
 }
 webhooks {
+	allow_private 127.0.0.1/32 ::1/128
 	timeout 5s
 	retry 100ms 500ms 5m
 }

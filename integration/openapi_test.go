@@ -478,6 +478,7 @@ taskgate {
 		timeout 60s
 	}
 	webhooks {
+		allow_private 127.0.0.1/32 ::1/128
 		timeout 2s
 		retry 100ms 400ms 3s
 	}

@@ -844,6 +844,7 @@ task_type hook/fast {
 	source %s/fast
 }
 webhooks {
+	allow_private 127.0.0.1/32 ::1/128
 	timeout 60s
 }`, recv.url, src.url))
 	node1 := startNode(t, "node 1", global)

@@ -49,6 +49,7 @@ taskgate {
 		source %s/echo
 	}
 	webhooks {
+		allow_private 127.0.0.1/32 ::1/128
 		timeout 2s
 		retry 100ms 400ms 1m
 	}

@@ -50,6 +50,7 @@ taskgate {
 		source %s/pan
 	}
 	webhooks {
+		allow_private 127.0.0.1/32 ::1/128
 		timeout 10s
 		retry 100ms 400ms 1m
 	}

@@ -536,6 +536,7 @@ taskgate {
 		source %[2]s/other
 	}
 	webhooks {
+		allow_private 127.0.0.1/32 ::1/128
 		timeout 500ms
 		retry 100ms 400ms 3s
 	}
@@ -704,6 +705,7 @@ taskgate {
 	%s
 	%s
 	webhooks {
+		allow_private 127.0.0.1/32 ::1/128
 		timeout %v
 		retry %v %v 10s
 	}
@@ -865,6 +867,7 @@ taskgate {
 		source %[3]s/refused
 	}
 	webhooks {
+		allow_private 127.0.0.1/32 ::1/128
 		timeout 500ms
 		retry 100ms %[4]v %[5]v
 	}
@@ -1041,6 +1044,7 @@ taskgate {
 		source %[4]s/stuck
 	}
 	webhooks {
+		allow_private 127.0.0.1/32 ::1/128
 		timeout 500ms
 		retry 100ms 400ms 1m
 	}
@@ -1188,6 +1192,7 @@ taskgate {
 		source %s/pan
 	}
 	webhooks {
+		allow_private 127.0.0.1/32 ::1/128
 		timeout 30s
 		retry 100ms 400ms 1m
 	}
@@ -1319,6 +1324,7 @@ taskgate {
 		source %[2]s/reject
 	}
 	webhooks {
+		allow_private 127.0.0.1/32 ::1/128
 		timeout 2s
 		retry 100ms 400ms 1m
 		proxy %[3]s
@@ -1460,6 +1466,7 @@ func TestWebhookConfigErrors(t *testing.T) {
 			failure_webhook https://hooks.example.com/failures
 		}
 		webhooks {
+			allow_private 127.0.0.1/32 ::1/128
 			timeout 15s
 			retry 2s 1h 24h
 			proxy http://127.0.0.1:3128

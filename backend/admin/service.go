@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/egress"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -67,6 +68,11 @@ type Service struct {
 	DefaultLimit ratelimit.Limit
 	// TaskTypes are the configured task types ("action/type").
 	TaskTypes map[string]bool
+	// Egress refuses webhook and failure-webhook URLs aimed at loopback,
+	// private and other special-purpose addresses (unless the operator
+	// allowed them) and at the admin endpoint. Nil: egress.New's default,
+	// which refuses them all.
+	Egress *egress.Policy
 	// Changed, when set, is told of each changed account (to tell other
 	// nodes).
 	Changed func(ctx context.Context, id string)
@@ -142,6 +148,25 @@ func (s *Service) validate(r *account.Record, typeChecks typeChecks) error {
 			return invalid("task_types: %s is not a configured task type", t)
 		}
 	}
+	egressPolicy := s.Egress
+	if egressPolicy == nil {
+		egressPolicy = egress.New(egress.Config{})
+	}
+	// Like task types, destinations are checked where the call sets them:
+	// a URL stored under an older policy is refused when a delivery is
+	// made, and must not block disabling the account.
+	if typeChecks.webhooks {
+		for _, w := range r.Webhooks {
+			if err := egressPolicy.CheckURL(w.URL); err != nil {
+				return invalid("webhook %s: %v", w.URL, err)
+			}
+		}
+	}
+	if typeChecks.failureWebhook && r.FailureWebhook != "" {
+		if err := egressPolicy.CheckURL(r.FailureWebhook); err != nil {
+			return invalid("failure_webhook: %v", err)
+		}
+	}
 	for _, w := range r.Webhooks {
 		if w.Secret != "" {
 			if _, err := webhook.ParseSecret(w.Secret); err != nil {
@@ -161,8 +186,8 @@ func (s *Service) validate(r *account.Record, typeChecks typeChecks) error {
 }
 
 // typeChecks says which task type lists a validation checks against the
-// configured types.
-type typeChecks struct{ taskTypes, webhooks bool }
+// configured types, and which webhook URLs against the egress policy.
+type typeChecks struct{ taskTypes, webhooks, failureWebhook bool }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
@@ -186,7 +211,7 @@ func (s *Service) Create(ctx context.Context, in *Input) (*account.Record, strin
 	in.apply(r)
 	key, kr := newKey(now)
 	r.Keys = []account.KeyRecord{kr}
-	if err := s.validate(r, typeChecks{true, true}); err != nil {
+	if err := s.validate(r, typeChecks{true, true, true}); err != nil {
 		return nil, "", err
 	}
 	if _, static := s.staticAccount(r.ID); static {
@@ -206,7 +231,7 @@ func (s *Service) Update(ctx context.Context, id string, in *Input) (*account.Re
 	}
 	return s.update(ctx, id, func(r *account.Record) error {
 		in.apply(r)
-		return s.validate(r, typeChecks{taskTypes: in.TaskTypes.Set, webhooks: in.Webhooks.Set})
+		return s.validate(r, typeChecks{taskTypes: in.TaskTypes.Set, webhooks: in.Webhooks.Set, failureWebhook: in.FailureWebhook.Set})
 	})
 }
 

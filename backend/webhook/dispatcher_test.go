@@ -60,6 +60,9 @@ func start(t testing.TB, store *fakeStore, clock *fakeClock, cfg setup) *harness
 		cfg.sender.Timeout = patience
 	}
 	cfg.sender.Clock = clock.Now
+	if cfg.sender.Egress == nil {
+		cfg.sender.Egress = loopback
+	}
 	sender := webhook.NewSender(cfg.sender)
 	t.Cleanup(sender.CloseIdleConnections)
 	if cfg.resolve == nil {
@@ -511,7 +514,7 @@ func BenchmarkDispatcher(b *testing.B) {
 				w.WriteHeader(http.StatusNoContent)
 			}))
 			defer srv.Close()
-			sender := webhook.NewSender(webhook.SenderOptions{})
+			sender := webhook.NewSender(webhook.SenderOptions{Egress: loopback})
 			defer sender.CloseIdleConnections()
 			store := newFakeStore()
 			body := json.RawMessage(`{"action":"verify_with_source","type":"ind_pan","status":"completed","request_id":"8a3c6f0e-6a57-4a8e-9f43-5d2b1c0e7f11","result":{"source_output":{"status":"id_found"}}}`)

@@ -5,12 +5,20 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"testing"
 	"time"
 
+	"github.com/taskgate/taskgate/backend/egress"
 	"github.com/taskgate/taskgate/backend/internal/clocktest"
 )
+
+// loopback is the egress policy of tests whose receivers listen on
+// loopback (httptest servers).
+var loopback = egress.New(egress.Config{AllowPrivate: []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"),
+}})
 
 // patience bounds every wait for a signal; tests never sleep.
 const patience = 10 * time.Second
@@ -55,9 +63,16 @@ type receiver struct {
 // returns when the test ends or the sender goes away.
 func newReceiver(t testing.TB, answer func(w http.ResponseWriter, r *http.Request, hold func()) int) *receiver {
 	t.Helper()
+	return newReceiverOn(t, nil, answer)
+}
+
+// newReceiverOn is newReceiver on the listener ln (nil: a new one on
+// 127.0.0.1).
+func newReceiverOn(t testing.TB, ln net.Listener, answer func(w http.ResponseWriter, r *http.Request, hold func()) int) *receiver {
+	t.Helper()
 	gate := make(chan struct{})
 	rc := &receiver{Got: make(chan request, 1024)}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The server notices a sender going away only once the body is
 		// consumed.
 		body, _ := io.ReadAll(r.Body)
@@ -72,6 +87,11 @@ func newReceiver(t testing.TB, answer func(w http.ResponseWriter, r *http.Reques
 			}
 		}))
 	}))
+	if ln != nil {
+		_ = rc.Listener.Close()
+		rc.Listener = ln
+	}
+	rc.Start()
 	t.Cleanup(rc.Close)
 	// Cleanups run last-registered first: the gate opens before Close
 	// waits for the handlers.

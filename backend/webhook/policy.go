@@ -127,6 +127,9 @@ func (p Policy) Next(d *Delivery, now time.Time, rnd func() float64) (status Sta
 	// Error then only describes the status.
 	delivered, retryable := Classify(last.StatusCode, nil)
 	switch {
+	case last.Error == ErrorDestinationNotAllowed:
+		// The same address would be refused again.
+		return Failed, time.Time{}
 	case delivered:
 		return Delivered, time.Time{}
 	case !retryable:

@@ -14,6 +14,10 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/taskgate/taskgate/backend/egress"
 )
 
 // Target is how to send a delivery to its webhook as configured now.
@@ -44,7 +48,23 @@ type SenderOptions struct {
 	// Clock tells the time of attempts and of webhook-timestamp. Default
 	// time.Now.
 	Clock func() time.Time
+	// Egress decides which receivers may be reached: checked on the URL
+	// before each attempt and, without a Proxy, on every address
+	// connected to. Default: egress.New(egress.Config{}), which refuses
+	// every loopback, private and other special-purpose address.
+	Egress *egress.Policy
+	// Resolver resolves receivers' names. Default: the system's.
+	Resolver *net.Resolver
+	// Logger is told, at warn level, of each attempt refused by Egress
+	// with the address and range (which the attempt's record does not
+	// show the account). Default: no logs.
+	Logger *zap.Logger
 }
+
+// ErrorDestinationNotAllowed is the error of an attempt whose receiver the
+// egress policy refuses (a loopback, private or other special-purpose
+// address, or the admin endpoint). It is final: the attempt is not retried.
+const ErrorDestinationNotAllowed = "DESTINATION_NOT_ALLOWED"
 
 // DefaultUserAgent is the User-Agent of deliveries unless configured.
 const DefaultUserAgent = "taskgate-webhooks"
@@ -61,11 +81,13 @@ type Sender struct {
 	userAgent string
 	timeout   time.Duration
 	clock     func() time.Time
+	egress    *egress.Policy
+	logger    *zap.Logger
 }
 
 // NewSender returns a sender with the options.
 func NewSender(opts SenderOptions) *Sender {
-	s := &Sender{userAgent: opts.UserAgent, timeout: opts.Timeout, clock: opts.Clock}
+	s := &Sender{userAgent: opts.UserAgent, timeout: opts.Timeout, clock: opts.Clock, egress: opts.Egress, logger: opts.Logger}
 	if s.userAgent == "" {
 		s.userAgent = DefaultUserAgent
 	}
@@ -75,7 +97,22 @@ func NewSender(opts SenderOptions) *Sender {
 	if s.clock == nil {
 		s.clock = time.Now
 	}
-	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	if s.egress == nil {
+		s.egress = egress.New(egress.Config{})
+	}
+	if s.logger == nil {
+		s.logger = zap.NewNop()
+	}
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Resolver: opts.Resolver}
+	if opts.Proxy == nil {
+		// Checked on the address connected to, after name resolution: a
+		// name that resolves inward, or whose answer changed since the URL
+		// was checked, is refused all the same. Through a proxy the only
+		// address dialed is the proxy's, which is the operator's: the
+		// proxy resolves receivers' names and is where its own egress rules
+		// belong.
+		dialer.Control = s.egress.Control
+	}
 	if opts.SourceIP.IsValid() {
 		dialer.LocalAddr = &net.TCPAddr{IP: opts.SourceIP.AsSlice(), Zone: opts.SourceIP.Zone()}
 	}
@@ -130,6 +167,11 @@ func (s *Sender) exchange(ctx context.Context, d *Delivery, target Target, at ti
 	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
 		return Attempt{Error: "unsupported URL scheme"}
 	}
+	// A URL stored before the policy changed (or before it existed) is
+	// refused here, before any connection.
+	if err := s.egress.CheckURL(d.URL); err != nil {
+		return s.refused(d, err)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", s.userAgent)
 	req.Header.Set("webhook-id", d.ID)
@@ -142,6 +184,9 @@ func (s *Sender) exchange(ctx context.Context, d *Delivery, target Target, at ti
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
+		if errors.Is(err, egress.ErrNotAllowed) {
+			return s.refused(d, err)
+		}
 		return Attempt{Error: s.describe(ctx, callCtx, err)}
 	}
 	// The status is the answer; the body is read only so the connection
@@ -153,6 +198,23 @@ func (s *Sender) exchange(ctx context.Context, d *Delivery, target Target, at ti
 		a.RetryAfterMS = retryAfter(resp.Header.Get("Retry-After"), s.clock()).Milliseconds()
 	}
 	return a
+}
+
+// refused is the attempt of a delivery whose receiver the egress policy
+// refuses. The record says only DESTINATION_NOT_ALLOWED: the address a
+// name resolved to is the operator's to see, in the log.
+func (s *Sender) refused(d *Delivery, err error) Attempt {
+	reason := err.Error()
+	var e *egress.Error
+	if errors.As(err, &e) {
+		reason = e.Error()
+	}
+	s.logger.Warn("webhook destination not allowed; the delivery fails without retry (webhooks { allow_private } opens a range)",
+		zap.String("delivery_id", d.ID),
+		zap.String("account_id", d.AccountID),
+		zap.String("webhook_host", urlHost(d.URL)),
+		zap.String("reason", reason))
+	return Attempt{Error: ErrorDestinationNotAllowed}
 }
 
 // maxRetryAfter bounds what a receiver may ask for; the policy's own
