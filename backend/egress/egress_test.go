@@ -182,3 +182,14 @@ func BenchmarkControl(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCheckURL is the cost the URL check adds to each attempt.
+func BenchmarkCheckURL(b *testing.B) {
+	p := New(Config{AllowPrivate: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, ProtectedPorts: []uint16{2019}})
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.CheckURL("https://hooks.acme.example/tasks?tenant=7"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
