@@ -20,7 +20,12 @@ const testPrefix = "{tg}:rl:"
 func newTestRedis(t *testing.T) (*Redis, *goredis.Client) {
 	t.Helper()
 	srv := redistest.Start(t)
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	// No client-side deadlines: on a machine busy with other work a reply
+	// can take longer than go-redis's default 3 s, and a test of decisions
+	// must not turn that into a store failure (a Fallback would then decide
+	// locally and admit more than the limit). Tests of failures stop the
+	// server instead.
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), ReadTimeout: -1, WriteTimeout: -1, PoolTimeout: time.Minute})
 	t.Cleanup(func() { _ = rdb.Close() })
 	// No test here restarts the server: spare them an fsync per write.
 	if err := rdb.ConfigSet(context.Background(), "appendonly", "no").Err(); err != nil {
