@@ -3,6 +3,10 @@ GO      ?= go
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 XCADDY  := $(or $(shell command -v xcaddy 2>/dev/null),$(GOBIN)/xcaddy)
 XCADDY_VERSION := v0.4.5
+# taskgate's version, stamped into both builds (`taskgate version`, the
+# User-Agent of webhooks and source calls).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X github.com/taskgate/taskgate/internal/buildinfo.stamped=$(VERSION)
 # A count, not a duration: Go 1.26's fuzzing coordinator can fail a clean
 # run that a duration ends mid-call (go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 10000x
@@ -15,11 +19,11 @@ run: taskgate
 
 ## taskgate: the binary, with the go toolchain (same program as `make build`)
 taskgate:
-	$(GO) build -o taskgate ./cmd/taskgate
+	$(GO) build -ldflags '$(LDFLAGS)' -o taskgate ./cmd/taskgate
 
 ## build: the binary, with xcaddy from the manifest xcaddy.toml
 build: $(XCADDY)
-	$(XCADDY) build $$($(GO) run ./internal/xcaddyargs xcaddy.toml)
+	XCADDY_GO_BUILD_FLAGS="-ldflags '$(LDFLAGS)'" $(XCADDY) build $$($(GO) run ./internal/xcaddyargs xcaddy.toml)
 
 $(XCADDY):
 	$(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)

@@ -26,12 +26,12 @@ import (
 	"github.com/taskgate/taskgate/backend/usage"
 )
 
-func init() {
-	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:  "account",
-		Usage: "<command> [args]",
-		Short: "Manages the accounts, keys and usage of a running taskgate",
-		Long: `
+// accountCommand is `taskgate account`.
+var accountCommand = caddycmd.Command{
+	Name:  "account",
+	Usage: "<command> [args]",
+	Short: "Manages the accounts, keys and usage of a running taskgate",
+	Long: `
 Manages accounts, their API keys and their usage through the admin API of
 a running taskgate (see docs/admin-api.md). Changes take effect at once,
 with no reload.
@@ -46,8 +46,7 @@ scripts. Any error, including an error answer of the API, exits non-zero.
 Static accounts (defined in the Caddyfile) are listed and shown, but are
 changed by editing the Caddyfile, not with these commands.
 `,
-		CobraFunc: configureAccountCommand,
-	})
+	CobraFunc: configureAccountCommand,
 }
 
 // accountCLI holds the options that every `account` subcommand shares.

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +33,7 @@ import (
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/webhook"
+	"github.com/taskgate/taskgate/internal/buildinfo"
 	"github.com/taskgate/taskgate/internal/retry"
 )
 
@@ -836,20 +836,7 @@ func (c *WebhooksConfig) build() (webhook.Policy, webhook.SenderOptions, error) 
 }
 
 // userAgent names taskgate and its version, for sources and webhooks.
-func userAgent() string {
-	v := "devel"
-	if info, ok := debug.ReadBuildInfo(); ok {
-		if info.Main.Path == "github.com/taskgate/taskgate" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-			v = info.Main.Version
-		}
-		for _, dep := range info.Deps {
-			if dep.Path == "github.com/taskgate/taskgate" && dep.Version != "" {
-				v = dep.Version
-			}
-		}
-	}
-	return "taskgate/" + v
-}
+func userAgent() string { return buildinfo.UserAgent() }
 
 // Cleanup releases the shared stores. It is safe after a failed Provision.
 func (a *App) Cleanup() error {

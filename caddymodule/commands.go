@@ -15,12 +15,12 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 )
 
-func init() {
-	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:  "hash-key",
-		Usage: "< key-file",
-		Short: "Prints the SHA-256 of an API key read on standard input, for key_sha256",
-		Long: `
+// hashKeyCommand is `taskgate hash-key`.
+var hashKeyCommand = caddycmd.Command{
+	Name:  "hash-key",
+	Usage: "< key-file",
+	Short: "Prints the SHA-256 of an API key read on standard input, for key_sha256",
+	Long: `
 Reads one API key on standard input (a trailing newline is ignored) and
 prints its SHA-256 in hex, the value of an account's key_sha256 option.
 The key is never taken as an argument, so that it stays out of the shell
@@ -28,18 +28,17 @@ history and the process list:
 
 	printf '%s' "$KEY" | taskgate hash-key
 `,
-		CobraFunc: func(cmd *cobra.Command) {
-			cmd.Args = cobra.NoArgs
-			cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-				sum, err := hashKeyFrom(os.Stdin)
-				if err != nil {
-					return err
-				}
-				fmt.Println(sum)
-				return nil
+	CobraFunc: func(cmd *cobra.Command) {
+		cmd.Args = cobra.NoArgs
+		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+			sum, err := hashKeyFrom(os.Stdin)
+			if err != nil {
+				return err
 			}
-		},
-	})
+			fmt.Println(sum)
+			return nil
+		}
+	},
 }
 
 // hashKeyFrom reads one key from r and returns the hex SHA-256 of it.

@@ -250,3 +250,31 @@ func TestAccountCLI(t *testing.T) {
 	// Nothing listening at the address: a readable error.
 	s.accountFails(t, []string{"is taskgate running?"}, "list", "--address", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 }
+
+// TestBinaryNamesItself checks that the binary is taskgate, not a stock
+// Caddy: its version names both, its help introduces taskgate, and Caddy's
+// commands that would replace it with a downloaded Caddy are gone.
+func TestBinaryNamesItself(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out, _, code := taskgateCmd(t, dir, "version")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "taskgate ") || !strings.HasPrefix(lines[1], "Caddy v2.") {
+		t.Errorf("taskgate version: exit %d, output %q; want taskgate's version, then Caddy's", code, out)
+	}
+	if flag, _, _ := taskgateCmd(t, dir, "--version"); flag != out {
+		t.Errorf("taskgate --version = %q, want what version prints, %q", flag, out)
+	}
+	help, _, code := taskgateCmd(t, dir, "help")
+	if code != 0 || !strings.HasPrefix(help, "taskgate is an edge for task APIs") || !strings.Contains(help, "hash-key") || !strings.Contains(help, "account ") {
+		t.Errorf("taskgate help: exit %d:\n%s", code, help)
+	}
+	for _, verb := range []string{"upgrade", "add-package", "remove-package"} {
+		if strings.Contains(help, "\n  "+verb+" ") {
+			t.Errorf("taskgate help lists %s:\n%s", verb, help)
+		}
+		if _, errOut, code := taskgateCmd(t, dir, verb); code == 0 || !strings.Contains(errOut, "unknown command") {
+			t.Errorf("taskgate %s: exit %d, stderr %q; want an unknown command", verb, code, errOut)
+		}
+	}
+}
