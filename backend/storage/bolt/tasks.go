@@ -1,0 +1,580 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+// Create stores t and queues it, in a transaction with concurrent
+// changes; see task.Store.
+func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency, idemSince time.Time) (*task.Idempotency, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	// Encoding outside the batch keeps the single writer's work short.
+	stored := *t
+	stored.Status = task.InProgress
+	body, err := marshalTask(&stored)
+	if err != nil {
+		return nil, err
+	}
+	var idemValue, idemK, idemAgeK []byte
+	if idem != nil {
+		if idemValue, err = json.Marshal(idem); err != nil {
+			return nil, fmt.Errorf("bolt: encoding idempotency record: %w", err)
+		}
+		idemK = idemKey(idem.AccountID, idem.Key)
+		idemAgeK = timeKey(idem.CreatedAt, idemK)
+	}
+	id := []byte(t.RequestID)
+	typeName := []byte(t.TypeName())
+	var groupK, taskIDK []byte
+	if t.GroupID != "" {
+		groupK = listKey(t.AccountID, t.GroupID, t.CreatedAt, t.RequestID)
+	}
+	if t.TaskID != "" {
+		taskIDK = listKey(t.AccountID, t.TaskID, t.CreatedAt, t.RequestID)
+	}
+
+	var replay *task.Idempotency
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
+		replay = nil
+		if idem != nil {
+			if v := tx.Bucket(bucketIdem).Get(idemK); v != nil {
+				var rec task.Idempotency
+				if err := json.Unmarshal(v, &rec); err != nil {
+					return fmt.Errorf("bolt: decoding idempotency record: %w", err)
+				}
+				if !rec.CreatedAt.Before(idemSince) {
+					replay = &rec
+					return nil
+				}
+				// Expired: the key starts a new life below.
+				if err := tx.Bucket(bucketIdemAge).Delete(timeKey(rec.CreatedAt, idemK)); err != nil {
+					return err
+				}
+			}
+		}
+		tasks := tx.Bucket(bucketTasks)
+		if tasks.Get(id) != nil {
+			return task.ErrExists
+		}
+		q, err := tx.Bucket(bucketQueues).CreateBucketIfNotExists(typeName)
+		if err != nil {
+			return err
+		}
+		seq, err := q.NextSequence()
+		if err != nil {
+			return err
+		}
+		puts := []struct {
+			b    *bbolt.Bucket
+			k, v []byte
+		}{
+			{tasks, id, encodeValue(header{seq: seq}, body)},
+			{q, seqKey(seq), id},
+			{tx.Bucket(bucketByGroup), groupK, nil},
+			{tx.Bucket(bucketByTaskID), taskIDK, nil},
+			{tx.Bucket(bucketIdem), idemK, idemValue},
+			{tx.Bucket(bucketIdemAge), idemAgeK, nil},
+		}
+		for _, p := range puts {
+			if p.k == nil {
+				continue
+			}
+			if err := p.b.Put(p.k, p.v); err != nil {
+				return err
+			}
+		}
+		return addDepth(tx, typeName, 1)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return replay, nil
+}
+
+// Get returns the account's task with the request id; see task.Store.
+func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Task, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	var t *task.Task
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		t, _, err = getTask(tx, []byte(requestID))
+		if err == nil && t.AccountID != accountID {
+			err = task.ErrNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// ListByGroup returns the account's newest tasks of the group; see
+// task.Store.
+func (s *Store) ListByGroup(ctx context.Context, accountID, groupID string, limit int) ([]*task.Task, error) {
+	return s.list(ctx, bucketByGroup, accountID, groupID, limit)
+}
+
+// ListByTaskID returns the account's newest tasks with the task id; see
+// task.Store.
+func (s *Store) ListByTaskID(ctx context.Context, accountID, taskID string, limit int) ([]*task.Task, error) {
+	return s.list(ctx, bucketByTaskID, accountID, taskID, limit)
+}
+
+func (s *Store) list(ctx context.Context, index []byte, accountID, id string, limit int) ([]*task.Task, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	out := []*task.Task{}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if id == "" {
+			return nil
+		}
+		prefix := listPrefix(accountID, id)
+		c := tx.Bucket(index).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, _ = c.Next() {
+			t, _, err := getTask(tx, listKeyRequestID(k, len(prefix)))
+			if err != nil {
+				return err
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Claim leases up to n queued tasks of the type; see task.Store.
+func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*task.Task, error) {
+	typeName := []byte(taskType)
+	lease := sortable(leaseUntil)
+	var out []*task.Task
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		out = []*task.Task{}
+		q := tx.Bucket(bucketQueues).Bucket(typeName)
+		if q == nil || n <= 0 {
+			return nil
+		}
+		// Keys are collected before deleting: deleting under a cursor
+		// makes it skip.
+		var seqs, ids [][]byte
+		c := q.Cursor()
+		for k, v := c.First(); k != nil && len(seqs) < n; k, v = c.Next() {
+			seqs = append(seqs, bytes.Clone(k))
+			ids = append(ids, bytes.Clone(v))
+		}
+		tasks, leases := tx.Bucket(bucketTasks), tx.Bucket(bucketLeases)
+		for i, id := range ids {
+			if err := q.Delete(seqs[i]); err != nil {
+				return err
+			}
+			t, h, err := getTask(tx, id)
+			if errors.Is(err, task.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			t.Attempts++
+			h.leased, h.lease = true, lease
+			body, err := marshalTask(t)
+			if err != nil {
+				return err
+			}
+			if err := tasks.Put(id, encodeValue(h, body)); err != nil {
+				return err
+			}
+			if err := leases.Put(leaseKey(lease, id), typeName); err != nil {
+				return err
+			}
+			out = append(out, t)
+		}
+		return addDepth(tx, typeName, -len(ids))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Finish stores the end of a task and its deliveries, in a transaction
+// with concurrent changes; see task.Store.
+func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery) error {
+	if !t.Status.Terminal() {
+		return fmt.Errorf("bolt: finishing task %s with status %q, which is not terminal", t.RequestID, t.Status)
+	}
+	if t.CompletedAt == nil {
+		return fmt.Errorf("bolt: finishing task %s without a completion time", t.RequestID)
+	}
+	news, err := encodeNewDeliveries(deliveries)
+	if err != nil {
+		return err
+	}
+	id := []byte(t.RequestID)
+	completedK := timeKey(*t.CompletedAt, id)
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		stored, h, err := getTask(tx, id)
+		if err != nil {
+			return err
+		}
+		if stored.Status.Terminal() {
+			return task.ErrNotFound
+		}
+		if h.leased {
+			if err := tx.Bucket(bucketLeases).Delete(leaseKey(h.lease, id)); err != nil {
+				return err
+			}
+		} else {
+			// Queued again by Rescue while its worker was still at it:
+			// it must not run again.
+			if err := dequeue(tx, stored.TypeName(), h.seq); err != nil {
+				return err
+			}
+		}
+		at := *t.CompletedAt
+		stored.Status = t.Status
+		stored.CompletedAt = &at
+		stored.Result, stored.Error, stored.Message = t.Result, t.Error, t.Message
+		body, err := marshalTask(stored)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketTasks).Put(id, encodeValue(header{seq: h.seq}, body)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketCompleted).Put(completedK, nil); err != nil {
+			return err
+		}
+		return putNewDeliveries(tx, news)
+	})
+}
+
+// Release queues leased tasks again at their place, each only while it is
+// leased under the claim that returned it; see task.Store.
+func (s *Store) Release(ctx context.Context, released []*task.Task) error {
+	if len(released) == 0 {
+		return s.ready(ctx)
+	}
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		for _, r := range released {
+			id := []byte(r.RequestID)
+			stored, h, err := getTask(tx, id)
+			if errors.Is(err, task.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			// A later claim (after a rescue) is another worker's: only the
+			// claim that returned r may give it back.
+			if !h.leased || stored.Attempts != r.Attempts {
+				continue
+			}
+			k := leaseKey(h.lease, id)
+			typeName := tx.Bucket(bucketLeases).Get(k)
+			if typeName == nil {
+				return fmt.Errorf("%w: %s is leased but has no lease", errCorrupt, r.RequestID)
+			}
+			if err := requeue(tx, k, bytes.Clone(typeName)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Rescue queues again the tasks whose lease ended before expiredBefore;
+// see task.Store.
+func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error) {
+	before := sortable(expiredBefore)
+	n := 0
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		n = 0
+		var keys, types [][]byte
+		c := tx.Bucket(bucketLeases).Cursor()
+		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) < before; k, v = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+			types = append(types, bytes.Clone(v))
+		}
+		for i, k := range keys {
+			if err := requeue(tx, k, types[i]); err != nil {
+				return err
+			}
+		}
+		n = len(keys)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// ExtendLeases moves the lease end of the tasks still leased, in a
+// transaction with concurrent changes; see task.Store.
+func (s *Store) ExtendLeases(ctx context.Context, requestIDs []string, leaseUntil time.Time) error {
+	if len(requestIDs) == 0 {
+		return s.ready(ctx)
+	}
+	lease := sortable(leaseUntil)
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		tasks, leases := tx.Bucket(bucketTasks), tx.Bucket(bucketLeases)
+		for _, requestID := range requestIDs {
+			id := []byte(requestID)
+			v := tasks.Get(id)
+			if v == nil {
+				continue
+			}
+			h, body, err := decodeValue(v)
+			if err != nil {
+				return fmt.Errorf("%w: %s", err, requestID)
+			}
+			if !h.leased || h.lease == lease {
+				continue
+			}
+			old := leaseKey(h.lease, id)
+			typeName := leases.Get(old)
+			if typeName == nil {
+				return fmt.Errorf("%w: %s is leased but has no lease", errCorrupt, requestID)
+			}
+			typeName = bytes.Clone(typeName)
+			if err := leases.Delete(old); err != nil {
+				return err
+			}
+			if err := leases.Put(leaseKey(lease, id), typeName); err != nil {
+				return err
+			}
+			h.lease = lease
+			// encodeValue copies body out of the page it aliases.
+			if err := tasks.Put(id, encodeValue(h, body)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// QueueDepth returns the number of queued tasks of the type; see
+// task.Store.
+func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	var n uint64
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(bucketDepth).Get([]byte(taskType)); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return int(n), err
+}
+
+// QueuedTypes returns the task types with queued tasks; see task.Store.
+func (s *Store) QueuedTypes(ctx context.Context) ([]string, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	var names []string
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketDepth).ForEach(func(k, v []byte) error {
+			if len(v) == 8 && binary.BigEndian.Uint64(v) > 0 {
+				names = append(names, string(k))
+			}
+			return nil
+		})
+	})
+	return names, err
+}
+
+// Purge deletes old terminal tasks, ended deliveries and idempotency
+// records; see task.Store. It commits on its own rather than through the
+// writer: its transaction is large and rare.
+func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		n = 0
+		done := tx.Bucket(bucketCompleted)
+		before := sortable(completedBefore)
+		var keys [][]byte
+		c := done.Cursor()
+		for k, _ := c.First(); k != nil && len(keys) < limit && binary.BigEndian.Uint64(k) < before; k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			if err := deleteTask(tx, k[8:]); err != nil {
+				return err
+			}
+			if err := done.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(keys)
+		deleted, err := purgeDeliveries(tx, completedBefore, limit-n)
+		if err != nil {
+			return err
+		}
+		n += deleted
+
+		age := tx.Bucket(bucketIdemAge)
+		before = sortable(idemBefore)
+		keys = keys[:0]
+		c = age.Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < before; k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		idem := tx.Bucket(bucketIdem)
+		for _, k := range keys {
+			if err := idem.Delete(k[8:]); err != nil {
+				return err
+			}
+			if err := age.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// getTask reads a task and its header.
+func getTask(tx *bbolt.Tx, id []byte) (*task.Task, header, error) {
+	v := tx.Bucket(bucketTasks).Get(id)
+	if v == nil {
+		return nil, header{}, task.ErrNotFound
+	}
+	h, body, err := decodeValue(v)
+	if err != nil {
+		return nil, header{}, fmt.Errorf("%w: %s", err, id)
+	}
+	t := new(task.Task)
+	if err := json.Unmarshal(body, t); err != nil {
+		return nil, header{}, fmt.Errorf("%w: %s: %v", errCorrupt, id, err)
+	}
+	// A nil RawMessage is stored as null; give back nil.
+	if string(t.Data) == "null" {
+		t.Data = nil
+	}
+	if string(t.Result) == "null" {
+		t.Result = nil
+	}
+	return t, h, nil
+}
+
+// deleteTask deletes a task and its index entries.
+func deleteTask(tx *bbolt.Tx, id []byte) error {
+	t, _, err := getTask(tx, id)
+	if errors.Is(err, task.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if t.GroupID != "" {
+		if err := tx.Bucket(bucketByGroup).Delete(listKey(t.AccountID, t.GroupID, t.CreatedAt, t.RequestID)); err != nil {
+			return err
+		}
+	}
+	if t.TaskID != "" {
+		if err := tx.Bucket(bucketByTaskID).Delete(listKey(t.AccountID, t.TaskID, t.CreatedAt, t.RequestID)); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketTasks).Delete(id)
+}
+
+// requeue ends the lease with the key and puts its task back in its
+// type's queue, at the place it was claimed from.
+func requeue(tx *bbolt.Tx, leaseK, typeName []byte) error {
+	id := leaseK[8:]
+	tasks := tx.Bucket(bucketTasks)
+	v := tasks.Get(id)
+	if v == nil {
+		return fmt.Errorf("%w: lease of missing task %s", errCorrupt, id)
+	}
+	h, body, err := decodeValue(v)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketLeases).Delete(leaseK); err != nil {
+		return err
+	}
+	q, err := tx.Bucket(bucketQueues).CreateBucketIfNotExists(typeName)
+	if err != nil {
+		return err
+	}
+	if err := q.Put(seqKey(h.seq), id); err != nil {
+		return err
+	}
+	if err := tasks.Put(id, encodeValue(header{seq: h.seq}, body)); err != nil {
+		return err
+	}
+	return addDepth(tx, typeName, 1)
+}
+
+// dequeue takes a task out of its type's queue, if it is there.
+func dequeue(tx *bbolt.Tx, typeName string, seq uint64) error {
+	q := tx.Bucket(bucketQueues).Bucket([]byte(typeName))
+	if q == nil {
+		return nil
+	}
+	k := seqKey(seq)
+	if q.Get(k) == nil {
+		return nil
+	}
+	if err := q.Delete(k); err != nil {
+		return err
+	}
+	return addDepth(tx, []byte(typeName), -1)
+}
+
+// addDepth adds delta to the count of the type's queued tasks.
+func addDepth(tx *bbolt.Tx, typeName []byte, delta int) error {
+	return addCount(tx.Bucket(bucketDepth), typeName, delta)
+}
+
+// addCount adds delta to the counter under key in b.
+func addCount(b *bbolt.Bucket, key []byte, delta int) error {
+	if delta == 0 {
+		return nil
+	}
+	var n uint64
+	if v := b.Get(key); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	return b.Put(key, binary.BigEndian.AppendUint64(nil, n+uint64(delta)))
+}
+
+// marshalTask encodes a task as JSON, keeping its data and result
+// verbatim (no HTML escaping).
+func marshalTask(t *task.Task) ([]byte, error) {
+	b, err := marshalJSON(t)
+	if err != nil {
+		return nil, fmt.Errorf("bolt: encoding task %s: %w", t.RequestID, err)
+	}
+	return b, nil
+}
