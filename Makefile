@@ -59,6 +59,12 @@ bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./backend/... ./caddymodule/...
 	$(GO) run ./bench
 
+## lint-openapi: docs/openapi.yaml against Redocly's recommended rules (needs Node.js and npm)
+REDOCLY_VERSION := 2.77.0
+.PHONY: lint-openapi
+lint-openapi:
+	npx --yes @redocly/cli@$(REDOCLY_VERSION) lint --format=stylish docs/openapi.yaml
+
 clean:
 	rm -f taskgate
 
