@@ -1,4 +1,6 @@
 # taskgate: `make run` serves the demo Caddyfile, `make test` runs every test.
+SHELL   := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 GO      ?= go
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 XCADDY  := $(or $(shell command -v xcaddy 2>/dev/null),$(GOBIN)/xcaddy)
@@ -11,14 +13,16 @@ LDFLAGS := -X github.com/taskgate/taskgate/internal/buildinfo.stamped=$(VERSION)
 # run that a duration ends mid-call (go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 10000x
 
-.PHONY: run build taskgate deps test unit integration fuzz bench clean
+.PHONY: run build deps test unit integration fuzz bench clean
 
 ## run: build taskgate and serve the demo Caddyfile on :8080
 run: taskgate
 	./taskgate run --config Caddyfile --adapter caddyfile
 
-## taskgate: the binary, with the go toolchain (same program as `make build`)
-taskgate:
+## taskgate: the binary, with the go toolchain (same program as `make build`), when
+## it is older than the sources: a binary that `make build` made is left alone
+GO_SOURCES := $(shell find . -name '*.go' -not -path './.git/*' -not -name '*_test.go') $(wildcard backend/storage/redis/lua/*.lua backend/ratelimit/*.lua) go.mod go.sum
+taskgate: $(GO_SOURCES)
 	$(GO) build -ldflags '$(LDFLAGS)' -o taskgate ./cmd/taskgate
 
 ## build: the binary, with xcaddy from the manifest xcaddy.toml
@@ -42,8 +46,16 @@ unit:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./backend/... ./caddymodule/... ./internal/...
 
+# The integration suite prints a line per test as it ends; its whole output
+# goes to INTEGRATION_LOG, printed in full when a test fails. TASKGATE_BIN
+# (set by .ci/run to the xcaddy build) tests that binary instead of building
+# one.
+INTEGRATION_LOG ?= $(or $(TMPDIR),/tmp)/taskgate-integration.log
 integration:
-	$(GO) test -count=1 -timeout 10m ./integration/...
+	@echo "integration: a line per test as it ends (whole output: $(INTEGRATION_LOG))"
+	@$(GO) test -v -count=1 -timeout 10m ./integration/... 2>&1 | tee $(INTEGRATION_LOG) \
+		| grep --line-buffered -E '^(--- |ok |FAIL|panic:)' \
+		|| { echo "integration failed; its whole output:"; cat $(INTEGRATION_LOG); exit 1; }
 
 ## fuzz: each fuzz target for FUZZTIME (default 10000 runs; FUZZTIME=1m for longer)
 fuzz:
