@@ -1,0 +1,274 @@
+// Package engine assembles taskgate: from a Config and an open Core it
+// builds the parts — accounts, rate limit, task service, runner, sources,
+// webhook sender and dispatcher, the client API and the admin API — joins
+// them, and starts and stops them in order. It is plain Go: the Caddy
+// adapter (package caddymodule) turns Caddy's config and lifecycle into
+// calls here, and tests drive it directly.
+//
+// Start-up: OpenCore (the store, dynamic accounts, usage meter, notices),
+// then New (every part, no goroutine yet), then Start (the runner and the
+// dispatcher). Shutdown is the other way: Stop (workers end; tasks and
+// deliveries cut short run again, at least once), then, when no engine
+// uses it any more, Core.Close (the last usage counts are written, the
+// store closes).
+package engine
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/admin"
+	"github.com/taskgate/taskgate/backend/api"
+	"github.com/taskgate/taskgate/backend/egress"
+	"github.com/taskgate/taskgate/backend/ratelimit"
+	"github.com/taskgate/taskgate/backend/source"
+	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
+	"github.com/taskgate/taskgate/internal/buildinfo"
+)
+
+// Config is one configuration of the engine, defaults applied by the
+// caller (the adapter) or by the parts themselves.
+type Config struct {
+	// Accounts are the static accounts (built with account.Build).
+	Accounts []*account.Account
+	// DefaultLimit is the rate limit of accounts that set none.
+	DefaultLimit ratelimit.Limit
+	// TaskTypes are the configured task types and their sources.
+	TaskTypes []*task.Type
+	// SyncTimeout bounds a synchronous call's wait for its task.
+	SyncTimeout time.Duration
+	// Retention is how long finished tasks are kept.
+	Retention time.Duration
+	// MaxBody is the largest request body accepted, in bytes.
+	MaxBody int64
+	// Webhooks is the webhook delivery policy.
+	Webhooks WebhooksConfig
+	// Logger receives the engine's logs (named parts below it).
+	Logger *zap.Logger
+}
+
+// WebhooksConfig is how webhooks are delivered.
+type WebhooksConfig struct {
+	// Policy is the retry policy and the attempt timeout.
+	Policy webhook.Policy
+	// Sender carries the egress settings (proxy, source address); the
+	// engine sets its timeout, User-Agent, egress policy and logger.
+	Sender webhook.SenderOptions
+	// Egress decides which destinations webhooks may reach.
+	Egress *egress.Policy
+	// PerURL bounds the attempts in flight to one URL (0: the default).
+	PerURL int
+}
+
+// Engine is one configuration of taskgate, running on a Core. Its parts
+// are named so that the adapter's handlers can each hold the one they
+// need.
+type Engine struct {
+	// Core is the state that outlives the configuration.
+	Core *Core
+	// Accounts authenticates requests and looks accounts up: the static
+	// ones, then the dynamic ones.
+	Accounts *account.Registry
+	// DefaultLimit is the rate limit of accounts that set none.
+	DefaultLimit ratelimit.Limit
+	// Limiter decides each request of an account under its limit.
+	Limiter ratelimit.Store
+	// Tasks creates tasks and waits for them.
+	Tasks *task.Service
+	// Runner runs queued tasks against their sources.
+	Runner *task.Runner
+	// Sources calls the sources.
+	Sources *source.Client
+	// Sender makes webhook delivery attempts.
+	Sender *webhook.Sender
+	// Dispatcher attempts due deliveries and records the outcomes.
+	Dispatcher *webhook.Dispatcher
+	// API serves the client API (/v3/…) for an authenticated account.
+	API *api.API
+	// Admin serves the admin API (/taskgate/…).
+	Admin *admin.Handler
+
+	logger      *zap.Logger
+	queues      *queues
+	stopWorkers context.CancelFunc
+	workers     sync.WaitGroup
+}
+
+// Validate checks the configuration without opening anything: the static
+// accounts (ids once each, their task types configured), the task types
+// (each valid, once each) and the webhook policy.
+func (c *Config) Validate() error {
+	if _, err := account.NewRegistry(c.Accounts, nil, nil); err != nil {
+		return err
+	}
+	names := make(map[string]bool, len(c.TaskTypes))
+	for _, t := range c.TaskTypes {
+		if err := t.Validate(); err != nil {
+			return err
+		}
+		if names[t.Name()] {
+			return fmt.Errorf("task_type %s: defined more than once", t.Name())
+		}
+		names[t.Name()] = true
+	}
+	for _, acct := range c.Accounts {
+		for _, name := range acct.TaskTypes {
+			if !names[name] {
+				return fmt.Errorf("account %s: task type %s is not defined by a task_type", acct.ID, name)
+			}
+		}
+	}
+	return c.Webhooks.Policy.WithDefaults().Validate()
+}
+
+// sharedRecheck is how often, with a shared store, a long poll or sync
+// call reads its task again in case the notice of its end was lost.
+const sharedRecheck = 2 * time.Second
+
+// New builds the engine of cfg on core, deciding rate limits with limiter.
+// Nothing runs until Start.
+func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	e := &Engine{Core: core, DefaultLimit: cfg.DefaultLimit, Limiter: limiter, logger: logger}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var err error
+	if e.Accounts, err = account.NewRegistry(cfg.Accounts, core.Dynamic, nil); err != nil {
+		return nil, err
+	}
+	for _, acct := range cfg.Accounts {
+		if _, ok := core.Dynamic.Lookup(acct.ID); ok {
+			logger.Warn("a static account hides the dynamic account of the same id: its keys do not work here, and the admin API cannot change it; give the static account another id, or disable the dynamic one from a node without it",
+				zap.String("account_id", acct.ID))
+		}
+	}
+	byName := make(map[string]*task.Type, len(cfg.TaskTypes))
+	typeNames := make(map[string]bool, len(cfg.TaskTypes))
+	for _, t := range cfg.TaskTypes {
+		byName[t.Name()], typeNames[t.Name()] = t, true
+	}
+
+	userAgent := buildinfo.UserAgent()
+	e.Sources = source.NewClient(source.Options{UserAgent: userAgent})
+	e.Runner = task.NewRunner(core.Store, core.Hub, e.Sources, cfg.TaskTypes, nil, logger.Named("runner"))
+	e.Runner.Retention = cfg.Retention
+	e.Runner.KeepOrphans = core.Shared()
+	e.Runner.Deliveries = e.deliveries
+	e.Runner.OnFinish = e.taskFinished
+
+	sender := cfg.Webhooks.Sender
+	sender.UserAgent, sender.Timeout = userAgent, cfg.Webhooks.Policy.Timeout
+	sender.Egress, sender.Logger = cfg.Webhooks.Egress, logger.Named("webhooks")
+	e.Sender = webhook.NewSender(sender)
+	e.Dispatcher = webhook.NewDispatcher(core.Store, e.Sender, e.resolveWebhook, cfg.Webhooks.Policy, webhook.DispatcherOptions{
+		Logger:    logger.Named("webhooks"),
+		OnAttempt: observeAttempt,
+		PerURL:    cfg.Webhooks.PerURL,
+	})
+
+	e.Tasks = task.NewService(core.Store, core.Hub, nil, e.taskCreated)
+	if core.Shared() {
+		// Task end notices from other nodes may be lost (Pub/Sub).
+		e.Tasks.Recheck = sharedRecheck
+	}
+	e.API = &api.API{
+		Service:        e.Tasks,
+		Types:          byName,
+		MaxBody:        cfg.MaxBody,
+		SyncTimeout:    cfg.SyncTimeout,
+		Deliveries:     core.Store,
+		WakeDeliveries: e.Dispatcher.Wake,
+	}
+	e.Admin = &admin.Handler{
+		Service: &admin.Service{
+			Accounts:     core.Store,
+			UsageStore:   core.Store,
+			Dynamic:      core.Dynamic,
+			Static:       e.Accounts,
+			DefaultLimit: cfg.DefaultLimit,
+			TaskTypes:    typeNames,
+			Egress:  cfg.Webhooks.Egress,
+			Changed: core.AccountChanged,
+		},
+		Client: e.API,
+	}
+	return e, nil
+}
+
+// taskCreated is what happens when a task is accepted: it is counted, and
+// its type's workers are woken.
+func (e *Engine) taskCreated(t *task.Task) {
+	name := t.TypeName()
+	tasksCreated.WithLabelValues(name).Inc()
+	e.Core.Meter.TaskCreated(t.AccountID, name)
+	e.Runner.Wake(name)
+}
+
+// taskFinished is what happens when a task ends, its end and its
+// deliveries stored: the waiters on other nodes are told, the end is
+// counted, and the dispatcher is woken for the deliveries.
+func (e *Engine) taskFinished(t *task.Task, _ time.Duration) {
+	e.Core.taskEnded(t.RequestID)
+	observeFinish(t)
+	e.Core.Meter.TaskEnded(t.AccountID, t.TypeName(), t.Status == task.Failed)
+	e.Dispatcher.Wake()
+}
+
+// deliveries returns the webhook deliveries of a task that ends: one per
+// webhook of its account that takes its type.
+func (e *Engine) deliveries(t *task.Task) []*webhook.Delivery {
+	acct, ok := e.Accounts.Lookup(t.AccountID)
+	if !ok {
+		return nil
+	}
+	return task.Deliveries(acct.Webhooks, t, time.Now().UTC())
+}
+
+// resolveWebhook tells the dispatcher how to send a delivery under this
+// configuration.
+func (e *Engine) resolveWebhook(d *webhook.Delivery) (webhook.Target, string, bool) {
+	acct, _ := e.Accounts.Lookup(d.AccountID)
+	return webhook.Resolve(acct, d)
+}
+
+// Start runs the task workers and the webhook dispatcher.
+func (e *Engine) Start() {
+	e.queues = &queues{store: e.Core.Store, types: slices.Collect(maps.Keys(e.API.Types))}
+	queueDepth.current.Store(e.queues)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stopWorkers = cancel
+	e.workers.Go(func() { e.Runner.Run(ctx) })
+	e.workers.Go(func() { e.Dispatcher.Run(ctx) })
+}
+
+// Stop stops the task workers and the dispatcher and waits for them. Tasks
+// whose source call is cut short are queued again; deliveries cut short
+// are retried. It is safe without Start and more than once.
+func (e *Engine) Stop() {
+	queueDepth.current.CompareAndSwap(e.queues, nil)
+	if e.stopWorkers == nil {
+		return
+	}
+	e.stopWorkers()
+	e.workers.Wait()
+	e.stopWorkers = nil
+	e.Sender.CloseIdleConnections()
+	e.Sources.CloseIdleConnections()
+}
+
+// ReleaseWaits ends every long poll and sync wait at once, with the task as
+// it stands: for a process that exits. (On a reload they go on: the Core
+// and its waiters outlive the configuration.)
+func (e *Engine) ReleaseWaits() { e.Core.Hub.Release() }

@@ -1,0 +1,135 @@
+package engine
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+// Collectors returns the engine's metrics, to be registered where the
+// process exports metrics. They are process-wide, so counts go on across
+// config reloads; label sets are bounded (task types from the config,
+// never an account id or a key).
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{tasksCreated, tasksFinished, taskLatency, queueDepth,
+		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded}
+}
+
+// Task metrics. task_type takes the configured types only.
+var (
+	tasksCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "taskgate",
+		Subsystem: "tasks",
+		Name:      "created_total",
+		Help:      "Tasks created, by task type.",
+	}, []string{"task_type"})
+	tasksFinished = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "taskgate",
+		Subsystem: "tasks",
+		Name:      "finished_total",
+		Help:      "Tasks that reached a terminal status, by task type and outcome (completed, rejected, source_down).",
+	}, []string{"task_type", "outcome"})
+	taskLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "taskgate",
+		Subsystem: "tasks",
+		Name:      "latency_seconds",
+		Help:      "Time from a task's creation to its end, by task type.",
+		Buckets:   prometheus.ExponentialBuckets(0.005, 2, 16),
+	}, []string{"task_type"})
+	queueDepth = &queueCollector{desc: prometheus.NewDesc(
+		"taskgate_tasks_queue_depth",
+		"Tasks waiting for a worker, by task type.",
+		[]string{"task_type"}, nil,
+	)}
+)
+
+// rateLimitDegraded is 1 while the shared rate-limit store (redis) does
+// not answer and on_store_error decides instead.
+var rateLimitDegraded = prometheus.NewGauge(prometheus.GaugeOpts{
+	Namespace: "taskgate",
+	Subsystem: "rate_limit",
+	Name:      "store_degraded",
+	Help:      "1 while the shared rate-limit store does not answer and on_store_error decides instead, else 0.",
+})
+
+// webhookAttempts counts delivery attempts by what became of the delivery.
+var webhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "taskgate",
+	Subsystem: "webhooks",
+	Name:      "attempts_total",
+	Help:      "Webhook delivery attempts, by event and result (delivered, retry, failed).",
+}, []string{"event", "result"})
+
+// webhookDestinationsRefused counts attempts refused by the egress policy.
+var webhookDestinationsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+	Namespace: "taskgate",
+	Subsystem: "webhooks",
+	Name:      "destinations_refused_total",
+	Help:      "Webhook delivery attempts refused because their destination is loopback, private, another special-purpose address or the admin endpoint (DESTINATION_NOT_ALLOWED).",
+})
+
+// queueCollector reads the queue depth of each task type from the store of
+// the running engine when scraped.
+type queueCollector struct {
+	desc    *prometheus.Desc
+	current atomic.Pointer[queues]
+}
+
+// queues is what the collector reads: set whole at Start, cleared at Stop.
+type queues struct {
+	store task.Store
+	types []string
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	q := c.current.Load()
+	if q == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, name := range q.types {
+		n, err := q.store.QueueDepth(ctx, name)
+		if err != nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), name)
+	}
+}
+
+// observeAttempt records a delivery attempt.
+func observeAttempt(d *webhook.Delivery, a webhook.Attempt) {
+	if a.Error == webhook.ErrorDestinationNotAllowed {
+		webhookDestinationsRefused.Inc()
+	}
+	result := "retry"
+	switch d.Status {
+	case webhook.Delivered:
+		result = "delivered"
+	case webhook.Failed:
+		result = "failed"
+	}
+	webhookAttempts.WithLabelValues(d.Event, result).Inc()
+}
+
+// observeFinish records a task's end.
+func observeFinish(t *task.Task) {
+	outcome := string(t.Status)
+	if t.Status == task.Failed {
+		outcome = "rejected"
+		if t.Error != nil && *t.Error == task.SourceDown {
+			outcome = "source_down"
+		}
+	}
+	tasksFinished.WithLabelValues(t.TypeName(), outcome).Inc()
+	if t.CompletedAt != nil {
+		taskLatency.WithLabelValues(t.TypeName()).Observe(t.CompletedAt.Sub(t.CreatedAt).Seconds())
+	}
+}

@@ -1,0 +1,135 @@
+// Package storage opens the store taskgate keeps its state in: memory (for
+// tests), bolt (an embedded file, for one node) or redis (shared by any
+// number of nodes). It is the one place that knows the three; the engine
+// sees a Store, and, when other nodes share it, the notices and the exact
+// rate limit that come with sharing.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/ratelimit"
+	"github.com/taskgate/taskgate/backend/storage/bolt"
+	"github.com/taskgate/taskgate/backend/storage/memory"
+	"github.com/taskgate/taskgate/backend/storage/redis"
+	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/usage"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+// Config says which store to open.
+type Config struct {
+	// Type is "memory", "bolt" or "redis".
+	Type string
+	// Path is the database file of "bolt".
+	Path string
+	// URL is the server of "redis" (redis://, rediss://).
+	URL string
+}
+
+// Key names the store a config opens: two configs with the same key share
+// one store (a config reload keeps the open bolt file).
+func (c Config) Key() string {
+	switch c.Type {
+	case "bolt":
+		return "bolt:" + c.Path
+	case "redis":
+		return "redis:" + c.URL
+	}
+	return c.Type
+}
+
+// Validate checks the config without opening anything, and makes a bolt
+// path absolute (a reload from another directory names the same file).
+func (c *Config) Validate() error {
+	switch c.Type {
+	case "memory":
+	case "bolt":
+		if c.Path == "" {
+			return errors.New("storage bolt: no database file")
+		}
+		path, err := filepath.Abs(c.Path)
+		if err != nil {
+			return fmt.Errorf("storage bolt: %w", err)
+		}
+		c.Path = path
+	case "redis":
+		if !strings.HasPrefix(c.URL, "redis://") && !strings.HasPrefix(c.URL, "rediss://") {
+			return errors.New("storage redis: want a redis:// or rediss:// URL")
+		}
+	default:
+		return fmt.Errorf("storage %q: want memory, bolt or redis", c.Type)
+	}
+	return nil
+}
+
+// Store is everything taskgate keeps: tasks, webhook deliveries, dynamic
+// accounts and usage. Every implementation passes the conformance suites
+// of packages tasktest, accounttest and usagetest.
+type Store interface {
+	task.Store
+	webhook.Store
+	account.Store
+	usage.Store
+}
+
+// Notices carry what one node tells the others: an account changed (so
+// that they reload it), a task ended (so that their waiters answer). They
+// are best effort (Pub/Sub): the engine makes up for lost ones by reading
+// the store again.
+type Notices interface {
+	PublishAccountChange(ctx context.Context, id string) error
+	SubscribeAccountChanges(ctx context.Context, onChange func(id string), onSubscribed func()) error
+	PublishTaskEnd(ctx context.Context, requestID string) error
+	SubscribeTaskEnds(ctx context.Context, onEnd func(requestID string), onSubscribed func()) error
+}
+
+// Opened is an open store and what comes with it.
+type Opened struct {
+	Store Store
+	// Notices is set when other nodes share the store; nil otherwise.
+	Notices Notices
+	// RateLimit is the store's exact, shared rate limit when other nodes
+	// share the store; nil otherwise (the engine limits in memory).
+	RateLimit ratelimit.Store
+}
+
+// Shared tells whether other nodes may use the store.
+func (o *Opened) Shared() bool { return o.Notices != nil }
+
+// openTimeout bounds connecting to a shared store.
+const openTimeout = 10 * time.Second
+
+// Open opens the store c names (c must have passed Validate). The caller
+// closes o.Store.
+func Open(ctx context.Context, c Config) (*Opened, error) {
+	switch c.Type {
+	case "memory":
+		return &Opened{Store: memory.New()}, nil
+	case "bolt":
+		if err := os.MkdirAll(filepath.Dir(c.Path), 0o700); err != nil {
+			return nil, fmt.Errorf("storage bolt: %w", err)
+		}
+		db, err := bolt.Open(c.Path)
+		if err != nil {
+			return nil, err
+		}
+		return &Opened{Store: db}, nil
+	case "redis":
+		ctx, cancel := context.WithTimeout(ctx, openTimeout)
+		defer cancel()
+		rs, err := redis.Open(ctx, c.URL)
+		if err != nil {
+			return nil, fmt.Errorf("storage redis: %w", err)
+		}
+		return &Opened{Store: rs, Notices: rs, RateLimit: ratelimit.NewRedis(rs.Client(), rs.Prefix()+"rl:")}, nil
+	}
+	return nil, fmt.Errorf("storage %q: want memory, bolt or redis", c.Type)
+}
