@@ -199,8 +199,8 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 			Static:       e.Accounts,
 			DefaultLimit: cfg.DefaultLimit,
 			TaskTypes:    typeNames,
-			Egress:  cfg.Webhooks.Egress,
-			Changed: core.AccountChanged,
+			Egress:       cfg.Webhooks.Egress,
+			Changed:      core.AccountChanged,
 		},
 		Client: e.API,
 	}
