@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/taskgate/taskgate/backend/ipallow"
-	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
 // Errors of account stores.
@@ -88,26 +85,18 @@ type Store interface {
 	UpdateAccount(ctx context.Context, id string, change func(*Record) error) (*Record, error)
 }
 
-// Build returns the account the record describes. An empty rate limit
-// leaves Limit zero: the caller's default applies.
+// Build returns the account the record describes (Spec.Build). An empty
+// rate limit leaves Limit zero: the caller's default applies.
 func (r *Record) Build() (*Account, error) {
-	a := &Account{
+	spec := Spec{
 		ID:             r.ID,
 		Name:           r.Name,
+		RateLimit:      r.RateLimit,
+		Burst:          r.Burst,
+		Allow:          r.Allow,
 		TaskTypes:      r.TaskTypes,
 		FailureWebhook: r.FailureWebhook,
 		Disabled:       r.Disabled,
-	}
-	var err error
-	if r.RateLimit != "" {
-		if a.Limit, err = ratelimit.ParseLimit(r.RateLimit, r.Burst); err != nil {
-			return nil, fmt.Errorf("rate_limit: %w", err)
-		}
-	} else if r.Burst != 0 {
-		return nil, errors.New("burst: set with rate_limit")
-	}
-	if a.Allow, err = ipallow.Parse(r.Allow); err != nil {
-		return nil, fmt.Errorf("allow: %w", err)
 	}
 	for _, k := range r.Keys {
 		sum, err := ParseKeyHash(k.SHA256)
@@ -118,15 +107,12 @@ func (r *Record) Build() (*Account, error) {
 		if k.ExpiresAt != nil {
 			key.ExpiresAt = *k.ExpiresAt
 		}
-		a.Keys = append(a.Keys, key)
+		spec.Keys = append(spec.Keys, key)
 	}
 	for _, w := range r.Webhooks {
-		a.Webhooks = append(a.Webhooks, Webhook(w))
+		spec.Webhooks = append(spec.Webhooks, Webhook(w))
 	}
-	if err := a.Validate(); err != nil {
-		return nil, err
-	}
-	return a, nil
+	return spec.Build()
 }
 
 // Clone returns a deep copy of the record.
