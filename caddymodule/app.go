@@ -572,11 +572,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.runner = task.NewRunner(a.engine.store, a.engine.hub, a.sources, types, nil, a.logger.Named("runner"))
 	a.runner.Retention = time.Duration(a.Retention)
 	a.runner.KeepOrphans = a.engine.shared
+	a.runner.OnPanic = observeTaskPanic
 	egress.UserAgent, egress.Timeout = userAgent(), policy.Timeout
 	a.sender = webhook.NewSender(egress)
 	opts := webhook.DispatcherOptions{
 		Logger:    a.logger.Named("webhooks"),
 		OnAttempt: observeAttempt,
+		OnPanic:   observeAttemptPanic,
 	}
 	if a.Webhooks != nil {
 		opts.PerURL = a.Webhooks.PerURL
