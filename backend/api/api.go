@@ -117,21 +117,9 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 		apierr.Write(w, apiErr)
 		return
 	}
-	var in createBody
-	if err := json.Unmarshal(body, &in); err != nil {
-		apierr.Write(w, apierr.BadRequest("the body must be a JSON object: "+jsonProblem(err)))
-		return
-	}
-	if e := validateID("task_id", in.TaskID); e != nil {
+	in, e := decodeCreateBody(body)
+	if e != nil {
 		apierr.Write(w, e)
-		return
-	}
-	if e := validateID("group_id", in.GroupID); e != nil {
-		apierr.Write(w, e)
-		return
-	}
-	if len(in.Data) == 0 || in.Data[0] != '{' {
-		apierr.Write(w, apierr.Unprocessable("data must be a JSON object"))
 		return
 	}
 	key, e := idempotencyKey(r)
@@ -173,6 +161,25 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 	apierr.WriteJSON(w, http.StatusOK, t.View())
 }
 
+// decodeCreateBody decodes and checks the body of a create call, once
+// readBody has read it.
+func decodeCreateBody(body []byte) (createBody, *apierr.Error) {
+	var in createBody
+	if err := json.Unmarshal(body, &in); err != nil {
+		return in, apierr.BadRequest("the body must be a JSON object: " + jsonProblem(err))
+	}
+	if e := validateID("task_id", in.TaskID); e != nil {
+		return in, e
+	}
+	if e := validateID("group_id", in.GroupID); e != nil {
+		return in, e
+	}
+	if len(in.Data) == 0 || in.Data[0] != '{' {
+		return in, apierr.Unprocessable("data must be a JSON object")
+	}
+	return in, nil
+}
+
 // readBody reads a JSON request body of at most MaxBody bytes and checks
 // that it is valid UTF-8, valid JSON and not nested too deep.
 func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.Error) {
@@ -193,15 +200,24 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.
 		}
 		return nil, apierr.BadRequest("the request body could not be read")
 	}
-	if !utf8.Valid(body) {
-		return nil, apierr.BadRequest("the body is not valid UTF-8")
-	}
-	if depth, ok := jsonDepth(body); !ok {
-		return nil, apierr.BadRequest("the body is not valid JSON")
-	} else if depth > MaxDepth {
-		return nil, apierr.BadRequest("the body is nested deeper than " + strconv.Itoa(MaxDepth) + " levels")
+	if e := checkJSON(body); e != nil {
+		return nil, e
 	}
 	return body, nil
+}
+
+// checkJSON checks that body is valid UTF-8, one valid JSON value, and not
+// nested too deep.
+func checkJSON(body []byte) *apierr.Error {
+	if !utf8.Valid(body) {
+		return apierr.BadRequest("the body is not valid UTF-8")
+	}
+	if depth, ok := jsonDepth(body); !ok {
+		return apierr.BadRequest("the body is not valid JSON")
+	} else if depth > MaxDepth {
+		return apierr.BadRequest("the body is nested deeper than " + strconv.Itoa(MaxDepth) + " levels")
+	}
+	return nil
 }
 
 func tooLarge(limit int64) *apierr.Error {

@@ -22,7 +22,7 @@ type fixture struct {
 	queued chan string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	store := memory.New()
 	t.Cleanup(func() { _ = store.Close() })
