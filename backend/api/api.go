@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/internal/jsonkey"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -161,10 +163,18 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 	apierr.WriteJSON(w, http.StatusOK, t.View())
 }
 
+// createKeys are the exact keys of a create body. Other keys are ignored,
+// but not a key that differs from one of these only in case:
+// encoding/json would take it for the field.
+var createKeys = jsonkey.For(reflect.TypeFor[createBody]())
+
 // decodeCreateBody decodes and checks the body of a create call, once
 // readBody has read it.
 func decodeCreateBody(body []byte) (createBody, *apierr.Error) {
 	var in createBody
+	if err := createKeys.Check(body); err != nil {
+		return in, apierr.BadRequest(err.Error())
+	}
 	if err := json.Unmarshal(body, &in); err != nil {
 		return in, apierr.BadRequest("the body must be a JSON object: " + jsonProblem(err))
 	}

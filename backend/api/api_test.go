@@ -193,6 +193,40 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestKeysAreCaseSensitive checks that a key differing from a known one
+// only in case is refused, naming it, while unknown keys are ignored and
+// the keys inside data are the client's.
+func TestKeysAreCaseSensitive(t *testing.T) {
+	f := newFixture(t)
+	const path = "/v3/tasks/async/verify_with_source/ind_pan"
+	for _, body := range []string{
+		`{"TASK_ID":"t","group_id":"g","data":{}}`,
+		`{"task_id":"t","Group_Id":"g","data":{}}`,
+		`{"task_id":"t","group_id":"g","Data":{}}`,
+		`{"task_id":"t","group_id":"g","data":{},"TASK_ID":"u"}`,
+		`{"taſk_id":"t","group_id":"g","data":{}}`,
+		`{"\u0054ASK_ID":"t","group_id":"g","data":{}}`,
+	} {
+		w := f.do(t, acme, "POST", path, body)
+		wantError(t, w, 400, "BAD_REQUEST")
+		if e := decode[struct{ Message string }](t, w); !strings.Contains(e.Message, "case") {
+			t.Errorf("%s: message %q does not say why", body, e.Message)
+		}
+	}
+	if w := f.do(t, acme, "POST", path, `{"TASK_ID":"t","group_id":"g","data":{}}`); !strings.Contains(w.Body.String(), `\"TASK_ID\"`) {
+		t.Errorf("the message does not name the key: %s", w.Body)
+	}
+	for _, body := range []string{
+		`{"task_id":"t","group_id":"g","data":{"TASK_ID":1,"Data":2}}`,
+		`{"task_id":"t","group_id":"g","data":{},"colour":"red"}`,
+		`{"task\u005fid":"t","group_id":"g","data":{}}`,
+	} {
+		if w := f.do(t, acme, "POST", path, body); w.Code != http.StatusAccepted {
+			t.Errorf("%s: %d %s, want 202", body, w.Code, w.Body)
+		}
+	}
+}
+
 func TestTooLargeIsNotReadWhole(t *testing.T) {
 	f := newFixture(t)
 	for _, length := range []int64{1 << 20, -1} {
