@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/internal/jsonkey"
 	"github.com/taskgate/taskgate/backend/usage"
 )
 
@@ -39,6 +42,9 @@ func (o *Optional[T]) UnmarshalJSON(b []byte) error {
 	return decodeStrict(b, &o.Value)
 }
 
+// decodeStrict decodes b into v, refusing unknown fields: a key that
+// names a field only when case is ignored is unknown too (encoding/json
+// would take it for the field).
 func decodeStrict(b []byte, v any) error {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
@@ -47,6 +53,10 @@ func decodeStrict(b []byte, v any) error {
 	}
 	if _, err := d.Token(); err != io.EOF {
 		return errors.New("unexpected data after the JSON value")
+	}
+	var caseErr *jsonkey.CaseError
+	if err := jsonkey.For(reflect.TypeOf(v)).Check(b); errors.As(err, &caseErr) {
+		return fmt.Errorf("json: unknown field %q (keys are case-sensitive: %q)", caseErr.Key, caseErr.Field)
 	}
 	return nil
 }

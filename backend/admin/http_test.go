@@ -174,6 +174,9 @@ func TestCreateRefuses(t *testing.T) {
 		{`{"name":"x","webhooks":[{"url":"http://h/x","secret":"nope"}]}`, 400, "BAD_REQUEST"},
 		{`{"name":"x","webhooks":[{"url":"http://h/x"},{"url":"http://h/x"}]}`, 400, "BAD_REQUEST"},
 		{`{"name":"x","unknown":1}`, 400, "BAD_REQUEST"},
+		{`{"NAME":"x"}`, 400, "BAD_REQUEST"},
+		{`{"name":"x","Rate_Limit":"5/s"}`, 400, "BAD_REQUEST"},
+		{`{"name":"x","webhooks":[{"URL":"http://h/x"}]}`, 400, "BAD_REQUEST"},
 		{`{"name":"x","disabled":true}`, 400, "BAD_REQUEST"},
 		{`{"name":"x\u0000"}`, 400, "BAD_REQUEST"},
 		{`{"name":`, 400, "BAD_REQUEST"},
@@ -184,6 +187,23 @@ func TestCreateRefuses(t *testing.T) {
 		if got["error"] != tc.code || got["message"] == "" {
 			t.Errorf("POST %s: %v, want %s with a message", tc.body, got, tc.code)
 		}
+	}
+	// A key that is a field's name only when case is ignored is unknown,
+	// whatever the level, and named as such.
+	for _, tc := range []struct{ method, path, body, key string }{
+		{"POST", "/taskgate/accounts", `{"Name":"x"}`, "Name"},
+		{"POST", "/taskgate/accounts", `{"name":"x","webhooks":[{"url":"http://h/x","Secret":"s"}]}`, "Secret"},
+		{"PATCH", "/taskgate/accounts/acme", `{"DISABLED":true}`, "DISABLED"},
+		{"PATCH", "/taskgate/accounts/acme", `{"name":"y","naMe":"z"}`, "naMe"},
+		{"POST", "/taskgate/accounts/acme/keys", `{"Expire_Others_In":"0s"}`, "Expire_Others_In"},
+	} {
+		got := f.do(tc.method, tc.path, tc.body, 400, nil)
+		if msg, _ := got["message"].(string); got["error"] != "BAD_REQUEST" || !strings.Contains(msg, `unknown field "`+tc.key+`"`) {
+			t.Errorf("%s %s %s: %v, want BAD_REQUEST naming %q as an unknown field", tc.method, tc.path, tc.body, got, tc.key)
+		}
+	}
+	if a := f.do("GET", "/taskgate/accounts/acme", "", 200, nil); a["name"] != "A" || a["disabled"] != false {
+		t.Errorf("refused changes changed the account: %v", a)
 	}
 	// Not JSON.
 	r := httptest.NewRequest("POST", "/taskgate/accounts", strings.NewReader("name=x"))
