@@ -154,6 +154,10 @@ func (h *Handler) client(w http.ResponseWriter, r *http.Request, id string, rest
 		writeError(w, err)
 		return
 	}
+	// The one write among these routes: a retry, which has no body.
+	if r.Method == http.MethodPost && len(rest) == 3 && rest[2] == "retry" && !requireJSON(w, r) {
+		return
+	}
 	r2 := r.Clone(r.Context())
 	r2.URL.Path, r2.URL.RawPath = path, ""
 	h.Client.Serve(w, r2, &account.Account{ID: id})
@@ -298,10 +302,27 @@ func (h *Handler) answer(w http.ResponseWriter, rec *account.Record, err error) 
 	apierr.WriteJSON(w, http.StatusOK, h.recordView(rec, h.Service.now()))
 }
 
+// requireJSON answers 415 and returns false unless r says its body is
+// application/json. Every write (POST, PATCH, PUT) must say so, even
+// without a body: a web page can make a browser send a cross-site POST
+// with a form's content type, or none, without asking first (no CORS
+// preflight), but not one with application/json.
+func requireJSON(w http.ResponseWriter, r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		apierr.Write(w, apierr.UnsupportedMedia)
+		return false
+	}
+	return true
+}
+
 // readBody decodes a JSON body into v, refusing unknown fields; an empty
 // body is allowed when optional. It answers and returns false when the
-// body is not acceptable.
+// body is not acceptable, or not said to be JSON (requireJSON).
 func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
+	if !requireJSON(w, r) {
+		return false
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -318,12 +339,6 @@ func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool
 		}
 		apierr.Write(w, apierr.BadRequest("a JSON object is required"))
 		return false
-	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			apierr.Write(w, apierr.UnsupportedMedia)
-			return false
-		}
 	}
 	if err := decodeStrict(body, v); err != nil {
 		apierr.Write(w, apierr.BadRequest("the body must be a JSON object: "+jsonProblem(err)))

@@ -65,6 +65,9 @@ func (f *fixture) do(method, path, body string, wantStatus int, out any) map[str
 		r = httptest.NewRequest(method, path, nil)
 	} else {
 		r = httptest.NewRequest(method, path, strings.NewReader(body))
+	}
+	// As every client must: writes say they are JSON, even without a body.
+	if body != "" || method == "POST" || method == "PATCH" || method == "PUT" {
 		r.Header.Set("Content-Type", "application/json")
 	}
 	w := httptest.NewRecorder()
@@ -365,6 +368,50 @@ func TestUsage(t *testing.T) {
 	f.do("GET", "/taskgate/accounts/acme/usage?from=2026-11-26&to=2026-11-25", "", http.StatusBadRequest, nil)
 	f.do("GET", "/taskgate/accounts/acme/usage?from=2020-01-01&to=2026-11-25", "", http.StatusBadRequest, nil)
 	f.do("GET", "/taskgate/accounts/nobody/usage", "", http.StatusNotFound, nil)
+}
+
+// TestWritesMustBeJSON checks that every write without Content-Type
+// application/json is refused with 415 before anything changes, body or
+// not, while reads need no Content-Type.
+func TestWritesMustBeJSON(t *testing.T) {
+	f := newFixture(t)
+	f.do("POST", "/taskgate/accounts", `{"id":"acme","name":"A"}`, http.StatusCreated, nil)
+	f.handler.Client = &api.API{Service: task.NewService(f.store, task.NewHub(), nil, nil), MaxBody: 1 << 20, Deliveries: f.store}
+	for _, rq := range []struct{ method, path, body string }{
+		{"POST", "/taskgate/accounts", `{"id":"other","name":"O"}`},
+		{"PATCH", "/taskgate/accounts/acme", `{"disabled":true}`},
+		{"POST", "/taskgate/accounts/acme/keys", ``},
+		{"POST", "/taskgate/accounts/acme/keys", `{"expire_others_in":"0s"}`},
+		{"POST", "/taskgate/accounts/acme/deliveries/msg_x/retry", ``},
+	} {
+		for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "application/jsonx", "application/merge-patch+json", "multipart/form-data; boundary=x"} {
+			r := httptest.NewRequest(rq.method, rq.path, strings.NewReader(rq.body))
+			if ct != "" {
+				r.Header.Set("Content-Type", ct)
+			}
+			w := httptest.NewRecorder()
+			f.handler.ServeHTTP(w, r)
+			var e struct{ Error, Message string }
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || w.Code != http.StatusUnsupportedMediaType || e.Error != "UNSUPPORTED_MEDIA_TYPE" {
+				t.Errorf("%s %s with Content-Type %q: %d %s, want 415 UNSUPPORTED_MEDIA_TYPE", rq.method, rq.path, ct, w.Code, w.Body)
+			}
+		}
+	}
+	a := f.do("GET", "/taskgate/accounts/acme", "", 200, nil)
+	if a["disabled"] != false || len(a["keys"].([]any)) != 1 {
+		t.Errorf("refused writes changed the account: %v", a)
+	}
+	f.do("GET", "/taskgate/accounts/other", "", 404, nil)
+	// With the header, parameters included, the same writes go through.
+	r := httptest.NewRequest("PATCH", "/taskgate/accounts/acme", strings.NewReader(`{"name":"B"}`))
+	r.Header.Set("Content-Type", "application/json; charset=utf-8")
+	w := httptest.NewRecorder()
+	f.handler.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Errorf("PATCH with a charset: %d %s", w.Code, w.Body)
+	}
+	f.do("POST", "/taskgate/accounts/acme/keys", "", http.StatusCreated, nil)
+	f.do("POST", "/taskgate/accounts/acme/deliveries/msg_x/retry", "", http.StatusNotFound, nil)
 }
 
 func TestRoutes(t *testing.T) {
