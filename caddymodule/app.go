@@ -71,6 +71,11 @@ type App struct {
 	// MaxBody is the largest request body accepted, in bytes. Default: 4 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// BodyTimeout bounds the time a task request's body takes to arrive
+	// once the task API starts reading it; a client slower than that gets
+	// 408 REQUEST_TIMEOUT, and its connection is closed. Default: 30s.
+	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
+
 	// Accounts are the static accounts.
 	Accounts []AccountConfig `json:"accounts,omitempty"`
 
@@ -453,6 +458,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.MaxBody == 0 {
 		a.MaxBody = 4 << 20
 	}
+	if a.BodyTimeout == 0 {
+		a.BodyTimeout = caddy.Duration(api.DefaultBodyTimeout)
+	}
 	if err := validateOnStoreError(a.OnStoreError); err != nil {
 		return err
 	}
@@ -617,6 +625,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Service:        service,
 		Types:          byName,
 		MaxBody:        a.MaxBody,
+		BodyTimeout:    time.Duration(a.BodyTimeout),
 		SyncTimeout:    time.Duration(a.SyncTimeout),
 		Deliveries:     a.engine.deliveries,
 		WakeDeliveries: a.dispatcher.Wake,

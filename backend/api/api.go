@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -34,6 +35,9 @@ const (
 	MaxIdempotencyKey = 255
 )
 
+// DefaultBodyTimeout is the BodyTimeout of an API that sets none.
+const DefaultBodyTimeout = 30 * time.Second
+
 // API answers the client API.
 type API struct {
 	Service *task.Service
@@ -41,6 +45,9 @@ type API struct {
 	Types map[string]*task.Type
 	// MaxBody bounds request bodies.
 	MaxBody int64
+	// BodyTimeout bounds the time a request body takes to arrive, from the
+	// moment the API starts reading it. Zero is DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// SyncTimeout bounds how long a sync call waits.
 	SyncTimeout time.Duration
 	// Deliveries, when set, serves the deliveries API.
@@ -190,8 +197,9 @@ func decodeCreateBody(body []byte) (createBody, *apierr.Error) {
 	return in, nil
 }
 
-// readBody reads a JSON request body of at most MaxBody bytes and checks
-// that it is valid UTF-8, valid JSON and not nested too deep.
+// readBody reads a JSON request body of at most MaxBody bytes, which must
+// arrive within BodyTimeout, and checks that it is valid UTF-8, valid JSON
+// and not nested too deep.
 func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.Error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -202,7 +210,29 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.
 	if r.ContentLength > a.MaxBody {
 		return nil, tooLarge(a.MaxBody)
 	}
+	// A client that sends its body slowly, or never ends it, would hold
+	// its connection and a goroutine for as long as it likes.
+	timeout := a.BodyTimeout
+	if timeout <= 0 {
+		timeout = DefaultBodyTimeout
+	}
+	rc := http.NewResponseController(w)
+	deadline := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.MaxBody))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The rest of the body may still come, and the server would wait
+		// for it before answering, to use the connection again: the
+		// deadline stays, and the connection closes after the answer.
+		w.Header().Set("Connection", "close")
+		return nil, apierr.RequestTimeout
+	}
+	if deadline {
+		// The bound is for the body alone: lifted once it is in, so that
+		// nothing the server reads later (to notice a client that goes
+		// away during a sync call's wait) meets it. Go's HTTP/1 server
+		// lifts it too when the body ends.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
