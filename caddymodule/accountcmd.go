@@ -602,7 +602,8 @@ func cliAdminRequest(ctx context.Context, addr, method, uri string, body io.Read
 	if !na.IsUnixNetwork() {
 		req.Header.Set("Origin", origin)
 	}
-	if body != nil {
+	// The admin API refuses writes not said to be JSON, body or not.
+	if body != nil || method == http.MethodPost || method == http.MethodPatch || method == http.MethodPut {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")

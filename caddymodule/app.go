@@ -72,6 +72,11 @@ type App struct {
 	// MaxBody is the largest request body accepted, in bytes. Default: 4 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// BodyTimeout bounds the time a task request's body takes to arrive
+	// once the task API starts reading it; a client slower than that gets
+	// 408 REQUEST_TIMEOUT, and its connection is closed. Default: 30s.
+	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
+
 	// Accounts are the static accounts.
 	Accounts []AccountConfig `json:"accounts,omitempty"`
 
@@ -465,6 +470,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.MaxBody == 0 {
 		a.MaxBody = 4 << 20
 	}
+	if a.BodyTimeout == 0 {
+		a.BodyTimeout = caddy.Duration(api.DefaultBodyTimeout)
+	}
 	if err := validateOnStoreError(a.OnStoreError); err != nil {
 		return err
 	}
@@ -591,12 +599,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.runner = task.NewRunner(a.engine.store, a.engine.hub, a.sources, types, nil, a.logger.Named("runner"))
 	a.runner.Retention = time.Duration(a.Retention)
 	a.runner.KeepOrphans = a.engine.shared
+	a.runner.OnPanic = observeTaskPanic
 	egress.UserAgent, egress.Timeout = userAgent(), policy.Timeout
 	egress.Logger = a.logger.Named("webhooks")
 	a.sender = webhook.NewSender(egress)
 	opts := webhook.DispatcherOptions{
 		Logger:    a.logger.Named("webhooks"),
 		OnAttempt: observeAttempt,
+		OnPanic:   observeAttemptPanic,
 	}
 	if a.Webhooks != nil {
 		opts.PerURL = a.Webhooks.PerURL
@@ -635,6 +645,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Service:        service,
 		Types:          byName,
 		MaxBody:        a.MaxBody,
+		BodyTimeout:    time.Duration(a.BodyTimeout),
 		SyncTimeout:    time.Duration(a.SyncTimeout),
 		Deliveries:     a.engine.deliveries,
 		WakeDeliveries: a.dispatcher.Wake,

@@ -59,6 +59,7 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //		sync_timeout <duration>
 //		retention <duration>
 //		max_body <size>
+//		body_timeout <duration>
 //		account <id> {
 //			key_sha256 <hex>
 //			key <key or {env.VAR}>
@@ -163,6 +164,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "body_timeout":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			a.BodyTimeout = dur
 		case "account":
 			at := d.Token()
 			acct, err := parseAccount(d, &dests)

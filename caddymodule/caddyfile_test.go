@@ -122,6 +122,7 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"redis without URL", "storage redis", ":3", "redis://"},
 		{"bad duration", "retention soon", ":3", "duration"},
 		{"bad size", "max_body big", ":3", "size"},
+		{"bad body_timeout", "body_timeout 0s", ":3", "positive duration"},
 		{"bad retry", "webhooks {\nretry 1h 2s 24h\n}", ":4", "max delay"},
 		{"webhook to loopback", "account a {\nkey_sha256 " + key + "\nwebhook http://127.0.0.1:2019/stop\n}", ":5", "loopback address"},
 		{"webhook to metadata", "account a {\nkey_sha256 " + key + "\nwebhook http://169.254.169.254/ {\ntypes a/b\n}\n}", ":5", "link-local address"},
@@ -166,7 +167,7 @@ func FuzzCaddyfile(f *testing.F) {
 		"webhooks {\ntimeout 15s\nretry 2s 1h 24h\nproxy http://p:3128\n}",
 		"task_type a/b {\nsource http://127.0.0.1:9/x\ntimeout 2s\nconcurrency 4\noutput_key out\n}\naccount a {\nkey k\ntask_types a/b\n}",
 		"storage bolt x.db",
-		"max_body 4MiB\nretention 7d\nsync_timeout 50s",
+		"max_body 4MiB\nretention 7d\nsync_timeout 50s\nbody_timeout 30s",
 	} {
 		f.Add(s)
 	}

@@ -36,7 +36,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth, webhookAttempts, webhookDestinationsRefused, rateLimitDegraded} {
+	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth, webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered} {
 		err := reg.Register(c)
 		var already prometheus.AlreadyRegisteredError
 		if err != nil && !errors.As(err, &already) {
@@ -58,7 +58,7 @@ var (
 		Namespace: "taskgate",
 		Subsystem: "tasks",
 		Name:      "finished_total",
-		Help:      "Tasks that reached a terminal status, by task type and outcome (completed, rejected, source_down).",
+		Help:      "Tasks that reached a terminal status, by task type and outcome (completed, rejected, source_down, internal_error).",
 	}, []string{"task_type", "outcome"})
 	taskLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "taskgate",
@@ -141,8 +141,13 @@ func observeFinish(t *task.Task) {
 	outcome := string(t.Status)
 	if t.Status == task.Failed {
 		outcome = "rejected"
-		if t.Error != nil && *t.Error == task.SourceDown {
-			outcome = "source_down"
+		if t.Error != nil {
+			switch *t.Error {
+			case task.SourceDown:
+				outcome = "source_down"
+			case task.InternalError:
+				outcome = "internal_error"
+			}
 		}
 	}
 	tasksFinished.WithLabelValues(t.TypeName(), outcome).Inc()
@@ -150,3 +155,24 @@ func observeFinish(t *task.Task) {
 		taskLatency.WithLabelValues(t.TypeName()).Observe(t.CompletedAt.Sub(t.CreatedAt).Seconds())
 	}
 }
+
+// panicsRecovered counts the panics recovered while running a task
+// (component "runner") or making a webhook attempt ("webhooks"): each is a
+// bug, logged with its stack, that the node lived through. Both series
+// exist from the start, so that an alert on their increase sees the first.
+var panicsRecovered = func() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "taskgate",
+		Name:      "panics_recovered_total",
+		Help:      "Panics recovered while running a task (runner) or making a webhook attempt (webhooks).",
+	}, []string{"component"})
+	c.WithLabelValues("runner")
+	c.WithLabelValues("webhooks")
+	return c
+}()
+
+// observeTaskPanic counts a panic recovered while running a task.
+func observeTaskPanic(*task.Task) { panicsRecovered.WithLabelValues("runner").Inc() }
+
+// observeAttemptPanic counts a panic recovered during a webhook attempt.
+func observeAttemptPanic(*webhook.Delivery) { panicsRecovered.WithLabelValues("webhooks").Inc() }

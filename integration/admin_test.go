@@ -149,11 +149,12 @@ func (u adminUsage) byTaskType() map[string]usageCounts {
 }
 
 // adminCall sends a request to the admin API, with a JSON body unless body
-// is empty.
+// is empty; writes say they are JSON even without a body, as the admin API
+// requires.
 func adminCall(t *testing.T, s *server, method, path, body string) response {
 	t.Helper()
 	ct := ""
-	if body != "" {
+	if body != "" || method == http.MethodPost || method == http.MethodPatch || method == http.MethodPut {
 		ct = "application/json"
 	}
 	return s.admin(t, method, path, ct, []byte(body))
@@ -519,6 +520,9 @@ func testAdminAccounts(t *testing.T, storage string) {
 			{"burst without rate", http.MethodPost, "/taskgate/accounts", `{"name":"x","burst":5}`, "BAD_REQUEST", 400},
 			{"unknown field", http.MethodPost, "/taskgate/accounts", `{"name":"x","colour":"red"}`, "BAD_REQUEST", 400},
 			{"unknown nested field", http.MethodPost, "/taskgate/accounts", `{"name":"x","webhooks":[{"url":"https://example.com/h","colour":"red"}]}`, "BAD_REQUEST", 400},
+			{"a field's name in another case", http.MethodPost, "/taskgate/accounts", `{"NAME":"x"}`, "BAD_REQUEST", 400},
+			{"a nested field's name in another case", http.MethodPost, "/taskgate/accounts", `{"name":"x","webhooks":[{"URL":"https://example.com/h"}]}`, "BAD_REQUEST", 400},
+			{"PATCH a field's name in another case", http.MethodPatch, "/taskgate/accounts/acme", `{"Disabled":true}`, "BAD_REQUEST", 400},
 			{"malformed JSON", http.MethodPost, "/taskgate/accounts", `{"name":"x",`, "BAD_REQUEST", 400},
 			{"not an object", http.MethodPost, "/taskgate/accounts", `["x"]`, "BAD_REQUEST", 400},
 			{"two objects", http.MethodPost, "/taskgate/accounts", `{"name":"x"}{"name":"y"}`, "BAD_REQUEST", 400},
@@ -550,6 +554,14 @@ func testAdminAccounts(t *testing.T, storage string) {
 		}
 		r := s.admin(t, http.MethodPost, "/taskgate/accounts", "text/plain", []byte(`{"name":"x"}`))
 		wantError(t, r, http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE")
+		// Writes must say they are JSON, even without a body.
+		for _, rq := range []struct{ method, path, body string }{
+			{http.MethodPost, "/taskgate/accounts", `{"name":"x"}`},
+			{http.MethodPatch, "/taskgate/accounts/acme", `{"name":"x"}`},
+			{http.MethodPost, "/taskgate/accounts/acme/keys", ``},
+		} {
+			wantError(t, s.admin(t, rq.method, rq.path, "", []byte(rq.body)), http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE")
+		}
 		big := `{"name":"` + strings.Repeat("x", 1<<20) + `"}`
 		wantError(t, adminCall(t, s, http.MethodPost, "/taskgate/accounts", big), http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE")
 		// None of them changed acme.

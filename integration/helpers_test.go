@@ -467,6 +467,35 @@ func rawRequest(t *testing.T, addr string, raw []byte) int {
 	return code
 }
 
+// stalledBody sends, over a connection of its own to addr, a request that
+// announces a body of length bytes and sends only partial of it, then
+// reads the answer, waiting at most 10 s. It returns the answer and the
+// connection, left open for the caller, who closes it. It may run outside
+// the test's goroutine: it reports trouble as an error.
+func stalledBody(addr, method, target string, header http.Header, length int, partial string) (response, net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return response{}, nil, err
+	}
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return response{}, conn, err
+	}
+	var head strings.Builder
+	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", method, target, addr, length)
+	_ = header.Write(&head)
+	head.WriteString("\r\n")
+	if _, err := io.WriteString(conn, head.String()+partial); err != nil {
+		return response{}, conn, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return response{}, conn, fmt.Errorf("reading the answer: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: body}, conn, err
+}
+
 // metricLine matches a sample of the Prometheus text format.
 var metricLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)`)
 

@@ -438,6 +438,7 @@ taskgate {
 	storage %[1]s
 	max_body 1KiB
 	sync_timeout 1s
+	body_timeout 1s
 	account oa {
 		key key-oa
 		rate_limit 100000/s
@@ -591,6 +592,23 @@ taskgate {
 			}
 			do(call)
 		}
+	}
+	// A body that stops short of its Content-Length, on either endpoint.
+	for _, mode := range []string{async, sync} {
+		partial := `{"task_id":"t-slow","group_id":"g","da`
+		r, conn, err := stalledBody(fmt.Sprintf("127.0.0.1:%d", port), "POST", mode+"oa/pan", oa(), 100, partial)
+		if conn != nil {
+			conn.Close()
+		}
+		if err != nil {
+			t.Fatalf("%s: a stalled body: %v", mode, err)
+		}
+		call := apiCall{name: mode + ": a body that stops short", method: "POST", target: mode + "oa/pan", header: oa(),
+			body: partial, status: 408, code: "REQUEST_TIMEOUT"}
+		if r.status != call.status {
+			t.Fatalf("%s: status %d, want %d (body %s)", call.name, r.status, call.status, r.body)
+		}
+		c.validate(t, call, r)
 	}
 	for _, call := range []apiCall{
 		{name: "GET without an id", target: "/v3/tasks", fits: true, status: 400, code: "BAD_REQUEST"},

@@ -3,8 +3,10 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -1279,6 +1281,10 @@ taskgate {
 		{"string body", "POST", create, nil, strings.NewReader(`"task"`), 400, "BAD_REQUEST"},
 		{"null body", "POST", create, nil, strings.NewReader(`null`), 422, "UNPROCESSABLE_ENTITY"},
 		{"number task_id", "POST", create, nil, strings.NewReader(`{"task_id":1,"group_id":"g","data":{}}`), 400, "BAD_REQUEST"},
+		{"task_id in upper case", "POST", create, nil, strings.NewReader(`{"TASK_ID":"t","group_id":"g","data":{}}`), 400, "BAD_REQUEST"},
+		{"data in another case", "POST", create, nil, strings.NewReader(`{"task_id":"t","group_id":"g","Data":{}}`), 400, "BAD_REQUEST"},
+		{"group_id twice, in two cases", "POST", create, nil, strings.NewReader(`{"task_id":"t","group_id":"g","Group_ID":"h","data":{}}`), 400, "BAD_REQUEST"},
+		{"unknown keys are ignored", "POST", create, nil, strings.NewReader(`{"task_id":"t","group_id":"g","data":{"TASK_ID":1},"colour":"red"}`), 202, ""},
 		{"data array", "POST", create, nil, strings.NewReader(`{"task_id":"t","group_id":"g","data":[]}`), 422, "UNPROCESSABLE_ENTITY"},
 		{"data string", "POST", create, nil, strings.NewReader(`{"task_id":"t","group_id":"g","data":"{}"}`), 422, "UNPROCESSABLE_ENTITY"},
 		{"data null", "POST", create, nil, strings.NewReader(`{"task_id":"t","group_id":"g","data":null}`), 422, "UNPROCESSABLE_ENTITY"},
@@ -1340,6 +1346,83 @@ taskgate {
 	id := c.createAsync(t, "bad/input", "after", "g", `{}`)
 	if o := c.waitTerminal(t, id); o.Status != "completed" {
 		t.Errorf("after the bad input: %s", o.raw)
+	}
+}
+
+// TestTaskSlowBody sends, over a raw connection, a create whose body stops
+// short of its Content-Length: with body_timeout 1s it is answered 408
+// REQUEST_TIMEOUT within a few seconds, and the connection is closed,
+// while other requests are served meanwhile.
+func TestTaskSlowBody(t *testing.T) {
+	t.Parallel()
+	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
+		answerJSON(w, http.StatusOK, `{"status":"id_found"}`)
+	})
+	port := freePort(t)
+	s := startServer(t, config{
+		Global: fmt.Sprintf(`
+taskgate {
+	body_timeout 1s
+	account slow {
+		key key-slow
+		rate_limit 1000/s
+	}
+	task_type slow/body {
+		source %s/body
+	}
+}`, src.url),
+		Sites: taskSite(port),
+	})
+	c := taskClient{s: s, port: port, auth: creds("slow", "key-slow")}
+
+	type answer struct {
+		r    response
+		conn net.Conn
+		err  error
+	}
+	answered := make(chan answer, 1)
+	start := time.Now()
+	go func() {
+		r, conn, err := stalledBody(fmt.Sprintf("127.0.0.1:%d", port), http.MethodPost, "/v3/tasks/async/slow/body",
+			c.header(nil), 100, `{"task_id":"slow","group_id":"g","da`)
+		answered <- answer{r, conn, err}
+	}()
+
+	// Served meanwhile.
+	id := c.createAsync(t, "slow/body", "other", "g", `{}`)
+	if o := c.waitTerminal(t, id); o.Status != "completed" {
+		t.Errorf("a task created while a body is stalled: %s", o.raw)
+	}
+
+	var a answer
+	select {
+	case a = <-answered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no answer to the stalled body within 15s")
+	}
+	if a.conn != nil {
+		defer a.conn.Close()
+	}
+	if a.err != nil {
+		t.Fatalf("the stalled body: %v", a.err)
+	}
+	conn := a.conn
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the stalled body was answered after %v, want about 1s", took)
+	}
+	wantError(t, a.r, http.StatusRequestTimeout, "REQUEST_TIMEOUT")
+	// The rest of the body is no request of its own: the connection is
+	// closed.
+	_, _ = io.WriteString(conn, strings.Repeat(" ", 64))
+	if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var ne net.Error
+	if n, err := conn.Read(make([]byte, 1)); err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Errorf("the connection stayed open after the 408: %d bytes, %v", n, err)
+	}
+	if !s.alive() {
+		t.Fatal("taskgate exited")
 	}
 }
 

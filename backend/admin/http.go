@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/internal/jsonkey"
 	"github.com/taskgate/taskgate/backend/usage"
 )
 
@@ -39,6 +42,9 @@ func (o *Optional[T]) UnmarshalJSON(b []byte) error {
 	return decodeStrict(b, &o.Value)
 }
 
+// decodeStrict decodes b into v, refusing unknown fields: a key that
+// names a field only when case is ignored is unknown too (encoding/json
+// would take it for the field).
 func decodeStrict(b []byte, v any) error {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
@@ -47,6 +53,10 @@ func decodeStrict(b []byte, v any) error {
 	}
 	if _, err := d.Token(); err != io.EOF {
 		return errors.New("unexpected data after the JSON value")
+	}
+	var caseErr *jsonkey.CaseError
+	if err := jsonkey.For(reflect.TypeOf(v)).Check(b); errors.As(err, &caseErr) {
+		return fmt.Errorf("json: unknown field %q (keys are case-sensitive: %q)", caseErr.Key, caseErr.Field)
 	}
 	return nil
 }
@@ -142,6 +152,10 @@ func (h *Handler) client(w http.ResponseWriter, r *http.Request, id string, rest
 	}
 	if _, _, err := h.Service.Account(r.Context(), id); err != nil {
 		writeError(w, err)
+		return
+	}
+	// The one write among these routes: a retry, which has no body.
+	if r.Method == http.MethodPost && len(rest) == 3 && rest[2] == "retry" && !requireJSON(w, r) {
 		return
 	}
 	r2 := r.Clone(r.Context())
@@ -288,10 +302,27 @@ func (h *Handler) answer(w http.ResponseWriter, rec *account.Record, err error) 
 	apierr.WriteJSON(w, http.StatusOK, h.recordView(rec, h.Service.now()))
 }
 
+// requireJSON answers 415 and returns false unless r says its body is
+// application/json. Every write (POST, PATCH, PUT) must say so, even
+// without a body: a web page can make a browser send a cross-site POST
+// with a form's content type, or none, without asking first (no CORS
+// preflight), but not one with application/json.
+func requireJSON(w http.ResponseWriter, r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		apierr.Write(w, apierr.UnsupportedMedia)
+		return false
+	}
+	return true
+}
+
 // readBody decodes a JSON body into v, refusing unknown fields; an empty
 // body is allowed when optional. It answers and returns false when the
-// body is not acceptable.
+// body is not acceptable, or not said to be JSON (requireJSON).
 func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
+	if !requireJSON(w, r) {
+		return false
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -308,12 +339,6 @@ func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool
 		}
 		apierr.Write(w, apierr.BadRequest("a JSON object is required"))
 		return false
-	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			apierr.Write(w, apierr.UnsupportedMedia)
-			return false
-		}
 	}
 	if err := decodeStrict(body, v); err != nil {
 		apierr.Write(w, apierr.BadRequest("the body must be a JSON object: "+jsonProblem(err)))

@@ -65,6 +65,9 @@ func (f *fixture) do(method, path, body string, wantStatus int, out any) map[str
 		r = httptest.NewRequest(method, path, nil)
 	} else {
 		r = httptest.NewRequest(method, path, strings.NewReader(body))
+	}
+	// As every client must: writes say they are JSON, even without a body.
+	if body != "" || method == "POST" || method == "PATCH" || method == "PUT" {
 		r.Header.Set("Content-Type", "application/json")
 	}
 	w := httptest.NewRecorder()
@@ -177,6 +180,9 @@ func TestCreateRefuses(t *testing.T) {
 		{`{"name":"x","webhooks":[{"url":"http://[::ffff:169.254.169.254]/"}]}`, 400, "BAD_REQUEST"},
 		{`{"name":"x","failure_webhook":"http://localhost/f"}`, 400, "BAD_REQUEST"},
 		{`{"name":"x","unknown":1}`, 400, "BAD_REQUEST"},
+		{`{"NAME":"x"}`, 400, "BAD_REQUEST"},
+		{`{"name":"x","Rate_Limit":"5/s"}`, 400, "BAD_REQUEST"},
+		{`{"name":"x","webhooks":[{"URL":"http://h/x"}]}`, 400, "BAD_REQUEST"},
 		{`{"name":"x","disabled":true}`, 400, "BAD_REQUEST"},
 		{`{"name":"x\u0000"}`, 400, "BAD_REQUEST"},
 		{`{"name":`, 400, "BAD_REQUEST"},
@@ -187,6 +193,23 @@ func TestCreateRefuses(t *testing.T) {
 		if got["error"] != tc.code || got["message"] == "" {
 			t.Errorf("POST %s: %v, want %s with a message", tc.body, got, tc.code)
 		}
+	}
+	// A key that is a field's name only when case is ignored is unknown,
+	// whatever the level, and named as such.
+	for _, tc := range []struct{ method, path, body, key string }{
+		{"POST", "/taskgate/accounts", `{"Name":"x"}`, "Name"},
+		{"POST", "/taskgate/accounts", `{"name":"x","webhooks":[{"url":"http://h/x","Secret":"s"}]}`, "Secret"},
+		{"PATCH", "/taskgate/accounts/acme", `{"DISABLED":true}`, "DISABLED"},
+		{"PATCH", "/taskgate/accounts/acme", `{"name":"y","naMe":"z"}`, "naMe"},
+		{"POST", "/taskgate/accounts/acme/keys", `{"Expire_Others_In":"0s"}`, "Expire_Others_In"},
+	} {
+		got := f.do(tc.method, tc.path, tc.body, 400, nil)
+		if msg, _ := got["message"].(string); got["error"] != "BAD_REQUEST" || !strings.Contains(msg, `unknown field "`+tc.key+`"`) {
+			t.Errorf("%s %s %s: %v, want BAD_REQUEST naming %q as an unknown field", tc.method, tc.path, tc.body, got, tc.key)
+		}
+	}
+	if a := f.do("GET", "/taskgate/accounts/acme", "", 200, nil); a["name"] != "A" || a["disabled"] != false {
+		t.Errorf("refused changes changed the account: %v", a)
 	}
 	// Not JSON.
 	r := httptest.NewRequest("POST", "/taskgate/accounts", strings.NewReader("name=x"))
@@ -348,6 +371,50 @@ func TestUsage(t *testing.T) {
 	f.do("GET", "/taskgate/accounts/acme/usage?from=2026-11-26&to=2026-11-25", "", http.StatusBadRequest, nil)
 	f.do("GET", "/taskgate/accounts/acme/usage?from=2020-01-01&to=2026-11-25", "", http.StatusBadRequest, nil)
 	f.do("GET", "/taskgate/accounts/nobody/usage", "", http.StatusNotFound, nil)
+}
+
+// TestWritesMustBeJSON checks that every write without Content-Type
+// application/json is refused with 415 before anything changes, body or
+// not, while reads need no Content-Type.
+func TestWritesMustBeJSON(t *testing.T) {
+	f := newFixture(t)
+	f.do("POST", "/taskgate/accounts", `{"id":"acme","name":"A"}`, http.StatusCreated, nil)
+	f.handler.Client = &api.API{Service: task.NewService(f.store, task.NewHub(), nil, nil), MaxBody: 1 << 20, Deliveries: f.store}
+	for _, rq := range []struct{ method, path, body string }{
+		{"POST", "/taskgate/accounts", `{"id":"other","name":"O"}`},
+		{"PATCH", "/taskgate/accounts/acme", `{"disabled":true}`},
+		{"POST", "/taskgate/accounts/acme/keys", ``},
+		{"POST", "/taskgate/accounts/acme/keys", `{"expire_others_in":"0s"}`},
+		{"POST", "/taskgate/accounts/acme/deliveries/msg_x/retry", ``},
+	} {
+		for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "application/jsonx", "application/merge-patch+json", "multipart/form-data; boundary=x"} {
+			r := httptest.NewRequest(rq.method, rq.path, strings.NewReader(rq.body))
+			if ct != "" {
+				r.Header.Set("Content-Type", ct)
+			}
+			w := httptest.NewRecorder()
+			f.handler.ServeHTTP(w, r)
+			var e struct{ Error, Message string }
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || w.Code != http.StatusUnsupportedMediaType || e.Error != "UNSUPPORTED_MEDIA_TYPE" {
+				t.Errorf("%s %s with Content-Type %q: %d %s, want 415 UNSUPPORTED_MEDIA_TYPE", rq.method, rq.path, ct, w.Code, w.Body)
+			}
+		}
+	}
+	a := f.do("GET", "/taskgate/accounts/acme", "", 200, nil)
+	if a["disabled"] != false || len(a["keys"].([]any)) != 1 {
+		t.Errorf("refused writes changed the account: %v", a)
+	}
+	f.do("GET", "/taskgate/accounts/other", "", 404, nil)
+	// With the header, parameters included, the same writes go through.
+	r := httptest.NewRequest("PATCH", "/taskgate/accounts/acme", strings.NewReader(`{"name":"B"}`))
+	r.Header.Set("Content-Type", "application/json; charset=utf-8")
+	w := httptest.NewRecorder()
+	f.handler.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Errorf("PATCH with a charset: %d %s", w.Code, w.Body)
+	}
+	f.do("POST", "/taskgate/accounts/acme/keys", "", http.StatusCreated, nil)
+	f.do("POST", "/taskgate/accounts/acme/deliveries/msg_x/retry", "", http.StatusNotFound, nil)
 }
 
 func TestRoutes(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/internal/jsonkey"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -32,6 +35,9 @@ const (
 	MaxIdempotencyKey = 255
 )
 
+// DefaultBodyTimeout is the BodyTimeout of an API that sets none.
+const DefaultBodyTimeout = 30 * time.Second
+
 // API answers the client API.
 type API struct {
 	Service *task.Service
@@ -39,6 +45,9 @@ type API struct {
 	Types map[string]*task.Type
 	// MaxBody bounds request bodies.
 	MaxBody int64
+	// BodyTimeout bounds the time a request body takes to arrive, from the
+	// moment the API starts reading it. Zero is DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// SyncTimeout bounds how long a sync call waits.
 	SyncTimeout time.Duration
 	// Deliveries, when set, serves the deliveries API.
@@ -117,21 +126,9 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 		apierr.Write(w, apiErr)
 		return
 	}
-	var in createBody
-	if err := json.Unmarshal(body, &in); err != nil {
-		apierr.Write(w, apierr.BadRequest("the body must be a JSON object: "+jsonProblem(err)))
-		return
-	}
-	if e := validateID("task_id", in.TaskID); e != nil {
+	in, e := decodeCreateBody(body)
+	if e != nil {
 		apierr.Write(w, e)
-		return
-	}
-	if e := validateID("group_id", in.GroupID); e != nil {
-		apierr.Write(w, e)
-		return
-	}
-	if len(in.Data) == 0 || in.Data[0] != '{' {
-		apierr.Write(w, apierr.Unprocessable("data must be a JSON object"))
 		return
 	}
 	key, e := idempotencyKey(r)
@@ -173,8 +170,36 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 	apierr.WriteJSON(w, http.StatusOK, t.View())
 }
 
-// readBody reads a JSON request body of at most MaxBody bytes and checks
-// that it is valid UTF-8, valid JSON and not nested too deep.
+// createKeys are the exact keys of a create body. Other keys are ignored,
+// but not a key that differs from one of these only in case:
+// encoding/json would take it for the field.
+var createKeys = jsonkey.For(reflect.TypeFor[createBody]())
+
+// decodeCreateBody decodes and checks the body of a create call, once
+// readBody has read it.
+func decodeCreateBody(body []byte) (createBody, *apierr.Error) {
+	var in createBody
+	if err := createKeys.Check(body); err != nil {
+		return in, apierr.BadRequest(err.Error())
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		return in, apierr.BadRequest("the body must be a JSON object: " + jsonProblem(err))
+	}
+	if e := validateID("task_id", in.TaskID); e != nil {
+		return in, e
+	}
+	if e := validateID("group_id", in.GroupID); e != nil {
+		return in, e
+	}
+	if len(in.Data) == 0 || in.Data[0] != '{' {
+		return in, apierr.Unprocessable("data must be a JSON object")
+	}
+	return in, nil
+}
+
+// readBody reads a JSON request body of at most MaxBody bytes, which must
+// arrive within BodyTimeout, and checks that it is valid UTF-8, valid JSON
+// and not nested too deep.
 func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.Error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -185,7 +210,29 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.
 	if r.ContentLength > a.MaxBody {
 		return nil, tooLarge(a.MaxBody)
 	}
+	// A client that sends its body slowly, or never ends it, would hold
+	// its connection and a goroutine for as long as it likes.
+	timeout := a.BodyTimeout
+	if timeout <= 0 {
+		timeout = DefaultBodyTimeout
+	}
+	rc := http.NewResponseController(w)
+	deadline := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.MaxBody))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The rest of the body may still come, and the server would wait
+		// for it before answering, to use the connection again: the
+		// deadline stays, and the connection closes after the answer.
+		w.Header().Set("Connection", "close")
+		return nil, apierr.RequestTimeout
+	}
+	if deadline {
+		// The bound is for the body alone: lifted once it is in, so that
+		// nothing the server reads later (to notice a client that goes
+		// away during a sync call's wait) meets it. Go's HTTP/1 server
+		// lifts it too when the body ends.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -193,15 +240,24 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.
 		}
 		return nil, apierr.BadRequest("the request body could not be read")
 	}
-	if !utf8.Valid(body) {
-		return nil, apierr.BadRequest("the body is not valid UTF-8")
-	}
-	if depth, ok := jsonDepth(body); !ok {
-		return nil, apierr.BadRequest("the body is not valid JSON")
-	} else if depth > MaxDepth {
-		return nil, apierr.BadRequest("the body is nested deeper than " + strconv.Itoa(MaxDepth) + " levels")
+	if e := checkJSON(body); e != nil {
+		return nil, e
 	}
 	return body, nil
+}
+
+// checkJSON checks that body is valid UTF-8, one valid JSON value, and not
+// nested too deep.
+func checkJSON(body []byte) *apierr.Error {
+	if !utf8.Valid(body) {
+		return apierr.BadRequest("the body is not valid UTF-8")
+	}
+	if depth, ok := jsonDepth(body); !ok {
+		return apierr.BadRequest("the body is not valid JSON")
+	} else if depth > MaxDepth {
+		return apierr.BadRequest("the body is nested deeper than " + strconv.Itoa(MaxDepth) + " levels")
+	}
+	return nil
 }
 
 func tooLarge(limit int64) *apierr.Error {

@@ -1,8 +1,11 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -22,7 +25,7 @@ type fixture struct {
 	queued chan string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	store := memory.New()
 	t.Cleanup(func() { _ = store.Close() })
@@ -193,6 +196,40 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestKeysAreCaseSensitive checks that a key differing from a known one
+// only in case is refused, naming it, while unknown keys are ignored and
+// the keys inside data are the client's.
+func TestKeysAreCaseSensitive(t *testing.T) {
+	f := newFixture(t)
+	const path = "/v3/tasks/async/verify_with_source/ind_pan"
+	for _, body := range []string{
+		`{"TASK_ID":"t","group_id":"g","data":{}}`,
+		`{"task_id":"t","Group_Id":"g","data":{}}`,
+		`{"task_id":"t","group_id":"g","Data":{}}`,
+		`{"task_id":"t","group_id":"g","data":{},"TASK_ID":"u"}`,
+		`{"taſk_id":"t","group_id":"g","data":{}}`,
+		`{"\u0054ASK_ID":"t","group_id":"g","data":{}}`,
+	} {
+		w := f.do(t, acme, "POST", path, body)
+		wantError(t, w, 400, "BAD_REQUEST")
+		if e := decode[struct{ Message string }](t, w); !strings.Contains(e.Message, "case") {
+			t.Errorf("%s: message %q does not say why", body, e.Message)
+		}
+	}
+	if w := f.do(t, acme, "POST", path, `{"TASK_ID":"t","group_id":"g","data":{}}`); !strings.Contains(w.Body.String(), `\"TASK_ID\"`) {
+		t.Errorf("the message does not name the key: %s", w.Body)
+	}
+	for _, body := range []string{
+		`{"task_id":"t","group_id":"g","data":{"TASK_ID":1,"Data":2}}`,
+		`{"task_id":"t","group_id":"g","data":{},"colour":"red"}`,
+		`{"task\u005fid":"t","group_id":"g","data":{}}`,
+	} {
+		if w := f.do(t, acme, "POST", path, body); w.Code != http.StatusAccepted {
+			t.Errorf("%s: %d %s, want 202", body, w.Code, w.Body)
+		}
+	}
+}
+
 func TestTooLargeIsNotReadWhole(t *testing.T) {
 	f := newFixture(t)
 	for _, length := range []int64{1 << 20, -1} {
@@ -205,6 +242,86 @@ func TestTooLargeIsNotReadWhole(t *testing.T) {
 		if body.n > 64<<10 {
 			t.Fatalf("content length %d: read %d bytes of a refused body", length, body.n)
 		}
+	}
+}
+
+// TestSlowBodyTimesOut sends a create whose body never ends over a real
+// connection: it is answered 408 REQUEST_TIMEOUT once BodyTimeout has
+// passed, while other requests are served meanwhile.
+func TestSlowBodyTimesOut(t *testing.T) {
+	f := newFixture(t)
+	f.api.BodyTimeout = 200 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { f.api.Serve(w, r, acme) }))
+	t.Cleanup(srv.Close)
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, "POST /v3/tasks/async/verify_with_source/ind_pan HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"task_id\":"); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Error(err)
+			close(answered)
+			return
+		}
+		answered <- resp
+	}()
+	// Served meanwhile.
+	resp, err := http.Post(srv.URL+"/v3/tasks/async/verify_with_source/ind_pan", "application/json", strings.NewReader(panBody))
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("another create while one body is stalled: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+
+	select {
+	case resp, ok := <-answered:
+		if !ok {
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var e struct{ Error, Message string }
+		if resp.StatusCode != http.StatusRequestTimeout || json.Unmarshal(body, &e) != nil || e.Error != "REQUEST_TIMEOUT" || e.Message == "" {
+			t.Fatalf("stalled body answered %d %s, want 408 REQUEST_TIMEOUT", resp.StatusCode, body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to a stalled body within 10s")
+	}
+}
+
+// TestBodyTimeoutIsLiftedOnceTheBodyIsIn checks that a sync call waits its
+// whole sync timeout although that is longer than the body timeout: the
+// request is not taken for one whose client went away.
+func TestBodyTimeoutIsLiftedOnceTheBodyIsIn(t *testing.T) {
+	f := newFixture(t)
+	f.api.BodyTimeout = 20 * time.Millisecond
+	f.api.SyncTimeout = 300 * time.Millisecond
+	ended := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.api.Serve(w, r, acme)
+		ended <- r.Context().Err()
+	}))
+	t.Cleanup(srv.Close)
+	resp, err := http.Post(srv.URL+"/v3/tasks/sync/verify_with_source/ind_pan", "application/json", strings.NewReader(panBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(body), `"TIMEOUT"`) {
+		t.Fatalf("sync call: %d %s, want 504 TIMEOUT after the sync timeout", resp.StatusCode, body)
+	}
+	if err := <-ended; err != nil {
+		t.Fatalf("the request's context ended during the wait: %v", err)
 	}
 }
 

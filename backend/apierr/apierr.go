@@ -59,6 +59,7 @@ var (
 	NotFound            = &Error{http.StatusNotFound, "NOT_FOUND", "no such resource"}
 	MethodNotAllowed    = &Error{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "this method is not allowed on this resource"}
 	PayloadTooLarge     = &Error{http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", "the request body is too large"}
+	RequestTimeout      = &Error{http.StatusRequestTimeout, "REQUEST_TIMEOUT", "the request body did not arrive in time"}
 	UnsupportedMedia    = &Error{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "the request body must be application/json"}
 	StorageUnavailable  = &Error{http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE", "the task store is unavailable; retry later"}
 	IdempotencyMismatch = &Error{http.StatusUnprocessableEntity, "IDEMPOTENCY_MISMATCH", "this Idempotency-Key was used with a different request"}

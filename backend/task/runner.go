@@ -48,8 +48,18 @@ type Runner struct {
 	// node that does not know a type (yet) must not fail the tasks that
 	// others run.
 	KeepOrphans bool
+	// MaxAttempts bounds how many times a task is handed to a worker. A
+	// task claimed once more than that has been cut short every time (its
+	// node crashed, or stopped, or could not store the end): it is ended
+	// as failed (InternalError) instead of being run again, so that a task
+	// that takes its node down cannot take every node down in turn,
+	// forever. Default DefaultMaxAttempts; zero or less leaves it unbounded.
+	MaxAttempts int
 	// OnFinish, when set, is called after each task ends (for metrics).
 	OnFinish func(t *Task, took time.Duration)
+	// OnPanic, when set, is called after a panic while running a task was
+	// recovered (for metrics).
+	OnPanic func(t *Task)
 	// Deliveries, when set, returns the webhook deliveries of a task that
 	// just ended; they are stored with its end, in one transaction.
 	Deliveries func(t *Task) []*webhook.Delivery
@@ -67,10 +77,11 @@ func NewRunner(store Store, hub *Hub, caller Caller, types []*Type, now func() t
 	}
 	r := &Runner{
 		store: store, hub: hub, caller: caller, now: now, logger: logger,
-		types:   make(map[string]*Type, len(types)),
-		wakeups: make(map[string]chan struct{}, len(types)),
-		Lease:   DefaultLease,
-		Poll:    time.Second,
+		types:       make(map[string]*Type, len(types)),
+		wakeups:     make(map[string]chan struct{}, len(types)),
+		Lease:       DefaultLease,
+		Poll:        time.Second,
+		MaxAttempts: DefaultMaxAttempts,
 	}
 	for _, t := range types {
 		r.types[t.Name()] = t
@@ -81,6 +92,10 @@ func NewRunner(store Store, hub *Hub, caller Caller, types []*Type, now func() t
 
 // DefaultLease is the lease of a claimed task.
 const DefaultLease = 15 * time.Second
+
+// DefaultMaxAttempts is the default MaxAttempts: more than the restarts
+// and rescues a task may live through in normal operation.
+const DefaultMaxAttempts = 5
 
 // Wake tells the producer of a type that a task was queued.
 func (r *Runner) Wake(taskType string) {
@@ -160,20 +175,49 @@ func (r *Runner) produce(ctx context.Context, typ *Type, leases *lease.Keeper) {
 }
 
 // execute calls the task's source and stores the outcome.
+//
+// A panic on the way does not take the node down: in the source call or
+// the Deliveries hook, it is recovered, logged with its stack, and the
+// task ends as failed with InternalError and a message that tells nothing
+// of the cause; in OnFinish, after the end is stored, it is only logged.
+// A panic while storing the end leaves the task leased, to be run again
+// once its lease ends, as a store error does; MaxAttempts bounds that. In
+// every case the worker goes on with the next task.
 func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.panicked(t, "storing its end; it runs again when its lease ends", v)
+		}
+	}()
 	start := r.now()
-	out := r.caller.Call(ctx, typ.Source, typ.Timeout, source.Request{
-		RequestID: t.RequestID,
-		TaskID:    t.TaskID,
-		GroupID:   t.GroupID,
-		Action:    t.Action,
-		Type:      t.Type,
-		Data:      t.Data,
-	})
 	// The outcome is stored even when the runner is stopping: the source
 	// has answered, and running the task again would call it twice.
 	storeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	if r.MaxAttempts > 0 && t.Attempts > r.MaxAttempts {
+		r.logger.Error("a task was handed to workers more times than max attempts, and never ended; it fails as "+InternalError,
+			zap.String("request_id", t.RequestID),
+			zap.String("task_type", t.TypeName()),
+			zap.Int("attempts", t.Attempts))
+		failInternal(t, r.now().UTC())
+		r.complete(storeCtx, t, start)
+		return
+	}
+	var out source.Outcome
+	if r.guard(t, "calling the source; it fails as "+InternalError, func() {
+		out = r.caller.Call(ctx, typ.Source, typ.Timeout, source.Request{
+			RequestID: t.RequestID,
+			TaskID:    t.TaskID,
+			GroupID:   t.GroupID,
+			Action:    t.Action,
+			Type:      t.Type,
+			Data:      t.Data,
+		})
+	}) {
+		failInternal(t, r.now().UTC())
+		r.complete(storeCtx, t, start)
+		return
+	}
 	if out.Kind == source.Canceled {
 		if err := r.store.Release(storeCtx, []*Task{t}); err != nil {
 			r.logger.Warn("releasing task; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
@@ -183,13 +227,54 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 	r.finish(storeCtx, typ, t, out, start)
 }
 
+// guard runs f, recovering a panic in it: the panic is logged with the
+// task and the stack, and counted. It tells whether f panicked.
+func (r *Runner) guard(t *Task, during string, f func()) (panicked bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = true
+			r.panicked(t, during, v)
+		}
+	}()
+	f()
+	return false
+}
+
+// panicked reports a recovered panic: called from the deferred function
+// that recovered it, so that the stack logged is the panic's.
+func (r *Runner) panicked(t *Task, what string, v any) {
+	r.logger.Error("panic while running a task: "+what,
+		zap.String("request_id", t.RequestID),
+		zap.String("task_type", t.TypeName()),
+		zap.Int("attempts", t.Attempts),
+		zap.Any("panic", v),
+		zap.Stack("stack"))
+	if r.OnPanic != nil {
+		r.OnPanic(t)
+	}
+}
+
 // finish ends a claimed task with the outcome and stores it, with its
 // webhook deliveries.
 func (r *Runner) finish(ctx context.Context, typ *Type, t *Task, out source.Outcome, start time.Time) {
 	applyOutcome(t, typ, out, r.now().UTC())
+	r.complete(ctx, t, start)
+}
+
+// complete stores the end of t, a claimed task made terminal, with its
+// webhook deliveries, and tells waiters and OnFinish.
+func (r *Runner) complete(ctx context.Context, t *Task, start time.Time) {
 	var deliveries []*webhook.Delivery
 	if r.Deliveries != nil {
-		deliveries = r.Deliveries(t)
+		if r.guard(t, "listing its webhook deliveries; it fails as "+InternalError, func() { deliveries = r.Deliveries(t) }) {
+			// The webhooks are told of the failure, unless listing them
+			// fails again.
+			failInternal(t, r.now().UTC())
+			deliveries = nil
+			if r.guard(t, "listing the webhook deliveries of its failure; it has none", func() { deliveries = r.Deliveries(t) }) {
+				deliveries = nil
+			}
+		}
 	}
 	// A store out of reach for a moment should not cost the source a
 	// second call: try again within ctx (the caller bounds it).
@@ -219,7 +304,8 @@ func (r *Runner) finish(ctx context.Context, typ *Type, t *Task, out source.Outc
 	}
 	r.hub.Notify(t.RequestID)
 	if r.OnFinish != nil {
-		r.OnFinish(t, r.now().Sub(start))
+		// The end is stored: a panic here changes nothing of it.
+		r.guard(t, "in OnFinish, after its end was stored", func() { r.OnFinish(t, r.now().Sub(start)) })
 	}
 }
 
@@ -266,6 +352,24 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 
 // SourceDown is the error of a task whose source failed.
 const SourceDown = "SOURCE_DOWN"
+
+// InternalError is the error of a task that taskgate itself could not run:
+// a panic while running it, or more than MaxAttempts claims. Its message
+// is InternalMessage, which tells the client nothing of the cause; the
+// node's log has it.
+const InternalError = "INTERNAL_ERROR"
+
+// InternalMessage is the message of a task that failed with InternalError.
+const InternalMessage = "the task could not be run"
+
+// failInternal makes t terminal as failed with InternalError. The source's
+// answer, if any, is dropped: it may be what could not be handled.
+func failInternal(t *Task, now time.Time) {
+	t.CompletedAt = &now
+	t.Status = Failed
+	t.Result = nil
+	t.Error, t.Message = ptr(InternalError), ptr(InternalMessage)
+}
 
 // applyOutcome makes t terminal according to its source's answer.
 func applyOutcome(t *Task, typ *Type, out source.Outcome, now time.Time) {

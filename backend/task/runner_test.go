@@ -4,10 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/storage/memory"
@@ -394,5 +399,225 @@ func TestRunnerStoresAnOutcomeThroughAShortStoreOutage(t *testing.T) {
 	}
 	if n := src.calls.Load(); n != 1 {
 		t.Fatalf("source called %d times, want once: the outcome is stored, not the task run again", n)
+	}
+}
+
+// startRunner runs r until the test ends.
+func startRunner(t *testing.T, r *task.Runner) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("the runner did not stop")
+		}
+	})
+}
+
+// wantInternalError checks that tk ended failed with INTERNAL_ERROR and a
+// message that tells nothing of the cause.
+func wantInternalError(t *testing.T, tk *task.Task) {
+	t.Helper()
+	if tk.Status != task.Failed || tk.Error == nil || *tk.Error != task.InternalError ||
+		tk.Message == nil || *tk.Message != task.InternalMessage || tk.Result != nil || tk.CompletedAt == nil {
+		t.Errorf("task %+v (error %v, message %v), want failed with %s", tk, tk.Error, tk.Message, task.InternalError)
+	}
+	if tk.Message != nil && strings.Contains(*tk.Message, "boom") {
+		t.Errorf("message %q tells the panic", *tk.Message)
+	}
+}
+
+func TestRunnerFailsATaskWhoseSourcePanicsAndGoesOn(t *testing.T) {
+	src := &fakeSource{answer: func(_ context.Context, req source.Request) source.Outcome {
+		if req.TaskID == "poison" {
+			panic("boom")
+		}
+		return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{"status":"id_found"}`)}
+	}}
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: 1, OutputKey: "pan_output"}
+	if err := typ.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.ErrorLevel)
+	hub := task.NewHub()
+	r := task.NewRunner(mem, hub, src, []*task.Type{typ}, nil, zap.New(core))
+	panics := make(chan string, 10)
+	r.OnPanic = func(t *task.Task) { panics <- t.RequestID }
+	svc := task.NewService(mem, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })
+	startRunner(t, r)
+
+	create := func(taskID string) string {
+		tk, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "acme", Type: typ, TaskID: taskID, GroupID: "g", Data: []byte(`{}`), Async: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk.RequestID
+	}
+	wait := func(id string) *task.Task {
+		tk, err := svc.Wait(context.Background(), "acme", id, 10*time.Second)
+		if err != nil || !tk.Status.Terminal() {
+			t.Fatalf("task %s: %+v, %v; want it ended", id, tk, err)
+		}
+		return tk
+	}
+	// One worker: the task after the poison one runs only if the worker
+	// survives it.
+	poison, next := create("poison"), create("next")
+	wantInternalError(t, wait(poison))
+	if got := wait(next); got.Status != task.Completed {
+		t.Errorf("the task after the poison one: %s, want completed", got.Status)
+	}
+	if got := receive(t, panics); got != poison {
+		t.Errorf("OnPanic told of %s, want %s", got, poison)
+	}
+	entries := logs.FilterMessageSnippet("panic").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d error logs of a panic, want 1: %v", len(entries), logs.All())
+	}
+	fields := entries[0].ContextMap()
+	if fields["request_id"] != poison || fields["task_type"] != "verify/pan" || fields["panic"] != "boom" ||
+		!strings.Contains(fmt.Sprint(fields["stack"]), "runner_test.go") {
+		t.Errorf("log of the panic: %s %v", entries[0].Message, fields)
+	}
+	// Ended once and for all: nothing is left to rescue and run again.
+	if n, err := mem.Rescue(context.Background(), time.Now().Add(time.Hour)); err != nil || n != 0 {
+		t.Errorf("Rescue after the panic: %d, %v; want nothing left leased", n, err)
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Errorf("%d source calls, want 2", n)
+	}
+}
+
+func TestRunnerSurvivesPanicsInItsHooks(t *testing.T) {
+	src := &fakeSource{answer: func(context.Context, source.Request) source.Outcome {
+		return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{"status":"id_found"}`)}
+	}}
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: 1, OutputKey: "pan_output"}
+	if err := typ.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	hub := task.NewHub()
+	r := task.NewRunner(mem, hub, src, []*task.Type{typ}, nil, nil)
+	var listed atomic.Int32
+	// The first listing of deliveries panics; the second, for the task
+	// made failed, works.
+	r.Deliveries = func(tk *task.Task) []*webhook.Delivery {
+		if listed.Add(1) == 1 {
+			panic("boom in Deliveries")
+		}
+		body, _ := json.Marshal(tk.View())
+		return []*webhook.Delivery{webhook.NewTaskDelivery(tk.AccountID, tk.RequestID, "https://hooks.example/x", body, time.Now())}
+	}
+	var finished atomic.Int32
+	r.OnFinish = func(tk *task.Task, _ time.Duration) {
+		if finished.Add(1) == 2 {
+			panic("boom in OnFinish")
+		}
+	}
+	svc := task.NewService(mem, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })
+	startRunner(t, r)
+	var ids []string
+	for _, id := range []string{"a", "b", "c"} {
+		tk, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "acme", Type: typ, TaskID: id, GroupID: "g", Data: []byte(`{}`), Async: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tk.RequestID)
+	}
+	var ended []*task.Task
+	for _, id := range ids {
+		tk, err := svc.Wait(context.Background(), "acme", id, 10*time.Second)
+		if err != nil || !tk.Status.Terminal() {
+			t.Fatalf("task %s: %+v, %v; want it ended", id, tk, err)
+		}
+		ended = append(ended, tk)
+	}
+	// The first task's deliveries panicked: it failed, and its webhook
+	// tells so.
+	wantInternalError(t, ended[0])
+	dels, err := mem.ListDeliveries(context.Background(), "acme", webhook.Filter{RequestID: ids[0]}, 10)
+	if err != nil || len(dels) != 1 || !strings.Contains(string(dels[0].Body), task.InternalError) {
+		t.Errorf("deliveries of the failed task: %v, %v; want one telling %s", dels, err, task.InternalError)
+	}
+	// The second one's OnFinish panicked after its end was stored: it is
+	// completed, and the third ran after it.
+	for i, tk := range ended[1:] {
+		if tk.Status != task.Completed {
+			t.Errorf("task %d: %s, want completed", i+2, tk.Status)
+		}
+	}
+	if n := finished.Load(); n != 3 {
+		t.Errorf("OnFinish called %d times, want 3", n)
+	}
+}
+
+func TestRunnerEndsATaskHandedOutTooOften(t *testing.T) {
+	src := &fakeSource{answer: func(context.Context, source.Request) source.Outcome {
+		return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{}`)}
+	}}
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: 1, OutputKey: "pan_output"}
+	if err := typ.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	hub := task.NewHub()
+	svc := task.NewService(mem, hub, nil, nil)
+	poison, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "acme", Type: typ, TaskID: "poison", GroupID: "g", Data: []byte(`{}`), Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every claim so far took its node down: the lease ran out, and the
+	// task was rescued.
+	ctx := context.Background()
+	for range task.DefaultMaxAttempts {
+		now := time.Now()
+		if got, err := mem.Claim(ctx, typ.Name(), 1, now); err != nil || len(got) != 1 {
+			t.Fatalf("claim: %v, %v", got, err)
+		}
+		if n, err := mem.Rescue(ctx, now.Add(time.Second)); err != nil || n != 1 {
+			t.Fatalf("rescue: %d, %v", n, err)
+		}
+	}
+	fresh, _, err := svc.Create(ctx, task.NewTask{AccountID: "acme", Type: typ, TaskID: "fresh", GroupID: "g", Data: []byte(`{}`), Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := task.NewRunner(mem, hub, src, []*task.Type{typ}, nil, nil)
+	startRunner(t, r)
+	r.Wake(typ.Name())
+	got, err := svc.Wait(ctx, "acme", poison.RequestID, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantInternalError(t, got)
+	if got, err := svc.Wait(ctx, "acme", fresh.RequestID, 10*time.Second); err != nil || got.Status != task.Completed {
+		t.Fatalf("the other task: %+v, %v; want completed", got, err)
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Errorf("%d source calls, want 1: the task handed out too often is not run again", n)
+	}
+}
+
+// receive returns the next value of ch, failing the test after 10s.
+func receive[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("no signal within 10s")
+		panic("unreachable")
 	}
 }

@@ -58,6 +58,9 @@ type DispatcherOptions struct {
 	// the store, with the delivery in its new state (for metrics). It is
 	// not called for attempts cut short by the dispatcher stopping.
 	OnAttempt func(d *Delivery, a Attempt)
+	// OnPanic, when set, is called after a panic during an attempt was
+	// recovered (for metrics).
+	OnPanic func(d *Delivery)
 }
 
 // Defaults of DispatcherOptions.
@@ -72,6 +75,11 @@ const (
 // ErrorNotConfigured is the error of the attempt that ends a delivery whose
 // webhook was removed from the config.
 const ErrorNotConfigured = "webhook no longer configured"
+
+// ErrorInternal is the error of an attempt cut short by a panic while
+// resolving or sending it. It tells the account nothing of the cause; the
+// node's log has it.
+const ErrorInternal = "internal error"
 
 // storeTimeout bounds recording an attempt, which goes on after Run's
 // context ends.
@@ -280,11 +288,37 @@ func (d *Dispatcher) claim(ctx context.Context, n int, inFlight map[string]int, 
 }
 
 // attempt sends a claimed delivery once and records the outcome.
+//
+// A panic does not take the node down. One while resolving or sending is
+// recovered and logged with its stack, and the attempt is recorded as a
+// failure without an answer (ErrorInternal), which the policy retries as
+// it does a transport failure: the fault may pass (a config reload, a
+// fixed release), and if it does not the policy's give-up ends the
+// delivery as failed, with its failure notification. One while recording
+// is logged too, and leaves the delivery leased, to be attempted again
+// once its lease ends, as a store error does. One in OnAttempt, after the
+// attempt is recorded, is only logged.
 func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
-	target, failureURL, ok := d.resolve(del)
-	var a Attempt
-	if ok {
-		a = d.sender.Send(ctx, del, target)
+	defer func() {
+		if v := recover(); v != nil {
+			d.panicked(del, "recording the attempt; the delivery is attempted again when its lease ends", v)
+		}
+	}()
+	var (
+		target     Target
+		failureURL string
+		ok         bool
+		a          Attempt
+	)
+	if d.guard(del, "resolving or sending; the attempt fails as "+ErrorInternal, func() {
+		target, failureURL, ok = d.resolve(del)
+		if ok {
+			a = d.sender.Send(ctx, del, target)
+		}
+	}) {
+		ok = true
+		a = Attempt{At: d.opts.Clock(), Error: ErrorInternal}
+	} else if ok {
 		// Without an answer the attempt says nothing about the receiver:
 		// leave the delivery leased, to be attempted again.
 		if a.StatusCode == 0 && ctx.Err() != nil {
@@ -329,7 +363,7 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
 			zap.String("last_error", a.Error))
 	}
 	if d.opts.OnAttempt != nil {
-		d.opts.OnAttempt(del, a)
+		d.guard(del, "in OnAttempt, after the attempt was recorded", func() { d.opts.OnAttempt(del, a) })
 	}
 	// Woken only after reporting, so that unless something else wakes the
 	// producer meanwhile, the attempt that failed a delivery is reported
@@ -342,6 +376,34 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
 		case d.scheduled <- del.NextAt:
 		default: // the poll finds it
 		}
+	}
+}
+
+// guard runs f, recovering a panic in it: the panic is logged with the
+// delivery and the stack, and counted. It tells whether f panicked.
+func (d *Dispatcher) guard(del *Delivery, during string, f func()) (panicked bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = true
+			d.panicked(del, during, v)
+		}
+	}()
+	f()
+	return false
+}
+
+// panicked reports a recovered panic: called from the deferred function
+// that recovered it, so that the stack logged is the panic's.
+func (d *Dispatcher) panicked(del *Delivery, what string, v any) {
+	d.opts.Logger.Error("panic during a webhook delivery attempt: "+what,
+		zap.String("delivery_id", del.ID),
+		zap.String("request_id", del.RequestID),
+		zap.String("event", del.Event),
+		zap.String("webhook_host", urlHost(del.URL)),
+		zap.Any("panic", v),
+		zap.Stack("stack"))
+	if d.opts.OnPanic != nil {
+		d.opts.OnPanic(del)
 	}
 }
 

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
@@ -59,7 +62,9 @@ func start(t testing.TB, store *fakeStore, clock *fakeClock, cfg setup) *harness
 	if cfg.sender.Timeout == 0 {
 		cfg.sender.Timeout = patience
 	}
-	cfg.sender.Clock = clock.Now
+	if cfg.sender.Clock == nil {
+		cfg.sender.Clock = clock.Now
+	}
 	if cfg.sender.Egress == nil {
 		cfg.sender.Egress = loopback
 	}
@@ -340,6 +345,93 @@ func TestDispatcherFailsUnconfiguredWebhook(t *testing.T) {
 	case r := <-removed.Got:
 		t.Fatalf("the removed webhook got %s %s", r.Method, r.Path)
 	default:
+	}
+}
+
+// TestDispatcherRecordsAPanicAsAFailedAttempt makes the resolver, then the
+// sender, panic on one delivery's first attempt: the attempt is recorded
+// as a failure without an answer and retried as such, the panic is logged
+// with the delivery and its stack, and another delivery goes through
+// meanwhile.
+func TestDispatcherRecordsAPanicAsAFailedAttempt(t *testing.T) {
+	rc := newReceiver(t, answering(http.StatusOK))
+	for _, where := range []string{"resolver", "sender"} {
+		t.Run(where, func(t *testing.T) {
+			clock := newFakeClock()
+			var poisonID atomic.Value
+			poisonID.Store("")
+			var armed atomic.Bool
+			armed.Store(true)
+			// trip panics on the poison delivery's first attempt.
+			trip := func(id string) {
+				if id == poisonID.Load() && armed.CompareAndSwap(true, false) {
+					panic("boom")
+				}
+			}
+			cfg := setup{}
+			key := mustKey(t, vectorSecret)
+			var sending atomic.Value
+			sending.Store("")
+			cfg.resolve = func(d *webhook.Delivery) (webhook.Target, string, bool) {
+				if where == "resolver" {
+					trip(d.ID)
+				}
+				sending.Store(d.ID)
+				return webhook.Target{Secret: key}, "", true
+			}
+			if where == "sender" {
+				// The sender reads its clock first thing in an attempt;
+				// one attempt at a time is in flight below.
+				cfg.sender.Clock = func() time.Time {
+					trip(sending.Load().(string))
+					return clock.Now()
+				}
+			}
+			core, logs := observer.New(zap.ErrorLevel)
+			cfg.opts.Logger = zap.New(core)
+			cfg.opts.Concurrency = 1
+			panics := make(chan string, 10)
+			cfg.opts.OnPanic = func(d *webhook.Delivery) { panics <- d.ID }
+			h := start(t, newFakeStore(), clock, cfg)
+
+			// Due one after the other: the poison one first.
+			poison := webhook.NewTaskDelivery("acme", "req-poison", rc.URL+"/poison", json.RawMessage(`{}`), clock.Now().Add(-time.Nanosecond))
+			poisonID.Store(poison.ID)
+			other := webhook.NewTaskDelivery("acme", "req-other", rc.URL+"/other", json.RawMessage(`{}`), clock.Now())
+			h.store.add(poison, other)
+			h.disp.Wake()
+
+			a := h.next(t)
+			if a.d.ID != poison.ID || a.d.Status != webhook.Pending || a.a.Error != webhook.ErrorInternal || a.a.StatusCode != 0 {
+				t.Fatalf("first attempt %+v of %s (%s), want the poison one, pending, failed with %q", a.a, a.d.ID, a.d.Status, webhook.ErrorInternal)
+			}
+			if got := a.d.NextAt.Sub(clock.Now()); got != 2*time.Second {
+				t.Errorf("retried in %v, want 2s as after a transport failure", got)
+			}
+			if stored := h.store.get(poison.ID); len(stored.Attempts) != 1 || stored.Attempts[0].Error != webhook.ErrorInternal {
+				t.Errorf("stored %+v", stored)
+			}
+			if got := receive(t, panics); got != poison.ID {
+				t.Errorf("OnPanic told of %s, want %s", got, poison.ID)
+			}
+			// The worker went on.
+			if a := h.next(t); a.d.ID != other.ID || a.d.Status != webhook.Delivered {
+				t.Fatalf("second attempt %+v of %s (%s), want the other one delivered", a.a, a.d.ID, a.d.Status)
+			}
+			h.retryAt(h.store.get(poison.ID))
+			if a := h.next(t); a.d.ID != poison.ID || a.d.Status != webhook.Delivered || len(a.d.Attempts) != 2 {
+				t.Fatalf("retry %+v of %s (%s), want the poison one delivered", a.a, a.d.ID, a.d.Status)
+			}
+			entries := logs.FilterMessageSnippet("panic").All()
+			if len(entries) != 1 {
+				t.Fatalf("%d error logs of a panic, want 1: %v", len(entries), logs.All())
+			}
+			fields := entries[0].ContextMap()
+			if fields["delivery_id"] != poison.ID || fields["request_id"] != "req-poison" || fields["event"] != webhook.EventTask ||
+				fields["panic"] != "boom" || !strings.Contains(fmt.Sprint(fields["stack"]), "dispatcher_test.go") {
+				t.Errorf("log of the panic: %s %v", entries[0].Message, fields)
+			}
+		})
 	}
 }
 
