@@ -49,6 +49,8 @@ type Config struct {
 	Retention time.Duration
 	// MaxBody is the largest request body accepted, in bytes.
 	MaxBody int64
+	// BodyTimeout bounds the arrival of a task request's body.
+	BodyTimeout time.Duration
 	// Webhooks is the webhook delivery policy.
 	Webhooks WebhooksConfig
 	// Logger receives the engine's logs (named parts below it).
@@ -167,6 +169,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 	e.Runner.KeepOrphans = core.Shared()
 	e.Runner.Deliveries = e.deliveries
 	e.Runner.OnFinish = e.taskFinished
+	e.Runner.OnPanic = observeTaskPanic
 
 	sender := cfg.Webhooks.Sender
 	sender.UserAgent, sender.Timeout = userAgent, cfg.Webhooks.Policy.Timeout
@@ -175,6 +178,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 	e.Dispatcher = webhook.NewDispatcher(core.Store, e.Sender, e.resolveWebhook, cfg.Webhooks.Policy, webhook.DispatcherOptions{
 		Logger:    logger.Named("webhooks"),
 		OnAttempt: observeAttempt,
+		OnPanic:   observeAttemptPanic,
 		PerURL:    cfg.Webhooks.PerURL,
 	})
 
@@ -187,6 +191,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		Service:        e.Tasks,
 		Types:          byName,
 		MaxBody:        cfg.MaxBody,
+		BodyTimeout:    cfg.BodyTimeout,
 		SyncTimeout:    cfg.SyncTimeout,
 		Deliveries:     core.Store,
 		WakeDeliveries: e.Dispatcher.Wake,

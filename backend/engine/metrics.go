@@ -17,7 +17,7 @@ import (
 // never an account id or a key).
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{tasksCreated, tasksFinished, taskLatency, queueDepth,
-		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded}
+		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered}
 }
 
 // Task metrics. task_type takes the configured types only.
@@ -32,7 +32,7 @@ var (
 		Namespace: "taskgate",
 		Subsystem: "tasks",
 		Name:      "finished_total",
-		Help:      "Tasks that reached a terminal status, by task type and outcome (completed, rejected, source_down).",
+		Help:      "Tasks that reached a terminal status, by task type and outcome (completed, rejected, source_down, internal_error).",
 	}, []string{"task_type", "outcome"})
 	taskLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "taskgate",
@@ -124,8 +124,13 @@ func observeFinish(t *task.Task) {
 	outcome := string(t.Status)
 	if t.Status == task.Failed {
 		outcome = "rejected"
-		if t.Error != nil && *t.Error == task.SourceDown {
-			outcome = "source_down"
+		if t.Error != nil {
+			switch *t.Error {
+			case task.SourceDown:
+				outcome = "source_down"
+			case task.InternalError:
+				outcome = "internal_error"
+			}
 		}
 	}
 	tasksFinished.WithLabelValues(t.TypeName(), outcome).Inc()
@@ -133,3 +138,24 @@ func observeFinish(t *task.Task) {
 		taskLatency.WithLabelValues(t.TypeName()).Observe(t.CompletedAt.Sub(t.CreatedAt).Seconds())
 	}
 }
+
+// panicsRecovered counts the panics recovered while running a task
+// (component "runner") or making a webhook attempt ("webhooks"): each is a
+// bug, logged with its stack, that the node lived through. Both series
+// exist from the start, so that an alert on their increase sees the first.
+var panicsRecovered = func() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "taskgate",
+		Name:      "panics_recovered_total",
+		Help:      "Panics recovered while running a task (runner) or making a webhook attempt (webhooks).",
+	}, []string{"component"})
+	c.WithLabelValues("runner")
+	c.WithLabelValues("webhooks")
+	return c
+}()
+
+// observeTaskPanic counts a panic recovered while running a task.
+func observeTaskPanic(*task.Task) { panicsRecovered.WithLabelValues("runner").Inc() }
+
+// observeAttemptPanic counts a panic recovered during a webhook attempt.
+func observeAttemptPanic(*webhook.Delivery) { panicsRecovered.WithLabelValues("webhooks").Inc() }

@@ -1,4 +1,4 @@
-package caddymodule
+package cli
 
 import (
 	"strings"
@@ -18,3 +18,6 @@ func TestHashKeyFrom(t *testing.T) {
 		}
 	}
 }
+
+// demoKeyHash is the SHA-256 of the demo Caddyfile's key, "demo-api-key".
+const demoKeyHash = "ca6f2e39b2ff141859b18bb5283aadd5093c8ede2869f3656231a054e54bfc22"

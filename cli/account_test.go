@@ -1,4 +1,4 @@
-package caddymodule
+package cli
 
 import (
 	"bytes"
@@ -520,9 +520,9 @@ func TestAccountErrors(t *testing.T) {
 		if err == nil || err.Error() != tc.wantErr {
 			t.Errorf("%q: error %v\nwant %s", tc.args, err, tc.wantErr)
 		}
-		var apiErr *cliAPIError
+		var apiErr *apiError
 		if !errors.As(err, &apiErr) || apiErr.Status != tc.status {
-			t.Errorf("%q: error %#v is not a cliAPIError with status %d", tc.args, err, tc.status)
+			t.Errorf("%q: error %#v is not a apiError with status %d", tc.args, err, tc.status)
 		}
 		if out != "" {
 			t.Errorf("%q: printed %q on an error", tc.args, out)
