@@ -50,12 +50,7 @@ type adminClient struct {
 // configureAccountCommand turns cmd into the `account` command: it adds the
 // shared flags and the subcommands. Tests call it on a bare command.
 func configureAccountCommand(cmd *cobra.Command) {
-	c := &adminClient{}
-	pf := cmd.PersistentFlags()
-	pf.StringVar(&c.address, "address", "", "Address of the admin endpoint, if different from the config's")
-	pf.StringVarP(&c.config, "config", "c", "", "Configuration file to read the admin address from")
-	pf.StringVarP(&c.adapter, "adapter", "a", "", "Name of the config adapter for --config")
-	pf.BoolVar(&c.json, "json", false, "Print the API's JSON answer instead of text")
+	c := newAdminClient(cmd)
 
 	// Without this, cobra prints the help and exits 0 on an unknown
 	// subcommand.

@@ -34,6 +34,8 @@ func init() {
 	}
 	caddycmd.RegisterCommand(account)
 	caddycmd.RegisterCommand(hashKey)
+	caddycmd.RegisterCommand(taskCommand)
+	caddycmd.RegisterCommand(deliveryCommand)
 }
 
 // removedCommands are Caddy's commands that would replace the binary with
@@ -48,6 +50,8 @@ func adoptRoot(root *cobra.Command) {
 	root.Example = `  $ taskgate run --config Caddyfile
   $ taskgate account create --name "Acme Ltd" --rate-limit 10/s
   $ printf '%s' "$KEY" | taskgate hash-key
+  $ taskgate task show acme <request_id>
+  $ taskgate delivery list acme --status failed
   $ taskgate reload --config Caddyfile
   $ taskgate version`
 	for _, c := range root.Commands() {
@@ -85,7 +89,8 @@ accounts, task types and webhook policy:
 	$ taskgate run --config Caddyfile
 
 Accounts, keys and usage are managed at run time through the admin API
-on Caddy's admin endpoint, or with 'taskgate account'. Every other
+on Caddy's admin endpoint, or with 'taskgate account'; an account's
+tasks and webhook deliveries with 'taskgate task' and 'taskgate delivery'. Every other
 command is Caddy's: 'taskgate reload', 'taskgate adapt', 'taskgate
 validate', 'taskgate list-modules' and so on work as they do for caddy.
 

@@ -45,6 +45,18 @@ const requestTimeout = time.Minute
 // maxAnswer bounds the size of an admin API answer.
 const maxAnswer = 16 << 20
 
+// newAdminClient returns the client of a command's subcommands, with the
+// flags they share: where the admin endpoint is, and --json.
+func newAdminClient(cmd *cobra.Command) *adminClient {
+	c := &adminClient{}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&c.address, "address", "", "Address of the admin endpoint, if different from the config's")
+	pf.StringVarP(&c.config, "config", "c", "", "Configuration file to read the admin address from")
+	pf.StringVarP(&c.adapter, "adapter", "a", "", "Name of the config adapter for --config")
+	pf.BoolVar(&c.json, "json", false, "Print the API's JSON answer instead of text")
+	return c
+}
+
 // onAccount is a request about the account id, to its path followed by
 // sub ("", "/keys", …).
 func onAccount(id, method, sub string, body any) *apiRequest {

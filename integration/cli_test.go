@@ -278,3 +278,60 @@ func TestBinaryNamesItself(t *testing.T) {
 		}
 	}
 }
+
+// TestTaskAndDeliveryCLI checks `taskgate task` and `taskgate delivery`
+// against a running server: a task shown by request id and listed by
+// group, a delivery the receiver refused listed as failed and queued
+// again, and errors that say what went wrong.
+func TestTaskAndDeliveryCLI(t *testing.T) {
+	t.Parallel()
+	src := okSource(t)
+	recv := newHookReceiver(t, always(http.StatusBadRequest))
+	port := freePort(t)
+	s := startServer(t, config{Global: fmt.Sprintf(`
+taskgate {
+	storage memory
+	%s
+	task_type cli/pan {
+		source %s/pan
+	}
+	webhooks {
+		allow_private 127.0.0.1/32
+		retry 100ms 400ms 1m
+	}
+}`, hookAccount("cli", "webhook "+recv.url+"/hooks"), src.url), Sites: taskSite(port)})
+	c := hookClient(s, port, "cli")
+	id := c.createAsync(t, "cli/pan", "t-1", "g-1", `{}`)
+	addr := []string{"--address", s.adminAddr}
+
+	out, errOut, code := taskgateCmd(t, s.dir, append([]string{"task", "show", "cli", id, "--wait", "10"}, addr...)...)
+	if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "completed") || !strings.Contains(out, "cli/pan") {
+		t.Errorf("task show: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = taskgateCmd(t, s.dir, append([]string{"task", "list", "cli", "--group", "g-1"}, addr...)...)
+	if code != 0 || !strings.Contains(out, id) {
+		t.Errorf("task list: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code := taskgateCmd(t, s.dir, append([]string{"task", "list", "cli"}, addr...)...); code == 0 || !strings.Contains(errOut, "--group") {
+		t.Errorf("task list without a filter: exit %d, stderr %q", code, errOut)
+	}
+
+	d := c.waitDelivery(t, id, "", "failed on the 400", func(d deliveryObject) bool { return d.Status == "failed" })
+	out, errOut, code = taskgateCmd(t, s.dir, append([]string{"delivery", "list", "cli", "--status", "failed"}, addr...)...)
+	if code != 0 || !strings.Contains(out, d.ID) || !strings.Contains(out, "400") {
+		t.Errorf("delivery list: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = taskgateCmd(t, s.dir, append([]string{"delivery", "retry", "cli", d.ID}, addr...)...)
+	if code != 0 || !strings.Contains(out, "Queued "+d.ID+" again") {
+		t.Errorf("delivery retry: exit %d\n%s%s", code, out, errOut)
+	}
+	recv.waitRequests(t, 2)
+	out, _, code = taskgateCmd(t, s.dir, append([]string{"delivery", "list", "cli", "--request-id", id, "--json"}, addr...)...)
+	var listed []deliveryObject
+	if err := json.Unmarshal([]byte(out), &listed); code != 0 || err != nil || len(listed) != 1 {
+		t.Errorf("delivery list --json: exit %d, %v:\n%s", code, err, out)
+	}
+	if _, errOut, code := taskgateCmd(t, s.dir, append([]string{"delivery", "retry", "cli", "msg_nosuchdelivery"}, addr...)...); code == 0 || !strings.Contains(errOut, "NOT_FOUND") {
+		t.Errorf("retry of an unknown delivery: exit %d, stderr %q", code, errOut)
+	}
+}
