@@ -14,6 +14,13 @@ var (
 	ErrNotFound = errors.New("account not found")
 	// ErrExists: an account already has the id.
 	ErrExists = errors.New("account exists")
+	// ErrStatic: the account is defined in the configuration and cannot
+	// be changed at run time.
+	ErrStatic = errors.New("static account")
+	// ErrTooManyKeys: the account holds the most keys it may.
+	ErrTooManyKeys = errors.New("too many keys")
+	// ErrKeyNotFound: the account has no key with the id.
+	ErrKeyNotFound = errors.New("key not found")
 )
 
 // Record is a dynamic account as a store keeps it: what the admin API set,

@@ -363,26 +363,8 @@ func jsonProblem(err error) string {
 	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
-// writeError maps the service's errors to wire errors.
-func writeError(w http.ResponseWriter, err error) {
-	var bad *InvalidError
-	switch {
-	case errors.As(err, &bad):
-		apierr.Write(w, apierr.BadRequest(bad.Message))
-	case errors.Is(err, account.ErrNotFound):
-		apierr.Write(w, &apierr.Error{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such account"})
-	case errors.Is(err, ErrKeyNotFound):
-		apierr.Write(w, &apierr.Error{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "the account has no key with this id"})
-	case errors.Is(err, account.ErrExists):
-		apierr.Write(w, apierr.AccountExists)
-	case errors.Is(err, ErrStatic):
-		apierr.Write(w, apierr.StaticAccount)
-	case errors.Is(err, ErrTooManyKeys):
-		apierr.Write(w, apierr.TooManyKeys)
-	default:
-		apierr.Write(w, apierr.StorageUnavailable)
-	}
-}
+// writeError answers with the wire error of err (apierr.From).
+func writeError(w http.ResponseWriter, err error) { apierr.Write(w, apierr.From(err)) }
 
 // AccountView is an account as the admin API shows it: never a key, its
 // hash, or a webhook's secret.

@@ -6,13 +6,13 @@ package admin
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/egress"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/usage"
@@ -31,21 +31,14 @@ const (
 	MaxUsageDays = 366
 )
 
-// Errors of the service, besides account.ErrNotFound and
-// account.ErrExists.
-var (
-	// ErrStatic: the account is defined in the configuration.
-	ErrStatic = errors.New("static account")
-	// ErrTooManyKeys: the account holds MaxKeys keys.
-	ErrTooManyKeys = errors.New("too many keys")
-	// ErrKeyNotFound: the account has no key with the id.
-	ErrKeyNotFound = errors.New("key not found")
-)
-
 // InvalidError is bad input: the message says what is wrong.
 type InvalidError struct{ Message string }
 
 func (e *InvalidError) Error() string { return e.Message }
+
+// APIError is the wire error of bad input: 400 BAD_REQUEST with the
+// message.
+func (e *InvalidError) APIError() *apierr.Error { return apierr.BadRequest(e.Message) }
 
 func invalid(format string, args ...any) error {
 	return &InvalidError{Message: fmt.Sprintf(format, args...)}
@@ -270,7 +263,7 @@ func (s *Service) AddKey(ctx context.Context, id string, expireOthersIn *time.Du
 			}
 		}
 		if len(live) >= MaxKeys {
-			return ErrTooManyKeys
+			return account.ErrTooManyKeys
 		}
 		added.OthersExpireAt = nil
 		if expireOthersIn != nil {
@@ -297,7 +290,7 @@ func (s *Service) RevokeKey(ctx context.Context, id, keyID string) (*account.Rec
 	return s.update(ctx, id, func(r *account.Record) error {
 		i := slices.IndexFunc(r.Keys, func(k account.KeyRecord) bool { return k.ID == keyID })
 		if i < 0 {
-			return ErrKeyNotFound
+			return account.ErrKeyNotFound
 		}
 		r.Keys = slices.Delete(r.Keys, i, i+1)
 		return nil
@@ -347,11 +340,11 @@ func (s *Service) staticAccount(id string) (*account.Account, bool) {
 	return s.Static.LookupStatic(id)
 }
 
-// update changes a dynamic account (ErrStatic for a static one) and
+// update changes a dynamic account (account.ErrStatic for a static one) and
 // publishes the change.
 func (s *Service) update(ctx context.Context, id string, change func(*account.Record) error) (*account.Record, error) {
 	if _, static := s.staticAccount(id); static {
-		return nil, ErrStatic
+		return nil, account.ErrStatic
 	}
 	r, err := s.Accounts.UpdateAccount(ctx, id, func(r *account.Record) error {
 		if err := change(r); err != nil {

@@ -396,15 +396,5 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, acct *account.Account)
 	apierr.WriteJSON(w, http.StatusOK, views)
 }
 
-// writeError maps an engine error to its wire error: the one place where
-// that happens for the task API.
-func writeError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, task.ErrNotFound), errors.Is(err, webhook.ErrNotFound):
-		apierr.Write(w, apierr.NotFound)
-	case errors.Is(err, task.ErrIdempotencyMismatch):
-		apierr.Write(w, apierr.IdempotencyMismatch)
-	default:
-		apierr.Write(w, apierr.StorageUnavailable)
-	}
-}
+// writeError answers with the wire error of err (apierr.From).
+func writeError(w http.ResponseWriter, err error) { apierr.Write(w, apierr.From(err)) }
