@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
@@ -68,6 +69,9 @@ type Handler struct {
 	// to the operator as the client API serves them to the account
 	// (whether or not the account is disabled).
 	Client *api.API
+
+	routesOnce sync.Once
+	mux        *http.ServeMux
 }
 
 // Prefix is where the admin API is served.
@@ -75,92 +79,81 @@ const Prefix = "/taskgate/"
 
 // ServeHTTP routes an admin request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	parts := strings.Split(strings.TrimPrefix(r.URL.Path, Prefix), "/")
-	if parts[0] != "accounts" {
+	h.routesOnce.Do(h.route)
+	if !apierr.CleanPath(r.URL.Path) {
 		apierr.Write(w, apierr.NotFound)
 		return
 	}
-	switch len(parts) {
-	case 1:
-		switch r.Method {
-		case http.MethodGet:
-			h.list(w, r)
-		case http.MethodPost:
-			h.create(w, r)
-		default:
-			methodNotAllowed(w, "GET, POST")
+	h.mux.ServeHTTP(w, r)
+}
+
+// route builds the routes. A path known with another method gets 405 with
+// Allow, and an unknown path 404, both as JSON errors (ServeMux's own
+// answers are text).
+func (h *Handler) route() {
+	mux := http.NewServeMux()
+	handle := func(path string, methods map[string]http.HandlerFunc) {
+		allow := make([]string, 0, len(methods))
+		for method, fn := range methods {
+			mux.HandleFunc(method+" "+path, fn)
+			allow = append(allow, method)
 		}
-		return
+		slices.Sort(allow)
+		mux.HandleFunc(path, func(w http.ResponseWriter, _ *http.Request) {
+			methodNotAllowed(w, strings.Join(allow, ", "))
+		})
 	}
-	id := parts[1]
-	if id == "" {
-		apierr.Write(w, apierr.NotFound)
-		return
-	}
-	switch {
-	case len(parts) == 2:
-		switch r.Method {
-		case http.MethodGet:
-			h.show(w, r, id)
-		case http.MethodPatch:
-			h.update(w, r, id)
-		case http.MethodDelete:
-			rec, err := h.Service.Disable(r.Context(), id)
+	handle(Prefix+"accounts", map[string]http.HandlerFunc{
+		http.MethodGet:  h.list,
+		http.MethodPost: h.create,
+	})
+	handle(Prefix+"accounts/{id}", map[string]http.HandlerFunc{
+		http.MethodGet:   h.show,
+		http.MethodPatch: h.update,
+		http.MethodDelete: func(w http.ResponseWriter, r *http.Request) {
+			rec, err := h.Service.Disable(r.Context(), r.PathValue("id"))
 			h.answer(w, rec, err)
-		default:
-			methodNotAllowed(w, "GET, PATCH, DELETE")
-		}
-	case len(parts) == 3 && parts[2] == "keys":
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, "POST")
-			return
-		}
-		h.addKey(w, r, id)
-	case len(parts) == 4 && parts[2] == "keys" && parts[3] != "":
-		if r.Method != http.MethodDelete {
-			methodNotAllowed(w, "DELETE")
-			return
-		}
-		rec, err := h.Service.RevokeKey(r.Context(), id, parts[3])
-		h.answer(w, rec, err)
-	case parts[2] == "tasks" || parts[2] == "deliveries":
-		h.client(w, r, id, parts[2:])
-	case len(parts) == 3 && parts[2] == "usage":
-		if r.Method != http.MethodGet {
-			methodNotAllowed(w, "GET")
-			return
-		}
-		h.usage(w, r, id)
-	default:
-		apierr.Write(w, apierr.NotFound)
-	}
+		},
+	})
+	handle(Prefix+"accounts/{id}/keys", map[string]http.HandlerFunc{http.MethodPost: h.addKey})
+	handle(Prefix+"accounts/{id}/keys/{key_id}", map[string]http.HandlerFunc{
+		http.MethodDelete: func(w http.ResponseWriter, r *http.Request) {
+			rec, err := h.Service.RevokeKey(r.Context(), r.PathValue("id"), r.PathValue("key_id"))
+			h.answer(w, rec, err)
+		},
+	})
+	handle(Prefix+"accounts/{id}/usage", map[string]http.HandlerFunc{http.MethodGet: h.usage})
+	// An account's tasks and deliveries: the client API's own routes
+	// answer, methods included.
+	mux.HandleFunc(Prefix+"accounts/{id}/tasks", h.client("/v3/tasks"))
+	mux.HandleFunc(Prefix+"accounts/{id}/deliveries", h.client("/v3/webhooks/deliveries"))
+	mux.HandleFunc(Prefix+"accounts/{id}/deliveries/{delivery_id}/retry", h.client("/v3/webhooks/deliveries/{delivery_id}/retry"))
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { apierr.Write(w, apierr.NotFound) })
+	h.mux = mux
 }
 
 // client answers …/{id}/tasks and …/{id}/deliveries[/{delivery_id}/retry]
-// with the client API, as the account would be answered.
-func (h *Handler) client(w http.ResponseWriter, r *http.Request, id string, rest []string) {
-	if h.Client == nil {
-		apierr.Write(w, apierr.NotFound)
-		return
+// with the client API at path, as the account would be answered.
+func (h *Handler) client(path string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if h.Client == nil {
+			apierr.Write(w, apierr.NotFound)
+			return
+		}
+		id := r.PathValue("id")
+		if _, _, err := h.Service.Account(r.Context(), id); err != nil {
+			writeError(w, err)
+			return
+		}
+		// The one write among these routes: a retry, which has no body.
+		if r.Method == http.MethodPost && strings.HasSuffix(path, "/retry") && !requireJSON(w, r) {
+			return
+		}
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = strings.Replace(path, "{delivery_id}", r.PathValue("delivery_id"), 1)
+		r2.URL.RawPath = ""
+		h.Client.Serve(w, r2, &account.Account{ID: id})
 	}
-	path := "/v3/tasks"
-	if rest[0] == "deliveries" {
-		path = "/v3/webhooks/" + strings.Join(rest, "/")
-	} else if len(rest) > 1 {
-		apierr.Write(w, apierr.NotFound)
-		return
-	}
-	if _, _, err := h.Service.Account(r.Context(), id); err != nil {
-		writeError(w, err)
-		return
-	}
-	// The one write among these routes: a retry, which has no body.
-	if r.Method == http.MethodPost && len(rest) == 3 && rest[2] == "retry" && !requireJSON(w, r) {
-		return
-	}
-	r2 := r.Clone(r.Context())
-	r2.URL.Path, r2.URL.RawPath = path, ""
-	h.Client.Serve(w, r2, &account.Account{ID: id})
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {
@@ -186,7 +179,8 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	apierr.WriteJSON(w, http.StatusOK, AccountList{Accounts: views})
 }
 
-func (h *Handler) show(w http.ResponseWriter, r *http.Request, id string) {
+func (h *Handler) show(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
 	rec, static, err := h.Service.Account(r.Context(), id)
 	if err != nil {
 		writeError(w, err)
@@ -212,7 +206,8 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	apierr.WriteJSON(w, http.StatusCreated, CreatedAccount{AccountView: h.recordView(rec, h.Service.now()), APIKey: key})
 }
 
-func (h *Handler) update(w http.ResponseWriter, r *http.Request, id string) {
+func (h *Handler) update(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
 	var in Input
 	if !readBody(w, r, &in, false) {
 		return
@@ -221,7 +216,8 @@ func (h *Handler) update(w http.ResponseWriter, r *http.Request, id string) {
 	h.answer(w, rec, err)
 }
 
-func (h *Handler) addKey(w http.ResponseWriter, r *http.Request, id string) {
+func (h *Handler) addKey(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
 	var in struct {
 		ExpireOthersIn Optional[string] `json:"expire_others_in"`
 	}
@@ -251,7 +247,8 @@ func (h *Handler) addKey(w http.ResponseWriter, r *http.Request, id string) {
 	})
 }
 
-func (h *Handler) usage(w http.ResponseWriter, r *http.Request, id string) {
+func (h *Handler) usage(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
 	q := r.URL.Query()
 	today := h.Service.now().Truncate(24 * time.Hour)
 	to, err := parseDay(q.Get("to"), today)

@@ -4,6 +4,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -56,6 +58,9 @@ type API struct {
 	WakeDeliveries func()
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+
+	routesOnce sync.Once
+	mux        *http.ServeMux
 }
 
 func (a *API) now() time.Time {
@@ -67,32 +72,62 @@ func (a *API) now() time.Time {
 
 // Serve answers one request of the account. Paths are matched from /v3/.
 func (a *API) Serve(w http.ResponseWriter, r *http.Request, acct *account.Account) {
-	path := r.URL.Path
-	switch {
-	case path == "/v3/tasks":
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			methodNotAllowed(w, "GET")
-			return
-		}
-		a.get(w, r, acct)
-	case strings.HasPrefix(path, "/v3/tasks/async/"), strings.HasPrefix(path, "/v3/tasks/sync/"):
-		rest := strings.TrimPrefix(path, "/v3/tasks/")
-		mode, name, _ := strings.Cut(rest, "/")
-		typ, ok := a.Types[name]
-		if !ok || !acct.MayUse(name) {
-			apierr.Write(w, apierr.NotFound)
-			return
-		}
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, "POST")
-			return
-		}
-		a.create(w, r, acct, typ, mode == "async")
-	case path == "/v3/webhooks/deliveries" || strings.HasPrefix(path, "/v3/webhooks/deliveries/"):
-		a.serveDeliveries(w, r, acct)
-	default:
+	a.routesOnce.Do(a.route)
+	if !apierr.CleanPath(r.URL.Path) {
 		apierr.Write(w, apierr.NotFound)
+		return
 	}
+	a.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), accountKey{}, acct)))
+}
+
+// accountKey carries the account of a request from Serve to its route.
+type accountKey struct{}
+
+// accountOf returns the account Serve was given.
+func accountOf(r *http.Request) *account.Account {
+	return r.Context().Value(accountKey{}).(*account.Account)
+}
+
+// route builds the routes. A path known with another method gets 405 with
+// Allow, and an unknown path (or task type) 404, both as JSON errors
+// (ServeMux's own answers are text).
+func (a *API) route() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v3/tasks", func(w http.ResponseWriter, r *http.Request) { a.get(w, r, accountOf(r)) })
+	mux.HandleFunc("/v3/tasks", allowOnly("GET"))
+	for _, mode := range []string{"async", "sync"} {
+		mux.HandleFunc("/v3/tasks/"+mode+"/{action}/{type}", func(w http.ResponseWriter, r *http.Request) {
+			acct := accountOf(r)
+			name := r.PathValue("action") + "/" + r.PathValue("type")
+			typ, ok := a.Types[name]
+			switch {
+			case !ok || !acct.MayUse(name):
+				apierr.Write(w, apierr.NotFound)
+			case r.Method != http.MethodPost:
+				methodNotAllowed(w, "POST")
+			default:
+				a.create(w, r, acct, typ, mode == "async")
+			}
+		})
+	}
+	if a.Deliveries != nil {
+		list := func(w http.ResponseWriter, r *http.Request) { a.listDeliveries(w, r, accountOf(r)) }
+		mux.HandleFunc("GET /v3/webhooks/deliveries", list)
+		mux.HandleFunc("GET /v3/webhooks/deliveries/{$}", list)
+		mux.HandleFunc("/v3/webhooks/deliveries", allowOnly("GET"))
+		mux.HandleFunc("/v3/webhooks/deliveries/{$}", allowOnly("GET"))
+		mux.HandleFunc("POST /v3/webhooks/deliveries/{id}/retry", func(w http.ResponseWriter, r *http.Request) {
+			a.retryDelivery(w, r, accountOf(r), r.PathValue("id"))
+		})
+		mux.HandleFunc("/v3/webhooks/deliveries/{id}/retry", allowOnly("POST"))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { apierr.Write(w, apierr.NotFound) })
+	a.mux = mux
+}
+
+// allowOnly answers 405 with the methods a path takes.
+func allowOnly(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) { methodNotAllowed(w, allow) }
 }
 
 // TaskType returns the configured task type ("action/type") that a path

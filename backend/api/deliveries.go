@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
@@ -61,43 +60,21 @@ func viewDelivery(d *webhook.Delivery) deliveryView {
 	return v
 }
 
-// serveDeliveries answers GET /v3/webhooks/deliveries and
-// POST /v3/webhooks/deliveries/{id}/retry.
-func (a *API) serveDeliveries(w http.ResponseWriter, r *http.Request, acct *account.Account) {
-	if a.Deliveries == nil {
+// retryDelivery answers POST /v3/webhooks/deliveries/{id}/retry.
+func (a *API) retryDelivery(w http.ResponseWriter, r *http.Request, acct *account.Account, id string) {
+	if len(id) > MaxIDLength {
 		apierr.Write(w, apierr.NotFound)
 		return
 	}
-	rest := strings.TrimPrefix(r.URL.Path, "/v3/webhooks/deliveries")
-	switch {
-	case rest == "" || rest == "/":
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			methodNotAllowed(w, "GET")
-			return
-		}
-		a.listDeliveries(w, r, acct)
-	case strings.HasSuffix(rest, "/retry") && strings.Count(rest, "/") == 2:
-		id := strings.TrimSuffix(strings.TrimPrefix(rest, "/"), "/retry")
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, "POST")
-			return
-		}
-		if id == "" || len(id) > MaxIDLength {
-			apierr.Write(w, apierr.NotFound)
-			return
-		}
-		d, err := a.Deliveries.RetryDelivery(r.Context(), acct.ID, id, a.now())
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		if a.WakeDeliveries != nil {
-			a.WakeDeliveries()
-		}
-		apierr.WriteJSON(w, http.StatusAccepted, viewDelivery(d))
-	default:
-		apierr.Write(w, apierr.NotFound)
+	d, err := a.Deliveries.RetryDelivery(r.Context(), acct.ID, id, a.now())
+	if err != nil {
+		writeError(w, err)
+		return
 	}
+	if a.WakeDeliveries != nil {
+		a.WakeDeliveries()
+	}
+	apierr.WriteJSON(w, http.StatusAccepted, viewDelivery(d))
 }
 
 func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, acct *account.Account) {

@@ -5,7 +5,9 @@ package apierr
 import (
 	"encoding/json"
 	"net/http"
+	"path"
 	"strconv"
+	"strings"
 )
 
 // Error is a client-visible error.
@@ -104,4 +106,15 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// CleanPath tells whether p is a clean path ("..", "." and empty segments
+// gone; a trailing slash may stay). Routers answer an unclean path with a
+// redirect, as HTML: the APIs answer 404 NOT_FOUND instead.
+func CleanPath(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }

@@ -28,3 +28,14 @@ func TestWriteTellsTheRecorderThroughWrappers(t *testing.T) {
 	// No recorder anywhere: nothing to tell, no trouble.
 	Write(wrapper{httptest.NewRecorder()}, NotFound)
 }
+
+func TestCleanPath(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/v3/tasks": true, "/v3/webhooks/deliveries/": true, "/": true,
+		"/v3/../v3/tasks": false, "//v3/tasks": false, "/v3/./tasks": false, "/v3/tasks//": false, "": false,
+	} {
+		if got := CleanPath(p); got != want {
+			t.Errorf("CleanPath(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
