@@ -12,7 +12,7 @@ import (
 
 type described struct{}
 
-func (described) Error() string     { return "bad input" }
+func (described) Error() string    { return "bad input" }
 func (described) APIError() *Error { return BadRequest("bad input") }
 
 func TestFrom(t *testing.T) {
