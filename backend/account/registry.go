@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/clock"
 )
 
 // ErrInvalidCredentials is the one answer to every failed authentication:
@@ -18,7 +20,7 @@ var ErrInvalidCredentials = errors.New("invalid credentials")
 type Registry struct {
 	accounts map[string]*Account
 	dynamic  *Dynamic
-	now      func() time.Time
+	now      clock.Clock
 	// decoy stands in for the keys of an unknown account, so that an
 	// unknown account costs the same work as a wrong key.
 	decoy []Key
@@ -30,7 +32,7 @@ type Registry struct {
 // NewRegistry builds a registry of static accounts and, when dynamic is
 // not nil, the dynamic ones, which a static account's id hides. now is
 // the clock for key expiry (time.Now if nil). Static ids must be unique.
-func NewRegistry(accounts []*Account, dynamic *Dynamic, now func() time.Time) (*Registry, error) {
+func NewRegistry(accounts []*Account, dynamic *Dynamic, now clock.Clock) (*Registry, error) {
 	if now == nil {
 		now = time.Now
 	}

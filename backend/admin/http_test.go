@@ -49,7 +49,7 @@ func newFixture(t *testing.T) *fixture {
 			Static:       registry,
 			DefaultLimit: ratelimit.DefaultLimit,
 			TaskTypes:    map[string]bool{pan: true},
-			Now:          clock.Now,
+			Clock:        clock.Now,
 		}},
 		registry: registry,
 		store:    store,
@@ -454,7 +454,7 @@ func FuzzAdminBodies(f *testing.F) {
 		f.Add(seed)
 	}
 	fx := newFixture(&testing.T{})
-	fx.handler.Service.Now = time.Now
+	fx.handler.Service.Clock = time.Now
 	if _, _, err := fx.handler.Service.Create(context.Background(), &Input{ID: Optional[string]{true, "acme"}, Name: Optional[string]{true, "A"}}); err != nil {
 		f.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/egress"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/usage"
@@ -69,15 +70,12 @@ type Service struct {
 	// Changed, when set, is told of each changed account (to tell other
 	// nodes).
 	Changed func(ctx context.Context, id string)
-	// Now is the clock (time.Now if nil).
-	Now func() time.Time
+	// Clock tells the time (the system's if nil).
+	Clock clock.Clock
 }
 
 func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now().UTC()
-	}
-	return time.Now().UTC()
+	return s.Clock.Now().UTC()
 }
 
 // Input is the fields of an account that a create or a change sets. A

@@ -20,6 +20,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/internal/jsonkey"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -56,18 +57,15 @@ type API struct {
 	Deliveries webhook.Store
 	// WakeDeliveries, when set, is called after a delivery is queued again.
 	WakeDeliveries func()
-	// Now is the clock (time.Now if nil).
-	Now func() time.Time
+	// Clock tells the time (the system's if nil).
+	Clock clock.Clock
 
 	routesOnce sync.Once
 	mux        *http.ServeMux
 }
 
 func (a *API) now() time.Time {
-	if a.Now != nil {
-		return a.Now()
-	}
-	return time.Now()
+	return a.Clock.Now()
 }
 
 // Serve answers one request of the account. Paths are matched from /v3/.

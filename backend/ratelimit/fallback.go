@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/clock"
 )
 
 // OnStoreError is what a Fallback answers while its shared store fails.
@@ -45,7 +47,7 @@ type FallbackConfig struct {
 	// return quickly and must not call the Fallback.
 	OnStateChange func(degraded bool, err error)
 	// Clock times the breaker (default time.Now).
-	Clock Clock
+	Clock clock.Clock
 	// PrimaryHeedsContext tells that the primary returns when its context
 	// ends (go-redis with ContextTimeoutEnabled): it is then called in the
 	// request's goroutine. Otherwise each call runs in a goroutine of its
@@ -66,7 +68,7 @@ type Fallback struct {
 	timeout       time.Duration
 	openFor       time.Duration
 	onStateChange func(degraded bool, err error)
-	clock         Clock
+	clock         clock.Clock
 	heedsContext  bool
 
 	mu sync.Mutex

@@ -5,10 +5,9 @@ import (
 	"hash/maphash"
 	"sync"
 	"time"
-)
 
-// Clock tells the time; tests inject their own.
-type Clock func() time.Time
+	"github.com/taskgate/taskgate/backend/clock"
+)
 
 // shardCount spreads keys over independent locks so that concurrent requests
 // of different accounts rarely contend.
@@ -19,7 +18,7 @@ const shardCount = 256
 // Keys whose TAT has passed hold no information (a new key behaves the same)
 // and are swept.
 type Memory struct {
-	clock  Clock
+	clock  clock.Clock
 	seed   maphash.Seed
 	shards [shardCount]shard
 }
@@ -30,7 +29,7 @@ type shard struct {
 }
 
 // NewMemory returns an empty in-memory store using clock (time.Now if nil).
-func NewMemory(clock Clock) *Memory {
+func NewMemory(clock clock.Clock) *Memory {
 	if clock == nil {
 		clock = time.Now
 	}

@@ -3,6 +3,8 @@ package source
 import (
 	"sync"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/clock"
 )
 
 // BreakerSettings tune a circuit breaker. Zero fields take their defaults.
@@ -75,7 +77,7 @@ func (s CircuitState) String() string {
 // Allow returned. A Breaker is safe for concurrent use.
 type Breaker struct {
 	settings BreakerSettings
-	clock    func() time.Time
+	clock    clock.Clock
 
 	mu        sync.Mutex
 	state     CircuitState
@@ -87,7 +89,7 @@ type Breaker struct {
 
 // NewBreaker returns a closed breaker with the settings, reading time from
 // clock (time.Now if nil).
-func NewBreaker(settings BreakerSettings, clock func() time.Time) *Breaker {
+func NewBreaker(settings BreakerSettings, clock clock.Clock) *Breaker {
 	if clock == nil {
 		clock = time.Now
 	}

@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/clock"
 )
 
 // Request is what a worker POSTs to a source.
@@ -88,7 +90,7 @@ type Options struct {
 	// no Timeout.
 	HTTP *http.Client
 	// Clock tells the time to the circuit breakers. Default time.Now.
-	Clock func() time.Time
+	Clock clock.Clock
 	// Breaker tunes the circuit breaker of every source.
 	Breaker BreakerSettings
 	// UserAgent is sent with every call. Default DefaultUserAgent.
@@ -111,7 +113,7 @@ const drainLimit = 64 << 10
 // Client calls sources. One per process; safe for concurrent use.
 type Client struct {
 	http      *http.Client
-	clock     func() time.Time
+	clock     clock.Clock
 	settings  BreakerSettings
 	userAgent string
 	maxBytes  int64

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/internal/lease"
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -30,7 +31,7 @@ type Runner struct {
 	hub    *Hub
 	caller Caller
 	types  map[string]*Type
-	now    func() time.Time
+	now    clock.Clock
 	logger *zap.Logger
 
 	// Retention is how long terminal tasks are kept. Zero keeps them.
@@ -68,7 +69,7 @@ type Runner struct {
 }
 
 // NewRunner returns a runner of the given types.
-func NewRunner(store Store, hub *Hub, caller Caller, types []*Type, now func() time.Time, logger *zap.Logger) *Runner {
+func NewRunner(store Store, hub *Hub, caller Caller, types []*Type, now clock.Clock, logger *zap.Logger) *Runner {
 	if now == nil {
 		now = time.Now
 	}
@@ -113,7 +114,7 @@ func (r *Runner) Run(ctx context.Context) {
 	leases := &lease.Keeper{
 		Extend: r.store.ExtendLeases,
 		Lease:  r.Lease,
-		Now:    r.now,
+		Clock:  r.now,
 		OnError: func(err error) {
 			r.logger.Error("renewing task leases; another node may run them too", zap.Error(err))
 		},

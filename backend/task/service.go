@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/taskgate/taskgate/backend/clock"
 )
 
 // Type is a task type: the source its tasks run against and how.
@@ -76,7 +77,7 @@ var ErrIdempotencyMismatch = errors.New("idempotency key reused with a different
 type Service struct {
 	store Store
 	hub   *Hub
-	now   func() time.Time
+	now   clock.Clock
 	// created is told of each new task (to wake the runner, to count).
 	created func(t *Task)
 
@@ -89,7 +90,7 @@ type Service struct {
 // NewService returns a service over store. hub tells waiters of ends;
 // created, when not nil, is called after each new task is stored (not
 // after a replay).
-func NewService(store Store, hub *Hub, now func() time.Time, created func(t *Task)) *Service {
+func NewService(store Store, hub *Hub, now clock.Clock, created func(t *Task)) *Service {
 	if now == nil {
 		now = time.Now
 	}

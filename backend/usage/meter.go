@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/clock"
 )
 
 // Meter counts usage in memory and flushes it to a store in batches, so
@@ -16,7 +17,7 @@ import (
 // locks, never a store write. It is safe for concurrent use.
 type Meter struct {
 	store  Store
-	now    func() time.Time
+	now    clock.Clock
 	seed   maphash.Seed
 	shards [16]shard
 	// flushing serializes flushes, so that counts merged back after a
@@ -42,7 +43,7 @@ type key struct {
 
 // NewMeter returns a meter that flushes to store; now is the clock
 // (time.Now if nil).
-func NewMeter(store Store, now func() time.Time) *Meter {
+func NewMeter(store Store, now clock.Clock) *Meter {
 	if now == nil {
 		now = time.Now
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/internal/lease"
 	"github.com/taskgate/taskgate/internal/retry"
 )
@@ -47,7 +48,7 @@ type DispatcherOptions struct {
 	// died) are rescued. Default 5 s.
 	RescueEvery time.Duration
 	// Clock tells the time. Default time.Now.
-	Clock func() time.Time
+	Clock clock.Clock
 	// Logger logs store errors and deliveries that fail for good. Default
 	// none.
 	Logger *zap.Logger
@@ -159,7 +160,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	leases := &lease.Keeper{
 		Extend: d.store.ExtendDeliveryLeases,
 		Lease:  d.opts.Lease,
-		Now:    d.opts.Clock,
+		Clock:  d.opts.Clock,
 		OnError: func(err error) {
 			d.opts.Logger.Error("renewing webhook delivery leases; another node may attempt them too", zap.Error(err))
 		},

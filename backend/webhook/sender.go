@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/egress"
 )
 
@@ -47,7 +48,7 @@ type SenderOptions struct {
 	Timeout time.Duration
 	// Clock tells the time of attempts and of webhook-timestamp. Default
 	// time.Now.
-	Clock func() time.Time
+	Clock clock.Clock
 	// Egress decides which receivers may be reached: checked on the URL
 	// before each attempt and, without a Proxy, on every address
 	// connected to. Default: egress.New(egress.Config{}), which refuses
@@ -80,7 +81,7 @@ type Sender struct {
 	client    *http.Client
 	userAgent string
 	timeout   time.Duration
-	clock     func() time.Time
+	clock     clock.Clock
 	egress    *egress.Policy
 	logger    *zap.Logger
 }

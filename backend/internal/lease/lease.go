@@ -8,6 +8,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/clock"
 )
 
 // Keeper renews the leases of the ids it holds. It is safe for concurrent
@@ -17,8 +19,8 @@ type Keeper struct {
 	Extend func(ctx context.Context, ids []string, until time.Time) error
 	// Lease is the length of a lease; Run renews every Lease/3.
 	Lease time.Duration
-	// Now is the clock (time.Now if nil).
-	Now func() time.Time
+	// Clock tells the time (the system's if nil).
+	Clock clock.Clock
 	// OnError, when set, is told of failed renewals.
 	OnError func(error)
 
@@ -29,12 +31,7 @@ type Keeper struct {
 // Until returns the end of a lease taken now.
 func (k *Keeper) Until() time.Time { return k.now().Add(k.Lease) }
 
-func (k *Keeper) now() time.Time {
-	if k.Now != nil {
-		return k.Now()
-	}
-	return time.Now()
-}
+func (k *Keeper) now() time.Time { return k.Clock.Now() }
 
 // Hold renews id's lease until Release.
 func (k *Keeper) Hold(id string) {

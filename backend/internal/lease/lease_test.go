@@ -21,7 +21,7 @@ func TestKeeperRenewsWhatItHolds(t *testing.T) {
 			return nil
 		},
 		Lease: 15 * time.Second,
-		Now:   func() time.Time { return now },
+		Clock: func() time.Time { return now },
 	}
 	k.RenewOnce(context.Background())
 	if len(calls) != 0 {
