@@ -71,6 +71,15 @@ type App struct {
 	// MaxBody is the largest request body accepted, in bytes. Default: 4 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// ClientIP is which address ip_allowlist takes as the client's.
+	// "rightmost_untrusted" (the default): behind trusted_proxies, the
+	// right-most address of the client IP headers that is not a trusted
+	// proxy, with or without the server's trusted_proxies_strict.
+	// "caddy": Caddy's client IP as it is, which without
+	// trusted_proxies_strict is the left-most forwarded address; unsafe,
+	// since a client can write any address there.
+	ClientIP string `json:"client_ip,omitempty"`
+
 	// Accounts are the static accounts.
 	Accounts []AccountConfig `json:"accounts,omitempty"`
 
@@ -454,6 +463,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.MaxBody = 4 << 20
 	}
 	if err := validateOnStoreError(a.OnStoreError); err != nil {
+		return err
+	}
+	if err := validateClientIP(a.ClientIP); err != nil {
 		return err
 	}
 	var err error

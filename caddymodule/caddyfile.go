@@ -59,6 +59,7 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //		sync_timeout <duration>
 //		retention <duration>
 //		max_body <size>
+//		client_ip rightmost_untrusted | caddy
 //		account <id> {
 //			key_sha256 <hex>
 //			key <key or {env.VAR}>
@@ -130,6 +131,17 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.OnStoreError = d.Val()
 			if err := validateOnStoreError(a.OnStoreError); err != nil {
+				return d.Err(err.Error())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "client_ip":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.ClientIP = d.Val()
+			if err := validateClientIP(a.ClientIP); err != nil {
 				return d.Err(err.Error())
 			}
 			if d.NextArg() {

@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/taskgate/taskgate/backend/apierr"
-	"github.com/taskgate/taskgate/backend/ipallow"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
@@ -180,10 +179,13 @@ func (u *usageWriter) rejection(err error) string {
 
 // IPAllowlist lets a request pass only when its client address is in the
 // authenticated account's allow list (any address when the list is empty).
-// The client address is Caddy's: the peer, or with trusted_proxies the
-// forwarded client, never a header from an untrusted peer. A request that
-// no handler authenticated gets 401 MISSING_CREDENTIALS; one from an
-// address not allowed gets 403 IP_NOT_ALLOWED.
+// The client address is the peer, or behind trusted_proxies the right-most
+// forwarded address that is not a trusted proxy (the taskgate app's
+// client_ip says otherwise only when set to "caddy"); never a header from
+// an untrusted peer, never an address the client wrote to the left of its
+// proxy's. A request that no handler authenticated gets 401
+// MISSING_CREDENTIALS; one from an address not allowed gets 403
+// IP_NOT_ALLOWED.
 type IPAllowlist struct {
 	app *App
 
@@ -220,9 +222,7 @@ func (h *IPAllowlist) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 		return nil
 	}
 	if acct, ok := h.app.registry.Lookup(id); ok && len(acct.Allow) > 0 {
-		ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-		addr, err := ipallow.ParseClientIP(ip)
-		if err != nil || !acct.Allow.Allows(addr) {
+		if addr := h.app.clientAddr(r); !addr.IsValid() || !acct.Allow.Allows(addr) {
 			h.refused.Inc()
 			apierr.Write(w, apierr.IPNotAllowed)
 			return nil

@@ -54,16 +54,33 @@ func BenchmarkAPIKeyAuth(b *testing.B) {
 }
 
 // BenchmarkIPAllowlist measures ip_allowlist alone for an authenticated
-// account with an allow list.
+// account with an allow list: a request straight from its client, and
+// one through a trusted proxy (without trusted_proxies_strict) whose
+// client address is read from the right of X-Forwarded-For.
 func BenchmarkIPAllowlist(b *testing.B) {
-	app := newTestApp(b, AccountConfig{ID: "demo", KeySHA256: []string{demoKeyHash}, Allow: []string{"10.0.0.0/8", "192.0.2.0/24"}})
+	app := newTestApp(b, AccountConfig{ID: "demo", KeySHA256: []string{demoKeyHash}, Allow: []string{"10.0.0.0/8", "203.0.113.0/24"}})
 	allow := &IPAllowlist{app: app, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), refused: decisionsTotal.WithLabelValues("t", "r")}
-	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
-	r := benchRequest("192.0.2.7")
-	r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Set(userIDPlaceholder, "demo")
-	w := discard{h: http.Header{}}
-	b.ReportAllocs()
-	for b.Loop() {
-		_ = allow.ServeHTTP(w, r, next)
+	srv := newTestServer(b, false, "127.0.0.1/32")
+	for _, bc := range []struct {
+		name, peer string
+		xff        []string
+	}{
+		{"direct", "203.0.113.9:5000", nil},
+		{"forwarded", "127.0.0.1:5000", []string{"198.51.100.1, 203.0.113.9"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			passed := false
+			next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { passed = true; return nil })
+			r := prepared(srv, bc.peer, bc.xff...)
+			r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Set(userIDPlaceholder, "demo")
+			w := discard{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = allow.ServeHTTP(w, r, next)
+			}
+			if !passed {
+				b.Fatal("the request was refused")
+			}
+		})
 	}
 }
