@@ -25,7 +25,7 @@ import (
 )
 
 // DefaultMaxAddresses is how many addresses a Throttle tracks at once when
-// its config sets no bound: about 3 MB of table.
+// its config sets no bound: about 4 MB of table.
 const DefaultMaxAddresses = 1 << 16
 
 // shardCount spreads addresses over independent locks.
@@ -73,9 +73,9 @@ type Throttle struct {
 
 type shard struct {
 	mu sync.RWMutex
-	// tats maps an address (as Address gives it) to the theoretical
-	// arrival time of its next failure, in Unix nanoseconds.
-	tats map[netip.Addr]int64
+	// tats maps an address (as Address gives it, in 16 bytes) to the
+	// theoretical arrival time of its next failure, in Unix nanoseconds.
+	tats map[[16]byte]int64
 }
 
 // New returns an empty Throttle.
@@ -92,14 +92,15 @@ func New(c Config) *Throttle {
 		perShard: max(1, c.MaxAddresses/shardCount),
 	}
 	for i := range t.shards {
-		t.shards[i].tats = make(map[netip.Addr]int64)
+		t.shards[i].tats = make(map[[16]byte]int64)
 	}
 	return t
 }
 
-func (t *Throttle) shard(key netip.Addr) *shard {
-	b := key.As16()
-	return &t.shards[maphash.Bytes(t.seed, b[:])%shardCount]
+// key returns the table key of addr and its shard.
+func (t *Throttle) key(addr netip.Addr) ([16]byte, *shard) {
+	k := Address(addr).As16()
+	return k, &t.shards[maphash.Comparable(t.seed, k)%shardCount]
 }
 
 // Check tells whether addr has at least one failure left under l, without
@@ -109,8 +110,7 @@ func (t *Throttle) Check(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
 	if t.tracked.Load() == 0 {
 		return ratelimit.Result{Allowed: true}
 	}
-	key := Address(addr)
-	s := t.shard(key)
+	key, s := t.key(addr)
 	s.mu.RLock()
 	tat, ok := s.tats[key]
 	s.mu.RUnlock()
@@ -125,9 +125,8 @@ func (t *Throttle) Check(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
 // allowed when the address had none left (its allowance is then
 // unchanged).
 func (t *Throttle) Fail(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
-	key := Address(addr)
+	key, s := t.key(addr)
 	now := t.clock().UnixNano()
-	s := t.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tat, ok := s.tats[key]
@@ -150,7 +149,7 @@ func (t *Throttle) Fail(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
 // map's iteration order), the one whose allowance comes back soonest,
 // which holds the least. Called with the lock held.
 func (s *shard) evict(now int64) {
-	var victim netip.Addr
+	var victim [16]byte
 	soonest := int64(0)
 	n := 0
 	for k, tat := range s.tats {

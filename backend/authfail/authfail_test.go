@@ -138,11 +138,11 @@ func TestEvictionPrefersSpentEntries(t *testing.T) {
 	a := netip.MustParseAddr("192.0.2.1")
 	th.Fail(a, l)
 	// Find another address in a's shard: it replaces a.
-	s := th.shard(Address(a))
+	_, s := th.key(a)
 	var b netip.Addr
 	for i := 2; ; i++ {
 		b = netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
-		if th.shard(b) == s {
+		if _, sb := th.key(b); sb == s {
 			break
 		}
 	}
