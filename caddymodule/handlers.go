@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/authfail"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
@@ -57,11 +59,18 @@ func loadApp(ctx caddy.Context) (*App, error) {
 // that the key never reaches an upstream. (Caddy's logs record the request
 // as it arrived: a log filter keeps the key out of them, see the README.)
 // On failure it answers 401 MISSING_CREDENTIALS or 403 INVALID_CREDENTIALS.
+//
+// Failures are throttled per client address (the taskgate app's
+// auth_failures): each spends one of the address's allowance, and while
+// it has none left every request from the address gets 429
+// TOO_MANY_FAILED_AUTHENTICATIONS with Retry-After before its credentials
+// are looked at, right ones included, so that a throttled guesser cannot
+// tell a right guess. Successful authentications never spend.
 type APIKeyAuth struct {
 	app    *App
 	logger *zap.Logger
 
-	allowed, missing, invalid prometheus.Counter
+	allowed, missing, invalid, throttled prometheus.Counter
 }
 
 // CaddyModule returns the Caddy module information.
@@ -82,6 +91,7 @@ func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
 	h.allowed = decisionsTotal.WithLabelValues("api_key_auth", "allowed")
 	h.missing = decisionsTotal.WithLabelValues("api_key_auth", "missing_credentials")
 	h.invalid = decisionsTotal.WithLabelValues("api_key_auth", "invalid_credentials")
+	h.throttled = decisionsTotal.WithLabelValues("api_key_auth", "too_many_failures")
 	return nil
 }
 
@@ -91,19 +101,35 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	// The key leaves the request whatever happens next, so that no later
 	// handler or upstream sees it.
 	delete(r.Header, apiKeyHeader)
+	// While no address is throttled (the usual case), the client address
+	// is not even worked out: it is needed only if this request fails.
+	var addr netip.Addr
+	knownAddr := false
+	if t := h.app.authFailures; t != nil && t.Len() > 0 {
+		addr, knownAddr = h.app.clientAddr(r), true
+		if res := t.Check(addr, h.app.authFailureLimit); !res.Allowed {
+			h.throttled.Inc()
+			w.Header().Set("Retry-After", strconv.FormatInt(ratelimit.CeilSeconds(res.RetryAfter), 10))
+			apierr.Write(w, apierr.TooManyFailedAuthentications)
+			return nil
+		}
+	}
 	if len(ids) == 0 || len(keys) == 0 || ids[0] == "" || keys[0] == "" {
 		h.missing.Inc()
+		h.spendFailure(r, addr, knownAddr)
 		apierr.Write(w, apierr.MissingCredentials)
 		return nil
 	}
 	if len(ids) > 1 || len(keys) > 1 {
 		h.invalid.Inc()
+		h.spendFailure(r, addr, knownAddr)
 		apierr.Write(w, apierr.InvalidCredentials)
 		return nil
 	}
 	acct, err := h.app.registry.Authenticate(ids[0], keys[0])
 	if err != nil {
 		h.invalid.Inc()
+		h.spendFailure(r, addr, knownAddr)
 		if c := h.logger.Check(zapcore.DebugLevel, "authentication failed"); c != nil {
 			c.Write(zap.String("account_id", ids[0]))
 		}
@@ -126,6 +152,23 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	err = next.ServeHTTP(uw, r)
 	h.app.meter.Request(acct.ID, h.app.api.TaskType(r.URL.Path), uw.rejection(err))
 	return err
+}
+
+// spendFailure takes one failure from the allowance of the request's
+// client address (addr, when known is true) and logs the address when
+// that was its last.
+func (h *APIKeyAuth) spendFailure(r *http.Request, addr netip.Addr, known bool) {
+	t := h.app.authFailures
+	if t == nil {
+		return
+	}
+	if !known {
+		addr = h.app.clientAddr(r)
+	}
+	if res := t.Fail(addr, h.app.authFailureLimit); res.Allowed && res.Remaining == 0 {
+		h.logger.Info("a client address failed authentication too often: its requests get 429 until it may try again",
+			zap.Stringer("client", authfail.Address(addr)), zap.Duration("retry_after", h.app.authFailureLimit.Interval()))
+	}
 }
 
 // usageWriter learns how the rest of the chain answered a request: the

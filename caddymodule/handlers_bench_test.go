@@ -5,10 +5,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
 // discard is a response writer that keeps nothing but a reused header map.
@@ -29,19 +32,18 @@ func benchRequest(clientIP string) *http.Request {
 	return r
 }
 
-// BenchmarkAPIKeyAuth measures api_key_auth alone on a right key and on a
-// wrong one.
+// BenchmarkAPIKeyAuth measures api_key_auth alone: a right key while no
+// address is throttled (the usual case) and while another is; a wrong key
+// that spends a failure; and a request from a throttled address.
 func BenchmarkAPIKeyAuth(b *testing.B) {
-	app := newTestApp(b, AccountConfig{ID: "demo", KeySHA256: []string{demoKeyHash}})
-	auth := &APIKeyAuth{app: app, logger: zap.NewNop(), allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), invalid: decisionsTotal.WithLabelValues("t", "i")}
+	app := provisionTestApp(b, &App{AuthFailures: "1000000000/s", Accounts: []AccountConfig{{ID: "demo", KeySHA256: []string{demoKeyHash}}}})
+	auth := newTestAuth(app)
+	auth.logger = zap.NewNop()
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
-	for _, bc := range []struct{ name, key string }{
-		{"authenticated", "demo-api-key"},
-		{"refused", "wrong-api-key"},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			r := benchRequest("192.0.2.7")
-			keys := []string{bc.key}
+	run := func(name, clientIP, key string) {
+		b.Run(name, func(b *testing.B) {
+			r := benchRequest(clientIP)
+			keys := []string{key}
 			w := discard{h: http.Header{}}
 			b.ReportAllocs()
 			for b.Loop() {
@@ -51,6 +53,12 @@ func BenchmarkAPIKeyAuth(b *testing.B) {
 			}
 		})
 	}
+	run("authenticated", "192.0.2.7", "demo-api-key")
+	run("refused", "192.0.2.8", "wrong-api-key")
+	// From here on the table holds an address: every request looks.
+	run("authenticated, an address throttled", "192.0.2.7", "demo-api-key")
+	app.authFailureLimit = ratelimit.Limit{Count: 1, Period: time.Hour, Burst: 1}
+	run("throttled", "192.0.2.8", "demo-api-key")
 }
 
 // BenchmarkIPAllowlist measures ip_allowlist alone for an authenticated
