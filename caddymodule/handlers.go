@@ -30,6 +30,14 @@ const (
 	apiKeyHeader    = "Api-Key"
 )
 
+// misspeltKeyHeaders are other headers a client may put its key in by
+// mistake, in Go's canonical form: api_key_auth reads none of them, and
+// removes them all, so that a key sent there does not reach an upstream
+// either. (Caddy drops headers with an underscore before any handler
+// unless the server's expected_underscore_headers lets them through.)
+// Authorization is left alone: it may be meant for the upstream.
+var misspeltKeyHeaders = [...]string{"X-Api-Key", "Api_key"}
+
 // userIDPlaceholder is where api_key_auth (or Caddy's basic_auth, or any
 // other authentication handler) leaves the authenticated account's id.
 const userIDPlaceholder = "http.auth.user.id"
@@ -55,8 +63,9 @@ func loadApp(ctx caddy.Context) (*App, error) {
 
 // APIKeyAuth authenticates requests by their account-id and api-key
 // headers against the taskgate app's accounts. On success it sets
-// {http.auth.user.id} to the account id and removes the api-key header, so
-// that the key never reaches an upstream. (Caddy's logs record the request
+// {http.auth.user.id} to the account id and removes the api-key header
+// (and X-Api-Key and api_key, where a client may send its key by mistake),
+// so that the key never reaches an upstream. (Caddy's logs record the request
 // as it arrived: a log filter keeps the key out of them, see the README.)
 // On failure it answers 401 MISSING_CREDENTIALS or 403 INVALID_CREDENTIALS.
 //
@@ -101,6 +110,9 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	// The key leaves the request whatever happens next, so that no later
 	// handler or upstream sees it.
 	delete(r.Header, apiKeyHeader)
+	for _, name := range misspeltKeyHeaders {
+		delete(r.Header, name)
+	}
 	// While no address is throttled (the usual case), the client address
 	// is not even worked out: it is needed only if this request fails.
 	var addr netip.Addr

@@ -334,3 +334,40 @@ func TestParseAuthFailures(t *testing.T) {
 		}
 	}
 }
+
+func TestMisspeltKeyHeadersRemoved(t *testing.T) {
+	app := newTestApp(t, AccountConfig{ID: "demo", KeySHA256: []string{demoKeyHash}})
+	auth := newTestAuth(app)
+	for _, status := range []int{200, 403} {
+		var seen http.Header
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			seen = r.Header.Clone()
+			return nil
+		})
+		key := "demo-api-key"
+		if status == 403 {
+			key = "wrong"
+		}
+		h := http.Header{}
+		h.Set("Account-Id", "demo")
+		h.Set("Api-Key", key)
+		h["X-Api-Key"] = []string{"secret-x"}
+		h["Api_key"] = []string{"secret-underscore"}
+		h["Authorization"] = []string{"Bearer for-the-upstream"}
+		w := serve(t, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			err := auth.ServeHTTP(w, r, next)
+			for _, name := range []string{"Api-Key", "X-Api-Key", "Api_key"} {
+				if v, ok := r.Header[name]; ok {
+					t.Errorf("status %d: %s left in the request: %q", status, name, v)
+				}
+			}
+			return err
+		}), "192.0.2.1", h)
+		if w.Code != status {
+			t.Fatalf("status %d, want %d", w.Code, status)
+		}
+		if status == 200 && seen.Get("Authorization") != "Bearer for-the-upstream" {
+			t.Errorf("Authorization did not reach the next handler: %v", seen)
+		}
+	}
+}
