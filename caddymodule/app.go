@@ -517,6 +517,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		accounts = append(accounts, acct)
 	}
+	a.warnLiteralSecrets()
 	a.policyHeaders = new(sync.Map)
 	// Checked here, built with the dynamic accounts once the store is open.
 	if _, err := account.NewRegistry(accounts, nil, nil); err != nil {

@@ -348,3 +348,93 @@ func TestDocumentedLogFiltersCoverEverySpelling(t *testing.T) {
 		t.Errorf("found %d log filters, want at least the demo's, the README's two and deployment.md's three", found)
 	}
 }
+
+// TestLiteralSecretsWarned loads a config whose webhook secrets,
+// authorizations and keys are written out for one account and given by
+// {env.*} and {file.*} placeholders for another: each written-out secret
+// draws a warning at load that names its account and webhook and says
+// that the admin API shows it, without showing it in the log; the
+// placeholders draw none, and the admin API's /config/ shows them, not
+// the secrets they stand for.
+func TestLiteralSecretsWarned(t *testing.T) {
+	t.Parallel()
+	const (
+		literalSecret = "whsec_bGl0ZXJhbC1zZWNyZXQtZm9yLXRoZS10ZXN0"
+		literalAuth   = "Bearer tg_literal_receiver_93be1f"
+		literalKey    = "tg_literal_key_0d4a77"
+		fileSecret    = "whsec_ZmlsZS1zZWNyZXQtZm9yLXRoZS10ZXN0LXg"
+		envAuth       = "tg_env_receiver_6c2e90"
+	)
+	s := newServer(t)
+	secretFile := filepath.Join(s.dir, "hook-secret")
+	writeFile(t, secretFile, fileSecret+"\n")
+	s.start(config{
+		Global: fmt.Sprintf(`
+taskgate {
+	account lit {
+		key %s
+		webhook https://hooks.example.com/lit {
+			secret %s
+			authorization "%s"
+		}
+	}
+	account ph {
+		key {env.TG_TEST_PH_KEY}
+		webhook https://hooks.example.com/ph {
+			secret {file.%s}
+			authorization "Bearer {env.TG_TEST_PH_AUTH}"
+		}
+	}
+}`, literalKey, literalSecret, literalAuth, secretFile),
+		Sites: fmt.Sprintf("http://:%d {\n\tapi_key_auth\n\trespond ok\n}", freePort(t)),
+		Env:   []string{"TG_TEST_PH_KEY=tg_env_key_51aa03", "TG_TEST_PH_AUTH=" + envAuth},
+	})
+
+	type entry struct {
+		Level, Msg, AccountID, Webhook, Option string
+	}
+	var warnings []entry
+	for _, line := range strings.Split(s.output(), "\n") {
+		var e struct {
+			Level     string `json:"level"`
+			Msg       string `json:"msg"`
+			AccountID string `json:"account_id"`
+			Webhook   string `json:"webhook"`
+			Option    string `json:"option"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && strings.Contains(e.Msg, "a secret is written out") {
+			warnings = append(warnings, entry{e.Level, e.Msg, e.AccountID, e.Webhook, e.Option})
+		}
+	}
+	want := map[string]bool{"lit  key": false, "lit https://hooks.example.com/lit secret": false, "lit https://hooks.example.com/lit authorization": false}
+	for _, w := range warnings {
+		k := w.AccountID + " " + w.Webhook + " " + w.Option
+		if _, ok := want[k]; !ok {
+			t.Errorf("unexpected warning %+v", w)
+			continue
+		}
+		want[k] = true
+		if w.Level != "warn" || !strings.Contains(w.Msg, "/config/") {
+			t.Errorf("warning %+v: want level warn and a mention of the admin API's /config/", w)
+		}
+	}
+	for k, seen := range want {
+		if !seen {
+			t.Errorf("no warning for %q:\n%s", k, s.output())
+		}
+	}
+	for _, v := range []string{literalSecret, literalAuth, literalKey, fileSecret, envAuth} {
+		if strings.Contains(s.output(), v) {
+			t.Errorf("the log shows a secret %s", v)
+		}
+	}
+	cfg := s.get(t, "http://"+s.adminAddr+"/config/apps/taskgate/accounts", nil)
+	if !strings.Contains(string(cfg.body), "{file."+secretFile+"}") || !strings.Contains(string(cfg.body), "{env.TG_TEST_PH_AUTH}") {
+		t.Errorf("/config/ does not show the placeholders: %s", cfg.body)
+	}
+	for _, v := range []string{fileSecret, envAuth} {
+		if strings.Contains(string(cfg.body), v) {
+			t.Errorf("/config/ shows the secret %s behind a placeholder", v)
+		}
+	}
+}
