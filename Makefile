@@ -15,9 +15,15 @@ FUZZTIME ?= 10000x
 
 .PHONY: run build deps test unit integration fuzz bench clean
 
+# The demo Caddyfile's webhook secret and receiver token, unless the
+# environment sets them: demo values, not secrets.
+TASKGATE_DEMO_WEBHOOK_SECRET ?= whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+TASKGATE_DEMO_RECEIVER_TOKEN ?= demo-receiver
+
 ## run: build taskgate and serve the demo Caddyfile on :8080
 run: taskgate
-	./taskgate run --config Caddyfile --adapter caddyfile
+	TASKGATE_DEMO_WEBHOOK_SECRET='$(TASKGATE_DEMO_WEBHOOK_SECRET)' TASKGATE_DEMO_RECEIVER_TOKEN='$(TASKGATE_DEMO_RECEIVER_TOKEN)' \
+		./taskgate run --config Caddyfile --adapter caddyfile
 
 ## taskgate: the binary, with the go toolchain (same program as `make build`), when
 ## it is older than the sources: a binary that `make build` made is left alone

@@ -54,6 +54,8 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	storage file_system {{printf "%q" .DataDir}}
 	taskgate {
 		storage {{.Storage}}
+		# The revocations make a refusal each, from one address.
+		auth_failures off
 		account {{.Account}} {
 			key_sha256 {{.KeySHA256}}
 			rate_limit 1000000000/s

@@ -24,6 +24,7 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/admin"
 	"github.com/taskgate/taskgate/backend/api"
+	"github.com/taskgate/taskgate/backend/authfail"
 	"github.com/taskgate/taskgate/backend/ipallow"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/source"
@@ -76,6 +77,32 @@ type App struct {
 	// once the task API starts reading it; a client slower than that gets
 	// 408 REQUEST_TIMEOUT, and its connection is closed. Default: 30s.
 	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
+	// AuthFailures is the rate at which a client address (an IPv4
+	// address, or an IPv6 /64) may fail authentication, as "N/s", "N/m",
+	// "N/h", "N/d" or "N/<duration>", or "off". Each request that
+	// api_key_auth refuses with 401 MISSING_CREDENTIALS or 403
+	// INVALID_CREDENTIALS spends one of the address's allowance; while it
+	// has none left, api_key_auth answers every request from the address
+	// 429 TOO_MANY_FAILED_AUTHENTICATIONS with Retry-After before looking
+	// at its credentials, so that a right key waits too. Successful
+	// authentications never spend. Counted per node, in memory, across
+	// reloads. Default: 20/m.
+	AuthFailures string `json:"auth_failures,omitempty"`
+
+	// AuthFailuresBurst is how many failures an address may make at once
+	// before AuthFailures' rate applies. Default: the rate's count (20
+	// for 20/m).
+	AuthFailuresBurst int64 `json:"auth_failures_burst,omitempty"`
+
+	// ClientIP is which address ip_allowlist and the AuthFailures throttle
+	// take as the client's.
+	// "rightmost_untrusted" (the default): behind trusted_proxies, the
+	// right-most address of the client IP headers that is not a trusted
+	// proxy, with or without the server's trusted_proxies_strict.
+	// "caddy": Caddy's client IP as it is, which without
+	// trusted_proxies_strict is the left-most forwarded address; unsafe,
+	// since a client can write any address there.
+	ClientIP string `json:"client_ip,omitempty"`
 
 	// Accounts are the static accounts.
 	Accounts []AccountConfig `json:"accounts,omitempty"`
@@ -110,6 +137,11 @@ type App struct {
 	stopWorkers context.CancelFunc
 	workersDone *sync.WaitGroup
 	logger      *zap.Logger
+
+	// authFailures is the throttle of failed authentications, nil when
+	// off; authFailureLimit its limit.
+	authFailures     *authfail.Throttle
+	authFailureLimit ratelimit.Limit
 }
 
 // TaskTypeConfig is a task type and its source.
@@ -476,7 +508,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := validateOnStoreError(a.OnStoreError); err != nil {
 		return err
 	}
-	var err error
+	if err := validateClientIP(a.ClientIP); err != nil {
+		return err
+	}
+	authFailureLimit, err := parseAuthFailures(a.AuthFailures, a.AuthFailuresBurst)
+	if err != nil {
+		return err
+	}
 	switch {
 	case a.RateLimit != "":
 		a.defaultLimit, err = ratelimit.ParseLimit(a.RateLimit, a.Burst)
@@ -498,6 +536,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		accounts = append(accounts, acct)
 	}
+	a.warnLiteralSecrets()
 	a.policyHeaders = new(sync.Map)
 	// Checked here, built with the dynamic accounts once the store is open.
 	if _, err := account.NewRegistry(accounts, nil, nil); err != nil {
@@ -565,6 +604,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 
 	// Every check is done: now the shared state.
+	if authFailureLimit != (ratelimit.Limit{}) {
+		a.authFailures, a.authFailureLimit = acquireAuthFailures(), authFailureLimit
+	}
 	ev, _, err := enginePool.LoadOrNew(a.engineKey, func() (caddy.Destructor, error) {
 		return openEngine(a.storage, a.logger)
 	})
@@ -856,6 +898,10 @@ func (a *App) Cleanup() error {
 		a.engine = nil
 		_, err := enginePool.Delete(a.engineKey)
 		errs = append(errs, err)
+	}
+	if a.authFailures != nil {
+		a.authFailures = nil
+		errs = append(errs, releaseAuthFailures())
 	}
 	if a.limiter != nil && a.limiterKey != "" {
 		a.limiter = nil

@@ -60,6 +60,8 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //		retention <duration>
 //		max_body <size>
 //		body_timeout <duration>
+//		auth_failures <rate> [burst <n>] | off
+//		client_ip rightmost_untrusted | caddy
 //		account <id> {
 //			key_sha256 <hex>
 //			key <key or {env.VAR}>
@@ -135,6 +137,39 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.OnStoreError = d.Val()
 			if err := validateOnStoreError(a.OnStoreError); err != nil {
+				return d.Err(err.Error())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "auth_failures":
+			if a.AuthFailures != "" {
+				return d.Err("auth_failures given more than once")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == authFailuresOff {
+				a.AuthFailures = authFailuresOff
+				if d.NextArg() {
+					return d.ArgErr()
+				}
+				break
+			}
+			d.Prev()
+			var err error
+			if a.AuthFailures, a.AuthFailuresBurst, err = parseRateLimit(d); err != nil {
+				return err
+			}
+			if _, err := parseAuthFailures(a.AuthFailures, a.AuthFailuresBurst); err != nil {
+				return d.Err(err.Error())
+			}
+		case "client_ip":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.ClientIP = d.Val()
+			if err := validateClientIP(a.ClientIP); err != nil {
 				return d.Err(err.Error())
 			}
 			if d.NextArg() {
@@ -260,8 +295,10 @@ func parseStorage(d *caddyfile.Dispenser) (*StorageConfig, error) {
 	return st, nil
 }
 
-// parseRateLimit parses `<rate> [burst <n>]` and checks it.
+// parseRateLimit parses `<rate> [burst <n>]` after an option's name and
+// checks it.
 func parseRateLimit(d *caddyfile.Dispenser) (string, int64, error) {
+	name := d.Val()
 	if !d.NextArg() {
 		return "", 0, d.ArgErr()
 	}
@@ -269,11 +306,11 @@ func parseRateLimit(d *caddyfile.Dispenser) (string, int64, error) {
 	var burst int64
 	if d.NextArg() {
 		if d.Val() != "burst" || !d.NextArg() {
-			return "", 0, d.Errf("rate_limit: want <rate> [burst <n>]")
+			return "", 0, d.Errf("%s: want <rate> [burst <n>]", name)
 		}
 		n, err := strconv.ParseInt(d.Val(), 10, 64)
 		if err != nil || n <= 0 {
-			return "", 0, d.Errf("rate_limit: burst %q must be a positive integer", d.Val())
+			return "", 0, d.Errf("%s: burst %q must be a positive integer", name, d.Val())
 		}
 		burst = n
 	}
@@ -281,7 +318,7 @@ func parseRateLimit(d *caddyfile.Dispenser) (string, int64, error) {
 		return "", 0, d.ArgErr()
 	}
 	if _, err := ratelimit.ParseLimit(rate, burst); err != nil {
-		return "", 0, d.Errf("rate_limit: %v", err)
+		return "", 0, d.Errf("%s: %v", name, err)
 	}
 	return rate, burst, nil
 }

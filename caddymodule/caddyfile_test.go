@@ -119,6 +119,11 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"bad task type", "account a {\nkey_sha256 " + key + "\ntask_types verify\n}", ":5", "action/type"},
 		{"bad storage", "storage floppy", ":3", "want memory"},
 		{"bad on_store_error", "on_store_error panic", ":3", "want local, allow or deny"},
+		{"bad client_ip", "client_ip leftmost", ":3", "want rightmost_untrusted or caddy"},
+		{"bad auth_failures", "auth_failures fast", ":3", "auth_failures: rate"},
+		{"bad auth_failures burst", "auth_failures 5/m burst 0", ":3", "auth_failures: burst"},
+		{"auth_failures off with a burst", "auth_failures off burst 3", ":3", "wrong argument count"},
+		{"auth_failures without a rate", "auth_failures", ":3", "wrong argument count"},
 		{"redis without URL", "storage redis", ":3", "redis://"},
 		{"bad duration", "retention soon", ":3", "duration"},
 		{"bad size", "max_body big", ":3", "size"},
@@ -168,6 +173,8 @@ func FuzzCaddyfile(f *testing.F) {
 		"task_type a/b {\nsource http://127.0.0.1:9/x\ntimeout 2s\nconcurrency 4\noutput_key out\n}\naccount a {\nkey k\ntask_types a/b\n}",
 		"storage bolt x.db",
 		"max_body 4MiB\nretention 7d\nsync_timeout 50s\nbody_timeout 30s",
+		"client_ip caddy\nauth_failures 5/m burst 5",
+		"auth_failures off",
 	} {
 		f.Add(s)
 	}

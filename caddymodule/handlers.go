@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -13,7 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/taskgate/taskgate/backend/apierr"
-	"github.com/taskgate/taskgate/backend/ipallow"
+	"github.com/taskgate/taskgate/backend/authfail"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
@@ -28,6 +29,14 @@ const (
 	accountIDHeader = "Account-Id"
 	apiKeyHeader    = "Api-Key"
 )
+
+// misspeltKeyHeaders are other headers a client may put its key in by
+// mistake, in Go's canonical form: api_key_auth reads none of them, and
+// removes them all, so that a key sent there does not reach an upstream
+// either. (Caddy drops headers with an underscore before any handler
+// unless the server's expected_underscore_headers lets them through.)
+// Authorization is left alone: it may be meant for the upstream.
+var misspeltKeyHeaders = [...]string{"X-Api-Key", "Api_key"}
 
 // userIDPlaceholder is where api_key_auth (or Caddy's basic_auth, or any
 // other authentication handler) leaves the authenticated account's id.
@@ -54,15 +63,23 @@ func loadApp(ctx caddy.Context) (*App, error) {
 
 // APIKeyAuth authenticates requests by their account-id and api-key
 // headers against the taskgate app's accounts. On success it sets
-// {http.auth.user.id} to the account id and removes the api-key header, so
-// that the key never reaches an upstream. (Caddy's logs record the request
+// {http.auth.user.id} to the account id and removes the api-key header
+// (and X-Api-Key and api_key, where a client may send its key by mistake),
+// so that the key never reaches an upstream. (Caddy's logs record the request
 // as it arrived: a log filter keeps the key out of them, see the README.)
 // On failure it answers 401 MISSING_CREDENTIALS or 403 INVALID_CREDENTIALS.
+//
+// Failures are throttled per client address (the taskgate app's
+// auth_failures): each spends one of the address's allowance, and while
+// it has none left every request from the address gets 429
+// TOO_MANY_FAILED_AUTHENTICATIONS with Retry-After before its credentials
+// are looked at, right ones included, so that a throttled guesser cannot
+// tell a right guess. Successful authentications never spend.
 type APIKeyAuth struct {
 	app    *App
 	logger *zap.Logger
 
-	allowed, missing, invalid prometheus.Counter
+	allowed, missing, invalid, throttled prometheus.Counter
 }
 
 // CaddyModule returns the Caddy module information.
@@ -83,6 +100,7 @@ func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
 	h.allowed = decisionsTotal.WithLabelValues("api_key_auth", "allowed")
 	h.missing = decisionsTotal.WithLabelValues("api_key_auth", "missing_credentials")
 	h.invalid = decisionsTotal.WithLabelValues("api_key_auth", "invalid_credentials")
+	h.throttled = decisionsTotal.WithLabelValues("api_key_auth", "too_many_failures")
 	return nil
 }
 
@@ -92,19 +110,38 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	// The key leaves the request whatever happens next, so that no later
 	// handler or upstream sees it.
 	delete(r.Header, apiKeyHeader)
+	for _, name := range misspeltKeyHeaders {
+		delete(r.Header, name)
+	}
+	// While no address is throttled (the usual case), the client address
+	// is not even worked out: it is needed only if this request fails.
+	var addr netip.Addr
+	knownAddr := false
+	if t := h.app.authFailures; t != nil && t.Len() > 0 {
+		addr, knownAddr = h.app.clientAddr(r), true
+		if res := t.Check(addr, h.app.authFailureLimit); !res.Allowed {
+			h.throttled.Inc()
+			w.Header().Set("Retry-After", strconv.FormatInt(ratelimit.CeilSeconds(res.RetryAfter), 10))
+			apierr.Write(w, apierr.TooManyFailedAuthentications)
+			return nil
+		}
+	}
 	if len(ids) == 0 || len(keys) == 0 || ids[0] == "" || keys[0] == "" {
 		h.missing.Inc()
+		h.spendFailure(r, addr, knownAddr)
 		apierr.Write(w, apierr.MissingCredentials)
 		return nil
 	}
 	if len(ids) > 1 || len(keys) > 1 {
 		h.invalid.Inc()
+		h.spendFailure(r, addr, knownAddr)
 		apierr.Write(w, apierr.InvalidCredentials)
 		return nil
 	}
 	acct, err := h.app.registry.Authenticate(ids[0], keys[0])
 	if err != nil {
 		h.invalid.Inc()
+		h.spendFailure(r, addr, knownAddr)
 		if c := h.logger.Check(zapcore.DebugLevel, "authentication failed"); c != nil {
 			c.Write(zap.String("account_id", ids[0]))
 		}
@@ -127,6 +164,23 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	err = next.ServeHTTP(uw, r)
 	h.app.meter.Request(acct.ID, h.app.api.TaskType(r.URL.Path), uw.rejection(err))
 	return err
+}
+
+// spendFailure takes one failure from the allowance of the request's
+// client address (addr, when known is true) and logs the address when
+// that was its last.
+func (h *APIKeyAuth) spendFailure(r *http.Request, addr netip.Addr, known bool) {
+	t := h.app.authFailures
+	if t == nil {
+		return
+	}
+	if !known {
+		addr = h.app.clientAddr(r)
+	}
+	if res := t.Fail(addr, h.app.authFailureLimit); res.Allowed && res.Remaining == 0 {
+		h.logger.Info("a client address failed authentication too often: its requests get 429 until it may try again",
+			zap.Stringer("client", authfail.Address(addr)), zap.Duration("retry_after", h.app.authFailureLimit.Interval()))
+	}
 }
 
 // usageWriter learns how the rest of the chain answered a request: the
@@ -180,10 +234,13 @@ func (u *usageWriter) rejection(err error) string {
 
 // IPAllowlist lets a request pass only when its client address is in the
 // authenticated account's allow list (any address when the list is empty).
-// The client address is Caddy's: the peer, or with trusted_proxies the
-// forwarded client, never a header from an untrusted peer. A request that
-// no handler authenticated gets 401 MISSING_CREDENTIALS; one from an
-// address not allowed gets 403 IP_NOT_ALLOWED.
+// The client address is the peer, or behind trusted_proxies the right-most
+// forwarded address that is not a trusted proxy (the taskgate app's
+// client_ip says otherwise only when set to "caddy"); never a header from
+// an untrusted peer, never an address the client wrote to the left of its
+// proxy's. A request that no handler authenticated gets 401
+// MISSING_CREDENTIALS; one from an address not allowed gets 403
+// IP_NOT_ALLOWED.
 type IPAllowlist struct {
 	app *App
 
@@ -220,9 +277,7 @@ func (h *IPAllowlist) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 		return nil
 	}
 	if acct, ok := h.app.registry.Lookup(id); ok && len(acct.Allow) > 0 {
-		ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-		addr, err := ipallow.ParseClientIP(ip)
-		if err != nil || !acct.Allow.Allows(addr) {
+		if addr := h.app.clientAddr(r); !addr.IsValid() || !acct.Allow.Allows(addr) {
 			h.refused.Inc()
 			apierr.Write(w, apierr.IPNotAllowed)
 			return nil

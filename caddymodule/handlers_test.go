@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
 const demoKeyHash = "ca6f2e39b2ff141859b18bb5283aadd5093c8ede2869f3656231a054e54bfc22" // "demo-api-key"
@@ -20,7 +21,12 @@ const demoKeyHash = "ca6f2e39b2ff141859b18bb5283aadd5093c8ede2869f3656231a054e54
 // newTestApp provisions an app with the given accounts.
 func newTestApp(t testing.TB, accounts ...AccountConfig) *App {
 	t.Helper()
-	app := &App{RateLimit: "1/h", Burst: 2, Accounts: accounts}
+	return provisionTestApp(t, &App{RateLimit: "1/h", Burst: 2, Accounts: accounts})
+}
+
+// provisionTestApp provisions app and cleans it up when the test ends.
+func provisionTestApp(t testing.TB, app *App) *App {
+	t.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
 	if err := app.Provision(ctx); err != nil {
@@ -42,7 +48,7 @@ func chain(app *App) caddyhttp.Handler {
 		return nil
 	})
 	mws := []caddyhttp.MiddlewareHandler{
-		&APIKeyAuth{app: app, logger: app.logger, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), invalid: decisionsTotal.WithLabelValues("t", "i")},
+		newTestAuth(app),
 		&IPAllowlist{app: app, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), refused: decisionsTotal.WithLabelValues("t", "r")},
 		&AccountRateLimit{app: app, logger: app.logger, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), limited: decisionsTotal.WithLabelValues("t", "l"), storeError: decisionsTotal.WithLabelValues("t", "s")},
 	}
@@ -51,6 +57,11 @@ func chain(app *App) caddyhttp.Handler {
 		h = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return mw.ServeHTTP(w, r, next) })
 	}
 	return h
+}
+
+// newTestAuth is an api_key_auth handler of app.
+func newTestAuth(app *App) *APIKeyAuth {
+	return &APIKeyAuth{app: app, logger: app.logger, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), invalid: decisionsTotal.WithLabelValues("t", "i"), throttled: decisionsTotal.WithLabelValues("t", "t")}
 }
 
 // serve runs one request from clientIP through h as Caddy would: with a
@@ -219,7 +230,7 @@ func FuzzEdgeHeaders(f *testing.F) {
 		}
 		// Error bodies are fixed texts: nothing of the input is echoed.
 		if w.Code != 200 {
-			fixed := map[int][]string{401: {apierr.MissingCredentials.Message}, 403: {apierr.InvalidCredentials.Message, apierr.IPNotAllowed.Message}, 429: {apierr.TooManyRequests.Message}}
+			fixed := map[int][]string{401: {apierr.MissingCredentials.Message}, 403: {apierr.InvalidCredentials.Message, apierr.IPNotAllowed.Message}, 429: {apierr.TooManyRequests.Message, apierr.TooManyFailedAuthentications.Message}}
 			var body struct{ Message string }
 			_ = json.Unmarshal(w.Body.Bytes(), &body)
 			if !slices.Contains(fixed[w.Code], body.Message) {
@@ -228,4 +239,135 @@ func FuzzEdgeHeaders(f *testing.F) {
 		}
 
 	})
+}
+
+func TestAuthFailuresThrottle(t *testing.T) {
+	app := provisionTestApp(t, &App{
+		RateLimit: "1000/s", AuthFailures: "3/m",
+		Accounts: []AccountConfig{{ID: "demo", KeySHA256: []string{demoKeyHash}}},
+	})
+	h := chain(app)
+	const guesser, other = "192.0.2.7", "198.51.100.1"
+	// Successes spend nothing.
+	for range 10 {
+		if w := serve(t, h, guesser, creds("demo", "demo-api-key")); w.Code != 200 {
+			t.Fatalf("right key: %d", w.Code)
+		}
+	}
+	for i, hdr := range []http.Header{creds("demo", "wrong"), creds("", ""), creds("nobody", "demo-api-key")} {
+		if w := serve(t, h, guesser, hdr); w.Code != 401 && w.Code != 403 {
+			t.Fatalf("failure %d: %d %s, want 401 or 403", i+1, w.Code, w.Body)
+		}
+	}
+	for _, hdr := range []http.Header{creds("demo", "wrong"), creds("demo", "demo-api-key"), creds("", "")} {
+		w := serve(t, h, guesser, hdr)
+		if w.Code != 429 || errorCode(t, w) != "TOO_MANY_FAILED_AUTHENTICATIONS" {
+			t.Fatalf("throttled address: %d %s", w.Code, w.Body)
+		}
+		if ra := w.Header().Get("Retry-After"); ra != "20" && ra != "19" {
+			t.Fatalf("Retry-After %q, want 20 (one failure back every 20s)", ra)
+		}
+		if w.Header().Get("X-Account") != "" {
+			t.Fatal("a throttled request was authenticated")
+		}
+	}
+	if w := serve(t, h, other, creds("demo", "demo-api-key")); w.Code != 200 {
+		t.Fatalf("another address: %d %s", w.Code, w.Body)
+	}
+
+	// A reload's new app shares what each address spent.
+	again := provisionTestApp(t, &App{AuthFailures: "3/m", Accounts: []AccountConfig{{ID: "demo", KeySHA256: []string{demoKeyHash}}}})
+	if w := serve(t, chain(again), guesser, creds("demo", "demo-api-key")); w.Code != 429 {
+		t.Fatalf("after a reload: %d, want 429", w.Code)
+	}
+}
+
+func TestAuthFailuresPerSlash64(t *testing.T) {
+	app := provisionTestApp(t, &App{AuthFailures: "2/m", Accounts: []AccountConfig{{ID: "demo", KeySHA256: []string{demoKeyHash}}}})
+	h := chain(app)
+	serve(t, h, "2001:db8:0:1::1", creds("demo", "wrong"))
+	serve(t, h, "2001:db8:0:1::2", creds("demo", "wrong"))
+	if w := serve(t, h, "2001:db8:0:1:ffff::3", creds("demo", "demo-api-key")); w.Code != 429 {
+		t.Fatalf("same /64: %d, want 429", w.Code)
+	}
+	if w := serve(t, h, "2001:db8:0:2::1", creds("demo", "demo-api-key")); w.Code != 200 {
+		t.Fatalf("next /64: %d, want 200", w.Code)
+	}
+}
+
+func TestAuthFailuresOff(t *testing.T) {
+	app := provisionTestApp(t, &App{AuthFailures: "off", Accounts: []AccountConfig{{ID: "demo", KeySHA256: []string{demoKeyHash}}}})
+	if app.authFailures != nil {
+		t.Fatal("auth_failures off keeps a throttle")
+	}
+	h := chain(app)
+	for range 50 {
+		if w := serve(t, h, "192.0.2.7", creds("demo", "wrong")); w.Code != 403 {
+			t.Fatalf("with the throttle off: %d", w.Code)
+		}
+	}
+}
+
+func TestParseAuthFailures(t *testing.T) {
+	for _, tc := range []struct {
+		rate  string
+		burst int64
+		want  string // Limit.String(), empty when off; "error" for an error
+	}{
+		{"", 0, "20/m burst 20"},
+		{"5/m", 0, "5/m burst 5"},
+		{"100/h", 10, "100/h burst 10"},
+		{"off", 0, ""},
+		{"off", 3, "error"},
+		{"fast", 0, "error"},
+	} {
+		l, err := parseAuthFailures(tc.rate, tc.burst)
+		got := l.String()
+		switch {
+		case err != nil:
+			got = "error"
+		case l == (ratelimit.Limit{}):
+			got = ""
+		}
+		if got != tc.want {
+			t.Errorf("parseAuthFailures(%q, %d) = %q (%v), want %q", tc.rate, tc.burst, got, err, tc.want)
+		}
+	}
+}
+
+func TestMisspeltKeyHeadersRemoved(t *testing.T) {
+	app := newTestApp(t, AccountConfig{ID: "demo", KeySHA256: []string{demoKeyHash}})
+	auth := newTestAuth(app)
+	for _, status := range []int{200, 403} {
+		var seen http.Header
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			seen = r.Header.Clone()
+			return nil
+		})
+		key := "demo-api-key"
+		if status == 403 {
+			key = "wrong"
+		}
+		h := http.Header{}
+		h.Set("Account-Id", "demo")
+		h.Set("Api-Key", key)
+		h["X-Api-Key"] = []string{"secret-x"}
+		h["Api_key"] = []string{"secret-underscore"}
+		h["Authorization"] = []string{"Bearer for-the-upstream"}
+		w := serve(t, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			err := auth.ServeHTTP(w, r, next)
+			for _, name := range []string{"Api-Key", "X-Api-Key", "Api_key"} {
+				if v, ok := r.Header[name]; ok {
+					t.Errorf("status %d: %s left in the request: %q", status, name, v)
+				}
+			}
+			return err
+		}), "192.0.2.1", h)
+		if w.Code != status {
+			t.Fatalf("status %d, want %d", w.Code, status)
+		}
+		if status == 200 && seen.Get("Authorization") != "Bearer for-the-upstream" {
+			t.Errorf("Authorization did not reach the next handler: %v", seen)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -154,5 +155,41 @@ servers {
 		{name: "forwarded 2001:db8::1 not in ::1/128", account: "loop6", header: fwd("2001:db8::1"), allowed: false},
 		{name: "not forwarded: the proxy's own address", account: "ten", allowed: false},
 		{name: "not forwarded, proxy allowed", account: "loop4", allowed: true},
+	})
+}
+
+// TestIPAllowlistRightmostUntrusted checks that behind trusted_proxies,
+// without trusted_proxies_strict, the address checked is the right-most
+// forwarded one that is not a trusted proxy: an allowed address written
+// to its left by the client does not pass. With client_ip caddy (unsafe,
+// documented as such) Caddy's left-most address is checked instead.
+func TestIPAllowlistRightmostUntrusted(t *testing.T) {
+	t.Parallel()
+	const proxies = `
+servers {
+	trusted_proxies static 127.0.0.1/32 172.16.0.0/12
+}`
+	port := freePort(t)
+	s := startServer(t, config{Global: proxies + allowlistAccounts, Sites: allowlistSite(port, "127.0.0.1")})
+	xff := func(values ...string) http.Header { return http.Header{"X-Forwarded-For": values} }
+	runAllowlistCases(t, s, siteURL(port, ""), []allowlistCase{
+		{name: "allowed address left of a refused one", account: "ten", header: xff("10.1.2.3, 192.0.2.1"), allowed: false},
+		{name: "allowed address on an earlier header line", account: "ten", header: xff("10.1.2.3", "192.0.2.1"), allowed: false},
+		{name: "allowed right-most address", account: "ten", header: xff("192.0.2.1, 10.1.2.3"), allowed: true},
+		{name: "allowed address behind a trusted hop", account: "ten", header: xff("192.0.2.1, 10.1.2.3, 172.16.0.9"), allowed: true},
+		{name: "refused address behind a trusted hop", account: "ten", header: xff("10.1.2.3, 192.0.2.1, 172.16.0.9"), allowed: false},
+		{name: "every forwarded address trusted: the peer", account: "loop4", header: xff("172.16.0.8, 172.16.0.9"), allowed: true},
+	})
+
+	t.Run("client_ip caddy", func(t *testing.T) {
+		t.Parallel()
+		port := freePort(t)
+		s := startServer(t, config{
+			Global: proxies + strings.Replace(allowlistAccounts, "taskgate {", "taskgate {\n\tclient_ip caddy", 1),
+			Sites:  allowlistSite(port, "127.0.0.1"),
+		})
+		runAllowlistCases(t, s, siteURL(port, ""), []allowlistCase{
+			{name: "Caddy's left-most address", account: "ten", header: xff("10.1.2.3, 192.0.2.1"), allowed: true},
+		})
 	})
 }

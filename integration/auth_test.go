@@ -2,7 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -23,6 +25,8 @@ func TestAPIKeyAuth(t *testing.T) {
 	s := startServer(t, config{
 		Global: fmt.Sprintf(`
 taskgate {
+	# Many refusals from one address: not the throttle's test.
+	auth_failures off
 	account alpha {
 		key_sha256 %s
 		key_sha256 %s
@@ -81,4 +85,86 @@ http://:%d {
 			}
 		})
 	}
+}
+
+// TestAuthFailuresThrottle checks the throttle of failed authentications:
+// with auth_failures 5/m burst 5, an address's 6th failure in a row is
+// answered 429 TOO_MANY_FAILED_AUTHENTICATIONS with Retry-After, and so is
+// then a right key from it, while a right key from another address
+// passes; behind a trusted proxy the address throttled is the forwarded
+// client's (the right-most untrusted one, whatever the client writes to its
+// left).
+func TestAuthFailuresThrottle(t *testing.T) {
+	t.Parallel()
+	const key = "tg_throttle_right_7a21c4"
+	port, port6 := freePort(t), freePort6(t)
+	site := func(port int, bind string) string {
+		return fmt.Sprintf(`
+http://:%d {
+	bind %s
+	api_key_auth
+	respond "user={http.auth.user.id}" 200
+}`, port, bind)
+	}
+	s := startServer(t, config{
+		Global: fmt.Sprintf(`
+servers {
+	trusted_proxies static 127.0.0.1/32
+}
+taskgate {
+	auth_failures 5/m burst 5
+	account alpha {
+		key_sha256 %s
+	}
+}`, sha256Hex(key)),
+		Sites: site(port, "127.0.0.1") + site(port6, "::1"),
+	})
+	v4, v6 := siteURL(port, "/v3/tasks"), "http://"+net.JoinHostPort("::1", fmt.Sprint(port6))+"/v3/tasks"
+	with := func(h http.Header, xff string) http.Header {
+		if xff != "" {
+			h.Set("X-Forwarded-For", xff)
+		}
+		return h
+	}
+	throttled := func(t *testing.T, r response) {
+		t.Helper()
+		wantError(t, r, http.StatusTooManyRequests, "TOO_MANY_FAILED_AUTHENTICATIONS")
+		ra, err := strconv.Atoi(r.header.Get("Retry-After"))
+		if err != nil || ra < 1 || ra > 12 {
+			t.Errorf("Retry-After %q, want 1 to 12 seconds (one failure back every 12 s)", r.header.Get("Retry-After"))
+		}
+	}
+	spend := func(t *testing.T, xff string) {
+		t.Helper()
+		for i := range 5 {
+			h := creds("alpha", fmt.Sprintf("tg_throttle_guess_%d", i))
+			if i == 4 {
+				h = http.Header{"Account-Id": {"alpha"}}
+			}
+			r := s.get(t, v4, with(h, xff))
+			if r.status != http.StatusForbidden && r.status != http.StatusUnauthorized {
+				t.Fatalf("failure %d: %d %s, want 403 or 401", i+1, r.status, r.body)
+			}
+		}
+		throttled(t, s.get(t, v4, with(creds("alpha", "tg_throttle_guess_6"), xff)))
+	}
+
+	t.Run("direct", func(t *testing.T) {
+		spend(t, "")
+		throttled(t, s.get(t, v4, creds("alpha", key)))
+		throttled(t, s.get(t, v4, nil))
+		wantOK(t, s.get(t, v6, creds("alpha", key)), "user=alpha")
+	})
+	t.Run("behind a trusted proxy", func(t *testing.T) {
+		wantOK(t, s.get(t, v6, creds("alpha", key)), "user=alpha")
+		const client, other = "198.51.100.1", "198.51.100.2"
+		spend(t, client)
+		throttled(t, s.get(t, v4, with(creds("alpha", key), client)))
+		throttled(t, s.get(t, v4, with(creds("alpha", key), other+", "+client)))
+		wantOK(t, s.get(t, v4, with(creds("alpha", key), other)), "user=alpha")
+		wantOK(t, s.get(t, v4, with(creds("alpha", key), client+", "+other)), "user=alpha")
+		if out := s.output(); !strings.Contains(out, `"client":"`+client+`"`) {
+			t.Errorf("no log line names the throttled client %s:\n%s", client, out)
+		}
+	})
 }

@@ -24,6 +24,7 @@ func TestMetrics(t *testing.T) {
 		Global: fmt.Sprintf(`
 metrics
 taskgate {
+	auth_failures 1/h burst 7
 	account %s {
 		key %s
 		rate_limit 10/m burst 2
@@ -56,6 +57,9 @@ http://:%d {
 		{creds(fencedID, fencedKey), 403, 2},
 		{creds(openID, openKey), 200, 2},
 		{creds(openID, openKey), 429, 3},
+		// The 7th failed authentication, then the address is throttled.
+		{creds(openID, wrongKey), 403, 1},
+		{creds(openID, openKey), 429, 1},
 	}
 	for _, rq := range requests {
 		for i := 0; i < rq.times; i++ {
@@ -72,7 +76,8 @@ http://:%d {
 	want := map[string]float64{
 		sample("api_key_auth", "allowed"):                   7,
 		sample("api_key_auth", "missing_credentials"):       3,
-		sample("api_key_auth", "invalid_credentials"):       3,
+		sample("api_key_auth", "invalid_credentials"):       4,
+		sample("api_key_auth", "too_many_failures"):         1,
 		sample("ip_allowlist", "allowed"):                   5,
 		sample("ip_allowlist", "missing_credentials"):       0,
 		sample("ip_allowlist", "ip_not_allowed"):            2,

@@ -399,6 +399,10 @@ func TestOpenAPIExchanges(t *testing.T) {
 			t.Parallel()
 			testOpenAPIStoreDown(t, c)
 		})
+		t.Run("failed authentications", func(t *testing.T) {
+			t.Parallel()
+			testOpenAPIAuthFailures(t, c)
+		})
 	})
 	if !t.Failed() {
 		c.checkCoverage(t)
@@ -439,6 +443,9 @@ taskgate {
 	max_body 1KiB
 	sync_timeout 1s
 	body_timeout 1s
+	# The edge chain's failures below are many: the throttle of failed
+	# authentications has its own test.
+	auth_failures off
 	account oa {
 		key key-oa
 		rate_limit 100000/s
@@ -719,6 +726,41 @@ taskgate {
 
 // testOpenAPIStoreDown answers every operation with Redis down: 503
 // STORAGE_UNAVAILABLE, the rate limit going on locally.
+// testOpenAPIAuthFailures spends the one failure an address may make,
+// then calls every operation with right credentials: each is refused 429
+// TOO_MANY_FAILED_AUTHENTICATIONS.
+func testOpenAPIAuthFailures(t *testing.T, c *contract) {
+	port := freePort(t)
+	s := startServer(t, config{
+		Global: `
+taskgate {
+	auth_failures 1/h burst 1
+	account oa {
+		key key-oa
+	}
+	task_type oa/pan {
+		source http://127.0.0.1:9/pan
+	}
+}`,
+		Sites: taskSite(port),
+	})
+	c.do(t, s, port, apiCall{name: "the one failure", method: "GET", target: "/v3/tasks?group_id=g", header: jsonHeader("oa", "key-wrong"),
+		fits: true, status: 403, code: "INVALID_CREDENTIALS"})
+	create := createBody("t-throttled", "g", `{}`)
+	for _, call := range []apiCall{
+		{method: "POST", target: "/v3/tasks/async/oa/pan", body: create},
+		{method: "POST", target: "/v3/tasks/sync/oa/pan", body: create},
+		{method: "GET", target: "/v3/tasks?group_id=g"},
+		{method: "GET", target: "/v3/webhooks/deliveries?status=failed"},
+		{method: "POST", target: "/v3/webhooks/deliveries/msg_0000000000000000000000/retry"},
+	} {
+		call.name = "after a failure: " + call.method + " " + call.target
+		call.header, call.fits = jsonHeader("oa", "key-oa"), true
+		call.status, call.code = http.StatusTooManyRequests, "TOO_MANY_FAILED_AUTHENTICATIONS"
+		c.do(t, s, port, call)
+	}
+}
+
 func testOpenAPIStoreDown(t *testing.T, c *contract) {
 	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, call sourceCall) {
 		answerJSON(w, http.StatusOK, `{"status":"id_found"}`)

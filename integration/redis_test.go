@@ -279,6 +279,8 @@ func testRedisSharedState(t *testing.T) {
 	recv := newHookReceiver(t, always(http.StatusNoContent))
 	rs := startRedis(t)
 	nodes := startNodes(t, 3, redisGlobal(rs, fmt.Sprintf(`
+# Polling until a change reaches the other nodes is refused many times.
+auth_failures off
 account fixed {
 	key key-fixed
 	rate_limit 100000/s
@@ -647,6 +649,8 @@ func testRedisRestarted(t *testing.T) {
 	src := holdingSource(t)
 	rs := startRedis(t)
 	nodes := startNodes(t, 3, redisGlobal(rs, fmt.Sprintf(`
+# Polling until a change reaches the other nodes is refused many times.
+auth_failures off
 account out {
 	key key-out
 	rate_limit 100000/s

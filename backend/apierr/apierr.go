@@ -25,6 +25,11 @@ var (
 	InvalidCredentials = &Error{http.StatusForbidden, "INVALID_CREDENTIALS", "the account-id or api-key is not valid"}
 	IPNotAllowed       = &Error{http.StatusForbidden, "IP_NOT_ALLOWED", "requests from this address are not allowed for this account"}
 	TooManyRequests    = &Error{http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "rate limit exceeded; retry after the time in the Retry-After header"}
+	// TooManyFailedAuthentications refuses every request from a client
+	// address that failed authentication too often, before its
+	// credentials are looked at: its own code, so that a client that sent
+	// right credentials learns why it is refused.
+	TooManyFailedAuthentications = &Error{http.StatusTooManyRequests, "TOO_MANY_FAILED_AUTHENTICATIONS", "too many failed authentications from this address; retry after the time in the Retry-After header"}
 )
 
 // Write sends e as the response, and tells w its code when w records

@@ -81,3 +81,73 @@ func ParseClientIP(s string) (netip.Addr, error) {
 	}
 	return addr.Unmap().WithZone(""), nil
 }
+
+// RightmostUntrusted reads the values of a forwarding header such as
+// X-Forwarded-For (each a comma-separated list of addresses, optionally
+// with a port, several lines read as one list) from the right and returns
+// the first valid address that trusted does not contain. Each proxy
+// appends the address it was connected from, so that address is the one
+// the nearest untrusted hop connected from: a client can put anything to
+// its left, but not there. Entries that are not addresses are skipped;
+// IPv4-mapped addresses are unmapped and zones dropped. ok is false when
+// no valid entry is untrusted.
+func RightmostUntrusted(values []string, trusted []netip.Prefix) (addr netip.Addr, ok bool) {
+	for i := len(values) - 1; i >= 0; i-- {
+		list := values[i]
+		for list != "" {
+			entry := list
+			if comma := strings.LastIndexByte(list, ','); comma >= 0 {
+				entry, list = list[comma+1:], list[:comma]
+			} else {
+				list = ""
+			}
+			a, valid := parseForwarded(entry)
+			if !valid {
+				continue
+			}
+			if !containsAddr(trusted, a) {
+				return a, true
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// parseForwarded parses one entry of a forwarding header: "192.0.2.7",
+// "192.0.2.7:443", "2001:db8::1", "[2001:db8::1]:443", possibly with
+// spaces around and a zone.
+func parseForwarded(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return netip.Addr{}, false
+		}
+		s = s[1:end]
+	} else if colon := strings.IndexByte(s, ':'); colon >= 0 && strings.IndexByte(s[colon+1:], ':') < 0 {
+		// One colon: an IPv4 address with a port. IPv6 has two or more.
+		s = s[:colon]
+	}
+	if pct := strings.IndexByte(s, '%'); pct >= 0 {
+		s = s[:pct]
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// containsAddr tells whether a prefix of ps contains a, comparing
+// IPv4-mapped prefixes as IPv4.
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 && netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).Contains(a) {
+			return true
+		}
+	}
+	return false
+}

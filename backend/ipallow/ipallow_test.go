@@ -93,3 +93,69 @@ func FuzzParsePrefix(f *testing.F) {
 		}
 	})
 }
+
+func TestRightmostUntrusted(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::ffff:192.168.0.0/112")}
+	for _, tc := range []struct {
+		name   string
+		values []string
+		want   string // empty: none
+	}{
+		{"one address", []string{"192.0.2.7"}, "192.0.2.7"},
+		{"client-chosen left entry", []string{"198.51.100.1, 192.0.2.7"}, "192.0.2.7"},
+		{"trusted hops skipped", []string{"192.0.2.7, 10.1.1.1, 127.0.0.1"}, "192.0.2.7"},
+		{"several lines", []string{"198.51.100.1", "192.0.2.7, 10.0.0.1"}, "192.0.2.7"},
+		{"garbage skipped", []string{"192.0.2.7, not-an-ip, "}, "192.0.2.7"},
+		{"ports", []string{"198.51.100.1:1234, 192.0.2.7:443"}, "192.0.2.7"},
+		{"bracketed IPv6 with a port", []string{"[2001:db8::1]:443"}, "2001:db8::1"},
+		{"IPv6", []string{"2001:db8::1, 10.0.0.1"}, "2001:db8::1"},
+		{"zone", []string{"fe80::1%eth0"}, "fe80::1"},
+		{"mapped", []string{"::ffff:192.0.2.7"}, "192.0.2.7"},
+		{"mapped trusted hop", []string{"192.0.2.7, ::ffff:10.0.0.1"}, "192.0.2.7"},
+		{"mapped trusted prefix", []string{"192.0.2.7, 192.168.3.4"}, "192.0.2.7"},
+		{"all trusted", []string{"10.0.0.1, 127.0.0.1"}, ""},
+		{"nothing", nil, ""},
+		{"empty", []string{"", " , "}, ""},
+		{"unclosed bracket", []string{"[2001:db8::1"}, ""},
+	} {
+		got, ok := RightmostUntrusted(tc.values, trusted)
+		if (tc.want == "") == ok || (ok && got.String() != tc.want) {
+			t.Errorf("%s: got %v, %v; want %q", tc.name, got, ok, tc.want)
+		}
+	}
+}
+
+// FuzzRightmostUntrusted feeds arbitrary header values: whatever comes out
+// is a valid, unmapped, zoneless address of the input that is not trusted.
+func FuzzRightmostUntrusted(f *testing.F) {
+	for _, s := range []string{"192.0.2.7", "1.2.3.4, 10.0.0.1", "[::1]:80", "fe80::1%x, ::ffff:1.2.3.4", ",,,", "[", "1.2.3.4:5:6"} {
+		f.Add(s, "10.0.0.0/8")
+	}
+	f.Fuzz(func(t *testing.T, header, network string) {
+		var trusted []netip.Prefix
+		if p, err := netip.ParsePrefix(network); err == nil {
+			trusted = append(trusted, p)
+		}
+		a, ok := RightmostUntrusted([]string{header}, trusted)
+		if !ok {
+			return
+		}
+		if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+			t.Fatalf("%q gave %v", header, a)
+		}
+		if containsAddr(trusted, a) {
+			t.Fatalf("%q gave trusted %v", header, a)
+		}
+	})
+}
+
+func BenchmarkRightmostUntrusted(b *testing.B) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")}
+	values := []string{"198.51.100.1, 192.0.2.7, 10.0.0.5"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := RightmostUntrusted(values, trusted); !ok {
+			b.Fatal("none")
+		}
+	}
+}
