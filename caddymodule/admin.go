@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -31,16 +32,21 @@ func (AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{
 		Pattern: admin.Prefix,
 		Handler: caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-			app := currentApp.Load()
-			if app == nil {
+			h := currentAdmin.Load()
+			if h == nil {
 				apierr.Write(w, apierr.NotRunning)
 				return nil
 			}
-			app.admin.ServeHTTP(w, r)
+			h.ServeHTTP(w, r)
 			return nil
 		}),
 	}}
 }
+
+// currentAdmin is the admin API of the running app (Caddy builds admin
+// routes apart from apps). During a reload it is the new app's as soon as
+// it starts.
+var currentAdmin atomic.Pointer[admin.Handler]
 
 // Interface guards
 var _ caddy.AdminRouter = (*AdminAPI)(nil)

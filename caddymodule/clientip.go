@@ -34,7 +34,14 @@ func validateClientIP(mode string) error {
 	return fmt.Errorf("client_ip %q: want %s or %s", mode, clientIPRightmost, clientIPCaddy)
 }
 
-// clientAddr returns the address of the request's client as ip_allowlist
+// clientIPMode is the app's ClientIP: how handlers find the client's
+// address.
+type clientIPMode string
+
+// clientAddr is clientIPMode(a.ClientIP).addr.
+func (a *App) clientAddr(r *http.Request) netip.Addr { return clientIPMode(a.ClientIP).addr(r) }
+
+// addr returns the address of the request's client as ip_allowlist
 // and the auth_failures throttle see it: the zero Addr when there is none.
 //
 // From an untrusted peer, or with trusted_proxies_strict, it is Caddy's
@@ -43,10 +50,10 @@ func validateClientIP(mode string) error {
 // writes: unless the app's client_ip is "caddy", the address is instead the
 // right-most one that is not a trusted proxy, as trusted_proxies_strict
 // would have it.
-func (a *App) clientAddr(r *http.Request) netip.Addr {
+func (mode clientIPMode) addr(r *http.Request) netip.Addr {
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	ip, _ := vars[caddyhttp.ClientIPVarKey].(string)
-	if trusted, _ := vars[caddyhttp.TrustedProxyVarKey].(bool); !trusted || a.ClientIP == clientIPCaddy {
+	if trusted, _ := vars[caddyhttp.TrustedProxyVarKey].(bool); !trusted || mode == clientIPCaddy {
 		return parseClientIP(ip)
 	}
 	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)

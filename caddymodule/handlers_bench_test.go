@@ -57,7 +57,7 @@ func BenchmarkAPIKeyAuth(b *testing.B) {
 	run("refused", "192.0.2.8", "wrong-api-key")
 	// From here on the table holds an address: every request looks.
 	run("authenticated, an address throttled", "192.0.2.7", "demo-api-key")
-	app.authFailureLimit = ratelimit.Limit{Count: 1, Period: time.Hour, Burst: 1}
+	auth.failLimit = ratelimit.Limit{Count: 1, Period: time.Hour, Burst: 1}
 	run("throttled", "192.0.2.8", "demo-api-key")
 }
 
@@ -67,7 +67,7 @@ func BenchmarkAPIKeyAuth(b *testing.B) {
 // client address is read from the right of X-Forwarded-For.
 func BenchmarkIPAllowlist(b *testing.B) {
 	app := newTestApp(b, AccountConfig{ID: "demo", KeySHA256: []string{demoKeyHash}, Allow: []string{"10.0.0.0/8", "203.0.113.0/24"}})
-	allow := &IPAllowlist{app: app, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), refused: decisionsTotal.WithLabelValues("t", "r")}
+	allow := newTestAllowlist(app)
 	srv := newTestServer(b, false, "127.0.0.1/32")
 	for _, bc := range []struct {
 		name, peer string

@@ -49,8 +49,8 @@ func chain(app *App) caddyhttp.Handler {
 	})
 	mws := []caddyhttp.MiddlewareHandler{
 		newTestAuth(app),
-		&IPAllowlist{app: app, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), refused: decisionsTotal.WithLabelValues("t", "r")},
-		&AccountRateLimit{app: app, logger: app.logger, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), limited: decisionsTotal.WithLabelValues("t", "l"), storeError: decisionsTotal.WithLabelValues("t", "s")},
+		newTestAllowlist(app),
+		newTestRateLimit(app),
 	}
 	for i := len(mws) - 1; i >= 0; i-- {
 		mw, next := mws[i], h
@@ -59,9 +59,25 @@ func chain(app *App) caddyhttp.Handler {
 	return h
 }
 
+// newTestAllowlist is an ip_allowlist handler of app.
+func newTestAllowlist(app *App) *IPAllowlist {
+	h := new(IPAllowlist)
+	h.bind(app)
+	return h
+}
+
+// newTestRateLimit is an account_rate_limit handler of app.
+func newTestRateLimit(app *App) *AccountRateLimit {
+	h := new(AccountRateLimit)
+	h.bind(app, app.logger)
+	return h
+}
+
 // newTestAuth is an api_key_auth handler of app.
 func newTestAuth(app *App) *APIKeyAuth {
-	return &APIKeyAuth{app: app, logger: app.logger, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), invalid: decisionsTotal.WithLabelValues("t", "i"), throttled: decisionsTotal.WithLabelValues("t", "t")}
+	h := new(APIKeyAuth)
+	h.bind(app, app.logger)
+	return h
 }
 
 // serve runs one request from clientIP through h as Caddy would: with a
@@ -183,7 +199,7 @@ func TestDefaultRateLimitApplies(t *testing.T) {
 
 func TestHandlersAfterOtherAuthentication(t *testing.T) {
 	app := newTestApp(t)
-	rl := &AccountRateLimit{app: app, logger: app.logger, allowed: decisionsTotal.WithLabelValues("t", "a"), missing: decisionsTotal.WithLabelValues("t", "m"), limited: decisionsTotal.WithLabelValues("t", "l"), storeError: decisionsTotal.WithLabelValues("t", "s")}
+	rl := newTestRateLimit(app)
 	ok := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
 	// Without any authentication the limiter fails closed.
 	w := serve(t, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return rl.ServeHTTP(w, r, ok) }), "127.0.0.1", http.Header{})

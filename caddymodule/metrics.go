@@ -1,15 +1,11 @@
 package caddymodule
 
 import (
-	"context"
 	"errors"
-	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/taskgate/taskgate/backend/task"
-	"github.com/taskgate/taskgate/backend/webhook"
+	"github.com/taskgate/taskgate/backend/engine"
 )
 
 // decisionsTotal counts the edge handlers' decisions by handler and
@@ -21,22 +17,14 @@ var decisionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help:      "Decisions of the edge handlers, by handler and outcome.",
 }, []string{"handler", "outcome"})
 
-// rateLimitDegraded is 1 while the shared rate-limit store (redis) does
-// not answer and on_store_error decides instead.
-var rateLimitDegraded = prometheus.NewGauge(prometheus.GaugeOpts{
-	Namespace: "taskgate",
-	Subsystem: "rate_limit",
-	Name:      "store_degraded",
-	Help:      "1 while the shared rate-limit store does not answer and on_store_error decides instead, else 0.",
-})
-
-// registerMetrics adds taskgate's collectors to a config's registry. The
-// collectors are process-wide, so counts go on across config reloads.
+// registerMetrics adds taskgate's collectors (the edge handlers' and the
+// engine's) to a config's registry. The collectors are process-wide, so
+// counts go on across config reloads.
 func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{decisionsTotal, tasksCreated, tasksFinished, taskLatency, queueDepth, webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered} {
+	for _, c := range append([]prometheus.Collector{decisionsTotal}, engine.Collectors()...) {
 		err := reg.Register(c)
 		var already prometheus.AlreadyRegisteredError
 		if err != nil && !errors.As(err, &already) {
@@ -45,134 +33,3 @@ func registerMetrics(reg prometheus.Registerer) error {
 	}
 	return nil
 }
-
-// Task metrics. task_type takes the configured types only.
-var (
-	tasksCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "taskgate",
-		Subsystem: "tasks",
-		Name:      "created_total",
-		Help:      "Tasks created, by task type.",
-	}, []string{"task_type"})
-	tasksFinished = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "taskgate",
-		Subsystem: "tasks",
-		Name:      "finished_total",
-		Help:      "Tasks that reached a terminal status, by task type and outcome (completed, rejected, source_down, internal_error).",
-	}, []string{"task_type", "outcome"})
-	taskLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: "taskgate",
-		Subsystem: "tasks",
-		Name:      "latency_seconds",
-		Help:      "Time from a task's creation to its end, by task type.",
-		Buckets:   prometheus.ExponentialBuckets(0.005, 2, 16),
-	}, []string{"task_type"})
-	queueDepth = &queueCollector{desc: prometheus.NewDesc(
-		"taskgate_tasks_queue_depth",
-		"Tasks waiting for a worker, by task type.",
-		[]string{"task_type"}, nil,
-	)}
-)
-
-// queueCollector reads the queue depth of each task type from the store of
-// the running app when scraped.
-type queueCollector struct {
-	desc    *prometheus.Desc
-	current atomic.Pointer[queues]
-}
-
-// queues is what the collector reads: set whole at Start, cleared at Stop.
-type queues struct {
-	store task.Store
-	types []string
-}
-
-func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
-	q := c.current.Load()
-	if q == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	for _, name := range q.types {
-		n, err := q.store.QueueDepth(ctx, name)
-		if err != nil {
-			continue
-		}
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), name)
-	}
-}
-
-// webhookAttempts counts delivery attempts by what became of the delivery.
-var webhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Namespace: "taskgate",
-	Subsystem: "webhooks",
-	Name:      "attempts_total",
-	Help:      "Webhook delivery attempts, by event and result (delivered, retry, failed).",
-}, []string{"event", "result"})
-
-// webhookDestinationsRefused counts attempts refused by the egress policy.
-var webhookDestinationsRefused = prometheus.NewCounter(prometheus.CounterOpts{
-	Namespace: "taskgate",
-	Subsystem: "webhooks",
-	Name:      "destinations_refused_total",
-	Help:      "Webhook delivery attempts refused because their destination is loopback, private, another special-purpose address or the admin endpoint (DESTINATION_NOT_ALLOWED).",
-})
-
-// observeAttempt records a delivery attempt.
-func observeAttempt(d *webhook.Delivery, a webhook.Attempt) {
-	if a.Error == webhook.ErrorDestinationNotAllowed {
-		webhookDestinationsRefused.Inc()
-	}
-	result := "retry"
-	switch d.Status {
-	case webhook.Delivered:
-		result = "delivered"
-	case webhook.Failed:
-		result = "failed"
-	}
-	webhookAttempts.WithLabelValues(d.Event, result).Inc()
-}
-
-// observeFinish records a task's end.
-func observeFinish(t *task.Task) {
-	outcome := string(t.Status)
-	if t.Status == task.Failed {
-		outcome = "rejected"
-		if t.Error != nil {
-			switch *t.Error {
-			case task.SourceDown:
-				outcome = "source_down"
-			case task.InternalError:
-				outcome = "internal_error"
-			}
-		}
-	}
-	tasksFinished.WithLabelValues(t.TypeName(), outcome).Inc()
-	if t.CompletedAt != nil {
-		taskLatency.WithLabelValues(t.TypeName()).Observe(t.CompletedAt.Sub(t.CreatedAt).Seconds())
-	}
-}
-
-// panicsRecovered counts the panics recovered while running a task
-// (component "runner") or making a webhook attempt ("webhooks"): each is a
-// bug, logged with its stack, that the node lived through. Both series
-// exist from the start, so that an alert on their increase sees the first.
-var panicsRecovered = func() *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "taskgate",
-		Name:      "panics_recovered_total",
-		Help:      "Panics recovered while running a task (runner) or making a webhook attempt (webhooks).",
-	}, []string{"component"})
-	c.WithLabelValues("runner")
-	c.WithLabelValues("webhooks")
-	return c
-}()
-
-// observeTaskPanic counts a panic recovered while running a task.
-func observeTaskPanic(*task.Task) { panicsRecovered.WithLabelValues("runner").Inc() }
-
-// observeAttemptPanic counts a panic recovered during a webhook attempt.
-func observeAttemptPanic(*webhook.Delivery) { panicsRecovered.WithLabelValues("webhooks").Inc() }

@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/taskgate/taskgate/backend/account"
-	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
 func TestLiteralSecret(t *testing.T) {
@@ -53,7 +52,7 @@ func TestSecretPlaceholders(t *testing.T) {
 			Authorization: "Bearer {env.TG_TEST_RECEIVER_TOKEN}",
 		}},
 	}
-	acct, err := c.build(caddy.NewReplacer(), ratelimit.DefaultLimit)
+	acct, err := c.build(caddy.NewReplacer())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +68,7 @@ func TestSecretPlaceholders(t *testing.T) {
 
 	// A file that is not there is an empty secret: the account is refused.
 	c.Webhooks[0].Secret = "{file." + filepath.Join(dir, "missing") + "}"
-	if _, err := c.build(caddy.NewReplacer(), ratelimit.DefaultLimit); err == nil {
+	if _, err := c.build(caddy.NewReplacer()); err == nil {
 		t.Error("a secret from a missing file was accepted")
 	}
 }

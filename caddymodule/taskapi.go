@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/apierr"
 )
 
@@ -18,7 +19,8 @@ func init() {
 // POST /v3/tasks/sync/{action}/{type}, GET /v3/tasks) for the account that
 // the edge chain authenticated. It answers every request it gets.
 type TaskAPI struct {
-	app *App
+	accounts *account.Registry
+	api      *api.API
 }
 
 // CaddyModule returns the Caddy module information.
@@ -31,14 +33,15 @@ func (TaskAPI) CaddyModule() caddy.ModuleInfo {
 
 // Provision connects the handler to the taskgate app.
 func (h *TaskAPI) Provision(ctx caddy.Context) error {
-	var err error
-	if h.app, err = loadApp(ctx); err != nil {
+	app, err := loadApp(ctx)
+	if err != nil {
 		return err
 	}
+	h.accounts, h.api = app.engine.Accounts, app.engine.API
 	// The server waits for its handlers before the apps stop: long polls
 	// and sync calls must end as soon as it starts shutting down.
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
-		srv.RegisterOnShutdown(h.app.releaseWaitsOnExit)
+		srv.RegisterOnShutdown(app.releaseWaitsOnExit)
 	}
 	return nil
 }
@@ -51,12 +54,12 @@ func (h *TaskAPI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		apierr.Write(w, apierr.MissingCredentials)
 		return nil
 	}
-	acct, ok := h.app.registry.Lookup(id)
+	acct, ok := h.accounts.Lookup(id)
 	if !ok {
 		// A user authenticated by another handler: all task types.
 		acct = &account.Account{ID: id}
 	}
-	h.app.api.Serve(w, r, acct)
+	h.api.Serve(w, r, acct)
 	return nil
 }
 

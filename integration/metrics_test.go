@@ -90,6 +90,7 @@ http://:%d {
 		// Present from the start, so that an alert sees the first.
 		`taskgate_panics_recovered_total{component="runner"}`:   0,
 		`taskgate_panics_recovered_total{component="webhooks"}`: 0,
+		"taskgate_webhooks_destinations_refused_total":          0,
 	}
 	got, all := s.metrics(t, "taskgate_")
 	if !maps.Equal(got, want) {

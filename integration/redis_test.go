@@ -292,6 +292,9 @@ task_type share/echo {
 task_type share/held {
 	source %[1]s/held
 	timeout 30s
+}
+webhooks {
+	allow_private 127.0.0.1/32
 }`, src.url, recv.url)))
 	fixed := func(n *redisNode) taskClient { return n.client("fixed", "key-fixed") }
 

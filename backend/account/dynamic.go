@@ -67,3 +67,10 @@ func (d *Dynamic) Version(id string) int64 {
 	}
 	return v.(*versioned).version
 }
+
+// Len returns the number of accounts held.
+func (d *Dynamic) Len() int {
+	n := 0
+	d.accounts.Range(func(any, any) bool { n++; return true })
+	return n
+}

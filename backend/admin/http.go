@@ -18,6 +18,7 @@ import (
 	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/internal/jsonkey"
+	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/usage"
 )
 
@@ -482,15 +483,19 @@ func (h *Handler) staticView(a *account.Account, now time.Time) AccountView {
 		Name:             a.Name,
 		Static:           true,
 		Disabled:         a.Disabled,
-		RateLimit:        a.Limit.Rate(),
-		Burst:            a.Limit.Burst,
-		DefaultRateLimit: a.Limit == h.Service.DefaultLimit,
+		DefaultRateLimit: a.Limit == (ratelimit.Limit{}),
 		Allow:            []string{},
 		TaskTypes:        nonNil(a.TaskTypes),
 		Webhooks:         []WebhookView{},
 		FailureWebhook:   a.FailureWebhook,
 		Keys:             []KeyView{},
 	}
+	// An account without a rate of its own follows the default.
+	limit := a.Limit
+	if v.DefaultRateLimit {
+		limit = h.Service.DefaultLimit
+	}
+	v.RateLimit, v.Burst = limit.Rate(), limit.Burst
 	for _, p := range a.Allow {
 		v.Allow = append(v.Allow, p.String())
 	}

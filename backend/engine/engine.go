@@ -29,6 +29,7 @@ import (
 	"github.com/taskgate/taskgate/backend/egress"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/source"
+	"github.com/taskgate/taskgate/backend/storage"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 	"github.com/taskgate/taskgate/internal/buildinfo"
@@ -210,6 +211,22 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		Client: e.API,
 	}
 	return e, nil
+}
+
+// Summary describes the engine in the fields of the one line a node logs
+// when a configuration starts: its version, its store, its accounts and
+// its task types.
+func (e *Engine) Summary(st storage.Config) []zap.Field {
+	types := slices.Sorted(maps.Keys(e.API.Types))
+	return []zap.Field{
+		zap.String("version", buildinfo.Version()),
+		zap.String("caddy", buildinfo.CaddyVersion()),
+		zap.Stringer("storage", st),
+		zap.Bool("shared_store", e.Core.Shared()),
+		zap.Int("static_accounts", len(e.Accounts.Static())),
+		zap.Int("dynamic_accounts", e.Core.Dynamic.Len()),
+		zap.Strings("task_types", types),
+	}
 }
 
 // taskCreated is what happens when a task is accepted: it is counted, and

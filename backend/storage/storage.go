@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,21 @@ func (c Config) Key() string {
 		return "bolt:" + c.Path
 	case "redis":
 		return "redis:" + c.URL
+	}
+	return c.Type
+}
+
+// String describes the store for logs: its type and file or server, a
+// password in a Redis URL hidden.
+func (c Config) String() string {
+	switch c.Type {
+	case "bolt":
+		return "bolt " + c.Path
+	case "redis":
+		if u, err := url.Parse(c.URL); err == nil {
+			return "redis " + u.Redacted()
+		}
+		return "redis"
 	}
 	return c.Type
 }

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -13,15 +12,15 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/authfail"
 	"github.com/taskgate/taskgate/backend/ratelimit"
+	"github.com/taskgate/taskgate/backend/usage"
 )
 
 func init() {
 	caddy.RegisterModule(APIKeyAuth{})
-	caddy.RegisterModule(IPAllowlist{})
-	caddy.RegisterModule(AccountRateLimit{})
 }
 
 // The request headers that carry credentials.
@@ -48,19 +47,6 @@ const (
 	rateLimitHeader       = "Ratelimit"
 )
 
-// loadApp returns the taskgate app of the config being provisioned and
-// registers the metrics with it.
-func loadApp(ctx caddy.Context) (*App, error) {
-	v, err := ctx.App("taskgate")
-	if err != nil {
-		return nil, fmt.Errorf("loading taskgate app: %w", err)
-	}
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return nil, err
-	}
-	return v.(*App), nil
-}
-
 // APIKeyAuth authenticates requests by their account-id and api-key
 // headers against the taskgate app's accounts. On success it sets
 // {http.auth.user.id} to the account id and removes the api-key header
@@ -76,8 +62,13 @@ func loadApp(ctx caddy.Context) (*App, error) {
 // are looked at, right ones included, so that a throttled guesser cannot
 // tell a right guess. Successful authentications never spend.
 type APIKeyAuth struct {
-	app    *App
-	logger *zap.Logger
+	accounts  *account.Registry
+	meter     *usage.Meter
+	taskType  func(path string) string
+	throttle  *authfail.Throttle
+	failLimit ratelimit.Limit
+	clientIP  clientIPMode
+	logger    *zap.Logger
 
 	allowed, missing, invalid, throttled prometheus.Counter
 }
@@ -92,16 +83,23 @@ func (APIKeyAuth) CaddyModule() caddy.ModuleInfo {
 
 // Provision connects the handler to the taskgate app.
 func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
-	var err error
-	if h.app, err = loadApp(ctx); err != nil {
+	app, err := loadApp(ctx)
+	if err != nil {
 		return err
 	}
+	h.bind(app, ctx.Logger())
+	return nil
+}
+
+// bind takes from the app what the handler uses.
+func (h *APIKeyAuth) bind(app *App, logger *zap.Logger) {
+	h.accounts, h.meter, h.taskType = app.engine.Accounts, app.engine.Core.Meter, app.engine.API.TaskType
+	h.throttle, h.failLimit, h.clientIP = app.authFailures, app.authFailureLimit, clientIPMode(app.ClientIP)
+	h.logger = logger
 	h.allowed = decisionsTotal.WithLabelValues("api_key_auth", "allowed")
 	h.missing = decisionsTotal.WithLabelValues("api_key_auth", "missing_credentials")
 	h.invalid = decisionsTotal.WithLabelValues("api_key_auth", "invalid_credentials")
 	h.throttled = decisionsTotal.WithLabelValues("api_key_auth", "too_many_failures")
-	return nil
 }
 
 // ServeHTTP authenticates the request.
@@ -117,9 +115,9 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	// is not even worked out: it is needed only if this request fails.
 	var addr netip.Addr
 	knownAddr := false
-	if t := h.app.authFailures; t != nil && t.Len() > 0 {
-		addr, knownAddr = h.app.clientAddr(r), true
-		if res := t.Check(addr, h.app.authFailureLimit); !res.Allowed {
+	if t := h.throttle; t != nil && t.Len() > 0 {
+		addr, knownAddr = h.clientIP.addr(r), true
+		if res := t.Check(addr, h.failLimit); !res.Allowed {
 			h.throttled.Inc()
 			w.Header().Set("Retry-After", strconv.FormatInt(ratelimit.CeilSeconds(res.RetryAfter), 10))
 			apierr.Write(w, apierr.TooManyFailedAuthentications)
@@ -138,7 +136,7 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		apierr.Write(w, apierr.InvalidCredentials)
 		return nil
 	}
-	acct, err := h.app.registry.Authenticate(ids[0], keys[0])
+	acct, err := h.accounts.Authenticate(ids[0], keys[0])
 	if err != nil {
 		h.invalid.Inc()
 		h.spendFailure(r, addr, knownAddr)
@@ -150,10 +148,10 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		// both cost the same and the timing does not tell whether the
 		// account exists.
 		counted := ""
-		if known, ok := h.app.registry.Lookup(ids[0]); ok {
+		if known, ok := h.accounts.Lookup(ids[0]); ok {
 			counted = known.ID
 		}
-		h.app.meter.Request(counted, h.app.api.TaskType(r.URL.Path), apierr.InvalidCredentials.Code)
+		h.meter.Request(counted, h.taskType(r.URL.Path), apierr.InvalidCredentials.Code)
 		apierr.Write(w, apierr.InvalidCredentials)
 		return nil
 	}
@@ -162,7 +160,7 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	repl.Set(userIDPlaceholder, acct.ID)
 	uw := &usageWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	err = next.ServeHTTP(uw, r)
-	h.app.meter.Request(acct.ID, h.app.api.TaskType(r.URL.Path), uw.rejection(err))
+	h.meter.Request(acct.ID, h.taskType(r.URL.Path), uw.rejection(err))
 	return err
 }
 
@@ -170,16 +168,16 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 // client address (addr, when known is true) and logs the address when
 // that was its last.
 func (h *APIKeyAuth) spendFailure(r *http.Request, addr netip.Addr, known bool) {
-	t := h.app.authFailures
+	t := h.throttle
 	if t == nil {
 		return
 	}
 	if !known {
-		addr = h.app.clientAddr(r)
+		addr = h.clientIP.addr(r)
 	}
-	if res := t.Fail(addr, h.app.authFailureLimit); res.Allowed && res.Remaining == 0 {
+	if res := t.Fail(addr, h.failLimit); res.Allowed && res.Remaining == 0 {
 		h.logger.Info("a client address failed authentication too often: its requests get 429 until it may try again",
-			zap.Stringer("client", authfail.Address(addr)), zap.Duration("retry_after", h.app.authFailureLimit.Interval()))
+			zap.Stringer("client", authfail.Address(addr)), zap.Duration("retry_after", h.failLimit.Interval()))
 	}
 }
 
@@ -232,156 +230,10 @@ func (u *usageWriter) rejection(err error) string {
 	return "http_" + strconv.Itoa(status)
 }
 
-// IPAllowlist lets a request pass only when its client address is in the
-// authenticated account's allow list (any address when the list is empty).
-// The client address is the peer, or behind trusted_proxies the right-most
-// forwarded address that is not a trusted proxy (the taskgate app's
-// client_ip says otherwise only when set to "caddy"); never a header from
-// an untrusted peer, never an address the client wrote to the left of its
-// proxy's. A request that no handler authenticated gets 401
-// MISSING_CREDENTIALS; one from an address not allowed gets 403
-// IP_NOT_ALLOWED.
-type IPAllowlist struct {
-	app *App
-
-	allowed, missing, refused prometheus.Counter
-}
-
-// CaddyModule returns the Caddy module information.
-func (IPAllowlist) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  "http.handlers.ip_allowlist",
-		New: func() caddy.Module { return new(IPAllowlist) },
-	}
-}
-
-// Provision connects the handler to the taskgate app.
-func (h *IPAllowlist) Provision(ctx caddy.Context) error {
-	var err error
-	if h.app, err = loadApp(ctx); err != nil {
-		return err
-	}
-	h.allowed = decisionsTotal.WithLabelValues("ip_allowlist", "allowed")
-	h.missing = decisionsTotal.WithLabelValues("ip_allowlist", "missing_credentials")
-	h.refused = decisionsTotal.WithLabelValues("ip_allowlist", "ip_not_allowed")
-	return nil
-}
-
-// ServeHTTP checks the client address.
-func (h *IPAllowlist) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	id, _ := repl.GetString(userIDPlaceholder)
-	if id == "" {
-		h.missing.Inc()
-		apierr.Write(w, apierr.MissingCredentials)
-		return nil
-	}
-	if acct, ok := h.app.registry.Lookup(id); ok && len(acct.Allow) > 0 {
-		if addr := h.app.clientAddr(r); !addr.IsValid() || !acct.Allow.Allows(addr) {
-			h.refused.Inc()
-			apierr.Write(w, apierr.IPNotAllowed)
-			return nil
-		}
-	}
-	h.allowed.Inc()
-	return next.ServeHTTP(w, r)
-}
-
-// AccountRateLimit limits the requests of the authenticated account to its
-// rate (the app's default rate for accounts that set none, including users
-// authenticated by other handlers than api_key_auth). Every answer carries
-// RateLimit-Policy and RateLimit headers; a refused request gets 429
-// TOO_MANY_REQUESTS with Retry-After.
-type AccountRateLimit struct {
-	app    *App
-	logger *zap.Logger
-
-	allowed, missing, limited, storeError prometheus.Counter
-}
-
-// CaddyModule returns the Caddy module information.
-func (AccountRateLimit) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  "http.handlers.account_rate_limit",
-		New: func() caddy.Module { return new(AccountRateLimit) },
-	}
-}
-
-// Provision connects the handler to the taskgate app.
-func (h *AccountRateLimit) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
-	var err error
-	if h.app, err = loadApp(ctx); err != nil {
-		return err
-	}
-	h.allowed = decisionsTotal.WithLabelValues("account_rate_limit", "allowed")
-	h.missing = decisionsTotal.WithLabelValues("account_rate_limit", "missing_credentials")
-	h.limited = decisionsTotal.WithLabelValues("account_rate_limit", "too_many_requests")
-	h.storeError = decisionsTotal.WithLabelValues("account_rate_limit", "store_error")
-	return nil
-}
-
-// ServeHTTP takes one request from the account's allowance.
-func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	id, _ := repl.GetString(userIDPlaceholder)
-	if id == "" {
-		h.missing.Inc()
-		apierr.Write(w, apierr.MissingCredentials)
-		return nil
-	}
-	limit := h.app.defaultLimit
-	if acct, ok := h.app.registry.Lookup(id); ok {
-		if acct.Limit != (ratelimit.Limit{}) {
-			limit = acct.Limit
-		}
-		id = acct.ID
-	}
-	res, err := h.app.limiter.Take(r.Context(), id, limit)
-	if err != nil && r.Context().Err() != nil {
-		// The client went away: nobody to answer, no store trouble.
-		return nil
-	}
-	if err != nil {
-		h.storeError.Inc()
-		h.logger.Error("rate limit store failed; request let through", zap.Error(err))
-		return next.ServeHTTP(w, r)
-	}
-	hdr := w.Header()
-	policy := h.app.policyHeader(limit)
-	// One backing array for both headers; the keys are in canonical form
-	// so that no per-request canonicalization allocates.
-	vals := []string{policy, res.StateHeader()}
-	hdr[rateLimitPolicyHeader] = vals[0:1:1]
-	hdr[rateLimitHeader] = vals[1:2:2]
-	if !res.Allowed {
-		h.limited.Inc()
-		hdr.Set("Retry-After", strconv.FormatInt(ratelimit.CeilSeconds(res.RetryAfter), 10))
-		apierr.Write(w, apierr.TooManyRequests)
-		return nil
-	}
-	h.allowed.Inc()
-	return next.ServeHTTP(w, r)
-}
-
-// policyHeader returns the RateLimit-Policy value of a limit, formatted
-// once per limit.
-func (a *App) policyHeader(l ratelimit.Limit) string {
-	if v, ok := a.policyHeaders.Load(l); ok {
-		return v.(string)
-	}
-	v, _ := a.policyHeaders.LoadOrStore(l, l.PolicyHeader())
-	return v.(string)
-}
-
 // Interface guards
 var (
 	_ caddyhttp.MiddlewareHandler = (*APIKeyAuth)(nil)
+	_ caddy.Provisioner           = (*APIKeyAuth)(nil)
 	_ apierr.CodeRecorder         = (*usageWriter)(nil)
 	_ http.ResponseWriter         = (*usageWriter)(nil)
-	_ caddy.Provisioner           = (*APIKeyAuth)(nil)
-	_ caddyhttp.MiddlewareHandler = (*IPAllowlist)(nil)
-	_ caddy.Provisioner           = (*IPAllowlist)(nil)
-	_ caddyhttp.MiddlewareHandler = (*AccountRateLimit)(nil)
-	_ caddy.Provisioner           = (*AccountRateLimit)(nil)
 )
