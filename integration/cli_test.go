@@ -304,6 +304,11 @@ taskgate {
 	id := c.createAsync(t, "cli/pan", "t-1", "g-1", `{}`)
 	addr := []string{"--address", s.adminAddr}
 
+	// The node said what it runs, in one line.
+	if out := s.output(); !regexp.MustCompile(`"msg":"taskgate ready","version":"[^"]+","caddy":"v2\.[^"]+","storage":"memory","shared_store":false,"static_accounts":1,"dynamic_accounts":0,"task_types":\["cli/pan"\]`).MatchString(out) {
+		t.Errorf("no start line naming version, store, accounts and task types:\n%s", out)
+	}
+
 	out, errOut, code := taskgateCmd(t, s.dir, append([]string{"task", "show", "cli", id, "--wait", "10"}, addr...)...)
 	if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "completed") || !strings.Contains(out, "cli/pan") {
 		t.Errorf("task show: exit %d\n%s%s", code, out, errOut)

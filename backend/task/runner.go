@@ -258,6 +258,13 @@ func (r *Runner) panicked(t *Task, what string, v any) {
 // finish ends a claimed task with the outcome and stores it, with its
 // webhook deliveries.
 func (r *Runner) finish(ctx context.Context, typ *Type, t *Task, out source.Outcome, start time.Time) {
+	if out.Kind == source.Down {
+		// The operator's concern, not the account's: a source that stays
+		// down shows here task after task (and in the SOURCE_DOWN metric).
+		r.logger.Info("source down: the task fails "+SourceDown,
+			zap.String("request_id", t.RequestID), zap.String("task_type", typ.Name()),
+			zap.Int("status_code", out.StatusCode), zap.String("reason", out.Message), zap.NamedError("cause", out.Err))
+	}
 	applyOutcome(t, typ, out, r.now().UTC())
 	r.complete(ctx, t, start)
 }

@@ -373,6 +373,11 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
 		d.Wake()
 	}
 	if err == nil && del.Status == Pending {
+		if c := d.opts.Logger.Check(zap.DebugLevel, "webhook attempt failed; retry scheduled"); c != nil {
+			c.Write(zap.String("delivery_id", del.ID), zap.String("account_id", del.AccountID),
+				zap.String("webhook_host", urlHost(del.URL)), zap.Int("attempts", len(del.Attempts)),
+				zap.String("last_error", a.Error), zap.Time("next_at", del.NextAt))
+		}
 		select {
 		case d.scheduled <- del.NextAt:
 		default: // the poll finds it
