@@ -27,7 +27,7 @@ func TestAuthenticate(t *testing.T) {
 	disabled := mustAccount(t, "disabled", "key")
 	disabled.Disabled = true
 	keyless := mustAccount(t, "keyless")
-	r, err := NewRegistry([]*Account{mustAccount(t, "acme", "acme-key"), rotating, expired, disabled, keyless}, nil, clock)
+	r, err := NewRegistry(RegistryConfig{Static: []*Account{mustAccount(t, "acme", "acme-key"), rotating, expired, disabled, keyless}, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,20 +61,20 @@ func TestAuthenticate(t *testing.T) {
 }
 
 func TestNewRegistryRefusesDuplicatesAndBadAccounts(t *testing.T) {
-	if _, err := NewRegistry([]*Account{mustAccount(t, "a", "k"), mustAccount(t, "a", "k2")}, nil, nil); err == nil {
+	if _, err := NewRegistry(RegistryConfig{Static: []*Account{mustAccount(t, "a", "k"), mustAccount(t, "a", "k2")}}); err == nil {
 		t.Error("duplicate ids: want an error")
 	}
-	if _, err := NewRegistry([]*Account{mustAccount(t, "bad id", "k")}, nil, nil); err == nil {
+	if _, err := NewRegistry(RegistryConfig{Static: []*Account{mustAccount(t, "bad id", "k")}}); err == nil {
 		t.Error("bad id: want an error")
 	}
 	twice := mustAccount(t, "a", "k")
 	twice.Webhooks = []Webhook{{URL: "https://h.example/x"}, {URL: "https://h.example/x", Types: []string{"a/b"}}}
-	if _, err := NewRegistry([]*Account{twice}, nil, nil); err == nil {
+	if _, err := NewRegistry(RegistryConfig{Static: []*Account{twice}}); err == nil {
 		t.Error("two webhooks with one URL: want an error")
 	}
 	bad := mustAccount(t, "a", "k")
 	bad.Webhooks = []Webhook{{URL: "ftp://example.com"}}
-	if _, err := NewRegistry([]*Account{bad}, nil, nil); err == nil {
+	if _, err := NewRegistry(RegistryConfig{Static: []*Account{bad}}); err == nil {
 		t.Error("bad webhook: want an error")
 	}
 }

@@ -44,7 +44,7 @@ func TestDynamicPutKeepsTheNewest(t *testing.T) {
 func TestRegistryWithDynamicAccounts(t *testing.T) {
 	d := NewDynamic()
 	static := mustAccount(t, "static", "static-key")
-	r, err := NewRegistry([]*Account{static}, d, nil)
+	r, err := NewRegistry(RegistryConfig{Static: []*Account{static}, Dynamic: d})
 	if err != nil {
 		t.Fatal(err)
 	}

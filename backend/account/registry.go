@@ -32,17 +32,17 @@ type Registry struct {
 // NewRegistry builds a registry of static accounts and, when dynamic is
 // not nil, the dynamic ones, which a static account's id hides. now is
 // the clock for key expiry (time.Now if nil). Static ids must be unique.
-func NewRegistry(accounts []*Account, dynamic *Dynamic, now clock.Clock) (*Registry, error) {
-	if now == nil {
-		now = time.Now
+func NewRegistry(c RegistryConfig) (*Registry, error) {
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	r := &Registry{
-		accounts: make(map[string]*Account, len(accounts)),
-		dynamic:  dynamic,
-		now:      now,
+		accounts: make(map[string]*Account, len(c.Static)),
+		dynamic:  c.Dynamic,
+		now:      c.Clock,
 		decoy:    []Key{{Hash: sha256.Sum256([]byte("taskgate decoy key"))}},
 	}
-	for _, a := range accounts {
+	for _, a := range c.Static {
 		if err := a.Validate(); err != nil {
 			return nil, err
 		}
@@ -116,4 +116,15 @@ func (r *Registry) Authenticate(id, key string) (*Account, error) {
 		return nil, ErrInvalidCredentials
 	}
 	return a, nil
+}
+
+// RegistryConfig is what a Registry is made of.
+type RegistryConfig struct {
+	// Static are the configuration's accounts; they hide dynamic ones of
+	// the same id.
+	Static []*Account
+	// Dynamic, when set, holds the store's accounts.
+	Dynamic *Dynamic
+	// Clock tells the time, for keys that expire (the system's if nil).
+	Clock clock.Clock
 }

@@ -17,7 +17,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 		ID:   "acme",
 		Keys: []account.Key{{Hash: account.HashKey(key)}},
 	}
-	reg, err := account.NewRegistry([]*account.Account{acct}, nil, nil)
+	reg, err := account.NewRegistry(account.RegistryConfig{Static: []*account.Account{acct}})
 	if err != nil {
 		b.Fatal(err)
 	}

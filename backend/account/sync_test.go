@@ -83,7 +83,7 @@ func TestSyncFollowsAnotherNode(t *testing.T) {
 	if dynamic.Version("acme") != 3 {
 		t.Fatalf("after a new subscription: version %d, want 3", dynamic.Version("acme"))
 	}
-	r, err := account.NewRegistry(nil, dynamic, nil)
+	r, err := account.NewRegistry(account.RegistryConfig{Dynamic: dynamic})
 	if err != nil {
 		t.Fatal(err)
 	}

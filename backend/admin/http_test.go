@@ -34,7 +34,7 @@ func newFixture(t *testing.T) *fixture {
 	static := &account.Account{ID: "demo", Static: true, Limit: ratelimit.DefaultLimit, Keys: []account.Key{{Hash: account.HashKey("demo-key")}}}
 	dynamic := account.NewDynamic()
 	clock := clocktest.New(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC))
-	registry, err := account.NewRegistry([]*account.Account{static}, dynamic, clock.Now)
+	registry, err := account.NewRegistry(account.RegistryConfig{Static: []*account.Account{static}, Dynamic: dynamic, Clock: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +333,7 @@ func TestKeys(t *testing.T) {
 func TestUsage(t *testing.T) {
 	f := newFixture(t)
 	f.do("POST", "/taskgate/accounts", `{"id":"acme","name":"A"}`, http.StatusCreated, nil)
-	meter := usage.NewMeter(f.store, f.clock.Now)
+	meter := usage.NewMeter(usage.MeterConfig{Store: f.store, Clock: f.clock.Now})
 	meter.Request("acme", pan, "")
 	meter.TaskCreated("acme", pan)
 	meter.Request("acme", "", "TOO_MANY_REQUESTS")
@@ -379,7 +379,7 @@ func TestUsage(t *testing.T) {
 func TestWritesMustBeJSON(t *testing.T) {
 	f := newFixture(t)
 	f.do("POST", "/taskgate/accounts", `{"id":"acme","name":"A"}`, http.StatusCreated, nil)
-	f.handler.Client = &api.API{Service: task.NewService(f.store, task.NewHub(), nil, nil), MaxBody: 1 << 20, Deliveries: f.store}
+	f.handler.Client = &api.API{Service: task.NewService(task.ServiceConfig{Store: f.store, Hub: task.NewHub()}), MaxBody: 1 << 20, Deliveries: f.store}
 	for _, rq := range []struct{ method, path, body string }{
 		{"POST", "/taskgate/accounts", `{"id":"other","name":"O"}`},
 		{"PATCH", "/taskgate/accounts/acme", `{"disabled":true}`},
@@ -481,7 +481,7 @@ func FuzzAdminBodies(f *testing.F) {
 func TestTasksAndDeliveriesOfAnAccount(t *testing.T) {
 	f := newFixture(t)
 	typ := &task.Type{Action: "verify_with_source", Type: "ind_pan", Source: "http://127.0.0.1:9/", Concurrency: 1}
-	svc := task.NewService(f.store, task.NewHub(), nil, nil)
+	svc := task.NewService(task.ServiceConfig{Store: f.store, Hub: task.NewHub()})
 	f.handler.Client = &api.API{Service: svc, Types: map[string]*task.Type{pan: typ}, MaxBody: 1 << 20, Deliveries: f.store}
 	f.do("POST", "/taskgate/accounts", `{"id":"acme","name":"A"}`, http.StatusCreated, nil)
 	created, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "acme", Type: typ, TaskID: "t1", GroupID: "g1", Data: json.RawMessage(`{}`), Async: true})

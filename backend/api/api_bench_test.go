@@ -41,7 +41,7 @@ func BenchmarkCreateAsync(b *testing.B) {
 	f := newFixture(b)
 	f.api.MaxBody = 1 << 20
 	// Nobody is told of the tasks queued.
-	f.api.Service = task.NewService(f.store, f.hub, nil, nil)
+	f.api.Service = task.NewService(task.ServiceConfig{Store: f.store, Hub: f.hub})
 	for _, bb := range benchBodies {
 		b.Run(bb.name, func(b *testing.B) {
 			b.ReportAllocs()

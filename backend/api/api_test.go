@@ -41,7 +41,7 @@ func newFixture(t testing.TB) *fixture {
 	return &fixture{
 		queued: queued,
 		api: &API{
-			Service:     task.NewService(store, hub, nil, func(t *task.Task) { queued <- t.TypeName() }),
+			Service:     task.NewService(task.ServiceConfig{Store: store, Hub: hub, Created: func(t *task.Task) { queued <- t.TypeName() }}),
 			Types:       map[string]*task.Type{pan.Name(): pan, other.Name(): other},
 			MaxBody:     1 << 10,
 			SyncTimeout: 50 * time.Millisecond,

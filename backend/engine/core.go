@@ -79,7 +79,7 @@ func OpenCore(ctx context.Context, cfg storage.Config, logger *zap.Logger) (*Cor
 		Store:   store,
 		Hub:     task.NewHub(),
 		Dynamic: account.NewDynamic(),
-		Meter:   usage.NewMeter(store, nil),
+		Meter:   usage.NewMeter(usage.MeterConfig{Store: store}),
 		opened:  opened,
 		logger:  logger,
 	}

@@ -64,7 +64,7 @@ type WebhooksConfig struct {
 	Policy webhook.Policy
 	// Sender carries the egress settings (proxy, source address); the
 	// engine sets its timeout, User-Agent, egress policy and logger.
-	Sender webhook.SenderOptions
+	Sender webhook.SenderConfig
 	// Egress decides which destinations webhooks may reach.
 	Egress *egress.Policy
 	// PerURL bounds the attempts in flight to one URL (0: the default).
@@ -109,7 +109,7 @@ type Engine struct {
 // accounts (ids once each, their task types configured), the task types
 // (each valid, once each) and the webhook policy.
 func (c *Config) Validate() error {
-	if _, err := account.NewRegistry(c.Accounts, nil, nil); err != nil {
+	if _, err := account.NewRegistry(account.RegistryConfig{Static: c.Accounts}); err != nil {
 		return err
 	}
 	names := make(map[string]bool, len(c.TaskTypes))
@@ -148,7 +148,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	var err error
-	if e.Accounts, err = account.NewRegistry(cfg.Accounts, core.Dynamic, nil); err != nil {
+	if e.Accounts, err = account.NewRegistry(account.RegistryConfig{Static: cfg.Accounts, Dynamic: core.Dynamic}); err != nil {
 		return nil, err
 	}
 	for _, acct := range cfg.Accounts {
@@ -164,8 +164,8 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 	}
 
 	userAgent := buildinfo.UserAgent()
-	e.Sources = source.NewClient(source.Options{UserAgent: userAgent})
-	e.Runner = task.NewRunner(core.Store, core.Hub, e.Sources, cfg.TaskTypes, nil, logger.Named("runner"))
+	e.Sources = source.NewClient(source.ClientConfig{UserAgent: userAgent})
+	e.Runner = task.NewRunner(task.RunnerConfig{Store: core.Store, Hub: core.Hub, Caller: e.Sources, Types: cfg.TaskTypes, Logger: logger.Named("runner")})
 	e.Runner.Retention = cfg.Retention
 	e.Runner.KeepOrphans = core.Shared()
 	e.Runner.Deliveries = e.deliveries
@@ -176,14 +176,18 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 	sender.UserAgent, sender.Timeout = userAgent, cfg.Webhooks.Policy.Timeout
 	sender.Egress, sender.Logger = cfg.Webhooks.Egress, logger.Named("webhooks")
 	e.Sender = webhook.NewSender(sender)
-	e.Dispatcher = webhook.NewDispatcher(core.Store, e.Sender, e.resolveWebhook, cfg.Webhooks.Policy, webhook.DispatcherOptions{
+	e.Dispatcher = webhook.NewDispatcher(webhook.DispatcherConfig{
+		Store:     core.Store,
+		Sender:    e.Sender,
+		Resolve:   e.resolveWebhook,
+		Policy:    cfg.Webhooks.Policy,
 		Logger:    logger.Named("webhooks"),
 		OnAttempt: observeAttempt,
 		OnPanic:   observeAttemptPanic,
 		PerURL:    cfg.Webhooks.PerURL,
 	})
 
-	e.Tasks = task.NewService(core.Store, core.Hub, nil, e.taskCreated)
+	e.Tasks = task.NewService(task.ServiceConfig{Store: core.Store, Hub: core.Hub, Created: e.taskCreated})
 	if core.Shared() {
 		// Task end notices from other nodes may be lost (Pub/Sub).
 		e.Tasks.Recheck = sharedRecheck

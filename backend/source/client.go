@@ -81,8 +81,8 @@ type Outcome struct {
 	Err error
 }
 
-// Options configure a Client. The zero value is usable.
-type Options struct {
+// ClientConfig configures a Client. The zero value is usable.
+type ClientConfig struct {
 	// HTTP is the client that calls sources. Default: one with its own
 	// transport, keeping enough idle connections per source for a task
 	// type's concurrency, ignoring proxy environment variables and not
@@ -100,7 +100,7 @@ type Options struct {
 	MaxResponseBytes int64
 }
 
-// Defaults of Options.
+// Defaults of ClientConfig.
 const (
 	DefaultUserAgent        = "taskgate"
 	DefaultMaxResponseBytes = 4 << 20
@@ -121,7 +121,7 @@ type Client struct {
 }
 
 // NewClient returns a client with the options.
-func NewClient(opts Options) *Client {
+func NewClient(opts ClientConfig) *Client {
 	c := &Client{
 		http:      opts.HTTP,
 		clock:     opts.Clock,

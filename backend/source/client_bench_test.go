@@ -47,7 +47,7 @@ func call(b *testing.B, c *source.Client, url string) {
 // goroutine, loopback HTTP round trip included.
 func BenchmarkCall(b *testing.B) {
 	srv := fastSource(b)
-	c := source.NewClient(source.Options{})
+	c := source.NewClient(source.ClientConfig{})
 	b.Cleanup(c.CloseIdleConnections)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -59,7 +59,7 @@ func BenchmarkCall(b *testing.B) {
 // source, as the workers of a task type with concurrency 32 do.
 func BenchmarkCallParallel(b *testing.B) {
 	srv := fastSource(b)
-	c := source.NewClient(source.Options{})
+	c := source.NewClient(source.ClientConfig{})
 	b.Cleanup(c.CloseIdleConnections)
 	b.ReportAllocs()
 	b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))

@@ -39,7 +39,7 @@ func receive[T any](t *testing.T, ch <-chan T) T {
 }
 
 // newTestClient returns a client on a fake clock.
-func newTestClient(opts Options) (*Client, *fakeClock) {
+func newTestClient(opts ClientConfig) (*Client, *fakeClock) {
 	clock := newFakeClock()
 	opts.Clock = clock.Now
 	return NewClient(opts), clock
@@ -135,7 +135,7 @@ func TestCallMapsAnswers(t *testing.T) {
 		w.WriteHeader(tt.status)
 		_, _ = io.WriteString(w, tt.body)
 	})
-	c, _ := newTestClient(Options{})
+	c, _ := newTestClient(ClientConfig{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			url := srv.URL + "/" + strings.ReplaceAll(tt.name, " ", "-")
@@ -151,7 +151,7 @@ func TestCallRefusedConnection(t *testing.T) {
 	}
 	url := "http://" + ln.Addr().String() + "/pan"
 	_ = ln.Close()
-	c, _ := newTestClient(Options{})
+	c, _ := newTestClient(ClientConfig{})
 	out := c.Call(t.Context(), url, time.Minute, testRequest)
 	wantOutcome(t, out, Outcome{Kind: Down, Message: "source unreachable"})
 	if out.Err == nil {
@@ -160,14 +160,14 @@ func TestCallRefusedConnection(t *testing.T) {
 }
 
 func TestCallInvalidURL(t *testing.T) {
-	c, _ := newTestClient(Options{})
+	c, _ := newTestClient(ClientConfig{})
 	out := c.Call(t.Context(), "http://[::1", time.Minute, testRequest)
 	wantOutcome(t, out, Outcome{Kind: Down, Message: "source URL is not valid"})
 }
 
 func TestCallTimesOutWaitingForAnswer(t *testing.T) {
 	srv := newHeldServer(t, func(w http.ResponseWriter, r *http.Request, hold func()) { hold() })
-	c, _ := newTestClient(Options{})
+	c, _ := newTestClient(ClientConfig{})
 	out := c.Call(t.Context(), srv.URL, 50*time.Millisecond, testRequest)
 	wantOutcome(t, out, Outcome{Kind: Down, Message: "source timed out after 50ms"})
 }
@@ -179,7 +179,7 @@ func TestCallTimesOutReadingAnswer(t *testing.T) {
 		_ = http.NewResponseController(w).Flush()
 		hold()
 	})
-	c, _ := newTestClient(Options{})
+	c, _ := newTestClient(ClientConfig{})
 	out := c.Call(t.Context(), srv.URL, 50*time.Millisecond, testRequest)
 	wantOutcome(t, out, Outcome{Kind: Down, Message: "source timed out after 50ms", StatusCode: 200})
 }
@@ -219,7 +219,7 @@ func TestCallAnswerSizeLimit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, _ := newTestClient(Options{MaxResponseBytes: tt.max})
+			c, _ := newTestClient(ClientConfig{MaxResponseBytes: tt.max})
 			out := c.Call(t.Context(), srv.URL+tt.path, time.Minute, testRequest)
 			if out.Kind != tt.kind || out.StatusCode != 200 {
 				t.Fatalf("outcome %v %d %q, want %v 200", out.Kind, out.StatusCode, out.Message, tt.kind)
@@ -247,7 +247,7 @@ func TestCallSendsTheTask(t *testing.T) {
 		{"", "taskgate"},
 		{"taskgate/1.2.3", "taskgate/1.2.3"},
 	} {
-		c, _ := newTestClient(Options{UserAgent: tt.userAgent})
+		c, _ := newTestClient(ClientConfig{UserAgent: tt.userAgent})
 		if out := c.Call(t.Context(), srv.URL+"/v1/pan?x=1", time.Minute, testRequest); out.Kind != Completed {
 			t.Fatalf("outcome %v %q, want completed", out.Kind, out.Message)
 		}
@@ -290,7 +290,7 @@ func TestCallSendsTheTask(t *testing.T) {
 func TestCallRejectsDataThatIsNotJSON(t *testing.T) {
 	var hits atomic.Int64
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
-	c, _ := newTestClient(Options{})
+	c, _ := newTestClient(ClientConfig{})
 	req := testRequest
 	req.Data = json.RawMessage(`{"a":`)
 	out := c.Call(t.Context(), srv.URL, time.Minute, req)
@@ -329,7 +329,7 @@ func TestCallReusesConnections(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 
-	c, _ := newTestClient(Options{MaxResponseBytes: 1024})
+	c, _ := newTestClient(ClientConfig{MaxResponseBytes: 1024})
 	for range 3 {
 		for _, path := range []string{"/ok", "/array", "/rejected", "/down", "/large", "/large-chunked"} {
 			c.Call(t.Context(), srv.URL+path, time.Minute, testRequest)
@@ -349,7 +349,7 @@ func TestCallCanceledByCaller(t *testing.T) {
 		hold()
 	})
 	// One failure would open the circuit, so none of these may count.
-	c, _ := newTestClient(Options{Breaker: BreakerSettings{FailureThreshold: 1}})
+	c, _ := newTestClient(ClientConfig{Breaker: BreakerSettings{FailureThreshold: 1}})
 
 	t.Run("while waiting for the answer", func(t *testing.T) {
 		for range 3 {
@@ -465,7 +465,7 @@ func openCircuit(t *testing.T, c *Client, s *testSource) {
 
 func TestCallOpenCircuitFailsFast(t *testing.T) {
 	s := newTestSource(t)
-	c, clock := newTestClient(Options{})
+	c, clock := newTestClient(ClientConfig{})
 	wantBreakerState(t, c, s.URL, "closed")
 	openCircuit(t, c, s)
 	for range 10 {
@@ -487,7 +487,7 @@ func TestCallOpenCircuitFailsFast(t *testing.T) {
 
 func TestCallHalfOpenLetsOneProbeThrough(t *testing.T) {
 	s := newTestSource(t)
-	c, clock := newTestClient(Options{})
+	c, clock := newTestClient(ClientConfig{})
 	openCircuit(t, c, s)
 	clock.Advance(DefaultOpenFor)
 	wantBreakerState(t, c, s.URL, "half_open")
@@ -518,7 +518,7 @@ func TestCallHalfOpenLetsOneProbeThrough(t *testing.T) {
 
 func TestCallRejectedProbeCloses(t *testing.T) {
 	s := newTestSource(t)
-	c, clock := newTestClient(Options{})
+	c, clock := newTestClient(ClientConfig{})
 	openCircuit(t, c, s)
 	clock.Advance(DefaultOpenFor)
 	s.status.Store(http.StatusNotFound)
@@ -528,7 +528,7 @@ func TestCallRejectedProbeCloses(t *testing.T) {
 
 func TestCallFailedProbeReopensForLonger(t *testing.T) {
 	s := newTestSource(t)
-	c, clock := newTestClient(Options{Breaker: BreakerSettings{OpenFor: 5 * time.Second, MaxOpenFor: 12 * time.Second}})
+	c, clock := newTestClient(ClientConfig{Breaker: BreakerSettings{OpenFor: 5 * time.Second, MaxOpenFor: 12 * time.Second}})
 	openCircuit(t, c, s)
 	hits := s.hits.Load()
 	for _, openFor := range []time.Duration{5, 10, 12, 12} {
@@ -545,7 +545,7 @@ func TestCallFailedProbeReopensForLonger(t *testing.T) {
 
 func TestCallRejectedCountsAsSourceUp(t *testing.T) {
 	s := newTestSource(t)
-	c, _ := newTestClient(Options{})
+	c, _ := newTestClient(ClientConfig{})
 	s.status.Store(http.StatusBadGateway)
 	for range DefaultFailureThreshold - 1 {
 		s.call(t, c, Down, "source answered 502")
@@ -563,7 +563,7 @@ func TestCallRejectedCountsAsSourceUp(t *testing.T) {
 
 func TestCallCanceledProbeHandsOverItsTurn(t *testing.T) {
 	s := newTestSource(t)
-	c, clock := newTestClient(Options{})
+	c, clock := newTestClient(ClientConfig{})
 	openCircuit(t, c, s)
 	clock.Advance(DefaultOpenFor)
 

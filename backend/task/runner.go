@@ -68,23 +68,39 @@ type Runner struct {
 	wakeups map[string]chan struct{}
 }
 
+// RunnerConfig is what a Runner is made of.
+type RunnerConfig struct {
+	// Store keeps the tasks.
+	Store Store
+	// Hub wakes the waiters of a task that ends.
+	Hub *Hub
+	// Caller calls the sources.
+	Caller Caller
+	// Types are the task types the runner runs.
+	Types []*Type
+	// Clock tells the time (the system's if nil).
+	Clock clock.Clock
+	// Logger receives the runner's logs (none if nil).
+	Logger *zap.Logger
+}
+
 // NewRunner returns a runner of the given types.
-func NewRunner(store Store, hub *Hub, caller Caller, types []*Type, now clock.Clock, logger *zap.Logger) *Runner {
-	if now == nil {
-		now = time.Now
+func NewRunner(c RunnerConfig) *Runner {
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
-	if logger == nil {
-		logger = zap.NewNop()
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
 	}
 	r := &Runner{
-		store: store, hub: hub, caller: caller, now: now, logger: logger,
-		types:       make(map[string]*Type, len(types)),
-		wakeups:     make(map[string]chan struct{}, len(types)),
+		store: c.Store, hub: c.Hub, caller: c.Caller, now: c.Clock, logger: c.Logger,
+		types:       make(map[string]*Type, len(c.Types)),
+		wakeups:     make(map[string]chan struct{}, len(c.Types)),
 		Lease:       DefaultLease,
 		Poll:        time.Second,
 		MaxAttempts: DefaultMaxAttempts,
 	}
-	for _, t := range types {
+	for _, t := range c.Types {
 		r.types[t.Name()] = t
 		r.wakeups[t.Name()] = make(chan struct{}, 1)
 	}

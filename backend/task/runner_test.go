@@ -60,8 +60,8 @@ func newHarness(t *testing.T, src task.Caller, concurrency int) *harness {
 		t.Fatal(err)
 	}
 	hub := task.NewHub()
-	r := task.NewRunner(store, hub, src, []*task.Type{typ}, nil, nil)
-	h := &harness{store: store, hub: hub, runner: r, typ: typ, svc: task.NewService(store, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })}
+	r := task.NewRunner(task.RunnerConfig{Store: store, Hub: hub, Caller: src, Types: []*task.Type{typ}})
+	h := &harness{store: store, hub: hub, runner: r, typ: typ, svc: task.NewService(task.ServiceConfig{Store: store, Hub: hub, Created: func(t *task.Task) { r.Wake(t.TypeName()) }})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -204,7 +204,7 @@ func TestPurgeOnceHonoursRetention(t *testing.T) {
 	defer store.Close()
 	typ := &task.Type{Action: "a", Type: "b", Source: "http://127.0.0.1:9/"}
 	_ = typ.Validate()
-	svc := task.NewService(store, task.NewHub(), clock, nil)
+	svc := task.NewService(task.ServiceConfig{Store: store, Hub: task.NewHub(), Clock: clock})
 	old, _, _ := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t", GroupID: "g", Data: []byte(`{}`)})
 	claimed, _ := store.Claim(context.Background(), typ.Name(), 1, now.Add(time.Minute))
 	done := now.Add(-8 * 24 * time.Hour)
@@ -214,7 +214,7 @@ func TestPurgeOnceHonoursRetention(t *testing.T) {
 	}
 	running, _, _ := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t2", GroupID: "g", Data: []byte(`{}`)})
 
-	r := task.NewRunner(store, task.NewHub(), nil, nil, clock, nil)
+	r := task.NewRunner(task.RunnerConfig{Store: store, Hub: task.NewHub(), Clock: clock})
 	r.Retention = 7 * 24 * time.Hour
 	r.PurgeOnce(context.Background())
 	if _, err := store.Get(context.Background(), "x", old.RequestID); err != task.ErrNotFound {
@@ -231,7 +231,7 @@ func TestReleaseEndsWaits(t *testing.T) {
 	typ := &task.Type{Action: "a", Type: "b", Source: "http://127.0.0.1:9/"}
 	_ = typ.Validate()
 	hub := task.NewHub()
-	svc := task.NewService(store, hub, nil, nil)
+	svc := task.NewService(task.ServiceConfig{Store: store, Hub: hub})
 	tk, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t", GroupID: "g", Data: []byte(`{}`)})
 	if err != nil {
 		t.Fatal(err)
@@ -265,13 +265,13 @@ func TestTasksOfRemovedTypesFail(t *testing.T) {
 	gone := &task.Type{Action: "old", Type: "kind", Source: "http://127.0.0.1:9/"}
 	_ = gone.Validate()
 	hub := task.NewHub()
-	svc := task.NewService(store, hub, clock, nil)
+	svc := task.NewService(task.ServiceConfig{Store: store, Hub: hub, Clock: clock})
 	tk, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: gone, TaskID: "t", GroupID: "g", Data: []byte(`{}`), Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A runner without the type leaves the task alone within the grace…
-	r := task.NewRunner(store, hub, nil, nil, clock, nil)
+	r := task.NewRunner(task.RunnerConfig{Store: store, Hub: hub, Clock: clock})
 	r.FailOrphans(context.Background())
 	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress {
 		t.Fatalf("within the grace: %s", got.Status)
@@ -319,9 +319,9 @@ func TestRunnerRenewsTheLeasesOfRunningTasks(t *testing.T) {
 		}
 	}}
 	hub := task.NewHub()
-	r := task.NewRunner(store, hub, src, []*task.Type{typ}, nil, nil)
+	r := task.NewRunner(task.RunnerConfig{Store: store, Hub: hub, Caller: src, Types: []*task.Type{typ}})
 	r.Lease = 60 * time.Millisecond
-	svc := task.NewService(store, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })
+	svc := task.NewService(task.ServiceConfig{Store: store, Hub: hub, Created: func(t *task.Task) { r.Wake(t.TypeName()) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -380,8 +380,8 @@ func TestRunnerStoresAnOutcomeThroughAShortStoreOutage(t *testing.T) {
 		return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{}`)}
 	}}
 	hub := task.NewHub()
-	r := task.NewRunner(store, hub, src, []*task.Type{typ}, nil, nil)
-	svc := task.NewService(store, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })
+	r := task.NewRunner(task.RunnerConfig{Store: store, Hub: hub, Caller: src, Types: []*task.Type{typ}})
+	svc := task.NewService(task.ServiceConfig{Store: store, Hub: hub, Created: func(t *task.Task) { r.Wake(t.TypeName()) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -449,10 +449,10 @@ func TestRunnerFailsATaskWhoseSourcePanicsAndGoesOn(t *testing.T) {
 	}
 	core, logs := observer.New(zap.ErrorLevel)
 	hub := task.NewHub()
-	r := task.NewRunner(mem, hub, src, []*task.Type{typ}, nil, zap.New(core))
+	r := task.NewRunner(task.RunnerConfig{Store: mem, Hub: hub, Caller: src, Types: []*task.Type{typ}, Logger: zap.New(core)})
 	panics := make(chan string, 10)
 	r.OnPanic = func(t *task.Task) { panics <- t.RequestID }
-	svc := task.NewService(mem, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })
+	svc := task.NewService(task.ServiceConfig{Store: mem, Hub: hub, Created: func(t *task.Task) { r.Wake(t.TypeName()) }})
 	startRunner(t, r)
 
 	create := func(taskID string) string {
@@ -508,7 +508,7 @@ func TestRunnerSurvivesPanicsInItsHooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	hub := task.NewHub()
-	r := task.NewRunner(mem, hub, src, []*task.Type{typ}, nil, nil)
+	r := task.NewRunner(task.RunnerConfig{Store: mem, Hub: hub, Caller: src, Types: []*task.Type{typ}})
 	var listed atomic.Int32
 	// The first listing of deliveries panics; the second, for the task
 	// made failed, works.
@@ -525,7 +525,7 @@ func TestRunnerSurvivesPanicsInItsHooks(t *testing.T) {
 			panic("boom in OnFinish")
 		}
 	}
-	svc := task.NewService(mem, hub, nil, func(t *task.Task) { r.Wake(t.TypeName()) })
+	svc := task.NewService(task.ServiceConfig{Store: mem, Hub: hub, Created: func(t *task.Task) { r.Wake(t.TypeName()) }})
 	startRunner(t, r)
 	var ids []string
 	for _, id := range []string{"a", "b", "c"} {
@@ -573,7 +573,7 @@ func TestRunnerEndsATaskHandedOutTooOften(t *testing.T) {
 		t.Fatal(err)
 	}
 	hub := task.NewHub()
-	svc := task.NewService(mem, hub, nil, nil)
+	svc := task.NewService(task.ServiceConfig{Store: mem, Hub: hub})
 	poison, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "acme", Type: typ, TaskID: "poison", GroupID: "g", Data: []byte(`{}`), Async: true})
 	if err != nil {
 		t.Fatal(err)
@@ -594,7 +594,7 @@ func TestRunnerEndsATaskHandedOutTooOften(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := task.NewRunner(mem, hub, src, []*task.Type{typ}, nil, nil)
+	r := task.NewRunner(task.RunnerConfig{Store: mem, Hub: hub, Caller: src, Types: []*task.Type{typ}})
 	startRunner(t, r)
 	r.Wake(typ.Name())
 	got, err := svc.Wait(ctx, "acme", poison.RequestID, 10*time.Second)

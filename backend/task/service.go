@@ -90,14 +90,27 @@ type Service struct {
 // NewService returns a service over store. hub tells waiters of ends;
 // created, when not nil, is called after each new task is stored (not
 // after a replay).
-func NewService(store Store, hub *Hub, now clock.Clock, created func(t *Task)) *Service {
-	if now == nil {
-		now = time.Now
+func NewService(c ServiceConfig) *Service {
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
-	if created == nil {
-		created = func(*Task) {}
+	if c.Created == nil {
+		c.Created = func(*Task) {}
 	}
-	return &Service{store: store, hub: hub, now: now, created: created}
+	return &Service{store: c.Store, hub: c.Hub, now: c.Clock, created: c.Created}
+}
+
+// ServiceConfig is what a Service is made of.
+type ServiceConfig struct {
+	// Store keeps the tasks.
+	Store Store
+	// Hub wakes the waiters of a task that ends.
+	Hub *Hub
+	// Clock tells the time (the system's if nil).
+	Clock clock.Clock
+	// Created, when set, is told of each task created (not of an
+	// idempotent repeat).
+	Created func(t *Task)
 }
 
 // NewTask is what a client asks for.

@@ -20,7 +20,7 @@ func TestWaitOutlivesAWakeUp(t *testing.T) {
 	t.Cleanup(func() { _ = mem.Close() })
 	store := &lookups{Store: mem, gets: make(chan struct{}, 1000)}
 	hub := task.NewHub()
-	svc := task.NewService(store, hub, nil, nil)
+	svc := task.NewService(task.ServiceConfig{Store: store, Hub: hub})
 	svc.Recheck = 5 * time.Millisecond
 	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/", Concurrency: 1}
 	created, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "a", Type: typ, TaskID: "t", GroupID: "g", Data: json.RawMessage(`{}`)})

@@ -43,11 +43,11 @@ type key struct {
 
 // NewMeter returns a meter that flushes to store; now is the clock
 // (time.Now if nil).
-func NewMeter(store Store, now clock.Clock) *Meter {
-	if now == nil {
-		now = time.Now
+func NewMeter(c MeterConfig) *Meter {
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
-	m := &Meter{store: store, now: now, seed: maphash.MakeSeed()}
+	m := &Meter{store: c.Store, now: c.Clock, seed: maphash.MakeSeed()}
 	for i := range m.shards {
 		m.shards[i].counts = make(map[key]*Counts)
 	}
@@ -191,3 +191,12 @@ func (m *Meter) Run(ctx context.Context, interval, flushTimeout time.Duration, o
 
 // Day returns the UTC day of t, "2006-01-02".
 func Day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+
+// MeterConfig is what a Meter is made of.
+type MeterConfig struct {
+	// Store keeps the counts.
+	Store Store
+	// Clock tells the time, which decides the day a count goes to (the
+	// system's if nil).
+	Clock clock.Clock
+}

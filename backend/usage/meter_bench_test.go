@@ -8,7 +8,7 @@ import (
 // BenchmarkMeterRequest measures counting one request, from parallel
 // goroutines over 1,000 accounts: the cost usage adds to the hot path.
 func BenchmarkMeterRequest(b *testing.B) {
-	m := NewMeter(&fakeStore{}, nil)
+	m := NewMeter(MeterConfig{Store: &fakeStore{}})
 	ids := make([]string, 1000)
 	for i := range ids {
 		ids[i] = "acct-" + strconv.Itoa(i)

@@ -54,7 +54,7 @@ func (f *fakeStore) get(account, day, taskType string) Counts {
 func TestMeterFlushesWhatItCounted(t *testing.T) {
 	now := time.Date(2026, 11, 25, 23, 59, 59, 0, time.UTC)
 	store := &fakeStore{}
-	m := NewMeter(store, func() time.Time { return now })
+	m := NewMeter(MeterConfig{Store: store, Clock: func() time.Time { return now }})
 	const pan = "verify_with_source/ind_pan"
 	m.Request("acme", pan, "")
 	m.Request("acme", pan, "TOO_MANY_REQUESTS")
@@ -91,7 +91,7 @@ func TestMeterFlushesWhatItCounted(t *testing.T) {
 
 func TestMeterKeepsCountsWhenTheStoreFails(t *testing.T) {
 	store := &fakeStore{failing: true}
-	m := NewMeter(store, nil)
+	m := NewMeter(MeterConfig{Store: store})
 	m.Request("acme", "", "TOO_MANY_REQUESTS")
 	if err := m.Flush(context.Background()); err == nil {
 		t.Fatal("Flush to a failing store: want an error")
@@ -109,7 +109,7 @@ func TestMeterKeepsCountsWhenTheStoreFails(t *testing.T) {
 
 func TestMeterRunFlushesOnStop(t *testing.T) {
 	store := &fakeStore{}
-	m := NewMeter(store, nil)
+	m := NewMeter(MeterConfig{Store: store})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -128,7 +128,7 @@ func TestMeterRunFlushesOnStop(t *testing.T) {
 func TestMeterRunPurgesOldDays(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	store := &fakeStore{purges: make(chan string, 1)}
-	m := NewMeter(store, func() time.Time { return now })
+	m := NewMeter(MeterConfig{Store: store, Clock: func() time.Time { return now }})
 	m.Retention = 10 * 24 * time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -150,7 +150,7 @@ func TestMeterRunPurgesOldDays(t *testing.T) {
 
 func TestMeterConcurrentCounting(t *testing.T) {
 	store := &fakeStore{}
-	m := NewMeter(store, nil)
+	m := NewMeter(MeterConfig{Store: store})
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -189,7 +189,7 @@ func equal(a, b Counts) bool {
 
 func TestMeterDropsIdsNoAccountCanHave(t *testing.T) {
 	store := &fakeStore{}
-	m := NewMeter(store, nil)
+	m := NewMeter(MeterConfig{Store: store})
 	m.Request("acme", "", "")
 	m.TaskCreated("system:serviceaccount:ns:bot", "a/b") // a user of another auth handler
 	m.Request("", "", "INVALID_CREDENTIALS")             // the stand-in of unknown ids

@@ -29,8 +29,18 @@ import (
 // EventFailed) the webhook is the account's failure webhook.
 type Resolver func(d *Delivery) (target Target, failureURL string, ok bool)
 
-// DispatcherOptions tune a Dispatcher. The zero value is usable.
-type DispatcherOptions struct {
+// DispatcherConfig is what a Dispatcher is made of: its store, sender,
+// resolver and policy, and the settings that tune it (zero: the
+// defaults).
+type DispatcherConfig struct {
+	// Store keeps the deliveries.
+	Store Store
+	// Sender makes the attempts; its timeout bounds each.
+	Sender *Sender
+	// Resolve tells how to send a delivery under the configuration.
+	Resolve Resolver
+	// Policy is the retry policy; its zero fields take DefaultPolicy's.
+	Policy Policy
 	// Concurrency is how many attempts may be in flight. Default 64.
 	Concurrency int
 	// PerURL is how many attempts may be in flight to one URL, so that a
@@ -64,7 +74,7 @@ type DispatcherOptions struct {
 	OnPanic func(d *Delivery)
 }
 
-// Defaults of DispatcherOptions.
+// Defaults of DispatcherConfig.
 const (
 	DefaultConcurrency = 64
 	DefaultPerURL      = 4
@@ -98,17 +108,17 @@ type Dispatcher struct {
 	sender  *Sender
 	resolve Resolver
 	policy  Policy
-	opts    DispatcherOptions
+	opts    DispatcherConfig
 	wakeup  chan struct{}
 	// scheduled carries the NextAt of each retry this dispatcher recorded,
 	// so that the producer wakes when it is due instead of at the next poll.
 	scheduled chan time.Time
 }
 
-// NewDispatcher returns a dispatcher of store's deliveries. Zero fields of
-// policy take DefaultPolicy's. Attempts are bounded by sender's timeout;
-// leases last Lease and are renewed while attempts run.
-func NewDispatcher(store Store, sender *Sender, resolve Resolver, policy Policy, opts DispatcherOptions) *Dispatcher {
+// NewDispatcher returns a dispatcher of the store's deliveries. Attempts
+// are bounded by the sender's timeout; leases last Lease and are renewed
+// while attempts run.
+func NewDispatcher(opts DispatcherConfig) *Dispatcher {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = DefaultConcurrency
 	}
@@ -134,10 +144,10 @@ func NewDispatcher(store Store, sender *Sender, resolve Resolver, policy Policy,
 		opts.Rand = mathrand.Float64
 	}
 	return &Dispatcher{
-		store:     store,
-		sender:    sender,
-		resolve:   resolve,
-		policy:    policy.WithDefaults(),
+		store:     opts.Store,
+		sender:    opts.Sender,
+		resolve:   opts.Resolve,
+		policy:    opts.Policy.WithDefaults(),
 		opts:      opts,
 		wakeup:    make(chan struct{}, 1),
 		scheduled: make(chan time.Time, 1024),

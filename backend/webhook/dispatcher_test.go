@@ -30,8 +30,8 @@ type attempted struct {
 // setup configures a harness; zero fields take the harness's defaults.
 type setup struct {
 	policy  webhook.Policy
-	opts    webhook.DispatcherOptions
-	sender  webhook.SenderOptions
+	opts    webhook.DispatcherConfig
+	sender  webhook.SenderConfig
 	resolve webhook.Resolver
 }
 
@@ -85,7 +85,8 @@ func start(t testing.TB, store *fakeStore, clock *fakeClock, cfg setup) *harness
 		opts.RescueEvery = time.Hour
 	}
 	opts.OnAttempt = func(d *webhook.Delivery, a webhook.Attempt) { h.attempts <- attempted{clone(d), a} }
-	h.disp = webhook.NewDispatcher(store, sender, cfg.resolve, cfg.policy, opts)
+	opts.Store, opts.Sender, opts.Resolve, opts.Policy = store, sender, cfg.resolve, cfg.policy
+	h.disp = webhook.NewDispatcher(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -149,7 +150,7 @@ func (h *harness) idle(t testing.TB) {
 
 func TestDispatcherDeliversSignedRequest(t *testing.T) {
 	rc := newReceiver(t, answering(http.StatusOK))
-	h := start(t, newFakeStore(), newFakeClock(), setup{sender: webhook.SenderOptions{UserAgent: "taskgate/test"}})
+	h := start(t, newFakeStore(), newFakeClock(), setup{sender: webhook.SenderConfig{UserAgent: "taskgate/test"}})
 	d := h.deliver(rc.URL + "/hooks")
 	got := receive(t, rc.Got)
 	hd := got.Header
@@ -466,8 +467,8 @@ func TestDispatcherSlowReceiverDoesNotHoldFastOnes(t *testing.T) {
 	}
 	store.add(ds...)
 	start(t, store, clock, setup{
-		sender: webhook.SenderOptions{Timeout: 100 * time.Millisecond},
-		opts:   webhook.DispatcherOptions{Concurrency: 8, PerURL: perURL},
+		sender: webhook.SenderConfig{Timeout: 100 * time.Millisecond},
+		opts:   webhook.DispatcherConfig{Concurrency: 8, PerURL: perURL},
 	})
 	// Each slow attempt takes 100 ms, two at a time: the slow ones need
 	// 3 s, the fast ones a few milliseconds. The store's leases are what
@@ -486,7 +487,7 @@ func TestDispatcherSlowReceiverDoesNotHoldFastOnes(t *testing.T) {
 func TestDispatcherThroughProxy(t *testing.T) {
 	rc := newReceiver(t, answering(http.StatusOK))
 	proxy := newForwardProxy(t)
-	h := start(t, newFakeStore(), newFakeClock(), setup{sender: webhook.SenderOptions{Proxy: mustParseURL(t, proxy.URL)}})
+	h := start(t, newFakeStore(), newFakeClock(), setup{sender: webhook.SenderConfig{Proxy: mustParseURL(t, proxy.URL)}})
 	want := make(map[string]bool)
 	for range 5 {
 		want[h.deliver(rc.URL+"/hooks").ID] = true
@@ -558,7 +559,7 @@ func TestDispatcherRescuesPeriodically(t *testing.T) {
 	if got, _ := store.ClaimDeliveries(t.Context(), clock.Now(), 1, clock.Now().Add(time.Minute), nil); len(got) != 1 {
 		t.Fatal("claim failed")
 	}
-	h := start(t, store, clock, setup{opts: webhook.DispatcherOptions{RescueEvery: time.Millisecond}})
+	h := start(t, store, clock, setup{opts: webhook.DispatcherConfig{RescueEvery: time.Millisecond}})
 	clock.Advance(2 * time.Minute)
 	if a := h.next(t); a.d.ID != d.ID || a.d.Status != webhook.Delivered {
 		t.Fatalf("attempt %+v of %s", a.a, a.d.ID)
@@ -606,7 +607,7 @@ func BenchmarkDispatcher(b *testing.B) {
 				w.WriteHeader(http.StatusNoContent)
 			}))
 			defer srv.Close()
-			sender := webhook.NewSender(webhook.SenderOptions{Egress: loopback})
+			sender := webhook.NewSender(webhook.SenderConfig{Egress: loopback})
 			defer sender.CloseIdleConnections()
 			store := newFakeStore()
 			body := json.RawMessage(`{"action":"verify_with_source","type":"ind_pan","status":"completed","request_id":"8a3c6f0e-6a57-4a8e-9f43-5d2b1c0e7f11","result":{"source_output":{"status":"id_found"}}}`)
@@ -618,8 +619,12 @@ func BenchmarkDispatcher(b *testing.B) {
 			store.add(ds...)
 			var n atomic.Int64
 			all := make(chan struct{})
-			disp := webhook.NewDispatcher(store, sender, resolveAll(b, ""), webhook.DefaultPolicy(), webhook.DispatcherOptions{
-				PerURL: bc.perURL,
+			disp := webhook.NewDispatcher(webhook.DispatcherConfig{
+				Store:   store,
+				Sender:  sender,
+				Resolve: resolveAll(b, ""),
+				Policy:  webhook.DefaultPolicy(),
+				PerURL:  bc.perURL,
 				OnAttempt: func(d *webhook.Delivery, a webhook.Attempt) {
 					if d.Status != webhook.Delivered {
 						b.Errorf("attempt %+v", a)

@@ -20,7 +20,7 @@ import (
 // DESTINATION_NOT_ALLOWED, and never reached.
 func TestSendRefusesDestination(t *testing.T) {
 	rc := newReceiver(t, answering(http.StatusNoContent))
-	s := webhook.NewSender(webhook.SenderOptions{})
+	s := webhook.NewSender(webhook.SenderConfig{})
 	for _, u := range []string{rc.URL, "http://localhost:1/", "http://[::ffff:127.0.0.1]:1/", "http://2130706433:1/"} {
 		a := s.Send(context.Background(), testDelivery(u), webhook.Target{})
 		if a.Error != webhook.ErrorDestinationNotAllowed || a.StatusCode != 0 {
@@ -60,7 +60,7 @@ func TestSendChecksResolvedAddress(t *testing.T) {
 	var answer atomic.Value
 	answer.Store([4]byte{127, 0, 0, 2})
 	dns := fakeDNS(t, func() [4]byte { return answer.Load().([4]byte) })
-	s := webhook.NewSender(webhook.SenderOptions{
+	s := webhook.NewSender(webhook.SenderConfig{
 		Egress:   egress.New(egress.Config{AllowPrivate: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}}),
 		Resolver: dns,
 	})

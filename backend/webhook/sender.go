@@ -31,8 +31,8 @@ type Target struct {
 	Authorization string
 }
 
-// SenderOptions configure a Sender. The zero value is usable.
-type SenderOptions struct {
+// SenderConfig configure a Sender. The zero value is usable.
+type SenderConfig struct {
 	// Proxy, when set, is the HTTP proxy every delivery goes through, so
 	// receivers can allowlist its address. Without it deliveries go
 	// direct: proxy environment variables are ignored.
@@ -87,7 +87,7 @@ type Sender struct {
 }
 
 // NewSender returns a sender with the options.
-func NewSender(opts SenderOptions) *Sender {
+func NewSender(opts SenderConfig) *Sender {
 	s := &Sender{userAgent: opts.UserAgent, timeout: opts.Timeout, clock: opts.Clock, egress: opts.Egress, logger: opts.Logger}
 	if s.userAgent == "" {
 		s.userAgent = DefaultUserAgent

@@ -38,7 +38,7 @@ func mustKey(t testing.TB, secret string) []byte {
 func TestSendHeadersAndSignature(t *testing.T) {
 	rc := newReceiver(t, answering(http.StatusNoContent))
 	clock := newFakeClock()
-	s := webhook.NewSender(webhook.SenderOptions{Egress: loopback, UserAgent: "taskgate/test", Clock: clock.Now})
+	s := webhook.NewSender(webhook.SenderConfig{Egress: loopback, UserAgent: "taskgate/test", Clock: clock.Now})
 	d := testDelivery(rc.URL + "/hooks?token=abc")
 	a := s.Send(t.Context(), d, webhook.Target{Secret: mustKey(t, vectorSecret), Authorization: "Bearer s3cret"})
 	if a.StatusCode != http.StatusNoContent || a.Error != "" || !a.At.Equal(clock.Now()) || a.DurationMS < 0 {
@@ -67,7 +67,7 @@ func TestSendHeadersAndSignature(t *testing.T) {
 
 func TestSendUnsigned(t *testing.T) {
 	rc := newReceiver(t, answering(http.StatusOK))
-	s := webhook.NewSender(webhook.SenderOptions{Egress: loopback})
+	s := webhook.NewSender(webhook.SenderConfig{Egress: loopback})
 	if a := s.Send(t.Context(), testDelivery(rc.URL), webhook.Target{}); a.StatusCode != http.StatusOK || a.Error != "" {
 		t.Fatalf("attempt %+v", a)
 	}
@@ -98,7 +98,7 @@ func TestSendReportsStatuses(t *testing.T) {
 		{http.StatusFound, "302 Found (redirects are not followed)"},
 		{http.StatusPermanentRedirect, "308 Permanent Redirect (redirects are not followed)"},
 	}
-	s := webhook.NewSender(webhook.SenderOptions{Egress: loopback})
+	s := webhook.NewSender(webhook.SenderConfig{Egress: loopback})
 	for _, tc := range tests {
 		rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ func()) int {
 			w.Header().Set("Location", elsewhere.URL+"/moved")
@@ -118,7 +118,7 @@ func TestSendReportsStatuses(t *testing.T) {
 
 func TestSendTransportErrors(t *testing.T) {
 	hung := newReceiver(t, held)
-	s := webhook.NewSender(webhook.SenderOptions{Egress: loopback, Timeout: 100 * time.Millisecond})
+	s := webhook.NewSender(webhook.SenderConfig{Egress: loopback, Timeout: 100 * time.Millisecond})
 	tests := []struct {
 		url, error string
 	}{
@@ -149,7 +149,7 @@ func TestSendCanceled(t *testing.T) {
 		hold()
 		return http.StatusOK
 	})
-	s := webhook.NewSender(webhook.SenderOptions{Egress: loopback})
+	s := webhook.NewSender(webhook.SenderConfig{Egress: loopback})
 	ctx, cancel := context.WithCancel(t.Context())
 	got := make(chan webhook.Attempt, 1)
 	go func() { got <- s.Send(ctx, testDelivery(hung.URL), webhook.Target{}) }()
@@ -173,7 +173,7 @@ func TestSendReadsBoundedAnswer(t *testing.T) {
 		}
 	}))
 	t.Cleanup(rc.Close)
-	s := webhook.NewSender(webhook.SenderOptions{Egress: loopback, Timeout: patience})
+	s := webhook.NewSender(webhook.SenderConfig{Egress: loopback, Timeout: patience})
 	if a := s.Send(t.Context(), testDelivery(rc.URL), webhook.Target{}); a.StatusCode != http.StatusOK || a.Error != "" {
 		t.Fatalf("attempt %+v", a)
 	}
@@ -181,7 +181,7 @@ func TestSendReadsBoundedAnswer(t *testing.T) {
 
 func TestSendFromSourceIP(t *testing.T) {
 	rc := newReceiver(t, answering(http.StatusOK))
-	s := webhook.NewSender(webhook.SenderOptions{Egress: loopback, SourceIP: netip.MustParseAddr("127.0.0.2")})
+	s := webhook.NewSender(webhook.SenderConfig{Egress: loopback, SourceIP: netip.MustParseAddr("127.0.0.2")})
 	if a := s.Send(t.Context(), testDelivery(rc.URL), webhook.Target{}); a.StatusCode != http.StatusOK {
 		t.Skipf("cannot send from 127.0.0.2 here: %+v", a)
 	}
@@ -194,7 +194,7 @@ func TestSendFromSourceIP(t *testing.T) {
 func TestSendThroughProxy(t *testing.T) {
 	rc := newReceiver(t, answering(http.StatusOK))
 	proxy := newForwardProxy(t)
-	s := webhook.NewSender(webhook.SenderOptions{Egress: loopback, Proxy: mustParseURL(t, proxy.URL)})
+	s := webhook.NewSender(webhook.SenderConfig{Egress: loopback, Proxy: mustParseURL(t, proxy.URL)})
 	d := testDelivery(rc.URL)
 	if a := s.Send(t.Context(), d, webhook.Target{}); a.StatusCode != http.StatusOK || a.Error != "" {
 		t.Fatalf("attempt %+v", a)
@@ -205,7 +205,7 @@ func TestSendThroughProxy(t *testing.T) {
 	receive(t, rc.Got)
 
 	// A proxy that is down fails the attempt; it is not bypassed.
-	s = webhook.NewSender(webhook.SenderOptions{Egress: loopback, Proxy: mustParseURL(t, closedURL(t))})
+	s = webhook.NewSender(webhook.SenderConfig{Egress: loopback, Proxy: mustParseURL(t, closedURL(t))})
 	if a := s.Send(t.Context(), d, webhook.Target{}); a.StatusCode != 0 || a.Error != "proxy: connection refused" {
 		t.Fatalf("attempt through a closed proxy %+v", a)
 	}
@@ -213,7 +213,7 @@ func TestSendThroughProxy(t *testing.T) {
 
 func TestSendReadsRetryAfter(t *testing.T) {
 	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	s := webhook.NewSender(webhook.SenderOptions{Egress: loopback, Clock: func() time.Time { return now }})
+	s := webhook.NewSender(webhook.SenderConfig{Egress: loopback, Clock: func() time.Time { return now }})
 	for _, tc := range []struct {
 		status int
 		header string
