@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +10,8 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+	"github.com/taskgate/taskgate/backend/api"
+	"github.com/taskgate/taskgate/backend/task"
 )
 
 // taskCommand is `taskgate task`: an account's tasks, as the account reads
@@ -42,38 +43,6 @@ endpoint and --json are as for 'taskgate account'.
 	CobraFunc: configureDeliveryCommand,
 }
 
-// taskView is a task as the client API shows it.
-type taskView struct {
-	Action      string          `json:"action"`
-	Type        string          `json:"type"`
-	Status      string          `json:"status"`
-	TaskID      string          `json:"task_id"`
-	GroupID     string          `json:"group_id"`
-	RequestID   string          `json:"request_id"`
-	CreatedAt   string          `json:"created_at"`
-	CompletedAt *string         `json:"completed_at"`
-	Result      json.RawMessage `json:"result"`
-	Error       *string         `json:"error"`
-	Message     *string         `json:"message"`
-}
-
-// deliveryView is a webhook delivery as the client API shows it.
-type deliveryView struct {
-	ID        string  `json:"id"`
-	RequestID string  `json:"request_id"`
-	URL       string  `json:"webhook_url"`
-	Event     string  `json:"event"`
-	Status    string  `json:"status"`
-	CreatedAt string  `json:"created_at"`
-	NextAt    *string `json:"next_attempt_at"`
-	Attempts  []struct {
-		At         string  `json:"at"`
-		StatusCode *int    `json:"status_code"`
-		Error      *string `json:"error"`
-		DurationMS int64   `json:"duration_ms"`
-	} `json:"attempts"`
-}
-
 // configureTaskCommand turns cmd into the `task` command.
 func configureTaskCommand(cmd *cobra.Command) {
 	c := newAdminClient(cmd)
@@ -93,7 +62,7 @@ func configureTaskCommand(cmd *cobra.Command) {
 			q.Set("wait", strconv.Itoa(*wait))
 		}
 		return onAccount(args[0], http.MethodGet, "/tasks?"+q.Encode(), nil), nil
-	}, func(w io.Writer, _ []string, tasks *[]taskView) {
+	}, func(w io.Writer, _ []string, tasks *[]task.View) {
 		for _, t := range *tasks {
 			writeTask(w, &t)
 		}
@@ -118,12 +87,12 @@ func configureTaskCommand(cmd *cobra.Command) {
 			q.Set("task_id", *taskID)
 		}
 		return onAccount(args[0], http.MethodGet, "/tasks?"+q.Encode(), nil), nil
-	}, func(w io.Writer, _ []string, tasks *[]taskView) {
+	}, func(w io.Writer, _ []string, tasks *[]task.View) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "REQUEST ID\tTYPE\tSTATUS\tERROR\tTASK ID\tCREATED")
 		for _, t := range *tasks {
 			fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\n", clean(t.RequestID), clean(t.Action), clean(t.Type),
-				clean(t.Status), dash(deref(t.Error)), clean(t.TaskID), clean(t.CreatedAt))
+				clean(string(t.Status)), dash(deref(t.Error)), clean(t.TaskID), clean(t.CreatedAt))
 		}
 		_ = tw.Flush()
 	})
@@ -154,7 +123,7 @@ func configureDeliveryCommand(cmd *cobra.Command) {
 			q.Set("request_id", *requestID)
 		}
 		return onAccount(args[0], http.MethodGet, "/deliveries?"+q.Encode(), nil), nil
-	}, func(w io.Writer, _ []string, ds *[]deliveryView) { writeDeliveries(w, *ds) })
+	}, func(w io.Writer, _ []string, ds *[]api.DeliveryView) { writeDeliveries(w, *ds) })
 
 	retry := &cobra.Command{
 		Use:     "retry <account> <delivery_id>...",
@@ -168,7 +137,7 @@ func configureDeliveryCommand(cmd *cobra.Command) {
 			if err != nil {
 				return err
 			}
-			err = printAnswer(c, cmd, raw, func(w io.Writer, d *deliveryView) {
+			err = printAnswer(c, cmd, raw, func(w io.Writer, d *api.DeliveryView) {
 				fmt.Fprintf(w, "Queued %s again (%s to %s).\n", clean(d.ID), clean(d.Event), clean(d.URL))
 			})
 			if err != nil {
@@ -181,11 +150,11 @@ func configureDeliveryCommand(cmd *cobra.Command) {
 }
 
 // writeTask writes one task for people.
-func writeTask(w io.Writer, t *taskView) {
+func writeTask(w io.Writer, t *task.View) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Request id:\t%s\n", clean(t.RequestID))
 	fmt.Fprintf(tw, "Type:\t%s/%s\n", clean(t.Action), clean(t.Type))
-	fmt.Fprintf(tw, "Status:\t%s\n", clean(t.Status))
+	fmt.Fprintf(tw, "Status:\t%s\n", clean(string(t.Status)))
 	fmt.Fprintf(tw, "Task id:\t%s\n", clean(t.TaskID))
 	fmt.Fprintf(tw, "Group id:\t%s\n", clean(t.GroupID))
 	fmt.Fprintf(tw, "Created:\t%s\n", clean(t.CreatedAt))
@@ -200,7 +169,7 @@ func writeTask(w io.Writer, t *taskView) {
 }
 
 // writeDeliveries writes deliveries as a table, with each one's attempts.
-func writeDeliveries(w io.Writer, ds []deliveryView) {
+func writeDeliveries(w io.Writer, ds []api.DeliveryView) {
 	if len(ds) == 0 {
 		fmt.Fprintln(w, "No deliveries.")
 		return
@@ -218,7 +187,7 @@ func writeDeliveries(w io.Writer, ds []deliveryView) {
 				last = strconv.Itoa(*a.StatusCode)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clean(d.ID), clean(d.RequestID), clean(d.Event), clean(d.Status),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clean(d.ID), clean(d.RequestID), clean(d.Event), clean(string(d.Status)),
 			len(d.Attempts), clean(last), dash(deref(d.NextAt)), clean(d.URL))
 	}
 	_ = tw.Flush()

@@ -12,33 +12,36 @@ import (
 // DeliveryLimit is the most deliveries a listing returns.
 const DeliveryLimit = 100
 
-// deliveryView is a delivery as the client API shows it.
-type deliveryView struct {
+// DeliveryView is a delivery as the client API shows it.
+// DeliveryView is a webhook delivery as the client API shows it, with
+// every attempt.
+type DeliveryView struct {
 	ID        string         `json:"id"`
 	RequestID string         `json:"request_id"`
 	URL       string         `json:"webhook_url"`
 	Event     string         `json:"event"`
 	Status    webhook.Status `json:"status"`
-	Attempts  []attemptView  `json:"attempts"`
+	Attempts  []AttemptView  `json:"attempts"`
 	CreatedAt string         `json:"created_at"`
 	NextAt    *string        `json:"next_attempt_at"`
 }
 
-type attemptView struct {
+// AttemptView is one attempt of a delivery as the client API shows it.
+type AttemptView struct {
 	At         string  `json:"at"`
 	StatusCode *int    `json:"status_code"`
 	Error      *string `json:"error"`
 	DurationMS int64   `json:"duration_ms"`
 }
 
-func viewDelivery(d *webhook.Delivery) deliveryView {
-	v := deliveryView{
+func viewDelivery(d *webhook.Delivery) DeliveryView {
+	v := DeliveryView{
 		ID:        d.ID,
 		RequestID: d.RequestID,
 		URL:       d.URL,
 		Event:     d.Event,
 		Status:    d.Status,
-		Attempts:  make([]attemptView, len(d.Attempts)),
+		Attempts:  make([]AttemptView, len(d.Attempts)),
 		CreatedAt: d.CreatedAt.Format(time.RFC3339Nano),
 	}
 	if d.Status == webhook.Pending {
@@ -46,7 +49,7 @@ func viewDelivery(d *webhook.Delivery) deliveryView {
 		v.NextAt = &s
 	}
 	for i, a := range d.Attempts {
-		av := attemptView{At: a.At.Format(time.RFC3339Nano), DurationMS: a.DurationMS}
+		av := AttemptView{At: a.At.Format(time.RFC3339Nano), DurationMS: a.DurationMS}
 		if a.StatusCode != 0 {
 			code := a.StatusCode
 			av.StatusCode = &code
@@ -103,7 +106,7 @@ func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, acct *accou
 		writeError(w, err)
 		return
 	}
-	views := make([]deliveryView, len(ds))
+	views := make([]DeliveryView, len(ds))
 	for i, d := range ds {
 		views[i] = viewDelivery(d)
 	}
