@@ -104,7 +104,10 @@ func (a *adminClient) call(ctx context.Context, method, path string, body any, w
 	if err != nil {
 		return err
 	}
-	if body != nil {
+	// Every admin write says its body is JSON, with or without one (the
+	// admin API refuses writes that do not, as a browser's cross-site
+	// form post would not).
+	if body != nil || method != http.MethodGet {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := a.client.Do(req)

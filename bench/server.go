@@ -78,13 +78,14 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 			timeout {{.SourceTimeout}}
 			concurrency {{.Concurrency}}
 		}
-{{- if .WebhookRetry}}
 		webhooks {
+			# The bench's receiver listens on loopback.
 			allow_private 127.0.0.1/32 ::1/128
+{{- if .WebhookRetry}}
 			timeout {{.WebhookTimeout}}
 			retry {{.WebhookRetry}}
-		}
 {{- end}}
+		}
 	}
 }
 

@@ -92,6 +92,8 @@ func TestOpenAPIDocument(t *testing.T) {
 		"GET /v3/tasks",
 		"GET /v3/webhooks/deliveries",
 		"POST /v3/webhooks/deliveries/{id}/retry",
+		"GET /v3/account",
+		"GET /v3/status",
 	}
 	got := slices.Sorted(func(yield func(string) bool) {
 		for k := range ops {
@@ -551,6 +553,13 @@ taskgate {
 	do(apiCall{name: "list by task id", method: "GET", target: "/v3/tasks?task_id=t-pan", header: oa(), fits: true, status: 200})
 	do(apiCall{name: "list of nothing", method: "GET", target: "/v3/tasks?task_id=none", header: oa(), fits: true, status: 200})
 
+	// The account's view of itself and of its sources (the down source's
+	// breaker may or may not have opened by now: any state fits).
+	do(apiCall{name: "the account", method: "GET", target: "/v3/account", header: oa(), fits: true, status: 200})
+	do(apiCall{name: "the account, posted", method: "POST", target: "/v3/account", header: oa(), body: "{}", fits: true, status: 405, code: "METHOD_NOT_ALLOWED"})
+	do(apiCall{name: "the status", method: "GET", target: "/v3/status", header: oa(), fits: true, status: 200})
+	do(apiCall{name: "the status, posted", method: "POST", target: "/v3/status", header: oa(), body: "{}", fits: true, status: 405, code: "METHOD_NOT_ALLOWED"})
+
 	// Sync calls: each outcome, and a timeout.
 	do(apiCall{name: "sync, completed", method: "POST", target: sync + "oa/pan", header: oa(),
 		body: createBody("s-pan", "g-sync", `{}`), fits: true, status: 200})
@@ -648,6 +657,8 @@ taskgate {
 		{method: "GET", target: "/v3/tasks?group_id=g-edge"},
 		{method: "GET", target: "/v3/webhooks/deliveries?status=failed"},
 		{method: "POST", target: "/v3/webhooks/deliveries/msg_0000000000000000000000/retry"},
+		{method: "GET", target: "/v3/account"},
+		{method: "GET", target: "/v3/status"},
 	}
 	do(apiCall{name: "the slow account's one request", method: "GET", target: "/v3/tasks?group_id=g-edge",
 		header: jsonHeader("slow", "key-slow"), fits: true, status: 200})
@@ -753,6 +764,8 @@ taskgate {
 		{method: "GET", target: "/v3/tasks?group_id=g"},
 		{method: "GET", target: "/v3/webhooks/deliveries?status=failed"},
 		{method: "POST", target: "/v3/webhooks/deliveries/msg_0000000000000000000000/retry"},
+		{method: "GET", target: "/v3/account"},
+		{method: "GET", target: "/v3/status"},
 	} {
 		call.name = "after a failure: " + call.method + " " + call.target
 		call.header, call.fits = jsonHeader("oa", "key-oa"), true

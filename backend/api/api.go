@@ -22,6 +22,7 @@ import (
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/internal/jsonkey"
+	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -59,6 +60,13 @@ type API struct {
 	WakeDeliveries func()
 	// Clock tells the time (the system's if nil).
 	Clock clock.Clock
+	// DefaultLimit is the rate limit of accounts that set none, as
+	// GET /v3/account shows it.
+	DefaultLimit ratelimit.Limit
+	// SourceHealth, when set, says how a task type's source is doing
+	// ("up", "degraded", "down"), for GET /v3/status; unset, every source
+	// is up.
+	SourceHealth func(t *task.Type) string
 
 	routesOnce sync.Once
 	mux        *http.ServeMux
@@ -93,6 +101,10 @@ func (a *API) route() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v3/tasks", func(w http.ResponseWriter, r *http.Request) { a.get(w, r, accountOf(r)) })
 	mux.HandleFunc("/v3/tasks", allowOnly("GET"))
+	mux.HandleFunc("GET /v3/account", func(w http.ResponseWriter, r *http.Request) { a.showAccount(w, accountOf(r)) })
+	mux.HandleFunc("/v3/account", allowOnly("GET"))
+	mux.HandleFunc("GET /v3/status", func(w http.ResponseWriter, r *http.Request) { a.showStatus(w, accountOf(r)) })
+	mux.HandleFunc("/v3/status", allowOnly("GET"))
 	for _, mode := range []string{"async", "sync"} {
 		mux.HandleFunc("/v3/tasks/"+mode+"/{action}/{type}", func(w http.ResponseWriter, r *http.Request) {
 			acct := accountOf(r)

@@ -200,6 +200,8 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		SyncTimeout:    cfg.SyncTimeout,
 		Deliveries:     core.Store,
 		WakeDeliveries: e.Dispatcher.Wake,
+		DefaultLimit:   cfg.DefaultLimit,
+		SourceHealth:   func(t *task.Type) string { return e.Sources.Health(t.Source) },
 	}
 	e.Admin = &admin.Handler{
 		Service: &admin.Service{

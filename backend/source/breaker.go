@@ -179,6 +179,14 @@ func (b *Breaker) State() CircuitState {
 	return b.state
 }
 
+// Failing tells whether the last calls failed: a closed circuit counting
+// failures in a row, or one not closed.
+func (b *Breaker) Failing() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.state != CircuitClosed || b.failures > 0
+}
+
 // open opens the circuit for the current open period. b.mu is held.
 func (b *Breaker) open() {
 	b.state = CircuitOpen

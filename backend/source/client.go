@@ -270,6 +270,38 @@ func (c *Client) BreakerState(url string) string {
 	return b.(*Breaker).State().String()
 }
 
+// The health of a source, as Health names it.
+const (
+	// HealthUp: calls go through, and the last one worked.
+	HealthUp = "up"
+	// HealthDegraded: calls go through but the last ones failed, or the
+	// circuit lets a probe find out whether the source is back.
+	HealthDegraded = "degraded"
+	// HealthDown: the circuit is open; tasks fail SOURCE_DOWN at once.
+	HealthDown = "down"
+)
+
+// Health says how the source at url is doing on this node, by its circuit
+// breaker: HealthUp, HealthDegraded or HealthDown. A source never called
+// is up.
+func (c *Client) Health(url string) string {
+	v, ok := c.breakers.Load(url)
+	if !ok {
+		return HealthUp
+	}
+	b := v.(*Breaker)
+	switch b.State() {
+	case CircuitOpen:
+		return HealthDown
+	case CircuitHalfOpen:
+		return HealthDegraded
+	}
+	if b.Failing() {
+		return HealthDegraded
+	}
+	return HealthUp
+}
+
 // CloseIdleConnections closes the connections kept for reuse, for a client
 // being replaced (a config reload). Calls in flight are not affected.
 func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }

@@ -605,3 +605,27 @@ func TestKindString(t *testing.T) {
 		}
 	}
 }
+
+func TestHealth(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	c, clock := newTestClient(ClientConfig{Breaker: BreakerSettings{FailureThreshold: 2, OpenFor: time.Minute, MaxOpenFor: time.Minute}})
+	if h := c.Health(srv.URL); h != HealthUp {
+		t.Fatalf("Health of a source never called = %q, want up", h)
+	}
+	call := func() { c.Call(t.Context(), srv.URL, time.Second, testRequest) }
+	call()
+	if h := c.Health(srv.URL); h != HealthDegraded {
+		t.Fatalf("Health after a failure = %q, want degraded", h)
+	}
+	call()
+	if h := c.Health(srv.URL); h != HealthDown {
+		t.Fatalf("Health with the circuit open = %q, want down", h)
+	}
+	clock.Advance(time.Minute)
+	if h := c.Health(srv.URL); h != HealthDegraded {
+		t.Fatalf("Health when a probe may go = %q, want degraded", h)
+	}
+}

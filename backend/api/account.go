@@ -1,0 +1,113 @@
+package api
+
+import (
+	"net/http"
+	"slices"
+
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/apierr"
+)
+
+// AccountView is what GET /v3/account shows an account of itself: its
+// limits, what it may call, where its webhooks go. Never a key, a secret
+// or a webhook's Authorization.
+type AccountView struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// RateLimit is the account's rate limit, the default one when it sets
+	// none.
+	RateLimit RateLimitView `json:"rate_limit"`
+	// Allow lists the networks requests may come from; empty: any.
+	Allow []string `json:"allow"`
+	// TaskTypes are the configured task types the account may call.
+	TaskTypes []string `json:"task_types"`
+	// Webhooks receive the account's finished tasks.
+	Webhooks []WebhookView `json:"webhooks"`
+	// FailureWebhook is told of deliveries that failed for good.
+	FailureWebhook *string `json:"failure_webhook"`
+}
+
+// RateLimitView is a rate limit as the client API shows it.
+type RateLimitView struct {
+	// Rate is "N/s", "N/m", … as configured.
+	Rate  string `json:"rate"`
+	Burst int64  `json:"burst"`
+	// Default tells that the account follows the configured default.
+	Default bool `json:"default"`
+	// Policy is the RateLimit-Policy header answers carry.
+	Policy string `json:"policy"`
+}
+
+// WebhookView is a webhook as its account sees it: its URL and the task
+// types it takes (empty: all), never its secret or Authorization.
+type WebhookView struct {
+	URL   string   `json:"url"`
+	Types []string `json:"types"`
+}
+
+// StatusView is what GET /v3/status answers: each task type the account
+// may call and how its source is doing.
+type StatusView struct {
+	TaskTypes []TypeStatus `json:"task_types"`
+}
+
+// TypeStatus is the state of one task type's source: "up", "degraded"
+// (its last calls failed, or it is being probed after an outage) or
+// "down" (its tasks fail SOURCE_DOWN at once).
+type TypeStatus struct {
+	TaskType string `json:"task_type"`
+	State    string `json:"state"`
+}
+
+// allowedTypes returns the configured task types the account may call,
+// sorted.
+func (a *API) allowedTypes(acct *account.Account) []string {
+	names := make([]string, 0, len(a.Types))
+	for name := range a.Types {
+		if acct.MayUse(name) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// showAccount answers GET /v3/account.
+func (a *API) showAccount(w http.ResponseWriter, acct *account.Account) {
+	limit, isDefault := acct.Limit, acct.Limit.Count == 0
+	if isDefault {
+		limit = a.DefaultLimit
+	}
+	v := AccountView{
+		ID:        acct.ID,
+		Name:      acct.Name,
+		RateLimit: RateLimitView{Rate: limit.Rate(), Burst: limit.Burst, Default: isDefault, Policy: limit.PolicyHeader()},
+		Allow:     make([]string, 0, len(acct.Allow)),
+		TaskTypes: a.allowedTypes(acct),
+		Webhooks:  make([]WebhookView, 0, len(acct.Webhooks)),
+	}
+	for _, p := range acct.Allow {
+		v.Allow = append(v.Allow, p.String())
+	}
+	for _, h := range acct.Webhooks {
+		v.Webhooks = append(v.Webhooks, WebhookView{URL: h.URL, Types: append([]string{}, h.Types...)})
+	}
+	if acct.FailureWebhook != "" {
+		v.FailureWebhook = &acct.FailureWebhook
+	}
+	apierr.WriteJSON(w, http.StatusOK, v)
+}
+
+// showStatus answers GET /v3/status.
+func (a *API) showStatus(w http.ResponseWriter, acct *account.Account) {
+	names := a.allowedTypes(acct)
+	v := StatusView{TaskTypes: make([]TypeStatus, 0, len(names))}
+	for _, name := range names {
+		state := "up"
+		if a.SourceHealth != nil {
+			state = a.SourceHealth(a.Types[name])
+		}
+		v.TaskTypes = append(v.TaskTypes, TypeStatus{TaskType: name, State: state})
+	}
+	apierr.WriteJSON(w, http.StatusOK, v)
+}
