@@ -206,6 +206,15 @@ func parseTaskType(d *caddyfile.Dispenser) (TaskTypeConfig, error) {
 				return c, d.ArgErr()
 			}
 			c.OutputKey = d.Val()
+		case "rate_limit":
+			if c.RateLimit != "" {
+				return c, d.Errf("task_type %s: rate_limit given more than once", c.Name)
+			}
+			var err error
+			if c.RateLimit, c.Burst, err = parseRateLimit(d); err != nil {
+				return c, err
+			}
+			continue
 		default:
 			return c, d.Errf("task_type %s: unknown option %q", c.Name, opt)
 		}
@@ -213,7 +222,10 @@ func parseTaskType(d *caddyfile.Dispenser) (TaskTypeConfig, error) {
 			return c, d.ArgErr()
 		}
 	}
-	t := c.build()
+	t, err := c.build()
+	if err != nil {
+		return c, d.Err(err.Error())
+	}
 	if err := t.Validate(); err != nil {
 		return c, d.Err(err.Error())
 	}

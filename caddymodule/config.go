@@ -31,6 +31,13 @@ type TaskTypeConfig struct {
 	// OutputKey names the result's key when the source is down. Default:
 	// source_output.
 	OutputKey string `json:"output_key,omitempty"`
+	// RateLimit caps the calls to the source, as "N/s", "N/m", … (across
+	// every node on a shared store); tasks wait in their queue for their
+	// turn rather than fail. Default: none.
+	RateLimit string `json:"rate_limit,omitempty"`
+	// Burst is how many calls may go at once before RateLimit applies.
+	// Default: one second's worth of RateLimit, at least 1.
+	Burst int64 `json:"burst,omitempty"`
 }
 
 // StorageConfig selects a store.
@@ -173,7 +180,11 @@ func (a *App) engineConfig(ctx caddy.Context) (engine.Config, storage.Config, er
 		if err := account.ValidateTaskType(c.Name); err != nil {
 			return cfg, storage.Config{}, err
 		}
-		cfg.TaskTypes = append(cfg.TaskTypes, c.build())
+		t, err := c.build()
+		if err != nil {
+			return cfg, storage.Config{}, err
+		}
+		cfg.TaskTypes = append(cfg.TaskTypes, t)
 	}
 	if cfg.Webhooks, err = a.Webhooks.build(adminPorts(ctx)); err != nil {
 		return cfg, storage.Config{}, err
@@ -205,9 +216,9 @@ func (a *App) storageConfig() storage.Config {
 }
 
 // build returns the task type the config describes (defaults unset).
-func (c TaskTypeConfig) build() *task.Type {
+func (c TaskTypeConfig) build() (*task.Type, error) {
 	action, typ, _ := strings.Cut(c.Name, "/")
-	return &task.Type{
+	t := &task.Type{
 		Action:      action,
 		Type:        typ,
 		Source:      c.Source,
@@ -215,6 +226,14 @@ func (c TaskTypeConfig) build() *task.Type {
 		Concurrency: c.Concurrency,
 		OutputKey:   c.OutputKey,
 	}
+	if c.RateLimit != "" || c.Burst != 0 {
+		l, err := account.BuildLimit(c.RateLimit, c.Burst)
+		if err != nil {
+			return nil, fmt.Errorf("task_type %s: %w", c.Name, err)
+		}
+		t.RateLimit = l
+	}
+	return t, nil
 }
 
 // build turns the config of a static account into an account: keys and

@@ -165,12 +165,20 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 
 	userAgent := buildinfo.UserAgent()
 	e.Sources = source.NewClient(source.ClientConfig{UserAgent: userAgent})
-	e.Runner = task.NewRunner(task.RunnerConfig{Store: core.Store, Hub: core.Hub, Caller: e.Sources, Types: cfg.TaskTypes, Logger: logger.Named("runner")})
+	e.Runner = task.NewRunner(task.RunnerConfig{
+		Store:   core.Store,
+		Hub:     core.Hub,
+		Caller:  e.Sources,
+		Types:   cfg.TaskTypes,
+		Logger:  logger.Named("runner"),
+		Limiter: limiter,
+	})
 	e.Runner.Retention = cfg.Retention
 	e.Runner.KeepOrphans = core.Shared()
 	e.Runner.Deliveries = e.deliveries
 	e.Runner.OnFinish = e.taskFinished
 	e.Runner.OnPanic = observeTaskPanic
+	e.Runner.OnSourceWait = observeSourceWait
 
 	sender := cfg.Webhooks.Sender
 	sender.UserAgent, sender.Timeout = userAgent, cfg.Webhooks.Policy.Timeout

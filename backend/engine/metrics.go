@@ -17,7 +17,7 @@ import (
 // never an account id or a key).
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{tasksCreated, tasksFinished, taskLatency, queueDepth,
-		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered}
+		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered, sourceRateLimitWaits}
 }
 
 // Task metrics. task_type takes the configured types only.
@@ -159,3 +159,15 @@ func observeTaskPanic(*task.Task) { panicsRecovered.WithLabelValues("runner").In
 
 // observeAttemptPanic counts a panic recovered during a webhook attempt.
 func observeAttemptPanic(*webhook.Delivery) { panicsRecovered.WithLabelValues("webhooks").Inc() }
+
+// sourceRateLimitWaits counts the times a task waited for its source's
+// rate limit (task_type rate_limit).
+var sourceRateLimitWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "taskgate",
+	Subsystem: "sources",
+	Name:      "rate_limit_waits_total",
+	Help:      "Times a task waited for its source's rate limit (task_type rate_limit), by task type.",
+}, []string{"task_type"})
+
+// observeSourceWait counts a task waiting for its source's rate limit.
+func observeSourceWait(t *task.Type) { sourceRateLimitWaits.WithLabelValues(t.Name()).Inc() }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/internal/lease"
+	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/webhook"
 	"github.com/taskgate/taskgate/internal/retry"
@@ -27,12 +28,13 @@ type Caller interface {
 // task is executed and completed by its own goroutine, up to the type's
 // concurrency.
 type Runner struct {
-	store  Store
-	hub    *Hub
-	caller Caller
-	types  map[string]*Type
-	now    clock.Clock
-	logger *zap.Logger
+	store   Store
+	hub     *Hub
+	caller  Caller
+	types   map[string]*Type
+	now     clock.Clock
+	logger  *zap.Logger
+	limiter ratelimit.Store
 
 	// Retention is how long terminal tasks are kept. Zero keeps them.
 	Retention time.Duration
@@ -61,6 +63,9 @@ type Runner struct {
 	// OnPanic, when set, is called after a panic while running a task was
 	// recovered (for metrics).
 	OnPanic func(t *Task)
+	// OnSourceWait, when set, is told each time a task waits for its
+	// source's rate limit (for metrics).
+	OnSourceWait func(typ *Type)
 	// Deliveries, when set, returns the webhook deliveries of a task that
 	// just ended; they are stored with its end, in one transaction.
 	Deliveries func(t *Task) []*webhook.Delivery
@@ -82,6 +87,9 @@ type RunnerConfig struct {
 	Clock clock.Clock
 	// Logger receives the runner's logs (none if nil).
 	Logger *zap.Logger
+	// Limiter decides the calls of task types with a RateLimit, under the
+	// key "source:<action/type>"; nil leaves every call free.
+	Limiter ratelimit.Store
 }
 
 // NewRunner returns a runner of the given types.
@@ -93,7 +101,7 @@ func NewRunner(c RunnerConfig) *Runner {
 		c.Logger = zap.NewNop()
 	}
 	r := &Runner{
-		store: c.Store, hub: c.Hub, caller: c.Caller, now: c.Clock, logger: c.Logger,
+		store: c.Store, hub: c.Hub, caller: c.Caller, now: c.Clock, logger: c.Logger, limiter: c.Limiter,
 		types:       make(map[string]*Type, len(c.Types)),
 		wakeups:     make(map[string]chan struct{}, len(c.Types)),
 		Lease:       DefaultLease,
@@ -220,6 +228,13 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 		r.complete(storeCtx, t, start)
 		return
 	}
+	if !r.awaitSourceTurn(ctx, typ) {
+		// Stopping while it waited for its source: back to its queue.
+		if err := r.store.Release(storeCtx, []*Task{t}); err != nil {
+			r.logger.Warn("releasing task; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
+		}
+		return
+	}
 	var out source.Outcome
 	if r.guard(t, "calling the source; it fails as "+InternalError, func() {
 		out = r.caller.Call(ctx, typ.Source, typ.Timeout, source.Request{
@@ -330,6 +345,36 @@ func (r *Runner) complete(ctx context.Context, t *Task, start time.Time) {
 	if r.OnFinish != nil {
 		// The end is stored: a panic here changes nothing of it.
 		r.guard(t, "in OnFinish, after its end was stored", func() { r.OnFinish(t, r.now().Sub(start)) })
+	}
+}
+
+// awaitSourceTurn waits until the rate limit of the type's source lets one
+// more call through, and tells whether it did; false when ctx ended first.
+// A rate-limit store in trouble does not hold tasks back: its own
+// on_store_error decides, and an error lets the call go.
+func (r *Runner) awaitSourceTurn(ctx context.Context, typ *Type) bool {
+	if r.limiter == nil || typ.RateLimit == (ratelimit.Limit{}) {
+		return true
+	}
+	key := "source:" + typ.Name()
+	for {
+		res, err := r.limiter.Take(ctx, key, typ.RateLimit)
+		switch {
+		case ctx.Err() != nil:
+			return false
+		case err != nil || res.Allowed:
+			return true
+		}
+		if r.OnSourceWait != nil {
+			r.OnSourceWait(typ)
+		}
+		wait := time.NewTimer(max(res.RetryAfter, time.Millisecond))
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return false
+		case <-wait.C:
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/taskgate/taskgate/backend/clock"
+	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
 // Type is a task type: the source its tasks run against and how.
@@ -26,6 +27,10 @@ type Type struct {
 	Concurrency int
 	// OutputKey names the result's key when the source is down.
 	OutputKey string
+	// RateLimit, when not zero, caps the calls to the source (across the
+	// nodes that share a rate-limit store): a task whose turn has not
+	// come waits, claimed, instead of failing.
+	RateLimit ratelimit.Limit
 }
 
 // Name is the type's "action/type".
