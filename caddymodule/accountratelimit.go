@@ -66,11 +66,8 @@ func (h *AccountRateLimit) bind(app *App, logger *zap.Logger) {
 
 // ServeHTTP takes one request from the account's allowance.
 func (h *AccountRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	id, _ := repl.GetString(userIDPlaceholder)
-	if id == "" {
-		h.missing.Inc()
-		apierr.Write(w, apierr.MissingCredentials)
+	id, ok := authenticatedUser(w, r, h.missing)
+	if !ok {
 		return nil
 	}
 	limit := h.defaultLimit

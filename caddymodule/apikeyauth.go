@@ -181,6 +181,22 @@ func (h *APIKeyAuth) spendFailure(r *http.Request, addr netip.Addr, known bool) 
 	}
 }
 
+// authenticatedUser returns the id that an authentication handler before
+// this one (api_key_auth, basic_auth, …) set, or answers 401
+// MISSING_CREDENTIALS, counting it in missing (when set), and returns
+// false: the handlers after authentication fail closed.
+func authenticatedUser(w http.ResponseWriter, r *http.Request, missing prometheus.Counter) (string, bool) {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if id, _ := repl.GetString(userIDPlaceholder); id != "" {
+		return id, true
+	}
+	if missing != nil {
+		missing.Inc()
+	}
+	apierr.Write(w, apierr.MissingCredentials)
+	return "", false
+}
+
 // usageWriter learns how the rest of the chain answered a request: the
 // code of a taskgate error (apierr.Write tells it), or else the status.
 type usageWriter struct {

@@ -59,11 +59,8 @@ func (h *IPAllowlist) bind(app *App) {
 
 // ServeHTTP checks the client address.
 func (h *IPAllowlist) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	id, _ := repl.GetString(userIDPlaceholder)
-	if id == "" {
-		h.missing.Inc()
-		apierr.Write(w, apierr.MissingCredentials)
+	id, ok := authenticatedUser(w, r, h.missing)
+	if !ok {
 		return nil
 	}
 	if acct, ok := h.accounts.Lookup(id); ok && len(acct.Allow) > 0 {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/api"
-	"github.com/taskgate/taskgate/backend/apierr"
 )
 
 func init() {
@@ -48,10 +47,8 @@ func (h *TaskAPI) Provision(ctx caddy.Context) error {
 
 // ServeHTTP answers the request.
 func (h *TaskAPI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	id, _ := repl.GetString(userIDPlaceholder)
-	if id == "" {
-		apierr.Write(w, apierr.MissingCredentials)
+	id, ok := authenticatedUser(w, r, nil)
+	if !ok {
 		return nil
 	}
 	acct, ok := h.accounts.Lookup(id)
