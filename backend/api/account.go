@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
@@ -52,11 +53,16 @@ type StatusView struct {
 }
 
 // TypeStatus is the state of one task type's source: "up", "degraded"
-// (its last calls failed, or it is being probed after an outage) or
-// "down" (its tasks fail SOURCE_DOWN at once).
+// (its last calls failed, or it is being probed after an outage), "down"
+// (its tasks fail SOURCE_DOWN at once) or "maintenance" (a planned
+// downtime: its tasks fail SOURCE_DOWN with the window's message, until
+// its end).
 type TypeStatus struct {
 	TaskType string `json:"task_type"`
 	State    string `json:"state"`
+	// Message and Until describe a maintenance window.
+	Message string     `json:"message,omitempty"`
+	Until   *time.Time `json:"until,omitempty"`
 }
 
 // allowedTypes returns the configured task types the account may call,
@@ -103,11 +109,12 @@ func (a *API) showStatus(w http.ResponseWriter, acct *account.Account) {
 	names := a.allowedTypes(acct)
 	v := StatusView{TaskTypes: make([]TypeStatus, 0, len(names))}
 	for _, name := range names {
-		state := "up"
-		if a.SourceHealth != nil {
-			state = a.SourceHealth(a.Types[name])
+		st := TypeStatus{State: "up"}
+		if a.SourceState != nil {
+			st = a.SourceState(a.Types[name])
 		}
-		v.TaskTypes = append(v.TaskTypes, TypeStatus{TaskType: name, State: state})
+		st.TaskType = name
+		v.TaskTypes = append(v.TaskTypes, st)
 	}
 	apierr.WriteJSON(w, http.StatusOK, v)
 }

@@ -63,10 +63,10 @@ type API struct {
 	// DefaultLimit is the rate limit of accounts that set none, as
 	// GET /v3/account shows it.
 	DefaultLimit ratelimit.Limit
-	// SourceHealth, when set, says how a task type's source is doing
-	// ("up", "degraded", "down"), for GET /v3/status; unset, every source
-	// is up.
-	SourceHealth func(t *task.Type) string
+	// SourceState, when set, says how a task type's source is doing, for
+	// GET /v3/status (its TaskType is filled in); unset, every source is
+	// up.
+	SourceState func(t *task.Type) TypeStatus
 
 	routesOnce sync.Once
 	mux        *http.ServeMux

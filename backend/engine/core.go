@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/maintenance"
 	"github.com/taskgate/taskgate/backend/storage"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/usage"
@@ -29,6 +30,8 @@ type Core struct {
 	Dynamic *account.Dynamic
 	// Meter counts usage and writes it every second.
 	Meter *usage.Meter
+	// Maintenance is the sources' planned downtime.
+	Maintenance *maintenance.Schedule
 
 	opened *storage.Opened
 	logger *zap.Logger
@@ -48,6 +51,9 @@ const (
 	// usageRetention is how long usage counts are kept: a year and a
 	// month, for a year-on-year comparison.
 	usageRetention = 400 * 24 * time.Hour
+	// maintenanceRefresh is how often the maintenance windows are read
+	// again: how long a window set on another node takes to hold here.
+	maintenanceRefresh = 2 * time.Second
 )
 
 // OpenCore opens the store of cfg (which must have passed Validate) and
@@ -83,6 +89,11 @@ func OpenCore(ctx context.Context, cfg storage.Config, logger *zap.Logger) (*Cor
 		opened:  opened,
 		logger:  logger,
 	}
+	c.Maintenance = maintenance.NewSchedule(maintenance.ScheduleConfig{Store: store})
+	if err := c.Maintenance.Load(ctx); err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("loading maintenance windows: %w", err)
+	}
 	accounts := &account.Sync{Store: store, Dynamic: c.Dynamic, Reconcile: accountsReconcile, Logger: logger}
 	if err := accounts.LoadAll(ctx); err != nil {
 		_ = store.Close()
@@ -99,6 +110,9 @@ func OpenCore(ctx context.Context, cfg storage.Config, logger *zap.Logger) (*Cor
 		accounts.Subscribe = n.SubscribeAccountChanges
 		c.done.Go(func() { accounts.Run(c.ctx) })
 	}
+	// Windows set on other nodes arrive within a refresh; the old ones
+	// are deleted by whichever node gets there first.
+	c.done.Go(func() { c.Maintenance.Run(c.ctx, maintenanceRefresh, logger) })
 	c.Meter.Retention = usageRetention
 	c.done.Go(func() {
 		c.Meter.Run(c.ctx, usageFlushInterval, 5*time.Second, func(err error) {

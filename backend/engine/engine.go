@@ -172,6 +172,13 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		Types:   cfg.TaskTypes,
 		Logger:  logger.Named("runner"),
 		Limiter: limiter,
+		Maintenance: func(taskType string, at time.Time) (string, bool) {
+			w, ok := core.Maintenance.Active(taskType, at)
+			if !ok {
+				return "", false
+			}
+			return w.Message, true
+		},
 	})
 	e.Runner.Retention = cfg.Retention
 	e.Runner.KeepOrphans = core.Shared()
@@ -209,7 +216,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		Deliveries:     core.Store,
 		WakeDeliveries: e.Dispatcher.Wake,
 		DefaultLimit:   cfg.DefaultLimit,
-		SourceHealth:   func(t *task.Type) string { return e.Sources.Health(t.Source) },
+		SourceState:    e.sourceState,
 	}
 	e.Admin = &admin.Handler{
 		Service: &admin.Service{
@@ -241,6 +248,16 @@ func (e *Engine) Summary(st storage.Config) []zap.Field {
 		zap.Int("dynamic_accounts", e.Core.Dynamic.Len()),
 		zap.Strings("task_types", types),
 	}
+}
+
+// sourceState says how a task type's source is doing: in a maintenance
+// window, or as its circuit breaker on this node says.
+func (e *Engine) sourceState(t *task.Type) api.TypeStatus {
+	if w, ok := e.Core.Maintenance.Active(t.Name(), time.Now()); ok {
+		until := w.Until
+		return api.TypeStatus{State: "maintenance", Message: w.Message, Until: &until}
+	}
+	return api.TypeStatus{State: e.Sources.Health(t.Source)}
 }
 
 // taskCreated is what happens when a task is accepted: it is counted, and

@@ -35,6 +35,8 @@ type Runner struct {
 	now     clock.Clock
 	logger  *zap.Logger
 	limiter ratelimit.Store
+	// maintenance is RunnerConfig.Maintenance.
+	maintenance func(taskType string, at time.Time) (string, bool)
 
 	// Retention is how long terminal tasks are kept. Zero keeps them.
 	Retention time.Duration
@@ -90,6 +92,10 @@ type RunnerConfig struct {
 	// Limiter decides the calls of task types with a RateLimit, under the
 	// key "source:<action/type>"; nil leaves every call free.
 	Limiter ratelimit.Store
+	// Maintenance, when set, tells whether a task type's source is in a
+	// planned downtime at a time, and its message: its tasks then fail
+	// SOURCE_DOWN with that message, without a call.
+	Maintenance func(taskType string, at time.Time) (message string, down bool)
 }
 
 // NewRunner returns a runner of the given types.
@@ -102,6 +108,7 @@ func NewRunner(c RunnerConfig) *Runner {
 	}
 	r := &Runner{
 		store: c.Store, hub: c.Hub, caller: c.Caller, now: c.Clock, logger: c.Logger, limiter: c.Limiter,
+		maintenance: c.Maintenance,
 		types:       make(map[string]*Type, len(c.Types)),
 		wakeups:     make(map[string]chan struct{}, len(c.Types)),
 		Lease:       DefaultLease,
@@ -227,6 +234,12 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 		failInternal(t, r.now().UTC())
 		r.complete(storeCtx, t, start)
 		return
+	}
+	if r.maintenance != nil {
+		if msg, down := r.maintenance(typ.Name(), r.now()); down {
+			r.finish(storeCtx, typ, t, source.Outcome{Kind: source.Down, Message: msg}, start)
+			return
+		}
 	}
 	if !r.awaitSourceTurn(ctx, typ) {
 		// Stopping while it waited for its source: back to its queue.

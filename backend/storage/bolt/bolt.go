@@ -102,13 +102,16 @@ var (
 	// their own, by day then task type. Account ids and days hold no
 	// zero byte.
 	bucketUsage = []byte("usage")
+	// bucketMaintenance maps a maintenance window's id to the window as
+	// JSON.
+	bucketMaintenance = []byte("maintenance")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketQueues, bucketDepth, bucketLeases,
 	bucketByGroup, bucketByTaskID, bucketCompleted, bucketIdem, bucketIdemAge,
 	bucketDeliveries, bucketDeliveriesDue, bucketDeliveriesDueByURL, bucketDeliveriesDueHeads,
 	bucketDeliveryLeases, bucketDeliveriesByAccount, bucketDeliveriesByRequest, bucketDeliveriesByStatus,
-	bucketDeliveriesEnded, bucketDeliveryCounts, bucketAccounts, bucketUsage}
+	bucketDeliveriesEnded, bucketDeliveryCounts, bucketAccounts, bucketUsage, bucketMaintenance}
 
 // formatKey in bucketMeta names the layout of the file; Open refuses
 // another. Buckets added since (the deliveries', the accounts', usage's)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/maintenance"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -56,6 +57,8 @@ type Store struct {
 	deliveryCounts map[webhook.Status]int
 
 	accounts map[string]*account.Record // by id
+	// maintenance holds the maintenance windows, by id.
+	maintenance map[string]*maintenance.Window
 	// usageRows holds each account's usage rows sorted by day then task
 	// type, so that a day range is a slice of them.
 	usageRows map[string][]usage.Row // by account id
@@ -104,6 +107,7 @@ func New() *Store {
 		ended:               heapOf[*delivery]{less: createdFirst, moved: func(d *delivery, i int) { d.endedPos = i }},
 		deliveryCounts:      make(map[webhook.Status]int),
 		accounts:            make(map[string]*account.Record),
+		maintenance:         make(map[string]*maintenance.Window),
 		usageRows:           make(map[string][]usage.Row),
 	}
 }

@@ -127,3 +127,39 @@ func TestSourceRateLimitSpacesCalls(t *testing.T) {
 		t.Error("no task waited for its turn")
 	}
 }
+
+// TestMaintenanceFailsFast checks that during a maintenance window a
+// task fails SOURCE_DOWN with the window's message, without a call.
+func TestMaintenanceFailsFast(t *testing.T) {
+	store := memory.New()
+	t.Cleanup(func() { _ = store.Close() })
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: 2}
+	if err := typ.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	src := &fakeSource{answer: func(context.Context, source.Request) source.Outcome {
+		return source.Outcome{Kind: source.Completed, Result: json.RawMessage(`{}`)}
+	}}
+	hub := task.NewHub()
+	r := task.NewRunner(task.RunnerConfig{Store: store, Hub: hub, Caller: src, Types: []*task.Type{typ},
+		Maintenance: func(name string, _ time.Time) (string, bool) {
+			return "the registry is being upgraded until 02:00 IST", name == "verify/pan"
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	svc := task.NewService(task.ServiceConfig{Store: store, Hub: hub, Created: func(t *task.Task) { r.Wake(t.TypeName()) }})
+	tk, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "acme", Type: typ, TaskID: "t", GroupID: "g", Data: []byte(`{}`), Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, err := svc.Wait(t.Context(), "acme", tk.RequestID, 10*time.Second)
+	if err != nil || end.Status != task.Failed || end.Error == nil || *end.Error != task.SourceDown ||
+		end.Message == nil || *end.Message != "the registry is being upgraded until 02:00 IST" {
+		t.Fatalf("task %+v, %v: want SOURCE_DOWN with the window's message", end, err)
+	}
+	if n := src.calls.Load(); n != 0 {
+		t.Errorf("the source was called %d times during its maintenance", n)
+	}
+}
