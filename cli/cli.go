@@ -36,6 +36,7 @@ func init() {
 	caddycmd.RegisterCommand(hashKey)
 	caddycmd.RegisterCommand(taskCommand)
 	caddycmd.RegisterCommand(deliveryCommand)
+	caddycmd.RegisterCommand(maintenanceCommand)
 }
 
 // removedCommands are Caddy's commands that would replace the binary with

@@ -124,6 +124,11 @@ func (h *Handler) route() {
 		},
 	})
 	handle(Prefix+"accounts/{id}/usage", map[string]http.HandlerFunc{http.MethodGet: h.usage})
+	handle(Prefix+"maintenance", map[string]http.HandlerFunc{
+		http.MethodGet:  h.listMaintenance,
+		http.MethodPost: h.scheduleMaintenance,
+	})
+	handle(Prefix+"maintenance/{id}", map[string]http.HandlerFunc{http.MethodDelete: h.cancelMaintenance})
 	// An account's tasks and deliveries: the client API's own routes
 	// answer, methods included.
 	mux.HandleFunc(Prefix+"accounts/{id}/tasks", h.client("/v3/tasks"))

@@ -15,6 +15,7 @@ import (
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/egress"
+	"github.com/taskgate/taskgate/backend/maintenance"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -67,6 +68,9 @@ type Service struct {
 	// allowed them) and at the admin endpoint. Nil: egress.New's default,
 	// which refuses them all.
 	Egress *egress.Policy
+	// Maintenance keeps the sources' planned downtime; nil refuses to
+	// schedule any.
+	Maintenance *maintenance.Schedule
 	// Changed, when set, is told of each changed account (to tell other
 	// nodes).
 	Changed func(ctx context.Context, id string)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/maintenance"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -37,6 +38,8 @@ func From(err error) *Error {
 		return StaticAccount
 	case errors.Is(err, account.ErrTooManyKeys):
 		return TooManyKeys
+	case errors.Is(err, maintenance.ErrNotFound):
+		return noSuchWindow
 	}
 	return StorageUnavailable
 }
@@ -45,4 +48,5 @@ func From(err error) *Error {
 var (
 	noSuchAccount = &Error{http.StatusNotFound, "NOT_FOUND", "no such account"}
 	noSuchKey     = &Error{http.StatusNotFound, "NOT_FOUND", "the account has no key with this id"}
+	noSuchWindow  = &Error{http.StatusNotFound, "NOT_FOUND", "no such maintenance window"}
 )

@@ -227,6 +227,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 			DefaultLimit: cfg.DefaultLimit,
 			TaskTypes:    typeNames,
 			Egress:       cfg.Webhooks.Egress,
+			Maintenance:  core.Maintenance,
 			Changed:      core.AccountChanged,
 		},
 		Client: e.API,
@@ -300,6 +301,7 @@ func (e *Engine) resolveWebhook(d *webhook.Delivery) (webhook.Target, string, bo
 func (e *Engine) Start() {
 	e.queues = &queues{store: e.Core.Store, types: slices.Collect(maps.Keys(e.API.Types))}
 	queueDepth.current.Store(e.queues)
+	sourceStates.current.Store(e)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stopWorkers = cancel
 	e.workers.Go(func() { e.Runner.Run(ctx) })
@@ -311,6 +313,7 @@ func (e *Engine) Start() {
 // are retried. It is safe without Start and more than once.
 func (e *Engine) Stop() {
 	queueDepth.current.CompareAndSwap(e.queues, nil)
+	sourceStates.current.CompareAndSwap(e, nil)
 	if e.stopWorkers == nil {
 		return
 	}

@@ -17,7 +17,7 @@ import (
 // never an account id or a key).
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{tasksCreated, tasksFinished, taskLatency, queueDepth,
-		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered, sourceRateLimitWaits}
+		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered, sourceRateLimitWaits, sourceStates}
 }
 
 // Task metrics. task_type takes the configured types only.
@@ -171,3 +171,46 @@ var sourceRateLimitWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 // observeSourceWait counts a task waiting for its source's rate limit.
 func observeSourceWait(t *task.Type) { sourceRateLimitWaits.WithLabelValues(t.Name()).Inc() }
+
+// sourceStates reports each configured task type's source when scraped:
+// its circuit breaker on this node and whether it is in a maintenance
+// window.
+var sourceStates = &sourceCollector{
+	breaker: prometheus.NewDesc("taskgate_sources_breaker_state",
+		"State of each task type's source's circuit breaker on this node: 0 closed, 1 half open (probing), 2 open (tasks fail SOURCE_DOWN at once).",
+		[]string{"task_type"}, nil),
+	maintenance: prometheus.NewDesc("taskgate_sources_maintenance",
+		"1 while a task type's source is in a maintenance window (its tasks fail SOURCE_DOWN with the window's message), else 0.",
+		[]string{"task_type"}, nil),
+}
+
+// sourceCollector reads the sources of the running engine.
+type sourceCollector struct {
+	breaker, maintenance *prometheus.Desc
+	current              atomic.Pointer[Engine]
+}
+
+func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.breaker
+	ch <- c.maintenance
+}
+
+func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
+	e := c.current.Load()
+	if e == nil {
+		return
+	}
+	now := time.Now()
+	for name, t := range e.API.Types {
+		state := 0.0
+		switch e.Sources.BreakerState(t.Source) {
+		case "half_open":
+			state = 1
+		case "open":
+			state = 2
+		}
+		ch <- prometheus.MustNewConstMetric(c.breaker, prometheus.GaugeValue, state, name)
+		_, down := e.Core.Maintenance.Active(name, now)
+		ch <- prometheus.MustNewConstMetric(c.maintenance, prometheus.GaugeValue, map[bool]float64{false: 0, true: 1}[down], name)
+	}
+}
