@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"net/http"
+	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
@@ -44,9 +46,38 @@ func (AdminAPI) Routes() []caddy.AdminRoute {
 }
 
 // currentAdmin is the admin API of the running app (Caddy builds admin
-// routes apart from apps). During a reload it is the new app's as soon as
-// it starts.
+// routes apart from apps): the latest app started and not stopped. During
+// a reload it is the new app's as soon as it starts; should the new
+// config fail to start after that, it is the old app's again.
 var currentAdmin atomic.Pointer[admin.Handler]
+
+// startedAdmins are the admin APIs of the apps started and not stopped,
+// oldest first.
+var startedAdmins struct {
+	sync.Mutex
+	list []*admin.Handler
+}
+
+// adminStarted makes h the admin API served.
+func adminStarted(h *admin.Handler) {
+	startedAdmins.Lock()
+	defer startedAdmins.Unlock()
+	startedAdmins.list = append(startedAdmins.list, h)
+	currentAdmin.Store(h)
+}
+
+// adminStopped stops serving h: the latest admin API still started is
+// served, if any.
+func adminStopped(h *admin.Handler) {
+	startedAdmins.Lock()
+	defer startedAdmins.Unlock()
+	startedAdmins.list = slices.DeleteFunc(startedAdmins.list, func(x *admin.Handler) bool { return x == h })
+	if n := len(startedAdmins.list); n > 0 {
+		currentAdmin.Store(startedAdmins.list[n-1])
+	} else {
+		currentAdmin.Store(nil)
+	}
+}
 
 // Interface guards
 var _ caddy.AdminRouter = (*AdminAPI)(nil)

@@ -162,14 +162,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 // admin API from this config's engine.
 func (a *App) Start() error {
 	a.engine.Start()
-	currentAdmin.Store(a.engine.Admin)
+	adminStarted(a.engine.Admin)
 	return nil
 }
 
 // Stop stops the task workers and the dispatcher. Tasks whose source call
 // is cut short are queued again; deliveries cut short are retried.
 func (a *App) Stop() error {
-	currentAdmin.CompareAndSwap(a.engine.Admin, nil)
+	adminStopped(a.engine.Admin)
 	a.releaseWaitsOnExit()
 	a.engine.Stop()
 	return nil

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -143,6 +144,10 @@ func (a *App) engineConfig(ctx caddy.Context) (engine.Config, storage.Config, er
 		MaxBody:     a.MaxBody,
 		BodyTimeout: time.Duration(a.BodyTimeout),
 		Logger:      a.logger,
+	}
+	// The Caddyfile refuses these; JSON config comes here unchecked.
+	if cfg.SyncTimeout < 0 || cfg.Retention < 0 || cfg.MaxBody < 0 || cfg.BodyTimeout < 0 {
+		return cfg, storage.Config{}, errors.New("sync_timeout, retention, max_body and body_timeout must be positive")
 	}
 	if cfg.SyncTimeout == 0 {
 		cfg.SyncTimeout = defaultSyncTimeout

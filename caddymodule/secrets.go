@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"net/url"
 	"regexp"
 
 	"go.uber.org/zap"
@@ -30,12 +31,21 @@ func (a *App) warnLiteralSecrets() {
 				break
 			}
 		}
-		for _, w := range c.Webhooks {
+		for i, w := range c.Webhooks {
 			for _, o := range [...]struct{ name, value string }{{"secret", w.Secret}, {"authorization", w.Authorization}} {
 				if literalSecret(o.value) {
-					a.logger.Warn(advice, zap.String("account_id", c.ID), zap.String("webhook", w.URL), zap.String("option", o.name))
+					a.logger.Warn(advice, zap.String("account_id", c.ID), zap.String("webhook_host", urlHost(w.URL)), zap.Int("webhook_index", i), zap.String("option", o.name))
 				}
 			}
 		}
 	}
+}
+
+// urlHost is the host of a webhook URL, for logs: the rest of it may carry
+// a token.
+func urlHost(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Host
+	}
+	return ""
 }

@@ -300,8 +300,7 @@ func (e *Engine) resolveWebhook(d *webhook.Delivery) (webhook.Target, string, bo
 // Start runs the task workers and the webhook dispatcher.
 func (e *Engine) Start() {
 	e.queues = &queues{store: e.Core.Store, types: slices.Collect(maps.Keys(e.API.Types))}
-	queueDepth.current.Store(e.queues)
-	sourceStates.current.Store(e)
+	running.started(e)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stopWorkers = cancel
 	e.workers.Go(func() { e.Runner.Run(ctx) })
@@ -312,8 +311,7 @@ func (e *Engine) Start() {
 // whose source call is cut short are queued again; deliveries cut short
 // are retried. It is safe without Start and more than once.
 func (e *Engine) Stop() {
-	queueDepth.current.CompareAndSwap(e.queues, nil)
-	sourceStates.current.CompareAndSwap(e, nil)
+	running.stopped(e)
 	if e.stopWorkers == nil {
 		return
 	}
@@ -328,3 +326,42 @@ func (e *Engine) Stop() {
 // it stands: for a process that exits. (On a reload they go on: the Core
 // and its waiters outlive the configuration.)
 func (e *Engine) ReleaseWaits() { e.Core.Hub.Release() }
+
+// running is the engines started and not stopped: the metrics read the
+// latest. Should a new configuration fail to start after its engine did,
+// the old one's is read again.
+var running engineList
+
+// engineList is the engines started, oldest first.
+type engineList struct {
+	mu   sync.Mutex
+	list []*Engine
+}
+
+// started adds e, which the metrics read from now on.
+func (l *engineList) started(e *Engine) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = append(l.list, e)
+	l.publish()
+}
+
+// stopped removes e; the metrics read the latest engine left, if any.
+func (l *engineList) stopped(e *Engine) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = slices.DeleteFunc(l.list, func(x *Engine) bool { return x == e })
+	l.publish()
+}
+
+// publish points the collectors at the latest engine. l.mu is held.
+func (l *engineList) publish() {
+	if n := len(l.list); n > 0 {
+		e := l.list[n-1]
+		queueDepth.current.Store(e.queues)
+		sourceStates.current.Store(e)
+		return
+	}
+	queueDepth.current.Store(nil)
+	sourceStates.current.Store(nil)
+}

@@ -148,7 +148,10 @@ func (s *Schedule) Create(ctx context.Context, w *Window) error {
 	if err := s.store.MaintenanceCreate(ctx, w); err != nil {
 		return err
 	}
-	return s.Load(ctx)
+	// Stored is done: a failed read here is made up for by the next
+	// refresh, and must not make a caller retry (and store it twice).
+	_ = s.Load(ctx)
+	return nil
 }
 
 // Delete removes a window, here at once.
@@ -156,7 +159,8 @@ func (s *Schedule) Delete(ctx context.Context, id string) error {
 	if err := s.store.MaintenanceDelete(ctx, id); err != nil {
 		return err
 	}
-	return s.Load(ctx)
+	_ = s.Load(ctx) // as in Create
+	return nil
 }
 
 // List returns the windows read last, by start.

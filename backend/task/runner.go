@@ -58,7 +58,11 @@ type Runner struct {
 	// node crashed, or stopped, or could not store the end): it is ended
 	// as failed (InternalError) instead of being run again, so that a task
 	// that takes its node down cannot take every node down in turn,
-	// forever. Default DefaultMaxAttempts; zero or less leaves it unbounded.
+	// forever. Every claim counts, those given back unrun included (a
+	// reload or a stop while the task waited for its source's rate limit;
+	// the look of FailOrphans, every 5 s, at a type absent from the
+	// config), so the bound leaves room for them. Default
+	// DefaultMaxAttempts; zero or less leaves it unbounded.
 	MaxAttempts int
 	// OnFinish, when set, is called after each task ends (for metrics).
 	OnFinish func(t *Task, took time.Duration)
@@ -125,9 +129,11 @@ func NewRunner(c RunnerConfig) *Runner {
 // DefaultLease is the lease of a claimed task.
 const DefaultLease = 15 * time.Second
 
-// DefaultMaxAttempts is the default MaxAttempts: more than the restarts
-// and rescues a task may live through in normal operation.
-const DefaultMaxAttempts = 5
+// DefaultMaxAttempts is the default MaxAttempts: more than the claims a
+// task may see in normal operation (restarts, reloads, a type missing
+// from the config for its grace minute: 12 looks), and few enough that a
+// node-killing task stops within minutes (25 leases of 15 s).
+const DefaultMaxAttempts = 25
 
 // Wake tells the producer of a type that a task was queued.
 func (r *Runner) Wake(taskType string) {
@@ -235,17 +241,18 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 		r.complete(storeCtx, t, start)
 		return
 	}
-	if r.maintenance != nil {
-		if msg, down := r.maintenance(typ.Name(), r.now()); down {
-			r.finish(storeCtx, typ, t, source.Outcome{Kind: source.Down, Message: msg}, start)
-			return
-		}
+	if r.inMaintenance(storeCtx, typ, t, start) {
+		return
 	}
 	if !r.awaitSourceTurn(ctx, typ) {
 		// Stopping while it waited for its source: back to its queue.
 		if err := r.store.Release(storeCtx, []*Task{t}); err != nil {
 			r.logger.Warn("releasing task; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
 		}
+		return
+	}
+	// A window may have begun while the task waited for its turn.
+	if r.inMaintenance(storeCtx, typ, t, start) {
 		return
 	}
 	var out source.Outcome
@@ -361,10 +368,24 @@ func (r *Runner) complete(ctx context.Context, t *Task, start time.Time) {
 	}
 }
 
+// inMaintenance ends the task SOURCE_DOWN with the message of its type's
+// maintenance window, and tells whether it did.
+func (r *Runner) inMaintenance(ctx context.Context, typ *Type, t *Task, start time.Time) bool {
+	if r.maintenance == nil {
+		return false
+	}
+	msg, down := r.maintenance(typ.Name(), r.now())
+	if down {
+		r.finish(ctx, typ, t, source.Outcome{Kind: source.Down, Message: msg}, start)
+	}
+	return down
+}
+
 // awaitSourceTurn waits until the rate limit of the type's source lets one
 // more call through, and tells whether it did; false when ctx ended first.
-// A rate-limit store in trouble does not hold tasks back: its own
-// on_store_error decides, and an error lets the call go.
+// A rate-limit store in trouble is the limiter's on_store_error to decide
+// (local limits here, allow lets calls go, deny holds them a second at a
+// time); an error from it lets the call go.
 func (r *Runner) awaitSourceTurn(ctx context.Context, typ *Type) bool {
 	if r.limiter == nil || typ.RateLimit == (ratelimit.Limit{}) {
 		return true

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -112,7 +113,7 @@ func NewSender(opts SenderConfig) *Sender {
 		// address dialed is the proxy's, which is the operator's: the
 		// proxy resolves receivers' names and is where its own egress rules
 		// belong.
-		dialer.Control = s.egress.Control
+		dialer.ControlContext = s.control
 	}
 	if opts.SourceIP.IsValid() {
 		dialer.LocalAddr = &net.TCPAddr{IP: opts.SourceIP.AsSlice(), Zone: opts.SourceIP.Zone()}
@@ -161,7 +162,8 @@ func (s *Sender) Send(ctx context.Context, d *Delivery, target Target) Attempt {
 func (s *Sender) exchange(ctx context.Context, d *Delivery, target Target, at time.Time) Attempt {
 	callCtx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, d.URL, bytes.NewReader(d.Body))
+	tried := new(dialTrack)
+	req, err := http.NewRequestWithContext(context.WithValue(callCtx, dialTrackKey{}, tried), http.MethodPost, d.URL, bytes.NewReader(d.Body))
 	if err != nil || req.URL.Host == "" {
 		return Attempt{Error: "invalid webhook URL"}
 	}
@@ -185,7 +187,9 @@ func (s *Sender) exchange(ctx context.Context, d *Delivery, target Target, at ti
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		if errors.Is(err, egress.ErrNotAllowed) {
+		// Refused only when no address was allowed: a name with an allowed
+		// address that failed for now is a transport error, retried.
+		if errors.Is(err, egress.ErrNotAllowed) && !tried.allowed.Load() {
 			return s.refused(d, err)
 		}
 		return Attempt{Error: s.describe(ctx, callCtx, err)}
@@ -199,6 +203,23 @@ func (s *Sender) exchange(ctx context.Context, d *Delivery, target Target, at ti
 		a.RetryAfterMS = retryAfter(resp.Header.Get("Retry-After"), s.clock()).Milliseconds()
 	}
 	return a
+}
+
+// dialTrack records, for one attempt, whether the dialer was allowed to
+// connect to any address (a name may resolve to several).
+type dialTrack struct{ allowed atomic.Bool }
+
+// dialTrackKey carries an attempt's dialTrack in its context.
+type dialTrackKey struct{}
+
+// control is the dialer's check of every address connected to: the egress
+// policy's, noting in the attempt's dialTrack an address it allowed.
+func (s *Sender) control(ctx context.Context, network, address string, c syscall.RawConn) error {
+	err := s.egress.Control(network, address, c)
+	if tr, ok := ctx.Value(dialTrackKey{}).(*dialTrack); ok && err == nil {
+		tr.allowed.Store(true)
+	}
+	return err
 }
 
 // refused is the attempt of a delivery whose receiver the egress policy
