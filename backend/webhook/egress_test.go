@@ -86,6 +86,11 @@ func TestSendChecksResolvedAddress(t *testing.T) {
 // answer returns at the time of the query, and returns a resolver that asks
 // it alone.
 func fakeDNS(t *testing.T, answer func() [4]byte) *net.Resolver {
+	return fakeDNSMany(t, func() [][4]byte { return [][4]byte{answer()} })
+}
+
+// fakeDNSMany is fakeDNS answering several A records at once.
+func fakeDNSMany(t *testing.T, answer func() [][4]byte) *net.Resolver {
 	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -113,8 +118,10 @@ func fakeDNS(t *testing.T, answer func() [4]byte) *net.Resolver {
 			_ = b.Question(q)
 			_ = b.StartAnswers()
 			if q.Type == dnsmessage.TypeA {
-				_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 0},
-					dnsmessage.AResource{A: answer()})
+				for _, a := range answer() {
+					_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 0},
+						dnsmessage.AResource{A: a})
+				}
 			}
 			msg, err := b.Finish()
 			if err == nil {
@@ -127,4 +134,31 @@ func fakeDNS(t *testing.T, answer func() [4]byte) *net.Resolver {
 		var d net.Dialer
 		return d.DialContext(ctx, "udp4", addr)
 	}}
+}
+
+// TestSendMixedAnswerIsRetried checks a name with a refused address and an
+// allowed one that does not answer: the attempt is a transport failure,
+// retried, not a refused destination.
+func TestSendMixedAnswerIsRetried(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.2:0")
+	if err != nil {
+		t.Skip("no 127.0.0.2 on this machine:", err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	_ = ln.Close() // nothing listens there now: connection refused
+	dns := fakeDNSMany(t, func() [][4]byte { return [][4]byte{{127, 0, 0, 1}, {127, 0, 0, 2}} })
+	s := webhook.NewSender(webhook.SenderConfig{
+		Egress:   egress.New(egress.Config{AllowPrivate: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}}),
+		Resolver: dns,
+	})
+	a := s.Send(context.Background(), testDelivery("http://hooks.test:"+port+"/hook"), webhook.Target{})
+	if a.Error == webhook.ErrorDestinationNotAllowed || a.Error == "" {
+		t.Fatalf("attempt = %+v, want a transport error (the allowed address refused the connection)", a)
+	}
+	d := testDelivery("http://hooks.test:" + port + "/hook")
+	d.CreatedAt = time.Now()
+	d.Attempts = []webhook.Attempt{a}
+	if status, _ := webhook.DefaultPolicy().Next(d, time.Now(), nil); status != webhook.Pending {
+		t.Errorf("after the attempt the delivery is %s, want pending (retried)", status)
+	}
 }
