@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/internal/jsonkey"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -190,7 +192,14 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 		Async:          async,
 		IdempotencyKey: key,
 		Body:           body,
+		Quotas:         acct.Quotas,
+		QuotaStatus:    func(st []quota.Status) { a.quotaHeaders(w, acct.Quotas, st) },
 	})
+	var over *quota.Exceeded
+	if errors.As(err, &over) {
+		a.quotaHeaders(w, acct.Quotas, []quota.Status{{Quota: over.Quota, ResetAt: over.ResetAt}})
+		w.Header().Set("Retry-After", strconv.FormatInt(max(1, ratelimit.CeilSeconds(over.RetryAfter)), 10))
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -439,6 +448,24 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, acct *account.Account)
 		views[i] = t.View()
 	}
 	apierr.WriteJSON(w, http.StatusOK, views)
+}
+
+// quotaHeaders adds the quotas that cover a task to the RateLimit-Policy
+// and RateLimit headers, after the rate limit's own policy: the draft
+// allows several policies, one list item each. Each quota is named by
+// PolicyName among all the account's quotas.
+func (a *API) quotaHeaders(w http.ResponseWriter, all []quota.Quota, st []quota.Status) {
+	now := a.now()
+	h := w.Header()
+	for _, s := range st {
+		i := slices.IndexFunc(all, func(q quota.Quota) bool { return q.ID() == s.Quota.ID() })
+		if i < 0 {
+			continue
+		}
+		name := quota.PolicyName(all, i)
+		h.Add("RateLimit-Policy", s.Quota.PolicyHeader(name, now))
+		h.Add("RateLimit", quota.StateHeader(name, s.Left, s.ResetAt.Sub(now)))
+	}
 }
 
 // writeError answers with the wire error of err (apierr.From).

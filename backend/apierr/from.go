@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -27,6 +28,8 @@ func From(err error) *Error {
 		return NotFound
 	case errors.Is(err, task.ErrIdempotencyMismatch):
 		return IdempotencyMismatch
+	case errors.Is(err, quota.ErrExceeded):
+		return QuotaExceeded
 	case errors.Is(err, account.ErrNotFound):
 		return noSuchAccount
 	case errors.Is(err, account.ErrKeyNotFound):

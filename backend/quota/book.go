@@ -36,33 +36,46 @@ func counters(accountID string, qs []Quota, taskType string, t time.Time) []Coun
 	return cs
 }
 
+// Spent is what Spend spent: the counters (for Undo) and how the quotas
+// that cover the task stand after it.
+type Spent struct {
+	Counters []Counter
+	Status   []Status
+}
+
 // Spend spends a unit of each quota of the account that covers the task
 // type, or none: *Exceeded when one is spent already, another error when
 // the store fails. It returns what to give to Undo should the task not be
 // stored after all; with no quota covering the type, it asks the store
 // nothing.
-func (b *Book) Spend(ctx context.Context, accountID string, qs []Quota, taskType string) ([]Counter, error) {
+func (b *Book) Spend(ctx context.Context, accountID string, qs []Quota, taskType string) (Spent, error) {
 	if len(qs) == 0 {
-		return nil, nil
+		return Spent{}, nil
 	}
 	now := b.clock.Now()
 	cs := counters(accountID, qs, taskType, now)
 	if len(cs) == 0 {
-		return nil, nil
+		return Spent{}, nil
 	}
 	res, err := b.store.QuotaSpend(ctx, SpendParams{Counters: cs})
 	if err != nil {
-		return nil, err
+		return Spent{}, err
+	}
+	covering := make([]Quota, 0, len(cs))
+	for _, q := range qs {
+		if q.Covers(taskType) {
+			covering = append(covering, q)
+		}
 	}
 	if !res.Spent {
 		c := cs[res.Refused]
-		for _, q := range qs {
-			if q.ID() == c.Quota {
-				return nil, &Exceeded{Quota: q, ResetAt: c.End, RetryAfter: c.End.Sub(now)}
-			}
-		}
+		return Spent{}, &Exceeded{Quota: covering[res.Refused], ResetAt: c.End, RetryAfter: c.End.Sub(now)}
 	}
-	return cs, nil
+	st := make([]Status, len(cs))
+	for i, q := range covering {
+		st[i] = Status{Quota: q, Used: res.Used[i], Left: max(0, q.Limit-res.Used[i]), ResetAt: cs[i].End}
+	}
+	return Spent{Counters: cs, Status: st}, nil
 }
 
 // Undo gives back the units Spend spent, for a task that was not stored

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/storage/bolt"
 	"github.com/taskgate/taskgate/backend/storage/memory"
@@ -94,6 +95,7 @@ type Store interface {
 	webhook.Store
 	account.Store
 	usage.Store
+	quota.Store
 }
 
 // Notices carry what one node tells the others: an account changed (so

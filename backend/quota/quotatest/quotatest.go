@@ -80,8 +80,8 @@ func testSpendToLimit(t *testing.T, s quota.Store) {
 	}
 	// A quota of other task types is not spent.
 	other := []quota.Quota{{Limit: 1, Period: quota.Day, TaskTypes: []string{typeGST}}}
-	if cs, err := b.Spend(t.Context(), accountA, other, typePAN); err != nil || cs != nil {
-		t.Errorf("spend of an uncovered type: %v, %v", cs, err)
+	if sp, err := b.Spend(t.Context(), accountA, other, typePAN); err != nil || sp.Counters != nil {
+		t.Errorf("spend of an uncovered type: %v, %v", sp, err)
 	}
 }
 
@@ -189,12 +189,15 @@ func testRefund(t *testing.T, s quota.Store) {
 		t.Fatalf("spend after a refund: %v", err)
 	}
 	// Undo is not once per task: each gives a unit back.
-	cs, err := b.Spend(t.Context(), accountB, qs, typePAN)
+	sp, err := b.Spend(t.Context(), accountB, qs, typePAN)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(sp.Status) != 1 || sp.Status[0].Used != 1 || sp.Status[0].Left != 1 {
+		t.Errorf("status after a spend: %+v", sp.Status)
+	}
 	for range 3 {
-		if err := b.Undo(t.Context(), cs); err != nil {
+		if err := b.Undo(t.Context(), sp.Counters); err != nil {
 			t.Fatal(err)
 		}
 	}
