@@ -69,6 +69,9 @@ type API struct {
 	// ("up", "degraded", "down"), for GET /v3/status; unset, every source
 	// is up.
 	SourceHealth func(t *task.Type) string
+	// Quotas, when set, tells GET /v3/account how the account's quotas
+	// stand.
+	Quotas *quota.Book
 
 	routesOnce sync.Once
 	mux        *http.ServeMux
@@ -103,7 +106,7 @@ func (a *API) route() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v3/tasks", func(w http.ResponseWriter, r *http.Request) { a.get(w, r, accountOf(r)) })
 	mux.HandleFunc("/v3/tasks", allowOnly("GET"))
-	mux.HandleFunc("GET /v3/account", func(w http.ResponseWriter, r *http.Request) { a.showAccount(w, accountOf(r)) })
+	mux.HandleFunc("GET /v3/account", func(w http.ResponseWriter, r *http.Request) { a.showAccount(w, r, accountOf(r)) })
 	mux.HandleFunc("/v3/account", allowOnly("GET"))
 	mux.HandleFunc("GET /v3/status", func(w http.ResponseWriter, r *http.Request) { a.showStatus(w, accountOf(r)) })
 	mux.HandleFunc("/v3/status", allowOnly("GET"))

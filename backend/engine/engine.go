@@ -221,6 +221,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		WakeDeliveries: e.Dispatcher.Wake,
 		DefaultLimit:   cfg.DefaultLimit,
 		SourceHealth:   func(t *task.Type) string { return e.Sources.Health(t.Source) },
+		Quotas:         e.Quotas,
 	}
 	e.Admin = &admin.Handler{
 		Service: &admin.Service{
@@ -232,6 +233,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 			TaskTypes:    typeNames,
 			Egress:       cfg.Webhooks.Egress,
 			Changed:      core.AccountChanged,
+			Quotas:       e.Quotas,
 		},
 		Client: e.API,
 	}
