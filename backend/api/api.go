@@ -455,8 +455,9 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, acct *account.Account)
 
 // quotaHeaders adds the quotas that cover a task to the RateLimit-Policy
 // and RateLimit headers, after the rate limit's own policy: the draft
-// allows several policies, one list item each. Each quota is named by
-// PolicyName among all the account's quotas.
+// allows several policies, items of one list, which stay on one field line
+// for clients that read only the first. Each quota is named by PolicyName
+// among all the account's quotas.
 func (a *API) quotaHeaders(w http.ResponseWriter, all []quota.Quota, st []quota.Status) {
 	now := a.now()
 	h := w.Header()
@@ -466,9 +467,17 @@ func (a *API) quotaHeaders(w http.ResponseWriter, all []quota.Quota, st []quota.
 			continue
 		}
 		name := quota.PolicyName(all, i)
-		h.Add("RateLimit-Policy", s.Quota.PolicyHeader(name, now))
-		h.Add("RateLimit", quota.StateHeader(name, s.Left, s.ResetAt.Sub(now)))
+		appendItem(h, "RateLimit-Policy", s.Quota.PolicyHeader(name, now))
+		appendItem(h, "RateLimit", quota.StateHeader(name, s.Left, s.ResetAt.Sub(now)))
 	}
+}
+
+// appendItem adds an item to the list of a structured header field.
+func appendItem(h http.Header, name, item string) {
+	if old := h.Get(name); old != "" {
+		item = old + ", " + item
+	}
+	h.Set(name, item)
 }
 
 // writeError answers with the wire error of err (apierr.From).
