@@ -318,7 +318,8 @@ func (e *Engine) resolveWebhook(d *webhook.Delivery) (webhook.Target, string, bo
 	return webhook.Resolve(acct, d)
 }
 
-// Start runs the task workers and the webhook dispatcher.
+// Start runs the task workers, the webhook dispatcher and the purge of
+// ended quota periods.
 func (e *Engine) Start() {
 	e.queues = &queues{store: e.Core.Store, types: slices.Collect(maps.Keys(e.API.Types))}
 	queueDepth.current.Store(e.queues)
@@ -326,6 +327,24 @@ func (e *Engine) Start() {
 	e.stopWorkers = cancel
 	e.workers.Go(func() { e.Runner.Run(ctx) })
 	e.workers.Go(func() { e.Dispatcher.Run(ctx) })
+	e.workers.Go(func() { e.purgeQuotas(ctx) })
+}
+
+// purgeQuotas forgets the quota counters of ended periods every
+// quota.PurgeEvery, until ctx ends.
+func (e *Engine) purgeQuotas(ctx context.Context) {
+	tick := time.NewTicker(quota.PurgeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if _, err := e.Quotas.Purge(ctx); err != nil && ctx.Err() == nil {
+				e.logger.Warn("the quota counters of ended periods could not be purged", zap.Error(err))
+			}
+		}
+	}
 }
 
 // Stop stops the task workers and the dispatcher and waits for them. Tasks

@@ -103,6 +103,18 @@ func (b *Book) Refund(ctx context.Context, accountID string, qs []Quota, taskTyp
 	return err
 }
 
+// PurgeEvery is how often Run forgets the counters of ended periods.
+const PurgeEvery = time.Hour
+
+// Grace is how long a counter outlives its period, so that a task that
+// ends late still finds the counter to give its unit back to.
+const Grace = 24 * time.Hour
+
+// Purge forgets the counters of periods that ended more than a day ago.
+func (b *Book) Purge(ctx context.Context) (int, error) {
+	return b.store.QuotaPurge(ctx, b.clock.Now().Add(-Grace))
+}
+
 // Status is a quota of an account as it stands in its current period.
 type Status struct {
 	Quota Quota

@@ -59,4 +59,8 @@ type Store interface {
 	QuotaRefund(ctx context.Context, p RefundParams) (bool, error)
 	// QuotaUsed returns the units of each counter (0 when not stored).
 	QuotaUsed(ctx context.Context, counters []Counter) ([]int64, error)
+	// QuotaPurge forgets the counters whose period ended before the
+	// given time, and returns how many it forgot (a store whose counters
+	// expire by themselves forgets none here).
+	QuotaPurge(ctx context.Context, before time.Time) (int, error)
 }

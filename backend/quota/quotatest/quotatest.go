@@ -35,6 +35,40 @@ func Run(t *testing.T, open func(t *testing.T) quota.Store) {
 	t.Run("Rollover", func(t *testing.T) { testRollover(t, open(t)) })
 	t.Run("Refund", func(t *testing.T) { testRefund(t, open(t)) })
 	t.Run("AccountsApart", func(t *testing.T) { testAccountsApart(t, open(t)) })
+	t.Run("Purge", func(t *testing.T) { testPurge(t, open(t)) })
+}
+
+func testPurge(t *testing.T, s quota.Store) {
+	b, c := book(s)
+	qs := []quota.Quota{{Limit: 1, Period: quota.Day}, {Limit: 5, Period: quota.Month}}
+	if _, err := b.Spend(t.Context(), accountA, qs, typePAN); err != nil {
+		t.Fatal(err)
+	}
+	// Within a day of the day's end, nothing goes: a late refund finds
+	// the count.
+	c.Set(time.Date(2030, 2, 15, 12, 0, 0, 0, time.UTC))
+	if _, err := b.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Refund(t.Context(), accountA, qs, typePAN, "late", start); err != nil {
+		t.Fatal(err)
+	}
+	c.Set(time.Date(2030, 2, 14, 14, 0, 0, 0, time.UTC))
+	if got := status(t, b, accountA, qs); got[0] != 0 || got[1] != 0 {
+		t.Errorf("used %v after a late refund, want [0 0]", got)
+	}
+	if _, err := b.Spend(t.Context(), accountA, qs, typePAN); err != nil {
+		t.Fatal(err)
+	}
+	// Past it, the day's count may go, never the month's.
+	c.Set(time.Date(2030, 2, 16, 1, 0, 0, 0, time.UTC))
+	n, err := b.Purge(t.Context())
+	if err != nil || n > 1 {
+		t.Fatalf("purge: %d, %v; want at most the day's count", n, err)
+	}
+	if got := status(t, b, accountA, qs); got[1] != 1 {
+		t.Errorf("the month's count is %d after a purge, want 1", got[1])
+	}
 }
 
 func book(s quota.Store) (*quota.Book, *clocktest.Clock) {

@@ -1,13 +1,13 @@
 package bolt
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -16,14 +16,15 @@ import (
 
 // quotaCount is a quota's count of one period as stored.
 type quotaCount struct {
-	Used int64 `json:"used"`
+	// End is the end of the count's period, for QuotaPurge.
+	End  time.Time `json:"end"`
+	Used int64     `json:"used"`
 	// Refunded are the request ids of the tasks given their unit back.
 	Refunded []string `json:"refunded,omitempty"`
 }
 
 // QuotaSpend spends a unit of every counter, or none, in one transaction;
-// see quota.Store. The counts of the periods before a counter's are
-// deleted as it is spent.
+// see quota.Store.
 func (s *Store) QuotaSpend(ctx context.Context, p quota.SpendParams) (quota.SpendResult, error) {
 	keys, err := quotaKeys(p.Counters)
 	if err != nil {
@@ -48,10 +49,8 @@ func (s *Store) QuotaSpend(ctx context.Context, p quota.SpendParams) (quota.Spen
 			return nil
 		}
 		for i, k := range keys {
-			if err := purgeQuotaBefore(b, k); err != nil {
-				return err
-			}
 			counts[i].Used++
+			counts[i].End = p.Counters[i].End
 			res.Used[i] = counts[i].Used
 			if err := putQuotaCount(b, k, counts[i]); err != nil {
 				return err
@@ -122,6 +121,38 @@ func (s *Store) QuotaUsed(ctx context.Context, counters []quota.Counter) ([]int6
 	return used, err
 }
 
+// QuotaPurge deletes the counts of periods that ended before the time, in
+// one transaction; see quota.Store.
+func (s *Store) QuotaPurge(ctx context.Context, before time.Time) (int, error) {
+	var n int
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketQuotas)
+		n = 0
+		var old [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var c quotaCount
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("%w: quota %q: %v", errCorrupt, k, err)
+			}
+			if c.End.Before(before) {
+				old = append(old, slices.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	return n, err
+}
+
 // quotaKeys returns the keys of the counters, refusing ids with a zero
 // byte, which a key cannot hold.
 func quotaKeys(cs []quota.Counter) ([][]byte, error) {
@@ -135,23 +166,6 @@ func quotaKeys(cs []quota.Counter) ([][]byte, error) {
 		keys[i] = binary.BigEndian.AppendUint64(k, uint64(c.Start.Unix()))
 	}
 	return keys, nil
-}
-
-// purgeQuotaBefore deletes the counts of the same account and quota as
-// key of earlier periods.
-func purgeQuotaBefore(b *bbolt.Bucket, key []byte) error {
-	prefix := key[:len(key)-8]
-	cur := b.Cursor()
-	var old [][]byte
-	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && bytes.Compare(k, key) < 0; k, _ = cur.Next() {
-		old = append(old, slices.Clone(k))
-	}
-	for _, k := range old {
-		if err := b.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func getQuotaCount(b *bbolt.Bucket, k []byte, c *quotaCount) error {

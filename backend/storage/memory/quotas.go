@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"time"
 
 	"github.com/taskgate/taskgate/backend/quota"
 )
@@ -11,13 +12,13 @@ type quotaKey struct{ account, quota string }
 
 // quotaCount is one period's count of a quota, and the tasks refunded.
 type quotaCount struct {
+	end      time.Time
 	used     int64
 	refunded map[string]bool
 }
 
 // QuotaSpend spends a unit of every counter, or none, under the store's
-// lock; see quota.Store. The counts of periods before a counter's are
-// forgotten as it is spent.
+// lock; see quota.Store.
 func (s *Store) QuotaSpend(ctx context.Context, p quota.SpendParams) (quota.SpendResult, error) {
 	if err := s.lock(ctx); err != nil {
 		return quota.SpendResult{}, err
@@ -86,8 +87,30 @@ func (s *Store) QuotaUsed(ctx context.Context, counters []quota.Counter) ([]int6
 	return used, nil
 }
 
-// quotaCount returns the count of c, made (and the earlier periods'
-// forgotten) when create is set; nil when there is none.
+// QuotaPurge forgets the counts of periods that ended before the time;
+// see quota.Store.
+func (s *Store) QuotaPurge(ctx context.Context, before time.Time) (int, error) {
+	if err := s.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer s.mu.Unlock()
+	n := 0
+	for k, periods := range s.quotas {
+		for start, c := range periods {
+			if c.end.Before(before) {
+				delete(periods, start)
+				n++
+			}
+		}
+		if len(periods) == 0 {
+			delete(s.quotas, k)
+		}
+	}
+	return n, nil
+}
+
+// quotaCount returns the count of c, made when create is set; nil when
+// there is none.
 func (s *Store) quotaCount(c quota.Counter, create bool) *quotaCount {
 	k := quotaKey{c.AccountID, c.Quota}
 	start := c.Start.UnixNano()
@@ -99,12 +122,7 @@ func (s *Store) quotaCount(c quota.Counter, create bool) *quotaCount {
 		periods = make(map[int64]*quotaCount)
 		s.quotas[k] = periods
 	}
-	for at := range periods {
-		if at < start {
-			delete(periods, at)
-		}
-	}
-	n := &quotaCount{}
+	n := &quotaCount{end: c.End}
 	periods[start] = n
 	return n
 }

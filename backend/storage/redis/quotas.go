@@ -16,13 +16,10 @@ import (
 //
 //	quota:<account>:<period start>:<quota id>  hash: used (the units
 //	                spent), r:<request id> (a task refunded); it expires
-//	                a day after its period ends, so that a task ending
-//	                late still finds it
+//	                quota.Grace after its period ends, so that a task
+//	                ending late still finds it
 //
 // The period start is Unix seconds; the quota id, last, is written as is.
-
-// quotaGrace is how long a counter outlives its period.
-const quotaGrace = 24 * time.Hour
 
 // QuotaSpend spends a unit of every counter, or none, in one script: the
 // check and the spend are atomic across every node; see quota.Store.
@@ -35,7 +32,7 @@ func (s *Store) QuotaSpend(ctx context.Context, p quota.SpendParams) (quota.Spen
 	args = append(args, s.prefix)
 	for i, c := range p.Counters {
 		keys[i] = s.quotaKey(c)
-		args = append(args, c.Limit, c.End.Add(quotaGrace).Unix())
+		args = append(args, c.Limit, c.End.Add(quota.Grace).Unix())
 	}
 	v, err := scriptQuotaSpend.Run(ctx, s.rdb, keys, args...).Result()
 	if err != nil {
@@ -108,6 +105,12 @@ func (s *Store) QuotaUsed(ctx context.Context, counters []quota.Counter) ([]int6
 		}
 	}
 	return used, nil
+}
+
+// QuotaPurge forgets nothing: Redis expires each counter a day after its
+// period; see quota.Store.
+func (s *Store) QuotaPurge(ctx context.Context, _ time.Time) (int, error) {
+	return 0, ctx.Err()
 }
 
 // quotaKey returns the key of a counter.
