@@ -13,6 +13,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/ipallow"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
@@ -103,6 +104,12 @@ func parseAccount(d *caddyfile.Dispenser, dests *[]destination) (AccountConfig, 
 			if d.NextArg() {
 				return c, d.ArgErr()
 			}
+		case "quota":
+			q, err := parseQuota(d, c.ID, c.Quotas)
+			if err != nil {
+				return c, err
+			}
+			c.Quotas = append(c.Quotas, q)
 		default:
 			return c, d.Errf("account %s: unknown option %q", c.ID, d.Val())
 		}
@@ -111,6 +118,32 @@ func parseAccount(d *caddyfile.Dispenser, dests *[]destination) (AccountConfig, 
 		return c, errAt(at, "account %s: no key; set key_sha256 <hex> or key <value>", c.ID)
 	}
 	return c, nil
+}
+
+// parseQuota reads "quota N/day|N/month [<task type>...]", checked with
+// the quotas read before it.
+func parseQuota(d *caddyfile.Dispenser, accountID string, before []QuotaConfig) (QuotaConfig, error) {
+	if !d.NextArg() {
+		return QuotaConfig{}, d.ArgErr()
+	}
+	q, err := quota.Parse(d.Val())
+	if err != nil {
+		return QuotaConfig{}, d.Errf("account %s: %v", accountID, err)
+	}
+	q.TaskTypes = d.RemainingArgs()
+	for _, t := range q.TaskTypes {
+		if err := account.ValidateTaskType(t); err != nil {
+			return QuotaConfig{}, d.Errf("account %s: quota: %v", accountID, err)
+		}
+	}
+	all := []quota.Quota{q}
+	for _, b := range before {
+		all = append(all, quota.Quota{Limit: b.Limit, Period: quota.Period(b.Period), TaskTypes: b.TaskTypes})
+	}
+	if err := quota.ValidateSet(all); err != nil {
+		return QuotaConfig{}, d.Errf("account %s: %v", accountID, err)
+	}
+	return QuotaConfig{Limit: q.Limit, Period: string(q.Period), TaskTypes: q.TaskTypes}, nil
 }
 
 func parseWebhook(d *caddyfile.Dispenser, accountID string) (WebhookConfig, error) {

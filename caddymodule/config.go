@@ -14,6 +14,7 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/engine"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/storage"
 	"github.com/taskgate/taskgate/backend/task"
@@ -79,6 +80,22 @@ type AccountConfig struct {
 	Webhooks []WebhookConfig `json:"webhooks,omitempty"`
 	// FailureWebhook is told of deliveries that failed for good.
 	FailureWebhook string `json:"failure_webhook,omitempty"`
+	// Quotas bound the tasks the account may create in a UTC day or
+	// month; an accepted task spends a unit of each quota that covers its
+	// type, and one that ends SOURCE_DOWN gives it back.
+	Quotas []QuotaConfig `json:"quotas,omitempty"`
+}
+
+// QuotaConfig is one quota of an account.
+type QuotaConfig struct {
+	// Limit is the most tasks the account may create in a period; at
+	// least 1.
+	Limit int64 `json:"limit"`
+	// Period is "day" or "month", UTC calendar periods.
+	Period string `json:"period"`
+	// TaskTypes limits the quota to these "action/type" task types;
+	// empty counts every task type.
+	TaskTypes []string `json:"task_types,omitempty"`
 }
 
 // WebhookConfig is one webhook of an account.
@@ -256,6 +273,9 @@ func (c *AccountConfig) build(repl *caddy.Replacer) (*account.Account, error) {
 		TaskTypes:      c.TaskTypes,
 		FailureWebhook: c.FailureWebhook,
 		Static:         true,
+	}
+	for _, q := range c.Quotas {
+		spec.Quotas = append(spec.Quotas, quota.Quota{Limit: q.Limit, Period: quota.Period(q.Period), TaskTypes: q.TaskTypes})
 	}
 	for _, h := range c.KeySHA256 {
 		sum, err := account.ParseKeyHash(h)

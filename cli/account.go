@@ -9,11 +9,14 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/admin"
+	"github.com/taskgate/taskgate/backend/quota"
 )
 
 // accountCommand is `taskgate account`.
@@ -90,6 +93,10 @@ reads it from a file, or from standard input with "-":
 	printf '%s' "$SECRET" | taskgate account create --name "Acme Ltd" \
 		--webhook https://acme.example/hooks --webhook-secret-file -
 
+Each --quota adds a quota: N/day or N/month (UTC calendar periods) counts
+the account's tasks of every type; N/month:type,type counts only those
+task types, e.g. --quota 10000/month:verify_with_source/ind_pan.
+
 Per-webhook secrets, event types and Authorization values are set through
 the admin API directly (POST or PATCH /taskgate/accounts).
 `,
@@ -104,6 +111,7 @@ the admin API directly (POST or PATCH /taskgate/accounts).
 	allow := f.StringSlice("allow", nil, "CIDR the account may call from (repeatable, or comma-separated)")
 	taskTypes := f.StringSlice("task-type", nil, "Task type the account may use (repeatable, or comma-separated)")
 	failure := f.String("failure-webhook", "", "URL told about deliveries that failed for good")
+	quotas := f.StringArray("quota", nil, `Quota: "N/day" or "N/month", optionally ":type,type" (repeatable)`)
 	wh := addWebhookFlags(cmd)
 	_ = cmd.MarkFlagRequired("name")
 
@@ -126,6 +134,13 @@ the admin API directly (POST or PATCH /taskgate/accounts).
 		}
 		if *failure != "" {
 			body["failure_webhook"] = *failure
+		}
+		if len(*quotas) > 0 {
+			qs, err := parseQuotaFlags(*quotas)
+			if err != nil {
+				return nil, err
+			}
+			body["quotas"] = qs
 		}
 		if err := wh.addTo(cmd, body); err != nil {
 			return nil, err
@@ -194,7 +209,9 @@ type). --rate-limit "" returns to the configured default rate, and
 --failure-webhook "" removes the failure webhook. --webhook replaces all
 the webhooks, and since secrets are never shown, --webhook-secret or
 --webhook-secret-file must be given again if they are signed;
---clear-webhooks removes them all. --enable enables a disabled account.
+--clear-webhooks removes them all. --quota replaces all the quotas (the
+counts of the current periods stay), --clear-quotas removes them. --enable
+enables a disabled account.
 `,
 		Example: `  taskgate account update acme --rate-limit 200/s --burst 400 --allow 203.0.113.0/24 --allow 198.51.100.7/32`,
 		Args:    cobra.ExactArgs(1),
@@ -210,13 +227,26 @@ the webhooks, and since secrets are never shown, --webhook-secret or
 	failure := f.String("failure-webhook", "", `URL told about deliveries that failed for good; "" for none`)
 	wh := addWebhookFlags(cmd)
 	clearWebhooks := f.Bool("clear-webhooks", false, "Remove every webhook")
+	quotas := f.StringArray("quota", nil, `Quota: "N/day" or "N/month", optionally ":type,type" (repeatable; replaces the list)`)
+	clearQuotas := f.Bool("clear-quotas", false, "Remove every quota")
 	enable := f.Bool("enable", false, "Enable a disabled account")
 	cmd.MarkFlagsMutuallyExclusive("allow", "clear-allow")
 	cmd.MarkFlagsMutuallyExclusive("task-type", "clear-task-types")
 	cmd.MarkFlagsMutuallyExclusive("webhook", "clear-webhooks")
+	cmd.MarkFlagsMutuallyExclusive("quota", "clear-quotas")
 
 	return apiCommand(c, cmd, func(args []string) (*apiRequest, error) {
 		body := map[string]any{}
+		if f.Changed("quota") {
+			qs, err := parseQuotaFlags(*quotas)
+			if err != nil {
+				return nil, err
+			}
+			body["quotas"] = qs
+		}
+		if *clearQuotas {
+			body["quotas"] = []account.QuotaRecord{}
+		}
 		if f.Changed("name") {
 			body["name"] = *name
 		}
@@ -385,6 +415,13 @@ the last 30 days up to today. The counts are at most a few seconds behind.
 		if by := rejectedByCode(u.Total.Rejected); by != "" {
 			fmt.Fprintf(w, "\nRejected, by error code: %s\n", by)
 		}
+		for i, q := range u.Quotas {
+			if i == 0 {
+				fmt.Fprintln(w, "\nQuotas, this period:")
+			}
+			limit := quota.Quota{Limit: q.Limit, Period: quota.Period(q.Period), TaskTypes: q.TaskTypes}
+			fmt.Fprintf(w, "  %s: %d used, %d left, resets %s\n", clean(limit.String()), q.Used, q.Left, q.ResetsAt.UTC().Format(time.RFC3339))
+		}
 	})
 }
 
@@ -459,4 +496,22 @@ func readSecret(cmd *cobra.Command, name string) (string, error) {
 		return "", fmt.Errorf("webhook secret: %s is empty", name)
 	}
 	return secret, nil
+}
+
+// parseQuotaFlags reads --quota values: "N/day" or "N/month", optionally
+// followed by ":" and comma-separated task types.
+func parseQuotaFlags(vals []string) ([]account.QuotaRecord, error) {
+	out := make([]account.QuotaRecord, 0, len(vals))
+	for _, v := range vals {
+		limit, types, _ := strings.Cut(v, ":")
+		q, err := quota.Parse(limit)
+		if err != nil {
+			return nil, fmt.Errorf("--quota %s: %w", v, err)
+		}
+		if types != "" {
+			q.TaskTypes = strings.Split(types, ",")
+		}
+		out = append(out, account.QuotaRecordOf(q))
+	}
+	return out, nil
 }

@@ -603,3 +603,19 @@ func TestAccountCommandHelp(t *testing.T) {
 		t.Error("unknown subcommand: want an error")
 	}
 }
+
+func TestParseQuotaFlags(t *testing.T) {
+	got, err := parseQuotaFlags([]string{"3/day", "10000/month:verify_with_source/ind_pan,verify_with_source/ind_gst"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Limit != 3 || got[0].Period != "day" || len(got[0].TaskTypes) != 0 ||
+		got[1].Limit != 10000 || got[1].Period != "month" || len(got[1].TaskTypes) != 2 || got[1].TaskTypes[1] != "verify_with_source/ind_gst" {
+		t.Errorf("parsed %+v", got)
+	}
+	for _, bad := range []string{"3/week", "0/day", "day", "x/month:a/b"} {
+		if _, err := parseQuotaFlags([]string{bad}); err == nil {
+			t.Errorf("--quota %s: no error", bad)
+		}
+	}
+}

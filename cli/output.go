@@ -88,6 +88,11 @@ func writeAccount(w io.Writer, a *admin.AccountView) {
 		fmt.Fprintf(tw, "%s\t%s\n", label, line)
 	}
 	fmt.Fprintf(tw, "failure webhook:\t%s\n", orNone(clean(a.FailureWebhook)))
+	quotas := make([]string, len(a.Quotas))
+	for i, q := range a.Quotas {
+		quotas[i] = q.Quota().String()
+	}
+	fmt.Fprintf(tw, "quotas:\t%s\n", listText(quotas, "none"))
 	if t := timeText(a.CreatedAt); t != "" {
 		fmt.Fprintf(tw, "created:\t%s\n", t)
 	}

@@ -185,6 +185,13 @@ func TestAccountCLI(t *testing.T) {
 	s.accountOK(t, append([]string{"update", "acme", "--allow", "127.0.0.1/32"}, addr...)...)
 	wantAccepted(t, create(t, "acme", acmeKey))
 	s.accountFails(t, []string{"nothing to change"}, append([]string{"update", "acme"}, addr...)...)
+	out = s.accountOK(t, append([]string{"update", "acme", "--quota", "100/day", "--quota", "1000/month:adm/echo"}, addr...)...)
+	wantLines(t, "update --quota", out, []string{"quotas:", "100/day, 1000/month adm/echo"})
+	out = s.accountOK(t, append([]string{"usage", "acme"}, addr...)...)
+	wantLines(t, "usage with quotas", out, []string{"100/day:", "used,", "left, resets"})
+	out = s.accountOK(t, append([]string{"update", "acme", "--clear-quotas"}, addr...)...)
+	wantLines(t, "update --clear-quotas", out, []string{"quotas:", "none"})
+	s.accountFails(t, []string{"--quota 5/week"}, append([]string{"update", "acme", "--quota", "5/week"}, addr...)...)
 	s.accountFails(t, []string{"account fixed: STATIC_ACCOUNT", "(HTTP 409)"}, append([]string{"update", "fixed", "--name", "x"}, addr...)...)
 
 	// rotate-key: a new key, printed once; both work until one is revoked.

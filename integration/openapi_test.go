@@ -473,6 +473,12 @@ taskgate {
 		key key-narrow
 		task_types oa/pan
 	}
+	account metered {
+		key key-metered
+		rate_limit 100000/s
+		quota 1/day
+		quota 100/month oa/pan
+	}
 	task_type oa/pan {
 		source %[4]s/pan
 	}
@@ -556,6 +562,11 @@ taskgate {
 	// The account's view of itself and of its sources (the down source's
 	// breaker may or may not have opened by now: any state fits).
 	do(apiCall{name: "the account", method: "GET", target: "/v3/account", header: oa(), fits: true, status: 200})
+	metered := jsonHeader("metered", "key-metered")
+	do(apiCall{name: "within the quota", method: "POST", target: "/v3/tasks/async/oa/pan", header: metered, body: `{"task_id":"q1","group_id":"g","data":{}}`, fits: true, status: 202})
+	do(apiCall{name: "over the quota", method: "POST", target: "/v3/tasks/async/oa/pan", header: metered, body: `{"task_id":"q2","group_id":"g","data":{}}`, fits: true, status: 429, code: "QUOTA_EXCEEDED"})
+	do(apiCall{name: "over the quota, sync", method: "POST", target: "/v3/tasks/sync/oa/pan", header: metered, body: `{"task_id":"q3","group_id":"g","data":{}}`, fits: true, status: 429, code: "QUOTA_EXCEEDED"})
+	do(apiCall{name: "the account with quotas", method: "GET", target: "/v3/account", header: metered, fits: true, status: 200})
 	do(apiCall{name: "the account, posted", method: "POST", target: "/v3/account", header: oa(), body: "{}", fits: true, status: 405, code: "METHOD_NOT_ALLOWED"})
 	do(apiCall{name: "the status", method: "GET", target: "/v3/status", header: oa(), fits: true, status: 200})
 	do(apiCall{name: "the status, posted", method: "POST", target: "/v3/status", header: oa(), body: "{}", fits: true, status: 405, code: "METHOD_NOT_ALLOWED"})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/taskgate/taskgate/backend/ipallow"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
@@ -38,6 +39,9 @@ type Account struct {
 	Webhooks []Webhook
 	// FailureWebhook, when set, is told of deliveries that failed for good.
 	FailureWebhook string
+	// Quotas bound the tasks the account may create in a UTC day or
+	// month; empty: no bound.
+	Quotas []quota.Quota
 	// Disabled accounts fail authentication with every key.
 	Disabled bool
 	// Static accounts come from the configuration and cannot be changed at
@@ -140,6 +144,16 @@ func (a *Account) Validate() error {
 	if a.FailureWebhook != "" {
 		if err := ValidateWebhookURL(a.FailureWebhook); err != nil {
 			return fmt.Errorf("account %s: failure_webhook: %w", a.ID, err)
+		}
+	}
+	if err := quota.ValidateSet(a.Quotas); err != nil {
+		return fmt.Errorf("account %s: %w", a.ID, err)
+	}
+	for _, q := range a.Quotas {
+		for _, t := range q.TaskTypes {
+			if err := ValidateTaskType(t); err != nil {
+				return fmt.Errorf("account %s: quota %s: %w", a.ID, q, err)
+			}
 		}
 	}
 	return nil

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/quota"
 )
 
 // Errors of account stores.
@@ -38,10 +40,12 @@ type Record struct {
 	TaskTypes      []string        `json:"task_types,omitempty"`
 	Webhooks       []WebhookRecord `json:"webhooks,omitempty"`
 	FailureWebhook string          `json:"failure_webhook,omitempty"`
-	Keys           []KeyRecord     `json:"keys,omitempty"`
-	Disabled       bool            `json:"disabled,omitempty"`
-	CreatedAt      time.Time       `json:"created_at"`
-	UpdatedAt      time.Time       `json:"updated_at"`
+	// Quotas bound the tasks the account may create in a day or a month.
+	Quotas    []QuotaRecord `json:"quotas,omitempty"`
+	Keys      []KeyRecord   `json:"keys,omitempty"`
+	Disabled  bool          `json:"disabled,omitempty"`
+	CreatedAt time.Time     `json:"created_at"`
+	UpdatedAt time.Time     `json:"updated_at"`
 	// Version counts the record's changes, from 1 at creation; a cache
 	// keeps the highest version it has seen.
 	Version int64 `json:"version"`
@@ -59,6 +63,27 @@ type KeyRecord struct {
 	SHA256    string     `json:"sha256"`
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// QuotaRecord is a quota of a dynamic account, as the admin API takes
+// and shows it.
+type QuotaRecord struct {
+	// Limit is the most tasks of a period.
+	Limit int64 `json:"limit"`
+	// Period is "day" or "month" (UTC).
+	Period string `json:"period"`
+	// TaskTypes limits the quota to these task types; empty: all.
+	TaskTypes []string `json:"task_types,omitempty"`
+}
+
+// Quota returns the quota the record describes.
+func (q QuotaRecord) Quota() quota.Quota {
+	return quota.Quota{Limit: q.Limit, Period: quota.Period(q.Period), TaskTypes: q.TaskTypes}
+}
+
+// QuotaRecordOf returns the record of a quota.
+func QuotaRecordOf(q quota.Quota) QuotaRecord {
+	return QuotaRecord{Limit: q.Limit, Period: string(q.Period), TaskTypes: q.TaskTypes}
 }
 
 // WebhookRecord is a webhook of a dynamic account.
@@ -105,6 +130,9 @@ func (r *Record) Build() (*Account, error) {
 		FailureWebhook: r.FailureWebhook,
 		Disabled:       r.Disabled,
 	}
+	for _, q := range r.Quotas {
+		spec.Quotas = append(spec.Quotas, q.Quota())
+	}
 	for _, k := range r.Keys {
 		sum, err := ParseKeyHash(k.SHA256)
 		if err != nil {
@@ -127,6 +155,13 @@ func (r *Record) Clone() *Record {
 	c := *r
 	c.Allow = cloneStrings(r.Allow)
 	c.TaskTypes = cloneStrings(r.TaskTypes)
+	if r.Quotas != nil {
+		c.Quotas = make([]QuotaRecord, len(r.Quotas))
+		for i, q := range r.Quotas {
+			q.TaskTypes = cloneStrings(q.TaskTypes)
+			c.Quotas[i] = q
+		}
+	}
 	if r.Webhooks != nil {
 		c.Webhooks = make([]WebhookRecord, len(r.Webhooks))
 		for i, w := range r.Webhooks {

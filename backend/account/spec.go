@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/taskgate/taskgate/backend/ipallow"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
@@ -31,8 +32,10 @@ type Spec struct {
 	Webhooks []Webhook
 	// FailureWebhook is told of deliveries that failed for good.
 	FailureWebhook string
-	Disabled       bool
-	Static         bool
+	// Quotas bound the tasks the account may create in a day or a month.
+	Quotas   []quota.Quota
+	Disabled bool
+	Static   bool
 }
 
 // Build returns the account the spec describes, checked (Validate).
@@ -44,6 +47,7 @@ func (s *Spec) Build() (*Account, error) {
 		TaskTypes:      s.TaskTypes,
 		Webhooks:       s.Webhooks,
 		FailureWebhook: s.FailureWebhook,
+		Quotas:         s.Quotas,
 		Disabled:       s.Disabled,
 		Static:         s.Static,
 	}

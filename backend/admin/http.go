@@ -272,7 +272,13 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	quotas, err := h.Service.QuotaStatus(r.Context(), id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	report := UsageReport{
+		Quotas:    api.QuotaViews(quotas),
 		AccountID: id,
 		From:      usage.Day(from),
 		To:        usage.Day(to),
@@ -383,9 +389,11 @@ type AccountView struct {
 	TaskTypes        []string      `json:"task_types"`
 	Webhooks         []WebhookView `json:"webhooks"`
 	FailureWebhook   string        `json:"failure_webhook"`
-	Keys             []KeyView     `json:"keys"`
-	CreatedAt        *time.Time    `json:"created_at,omitempty"`
-	UpdatedAt        *time.Time    `json:"updated_at,omitempty"`
+	// Quotas are the account's quotas; empty when it has none.
+	Quotas    []account.QuotaRecord `json:"quotas"`
+	Keys      []KeyView             `json:"keys"`
+	CreatedAt *time.Time            `json:"created_at,omitempty"`
+	UpdatedAt *time.Time            `json:"updated_at,omitempty"`
 }
 
 // WebhookView is a webhook without its secrets.
@@ -442,6 +450,9 @@ type UsageReport struct {
 	Total usage.Counts `json:"total"`
 	// Usage is by day, then task type; empty, not null, when none.
 	Usage []UsageRow `json:"usage"`
+	// Quotas are the account's quotas as they stand now in their
+	// periods (whatever From and To); empty when it has none.
+	Quotas []api.QuotaView `json:"quotas"`
 }
 
 // UsageRow is the counts of one day and task type of a UsageReport.
@@ -462,6 +473,7 @@ func (h *Handler) recordView(r *account.Record, now time.Time) AccountView {
 		TaskTypes:      nonNil(r.TaskTypes),
 		Webhooks:       []WebhookView{},
 		FailureWebhook: r.FailureWebhook,
+		Quotas:         append([]account.QuotaRecord{}, r.Quotas...),
 		Keys:           []KeyView{},
 		CreatedAt:      &r.CreatedAt,
 		UpdatedAt:      &r.UpdatedAt,
@@ -493,7 +505,11 @@ func (h *Handler) staticView(a *account.Account, now time.Time) AccountView {
 		TaskTypes:        nonNil(a.TaskTypes),
 		Webhooks:         []WebhookView{},
 		FailureWebhook:   a.FailureWebhook,
+		Quotas:           []account.QuotaRecord{},
 		Keys:             []KeyView{},
+	}
+	for _, q := range a.Quotas {
+		v.Quotas = append(v.Quotas, account.QuotaRecordOf(q))
 	}
 	// An account without a rate of its own follows the default.
 	limit := a.Limit

@@ -16,6 +16,7 @@ import (
 	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/egress"
 	"github.com/taskgate/taskgate/backend/maintenance"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/usage"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -76,6 +77,9 @@ type Service struct {
 	Changed func(ctx context.Context, id string)
 	// Clock tells the time (the system's if nil).
 	Clock clock.Clock
+	// Quotas, when set, tells the usage report how the account's quotas
+	// stand.
+	Quotas *quota.Book
 }
 
 func (s *Service) now() time.Time {
@@ -94,6 +98,7 @@ type Input struct {
 	TaskTypes      Optional[[]string]                `json:"task_types"`
 	Webhooks       Optional[[]account.WebhookRecord] `json:"webhooks"`
 	FailureWebhook Optional[string]                  `json:"failure_webhook"`
+	Quotas         Optional[[]account.QuotaRecord]   `json:"quotas"`
 	Disabled       Optional[bool]                    `json:"disabled"`
 }
 
@@ -112,6 +117,7 @@ func (in *Input) apply(r *account.Record) {
 	set(&r.TaskTypes, in.TaskTypes)
 	set(&r.Webhooks, in.Webhooks)
 	set(&r.FailureWebhook, in.FailureWebhook)
+	set(&r.Quotas, in.Quotas)
 	set(&r.Disabled, in.Disabled)
 }
 
@@ -129,8 +135,8 @@ func (s *Service) validate(r *account.Record, typeChecks typeChecks) error {
 	if len(r.Name) > MaxNameLength || strings.ContainsFunc(r.Name, isControl) {
 		return invalid("name: at most %d bytes, no control characters", MaxNameLength)
 	}
-	if len(r.Allow) > MaxListLength || len(r.TaskTypes) > MaxListLength || len(r.Webhooks) > MaxListLength {
-		return invalid("allow, task_types and webhooks hold at most %d entries each", MaxListLength)
+	if len(r.Allow) > MaxListLength || len(r.TaskTypes) > MaxListLength || len(r.Webhooks) > MaxListLength || len(r.Quotas) > MaxListLength {
+		return invalid("allow, task_types, webhooks and quotas hold at most %d entries each", MaxListLength)
 	}
 	if r.Burst < 0 {
 		return invalid("burst: must be positive")
@@ -141,6 +147,13 @@ func (s *Service) validate(r *account.Record, typeChecks typeChecks) error {
 	for _, t := range r.TaskTypes {
 		if typeChecks.taskTypes && !s.TaskTypes[t] {
 			return invalid("task_types: %s is not a configured task type", t)
+		}
+	}
+	for _, q := range r.Quotas {
+		for _, t := range q.TaskTypes {
+			if typeChecks.quotas && !s.TaskTypes[t] {
+				return invalid("quotas: %s is not a configured task type", t)
+			}
 		}
 	}
 	egressPolicy := s.Egress
@@ -182,7 +195,7 @@ func (s *Service) validate(r *account.Record, typeChecks typeChecks) error {
 
 // typeChecks says which task type lists a validation checks against the
 // configured types, and which webhook URLs against the egress policy.
-type typeChecks struct{ taskTypes, webhooks, failureWebhook bool }
+type typeChecks struct{ taskTypes, webhooks, failureWebhook, quotas bool }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
@@ -206,7 +219,7 @@ func (s *Service) Create(ctx context.Context, in *Input) (*account.Record, strin
 	in.apply(r)
 	key, kr := newKey(now)
 	r.Keys = []account.KeyRecord{kr}
-	if err := s.validate(r, typeChecks{true, true, true}); err != nil {
+	if err := s.validate(r, typeChecks{true, true, true, true}); err != nil {
 		return nil, "", err
 	}
 	if _, static := s.staticAccount(r.ID); static {
@@ -226,7 +239,7 @@ func (s *Service) Update(ctx context.Context, id string, in *Input) (*account.Re
 	}
 	return s.update(ctx, id, func(r *account.Record) error {
 		in.apply(r)
-		return s.validate(r, typeChecks{taskTypes: in.TaskTypes.Set, webhooks: in.Webhooks.Set, failureWebhook: in.FailureWebhook.Set})
+		return s.validate(r, typeChecks{taskTypes: in.TaskTypes.Set, webhooks: in.Webhooks.Set, failureWebhook: in.FailureWebhook.Set, quotas: in.Quotas.Set})
 	})
 }
 
@@ -321,6 +334,24 @@ func (s *Service) List(ctx context.Context) ([]*account.Record, []*account.Accou
 		return static
 	})
 	return records, s.Static.Static(), nil
+}
+
+// QuotaStatus returns how the quotas of the account (static or dynamic)
+// stand in their current periods.
+func (s *Service) QuotaStatus(ctx context.Context, id string) ([]quota.Status, error) {
+	r, a, err := s.Account(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if a == nil {
+		if a, err = r.Build(); err != nil {
+			return nil, err
+		}
+	}
+	if s.Quotas == nil {
+		return nil, nil
+	}
+	return s.Quotas.Status(ctx, id, a.Quotas)
 }
 
 // Usage returns the usage rows of the account (static or dynamic) for the

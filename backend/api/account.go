@@ -7,6 +7,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/quota"
 )
 
 // AccountView is what GET /v3/account shows an account of itself: its
@@ -26,6 +27,36 @@ type AccountView struct {
 	Webhooks []WebhookView `json:"webhooks"`
 	// FailureWebhook is told of deliveries that failed for good.
 	FailureWebhook *string `json:"failure_webhook"`
+	// Quotas are the account's quotas as they stand in their current
+	// periods; empty when it has none.
+	Quotas []QuotaView `json:"quotas"`
+}
+
+// QuotaView is a quota of an account as it stands in its current period.
+type QuotaView struct {
+	// Limit is the most tasks of a period.
+	Limit int64 `json:"limit"`
+	// Period is "day" or "month" (UTC calendar periods).
+	Period string `json:"period"`
+	// TaskTypes are the task types the quota counts; empty: all.
+	TaskTypes []string `json:"task_types"`
+	// Used is the units spent in the current period.
+	Used int64 `json:"used"`
+	// Left is the units left in the current period.
+	Left int64 `json:"left"`
+	// ResetsAt is the end of the current period.
+	ResetsAt time.Time `json:"resets_at"`
+}
+
+// QuotaViews returns the views of quotas as they stand; empty, not nil,
+// when there are none.
+func QuotaViews(st []quota.Status) []QuotaView {
+	out := make([]QuotaView, len(st))
+	for i, s := range st {
+		out[i] = QuotaView{Limit: s.Quota.Limit, Period: string(s.Quota.Period), TaskTypes: append([]string{}, s.Quota.TaskTypes...),
+			Used: s.Used, Left: s.Left, ResetsAt: s.ResetAt}
+	}
+	return out
 }
 
 // RateLimitView is a rate limit as the client API shows it.
@@ -79,7 +110,15 @@ func (a *API) allowedTypes(acct *account.Account) []string {
 }
 
 // showAccount answers GET /v3/account.
-func (a *API) showAccount(w http.ResponseWriter, acct *account.Account) {
+func (a *API) showAccount(w http.ResponseWriter, r *http.Request, acct *account.Account) {
+	var quotas []quota.Status
+	if a.Quotas != nil {
+		var err error
+		if quotas, err = a.Quotas.Status(r.Context(), acct.ID, acct.Quotas); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	limit, isDefault := acct.Limit, acct.Limit.Count == 0
 	if isDefault {
 		limit = a.DefaultLimit
@@ -91,6 +130,7 @@ func (a *API) showAccount(w http.ResponseWriter, acct *account.Account) {
 		Allow:     make([]string, 0, len(acct.Allow)),
 		TaskTypes: a.allowedTypes(acct),
 		Webhooks:  make([]WebhookView, 0, len(acct.Webhooks)),
+		Quotas:    QuotaViews(quotas),
 	}
 	for _, p := range acct.Allow {
 		v.Allow = append(v.Allow, p.String())

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/internal/jsonkey"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -67,6 +69,9 @@ type API struct {
 	// GET /v3/status (its TaskType is filled in); unset, every source is
 	// up.
 	SourceState func(t *task.Type) TypeStatus
+	// Quotas, when set, tells GET /v3/account how the account's quotas
+	// stand.
+	Quotas *quota.Book
 
 	routesOnce sync.Once
 	mux        *http.ServeMux
@@ -101,7 +106,7 @@ func (a *API) route() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v3/tasks", func(w http.ResponseWriter, r *http.Request) { a.get(w, r, accountOf(r)) })
 	mux.HandleFunc("/v3/tasks", allowOnly("GET"))
-	mux.HandleFunc("GET /v3/account", func(w http.ResponseWriter, r *http.Request) { a.showAccount(w, accountOf(r)) })
+	mux.HandleFunc("GET /v3/account", func(w http.ResponseWriter, r *http.Request) { a.showAccount(w, r, accountOf(r)) })
 	mux.HandleFunc("/v3/account", allowOnly("GET"))
 	mux.HandleFunc("GET /v3/status", func(w http.ResponseWriter, r *http.Request) { a.showStatus(w, accountOf(r)) })
 	mux.HandleFunc("/v3/status", allowOnly("GET"))
@@ -190,7 +195,14 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 		Async:          async,
 		IdempotencyKey: key,
 		Body:           body,
+		Quotas:         acct.Quotas,
+		QuotaStatus:    func(st []quota.Status) { a.quotaHeaders(w, acct.Quotas, st) },
 	})
+	var over *quota.Exceeded
+	if errors.As(err, &over) {
+		a.quotaHeaders(w, acct.Quotas, []quota.Status{{Quota: over.Quota, ResetAt: over.ResetAt}})
+		w.Header().Set("Retry-After", strconv.FormatInt(max(1, ratelimit.CeilSeconds(over.RetryAfter)), 10))
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -439,6 +451,33 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, acct *account.Account)
 		views[i] = t.View()
 	}
 	apierr.WriteJSON(w, http.StatusOK, views)
+}
+
+// quotaHeaders adds the quotas that cover a task to the RateLimit-Policy
+// and RateLimit headers, after the rate limit's own policy: the draft
+// allows several policies, items of one list, which stay on one field line
+// for clients that read only the first. Each quota is named by PolicyName
+// among all the account's quotas.
+func (a *API) quotaHeaders(w http.ResponseWriter, all []quota.Quota, st []quota.Status) {
+	now := a.now()
+	h := w.Header()
+	for _, s := range st {
+		i := slices.IndexFunc(all, func(q quota.Quota) bool { return q.ID() == s.Quota.ID() })
+		if i < 0 {
+			continue
+		}
+		name := quota.PolicyName(all, i)
+		appendItem(h, "RateLimit-Policy", s.Quota.PolicyHeader(name, now))
+		appendItem(h, "RateLimit", quota.StateHeader(name, s.Left, s.ResetAt.Sub(now)))
+	}
+}
+
+// appendItem adds an item to the list of a structured header field.
+func appendItem(h http.Header, name, item string) {
+	if old := h.Get(name); old != "" {
+		item = old + ", " + item
+	}
+	h.Set(name, item)
 }
 
 // writeError answers with the wire error of err (apierr.From).

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/task"
 )
 
@@ -50,6 +52,30 @@ func BenchmarkCreateAsync(b *testing.B) {
 				r.Header.Set("Content-Type", "application/json")
 				w := httptest.NewRecorder()
 				f.api.Serve(w, r, acme)
+				if w.Code != http.StatusAccepted {
+					b.Fatalf("%d %s", w.Code, w.Body)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCreateQuota is an async create of a small body through the
+// API, with the memory store, by an account without quotas and by one
+// with a daily and a monthly quota (each create spends both).
+func BenchmarkCreateQuota(b *testing.B) {
+	f := newFixture(b)
+	withQuotas(b, f)
+	for _, acct := range []*account.Account{
+		{ID: "none"},
+		{ID: "quotas", Quotas: []quota.Quota{{Limit: 1 << 40, Period: quota.Day}, {Limit: 1 << 40, Period: quota.Month}}},
+	} {
+		b.Run(acct.ID, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodPost, "/v3/tasks/async/verify_with_source/ind_pan", strings.NewReader(panBody))
+				w := httptest.NewRecorder()
+				f.api.Serve(w, r, acct)
 				if w.Code != http.StatusAccepted {
 					b.Fatalf("%d %s", w.Code, w.Body)
 				}

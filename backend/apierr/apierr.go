@@ -70,6 +70,9 @@ var (
 	UnsupportedMedia    = &Error{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "the request body must be application/json"}
 	StorageUnavailable  = &Error{http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE", "the task store is unavailable; retry later"}
 	IdempotencyMismatch = &Error{http.StatusUnprocessableEntity, "IDEMPOTENCY_MISMATCH", "this Idempotency-Key was used with a different request"}
+	// QuotaExceeded refuses a task over one of its account's quotas,
+	// until the quota's period ends (Retry-After).
+	QuotaExceeded = &Error{http.StatusTooManyRequests, "QUOTA_EXCEEDED", "the account's quota for this task type is spent; retry after the time in the Retry-After header"}
 )
 
 // The errors of the admin API.

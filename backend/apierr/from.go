@@ -6,6 +6,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/maintenance"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -28,6 +29,8 @@ func From(err error) *Error {
 		return NotFound
 	case errors.Is(err, task.ErrIdempotencyMismatch):
 		return IdempotencyMismatch
+	case errors.Is(err, quota.ErrExceeded):
+		return QuotaExceeded
 	case errors.Is(err, account.ErrNotFound):
 		return noSuchAccount
 	case errors.Is(err, account.ErrKeyNotFound):

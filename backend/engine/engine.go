@@ -27,6 +27,7 @@ import (
 	"github.com/taskgate/taskgate/backend/admin"
 	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/egress"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/storage"
@@ -86,6 +87,8 @@ type Engine struct {
 	Limiter ratelimit.Store
 	// Tasks creates tasks and waits for them.
 	Tasks *task.Service
+	// Quotas spends and refunds the units of the accounts' quotas.
+	Quotas *quota.Book
 	// Runner runs queued tasks against their sources.
 	Runner *task.Runner
 	// Sources calls the sources.
@@ -126,6 +129,13 @@ func (c *Config) Validate() error {
 		for _, name := range acct.TaskTypes {
 			if !names[name] {
 				return fmt.Errorf("account %s: task type %s is not defined by a task_type", acct.ID, name)
+			}
+		}
+		for _, q := range acct.Quotas {
+			for _, name := range q.TaskTypes {
+				if !names[name] {
+					return fmt.Errorf("account %s: quota %s: task type %s is not defined by a task_type", acct.ID, q, name)
+				}
 			}
 		}
 	}
@@ -202,7 +212,8 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		PerURL:    cfg.Webhooks.PerURL,
 	})
 
-	e.Tasks = task.NewService(task.ServiceConfig{Store: core.Store, Hub: core.Hub, Created: e.taskCreated})
+	e.Quotas = quota.NewBook(quota.BookConfig{Store: core.Store})
+	e.Tasks = task.NewService(task.ServiceConfig{Store: core.Store, Hub: core.Hub, Created: e.taskCreated, Quotas: e.Quotas})
 	if core.Shared() {
 		// Task end notices from other nodes may be lost (Pub/Sub).
 		e.Tasks.Recheck = sharedRecheck
@@ -217,6 +228,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		WakeDeliveries: e.Dispatcher.Wake,
 		DefaultLimit:   cfg.DefaultLimit,
 		SourceState:    e.sourceState,
+		Quotas:         e.Quotas,
 	}
 	e.Admin = &admin.Handler{
 		Service: &admin.Service{
@@ -229,6 +241,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 			Egress:       cfg.Webhooks.Egress,
 			Maintenance:  core.Maintenance,
 			Changed:      core.AccountChanged,
+			Quotas:       e.Quotas,
 		},
 		Client: e.API,
 	}
@@ -273,11 +286,37 @@ func (e *Engine) taskCreated(t *task.Task) {
 // taskFinished is what happens when a task ends, its end and its
 // deliveries stored: the waiters on other nodes are told, the end is
 // counted, and the dispatcher is woken for the deliveries.
+//
+// A task that ends SOURCE_DOWN gives back the unit it spent of each quota
+// of its account that covers its type (the customer is not billed for the
+// source's outage), once per task whatever number of times its end is
+// told.
 func (e *Engine) taskFinished(t *task.Task, _ time.Duration) {
 	e.Core.taskEnded(t.RequestID)
+	if t.Status == task.Failed && t.Error != nil && *t.Error == task.SourceDown {
+		e.refundQuotas(t)
+	}
 	observeFinish(t)
 	e.Core.Meter.TaskEnded(t.AccountID, t.TypeName(), t.Status == task.Failed)
 	e.Dispatcher.Wake()
+}
+
+// refundQuotaTimeout bounds the store call that gives a task's quota units
+// back.
+const refundQuotaTimeout = 5 * time.Second
+
+// refundQuotas gives back the quota units of a task that ended SOURCE_DOWN.
+func (e *Engine) refundQuotas(t *task.Task) {
+	acct, ok := e.Accounts.Lookup(t.AccountID)
+	if !ok || len(acct.Quotas) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), refundQuotaTimeout)
+	defer cancel()
+	if err := e.Quotas.Refund(ctx, t.AccountID, acct.Quotas, t.TypeName(), t.RequestID, t.CreatedAt); err != nil {
+		e.logger.Warn("the quota units of a task whose source was down could not be given back",
+			zap.String("account_id", t.AccountID), zap.String("request_id", t.RequestID), zap.Error(err))
+	}
 }
 
 // deliveries returns the webhook deliveries of a task that ends: one per
@@ -297,7 +336,8 @@ func (e *Engine) resolveWebhook(d *webhook.Delivery) (webhook.Target, string, bo
 	return webhook.Resolve(acct, d)
 }
 
-// Start runs the task workers and the webhook dispatcher.
+// Start runs the task workers, the webhook dispatcher and the purge of
+// ended quota periods.
 func (e *Engine) Start() {
 	e.queues = &queues{store: e.Core.Store, types: slices.Collect(maps.Keys(e.API.Types))}
 	running.started(e)
@@ -305,6 +345,24 @@ func (e *Engine) Start() {
 	e.stopWorkers = cancel
 	e.workers.Go(func() { e.Runner.Run(ctx) })
 	e.workers.Go(func() { e.Dispatcher.Run(ctx) })
+	e.workers.Go(func() { e.purgeQuotas(ctx) })
+}
+
+// purgeQuotas forgets the quota counters of ended periods every
+// quota.PurgeEvery, until ctx ends.
+func (e *Engine) purgeQuotas(ctx context.Context) {
+	tick := time.NewTicker(quota.PurgeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if _, err := e.Quotas.Purge(ctx); err != nil && ctx.Err() == nil {
+				e.logger.Warn("the quota counters of ended periods could not be purged", zap.Error(err))
+			}
+		}
+	}
 }
 
 // Stop stops the task workers and the dispatcher and waits for them. Tasks

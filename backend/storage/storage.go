@@ -17,6 +17,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/maintenance"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/storage/bolt"
 	"github.com/taskgate/taskgate/backend/storage/memory"
@@ -96,6 +97,7 @@ type Store interface {
 	account.Store
 	usage.Store
 	maintenance.Store
+	quota.Store
 }
 
 // Notices carry what one node tells the others: an account changed (so

@@ -520,8 +520,11 @@ func TestRunnerSurvivesPanicsInItsHooks(t *testing.T) {
 		return []*webhook.Delivery{webhook.NewTaskDelivery(tk.AccountID, tk.RequestID, "https://hooks.example/x", body, time.Now())}
 	}
 	var finished atomic.Int32
+	finishedCh := make(chan struct{}, 3)
 	r.OnFinish = func(tk *task.Task, _ time.Duration) {
-		if finished.Add(1) == 2 {
+		n := finished.Add(1)
+		finishedCh <- struct{}{}
+		if n == 2 {
 			panic("boom in OnFinish")
 		}
 	}
@@ -557,8 +560,13 @@ func TestRunnerSurvivesPanicsInItsHooks(t *testing.T) {
 			t.Errorf("task %d: %s, want completed", i+2, tk.Status)
 		}
 	}
-	if n := finished.Load(); n != 3 {
-		t.Errorf("OnFinish called %d times, want 3", n)
+	// Waiters are told before OnFinish runs: wait for its three calls.
+	for range 3 {
+		select {
+		case <-finishedCh:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("OnFinish called %d times, want 3", finished.Load())
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/taskgate/taskgate/backend/clock"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 )
 
@@ -85,6 +86,7 @@ type Service struct {
 	now   clock.Clock
 	// created is told of each new task (to wake the runner, to count).
 	created func(t *Task)
+	quotas  *quota.Book
 
 	// Recheck, when not zero, is how often a waiter reads its task again
 	// whether or not it was told the task ended: with a store shared by
@@ -102,7 +104,7 @@ func NewService(c ServiceConfig) *Service {
 	if c.Created == nil {
 		c.Created = func(*Task) {}
 	}
-	return &Service{store: c.Store, hub: c.Hub, now: c.Clock, created: c.Created}
+	return &Service{store: c.Store, hub: c.Hub, now: c.Clock, created: c.Created, quotas: c.Quotas}
 }
 
 // ServiceConfig is what a Service is made of.
@@ -116,6 +118,8 @@ type ServiceConfig struct {
 	// Created, when set, is told of each task created (not of an
 	// idempotent repeat).
 	Created func(t *Task)
+	// Quotas, when set, spends the units of the accounts' quotas.
+	Quotas *quota.Book
 }
 
 // NewTask is what a client asks for.
@@ -130,13 +134,39 @@ type NewTask struct {
 	IdempotencyKey string
 	// Body is the request body as sent, for the idempotency fingerprint.
 	Body []byte
+	// Quotas are the account's quotas: a new task spends a unit of each
+	// that covers its type.
+	Quotas []quota.Quota
+	// QuotaStatus, when set, is told how the quotas covering the task
+	// stand once it is accepted (not for a replay).
+	QuotaStatus func([]quota.Status)
 }
 
 // Create stores and queues a new task, and returns it once durable. With
 // an idempotency key already used for the same request, it returns the
 // original task and replayed = true; used for another request, it returns
 // ErrIdempotencyMismatch.
+//
+// A new task first spends a unit of each of the account's quotas that
+// covers its type; over one, Create returns a *quota.Exceeded and stores
+// nothing. A replay, or a task the store refuses or fails to store, gives
+// the units back (a store that failed after storing the task all the
+// same leaves it unbilled). A replay while a quota is spent is refused
+// as over quota.
 func (s *Service) Create(ctx context.Context, n NewTask) (t *Task, replayed bool, err error) {
+	var spent quota.Spent
+	if s.quotas != nil && len(n.Quotas) > 0 {
+		if spent, err = s.quotas.Spend(ctx, n.AccountID, n.Quotas, n.Type.Name()); err != nil {
+			return nil, false, err
+		}
+		defer func() {
+			if err != nil || replayed {
+				_ = s.quotas.Undo(ctx, spent.Counters)
+			} else if n.QuotaStatus != nil && spent.Status != nil {
+				n.QuotaStatus(spent.Status)
+			}
+		}()
+	}
 	now := s.now().UTC()
 	// Version 7 ids grow with time, so a store keyed by them appends
 	// instead of writing to random pages.

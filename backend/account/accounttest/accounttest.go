@@ -355,6 +355,10 @@ func newRecord(id string) *account.Record {
 		Allow:          []string{"203.0.113.0/24", "198.51.100.7"},
 		TaskTypes:      []string{"verify_with_source/ind_pan", "verify_with_source/ind_gst"},
 		FailureWebhook: "https://hooks.example/failures",
+		Quotas: []account.QuotaRecord{
+			{Limit: 1000, Period: "day"},
+			{Limit: 10000, Period: "month", TaskTypes: []string{"verify_with_source/ind_pan"}},
+		},
 		Webhooks: []account.WebhookRecord{
 			{URL: "https://hooks.example/all", Secret: "whsec_c2VjcmV0", Authorization: "Bearer t0ken"},
 			{URL: "https://hooks.example/pan", Types: []string{"verify_with_source/ind_pan"}},

@@ -105,13 +105,17 @@ var (
 	// bucketMaintenance maps a maintenance window's id to the window as
 	// JSON.
 	bucketMaintenance = []byte("maintenance")
+	// bucketQuotas maps (account id, 0x00, quota id, 0x00, period start
+	// as 8 bytes of big-endian Unix seconds) to the quota count of that
+	// period as JSON. Account ids and quota ids hold no zero byte.
+	bucketQuotas = []byte("quotas")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketQueues, bucketDepth, bucketLeases,
 	bucketByGroup, bucketByTaskID, bucketCompleted, bucketIdem, bucketIdemAge,
 	bucketDeliveries, bucketDeliveriesDue, bucketDeliveriesDueByURL, bucketDeliveriesDueHeads,
 	bucketDeliveryLeases, bucketDeliveriesByAccount, bucketDeliveriesByRequest, bucketDeliveriesByStatus,
-	bucketDeliveriesEnded, bucketDeliveryCounts, bucketAccounts, bucketUsage, bucketMaintenance}
+	bucketDeliveriesEnded, bucketDeliveryCounts, bucketAccounts, bucketUsage, bucketMaintenance, bucketQuotas}
 
 // formatKey in bucketMeta names the layout of the file; Open refuses
 // another. Buckets added since (the deliveries', the accounts', usage's)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/taskgate/taskgate/backend/quota/quotatest"
 	"github.com/taskgate/taskgate/backend/task/tasktest"
 )
 
@@ -53,4 +54,10 @@ func BenchmarkFsync(b *testing.B) {
 // durable transaction of the writer.
 func BenchmarkClaimDeliveriesBehindBacklog(b *testing.B) {
 	tasktest.ClaimBehindBacklog(b, open(b, b.TempDir()), 50_000)
+}
+
+// BenchmarkQuotaSpendParallel measures durable quota spends (a daily and
+// a monthly quota, one transaction, group-committed) from 32 goroutines.
+func BenchmarkQuotaSpendParallel(b *testing.B) {
+	quotatest.SpendParallel(b, open(b, b.TempDir()), 32)
 }

@@ -62,6 +62,8 @@ type Store struct {
 	// usageRows holds each account's usage rows sorted by day then task
 	// type, so that a day range is a slice of them.
 	usageRows map[string][]usage.Row // by account id
+	// quotas holds each account's quota counters, by period start.
+	quotas map[quotaKey]map[int64]*quotaCount
 }
 
 // entry is the store's own copy of a task and where it stands.
@@ -109,6 +111,7 @@ func New() *Store {
 		accounts:            make(map[string]*account.Record),
 		maintenance:         make(map[string]*maintenance.Window),
 		usageRows:           make(map[string][]usage.Row),
+		quotas:              make(map[quotaKey]map[int64]*quotaCount),
 	}
 }
 

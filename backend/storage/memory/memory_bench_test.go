@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/taskgate/taskgate/backend/quota/quotatest"
 	"github.com/taskgate/taskgate/backend/storage/memory"
 	"github.com/taskgate/taskgate/backend/task/tasktest"
 )
@@ -33,4 +34,12 @@ func BenchmarkClaimDeliveriesBehindBacklog(b *testing.B) {
 	s := memory.New()
 	b.Cleanup(func() { s.Close() })
 	tasktest.ClaimBehindBacklog(b, s, 50_000)
+}
+
+// BenchmarkQuotaSpendParallel measures quota spends (a daily and a
+// monthly quota, under the store's lock) from 32 goroutines.
+func BenchmarkQuotaSpendParallel(b *testing.B) {
+	s := memory.New()
+	b.Cleanup(func() { s.Close() })
+	quotatest.SpendParallel(b, s, 32)
 }

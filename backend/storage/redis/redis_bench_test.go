@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/taskgate/taskgate/backend/quota/quotatest"
 	"github.com/taskgate/taskgate/backend/task/tasktest"
 	"github.com/taskgate/taskgate/internal/redistest"
 )
@@ -32,4 +33,10 @@ func BenchmarkFinishParallel(b *testing.B) {
 // delivery behind 50,000 due deliveries to a URL at its cap.
 func BenchmarkClaimDeliveriesBehindBacklog(b *testing.B) {
 	tasktest.ClaimBehindBacklog(b, open(b, redistest.Start(b)), 50_000)
+}
+
+// BenchmarkQuotaSpendParallel measures quota spends (a daily and a
+// monthly quota, one script) from 32 goroutines.
+func BenchmarkQuotaSpendParallel(b *testing.B) {
+	quotatest.SpendParallel(b, open(b, redistest.Start(b)), 32)
 }

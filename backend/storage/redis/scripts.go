@@ -34,6 +34,8 @@ var (
 	scriptDlvRescue   = newScript("dlv_rescue")
 	scriptDlvExtend   = newScript("dlv_extend")
 	scriptDlvList     = newScript("dlv_list")
+	scriptQuotaSpend  = newScript("quota_spend")
+	scriptQuotaRefund = newScript("quota_refund")
 )
 
 //go:embed lua/*.lua
