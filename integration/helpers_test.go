@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -262,6 +264,13 @@ func doWith(t *testing.T, c *http.Client, method, url string, header http.Header
 		req.Header[k] = append([]string(nil), vs...)
 	}
 	resp, err := c.Do(req)
+	// Across a config reload, a new connection may be accepted by the
+	// server on its way out and closed unanswered: a client retries an
+	// idempotent request on a fresh connection, as browsers do.
+	for retries := 0; err != nil && retries < 3 && (method == http.MethodGet || method == http.MethodHead) &&
+		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)); retries++ {
+		resp, err = c.Do(req)
+	}
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
