@@ -37,6 +37,11 @@ type Runner struct {
 	limiter ratelimit.Store
 	// maintenance is RunnerConfig.Maintenance.
 	maintenance func(taskType string, at time.Time) (string, bool)
+	// orphansDue is, by type absent from the config, when FailOrphans
+	// looks at its tasks again: when the youngest it gave back comes of
+	// age. Every look claims (and gives back) them, which counts against
+	// MaxAttempts. Only FailOrphans's goroutine uses it.
+	orphansDue map[string]time.Time
 
 	// Retention is how long terminal tasks are kept. Zero keeps them.
 	Retention time.Duration
@@ -417,7 +422,8 @@ func (r *Runner) awaitSourceTurn(ctx context.Context, typ *Type) bool {
 // back, or for a node that still has it.
 const OrphanGrace = time.Minute
 
-// FailOrphans ends the queued tasks of types this runner does not run:
+// FailOrphans ends the queued tasks of types this runner does not run
+// (calls must not overlap: the runner makes them from one goroutine):
 // their type left the config, so no worker will ever take them. They fail
 // as SOURCE_DOWN, like tasks whose source is gone, and their webhooks
 // fire.
@@ -431,6 +437,9 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 	}
 	for _, name := range names {
 		if _, ok := r.types[name]; ok {
+			continue
+		}
+		if due, ok := r.orphansDue[name]; ok && r.now().Before(due) {
 			continue
 		}
 		action, typeName, _ := strings.Cut(name, "/")
@@ -449,6 +458,20 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 		}
 		if len(young) > 0 {
 			_ = r.store.Release(ctx, young)
+			// Not looked at again until the oldest of them comes of age
+			// (a claim holds at most 100: the others may be older).
+			due := young[0].CreatedAt.Add(OrphanGrace)
+			for _, t := range young[1:] {
+				if d := t.CreatedAt.Add(OrphanGrace); d.Before(due) {
+					due = d
+				}
+			}
+			if r.orphansDue == nil {
+				r.orphansDue = make(map[string]time.Time)
+			}
+			r.orphansDue[name] = due
+		} else {
+			delete(r.orphansDue, name)
 		}
 	}
 }

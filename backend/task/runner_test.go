@@ -276,9 +276,18 @@ func TestTasksOfRemovedTypesFail(t *testing.T) {
 	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress {
 		t.Fatalf("within the grace: %s", got.Status)
 	}
+	// Later looks within the grace leave it unclaimed: each claim counts
+	// against MaxAttempts.
+	mu.Lock()
+	now = now.Add(task.OrphanGrace / 2)
+	mu.Unlock()
+	r.FailOrphans(context.Background())
+	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress || got.Attempts != 1 {
+		t.Fatalf("looked at again within the grace: %s, claimed %d times; want in progress, claimed once", got.Status, got.Attempts)
+	}
 	// …and fails it after.
 	mu.Lock()
-	now = now.Add(task.OrphanGrace)
+	now = now.Add(task.OrphanGrace / 2)
 	mu.Unlock()
 	r.FailOrphans(context.Background())
 	got, _ := store.Get(context.Background(), "x", tk.RequestID)
