@@ -100,8 +100,15 @@ func testQuota(t *testing.T, storage string) {
 		}
 		<-tick.C
 	}
-	wantAccepted(t, c.post(t, "async", "adm/echo", createBody("t4", "g", `{}`), nil))
+	key := http.Header{"Idempotency-Key": {"k-t4"}}
+	t4 := wantAccepted(t, c.post(t, "async", "adm/echo", createBody("t4", "g", `{}`), key))
 	wantOverQuota(t, c.post(t, "async", "adm/echo", createBody("refused", "g", `{}`), nil))
+	// A retry of an accepted request gets its answer, quota spent or not;
+	// another body under its key is a mismatch.
+	if again := wantAccepted(t, c.post(t, "async", "adm/echo", createBody("t4", "g", `{}`), key)); again != t4 {
+		t.Errorf("replay over quota answered %s, want the original %s", again, t4)
+	}
+	wantError(t, c.post(t, "async", "adm/echo", createBody("t4-other", "g", `{}`), key), http.StatusUnprocessableEntity, "IDEMPOTENCY_MISMATCH")
 	wantOverQuota(t, c.post(t, "sync", "adm/echo", createBody("refused", "g", `{}`), nil))
 	if got := c.list(t, "task_id", "refused"); len(got) != 0 {
 		t.Errorf("refused tasks stored: %+v", got)

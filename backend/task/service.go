@@ -157,6 +157,13 @@ func (s *Service) Create(ctx context.Context, n NewTask) (t *Task, replayed bool
 	var spent quota.Spent
 	if s.quotas != nil && len(n.Quotas) > 0 {
 		if spent, err = s.quotas.Spend(ctx, n.AccountID, n.Quotas, n.Type.Name()); err != nil {
+			// A retry of a request that was accepted gets its answer, not
+			// the refusal: the quota was spent by the original.
+			if errors.Is(err, quota.ErrExceeded) && n.IdempotencyKey != "" {
+				if t, ok, rerr := s.replay(ctx, n); rerr != nil || ok {
+					return t, ok, rerr
+				}
+			}
 			return nil, false, err
 		}
 		defer func() {
@@ -201,22 +208,38 @@ func (s *Service) Create(ctx context.Context, n NewTask) (t *Task, replayed bool
 		return nil, false, err
 	}
 	if existing != nil {
-		if existing.Fingerprint != idem.Fingerprint {
-			return nil, false, ErrIdempotencyMismatch
-		}
-		orig, err := s.store.Get(ctx, n.AccountID, existing.RequestID)
-		if errors.Is(err, ErrNotFound) {
-			// Purged already (retention shorter than a day): the original
-			// answer stands all the same.
-			return &Task{RequestID: existing.RequestID, AccountID: n.AccountID, Action: n.Type.Action, Type: n.Type.Type, Async: n.Async}, true, nil
-		}
-		if err != nil {
-			return nil, false, err
-		}
-		return orig, true, nil
+		return s.original(ctx, n, existing)
 	}
 	s.created(t)
 	return t, false, nil
+}
+
+// replay returns the answer to an earlier request with n's Idempotency-Key,
+// when there is one (ok), without creating anything.
+func (s *Service) replay(ctx context.Context, n NewTask) (*Task, bool, error) {
+	rec, err := s.store.IdempotencyGet(ctx, n.AccountID, n.IdempotencyKey, s.now().UTC().Add(-IdempotencyTTL))
+	if err != nil || rec == nil {
+		return nil, false, err
+	}
+	return s.original(ctx, n, rec)
+}
+
+// original returns the task an idempotency record answered with, or
+// ErrIdempotencyMismatch when n asks something else.
+func (s *Service) original(ctx context.Context, n NewTask, rec *Idempotency) (*Task, bool, error) {
+	if rec.Fingerprint != fingerprint(n) {
+		return nil, false, ErrIdempotencyMismatch
+	}
+	orig, err := s.store.Get(ctx, n.AccountID, rec.RequestID)
+	if errors.Is(err, ErrNotFound) {
+		// Purged already (retention shorter than a day): the original
+		// answer stands all the same.
+		return &Task{RequestID: rec.RequestID, AccountID: n.AccountID, Action: n.Type.Action, Type: n.Type.Type, Async: n.Async}, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return orig, true, nil
 }
 
 // fingerprint identifies what a request asked: its mode, type and body.

@@ -86,6 +86,10 @@ type Store interface {
 	// t is durable.
 	Create(ctx context.Context, t *Task, idem *Idempotency, idemSince time.Time) (*Idempotency, error)
 
+	// IdempotencyGet returns the account's idempotency record of the key
+	// if one was created at or after since, else nil (and no error).
+	IdempotencyGet(ctx context.Context, accountID, key string, since time.Time) (*Idempotency, error)
+
 	// Get returns the task of the account with the request id, or
 	// ErrNotFound (also when it belongs to another account).
 	Get(ctx context.Context, accountID, requestID string) (*Task, error)

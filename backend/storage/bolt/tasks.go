@@ -578,3 +578,26 @@ func marshalTask(t *task.Task) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// IdempotencyGet returns a live idempotency record; see task.Store.
+func (s *Store) IdempotencyGet(ctx context.Context, accountID, key string, since time.Time) (*task.Idempotency, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	var rec *task.Idempotency
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketIdem).Get(idemKey(accountID, key))
+		if v == nil {
+			return nil
+		}
+		r := new(task.Idempotency)
+		if err := json.Unmarshal(v, r); err != nil {
+			return fmt.Errorf("bolt: decoding idempotency record: %w", err)
+		}
+		if !r.CreatedAt.Before(since) {
+			rec = r
+		}
+		return nil
+	})
+	return rec, err
+}

@@ -338,3 +338,17 @@ func copyTask(dst, src *task.Task) {
 	dst.Message = clonePtr(src.Message)
 	dst.CompletedAt = clonePtr(src.CompletedAt)
 }
+
+// IdempotencyGet returns a live idempotency record; see task.Store.
+func (s *Store) IdempotencyGet(ctx context.Context, accountID, key string, since time.Time) (*task.Idempotency, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	ie := s.idem[listKey{accountID, key}]
+	if ie == nil || ie.rec.CreatedAt.Before(since) {
+		return nil, nil
+	}
+	rec := ie.rec
+	return &rec, nil
+}

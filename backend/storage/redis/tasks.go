@@ -355,3 +355,21 @@ var (
 	_ task.Store    = (*Store)(nil)
 	_ webhook.Store = (*Store)(nil)
 )
+
+// IdempotencyGet returns a live idempotency record; see task.Store.
+func (s *Store) IdempotencyGet(ctx context.Context, accountID, key string, since time.Time) (*task.Idempotency, error) {
+	v, err := s.rdb.HMGet(ctx, s.idemKey(idemRef(accountID, key)), "at", "json").Result()
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	at, body := str(v[0]), str(v[1])
+	// Times are fixed-width hex: they compare as strings.
+	if at == "" || body == "" || at < hexTime(since) {
+		return nil, nil
+	}
+	rec := new(task.Idempotency)
+	if err := json.Unmarshal([]byte(body), rec); err != nil {
+		return nil, fmt.Errorf("redis: decoding idempotency record: %w", err)
+	}
+	return rec, nil
+}

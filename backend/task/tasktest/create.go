@@ -122,6 +122,22 @@ func testIdempotency(t *testing.T, s task.Store) {
 		t.Fatalf("first Create with a key returned %+v, want nil", got)
 	}
 
+	// Read without creating: live within since, nothing after it, nothing
+	// for another account or key.
+	if r, err := s.IdempotencyGet(ctx, accountA, "key-1", base.Add(-time.Hour)); err != nil {
+		t.Fatalf("IdempotencyGet: %v", err)
+	} else {
+		sameIdempotency(t, r, rec)
+	}
+	for _, tc := range []struct {
+		account, key string
+		since        time.Time
+	}{{accountA, "key-1", base.Add(time.Nanosecond)}, {accountB, "key-1", base.Add(-time.Hour)}, {accountA, "key-2", base.Add(-time.Hour)}} {
+		if r, err := s.IdempotencyGet(ctx, tc.account, tc.key, tc.since); err != nil || r != nil {
+			t.Errorf("IdempotencyGet(%s, %s, %v) = %+v, %v; want nil, nil", tc.account, tc.key, tc.since, r, err)
+		}
+	}
+
 	// Same account and key, live: the first record and nothing stored.
 	replay := newTask(accountA, typePAN, base.Add(time.Minute))
 	got, _ = create(replay, accountA, "key-1", base.Add(time.Minute), base.Add(time.Minute-24*time.Hour))
