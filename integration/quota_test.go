@@ -113,6 +113,9 @@ func testQuota(t *testing.T, storage string) {
 	if got := c.list(t, "task_id", "refused"); len(got) != 0 {
 		t.Errorf("refused tasks stored: %+v", got)
 	}
+	if m, _ := s.metrics(t, "taskgate_quotas_refusals_total"); m[`taskgate_quotas_refusals_total{period="day",task_type="adm/echo"}`] != 2 {
+		t.Errorf("taskgate_quotas_refusals_total = %v, want 2 for adm/echo, day", m)
+	}
 
 	var u struct {
 		Quotas []quotaView `json:"quotas"`

@@ -72,6 +72,9 @@ type API struct {
 	// Quotas, when set, tells GET /v3/account how the account's quotas
 	// stand.
 	Quotas *quota.Book
+	// OnQuotaExceeded, when set, is told of each create refused by a
+	// quota (for metrics).
+	OnQuotaExceeded func(typ *task.Type, q quota.Quota)
 
 	routesOnce sync.Once
 	mux        *http.ServeMux
@@ -200,6 +203,9 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 	})
 	var over *quota.Exceeded
 	if errors.As(err, &over) {
+		if a.OnQuotaExceeded != nil {
+			a.OnQuotaExceeded(typ, over.Quota)
+		}
 		a.quotaHeaders(w, acct.Quotas, []quota.Status{{Quota: over.Quota, ResetAt: over.ResetAt}})
 		w.Header().Set("Retry-After", strconv.FormatInt(max(1, ratelimit.CeilSeconds(over.RetryAfter)), 10))
 	}

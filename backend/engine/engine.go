@@ -229,6 +229,9 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		DefaultLimit:   cfg.DefaultLimit,
 		SourceState:    e.sourceState,
 		Quotas:         e.Quotas,
+		OnQuotaExceeded: func(t *task.Type, q quota.Quota) {
+			quotaRefusals.WithLabelValues(t.Name(), string(q.Period)).Inc()
+		},
 	}
 	e.Admin = &admin.Handler{
 		Service: &admin.Service{

@@ -17,7 +17,7 @@ import (
 // never an account id or a key).
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{tasksCreated, tasksFinished, taskLatency, queueDepth,
-		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered, sourceRateLimitWaits, sourceStates}
+		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered, sourceRateLimitWaits, sourceStates, quotaRefusals}
 }
 
 // Task metrics. task_type takes the configured types only.
@@ -214,3 +214,12 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.maintenance, prometheus.GaugeValue, map[bool]float64{false: 0, true: 1}[down], name)
 	}
 }
+
+// quotaRefusals counts the creates refused because a quota of the account
+// is spent, by task type and period (day, month): never an account id.
+var quotaRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "taskgate",
+	Subsystem: "quotas",
+	Name:      "refusals_total",
+	Help:      "Task creations refused with 429 QUOTA_EXCEEDED, by task type and quota period (day, month).",
+}, []string{"task_type", "period"})
