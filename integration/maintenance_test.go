@@ -114,15 +114,18 @@ task_type mw/pan {
 	}
 	c := nodes[1].client("mw", "key-mw")
 	start := time.Now()
-	deadline := start.Add(15 * time.Second)
+	deadline := time.After(15 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		if state, _ := statusOf(t, c, "mw/pan"); state == "maintenance" {
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatal("node 2 never saw the window node 1 scheduled")
+		case <-tick.C:
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("node 2 saw the window %v after node 1 scheduled it", time.Since(start).Round(time.Millisecond))
 }

@@ -166,6 +166,11 @@ func (p *Policy) CheckURL(raw string) error {
 	if err != nil {
 		return &Error{Host: raw, Reason: "not a URL"}
 	}
+	return p.CheckParsedURL(u)
+}
+
+// CheckParsedURL is CheckURL of a URL already parsed (a request's).
+func (p *Policy) CheckParsedURL(u *url.URL) error {
 	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
 	var port uint16 = 80
 	if u.Scheme == "https" {

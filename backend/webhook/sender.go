@@ -172,7 +172,7 @@ func (s *Sender) exchange(ctx context.Context, d *Delivery, target Target, at ti
 	}
 	// A URL stored before the policy changed (or before it existed) is
 	// refused here, before any connection.
-	if err := s.egress.CheckURL(d.URL); err != nil {
+	if err := s.egress.CheckParsedURL(req.URL); err != nil {
 		return s.refused(d, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
