@@ -77,8 +77,8 @@ var (
 // when nothing matches. After Close every method but Close returns an
 // error; Close may be called more than once.
 type Store interface {
-	// Create stores t (status in_progress) and queues it under its type at
-	// the tail. When idem is not nil and the store holds a live record for
+	// Create stores t (status in_progress) and queues it under its type,
+	// at the tail of its account's queue. When idem is not nil and the store holds a live record for
 	// the same account and key (created at or after idemSince), Create
 	// stores nothing and returns that record; otherwise it stores idem with
 	// t, atomically (replacing an expired record), and returns nil. A
@@ -102,10 +102,16 @@ type Store interface {
 	// id, newest first (by CreatedAt). An empty task id matches nothing.
 	ListByTaskID(ctx context.Context, accountID, taskID string, limit int) ([]*Task, error)
 
-	// Claim takes up to n queued tasks of the type ("action/type") in
-	// queue order (first created first), leases them until leaseUntil and
-	// increments their Attempts. A claimed task is not claimed again until
-	// its lease is released or rescued.
+	// Claim takes up to n queued tasks of the type ("action/type"), leases
+	// them until leaseUntil and increments their Attempts. The accounts
+	// with queued tasks of the type take turns: they form a ring, in the
+	// order they came to have queued tasks; each task claimed is the
+	// oldest (first queued) of the account at the front, which then goes
+	// to the back, or leaves the ring when it has nothing left queued. One
+	// account's backlog thus delays another account's task by one task per
+	// account ahead of it in the ring, not by the backlog. Tasks come back
+	// in the order they were taken. A claimed task is not claimed again
+	// until its lease is released or rescued.
 	Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*Task, error)
 
 	// Finish stores the end of a claimed task: t carries its terminal
@@ -122,16 +128,18 @@ type Store interface {
 	// neither.
 	Finish(ctx context.Context, t *Task, deliveries []*webhook.Delivery) error
 
-	// Release puts claimed tasks back at the head of their queue (a worker
-	// stopping before it got an answer): each regains the place it was
-	// claimed from. A task is released only while it is still leased under
-	// the claim that returned it (the same Attempts); tasks not leased, or
-	// leased under a later claim, are ignored.
+	// Release puts claimed tasks back in their queue (a worker stopping
+	// before it got an answer): each regains the place in its account's
+	// queue it was claimed from, and an account that had nothing queued
+	// joins the back of the ring, in the order of tasks. A task is
+	// released only while it is still leased under the claim that
+	// returned it (the same Attempts); tasks not leased, or leased under a
+	// later claim, are ignored.
 	Release(ctx context.Context, tasks []*Task) error
 
 	// Rescue queues again every leased task whose lease ended before
-	// expiredBefore, each at the place it was claimed from, and returns how
-	// many it queued.
+	// expiredBefore, as Release does, in the order of their lease ends
+	// (then request ids), and returns how many it queued.
 	Rescue(ctx context.Context, expiredBefore time.Time) (int, error)
 
 	// ExtendLeases moves the lease end of each of the given tasks that is

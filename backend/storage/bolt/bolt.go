@@ -41,9 +41,13 @@ var (
 	bucketMeta = []byte("meta")
 	// bucketTasks maps a request id to the task (header and JSON).
 	bucketTasks = []byte("tasks")
-	// bucketQueues holds a bucket per task type mapping a sequence number
-	// (big-endian) to a request id.
-	bucketQueues = []byte("queues")
+	// bucketTaskQueues holds a bucket per task type: its accounts' queues
+	// and their turns (see queue.go).
+	bucketTaskQueues = []byte("task_queues")
+	// bucketQueuesV1 held, in files of format 1, a bucket per task type
+	// mapping a sequence number (big-endian) to a request id; Open moves
+	// them into bucketTaskQueues.
+	bucketQueuesV1 = []byte("queues")
 	// bucketDepth maps a task type to the number of tasks in its queue.
 	bucketDepth = []byte("depth")
 	// bucketLeases maps (lease end, request id) to the task's type.
@@ -111,7 +115,7 @@ var (
 	bucketQuotas = []byte("quotas")
 )
 
-var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketQueues, bucketDepth, bucketLeases,
+var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketTaskQueues, bucketDepth, bucketLeases,
 	bucketByGroup, bucketByTaskID, bucketCompleted, bucketIdem, bucketIdemAge,
 	bucketDeliveries, bucketDeliveriesDue, bucketDeliveriesDueByURL, bucketDeliveriesDueHeads,
 	bucketDeliveryLeases, bucketDeliveriesByAccount, bucketDeliveriesByRequest, bucketDeliveriesByStatus,
@@ -121,10 +125,13 @@ var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketQueues, bucketDepth, bu
 // another. Buckets added since (the deliveries', the accounts', usage's)
 // are created by Open and leave the format as it was: a file written
 // before has none to fill, or (the per-URL due indexes) has them built
-// from what it holds.
+// from what it holds. Format 2 queues tasks by account (queue.go); Open
+// moves the queues of a file of format 1 into that layout and marks it 2,
+// so that an older program, which would not see them, refuses the file.
 var (
 	formatKey     = []byte("format")
-	formatVersion = []byte("taskgate-tasks-1")
+	formatV1      = []byte("taskgate-tasks-1")
+	formatVersion = []byte("taskgate-tasks-2")
 )
 
 // Store is a task.Store, a webhook.Store, an account.Store and a
@@ -197,6 +204,13 @@ func Open(path string, opts ...Option) (*Store, error) {
 		switch format := meta.Get(formatKey); {
 		case format == nil:
 			return meta.Put(formatKey, formatVersion)
+		case bytes.Equal(format, formatV1):
+			if err := migrateQueues(tx); err != nil {
+				return fmt.Errorf("bolt: %s: moving the queues to format 2: %w", path, err)
+			}
+			if err := meta.Put(formatKey, formatVersion); err != nil {
+				return err
+			}
 		case !bytes.Equal(format, formatVersion):
 			return fmt.Errorf("bolt: %s has format %q, this program reads %q", path, format, formatVersion)
 		}

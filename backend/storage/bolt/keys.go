@@ -51,9 +51,6 @@ func idemKey(accountID, key string) []byte {
 	return append(appendPart(make([]byte, 0, 2+len(accountID)+len(key)), accountID), key...)
 }
 
-// seqKey is a task's key in its type's queue.
-func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), seq) }
-
 // A task's value in the tasks bucket is a fixed header, where the store
 // keeps its own bookkeeping, then the task as JSON:
 //

@@ -69,7 +69,7 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 		if tasks.Get(id) != nil {
 			return task.ErrExists
 		}
-		q, err := tx.Bucket(bucketQueues).CreateBucketIfNotExists(typeName)
+		q, err := typeQueue(tx, typeName, true)
 		if err != nil {
 			return err
 		}
@@ -77,12 +77,14 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 		if err != nil {
 			return err
 		}
+		if err := enqueue(q, t.AccountID, seq, id); err != nil {
+			return err
+		}
 		puts := []struct {
 			b    *bbolt.Bucket
 			k, v []byte
 		}{
 			{tasks, id, encodeValue(header{seq: seq}, body)},
-			{q, seqKey(seq), id},
 			{tx.Bucket(bucketByGroup), groupK, nil},
 			{tx.Bucket(bucketByTaskID), taskIDK, nil},
 			{tx.Bucket(bucketIdem), idemK, idemValue},
@@ -162,30 +164,29 @@ func (s *Store) list(ctx context.Context, index []byte, accountID, id string, li
 	return out, nil
 }
 
-// Claim leases up to n queued tasks of the type; see task.Store.
+// Claim leases up to n queued tasks of the type, the accounts taking
+// turns; see task.Store.
 func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*task.Task, error) {
 	typeName := []byte(taskType)
 	lease := sortable(leaseUntil)
 	var out []*task.Task
 	err := s.update(ctx, func(tx *bbolt.Tx) error {
 		out = []*task.Task{}
-		q := tx.Bucket(bucketQueues).Bucket(typeName)
-		if q == nil || n <= 0 {
-			return nil
-		}
-		// Keys are collected before deleting: deleting under a cursor
-		// makes it skip.
-		var seqs, ids [][]byte
-		c := q.Cursor()
-		for k, v := c.First(); k != nil && len(seqs) < n; k, v = c.Next() {
-			seqs = append(seqs, bytes.Clone(k))
-			ids = append(ids, bytes.Clone(v))
+		q, err := typeQueue(tx, typeName, false)
+		if q == nil || n <= 0 || err != nil {
+			return err
 		}
 		tasks, leases := tx.Bucket(bucketTasks), tx.Bucket(bucketLeases)
-		for i, id := range ids {
-			if err := q.Delete(seqs[i]); err != nil {
+		taken := 0
+		for range n {
+			id, err := popTurn(q)
+			if err != nil {
 				return err
 			}
+			if id == nil {
+				break
+			}
+			taken++
 			t, h, err := getTask(tx, id)
 			if errors.Is(err, task.ErrNotFound) {
 				continue
@@ -207,7 +208,7 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 			}
 			out = append(out, t)
 		}
-		return addDepth(tx, typeName, -len(ids))
+		return addDepth(tx, typeName, -taken)
 	})
 	if err != nil {
 		return nil, err
@@ -245,7 +246,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 		} else {
 			// Queued again by Rescue while its worker was still at it:
 			// it must not run again.
-			if err := dequeue(tx, stored.TypeName(), h.seq); err != nil {
+			if err := dequeue(tx, stored.TypeName(), stored.AccountID, h.seq); err != nil {
 				return err
 			}
 		}
@@ -508,7 +509,7 @@ func deleteTask(tx *bbolt.Tx, id []byte) error {
 }
 
 // requeue ends the lease with the key and puts its task back in its
-// type's queue, at the place it was claimed from.
+// account's queue of its type, at the place it was claimed from.
 func requeue(tx *bbolt.Tx, leaseK, typeName []byte) error {
 	id := leaseK[8:]
 	tasks := tx.Bucket(bucketTasks)
@@ -520,14 +521,18 @@ func requeue(tx *bbolt.Tx, leaseK, typeName []byte) error {
 	if err != nil {
 		return err
 	}
+	accountID, err := taskAccount(body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", id, err)
+	}
 	if err := tx.Bucket(bucketLeases).Delete(leaseK); err != nil {
 		return err
 	}
-	q, err := tx.Bucket(bucketQueues).CreateBucketIfNotExists(typeName)
+	q, err := typeQueue(tx, typeName, true)
 	if err != nil {
 		return err
 	}
-	if err := q.Put(seqKey(h.seq), id); err != nil {
+	if err := enqueue(q, accountID, h.seq, id); err != nil {
 		return err
 	}
 	if err := tasks.Put(id, encodeValue(header{seq: h.seq}, body)); err != nil {
@@ -537,16 +542,13 @@ func requeue(tx *bbolt.Tx, leaseK, typeName []byte) error {
 }
 
 // dequeue takes a task out of its type's queue, if it is there.
-func dequeue(tx *bbolt.Tx, typeName string, seq uint64) error {
-	q := tx.Bucket(bucketQueues).Bucket([]byte(typeName))
-	if q == nil {
-		return nil
+func dequeue(tx *bbolt.Tx, typeName, accountID string, seq uint64) error {
+	q, err := typeQueue(tx, []byte(typeName), false)
+	if q == nil || err != nil {
+		return err
 	}
-	k := seqKey(seq)
-	if q.Get(k) == nil {
-		return nil
-	}
-	if err := q.Delete(k); err != nil {
+	removed, err := unqueue(q, accountID, seq)
+	if !removed || err != nil {
 		return err
 	}
 	return addDepth(tx, []byte(typeName), -1)

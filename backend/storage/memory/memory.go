@@ -29,9 +29,9 @@ type Store struct {
 	// seq numbers tasks in the order they were created; a task keeps its
 	// number for life, so a released or rescued one regains its place.
 	seq       uint64
-	tasks     map[string]*entry // by request id
-	queues    map[string]*heapOf[*entry]
-	leased    map[string]*entry // by request id
+	tasks     map[string]*entry     // by request id
+	queues    map[string]*typeQueue // by task type
+	leased    map[string]*entry     // by request id
 	byGroup   map[listKey][]*entry
 	byTaskID  map[listKey][]*entry
 	completed heapOf[*entry]
@@ -70,8 +70,8 @@ type Store struct {
 type entry struct {
 	t   task.Task
 	seq uint64
-	// queuePos is the entry's index in its type's queue, or -1 when it is
-	// not queued.
+	// queuePos is the entry's index in its account's queue of its type,
+	// or -1 when it is not queued.
 	queuePos   int
 	leaseUntil time.Time
 }
@@ -89,7 +89,7 @@ type listKey struct{ accountID, id string }
 func New() *Store {
 	return &Store{
 		tasks:     make(map[string]*entry),
-		queues:    make(map[string]*heapOf[*entry]),
+		queues:    make(map[string]*typeQueue),
 		leased:    make(map[string]*entry),
 		byGroup:   make(map[listKey][]*entry),
 		byTaskID:  make(map[listKey][]*entry),

@@ -91,7 +91,8 @@ func (s *Store) list(ctx context.Context, idx map[listKey][]*entry, accountID, i
 	return out, nil
 }
 
-// Claim leases up to n queued tasks of the type; see task.Store.
+// Claim leases up to n queued tasks of the type, the accounts taking
+// turns; see task.Store.
 func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*task.Task, error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, err
@@ -101,9 +102,12 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 	if q == nil {
 		return []*task.Task{}, nil
 	}
-	out := make([]*task.Task, 0, max(0, min(n, q.Len())))
-	for len(out) < n && q.Len() > 0 {
-		e := heap.Pop(q).(*entry)
+	out := make([]*task.Task, 0, max(0, min(n, q.depth)))
+	for len(out) < n {
+		e := q.pop()
+		if e == nil {
+			break
+		}
 		e.t.Attempts++
 		e.leaseUntil = leaseUntil
 		s.leased[e.t.RequestID] = e
@@ -134,7 +138,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	if _, ok := s.leased[t.RequestID]; ok {
 		delete(s.leased, t.RequestID)
 	} else if e.queuePos >= 0 {
-		heap.Remove(s.queues[e.t.TypeName()], e.queuePos)
+		s.queues[e.t.TypeName()].remove(e)
 	}
 	at := *t.CompletedAt
 	e.t.Status = t.Status
@@ -172,15 +176,26 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 		return 0, err
 	}
 	defer s.mu.Unlock()
-	// Leases are few (the tasks being worked on), so a scan is cheap.
-	n := 0
-	for id, e := range s.leased {
+	// Leases are few (the tasks being worked on), so a scan is cheap. The
+	// tasks are queued again in lease order, as the other stores do, so
+	// that their accounts rejoin the turns in the same order.
+	var expired []*entry
+	for _, e := range s.leased {
 		if e.leaseUntil.Before(expiredBefore) {
-			delete(s.leased, id)
-			s.enqueue(e)
-			n++
+			expired = append(expired, e)
 		}
 	}
+	slices.SortFunc(expired, func(a, b *entry) int {
+		if c := a.leaseUntil.Compare(b.leaseUntil); c != 0 {
+			return c
+		}
+		return strings.Compare(a.t.RequestID, b.t.RequestID)
+	})
+	for _, e := range expired {
+		delete(s.leased, e.t.RequestID)
+		s.enqueue(e)
+	}
+	n := len(expired)
 	return n, nil
 }
 
@@ -207,7 +222,7 @@ func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
 	}
 	defer s.mu.Unlock()
 	if q := s.queues[taskType]; q != nil {
-		return q.Len(), nil
+		return q.depth, nil
 	}
 	return 0, nil
 }
@@ -220,7 +235,7 @@ func (s *Store) QueuedTypes(ctx context.Context) ([]string, error) {
 	defer s.mu.Unlock()
 	var names []string
 	for name, q := range s.queues {
-		if q.Len() > 0 {
+		if q.depth > 0 {
 			names = append(names, name)
 		}
 	}
@@ -254,18 +269,15 @@ func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time
 }
 
 // enqueue puts e in its type's queue, at the place its sequence number
-// gives it.
+// gives it in its account's queue.
 func (s *Store) enqueue(e *entry) {
 	name := e.t.TypeName()
 	q := s.queues[name]
 	if q == nil {
-		q = &heapOf[*entry]{
-			less:  func(a, b *entry) bool { return a.seq < b.seq },
-			moved: func(e *entry, i int) { e.queuePos = i },
-		}
+		q = newTypeQueue()
 		s.queues[name] = q
 	}
-	heap.Push(q, e)
+	q.push(e)
 }
 
 // snapshot returns a copy of the entry's task for a caller.

@@ -33,8 +33,13 @@ package redis
 //	                             member of task_leases while leased), acct,
 //	                             grp and tid (group and task id, when not
 //	                             empty), lm (its member of the list indexes)
-//	task_seq                     string: the last seq given (INCR)
-//	task_queue:<type>            zset: queued request ids, scored by seq
+//	task_seq                     string: the last seq or turn given (INCR)
+//	task_aq:<type>:<account>     zset: the account's queued request ids of
+//	                             the type, scored by seq
+//	task_ring:<type>             zset: the accounts with queued tasks of the
+//	                             type, scored by their turn: a claim serves
+//	                             the lowest and gives it the next turn
+//	task_depth                   hash: type → number of queued tasks
 //	task_queues                  set: the types whose queue is not empty
 //	task_leases                  zset: "<lease end>:<request id>"
 //	task_group:<account>:<group> zset: "<inverted creation>:<request id>"
@@ -72,8 +77,12 @@ package redis
 //
 // A pending delivery is either due (in dlv_due:<url>, and so in the heads
 // when it is its URL's earliest) or leased (in dlv_leases); an ended one is
-// in dlv_ended. A queued task is in its type's queue; a leased one in
-// task_leases; a terminal one in task_completed.
+// in dlv_ended. A queued task is in its account's queue of its type, and
+// the account in the type's ring; a leased one in task_leases; a terminal
+// one in task_completed. The layout before queues by account had one
+// zset per type, task_queue:<type>; Open, and Rescue on every node, move
+// what such a zset holds into the accounts' queues (lua/task_migrate.lua),
+// so that nodes of both kinds may share a Redis during an upgrade.
 //
 // Durability: a change is one script, which Redis applies whole, and a
 // call returns once Redis has answered, that is once the change is in
@@ -124,12 +133,19 @@ func part(s string) string { return strconv.Itoa(len(s)) + ":" + s }
 // The keys that Go reads or declares; lua/prelude.lua builds the same.
 
 func (s *Store) taskKey(requestID string) string { return s.key("task", requestID) }
-func (s *Store) queueKey(taskType string) string { return s.key("task_queue", taskType) }
+func (s *Store) ringKey(taskType string) string  { return s.key("task_ring", taskType) }
+func (s *Store) depthKey() string                { return s.key("task_depth") }
 func (s *Store) queuesKey() string               { return s.key("task_queues") }
-func (s *Store) taskLeasesKey() string           { return s.key("task_leases") }
-func (s *Store) completedKey() string            { return s.key("task_completed") }
-func (s *Store) seqKey() string                  { return s.key("task_seq") }
-func (s *Store) idemAgeKey() string              { return s.key("idem_age") }
+
+func (s *Store) accountQueueKey(taskType, accountID string) string {
+	return s.key("task_aq", part(taskType)+accountID)
+}
+
+func (s *Store) legacyQueueKey(taskType string) string { return s.key("task_queue", taskType) }
+func (s *Store) taskLeasesKey() string                 { return s.key("task_leases") }
+func (s *Store) completedKey() string                  { return s.key("task_completed") }
+func (s *Store) seqKey() string                        { return s.key("task_seq") }
+func (s *Store) idemAgeKey() string                    { return s.key("idem_age") }
 
 func (s *Store) groupKey(accountID, groupID string) string {
 	return s.key("task_group", part(accountID), groupID)

@@ -62,10 +62,10 @@ func clamp(t time.Time) time.Time {
 // scriptPreludeCheck answers with lt(ARGV[2], ARGV[3]) and the keys the
 // prelude builds from ARGV[4] and ARGV[5].
 var scriptPreludeCheck = newScriptSource("prelude_check", `return {lt(ARGV[2], ARGV[3]) and 1 or 0,
-  taskKey(ARGV[4]), queueKey(ARGV[4]), groupKey(ARGV[4], ARGV[5]), taskIDKey(ARGV[4], ARGV[5]),
+  taskKey(ARGV[4]), ringKey(ARGV[4]), accountQueueKey(ARGV[4], ARGV[5]), legacyQueueKey(ARGV[4]), groupKey(ARGV[4], ARGV[5]), taskIDKey(ARGV[4], ARGV[5]),
   idemKey(ARGV[4]), dlvKey(ARGV[4]), dueKey(ARGV[4]), accountKey(ARGV[4]),
   requestKey(ARGV[4], ARGV[5]), statusKey(ARGV[4], ARGV[5]),
-  queuesKey, taskLeasesKey, completedKey, seqKey, idemAgeKey, headsKey, dlvLeasesKey, endedKey, countsKey}`)
+  queuesKey, depthKey, taskLeasesKey, completedKey, seqKey, idemAgeKey, headsKey, dlvLeasesKey, endedKey, countsKey}`)
 
 // TestPrelude checks, against a real Redis, that the scripts' keys are the
 // keys Go builds and that their order of members is Redis's byte order,
@@ -94,10 +94,10 @@ func TestPrelude(t *testing.T) {
 	for _, ids := range [][2]string{{"acme", "eg"}, {"acm", "eeg"}, {"acme.eu", "a:b"}, {"ünï", "\x00{x}"}, {"", ""}} {
 		x, y := ids[0], ids[1]
 		got := check("", "", x, y)[1:]
-		want := []string{s.taskKey(x), s.queueKey(x), s.groupKey(x, y), s.taskIDKey(x, y),
+		want := []string{s.taskKey(x), s.ringKey(x), s.accountQueueKey(x, y), s.legacyQueueKey(x), s.groupKey(x, y), s.taskIDKey(x, y),
 			s.idemKey(x), s.deliveryKey(x), s.dueKey(x), s.accountDeliveriesKey(x),
 			s.requestDeliveriesKey(x, y), s.statusDeliveriesKey(x, y),
-			s.queuesKey(), s.taskLeasesKey(), s.completedKey(), s.seqKey(), s.idemAgeKey(),
+			s.queuesKey(), s.depthKey(), s.taskLeasesKey(), s.completedKey(), s.seqKey(), s.idemAgeKey(),
 			s.dueHeadsKey(), s.deliveryLeasesKey(), s.endedKey(), s.deliveryCountsKey()}
 		if len(got) != len(want) {
 			t.Fatalf("the prelude built %d keys, want %d", len(got), len(want))

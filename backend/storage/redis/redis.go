@@ -72,6 +72,10 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redis: %s: %w", addr, err)
 	}
+	if err := s.migrateQueues(ctx); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis: %s: moving queued tasks to queues by account: %w", addr, err)
+	}
 	return s, nil
 }
 

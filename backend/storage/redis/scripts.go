@@ -23,6 +23,7 @@ var (
 	scriptTaskFinish  = newScript("task_finish")
 	scriptTaskRelease = newScript("task_release")
 	scriptTaskRescue  = newScript("task_rescue")
+	scriptTaskMigrate = newScript("task_migrate")
 	scriptTaskExtend  = newScript("task_extend")
 	scriptTaskList    = newScript("task_list")
 	scriptTaskPurge   = newScript("task_purge")

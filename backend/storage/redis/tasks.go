@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -117,9 +118,10 @@ func (s *Store) list(ctx context.Context, key, id string, limit int) ([]*task.Ta
 	return decodeTasks(v, 3)
 }
 
-// Claim leases up to n queued tasks of the type; see task.Store.
+// Claim leases up to n queued tasks of the type, the accounts taking
+// turns; see task.Store.
 func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*task.Task, error) {
-	v, err := s.run(ctx, scriptTaskClaim, s.queueKey(taskType), taskType, max(n, 0), hexTime(leaseUntil))
+	v, err := s.run(ctx, scriptTaskClaim, s.ringKey(taskType), taskType, max(n, 0), hexTime(leaseUntil))
 	if err != nil {
 		return nil, err
 	}
@@ -165,9 +167,20 @@ func (s *Store) Release(ctx context.Context, tasks []*task.Task) error {
 }
 
 // Rescue queues again the tasks whose lease ended before expiredBefore,
-// a batch per script; see task.Store.
+// a batch per script; see task.Store. It first moves into the accounts'
+// queues what nodes of the layout before them queued (see keys.go).
 func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error) {
+	if err := s.migrateQueues(ctx); err != nil {
+		return 0, err
+	}
 	return s.inBatches(ctx, scriptTaskRescue, s.taskLeasesKey(), lexBefore(expiredBefore))
+}
+
+// migrateQueues moves the tasks of the queues of the layout before queues
+// by account into the accounts' queues.
+func (s *Store) migrateQueues(ctx context.Context) error {
+	_, err := s.inBatches(ctx, scriptTaskMigrate, s.queuesKey(), "")
+	return err
 }
 
 // ExtendLeases moves the lease end of the tasks still leased; see
@@ -202,7 +215,10 @@ func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	n, err := s.rdb.ZCard(ctx, s.queueKey(taskType)).Result()
+	n, err := s.rdb.HGet(ctx, s.depthKey(), taskType).Int()
+	if errors.Is(err, goredis.Nil) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, s.fail(err)
 	}

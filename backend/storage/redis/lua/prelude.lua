@@ -33,8 +33,12 @@ local function idOf(m) return string.sub(m, 18) end
 local function part(s) return #s .. ':' .. s end
 
 local function taskKey(id) return P .. 'task:' .. id end
-local function queueKey(typ) return P .. 'task_queue:' .. typ end
+local function accountQueueKey(typ, acct) return P .. 'task_aq:' .. part(typ) .. acct end
+local function ringKey(typ) return P .. 'task_ring:' .. typ end
+local depthKey = P .. 'task_depth'
 local queuesKey = P .. 'task_queues'
+-- The queue of a type before queues by account: task_migrate empties it.
+local function legacyQueueKey(typ) return P .. 'task_queue:' .. typ end
 local taskLeasesKey = P .. 'task_leases'
 local completedKey = P .. 'task_completed'
 local seqKey = P .. 'task_seq'
@@ -58,16 +62,67 @@ local function first(key)
   return redis.call('ZRANGE', key, 0, 0)[1]
 end
 
+-- enqueue puts a task in its account's queue of its type at its number,
+-- seq; an account that had nothing queued joins the back of the type's
+-- ring, with the next number as its turn.
+local function enqueue(typ, acct, seq, id)
+  local aq = accountQueueKey(typ, acct)
+  if redis.call('ZADD', aq, seq, id) == 0 then return end
+  if redis.call('ZCARD', aq) == 1 then
+    redis.call('ZADD', ringKey(typ), redis.call('INCR', seqKey), acct)
+  end
+  if redis.call('HINCRBY', depthKey, typ, 1) == 1 then redis.call('SADD', queuesKey, typ) end
+end
+
+-- lowerDepth counts a task out of its type's queue.
+local function lowerDepth(typ)
+  if redis.call('HINCRBY', depthKey, typ, -1) <= 0 then
+    redis.call('HDEL', depthKey, typ)
+    redis.call('SREM', queuesKey, typ)
+  end
+end
+
+-- unqueue takes a queued task out of its account's queue; the account
+-- keeps its turn unless it has nothing left.
+local function unqueue(typ, acct, id)
+  local aq = accountQueueKey(typ, acct)
+  if redis.call('ZREM', aq, id) == 0 then return end
+  if redis.call('EXISTS', aq) == 0 then redis.call('ZREM', ringKey(typ), acct) end
+  lowerDepth(typ)
+end
+
+-- popTurn takes the oldest task of the account at the front of the type's
+-- ring and sends the account to the back, or out of the ring when it has
+-- nothing left. It returns the task's request id, or nil when nothing is
+-- queued.
+local function popTurn(typ)
+  local ring = ringKey(typ)
+  while true do
+    local acct = first(ring)
+    if not acct then return nil end
+    local aq = accountQueueKey(typ, acct)
+    local popped = redis.call('ZPOPMIN', aq, 1)
+    if redis.call('EXISTS', aq) == 1 then
+      redis.call('ZADD', ring, redis.call('INCR', seqKey), acct)
+    else
+      redis.call('ZREM', ring, acct)
+    end
+    if popped[1] then
+      lowerDepth(typ)
+      return popped[1]
+    end
+  end
+end
+
 -- requeue ends a task's lease, if it has one, and queues it again at its
 -- place. It returns 1 when it did.
 local function requeue(id)
   local tk = taskKey(id)
-  local v = redis.call('HMGET', tk, 'lease', 'type', 'seq')
+  local v = redis.call('HMGET', tk, 'lease', 'type', 'seq', 'acct')
   if not v[1] then return 0 end
   redis.call('ZREM', taskLeasesKey, v[1])
   redis.call('HDEL', tk, 'lease')
-  redis.call('ZADD', queueKey(v[2]), v[3], id)
-  redis.call('SADD', queuesKey, v[2])
+  enqueue(v[2], v[4], v[3], id)
   return 1
 end
 

@@ -1,15 +1,13 @@
--- Claim leases up to n queued tasks of a type, first queued first, and
--- counts the attempt.
+-- Claim leases up to n queued tasks of a type, the accounts with queued
+-- tasks taking turns, and counts the attempt.
 --
 -- ARGV: prefix, type, n, lease end (hex).
--- Returns json, attempts of each task claimed, in queue order.
+-- Returns json, attempts of each task claimed, in the order taken.
 local typ, n, lease = ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if n <= 0 then return {} end
-local q = queueKey(typ)
-local popped = redis.call('ZPOPMIN', q, n)
 local out = {}
-for i = 1, #popped, 2 do
-  local id = popped[i]
+for _ = 1, n do
+  local id = popTurn(typ)
+  if not id then break end
   local tk = taskKey(id)
   local lm = lease .. ':' .. id
   local att = redis.call('HINCRBY', tk, 'att', 1)
@@ -18,5 +16,4 @@ for i = 1, #popped, 2 do
   out[#out + 1] = redis.call('HGET', tk, 'json')
   out[#out + 1] = att
 end
-if redis.call('EXISTS', q) == 0 then redis.call('SREM', queuesKey, typ) end
 return out

@@ -1,4 +1,5 @@
--- Create stores a task and queues it at the tail of its type's queue, or
+-- Create stores a task and queues it at the tail of its account's queue of
+-- its type, or
 -- answers with a live idempotency record of the same account and key.
 --
 -- ARGV: prefix, request id, json, type, attempts, account, group id, task
@@ -32,8 +33,7 @@ if tid ~= '' then
   redis.call('HSET', tk, 'tid', tid)
   redis.call('ZADD', taskIDKey(acct, tid), 0, lm)
 end
-redis.call('ZADD', queueKey(typ), seq, id)
-redis.call('SADD', queuesKey, typ)
+enqueue(typ, acct, seq, id)
 if ik then
   if oldAge then redis.call('ZREM', idemAgeKey, oldAge) end
   redis.call('HSET', ik, 'json', ARGV[11], 'at', ARGV[12])

@@ -6,7 +6,7 @@
 -- Returns {'ok'}, {'notfound'} or {'exists', delivery id}.
 local id = ARGV[2]
 local tk = taskKey(id)
-local v = redis.call('HMGET', tk, 'json', 'end', 'lease', 'type')
+local v = redis.call('HMGET', tk, 'json', 'end', 'lease', 'type', 'acct')
 if not v[1] or v[2] then return {'notfound'} end
 local dup = checkNew(5)
 if dup then return {'exists', dup} end
@@ -17,9 +17,7 @@ if v[3] then
 else
   -- Queued again by Rescue while its worker was still at it: it must not
   -- run again.
-  local q = queueKey(v[4])
-  redis.call('ZREM', q, id)
-  if redis.call('EXISTS', q) == 0 then redis.call('SREM', queuesKey, v[4]) end
+  unqueue(v[4], v[5], id)
 end
 redis.call('HSET', tk, 'end', ARGV[3])
 redis.call('ZADD', completedKey, 0, ARGV[4])
