@@ -45,6 +45,13 @@ func (r *results) ratios() []ratioBar {
 	if lm := r.limiterMemory; lm != nil {
 		add(accounts, fmt.Sprintf("limiter heap/account ÷ map entry (%s)", thousands(lm.accounts)), lm.ratio(), 2)
 	}
+	if f := r.fair; f != nil && len(f.oneAccount) > 0 {
+		const fair = "fair queues"
+		add(fair, fmt.Sprintf("tasks/s, %s accounts ÷ 1", thousands(fairAccounts)), median(f.manyAccounts)/median(f.oneAccount), 2)
+		if len(f.idle) > 0 {
+			add(fair, "light task p50, behind a backlog ÷ idle", float64(quantile(f.behind, 0.5))/float64(quantile(f.idle, 0.5)), 2)
+		}
+	}
 	const creations = "creations/s ÷ bare (median of the rounds' own ratios)"
 	if r.createMemory != nil {
 		add(creations, "storage memory", r.createMemory.pairedRatio(), 2)

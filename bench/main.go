@@ -414,6 +414,39 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 
+	// Fair queues: the cost of accounts taking turns, then a light
+	// account's wait behind a heavy one's backlog, each on a fresh bolt
+	// file.
+	res.fair = &fairResult{}
+	fairDir := filepath.Join(tmp, "bolt-fair")
+	fairCfg := serverConfig{name: "bolt-fair", storage: boltStorage(fairDir), sourceURL: src.url + "/fast", sourceTimeout: fastTimeout, concurrency: o.concurrency}
+	err = withServer(ctx, bin, fairDir, fairCfg, func(s *server) error {
+		if err := measureFairThroughput(ctx, o, s, src, res.fair); err != nil {
+			return err
+		}
+		f := res.fair
+		fmt.Fprintf(os.Stderr, "bench: fair queues: %.0f tasks completed/s with 1 account, %.0f with %d accounts (medians of %d)\n",
+			median(f.oneAccount), median(f.manyAccounts), fairAccounts, fairRounds)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	waitDir := filepath.Join(tmp, "bolt-fair-wait")
+	waitCfg := serverConfig{name: "bolt-fair-wait", storage: boltStorage(waitDir), sourceURL: src.url + "/slow", sourceTimeout: fastTimeout, concurrency: fairConcurrency}
+	err = withServer(ctx, bin, waitDir, waitCfg, func(s *server) error {
+		if err := measureFairWait(ctx, o, s, src, res.fair); err != nil {
+			return err
+		}
+		f := res.fair
+		fmt.Fprintf(os.Stderr, "bench: fair queues: a light account's task, idle p50 %s; behind %d queued tasks of another account p50 %s, p99 %s (one queue for all: about %s)\n",
+			latency(quantile(f.idle, 0.5)), f.backlogAhead, latency(quantile(f.behind, 0.5)), latency(quantile(f.behind, 0.99)), latency(f.fifoWait()))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
 	// Redis mode, last: its redis-server writes its append-only file in
 	// the temporary directory, where it cannot weigh on the bolt phases.
 	if res.redis != nil {
@@ -447,7 +480,7 @@ func run(ctx context.Context, o options) (err error) {
 		res.createMemory.a.check("memory creation"), res.createMemory.b.check("bare POST"),
 		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
 		res.completion.check(), res.latency.check(),
-		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(),
+		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(), res.fair.check(),
 		res.redisCheck(),
 	)
 }

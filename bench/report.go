@@ -40,6 +40,8 @@ type results struct {
 	webhooks       *deliveryResult
 	webhookLatency *deliveryLatencyResult
 	retries        *retryResult
+	// fair is the fair-queue phases.
+	fair *fairResult
 	// redis is the redis mode phase; nil when -redis=false.
 	redis *redisResult
 }
@@ -162,6 +164,21 @@ func (r *results) table() string {
 	}
 	row("all delivered after the receiver turned to 204", drain, "", "")
 	row(fmt.Sprintf("deliveries (duplicate ids, tasks twice, missing, bad signatures; %d POSTs in all)", ro.attempts), ro.summary(), "", "")
+
+	if f := r.fair; f != nil && len(f.oneAccount) > 0 {
+		one, many := median(f.oneAccount), median(f.manyAccounts)
+		row(fmt.Sprintf("**fair queues**, storage bolt: accounts take turns within a task type; %d tasks a round, %d rounds each, alternating", fairTasks, fairRounds), "", "", "")
+		row(fmt.Sprintf("tasks completed/s: %s accounts in turn (chain column) vs 1 account, whose queue is first-in first-out (bare column)", thousands(fairAccounts)),
+			fmt.Sprintf("%.0f", many), fmt.Sprintf("%.0f", one), ratio(many, one))
+		if len(f.idle) > 0 {
+			row(fmt.Sprintf("a light account's task, create-to-complete p50 / p99 (%d, one at a time; source call %s, %d workers): behind %s queued tasks of a heavy account (chain column) vs an idle queue (bare column)",
+				lightTasks, slowCall, fairConcurrency, thousands(f.backlogAhead)),
+				latency(quantile(f.behind, 0.5))+" / "+latency(quantile(f.behind, 0.99)),
+				latency(quantile(f.idle, 0.5))+" / "+latency(quantile(f.idle, 0.99)),
+				ratio(float64(quantile(f.behind, 0.5)), float64(quantile(f.idle, 0.5))))
+			row(fmt.Sprintf("the same task behind one first-in first-out queue for all accounts (backlog ÷ %.0f tasks/s drained)", f.drainRate), "≈ "+latency(f.fifoWait()), "", "")
+		}
+	}
 
 	if r.redis != nil {
 		r.redisRows(row)

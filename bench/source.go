@@ -19,11 +19,13 @@ const sourceAnswer = `{"status":"id_found","source_output":{"status":"id_found"}
 // knows when every task has been called without asking the server. /hold
 // keeps each call until the caller gives up or the source stops: pointed
 // at it, the workers park on their first calls and leave the store to the
-// creations being measured.
+// creations being measured. /slow answers after slowCall, as a registry
+// would, and counts it.
 type source struct {
 	url      string
 	srv      *http.Server
 	fast     counter
+	slow     counter
 	stopping chan struct{}
 	served   chan struct{} // closed when Serve has returned
 	serveErr error         // valid once served is closed
@@ -43,6 +45,7 @@ func startSource() (*source, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /fast", s.answer)
 	mux.HandleFunc("POST /hold", s.hold)
+	mux.HandleFunc("POST /slow", s.slowly)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.served)
@@ -55,6 +58,24 @@ func startSource() (*source, error) {
 func (s *source) answer(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(io.Discard, r.Body)
 	s.fast.add()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, sourceAnswer)
+}
+
+// slowCall is how long /slow takes to answer: a registry's pace.
+const slowCall = 20 * time.Millisecond
+
+// slowly completes the task after slowCall, and counts it.
+func (s *source) slowly(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	select {
+	case <-time.After(slowCall):
+	case <-r.Context().Done():
+		return
+	case <-s.stopping:
+		return
+	}
+	s.slow.add()
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = io.WriteString(w, sourceAnswer)
 }

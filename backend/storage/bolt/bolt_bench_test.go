@@ -61,3 +61,14 @@ func BenchmarkClaimDeliveriesBehindBacklog(b *testing.B) {
 func BenchmarkQuotaSpendParallel(b *testing.B) {
 	quotatest.SpendParallel(b, open(b, b.TempDir()), 32)
 }
+
+// BenchmarkClaimTurns measures a claim and a release, two durable
+// transactions, behind a backlog of 10,000 tasks of one account
+// (first-in first-out: the baseline) and of 1,000 accounts taking turns.
+func BenchmarkClaimTurns(b *testing.B) {
+	for _, accounts := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("accounts=%d", accounts), func(b *testing.B) {
+			tasktest.ClaimTurns(b, open(b, b.TempDir()), accounts, 10_000)
+		})
+	}
+}

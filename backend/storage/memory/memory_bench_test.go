@@ -43,3 +43,16 @@ func BenchmarkQuotaSpendParallel(b *testing.B) {
 	b.Cleanup(func() { s.Close() })
 	quotatest.SpendParallel(b, s, 32)
 }
+
+// BenchmarkClaimTurns measures a claim and a release behind a backlog of
+// 10,000 tasks of one account (first-in first-out: the baseline) and of
+// 1,000 accounts taking turns.
+func BenchmarkClaimTurns(b *testing.B) {
+	for _, accounts := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("accounts=%d", accounts), func(b *testing.B) {
+			s := memory.New()
+			b.Cleanup(func() { s.Close() })
+			tasktest.ClaimTurns(b, s, accounts, 10_000)
+		})
+	}
+}

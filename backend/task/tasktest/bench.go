@@ -198,3 +198,52 @@ func ClaimBehindBacklog(b *testing.B, s Store, backlog int) {
 	}
 	b.ReportMetric(float64(asked)/float64(claims), "skips/op")
 }
+
+// ClaimTurns is the body of a store's fair-queue benchmark: a backlog of
+// tasks of one type spread evenly over the given number of accounts is
+// created before the timer starts; each iteration claims one task and
+// releases it, so the backlog, and the ring of accounts, stay as they
+// are. With one account the queue is first-in first-out: the baseline of
+// the cost of taking turns. It reports claims/s.
+func ClaimTurns(b *testing.B, s task.Store, accounts, backlog int) {
+	ctx := b.Context()
+	typeName := fmt.Sprintf("verify_with_source/turns_%d", benchID.Add(1))
+	action, typ, _ := strings.Cut(typeName, "/")
+	data := json.RawMessage(`{"id_number":"ABCDE1234F"}`)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(backlog) {
+					return
+				}
+				tk := &task.Task{
+					RequestID: fmt.Sprintf("turns-%012d", benchID.Add(1)),
+					AccountID: fmt.Sprintf("account-%05d", i%int64(accounts)),
+					Action:    action, Type: typ, Data: data,
+					Status: task.InProgress, CreatedAt: time.Now(), Async: true,
+				}
+				if _, err := s.Create(ctx, tk, nil, time.Time{}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	lease := time.Now().Add(time.Hour)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		got, err := s.Claim(ctx, typeName, 1, lease)
+		if err != nil || len(got) != 1 {
+			b.Fatalf("Claim = %d tasks, %v; want 1", len(got), err)
+		}
+		if err := s.Release(ctx, got); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
+}
