@@ -265,10 +265,16 @@ func doWith(t *testing.T, c *http.Client, method, url string, header http.Header
 	}
 	resp, err := c.Do(req)
 	// Across a config reload, a new connection may be accepted by the
-	// server on its way out and closed unanswered: a client retries an
-	// idempotent request on a fresh connection, as browsers do.
-	for retries := 0; err != nil && retries < 3 && (method == http.MethodGet || method == http.MethodHead) &&
-		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)); retries++ {
+	// server on its way out and closed unanswered, or reset before it is
+	// accepted: a client retries an idempotent request on a fresh
+	// connection, as browsers do, and any request that never left (the
+	// dial failed).
+	for retries := 0; err != nil && retries < 3 && retriable(method, err); retries++ {
+		if req.GetBody != nil {
+			if req.Body, err = req.GetBody(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		resp, err = c.Do(req)
 	}
 	if err != nil {
@@ -280,6 +286,18 @@ func doWith(t *testing.T, c *http.Client, method, url string, header http.Header
 		t.Fatalf("%s %s: reading body: %v", method, url, err)
 	}
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// retriable tells whether a request that failed with err may be sent
+// again: one whose connection was refused or reset while being set up, or
+// an idempotent one whose connection closed unanswered.
+func retriable(method string, err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return (method == http.MethodGet || method == http.MethodHead) &&
+		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET))
 }
 
 // admin sends a request to the admin endpoint.
