@@ -24,6 +24,10 @@ package redis
 // or before", since ';' follows ':'). Lists that go newest first use the
 // complement of the time (invHex).
 //
+// The store's format:
+//
+//	format                       string: the layout's name (formatVersion)
+//
 // Tasks:
 //
 //	task:<request id>            hash: json (the task as created, as JSON),
@@ -135,6 +139,7 @@ func part(s string) string { return strconv.Itoa(len(s)) + ":" + s }
 func (s *Store) taskKey(requestID string) string { return s.key("task", requestID) }
 func (s *Store) ringKey(taskType string) string  { return s.key("task_ring", taskType) }
 func (s *Store) depthKey() string                { return s.key("task_depth") }
+func (s *Store) formatKey() string               { return s.key("format") }
 func (s *Store) queuesKey() string               { return s.key("task_queues") }
 
 func (s *Store) accountQueueKey(taskType, accountID string) string {

@@ -1,7 +1,9 @@
 package redis
 
 import (
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +36,8 @@ func TestOpenMovesQueues(t *testing.T) {
 		}
 	}
 	// legacy moves every queued task into the old layout, as a node of it
-	// would have queued them.
+	// would have queued them, and drops the format marker, which such
+	// nodes did not write.
 	legacy := func() {
 		t.Helper()
 		for _, acct := range []string{"acme", "globex"} {
@@ -51,7 +54,7 @@ func TestOpenMovesQueues(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := s.rdb.Del(ctx, s.ringKey(typeName), s.depthKey()).Err(); err != nil {
+		if err := s.rdb.Del(ctx, s.ringKey(typeName), s.depthKey(), s.formatKey()).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -95,5 +98,37 @@ func TestOpenMovesQueues(t *testing.T) {
 	}
 	if n, err := s.rdb.Exists(ctx, s.legacyQueueKey(typeName)).Result(); err != nil || n != 0 {
 		t.Errorf("the old queue is still there: %d, %v", n, err)
+	}
+}
+
+// TestOpenChecksFormat checks the layout marker: a first Open records it,
+// a later one accepts it, and a Redis whose keys record another layout is
+// refused with ErrFormat rather than misread.
+func TestOpenChecksFormat(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	s, err := Open(ctx, srv.URL(), WithPrefix("format"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if got, err := s.rdb.Get(ctx, s.formatKey()).Result(); err != nil || got != formatVersion {
+		t.Fatalf("format after the first Open = %q, %v; want %q", got, err, formatVersion)
+	}
+	again, err := Open(ctx, srv.URL(), WithPrefix("format"))
+	if err != nil {
+		t.Fatalf("second Open: %v", err)
+	}
+	again.Close()
+
+	if err := s.rdb.Set(ctx, s.formatKey(), "taskgate-redis-9", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	refused, err := Open(ctx, srv.URL(), WithPrefix("format"))
+	if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "taskgate-redis-9") {
+		if refused != nil {
+			refused.Close()
+		}
+		t.Fatalf("Open of another layout: %v, want ErrFormat naming it", err)
 	}
 }

@@ -72,9 +72,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redis: %s: %w", addr, err)
 	}
-	if err := s.migrateQueues(ctx); err != nil {
+	if err := s.checkFormat(ctx); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis: %s: moving queued tasks to queues by account: %w", addr, err)
+		return nil, fmt.Errorf("redis: %s: %w", addr, err)
 	}
 	return s, nil
 }
@@ -137,6 +137,9 @@ func (s *Store) key(parts ...string) string {
 	return s.prefix + strings.Join(parts, ":")
 }
 
+// ErrFormat is the error of Open when Redis holds keys of another layout.
+var ErrFormat = errors.New("a layout this program does not read")
+
 // Close closes the connections. It may be called more than once.
 func (s *Store) Close() error {
 	err := s.rdb.Close()
@@ -144,4 +147,30 @@ func (s *Store) Close() error {
 		return nil
 	}
 	return err
+}
+
+// formatVersion names the layout of the keys (keys.go). The store records
+// it under the prefix at its first open, and refuses a Redis whose keys
+// record another: a layout it would misread. Stores of releases before the
+// marker wrote the layout of queues by type; Open moves their queues and
+// marks them.
+const formatVersion = "taskgate-redis-2"
+
+// checkFormat checks the layout recorded in Redis, and records it when
+// none is, once the queues of the layout before are moved.
+func (s *Store) checkFormat(ctx context.Context) error {
+	format, err := s.rdb.Get(ctx, s.formatKey()).Result()
+	switch {
+	case errors.Is(err, goredis.Nil):
+	case err != nil:
+		return err
+	case format == formatVersion:
+		return nil
+	default:
+		return fmt.Errorf("the keys under %s have format %q, this program reads %q: %w", s.prefix, format, formatVersion, ErrFormat)
+	}
+	if err := s.migrateQueues(ctx); err != nil {
+		return fmt.Errorf("moving queued tasks to queues by account: %w", err)
+	}
+	return s.rdb.SetNX(ctx, s.formatKey(), formatVersion, 0).Err()
 }
