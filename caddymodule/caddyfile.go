@@ -48,7 +48,10 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 // parseGlobalOption parses the global `taskgate { … }` option:
 //
 //	taskgate {
-//		storage memory | bolt <file> | redis <url>
+//		storage memory | bolt <file> | redis <url> [{
+//			replicas <n>
+//			replicas_timeout <duration>
+//		}]
 //		on_store_error local | allow | deny
 //		rate_limit <rate> [burst <n>]
 //		sync_timeout <duration>
@@ -286,6 +289,36 @@ func parseStorage(d *caddyfile.Dispenser) (*StorageConfig, error) {
 	}
 	if d.NextArg() {
 		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if st.Type != "redis" {
+			return nil, d.Errf("storage %s takes no block", st.Type)
+		}
+		switch d.Val() {
+		case "replicas":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 0 {
+				return nil, d.Errf("replicas %q: want a number of replicas, 0 or more", d.Val())
+			}
+			st.Replicas = n
+		case "replicas_timeout":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return nil, d.Errf("replicas_timeout %q: want a positive duration", d.Val())
+			}
+			st.ReplicasTimeout = caddy.Duration(dur)
+		default:
+			return nil, d.Errf("storage redis: unknown option %q (want replicas or replicas_timeout)", d.Val())
+		}
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
 	}
 	return st, nil
 }

@@ -130,6 +130,10 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"auth_failures off with a burst", "auth_failures off burst 3", ":3", "wrong argument count"},
 		{"auth_failures without a rate", "auth_failures", ":3", "wrong argument count"},
 		{"redis without URL", "storage redis", ":3", "redis://"},
+		{"bad replicas", "storage redis redis://127.0.0.1:6379 {\nreplicas many\n}", ":4", "number of replicas"},
+		{"bad replicas_timeout", "storage redis redis://127.0.0.1:6379 {\nreplicas_timeout 0s\n}", ":4", "positive duration"},
+		{"replicas of bolt", "storage bolt tg.db {\nreplicas 1\n}", ":4", "takes no block"},
+		{"unknown storage option", "storage redis redis://127.0.0.1:6379 {\nwait 1\n}", ":4", "unknown option"},
 		{"bad duration", "retention soon", ":3", "duration"},
 		{"bad size", "max_body big", ":3", "size"},
 		{"bad body_timeout", "body_timeout 0s", ":3", "positive duration"},
@@ -151,6 +155,19 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 				t.Errorf("error %q: want line %q and %q", msg, "Caddyfile"+tc.line, tc.phrase)
 			}
 		})
+	}
+}
+
+// TestCaddyfileStorageReplicas checks that `replicas` and
+// `replicas_timeout` reach the app's JSON.
+func TestCaddyfileStorageReplicas(t *testing.T) {
+	input := "{\n\ttaskgate {\n\t\tstorage redis redis://127.0.0.1:6379 {\n\t\t\treplicas 2\n\t\t\treplicas_timeout 1500ms\n\t\t}\n\t}\n}\n:8080 {\n\trespond ok\n}\n"
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"storage":{"type":"redis","url":"redis://127.0.0.1:6379","replicas":2,"replicas_timeout":1500000000}`) {
+		t.Errorf("adapted config lacks the replicas: %s", out)
 	}
 }
 

@@ -54,6 +54,11 @@ type StorageConfig struct {
 	// or rediss:// for TLS. Placeholders such as {env.REDIS_URL} are
 	// replaced at load.
 	URL string `json:"url,omitempty"`
+	// Replicas, with "redis", makes a task's creation wait until that
+	// many replicas acknowledged it (WAIT), so that a failover loses no
+	// accepted task; fewer within ReplicasTimeout (default 1s) answer 503.
+	Replicas        int            `json:"replicas,omitempty"`
+	ReplicasTimeout caddy.Duration `json:"replicas_timeout,omitempty"`
 }
 
 // AccountConfig is a static account.
@@ -234,6 +239,9 @@ func (a *App) storageConfig() storage.Config {
 		Type: a.Storage.Type,
 		Path: a.Storage.Path,
 		URL:  caddy.NewReplacer().ReplaceKnown(a.Storage.URL, ""),
+
+		Replicas:        a.Storage.Replicas,
+		ReplicasTimeout: time.Duration(a.Storage.ReplicasTimeout),
 	}
 }
 

@@ -35,6 +35,11 @@ type Config struct {
 	Path string
 	// URL is the server of "redis" (redis://, rediss://).
 	URL string
+	// Replicas is how many replicas of "redis" must acknowledge a task's
+	// creation before it is answered (WAIT), within ReplicasTimeout
+	// (default redis.DefaultReplicaTimeout); 0: none.
+	Replicas        int
+	ReplicasTimeout time.Duration
 }
 
 // Key names the store a config opens: two configs with the same key share
@@ -44,6 +49,9 @@ func (c Config) Key() string {
 	case "bolt":
 		return "bolt:" + c.Path
 	case "redis":
+		if c.Replicas > 0 {
+			return fmt.Sprintf("redis:%s#replicas=%d/%s", c.URL, c.Replicas, c.ReplicasTimeout)
+		}
 		return "redis:" + c.URL
 	}
 	return c.Type
@@ -56,10 +64,14 @@ func (c Config) String() string {
 	case "bolt":
 		return "bolt " + c.Path
 	case "redis":
+		s := "redis"
 		if u, err := url.Parse(c.URL); err == nil {
-			return "redis " + u.Redacted()
+			s += " " + u.Redacted()
 		}
-		return "redis"
+		if c.Replicas > 0 {
+			s += fmt.Sprintf(" (a creation waits for %d replicas)", c.Replicas)
+		}
+		return s
 	}
 	return c.Type
 }
@@ -67,6 +79,12 @@ func (c Config) String() string {
 // Validate checks the config without opening anything, and makes a bolt
 // path absolute (a reload from another directory names the same file).
 func (c *Config) Validate() error {
+	switch c.Type {
+	case "memory", "bolt":
+		if c.Replicas != 0 || c.ReplicasTimeout != 0 {
+			return fmt.Errorf("storage %s: replicas are for storage redis", c.Type)
+		}
+	}
 	switch c.Type {
 	case "memory":
 	case "bolt":
@@ -81,6 +99,9 @@ func (c *Config) Validate() error {
 	case "redis":
 		if !strings.HasPrefix(c.URL, "redis://") && !strings.HasPrefix(c.URL, "rediss://") {
 			return errors.New("storage redis: want a redis:// or rediss:// URL")
+		}
+		if c.Replicas < 0 || c.ReplicasTimeout < 0 {
+			return errors.New("storage redis: replicas and replicas_timeout must not be negative")
 		}
 	default:
 		return fmt.Errorf("storage %q: want memory, bolt or redis", c.Type)
@@ -145,7 +166,11 @@ func Open(ctx context.Context, c Config) (*Opened, error) {
 	case "redis":
 		ctx, cancel := context.WithTimeout(ctx, openTimeout)
 		defer cancel()
-		rs, err := redis.Open(ctx, c.URL)
+		var opts []redis.Option
+		if c.Replicas > 0 {
+			opts = append(opts, redis.WithReplicas(c.Replicas, c.ReplicasTimeout))
+		}
+		rs, err := redis.Open(ctx, c.URL, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("storage redis: %w", err)
 		}

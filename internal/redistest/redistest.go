@@ -5,12 +5,14 @@ package redistest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -22,6 +24,12 @@ type Server struct {
 	port int
 	cmd  *exec.Cmd
 	done chan struct{}
+	// extra are more arguments of redis-server.
+	extra []string
+	// sentinel, when set, is the master a Sentinel started by
+	// StartSentinel monitors, under name.
+	sentinel *Server
+	name     string
 }
 
 // Start starts redis-server with append-only persistence (fsync on every
@@ -37,6 +45,138 @@ func Start(t testing.TB) *Server {
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
+}
+
+// StartReplica starts a redis-server as Start does, replicating master,
+// and waits until its link to the master is up.
+func StartReplica(t testing.TB, master *Server) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is not installed: run `make deps` (Debian: apt-get install redis-server)")
+	}
+	// The master's first sync waits 5 s for more replicas by default.
+	if _, err := master.command("CONFIG SET repl-diskless-sync-delay 0"); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{t: t, dir: t.TempDir(), extra: []string{"--replicaof", "127.0.0.1", strconv.Itoa(master.port)}}
+	s.start()
+	t.Cleanup(s.Kill)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := s.command("INFO replication")
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica on port %d: no link to the master within 10s: %v %s", s.port, err, info)
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("replica on port %d exited", s.port)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// StartSentinel starts a Redis Sentinel on a free port that monitors
+// master under name, with the given quorum, and declares a master down
+// after 500 ms without an answer.
+func StartSentinel(t testing.TB, master *Server, name string, quorum int) *Server {
+	t.Helper()
+	s := &Server{t: t, dir: t.TempDir(), sentinel: master, name: name, extra: []string{strconv.Itoa(quorum)}}
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// startSentinel writes the Sentinel's config (Sentinel rewrites it as it
+// learns) and runs it.
+func (s *Server) startSentinel() {
+	s.t.Helper()
+	conf := filepath.Join(s.dir, "sentinel.conf")
+	body := fmt.Sprintf(`port %d
+bind 127.0.0.1
+dir %s
+logfile %s
+sentinel monitor %s 127.0.0.1 %d %s
+sentinel down-after-milliseconds %s 500
+sentinel failover-timeout %s 5000
+sentinel parallel-syncs %s 1
+`, s.port, s.dir, filepath.Join(s.dir, "redis.log"), s.name, s.sentinel.port, s.extra[0], s.name, s.name, s.name)
+	if _, err := os.Stat(conf); err != nil {
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	s.cmd = exec.Command("redis-server", conf, "--sentinel")
+	s.run()
+}
+
+// Port is the server's port.
+func (s *Server) Port() int { return s.port }
+
+// Command sends one inline command on a fresh connection and returns the
+// answer's first line, or its bulk string.
+func (s *Server) Command(cmd string) (string, error) { return s.command(cmd) }
+
+// command sends one inline command on a fresh connection and returns the
+// answer's first bulk or line.
+func (s *Server) command(cmd string) (string, error) {
+	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
+		return "", err
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return line, err
+	}
+	if strings.HasPrefix(line, "*") {
+		// An array (of bulk strings): its items, joined by spaces.
+		n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+		if err != nil {
+			return "", err
+		}
+		items := make([]string, 0, max(n, 0))
+		for range n {
+			item, err := readBulk(r)
+			if err != nil {
+				return "", err
+			}
+			items = append(items, item)
+		}
+		return strings.Join(items, " "), nil
+	}
+	return bulk(r, line)
+}
+
+// readBulk reads one bulk string (or line) of an answer.
+func readBulk(r *bufio.Reader) (string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	return bulk(r, line)
+}
+
+// bulk returns the bulk string whose header is line, or line itself when
+// it is not one.
+func bulk(r *bufio.Reader, line string) (string, error) {
+	if !strings.HasPrefix(line, "$") {
+		return line, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if err != nil || n < 0 {
+		return "", err
+	}
+	b := make([]byte, n+2)
+	_, err = io.ReadFull(r, b)
+	return string(b[:n]), err
 }
 
 // Addr is the server's host:port.
@@ -57,6 +197,10 @@ func (s *Server) start() {
 		s.port = l.Addr().(*net.TCPAddr).Port
 		_ = l.Close()
 	}
+	if s.sentinel != nil {
+		s.startSentinel()
+		return
+	}
 	s.cmd = exec.Command("redis-server",
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
@@ -68,6 +212,13 @@ func (s *Server) start() {
 		"--protected-mode", "yes",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 	)
+	s.cmd.Args = append(s.cmd.Args, s.extra...)
+	s.run()
+}
+
+// run starts s.cmd and waits until the server answers PING.
+func (s *Server) run() {
+	s.t.Helper()
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
@@ -124,6 +275,13 @@ func (s *Server) Kill() {
 	<-s.done
 	s.cmd = nil
 }
+
+// Pause stops the server's process (SIGSTOP), as a stalled host would:
+// it holds its connections but answers nothing until Resume.
+func (s *Server) Pause() { _ = s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (s *Server) Resume() { _ = s.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Restart kills the server and starts it again on the same port and data
 // directory.

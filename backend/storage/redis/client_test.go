@@ -17,7 +17,7 @@ func TestNewClientKinds(t *testing.T) {
 		{"redis://:secret@10.0.0.1:26379/0?master_name=main&addr=10.0.0.2:26379", false, "sentinel master main"},
 		{"redis://10.0.0.1:7000?addr=10.0.0.2:7000&addr=10.0.0.3:7000", true, "cluster 10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000"},
 	} {
-		rdb, name, err := newClient(tc.url)
+		rdb, name, err := newClient(tc.url, ioTimeout)
 		if err != nil {
 			t.Errorf("%s: %v", tc.url, err)
 			continue
@@ -29,7 +29,7 @@ func TestNewClientKinds(t *testing.T) {
 		_ = rdb.Close()
 	}
 	for _, bad := range []string{"http://127.0.0.1:6379", "redis://h:1?bogus=1", "://"} {
-		if rdb, _, err := newClient(bad); err == nil {
+		if rdb, _, err := newClient(bad, ioTimeout); err == nil {
 			_ = rdb.Close()
 			t.Errorf("%s: want an error", bad)
 		}

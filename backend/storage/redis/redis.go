@@ -7,6 +7,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,18 +34,47 @@ type Store struct {
 	// prefix starts every key: "{tg}:" by default. The braces make it the
 	// hash tag of every key.
 	prefix string
+	// replicas is how many replicas must acknowledge a task's creation
+	// before Create returns (WAIT), within replicaTimeout; 0: none.
+	replicas       int
+	replicaTimeout time.Duration
+	// waiting is the connection of the writes that wait for replicas;
+	// nil without replicas.
+	waiting goredis.UniversalClient
 }
 
 // Option changes how Open connects.
 type Option func(*options)
 
 type options struct {
-	prefix string
+	prefix         string
+	replicas       int
+	replicaTimeout time.Duration
 }
 
 // WithPrefix sets the start of every key (default "tg"), so that several
 // deployments can share one Redis. It becomes the keys' hash tag.
 func WithPrefix(p string) Option { return func(o *options) { o.prefix = p } }
+
+// DefaultReplicaTimeout bounds the wait for replicas when WithReplicas is
+// given none.
+const DefaultReplicaTimeout = time.Second
+
+// WithReplicas makes Create return only once n replicas have acknowledged
+// the task (Redis's WAIT), or fail with ErrReplicas after timeout (0:
+// DefaultReplicaTimeout): a failover to a replica then loses no task whose
+// creation returned.
+func WithReplicas(n int, timeout time.Duration) Option {
+	return func(o *options) {
+		o.replicas = n
+		o.replicaTimeout = cmp.Or(timeout, DefaultReplicaTimeout)
+	}
+}
+
+// ErrReplicas is the error of a Create that fewer replicas acknowledged
+// than WithReplicas asks, within its timeout. The task is stored on the
+// master and may run; a client retrying with its Idempotency-Key gets it.
+var ErrReplicas = errors.New("redis: too few replicas acknowledged the write")
 
 // Open connects to the Redis at url and checks that it answers:
 //
@@ -63,11 +93,22 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if o.prefix == "" || strings.ContainsAny(o.prefix, "{}") {
 		return nil, fmt.Errorf("redis: prefix %q: want a non-empty name without braces", o.prefix)
 	}
-	rdb, addr, err := newClient(url)
+	rdb, addr, err := newClient(url, ioTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	s := &Store{rdb: rdb, prefix: "{" + o.prefix + "}:"}
+	if o.replicas < 0 {
+		return nil, fmt.Errorf("redis: replicas %d: want 0 or more", o.replicas)
+	}
+	s := &Store{rdb: rdb, prefix: "{" + o.prefix + "}:", replicas: o.replicas, replicaTimeout: o.replicaTimeout}
+	if o.replicas > 0 {
+		// A write and its WAIT answer once the replicas did: their reads
+		// may take the replica timeout on top of the usual.
+		if s.waiting, _, err = newClient(url, ioTimeout+o.replicaTimeout); err != nil {
+			_ = rdb.Close()
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redis: %s: %w", addr, err)
@@ -80,8 +121,8 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 }
 
 // newClient returns the client the URL describes, with the store's
-// timeouts, and the address to name in errors.
-func newClient(rawURL string) (goredis.UniversalClient, string, error) {
+// timeouts and the given read timeout, and the address to name in errors.
+func newClient(rawURL string, readTimeout time.Duration) (goredis.UniversalClient, string, error) {
 	u, err := neturl.Parse(rawURL)
 	if err != nil {
 		return nil, "", errors.New("the URL does not parse")
@@ -93,7 +134,7 @@ func newClient(rawURL string) (goredis.UniversalClient, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
+		cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, readTimeout, ioTimeout, ioTimeout
 		cfg.MaxRetries, cfg.ContextTimeoutEnabled = -1, true
 		cfg.DialerRetries, cfg.DialerRetryTimeout = 1, 50*time.Millisecond
 		return goredis.NewFailoverClient(cfg), "sentinel master " + cfg.MasterName, nil
@@ -102,7 +143,7 @@ func newClient(rawURL string) (goredis.UniversalClient, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
+		cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, readTimeout, ioTimeout, ioTimeout
 		cfg.MaxRetries, cfg.ContextTimeoutEnabled = -1, true
 		// The cluster client also sends a call again after a lost reply
 		// (as a redirect): a script could run twice. One failed call
@@ -115,7 +156,7 @@ func newClient(rawURL string) (goredis.UniversalClient, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, ioTimeout, ioTimeout, ioTimeout
+	cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout, cfg.PoolTimeout = dialTimeout, readTimeout, ioTimeout, ioTimeout
 	// A script whose reply was lost may have run: sending it again could
 	// run it twice (a task created twice, a claim lost). A failed call
 	// fails; the caller answers 503 and the client retries.
@@ -142,6 +183,9 @@ var ErrFormat = errors.New("a layout this program does not read")
 
 // Close closes the connections. It may be called more than once.
 func (s *Store) Close() error {
+	if s.waiting != nil {
+		_ = s.waiting.Close()
+	}
 	err := s.rdb.Close()
 	if errors.Is(err, goredis.ErrClosed) {
 		return nil

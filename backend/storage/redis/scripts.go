@@ -77,6 +77,55 @@ func (s *Store) run(ctx context.Context, script *goredis.Script, key string, arg
 	return v, nil
 }
 
+// runReplicated runs a script as run does, then waits for the store's
+// replicas to acknowledge it (WAIT) on the same connection, which WAIT
+// needs: the two go in one pipeline. Fewer replicas within the timeout
+// is ErrReplicas.
+func (s *Store) runReplicated(ctx context.Context, script *goredis.Script, key string, args ...any) (any, error) {
+	if s.replicas == 0 {
+		return s.run(ctx, script, key, args...)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	argv := append([]any{s.prefix}, args...)
+	// On a cluster, the pipeline goes to the master of the key's slot.
+	var client goredis.Cmdable = s.waiting
+	if cc, ok := s.waiting.(*goredis.ClusterClient); ok {
+		master, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			return nil, s.fail(err)
+		}
+		client = master
+	}
+	for loaded := false; ; loaded = true {
+		var eval *goredis.Cmd
+		var wait *goredis.Cmd
+		_, err := client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			eval = script.EvalSha(ctx, p, []string{key}, argv...)
+			wait = p.Do(ctx, "WAIT", s.replicas, s.replicaTimeout.Milliseconds())
+			return nil
+		})
+		if err := eval.Err(); err != nil && !loaded && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+			if err := script.Load(ctx, client).Err(); err != nil {
+				return nil, s.fail(err)
+			}
+			continue
+		}
+		v, evalErr := eval.Result()
+		if evalErr != nil && !errors.Is(evalErr, goredis.Nil) {
+			return nil, s.fail(evalErr)
+		}
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return nil, s.fail(err)
+		}
+		if n, _ := wait.Int64(); n < int64(s.replicas) {
+			return nil, fmt.Errorf("%w: %d of %d within %s", ErrReplicas, n, s.replicas, s.replicaTimeout)
+		}
+		return v, nil
+	}
+}
+
 // fail wraps an error of go-redis.
 func (s *Store) fail(err error) error {
 	if errors.Is(err, goredis.ErrClosed) {

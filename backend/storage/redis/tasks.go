@@ -50,7 +50,7 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 	} else {
 		args = append(args, "", "", "", "")
 	}
-	v, err := s.run(ctx, scriptTaskCreate, s.taskKey(t.RequestID), args...)
+	v, err := s.runReplicated(ctx, scriptTaskCreate, s.taskKey(t.RequestID), args...)
 	if err != nil {
 		return nil, err
 	}
