@@ -3,7 +3,10 @@ package ratelimit
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -12,60 +15,169 @@ import (
 //go:embed redis.lua
 var takeLua string
 
-// takeScript is one decision: EVALSHA, loaded by EVAL the first time a
-// Redis does not know it.
+// takeScript decides a batch of requests: EVALSHA, loaded by EVAL the first
+// time a Redis does not know it.
 var takeScript = goredis.NewScript(takeLua)
 
+// The batching of decisions.
+const (
+	// maxBatch bounds the decisions of one script call.
+	maxBatch = 256
+	// maxSenders bounds the script calls of a store in flight at once.
+	// While they are, the requests that arrive wait to go together in
+	// the next call.
+	maxSenders = 2
+)
+
 // Redis keeps one TAT per key in Redis, shared by every node, and decides
-// each request with one Lua script: atomic, one round trip, on Redis's
-// clock (TIME, whole microseconds), so that the nodes' clocks do not matter.
-// The arithmetic is Decide's, to the nanosecond. A key is a string of the
-// TAT in nanoseconds that expires when the TAT passes (at most a window
-// after the last admitted request), so idle accounts take no memory.
+// requests with a Lua script: atomic, on Redis's clock (TIME, whole
+// microseconds), so that the nodes' clocks do not matter. The arithmetic
+// is Decide's, to the nanosecond. A key is a string of the TAT in
+// nanoseconds that expires when the TAT passes (at most a window after the
+// last admitted request), so idle accounts take no memory.
+//
+// The decisions of concurrent requests go together: a request that comes
+// while maxSenders calls are in flight waits for the next, which decides
+// every request waiting then (up to maxBatch) in one round trip and one
+// script run. A lone request goes at once, alone. Each decision is the
+// same as it would be alone, in the order of the batch.
 type Redis struct {
 	rdb    goredis.UniversalClient
 	prefix string
+	// batch tells whether keys may share a call: on Redis Cluster only
+	// when the prefix holds a hash tag, which puts every key in one slot.
+	batch bool
+
+	mu      sync.Mutex
+	pending []*decision
+	senders int
+}
+
+// decision is one request waiting for its batch.
+type decision struct {
+	key  string
+	l    Limit
+	res  Result
+	err  error
+	done chan struct{}
 }
 
 // NewRedis returns the store that keeps the TAT of account key at prefix +
-// key in rdb. Each call touches that one key only, so it runs on Redis
-// Cluster whatever the prefix; a hash tag in it (as in "{tg}:rl:") puts
-// every account's key in one slot.
+// key in rdb. On Redis Cluster, a hash tag in the prefix (as in
+// "{tg}:rl:") puts every account's key in one slot, which lets decisions
+// go in batches; without one, each decision is a call of its own.
 func NewRedis(rdb goredis.UniversalClient, prefix string) *Redis {
-	return &Redis{rdb: rdb, prefix: prefix}
+	_, cluster := rdb.(*goredis.ClusterClient)
+	tagged := strings.Contains(prefix, "{") && strings.Contains(prefix[strings.Index(prefix, "{"):], "}")
+	return &Redis{rdb: rdb, prefix: prefix, batch: !cluster || tagged}
 }
 
 // Take decides one request of key under limit l.
 func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
-	return r.take(ctx, key, l)
-}
-
-// take runs the script; at, in tests only, is the time to decide at
-// (seconds and nanoseconds) instead of Redis's clock.
-func (r *Redis) take(ctx context.Context, key string, l Limit, at ...any) (Result, error) {
-	v, err := takeScript.Run(ctx, r.rdb, []string{r.prefix + key}, takeArgs(l, at)...).Int64Slice()
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return Result{}, fmt.Errorf("rate limit: redis: %w", err)
 	}
-	return takeResult(v, l)
+	if !r.batch {
+		return r.take(ctx, key, l)
+	}
+	d := &decision{key: r.prefix + key, l: l, done: make(chan struct{})}
+	r.mu.Lock()
+	r.pending = append(r.pending, d)
+	if r.senders < maxSenders {
+		r.senders++
+		go r.send()
+	}
+	r.mu.Unlock()
+	select {
+	case <-d.done:
+		return d.res, d.err
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("rate limit: redis: %w", ctx.Err())
+	}
 }
 
-// takeArgs are the script's arguments: the interval and the window as
-// seconds and nanoseconds, then at.
+// send decides the waiting requests, a batch per call, until none waits.
+func (r *Redis) send() {
+	batch := make([]*decision, 0, maxBatch)
+	for {
+		r.mu.Lock()
+		n := min(len(r.pending), maxBatch)
+		if n == 0 {
+			r.senders--
+			r.mu.Unlock()
+			return
+		}
+		batch = append(batch[:0], r.pending[:n]...)
+		rest := copy(r.pending, r.pending[n:])
+		clear(r.pending[rest:])
+		r.pending = r.pending[:rest]
+		r.mu.Unlock()
+		// The batch's callers may have given up; the call is bounded by
+		// the client's own timeouts.
+		r.decide(context.Background(), batch, nil)
+		for _, d := range batch {
+			close(d.done)
+		}
+	}
+}
+
+// take decides one request alone; at, in tests only, is the time to
+// decide at (seconds and nanoseconds) instead of Redis's clock.
+func (r *Redis) take(ctx context.Context, key string, l Limit, at ...any) (Result, error) {
+	d := &decision{key: r.prefix + key, l: l}
+	r.decide(ctx, []*decision{d}, at)
+	return d.res, d.err
+}
+
+// decide runs the script for the batch and sets each decision's result.
+func (r *Redis) decide(ctx context.Context, batch []*decision, at []any) {
+	keys := make([]string, len(batch))
+	args := make([]any, 0, 2+4*len(batch))
+	if len(at) == 2 {
+		args = append(args, at...)
+	} else {
+		args = append(args, "", "")
+	}
+	for i, d := range batch {
+		keys[i] = d.key
+		args = appendLimit(args, d.l)
+	}
+	v, err := takeScript.Run(ctx, r.rdb, keys, args...).Int64Slice()
+	if err == nil && len(v) != 5*len(batch) {
+		err = fmt.Errorf("unexpected script reply of %d numbers for %d decisions", len(v), len(batch))
+	}
+	for i, d := range batch {
+		if err != nil {
+			d.err = fmt.Errorf("rate limit: redis: %w", err)
+			continue
+		}
+		d.res, d.err = takeResult(v[5*i:5*i+5], d.l)
+	}
+}
+
+// takeArgs are the script's arguments for one decision under l: at (or
+// Redis's clock), then the limit.
 func takeArgs(l Limit, at []any) []any {
-	interval, window := l.Interval(), l.Window()
-	args := make([]any, 4, 4+len(at))
-	args[0] = int64(interval / time.Second)
-	args[1] = int64(interval % time.Second)
-	args[2] = int64(window / time.Second)
-	args[3] = int64(window % time.Second)
-	return append(args, at...)
+	args := append([]any{"", ""}, appendLimit(nil, l)...)
+	if len(at) == 2 {
+		args[0], args[1] = at[0], at[1]
+	}
+	return args
 }
 
-// takeResult reads the script's reply.
+// appendLimit appends the interval and the window of l, as seconds and
+// nanoseconds.
+func appendLimit(args []any, l Limit) []any {
+	interval, window := l.Interval(), l.Window()
+	return append(args,
+		int64(interval/time.Second), int64(interval%time.Second),
+		int64(window/time.Second), int64(window%time.Second))
+}
+
+// takeResult reads one decision of the script's reply.
 func takeResult(v []int64, l Limit) (Result, error) {
 	switch {
-	case len(v) == 3 && v[0] == 1:
+	case len(v) == 5 && v[0] == 1:
 		reset := pairDuration(v[1], v[2])
 		return Result{
 			Allowed:    true,
@@ -78,7 +190,7 @@ func takeResult(v []int64, l Limit) (Result, error) {
 			ResetAfter: pairDuration(v[3], v[4]),
 		}, nil
 	}
-	return Result{}, fmt.Errorf("rate limit: redis: unexpected script reply %v", v)
+	return Result{}, errors.New("rate limit: redis: unexpected script reply")
 }
 
 func pairDuration(s, ns int64) time.Duration {

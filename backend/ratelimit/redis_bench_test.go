@@ -91,7 +91,10 @@ return {0, remaining, tostring(retry_after), tostring(reset_after)}
 //   - redis-µs/decision: the server process's CPU time (user + system, from
 //     INFO cpu) per decision, network reads and writes included: what a
 //     decision costs the shared Redis;
-//   - redis-cmd-µs/decision: the command's own time (INFO commandstats);
+//   - redis-cmd-µs/decision: the command's own time (INFO commandstats),
+//     shared by the decisions of a call;
+//   - decisions/call: how many decisions a call carried (the batching of
+//     concurrent requests);
 //   - cpu-x-incr: redis-µs/decision over that of as many INCRs (one key per
 //     account, no TTL: the cheapest counter there is), measured right
 //     after in the same run, so that the figure holds on a noisy machine.
@@ -188,7 +191,10 @@ func benchDecisions(b *testing.B, rdb *goredis.Client, keys []string, cmd string
 	cpu := (redisCPU(b, rdb) - cpu0) / float64(b.N)
 	stat := redisCmdStat(b, rdb, cmd).sub(stat0)
 	b.ReportMetric(cpu*1e6, "redis-µs/decision")
-	b.ReportMetric(stat.usecPerCall(), "redis-cmd-µs/decision")
+	// A call may decide a batch of requests: the script's time is shared
+	// by the decisions, whatever the calls.
+	b.ReportMetric(stat.usec/float64(b.N), "redis-cmd-µs/decision")
+	b.ReportMetric(float64(b.N)/max(stat.calls, 1), "decisions/call")
 	if baseline == nil {
 		return
 	}
@@ -253,12 +259,6 @@ type cmdStat struct{ calls, usec float64 }
 
 func (s cmdStat) sub(o cmdStat) cmdStat { return cmdStat{s.calls - o.calls, s.usec - o.usec} }
 
-func (s cmdStat) usecPerCall() float64 {
-	if s.calls == 0 {
-		return 0
-	}
-	return s.usec / s.calls
-}
 
 // redisCmdStat reads cmd's calls and time so far.
 func redisCmdStat(b *testing.B, rdb *goredis.Client, cmd string) cmdStat {

@@ -2,8 +2,11 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -272,5 +275,74 @@ func TestRedisScriptEqualsDecide(t *testing.T) {
 				t.Fatalf("step %d: TTL %v, want %v", step, d, wantTTL)
 			}
 		}
+	}
+}
+
+// TestRedisBatches sends 400 concurrent decisions over 4 keys, each limited
+// to a burst of 25 per hour: exactly 25 of each key's 100 are admitted, as
+// one at a time, while the decisions go to Redis in fewer calls than
+// requests.
+func TestRedisBatches(t *testing.T) {
+	ctx := t.Context()
+	r, rdb := newTestRedis(t)
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	l := mustLimit(t, "25/h", 25)
+	keys := []string{"a", "b", "c", "d"}
+	var mu sync.Mutex
+	admitted := map[string]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 400 {
+		wg.Go(func() {
+			<-start
+			key := keys[i%len(keys)]
+			res, err := r.Take(ctx, key, l)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Allowed {
+				mu.Lock()
+				admitted[key]++
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for _, k := range keys {
+		if admitted[k] != 25 {
+			t.Errorf("key %s: %d admitted of 100, want 25", k, admitted[k])
+		}
+	}
+	stats, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	for _, line := range strings.Split(stats, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+			if rest, ok := strings.CutPrefix(line, cmd+"calls="); ok {
+				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+				calls += n
+			}
+		}
+	}
+	t.Logf("400 decisions in %d script calls", calls)
+	if calls == 0 || calls >= 400 {
+		t.Errorf("%d script calls for 400 concurrent decisions, want fewer", calls)
+	}
+}
+
+// TestRedisTakeGivesUp checks that a decision whose caller's context ends
+// answers at once, whatever its batch does.
+func TestRedisTakeGivesUp(t *testing.T) {
+	r, _ := newTestRedis(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := r.Take(ctx, "a", mustLimit(t, "1/s", 1)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Take with a canceled context: %v, want context.Canceled", err)
 	}
 }
