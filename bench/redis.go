@@ -185,13 +185,13 @@ func (s redisStats) add(t redisStats) redisStats {
 	return redisStats{cpu: s.cpu + t.cpu, evalshaCalls: s.evalshaCalls + t.evalshaCalls, evalshaTime: s.evalshaTime + t.evalshaTime}
 }
 
-// perCall returns the CPU time per EVALSHA and EVALSHA's own time per
-// call.
-func (s redisStats) perCall() (cpu, script time.Duration, ok bool) {
-	if s.evalshaCalls <= 0 {
+// perDecision returns the CPU time and EVALSHA's own time per decision,
+// for the given number of decisions (a call decides a batch of them).
+func (s redisStats) perDecision(decisions uint64) (cpu, script time.Duration, ok bool) {
+	if s.evalshaCalls <= 0 || decisions == 0 {
 		return 0, 0, false
 	}
-	n := time.Duration(s.evalshaCalls)
+	n := time.Duration(decisions)
 	return s.cpu / n, s.evalshaTime / n, true
 }
 
@@ -352,8 +352,8 @@ func measureRedis(ctx context.Context, o options, bin, dir string, src *source, 
 		if res.edge, err = measurePair(ctx, s.cmd.Process.Pid, o.rounds, o.duration, o.warmup, chain, bare); err != nil {
 			return err
 		}
-		if cpu, script, ok := res.decisions.sum.perCall(); ok {
-			fmt.Fprintf(os.Stderr, "bench: redis over the chain rounds: %d EVALSHA for %d chain requests, %s CPU per call, %s usec_per_call\n",
+		if cpu, script, ok := res.decisions.sum.perDecision(res.edge.a.requests); ok {
+			fmt.Fprintf(os.Stderr, "bench: redis over the chain rounds: %d EVALSHA for %d chain requests, %s CPU and %s of script per decision\n",
 				res.decisions.sum.evalshaCalls, res.edge.a.requests, micros(cpu), micros(script))
 		}
 

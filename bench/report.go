@@ -209,10 +209,10 @@ func (r *results) redisRows(row func(...string)) {
 		}
 	}
 	d := rd.decisions.sum
-	if cpu, script, ok := d.perCall(); ok {
-		row(fmt.Sprintf("Redis CPU per rate-limit decision: INFO cpu (user + sys) ÷ EVALSHA calls over the chain rounds (%s EVALSHA for %s chain requests; over the bare rounds, no decision, Redis used %s CPU)",
-			thousands(int(d.evalshaCalls)), thousands(int(e.a.requests)), latency(rd.idle.sum.cpu)), micros(cpu), "", "")
-		row("EVALSHA usec_per_call over the chain rounds (INFO commandstats: the script's own run time)", micros(script), "", "")
+	if cpu, script, ok := d.perDecision(e.a.requests); ok {
+		row(fmt.Sprintf("Redis CPU per rate-limit decision: INFO cpu (user + sys) over the chain rounds ÷ chain requests (%s decisions in %s EVALSHA, %.1f a call; over the bare rounds, no decision, Redis used %s CPU)",
+			thousands(int(e.a.requests)), thousands(int(d.evalshaCalls)), float64(e.a.requests)/float64(max(d.evalshaCalls, 1)), latency(rd.idle.sum.cpu)), micros(cpu), "", "")
+		row("EVALSHA run time per decision over the chain rounds (INFO commandstats: the script's own time, shared by the decisions of a call)", micros(script), "", "")
 	}
 
 	c := rd.create

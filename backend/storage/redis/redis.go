@@ -41,6 +41,8 @@ type Store struct {
 	// waiting is the connection of the writes that wait for replicas;
 	// nil without replicas.
 	waiting goredis.UniversalClient
+	// creates batches the creations of concurrent calls.
+	creates creations
 }
 
 // Option changes how Open connects.

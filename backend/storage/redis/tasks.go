@@ -30,7 +30,8 @@ type taskEnd struct {
 	Message     *string         `json:"message"`
 }
 
-// Create stores t and queues it; see task.Store.
+// Create stores t and queues it, with the creations of concurrent calls
+// (see creations); see task.Store.
 func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency, idemSince time.Time) (*task.Idempotency, error) {
 	stored := *t
 	stored.Status = task.InProgress
@@ -50,27 +51,23 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 	} else {
 		args = append(args, "", "", "", "")
 	}
-	v, err := s.runReplicated(ctx, scriptTaskCreate, s.taskKey(t.RequestID), args...)
+	c, err := s.creates.do(ctx, s, s.taskKey(t.RequestID), args)
 	if err != nil {
 		return nil, err
 	}
-	answer, err := values(v)
-	if err != nil {
-		return nil, err
-	}
-	switch str(answer[0]) {
+	switch c.answer {
 	case "ok":
 		return nil, nil
 	case "exists":
 		return nil, task.ErrExists
 	case "replay":
 		rec := new(task.Idempotency)
-		if err := json.Unmarshal([]byte(str(answer[1])), rec); err != nil {
+		if err := json.Unmarshal([]byte(c.record), rec); err != nil {
 			return nil, fmt.Errorf("redis: decoding idempotency record: %w", err)
 		}
 		return rec, nil
 	}
-	return nil, fmt.Errorf("redis: unexpected answer %v from Create", answer)
+	return nil, fmt.Errorf("redis: unexpected answer %q from Create", c.answer)
 }
 
 // Get returns the account's task with the request id; see task.Store.
