@@ -259,7 +259,6 @@ type cmdStat struct{ calls, usec float64 }
 
 func (s cmdStat) sub(o cmdStat) cmdStat { return cmdStat{s.calls - o.calls, s.usec - o.usec} }
 
-
 // redisCmdStat reads cmd's calls and time so far.
 func redisCmdStat(b *testing.B, rdb *goredis.Client, cmd string) cmdStat {
 	b.Helper()
