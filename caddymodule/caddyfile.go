@@ -320,6 +320,9 @@ func parseStorage(d *caddyfile.Dispenser) (*StorageConfig, error) {
 			return nil, d.ArgErr()
 		}
 	}
+	if st.ReplicasTimeout > 0 && st.Replicas == 0 {
+		return nil, d.Err("storage redis: replicas_timeout without replicas")
+	}
 	return st, nil
 }
 

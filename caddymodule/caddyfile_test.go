@@ -132,6 +132,7 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"redis without URL", "storage redis", ":3", "redis://"},
 		{"bad replicas", "storage redis redis://127.0.0.1:6379 {\nreplicas many\n}", ":4", "number of replicas"},
 		{"bad replicas_timeout", "storage redis redis://127.0.0.1:6379 {\nreplicas_timeout 0s\n}", ":4", "positive duration"},
+		{"replicas_timeout alone", "storage redis redis://127.0.0.1:6379 {\nreplicas_timeout 2s\n}", ":5", "without replicas"},
 		{"replicas of bolt", "storage bolt tg.db {\nreplicas 1\n}", ":4", "takes no block"},
 		{"unknown storage option", "storage redis redis://127.0.0.1:6379 {\nwait 1\n}", ":4", "unknown option"},
 		{"bad duration", "retention soon", ":3", "duration"},

@@ -74,6 +74,13 @@ taskgate {
 	)
 	client := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
+	var stopOnce sync.Once
+	halt := func() {
+		stopOnce.Do(func() { close(stop) })
+		wg.Wait()
+	}
+	// A failed wait ends the test: the creators stop with it.
+	t.Cleanup(halt)
 	for w := range 8 {
 		wg.Go(func() {
 			for i := 0; time.Now().Before(deadline); i++ {
@@ -139,8 +146,7 @@ taskgate {
 	}
 	afterFailover := count()
 	waitUntil(t, "creations to resume after the failover", 20*time.Second, func() bool { return count() >= afterFailover+100 })
-	close(stop)
-	wg.Wait()
+	halt()
 
 	c := taskClient{s: s, port: port, auth: creds("acme", "key-acme")}
 	lost := 0

@@ -73,7 +73,9 @@ for i, key in ipairs(KEYS) do
       s = tonumber(string.sub(stored, 1, len - 9))
     end
     local n = tonumber(string.sub(stored, -9))
-    if less(now_s, now_n, s, n) then
+    -- A value that is not a TAT (none should be) counts as none, rather
+    -- than failing the other decisions of the call.
+    if s and n and less(now_s, now_n, s, n) then
       tat_s, tat_n = s, n
     end
   end

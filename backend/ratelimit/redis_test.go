@@ -346,3 +346,19 @@ func TestRedisTakeGivesUp(t *testing.T) {
 		t.Fatalf("Take with a canceled context: %v, want context.Canceled", err)
 	}
 }
+
+// TestRedisBadValue checks that a key holding something other than a TAT
+// decides as a missing key, without failing the decisions it goes with.
+func TestRedisBadValue(t *testing.T) {
+	ctx := t.Context()
+	r, rdb := newTestRedis(t)
+	if err := rdb.Set(ctx, testPrefix+"bad", "not a time", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	l := mustLimit(t, "1/h", 1)
+	for _, key := range []string{"bad", "good"} {
+		if res, err := r.Take(ctx, key, l); err != nil || !res.Allowed {
+			t.Errorf("Take(%s) = %+v, %v; want allowed", key, res, err)
+		}
+	}
+}

@@ -103,6 +103,9 @@ func (c *Config) Validate() error {
 		if c.Replicas < 0 || c.ReplicasTimeout < 0 {
 			return errors.New("storage redis: replicas and replicas_timeout must not be negative")
 		}
+		if c.ReplicasTimeout > 0 && c.Replicas == 0 {
+			return errors.New("storage redis: replicas_timeout without replicas")
+		}
 	default:
 		return fmt.Errorf("storage %q: want memory, bolt or redis", c.Type)
 	}

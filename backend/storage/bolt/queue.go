@@ -176,7 +176,8 @@ func migrateQueues(tx *bbolt.Tx) error {
 		if err := dst.SetSequence(max(dst.Sequence(), src.Sequence())); err != nil {
 			return err
 		}
-		return src.ForEach(func(k, id []byte) error {
+		moved := uint64(0)
+		err = src.ForEach(func(k, id []byte) error {
 			v := tx.Bucket(bucketTasks).Get(id)
 			if v == nil || len(k) != 8 {
 				return nil
@@ -189,8 +190,15 @@ func migrateQueues(tx *bbolt.Tx) error {
 			if err != nil {
 				return err
 			}
+			moved++
 			return enqueue(dst, accountID, binary.BigEndian.Uint64(k), bytes.Clone(id))
 		})
+		if err != nil {
+			return err
+		}
+		// The depth counts what was moved: an entry of a missing task,
+		// which a claim used to skip, is gone.
+		return tx.Bucket(bucketDepth).Put(bytes.Clone(typeName), binary.BigEndian.AppendUint64(nil, moved))
 	})
 	if err != nil {
 		return err

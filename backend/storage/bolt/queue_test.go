@@ -15,7 +15,8 @@ import (
 
 // TestOpenMovesQueues checks that a file of format 1, whose queues were
 // one first-in first-out list per type, opens with every queued and leased
-// task in place, now taking turns by account, and is marked format 2.
+// task in place, now taking turns by account, its depth counted again
+// (an entry of a missing task dropped), and is marked format 2.
 func TestOpenMovesQueues(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
@@ -78,6 +79,15 @@ func TestOpenMovesQueues(t *testing.T) {
 			return err
 		}
 		if err := tx.DeleteBucket([]byte("task_queues")); err != nil {
+			return err
+		}
+		// An entry whose task is gone, counted in the depth: a claim of
+		// format 1 skipped it.
+		q := old.Bucket([]byte(typeName))
+		if err := q.Put([]byte{0xff, 0, 0, 0, 0, 0, 0, 0}, []byte("ghost")); err != nil {
+			return err
+		}
+		if err := tx.Bucket([]byte("depth")).Put([]byte(typeName), []byte{0, 0, 0, 0, 0, 0, 0, 5}); err != nil {
 			return err
 		}
 		return tx.Bucket([]byte("meta")).Put([]byte("format"), []byte("taskgate-tasks-1"))

@@ -8,8 +8,10 @@ import (
 
 // The batching of creations.
 const (
-	// maxCreations bounds the tasks one script call creates.
-	maxCreations = 128
+	// maxCreations bounds the tasks one script call creates, and
+	// maxCreationBytes their size (a task larger goes alone).
+	maxCreations     = 128
+	maxCreationBytes = 1 << 20
 	// maxCreators bounds the creating calls of a store in flight at once;
 	// while they are, the creations that arrive wait for the next call.
 	maxCreators = 2
@@ -32,6 +34,7 @@ type creations struct {
 type creation struct {
 	key  string
 	args []any // the script's twelve fields of the task
+	size int   // about the bytes of args
 	// answer is "ok", "exists" or "replay", and record the idempotency
 	// record of a replay, as JSON.
 	answer, record string
@@ -45,7 +48,7 @@ func (cs *creations) do(ctx context.Context, s *Store, key string, args []any) (
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c := &creation{key: key, args: args, done: make(chan struct{})}
+	c := &creation{key: key, args: args, size: argsSize(args), done: make(chan struct{})}
 	cs.mu.Lock()
 	cs.pending = append(cs.pending, c)
 	if cs.senders < maxCreators {
@@ -68,7 +71,11 @@ func (cs *creations) send(s *Store) {
 	batch := make([]*creation, 0, maxCreations)
 	for {
 		cs.mu.Lock()
-		n := min(len(cs.pending), maxCreations)
+		n, size := 0, 0
+		for n < min(len(cs.pending), maxCreations) && (n == 0 || size+cs.pending[n].size <= maxCreationBytes) {
+			size += cs.pending[n].size
+			n++
+		}
 		if n == 0 {
 			cs.senders--
 			cs.mu.Unlock()
@@ -108,4 +115,20 @@ func (s *Store) create(batch []*creation) {
 		}
 		c.answer, c.record = str(answers[2*i]), str(answers[2*i+1])
 	}
+}
+
+// argsSize is about the bytes args take on the wire.
+func argsSize(args []any) int {
+	n := 0
+	for _, a := range args {
+		switch v := a.(type) {
+		case string:
+			n += len(v)
+		case []byte:
+			n += len(v)
+		default:
+			n += 20
+		}
+	}
+	return n
 }

@@ -39,12 +39,17 @@ package redis
 //	                             empty), lm (its member of the list indexes)
 //	task_seq                     string: the last seq or turn given (INCR)
 //	task_aq:<type>:<account>     zset: the account's queued request ids of
-//	                             the type, scored by seq
+//	                             the type, scored by seq (the type is
+//	                             length-prefixed and the account follows
+//	                             it: "task_aq:26:verify_with_source/ind_panacme")
 //	task_ring:<type>             zset: the accounts with queued tasks of the
 //	                             type, scored by their turn: a claim serves
 //	                             the lowest and gives it the next turn
-//	task_depth                   hash: type → number of queued tasks
-//	task_queues                  set: the types whose queue is not empty
+//	task_depth                   hash: type → number of queued tasks, for
+//	                             the types that have any
+//	task_queues                  set: the types whose queue is not empty,
+//	                             kept for the nodes of the layout before
+//	                             (task_migrate finds their queues by it)
 //	task_leases                  zset: "<lease end>:<request id>"
 //	task_group:<account>:<group> zset: "<inverted creation>:<request id>"
 //	task_taskid:<account>:<id>   zset: the same, by task id

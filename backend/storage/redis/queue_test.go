@@ -90,6 +90,11 @@ func TestOpenMovesQueues(t *testing.T) {
 
 	create("b2", "globex")
 	legacy()
+	// Queued by the old layout and not moved yet, the type is still one
+	// with queued tasks.
+	if types, err := s.QueuedTypes(ctx); err != nil || !slices.Contains(types, typeName) {
+		t.Errorf("QueuedTypes = %v, %v; want %s among them", types, err, typeName)
+	}
 	if _, err := s.Rescue(ctx, at); err != nil {
 		t.Fatal(err)
 	}

@@ -112,11 +112,11 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		}
 	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		_ = rdb.Close()
+		_ = s.Close()
 		return nil, fmt.Errorf("redis: %s: %w", addr, err)
 	}
 	if err := s.checkFormat(ctx); err != nil {
-		_ = rdb.Close()
+		_ = s.Close()
 		return nil, fmt.Errorf("redis: %s: %w", addr, err)
 	}
 	return s, nil

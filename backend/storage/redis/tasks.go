@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -196,14 +197,20 @@ func (s *Store) QueuedTypes(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	types, err := s.rdb.SMembers(ctx, s.queuesKey()).Result()
-	if err != nil {
+	// The types counted in task_depth, and those that nodes of the layout
+	// before queues by account have queued but not yet had moved.
+	var depths *goredis.StringSliceCmd
+	var legacy *goredis.StringSliceCmd
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		depths = p.HKeys(ctx, s.depthKey())
+		legacy = p.SMembers(ctx, s.queuesKey())
+		return nil
+	}); err != nil {
 		return nil, s.fail(err)
 	}
-	if types == nil {
-		types = []string{}
-	}
-	return types, nil
+	types := append(depths.Val(), legacy.Val()...)
+	slices.Sort(types)
+	return slices.Compact(types), nil
 }
 
 // QueueDepth returns the number of queued tasks of the type; see

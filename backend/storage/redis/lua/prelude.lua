@@ -74,11 +74,15 @@ local function enqueue(typ, acct, seq, id)
   if redis.call('HINCRBY', depthKey, typ, 1) == 1 then redis.call('SADD', queuesKey, typ) end
 end
 
--- lowerDepth counts a task out of its type's queue.
+-- lowerDepth counts a task out of its type's queue. The type stays in
+-- task_queues while a node of the layout before queues by account still
+-- has tasks of it in its queue, for task_migrate to find them.
 local function lowerDepth(typ)
   if redis.call('HINCRBY', depthKey, typ, -1) <= 0 then
     redis.call('HDEL', depthKey, typ)
-    redis.call('SREM', queuesKey, typ)
+    if redis.call('EXISTS', legacyQueueKey(typ)) == 0 then
+      redis.call('SREM', queuesKey, typ)
+    end
   end
 end
 
