@@ -131,6 +131,9 @@ func NewRunner(c RunnerConfig) *Runner {
 	return r
 }
 
+// storeTimeout bounds each store call that records what became of a task.
+const storeTimeout = 10 * time.Second
+
 // DefaultLease is the lease of a claimed task.
 const DefaultLease = 15 * time.Second
 
@@ -153,7 +156,7 @@ func (r *Runner) Wake(taskType string) {
 // Run runs tasks until ctx ends, then waits for its workers: a worker whose
 // source call is cut short puts its task back in the queue.
 func (r *Runner) Run(ctx context.Context) {
-	leases := &lease.Keeper{
+	leases := &lease.Keeper[Claim]{
 		Extend: r.store.ExtendLeases,
 		Lease:  r.Lease,
 		Clock:  r.now,
@@ -171,7 +174,7 @@ func (r *Runner) Run(ctx context.Context) {
 }
 
 // produce claims tasks of one type while there are free workers.
-func (r *Runner) produce(ctx context.Context, typ *Type, leases *lease.Keeper) {
+func (r *Runner) produce(ctx context.Context, typ *Type, leases *lease.Keeper[Claim]) {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	done := make(chan struct{}, typ.Concurrency)
@@ -186,10 +189,10 @@ func (r *Runner) produce(ctx context.Context, typ *Type, leases *lease.Keeper) {
 			}
 			for _, t := range tasks {
 				busy++
-				leases.Hold(t.RequestID)
+				leases.Hold(ClaimOf(t))
 				workers.Go(func() {
 					defer func() { done <- struct{}{} }()
-					defer leases.Release(t.RequestID)
+					defer leases.Release(ClaimOf(t))
 					r.execute(ctx, typ, t)
 				})
 			}
@@ -234,30 +237,35 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 	}()
 	start := r.now()
 	// The outcome is stored even when the runner is stopping: the source
-	// has answered, and running the task again would call it twice.
-	storeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
+	// has answered, and running the task again would call it twice. Each
+	// store call gets its own time from when it is made, however long the
+	// source or the wait for its turn took.
+	storeCtx := func() context.Context {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+		context.AfterFunc(c, cancel)
+		return c
+	}
 	if r.MaxAttempts > 0 && t.Attempts > r.MaxAttempts {
 		r.logger.Error("a task was handed to workers more times than max attempts, and never ended; it fails as "+InternalError,
 			zap.String("request_id", t.RequestID),
 			zap.String("task_type", t.TypeName()),
 			zap.Int("attempts", t.Attempts))
 		failInternal(t, r.now().UTC())
-		r.complete(storeCtx, t, start)
+		r.complete(storeCtx(), t, start)
 		return
 	}
-	if r.inMaintenance(storeCtx, typ, t, start) {
+	if r.inMaintenance(storeCtx(), typ, t, start) {
 		return
 	}
 	if !r.awaitSourceTurn(ctx, typ) {
 		// Stopping while it waited for its source: back to its queue.
-		if err := r.store.Release(storeCtx, []*Task{t}); err != nil {
+		if err := r.store.Release(storeCtx(), []*Task{t}); err != nil {
 			r.logger.Warn("releasing task; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
 		}
 		return
 	}
 	// A window may have begun while the task waited for its turn.
-	if r.inMaintenance(storeCtx, typ, t, start) {
+	if r.inMaintenance(storeCtx(), typ, t, start) {
 		return
 	}
 	var out source.Outcome
@@ -272,16 +280,16 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 		})
 	}) {
 		failInternal(t, r.now().UTC())
-		r.complete(storeCtx, t, start)
+		r.complete(storeCtx(), t, start)
 		return
 	}
 	if out.Kind == source.Canceled {
-		if err := r.store.Release(storeCtx, []*Task{t}); err != nil {
+		if err := r.store.Release(storeCtx(), []*Task{t}); err != nil {
 			r.logger.Warn("releasing task; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))
 		}
 		return
 	}
-	r.finish(storeCtx, typ, t, out, start)
+	r.finish(storeCtx(), typ, t, out, start)
 }
 
 // guard runs f, recovering a panic in it: the panic is logged with the
@@ -359,8 +367,11 @@ func (r *Runner) complete(ctx context.Context, t *Task, start time.Time) {
 	}
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			// Another worker ended it first (after a rescue): nothing lost.
-			r.logger.Debug("task already ended", zap.String("request_id", t.RequestID))
+			// Its lease ran out (this node paused, or was cut off) and
+			// another worker ended it, or holds it now: that worker's
+			// outcome counts, nothing is lost.
+			r.logger.Info("task ended or claimed again by another worker since its lease ran out; this outcome is dropped",
+				zap.String("request_id", t.RequestID), zap.Int("attempts", t.Attempts))
 			return
 		}
 		r.logger.Error("storing task outcome; it runs again when its lease ends", zap.String("request_id", t.RequestID), zap.Error(err))

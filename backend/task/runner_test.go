@@ -302,8 +302,12 @@ type renewals struct {
 	extended chan []string
 }
 
-func (r *renewals) ExtendLeases(ctx context.Context, ids []string, until time.Time) error {
-	err := r.Store.ExtendLeases(ctx, ids, until)
+func (r *renewals) ExtendLeases(ctx context.Context, claims []task.Claim, until time.Time) error {
+	err := r.Store.ExtendLeases(ctx, claims, until)
+	ids := make([]string, len(claims))
+	for i, c := range claims {
+		ids[i] = c.RequestID
+	}
 	select {
 	case r.extended <- ids:
 	default:

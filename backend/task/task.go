@@ -63,6 +63,16 @@ type Idempotency struct {
 	CreatedAt   time.Time `json:"created_at"`
 }
 
+// Claim names one claim of a task: its request id and the Attempts the
+// claim gave it, which no other claim of the task has.
+type Claim struct {
+	RequestID string
+	Attempts  int
+}
+
+// ClaimOf returns the claim t was claimed under.
+func ClaimOf(t *Task) Claim { return Claim{RequestID: t.RequestID, Attempts: t.Attempts} }
+
 // Errors of stores and of the service.
 var (
 	ErrNotFound = errors.New("not found")
@@ -115,11 +125,15 @@ type Store interface {
 	Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*Task, error)
 
 	// Finish stores the end of a claimed task: t carries its terminal
-	// status, result, error, message and completion time. The lease ends.
-	// Finishing a task that is already terminal (or unknown) returns
-	// ErrNotFound and changes nothing. A task queued again by Rescue may
-	// still be finished by its late worker: it leaves the queue. t must
-	// carry a terminal status and a completion time.
+	// status, result, error, message and completion time, and the
+	// Attempts of the claim that ran it, which fences it: the end of a
+	// task claimed again since (a later claim, after its lease ran out
+	// and it was rescued) is refused with ErrNotFound, so that only the
+	// worker holding the task records it. The lease ends. Finishing a
+	// task that is already terminal (or unknown) returns ErrNotFound and
+	// changes nothing. A task queued again by Rescue and not yet claimed
+	// may still be finished by its late worker: it leaves the queue. t
+	// must carry a terminal status and a completion time.
 	//
 	// The task's webhook deliveries are stored in the same transaction
 	// (an outbox): pending whatever their Status, due at their NextAt,
@@ -142,11 +156,13 @@ type Store interface {
 	// (then request ids), and returns how many it queued.
 	Rescue(ctx context.Context, expiredBefore time.Time) (int, error)
 
-	// ExtendLeases moves the lease end of each of the given tasks that is
-	// still leased to leaseUntil, later or earlier: a node still at work
-	// on them keeps them from being rescued. Ids of tasks not leased
-	// (queued, finished or unknown) are ignored.
-	ExtendLeases(ctx context.Context, requestIDs []string, leaseUntil time.Time) error
+	// ExtendLeases moves the lease end of each of the given claims whose
+	// task is still leased under that claim (the same Attempts) to
+	// leaseUntil, later or earlier: a node still at work on them keeps
+	// them from being rescued. Claims of tasks not leased (queued,
+	// finished or unknown) or leased under a later claim are ignored: a
+	// node back from a pause never extends another node's lease.
+	ExtendLeases(ctx context.Context, claims []Claim, leaseUntil time.Time) error
 
 	// QueuedTypes returns the task types that have queued (not leased)
 	// tasks, in no order.

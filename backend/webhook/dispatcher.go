@@ -167,7 +167,7 @@ func (d *Dispatcher) Wake() {
 // has ended. Attempts in flight are cut short and left unrecorded: their
 // deliveries stay leased and are attempted again after their lease ends.
 func (d *Dispatcher) Run(ctx context.Context) {
-	leases := &lease.Keeper{
+	leases := &lease.Keeper[string]{
 		Extend: d.store.ExtendDeliveryLeases,
 		Lease:  d.opts.Lease,
 		Clock:  d.opts.Clock,
@@ -183,7 +183,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 }
 
 // produce claims due deliveries while there are free workers.
-func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper) {
+func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[string]) {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	// done carries the URL of each attempt that ended.

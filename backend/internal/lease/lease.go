@@ -12,11 +12,12 @@ import (
 	"github.com/taskgate/taskgate/backend/clock"
 )
 
-// Keeper renews the leases of the ids it holds. It is safe for concurrent
-// use.
-type Keeper struct {
-	// Extend moves the lease end of the ids to until.
-	Extend func(ctx context.Context, ids []string, until time.Time) error
+// Keeper renews the leases of the claims it holds: an id, or an id with
+// the token of its claim, so that a renewal names the claim it renews. It
+// is safe for concurrent use.
+type Keeper[C comparable] struct {
+	// Extend moves the lease end of the claims to until.
+	Extend func(ctx context.Context, claims []C, until time.Time) error
 	// Lease is the length of a lease; Run renews every Lease/3.
 	Lease time.Duration
 	// Clock tells the time (the system's if nil).
@@ -25,45 +26,45 @@ type Keeper struct {
 	OnError func(error)
 
 	mu   sync.Mutex
-	held map[string]struct{}
+	held map[C]struct{}
 }
 
 // Until returns the end of a lease taken now.
-func (k *Keeper) Until() time.Time { return k.now().Add(k.Lease) }
+func (k *Keeper[C]) Until() time.Time { return k.now().Add(k.Lease) }
 
-func (k *Keeper) now() time.Time { return k.Clock.Now() }
+func (k *Keeper[C]) now() time.Time { return k.Clock.Now() }
 
-// Hold renews id's lease until Release.
-func (k *Keeper) Hold(id string) {
+// Hold renews c's lease until Release.
+func (k *Keeper[C]) Hold(c C) {
 	k.mu.Lock()
 	if k.held == nil {
-		k.held = make(map[string]struct{})
+		k.held = make(map[C]struct{})
 	}
-	k.held[id] = struct{}{}
+	k.held[c] = struct{}{}
 	k.mu.Unlock()
 }
 
-// Release stops renewing id's lease.
-func (k *Keeper) Release(id string) {
+// Release stops renewing c's lease.
+func (k *Keeper[C]) Release(c C) {
 	k.mu.Lock()
-	delete(k.held, id)
+	delete(k.held, c)
 	k.mu.Unlock()
 }
 
-// Held returns the ids held, in no order.
-func (k *Keeper) Held() []string {
+// Held returns the claims held, in no order.
+func (k *Keeper[C]) Held() []C {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	ids := make([]string, 0, len(k.held))
-	for id := range k.held {
-		ids = append(ids, id)
+	held := make([]C, 0, len(k.held))
+	for c := range k.held {
+		held = append(held, c)
 	}
-	return ids
+	return held
 }
 
 // Run renews the leases held every Lease/3 until ctx ends: a renewal may
 // fail twice before a lease runs out.
-func (k *Keeper) Run(ctx context.Context) {
+func (k *Keeper[C]) Run(ctx context.Context) {
 	t := time.NewTicker(k.Lease / 3)
 	defer t.Stop()
 	for {
@@ -77,12 +78,12 @@ func (k *Keeper) Run(ctx context.Context) {
 }
 
 // RenewOnce renews every lease held, in one call.
-func (k *Keeper) RenewOnce(ctx context.Context) {
-	ids := k.Held()
-	if len(ids) == 0 {
+func (k *Keeper[C]) RenewOnce(ctx context.Context) {
+	held := k.Held()
+	if len(held) == 0 {
 		return
 	}
-	if err := k.Extend(ctx, ids, k.Until()); err != nil && ctx.Err() == nil && k.OnError != nil {
+	if err := k.Extend(ctx, held, k.Until()); err != nil && ctx.Err() == nil && k.OnError != nil {
 		k.OnError(err)
 	}
 }

@@ -14,7 +14,7 @@ func TestKeeperRenewsWhatItHolds(t *testing.T) {
 		until time.Time
 	}
 	calls := make(chan call, 10)
-	k := &Keeper{
+	k := &Keeper[string]{
 		Extend: func(_ context.Context, ids []string, until time.Time) error {
 			slices.Sort(ids)
 			calls <- call{ids, until}
@@ -40,7 +40,7 @@ func TestKeeperRenewsWhatItHolds(t *testing.T) {
 
 func TestKeeperRunStopsWithItsContext(t *testing.T) {
 	renewed := make(chan struct{}, 1)
-	k := &Keeper{
+	k := &Keeper[string]{
 		Extend: func(context.Context, []string, time.Time) error {
 			select {
 			case renewed <- struct{}{}:

@@ -34,7 +34,7 @@ func TestClaimDeliveriesRunAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	end := *tk
-	end.Status, end.CompletedAt = task.Completed, &now
+	end.Status, end.CompletedAt, end.Attempts = task.Completed, &now, 1
 	var deliveries []*webhook.Delivery
 	for i, url := range []string{"https://a.example", "https://b.example", "https://a.example"} {
 		deliveries = append(deliveries, &webhook.Delivery{

@@ -147,6 +147,17 @@ func unqueue(q *bbolt.Bucket, accountID string, seq uint64) (bool, error) {
 	return true, leaveRing(q, accountID)
 }
 
+// taskAttempts reads the attempts of a task from its JSON.
+func taskAttempts(body []byte) (int, error) {
+	var t struct {
+		Attempts int `json:"attempts"`
+	}
+	if err := json.Unmarshal(body, &t); err != nil {
+		return 0, fmt.Errorf("%w: %v", errCorrupt, err)
+	}
+	return t.Attempts, nil
+}
+
 // taskAccount reads the account of a task from its JSON.
 func taskAccount(body []byte) (string, error) {
 	var t struct {

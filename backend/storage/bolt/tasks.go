@@ -236,7 +236,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 		if err != nil {
 			return err
 		}
-		if stored.Status.Terminal() {
+		if stored.Status.Terminal() || stored.Attempts != t.Attempts {
 			return task.ErrNotFound
 		}
 		if h.leased {
@@ -329,32 +329,37 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 	return n, nil
 }
 
-// ExtendLeases moves the lease end of the tasks still leased, in a
-// transaction with concurrent changes; see task.Store.
-func (s *Store) ExtendLeases(ctx context.Context, requestIDs []string, leaseUntil time.Time) error {
-	if len(requestIDs) == 0 {
+// ExtendLeases moves the lease end of the tasks still leased under the
+// given claims, in a transaction with concurrent changes; see task.Store.
+func (s *Store) ExtendLeases(ctx context.Context, claims []task.Claim, leaseUntil time.Time) error {
+	if len(claims) == 0 {
 		return s.ready(ctx)
 	}
 	lease := sortable(leaseUntil)
 	return s.update(ctx, func(tx *bbolt.Tx) error {
 		tasks, leases := tx.Bucket(bucketTasks), tx.Bucket(bucketLeases)
-		for _, requestID := range requestIDs {
-			id := []byte(requestID)
+		for _, c := range claims {
+			id := []byte(c.RequestID)
 			v := tasks.Get(id)
 			if v == nil {
 				continue
 			}
 			h, body, err := decodeValue(v)
 			if err != nil {
-				return fmt.Errorf("%w: %s", err, requestID)
+				return fmt.Errorf("%w: %s", err, c.RequestID)
 			}
 			if !h.leased || h.lease == lease {
 				continue
 			}
+			if attempts, err := taskAttempts(body); err != nil {
+				return fmt.Errorf("%s: %w", c.RequestID, err)
+			} else if attempts != c.Attempts {
+				continue // leased under another claim
+			}
 			old := leaseKey(h.lease, id)
 			typeName := leases.Get(old)
 			if typeName == nil {
-				return fmt.Errorf("%w: %s is leased but has no lease", errCorrupt, requestID)
+				return fmt.Errorf("%w: %s is leased but has no lease", errCorrupt, c.RequestID)
 			}
 			typeName = bytes.Clone(typeName)
 			if err := leases.Delete(old); err != nil {

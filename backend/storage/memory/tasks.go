@@ -129,7 +129,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	}
 	defer s.mu.Unlock()
 	e, ok := s.tasks[t.RequestID]
-	if !ok || e.t.Status.Terminal() {
+	if !ok || e.t.Status.Terminal() || e.t.Attempts != t.Attempts {
 		return task.ErrNotFound
 	}
 	if err := s.checkNew(deliveries); err != nil {
@@ -199,15 +199,15 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 	return n, nil
 }
 
-// ExtendLeases moves the lease end of the tasks still leased; see
-// task.Store.
-func (s *Store) ExtendLeases(ctx context.Context, requestIDs []string, leaseUntil time.Time) error {
+// ExtendLeases moves the lease end of the tasks still leased under the
+// given claims; see task.Store.
+func (s *Store) ExtendLeases(ctx context.Context, claims []task.Claim, leaseUntil time.Time) error {
 	if err := s.lock(ctx); err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
-	for _, id := range requestIDs {
-		if e, ok := s.leased[id]; ok {
+	for _, c := range claims {
+		if e, ok := s.leased[c.RequestID]; ok && e.t.Attempts == c.Attempts {
 			e.leaseUntil = leaseUntil
 		}
 	}

@@ -142,7 +142,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	if err != nil {
 		return err
 	}
-	args := append([]any{t.RequestID, end, member(hexTime(*t.CompletedAt), t.RequestID)}, news...)
+	args := append([]any{t.RequestID, end, member(hexTime(*t.CompletedAt), t.RequestID), t.Attempts}, news...)
 	v, err := s.run(ctx, scriptTaskFinish, s.taskKey(t.RequestID), args...)
 	if err != nil {
 		return err
@@ -181,13 +181,17 @@ func (s *Store) migrateQueues(ctx context.Context) error {
 	return err
 }
 
-// ExtendLeases moves the lease end of the tasks still leased; see
-// task.Store.
-func (s *Store) ExtendLeases(ctx context.Context, requestIDs []string, leaseUntil time.Time) error {
-	if len(requestIDs) == 0 {
+// ExtendLeases moves the lease end of the tasks still leased under the
+// given claims; see task.Store.
+func (s *Store) ExtendLeases(ctx context.Context, claims []task.Claim, leaseUntil time.Time) error {
+	if len(claims) == 0 {
 		return s.ready(ctx)
 	}
-	args := append([]any{hexTime(leaseUntil)}, stringArgs(requestIDs)...)
+	args := make([]any, 0, 1+2*len(claims))
+	args = append(args, hexTime(leaseUntil))
+	for _, c := range claims {
+		args = append(args, c.RequestID, c.Attempts)
+	}
 	_, err := s.run(ctx, scriptTaskExtend, s.taskLeasesKey(), args...)
 	return err
 }

@@ -156,7 +156,7 @@ func testClose(t *testing.T, s task.Store) {
 	if _, err := s.Claim(ctx, typePAN, 1, base); err == nil {
 		t.Errorf("Claim after Close succeeded, want an error")
 	}
-	if err := s.ExtendLeases(ctx, []string{tk.RequestID}, base); err == nil {
+	if err := s.ExtendLeases(ctx, []task.Claim{task.ClaimOf(tk)}, base); err == nil {
 		t.Errorf("ExtendLeases after Close succeeded, want an error")
 	}
 }

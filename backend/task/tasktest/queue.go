@@ -255,9 +255,16 @@ func testExtendLeases(t *testing.T, s task.Store) {
 	end.Attempts = 1
 	mustFinish(t, s, end)
 
+	// extend extends the claims of the ids, each under its attempts
+	// (1 unless given).
+	attempts := map[string]int{}
 	extend := func(ids []string, leaseUntil time.Time) {
 		t.Helper()
-		if err := s.ExtendLeases(ctx, ids, leaseUntil); err != nil {
+		claims := make([]task.Claim, len(ids))
+		for i, id := range ids {
+			claims[i] = task.Claim{RequestID: id, Attempts: max(attempts[id], 1)}
+		}
+		if err := s.ExtendLeases(ctx, claims, leaseUntil); err != nil {
 			t.Fatalf("ExtendLeases(%v): %v", ids, err)
 		}
 	}
@@ -290,6 +297,7 @@ func testExtendLeases(t *testing.T, s task.Store) {
 		t.Errorf("%s has Attempts %d, want 2", a.RequestID, got[0].Attempts)
 	}
 	// A lease extended past every rescue but the last.
+	attempts[a.RequestID] = 2
 	extend([]string{a.RequestID}, farFuture)
 	rescue(base.Add(24*time.Hour), 3)
 	wantDepth(t, s, typePAN, 3)
@@ -340,4 +348,43 @@ func wantQueuedTypes(t *testing.T, s task.Store, want ...string) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("QueuedTypes = %v, want %v", got, want)
 	}
+}
+
+// testLostClaim checks the fence of claims: a worker whose lease ran out
+// and whose task was claimed again since cannot extend the new lease nor
+// record its end; the worker holding the task can.
+func testLostClaim(t *testing.T, s task.Store) {
+	ctx := t.Context()
+	tk := newTask(accountA, typePAN, base)
+	mustCreate(t, s, tk)
+	late := claim(t, s, typePAN, 1, base.Add(time.Minute))
+	if n, err := s.Rescue(ctx, base.Add(2*time.Minute)); err != nil || n != 1 {
+		t.Fatalf("Rescue = %d, %v; want 1", n, err)
+	}
+	holder := claim(t, s, typePAN, 1, base.Add(time.Hour))
+	if len(late) != 1 || len(holder) != 1 || holder[0].Attempts != 2 {
+		t.Fatalf("claims %v then %v, want the task twice", ids(late), ids(holder))
+	}
+
+	// The late worker's renewal leaves the holder's lease as it was.
+	if err := s.ExtendLeases(ctx, []task.Claim{task.ClaimOf(late[0])}, farFuture); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Rescue(ctx, base.Add(time.Hour+time.Nanosecond)); err != nil || n != 1 {
+		t.Fatalf("Rescue after a late renewal = %d, %v; want 1: the lease was not the late worker's to extend", n, err)
+	}
+	holder = claim(t, s, typePAN, 1, base.Add(2*time.Hour))
+
+	// Its end is refused; the holder's is stored.
+	lateEnd := finished(late[0], task.Failed, base.Add(3*time.Minute))
+	if err := s.Finish(ctx, lateEnd, nil); !errors.Is(err, task.ErrNotFound) {
+		t.Fatalf("Finish by a worker that lost its claim: %v, want ErrNotFound", err)
+	}
+	if got := mustGet(t, s, tk); got.Status != task.InProgress || got.Attempts != 3 {
+		t.Fatalf("after a late Finish: %s with Attempts %d, want in_progress with 3", got.Status, got.Attempts)
+	}
+	end := finished(holder[0], task.Completed, base.Add(4*time.Minute))
+	mustFinish(t, s, end)
+	sameTask(t, mustGet(t, s, tk), end)
+	wantDepth(t, s, typePAN, 0)
 }

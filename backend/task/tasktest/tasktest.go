@@ -69,6 +69,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"ReleaseStaleClaim", testReleaseStaleClaim},
 		{"Rescue", testRescue},
 		{"ExtendLeases", testExtendLeases},
+		{"LostClaim", testLostClaim},
 		{"QueueDepth", testQueueDepth},
 		{"Purge", testPurge},
 		{"Concurrency", testConcurrency},

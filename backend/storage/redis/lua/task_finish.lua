@@ -1,14 +1,15 @@
 -- Finish stores the end of a task that is not terminal, leased or queued
 -- again, with its webhook deliveries (the outbox): all of it or nothing.
+-- Only the claim the task was last given (its attempts) may end it.
 --
--- ARGV: prefix, request id, end json, its member of task_completed, then
--- the deliveries (see checkNew).
+-- ARGV: prefix, request id, end json, its member of task_completed, the
+-- attempts of the claim, then the deliveries (see checkNew).
 -- Returns {'ok'}, {'notfound'} or {'exists', delivery id}.
 local id = ARGV[2]
 local tk = taskKey(id)
-local v = redis.call('HMGET', tk, 'json', 'end', 'lease', 'type', 'acct')
-if not v[1] or v[2] then return {'notfound'} end
-local dup = checkNew(5)
+local v = redis.call('HMGET', tk, 'json', 'end', 'lease', 'type', 'acct', 'att')
+if not v[1] or v[2] or tonumber(v[6]) ~= tonumber(ARGV[5]) then return {'notfound'} end
+local dup = checkNew(6)
 if dup then return {'exists', dup} end
 
 if v[3] then
@@ -21,5 +22,5 @@ else
 end
 redis.call('HSET', tk, 'end', ARGV[3])
 redis.call('ZADD', completedKey, 0, ARGV[4])
-addDeliveries(5)
+addDeliveries(6)
 return {'ok'}
