@@ -64,7 +64,7 @@ taskgate {
 		Sites: taskSite(port),
 	})
 
-	// Creators create tasks until told to stop, or for at most 30 s.
+	// Creators create tasks until told to stop, or for at most 90 s.
 	var (
 		mu       sync.Mutex
 		accepted []string
@@ -73,7 +73,7 @@ taskgate {
 		wg       sync.WaitGroup
 	)
 	client := &http.Client{Timeout: 5 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	var stopOnce sync.Once
 	halt := func() {
 		stopOnce.Do(func() { close(stop) })
@@ -134,7 +134,7 @@ taskgate {
 
 	// The Sentinels promote the replica; the old master comes back as a
 	// replica of it, so that `replicas 1` can be met again.
-	waitUntil(t, "the Sentinels to promote the replica", 20*time.Second, func() bool {
+	waitUntil(t, "the Sentinels to promote the replica", 40*time.Second, func() bool {
 		addr, err := sentinels[0].Command("SENTINEL get-master-addr-by-name " + name)
 		return err == nil && strings.Contains(addr, fmt.Sprint(replica.Port()))
 	})
@@ -145,7 +145,7 @@ taskgate {
 		t.Fatal(err)
 	}
 	afterFailover := count()
-	waitUntil(t, "creations to resume after the failover", 20*time.Second, func() bool { return count() >= afterFailover+100 })
+	waitUntil(t, "creations to resume after the failover", 40*time.Second, func() bool { return count() >= afterFailover+100 })
 	halt()
 
 	c := taskClient{s: s, port: port, auth: creds("acme", "key-acme")}
