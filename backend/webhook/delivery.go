@@ -48,7 +48,21 @@ type Delivery struct {
 	CreatedAt time.Time `json:"created_at"`
 	// NextAt is when a pending delivery is next due.
 	NextAt time.Time `json:"next_at"`
+	// Claim numbers the claim that returned the delivery (ClaimDeliveries
+	// counts them): RecordAttempt and ExtendDeliveryLeases name it, so
+	// that a worker whose lease ran out and whose delivery was claimed
+	// again records nothing. It is the store's, never sent.
+	Claim int `json:"-"`
 }
+
+// Claim names one claim of a delivery: its id and the claim's number.
+type Claim struct {
+	ID    string
+	Claim int
+}
+
+// ClaimOf returns the claim d was claimed under.
+func ClaimOf(d *Delivery) Claim { return Claim{ID: d.ID, Claim: d.Claim} }
 
 // Attempt is one try at a delivery.
 type Attempt struct {
@@ -104,9 +118,12 @@ type Store interface {
 	// notification) are stored pending, whatever their Status, in the
 	// same transaction.
 	//
-	// A delivery rescued during its attempt is recorded all the same. One
-	// that is no longer pending (another worker recorded its end) or
-	// unknown gives ErrNotFound, and nothing is stored, also included.
+	// d's Claim fences the record: a delivery claimed again since (after
+	// its lease ran out and it was rescued) gives ErrNotFound, and nothing
+	// is stored. A delivery rescued during its attempt and not claimed
+	// again is recorded all the same. One that is no longer pending
+	// (another worker recorded its end) or unknown gives ErrNotFound, and
+	// nothing is stored, also included.
 	// When RetryDelivery was called during the attempt, the delivery stays
 	// pending, due at the time of that call, whatever d says.
 	RecordAttempt(ctx context.Context, d *Delivery, also []*Delivery) error
@@ -131,10 +148,11 @@ type Store interface {
 	RescueDeliveries(ctx context.Context, expiredBefore time.Time) (int, error)
 
 	// ExtendDeliveryLeases moves the lease end of each of the given
-	// deliveries that is still leased to leaseUntil, later or earlier: a
-	// node still attempting them keeps them from being rescued. Ids of
-	// deliveries not leased (due, ended or unknown) are ignored.
-	ExtendDeliveryLeases(ctx context.Context, ids []string, leaseUntil time.Time) error
+	// claims whose delivery is still leased under it to leaseUntil, later
+	// or earlier: a node still attempting them keeps them from being
+	// rescued. Claims of deliveries not leased (due, ended or unknown), or
+	// leased under a later claim, are ignored.
+	ExtendDeliveryLeases(ctx context.Context, claims []Claim, leaseUntil time.Time) error
 
 	// CountDeliveries returns the number of deliveries with the status;
 	// the pending count includes the leased ones.

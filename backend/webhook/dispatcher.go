@@ -167,7 +167,7 @@ func (d *Dispatcher) Wake() {
 // has ended. Attempts in flight are cut short and left unrecorded: their
 // deliveries stay leased and are attempted again after their lease ends.
 func (d *Dispatcher) Run(ctx context.Context) {
-	leases := &lease.Keeper[string]{
+	leases := &lease.Keeper[Claim]{
 		Extend: d.store.ExtendDeliveryLeases,
 		Lease:  d.opts.Lease,
 		Clock:  d.opts.Clock,
@@ -183,7 +183,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 }
 
 // produce claims due deliveries while there are free workers.
-func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[string]) {
+func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 	var workers sync.WaitGroup
 	defer workers.Wait()
 	// done carries the URL of each attempt that ended.
@@ -215,10 +215,10 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[string]) 
 			for _, del := range d.claim(ctx, free, perURL, leases.Until()) {
 				busy++
 				perURL[del.URL]++
-				leases.Hold(del.ID)
+				leases.Hold(ClaimOf(del))
 				workers.Go(func() {
 					defer func() { done <- del.URL }()
-					defer leases.Release(del.ID)
+					defer leases.Release(ClaimOf(del))
 					d.attempt(ctx, del)
 				})
 			}

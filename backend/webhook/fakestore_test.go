@@ -267,11 +267,11 @@ func (s *fakeStore) RescueDeliveries(_ context.Context, expiredBefore time.Time)
 	return n, nil
 }
 
-func (s *fakeStore) ExtendDeliveryLeases(_ context.Context, ids []string, leaseUntil time.Time) error {
+func (s *fakeStore) ExtendDeliveryLeases(_ context.Context, claims []webhook.Claim, leaseUntil time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, id := range ids {
-		if r, ok := s.records[id]; ok && !r.leaseUntil.IsZero() {
+	for _, c := range claims {
+		if r, ok := s.records[c.ID]; ok && !r.leaseUntil.IsZero() {
 			r.leaseUntil = leaseUntil
 		}
 	}

@@ -48,7 +48,8 @@ func Start(t testing.TB) *Server {
 }
 
 // StartReplica starts a redis-server as Start does, replicating master,
-// and waits until its link to the master is up.
+// and waits until its link to the master is up and the master counts it
+// online.
 func StartReplica(t testing.TB, master *Server) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -63,9 +64,14 @@ func StartReplica(t testing.TB, master *Server) *Server {
 	t.Cleanup(s.Kill)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		// Up on the replica's side, and online on the master's: a WAIT
+		// counts it only then.
 		info, err := s.command("INFO replication")
 		if err == nil && strings.Contains(info, "master_link_status:up") {
-			return s
+			if minfo, err := master.command("INFO replication"); err == nil &&
+				strings.Contains(minfo, fmt.Sprintf("port=%d,state=online", s.port)) {
+				return s
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("replica on port %d: no link to the master within 10s: %v %s", s.port, err, info)

@@ -37,6 +37,9 @@ type deliveryRecord struct {
 	// whatever the attempt gave. RescueDeliveries clears it, since the
 	// rescued delivery is pending and due already.
 	RetryRequested bool `json:"retry_requested,omitempty"`
+	// Claims counts the claims of the delivery: the number of the last
+	// one, which RecordAttempt and ExtendDeliveryLeases must name.
+	Claims int `json:"claims,omitempty"`
 }
 
 // ClaimDeliveries leases up to n due deliveries, earliest first, in a
@@ -136,6 +139,8 @@ func (c *deliveryClaim) run(tx *bbolt.Tx) error {
 			return err
 		}
 		rec.Leased, rec.Lease = true, c.lease
+		rec.Claims++
+		rec.Delivery.Claim = rec.Claims
 		if err := leases.Put(leaseKey(c.lease, id), nil); err != nil {
 			return err
 		}
@@ -208,7 +213,7 @@ func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*
 		if err != nil {
 			return err
 		}
-		if rec.Delivery.Status != webhook.Pending {
+		if rec.Delivery.Status != webhook.Pending || rec.Claims != d.Claim {
 			return webhook.ErrNotFound
 		}
 		if err := unschedule(tx, rec); err != nil {
@@ -378,16 +383,17 @@ func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (
 }
 
 // ExtendDeliveryLeases moves the lease end of the deliveries still
-// leased, in a transaction with concurrent changes; see webhook.Store.
-func (s *Store) ExtendDeliveryLeases(ctx context.Context, ids []string, leaseUntil time.Time) error {
-	if len(ids) == 0 {
+// leased under the given claims, in a transaction with concurrent changes;
+// see webhook.Store.
+func (s *Store) ExtendDeliveryLeases(ctx context.Context, claims []webhook.Claim, leaseUntil time.Time) error {
+	if len(claims) == 0 {
 		return s.ready(ctx)
 	}
 	lease := sortable(leaseUntil)
 	return s.update(ctx, func(tx *bbolt.Tx) error {
 		leases := tx.Bucket(bucketDeliveryLeases)
-		for _, id := range ids {
-			key := []byte(id)
+		for _, c := range claims {
+			key := []byte(c.ID)
 			rec, err := getDelivery(tx, key)
 			if errors.Is(err, webhook.ErrNotFound) {
 				continue
@@ -395,7 +401,7 @@ func (s *Store) ExtendDeliveryLeases(ctx context.Context, ids []string, leaseUnt
 			if err != nil {
 				return err
 			}
-			if !rec.Leased || rec.Lease == lease {
+			if !rec.Leased || rec.Lease == lease || rec.Claims != c.Claim {
 				continue
 			}
 			if err := leases.Delete(leaseKey(rec.Lease, key)); err != nil {
@@ -519,6 +525,7 @@ func getDelivery(tx *bbolt.Tx, id []byte) (*deliveryRecord, error) {
 	if string(rec.Delivery.Body) == "null" {
 		rec.Delivery.Body = nil
 	}
+	rec.Delivery.Claim = rec.Claims
 	return rec, nil
 }
 

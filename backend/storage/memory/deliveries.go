@@ -61,6 +61,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, lease
 		}
 		s.removeDue(d)
 		d.leased, d.leaseUntil = true, leaseUntil
+		d.d.Claim++
 		s.deliveriesLeased[d.d.ID] = d
 		out = append(out, d.snapshot())
 	}
@@ -132,7 +133,7 @@ func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*
 	}
 	defer s.mu.Unlock()
 	stored, ok := s.deliveries[d.ID]
-	if !ok || stored.d.Status != webhook.Pending {
+	if !ok || stored.d.Status != webhook.Pending || stored.d.Claim != d.Claim {
 		return webhook.ErrNotFound
 	}
 	if err := s.checkNew(also); err != nil {
@@ -248,14 +249,14 @@ func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (
 }
 
 // ExtendDeliveryLeases moves the lease end of the deliveries still
-// leased; see webhook.Store.
-func (s *Store) ExtendDeliveryLeases(ctx context.Context, ids []string, leaseUntil time.Time) error {
+// leased under the given claims; see webhook.Store.
+func (s *Store) ExtendDeliveryLeases(ctx context.Context, claims []webhook.Claim, leaseUntil time.Time) error {
 	if err := s.lock(ctx); err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
-	for _, id := range ids {
-		if d, ok := s.deliveriesLeased[id]; ok {
+	for _, c := range claims {
+		if d, ok := s.deliveriesLeased[c.ID]; ok && d.d.Claim == c.Claim {
 			d.leaseUntil = leaseUntil
 		}
 	}
@@ -297,7 +298,7 @@ func (s *Store) checkNew(deliveries []*webhook.Delivery) error {
 func (s *Store) addDelivery(src *webhook.Delivery) {
 	d := &delivery{duePos: -1, endedPos: -1}
 	copyDelivery(&d.d, src)
-	d.d.Status = webhook.Pending
+	d.d.Status, d.d.Claim = webhook.Pending, 0
 	s.deliveries[d.d.ID] = d
 	s.addDue(d)
 	insertSorted(s.deliveriesByAccount, listKey{d.d.AccountID, ""}, d, compareDeliveries)

@@ -158,7 +158,7 @@ func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*
 	if err != nil {
 		return err
 	}
-	args := append([]any{d.ID, string(d.Status), next, hexTime(d.NextAt), attempts}, news...)
+	args := append([]any{d.ID, string(d.Status), next, hexTime(d.NextAt), attempts, d.Claim}, news...)
 	v, err := s.run(ctx, scriptDlvRecord, s.deliveryKey(d.ID), args...)
 	if err != nil {
 		return err
@@ -172,14 +172,14 @@ func (s *Store) GetDelivery(ctx context.Context, accountID, id string) (*webhook
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	v, err := s.rdb.HMGet(ctx, s.deliveryKey(id), "json", "st", "next", "att", "acct").Result()
+	v, err := s.rdb.HMGet(ctx, s.deliveryKey(id), "json", "st", "next", "att", "clm", "acct").Result()
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	if v[0] == nil || str(v[4]) != accountID {
+	if v[0] == nil || str(v[5]) != accountID {
 		return nil, webhook.ErrNotFound
 	}
-	return decodeDelivery(v[0], v[1], v[2], v[3])
+	return decodeDelivery(v[0], v[1], v[2], v[3], v[4])
 }
 
 // ListDeliveries returns the account's newest deliveries that match f; see
@@ -220,8 +220,8 @@ func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now tim
 	if err != nil {
 		return nil, err
 	}
-	if len(answer) == 5 && str(answer[0]) == "ok" {
-		return decodeDelivery(answer[1], answer[2], answer[3], answer[4])
+	if len(answer) == 6 && str(answer[0]) == "ok" {
+		return decodeDelivery(answer[1], answer[2], answer[3], answer[4], answer[5])
 	}
 	if len(answer) == 1 && str(answer[0]) == "notfound" {
 		return nil, webhook.ErrNotFound
@@ -237,11 +237,15 @@ func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (
 
 // ExtendDeliveryLeases moves the lease end of the deliveries still leased;
 // see webhook.Store.
-func (s *Store) ExtendDeliveryLeases(ctx context.Context, ids []string, leaseUntil time.Time) error {
-	if len(ids) == 0 {
+func (s *Store) ExtendDeliveryLeases(ctx context.Context, claims []webhook.Claim, leaseUntil time.Time) error {
+	if len(claims) == 0 {
 		return s.ready(ctx)
 	}
-	args := append([]any{hexTime(leaseUntil)}, stringArgs(ids)...)
+	args := make([]any, 0, 1+2*len(claims))
+	args = append(args, hexTime(leaseUntil))
+	for _, c := range claims {
+		args = append(args, c.ID, c.Claim)
+	}
 	_, err := s.run(ctx, scriptDlvExtend, s.deliveryLeasesKey(), args...)
 	return err
 }
@@ -298,7 +302,7 @@ func deliveryArgs(deliveries []*webhook.Delivery) ([]any, error) {
 
 // decodeDelivery builds a delivery from its fields in Redis: the JSON it
 // was stored with, its status, NextAt (JSON) and attempts (JSON).
-func decodeDelivery(body, status, next, attempts any) (*webhook.Delivery, error) {
+func decodeDelivery(body, status, next, attempts, claim any) (*webhook.Delivery, error) {
 	d := new(webhook.Delivery)
 	if err := json.Unmarshal([]byte(str(body)), d); err != nil {
 		return nil, fmt.Errorf("redis: decoding a delivery: %w", err)
@@ -315,19 +319,26 @@ func decodeDelivery(body, status, next, attempts any) (*webhook.Delivery, error)
 	if string(d.Body) == "null" {
 		d.Body = nil
 	}
+	if claim != nil {
+		n, err := strconv.Atoi(str(claim))
+		if err != nil {
+			return nil, fmt.Errorf("redis: decoding the claim of delivery %s: %w", d.ID, err)
+		}
+		d.Claim = n
+	}
 	return d, nil
 }
 
-// decodeDeliveries decodes a script's list of deliveries, four values
+// decodeDeliveries decodes a script's list of deliveries, five values
 // each.
 func decodeDeliveries(v any) ([]*webhook.Delivery, error) {
 	list, err := values(v)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*webhook.Delivery, 0, len(list)/4)
-	for i := 0; i+4 <= len(list); i += 4 {
-		d, err := decodeDelivery(list[i], list[i+1], list[i+2], list[i+3])
+	out := make([]*webhook.Delivery, 0, len(list)/5)
+	for i := 0; i+5 <= len(list); i += 5 {
+		d, err := decodeDelivery(list[i], list[i+1], list[i+2], list[i+3], list[i+4])
 		if err != nil {
 			return nil, err
 		}

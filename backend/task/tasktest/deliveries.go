@@ -40,6 +40,7 @@ var deliveryTests = []struct {
 	{"DeliveriesRetry", testDeliveriesRetry},
 	{"DeliveriesRescue", testDeliveriesRescue},
 	{"DeliveriesExtendLeases", testDeliveriesExtendLeases},
+	{"DeliveriesLostClaim", testDeliveriesLostClaim},
 	{"DeliveriesCount", testDeliveriesCount},
 	{"DeliveriesPurge", testDeliveriesPurge},
 	{"DeliveriesConcurrency", testDeliveriesConcurrency},
@@ -240,6 +241,9 @@ func testDeliveriesRecordPending(t *testing.T, s Store) {
 		t.Fatalf("RescueDeliveries = %d, %v; want 1", n, err)
 	}
 	late := attempted(retry, webhook.Pending, base.Add(time.Hour), webhook.Attempt{At: base.Add(11 * time.Minute), Error: "timeout", DurationMS: 30000})
+	if len(got) == 1 {
+		late.Claim = got[0].Claim // the late worker's claim, the latest
+	}
 	mustRecord(t, s, late)
 	sameDelivery(t, mustGetDelivery(t, s, d), late)
 	wantDeliveries(t, "claim before the late NextAt", claimDeliveries(t, s, base.Add(time.Hour-time.Nanosecond), 10, farFuture, nil))
@@ -554,9 +558,18 @@ func testDeliveriesExtendLeases(t *testing.T, s Store) {
 	endedWant := attempted(ended, webhook.Delivered, ended.NextAt, webhook.Attempt{At: now, StatusCode: 200})
 	mustRecord(t, s, endedWant)
 
+	// extend extends the latest claims of the ids (the first, for ids
+	// never claimed).
 	extend := func(ids []string, leaseUntil time.Time) {
 		t.Helper()
-		if err := s.ExtendDeliveryLeases(ctx, ids, leaseUntil); err != nil {
+		claims := make([]webhook.Claim, len(ids))
+		for i, id := range ids {
+			claims[i] = webhook.Claim{ID: id, Claim: 1}
+			if got, err := s.GetDelivery(ctx, accountA, id); err == nil && got.Claim > 0 {
+				claims[i].Claim = got.Claim
+			}
+		}
+		if err := s.ExtendDeliveryLeases(ctx, claims, leaseUntil); err != nil {
 			t.Fatalf("ExtendDeliveryLeases(%v): %v", ids, err)
 		}
 	}
@@ -774,7 +787,7 @@ func testDeliveriesClose(t *testing.T, s Store) {
 			_, err := s.CountDeliveries(ctx, webhook.Pending)
 			return err
 		},
-		"ExtendDeliveryLeases": func() error { return s.ExtendDeliveryLeases(ctx, []string{d.ID}, base) },
+		"ExtendDeliveryLeases": func() error { return s.ExtendDeliveryLeases(ctx, []webhook.Claim{webhook.ClaimOf(d)}, base) },
 	}
 	for name, call := range calls {
 		if err := call(); err == nil {
@@ -786,3 +799,42 @@ func testDeliveriesClose(t *testing.T, s Store) {
 // lastDeliveryID numbers delivery ids, so that no two deliveries of a test
 // binary share one, even across stores.
 var lastDeliveryID atomic.Uint64
+
+// testDeliveriesLostClaim checks the fence of claims: a worker whose lease
+// ran out and whose delivery was claimed again since cannot extend the new
+// lease nor record its attempt; the worker holding the delivery can.
+func testDeliveriesLostClaim(t *testing.T, s Store) {
+	ctx := t.Context()
+	tk := claimed(t, s, accountA, base)
+	d := newDelivery(tk, hookA, base, base)
+	mustFinish(t, s, finished(tk, task.Completed, base), d)
+	late := claimDeliveries(t, s, base, 1, base.Add(time.Minute), nil)
+	if n, err := s.RescueDeliveries(ctx, base.Add(2*time.Minute)); err != nil || n != 1 {
+		t.Fatalf("RescueDeliveries = %d, %v; want 1", n, err)
+	}
+	holder := claimDeliveries(t, s, base, 1, base.Add(time.Hour), nil)
+	if len(late) != 1 || len(holder) != 1 || holder[0].Claim == late[0].Claim {
+		t.Fatalf("claims %v then %v, want the delivery twice under two claims", late, holder)
+	}
+
+	// The late worker's renewal leaves the holder's lease as it was.
+	if err := s.ExtendDeliveryLeases(ctx, []webhook.Claim{webhook.ClaimOf(late[0])}, farFuture); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.RescueDeliveries(ctx, base.Add(time.Hour+time.Nanosecond)); err != nil || n != 1 {
+		t.Fatalf("RescueDeliveries after a late renewal = %d, %v; want 1: the lease was not the late worker's to extend", n, err)
+	}
+	holder = claimDeliveries(t, s, base, 1, base.Add(2*time.Hour), nil)
+
+	// Its record is refused; the holder's is stored.
+	lateRecord := attempted(late[0], webhook.Delivered, base, webhook.Attempt{At: base.Add(time.Minute), StatusCode: 204})
+	if err := s.RecordAttempt(ctx, lateRecord, nil); !errors.Is(err, webhook.ErrNotFound) {
+		t.Fatalf("RecordAttempt by a worker that lost its claim: %v, want ErrNotFound", err)
+	}
+	if got := mustGetDelivery(t, s, d); got.Status != webhook.Pending || len(got.Attempts) != 0 {
+		t.Fatalf("after a late record: %s with %d attempts, want pending with none", got.Status, len(got.Attempts))
+	}
+	record := attempted(holder[0], webhook.Delivered, base, webhook.Attempt{At: base.Add(2 * time.Hour), StatusCode: 204})
+	mustRecord(t, s, record)
+	sameDelivery(t, mustGetDelivery(t, s, d), record)
+}

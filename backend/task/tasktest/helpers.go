@@ -280,6 +280,7 @@ func mustGetDelivery(t *testing.T, s webhook.Store, d *webhook.Delivery) *webhoo
 // mustRecord records d's attempt with the deliveries in also.
 func mustRecord(t *testing.T, s webhook.Store, d *webhook.Delivery, also ...*webhook.Delivery) {
 	t.Helper()
+	holdLatestDeliveryClaim(t, s, d)
 	if err := s.RecordAttempt(t.Context(), d, also); err != nil {
 		t.Fatalf("RecordAttempt %s: %v", d.ID, err)
 	}
@@ -382,5 +383,18 @@ func holdLatestClaim(t *testing.T, s task.Store, tk *task.Task) {
 	}
 	if got, err := s.Get(t.Context(), tk.AccountID, tk.RequestID); err == nil {
 		tk.Attempts = got.Attempts
+	}
+}
+
+// holdLatestDeliveryClaim sets the Claim of a d that has none to the
+// stored delivery's, so that it may record it: mustRecord records as the
+// worker holding the delivery.
+func holdLatestDeliveryClaim(t *testing.T, s webhook.Store, d *webhook.Delivery) {
+	t.Helper()
+	if d.Claim != 0 {
+		return
+	}
+	if got, err := s.GetDelivery(t.Context(), d.AccountID, d.ID); err == nil {
+		d.Claim = got.Claim
 	}
 }

@@ -30,6 +30,7 @@ local function take(id, m)
   removeDue(dk, redis.call('HGET', dk, 'url'), m)
   local lm = lease .. ':' .. id
   redis.call('HSET', dk, 'lease', lm)
+  redis.call('HINCRBY', dk, 'clm', 1)
   redis.call('ZADD', dlvLeasesKey, 0, lm)
   append(leased, view(dk))
   nLeased = nLeased + 1

@@ -2,7 +2,7 @@
 -- order, with the status when one is given.
 --
 -- KEYS: the index. ARGV: prefix, limit, status ('' for any).
--- Returns json, status, next, attempts of each delivery.
+-- Returns json, status, next, attempts, claim of each delivery.
 local limit, status = tonumber(ARGV[2]), ARGV[3]
 local out = {}
 local n, offset = 0, 0

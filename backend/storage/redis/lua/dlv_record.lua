@@ -3,14 +3,16 @@
 -- A retry asked for during the attempt keeps it pending, due at the time
 -- of the request.
 --
--- ARGV: prefix, id, status, next (json), next (hex), attempts (json), then
--- the deliveries to store (see checkNew).
+-- Only the claim the delivery was last given may record it.
+--
+-- ARGV: prefix, id, status, next (json), next (hex), attempts (json), the
+-- number of the claim, then the deliveries to store (see checkNew).
 -- Returns {'ok'}, {'notfound'} or {'exists', delivery id}.
 local id = ARGV[2]
 local dk = dlvKey(id)
-local v = redis.call('HMGET', dk, 'st', 'lease', 'retry', 'url', 'due', 'next', 'nts')
-if v[1] ~= 'pending' then return {'notfound'} end
-local dup = checkNew(7)
+local v = redis.call('HMGET', dk, 'st', 'lease', 'retry', 'url', 'due', 'next', 'nts', 'clm')
+if v[1] ~= 'pending' or (tonumber(v[8]) or 0) ~= tonumber(ARGV[7]) then return {'notfound'} end
+local dup = checkNew(8)
 if dup then return {'exists', dup} end
 
 if v[2] then
@@ -28,5 +30,5 @@ end
 redis.call('HSET', dk, 'att', ARGV[6], 'next', nxt, 'nts', nts)
 setStatus(dk, 'pending', st)
 if st == 'pending' then addDue(dk, v[4], nts .. ':' .. id) end
-addDeliveries(7)
+addDeliveries(8)
 return {'ok'}

@@ -210,9 +210,9 @@ local function addDeliveries(i)
   if n > 0 then redis.call('HINCRBY', countsKey, 'pending', n) end
 end
 
--- view returns what Go decodes a delivery from.
+-- view returns what Go decodes a delivery from: five values.
 local function view(dk)
-  return redis.call('HMGET', dk, 'json', 'st', 'next', 'att')
+  return redis.call('HMGET', dk, 'json', 'st', 'next', 'att', 'clm')
 end
 
 -- append adds the values of list to out.
