@@ -115,7 +115,7 @@ taskgate {
 		defer mu.Unlock()
 		return len(accepted)
 	}
-	waitUntil(t, "100 creations before the kill", 10*time.Second, func() bool { return count() >= 100 })
+	waitUntil(t, "100 creations before the kill", 30*time.Second, func() bool { return count() >= 100 })
 	// The replica stalls, and its link to the master breaks, for a moment
 	// before the master dies: what the master acknowledges meanwhile never
 	// reaches the replica. With replicas,
@@ -127,7 +127,7 @@ taskgate {
 	}
 	answered := func() int { return count() + int(refused.Load()) }
 	atPause := answered()
-	waitUntil(t, "16 answers while the replica stalls", 10*time.Second, func() bool { return answered() >= atPause+16 })
+	waitUntil(t, "16 answers while the replica stalls", 30*time.Second, func() bool { return answered() >= atPause+16 })
 	master.Kill()
 	replica.Resume()
 	atKill := count()
