@@ -362,3 +362,52 @@ func TestRedisBadValue(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisCluster decides through a Redis Cluster of three masters: the
+// prefix's hash tag keeps a batch's keys in one slot, so batches go to the
+// master that holds it, and the counts stay exact.
+func TestRedisCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	ctx := t.Context()
+	c := redistest.StartCluster(t, 3)
+	var addrs []string
+	for _, m := range c.Masters {
+		addrs = append(addrs, m.Addr())
+	}
+	rdb := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs, ReadTimeout: -1, WriteTimeout: -1, PoolTimeout: time.Minute})
+	t.Cleanup(func() { _ = rdb.Close() })
+	for _, prefix := range []string{"{tg}:rl:", "{other}:rl:"} {
+		r := NewRedis(rdb, prefix)
+		if !r.batch {
+			t.Fatalf("prefix %s: no batches on a cluster, want them (the prefix holds a hash tag)", prefix)
+		}
+		l := mustLimit(t, "25/h", 25)
+		var mu sync.Mutex
+		admitted := map[string]int{}
+		var wg sync.WaitGroup
+		for i := range 200 {
+			wg.Go(func() {
+				key := []string{"a", "b"}[i%2]
+				res, err := r.Take(ctx, key, l)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if res.Allowed {
+					mu.Lock()
+					admitted[key]++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if admitted["a"] != 25 || admitted["b"] != 25 {
+			t.Errorf("prefix %s: admitted %v of 100 each, want 25 each", prefix, admitted)
+		}
+	}
+	if NewRedis(rdb, "rl:").batch {
+		t.Error("a prefix without a hash tag batches on a cluster, whose keys may be in other slots")
+	}
+}

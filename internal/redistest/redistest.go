@@ -84,6 +84,70 @@ func StartReplica(t testing.TB, master *Server) *Server {
 	}
 }
 
+// Cluster is a Redis Cluster of masters started by StartCluster.
+type Cluster struct {
+	Masters []*Server
+}
+
+// URL is the cluster's URL as go-redis's cluster client reads it: the
+// first master, the others as addr parameters.
+func (c *Cluster) URL() string {
+	u := "redis://" + c.Masters[0].Addr()
+	for i, m := range c.Masters[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + m.Addr()
+	}
+	return u
+}
+
+// StartCluster starts n redis-servers in cluster mode (persistence as
+// Start's), joins them into a cluster of n masters with the slots spread
+// over them (redis-cli --cluster create), and waits until every node says
+// the cluster is ok.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Fatal("redis-cli is not installed: run `make deps` (Debian: apt-get install redis-tools)")
+	}
+	c := &Cluster{}
+	args := []string{"--cluster", "create"}
+	for range n {
+		dir := t.TempDir()
+		m := &Server{t: t, dir: dir, extra: []string{
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-node-timeout", "2000",
+		}}
+		m.start()
+		t.Cleanup(m.Kill)
+		c.Masters = append(c.Masters, m)
+		args = append(args, m.Addr())
+	}
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for _, m := range c.Masters {
+		for {
+			info, err := m.command("CLUSTER INFO")
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("redis cluster node %s: not ok within 20s: %v %s", m.Addr(), err, info)
+			}
+			<-tick.C
+		}
+	}
+	return c
+}
+
 // StartSentinel starts a Redis Sentinel on a free port that monitors
 // master under name, with the given quorum, and declares a master down
 // after 500 ms without an answer.

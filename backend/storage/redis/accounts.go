@@ -171,6 +171,10 @@ func (s *Store) watchRetry(ctx context.Context, fn func(*goredis.Tx) error, keys
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// The cluster client, closed, still runs a transaction.
+		if s.closed.Load() {
+			return ErrClosed
+		}
 		err := s.rdb.Watch(ctx, fn, keys...)
 		if !errors.Is(err, goredis.TxFailedErr) {
 			return storeErr(err)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	neturl "net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -43,6 +44,8 @@ type Store struct {
 	waiting goredis.UniversalClient
 	// creates batches the creations of concurrent calls.
 	creates creations
+	// closed is set by Close.
+	closed atomic.Bool
 }
 
 // Option changes how Open connects.
@@ -185,6 +188,7 @@ var ErrFormat = errors.New("a layout this program does not read")
 
 // Close closes the connections. It may be called more than once.
 func (s *Store) Close() error {
+	s.closed.Store(true)
 	if s.waiting != nil {
 		_ = s.waiting.Close()
 	}
