@@ -79,8 +79,12 @@ type redisNode struct {
 
 // redisGlobal is the taskgate block of nodes that share r: storage redis,
 // then body.
-func redisGlobal(r *redisServer, body string) string {
-	return fmt.Sprintf("taskgate {\n\tstorage redis %s\n%s}", r.url(), indent(body))
+func redisGlobal(r *redisServer, body string) string { return redisGlobalURL(r.url(), body) }
+
+// redisGlobalURL is the taskgate block of nodes that share the Redis (or
+// Redis Cluster) at url.
+func redisGlobalURL(url, body string) string {
+	return fmt.Sprintf("taskgate {\n\tstorage redis %q\n%s}", url, indent(body))
 }
 
 // edgeSite is the edge chain on port, in front of a plain answer.
@@ -253,7 +257,11 @@ func TestRedis(t *testing.T) {
 	t.Parallel()
 	t.Run("shared state", func(t *testing.T) {
 		t.Parallel()
-		testRedisSharedState(t)
+		testRedisSharedState(t, startRedis(t).url())
+	})
+	t.Run("shared state on a cluster", func(t *testing.T) {
+		t.Parallel()
+		testRedisSharedState(t, redistest.StartCluster(t, 3).URL())
 	})
 	t.Run("node killed", func(t *testing.T) {
 		t.Parallel()
@@ -269,7 +277,7 @@ func TestRedis(t *testing.T) {
 // 3 within a second, a key revoked on node 2 fails on nodes 1 and 3
 // within a second, a task created on one node is read on another, and
 // each webhook is delivered once whichever node's dispatcher takes it.
-func testRedisSharedState(t *testing.T) {
+func testRedisSharedState(t *testing.T, url string) {
 	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
 		if strings.HasSuffix(c.Path, "/held") && !f.hold(r) {
 			return
@@ -277,8 +285,7 @@ func testRedisSharedState(t *testing.T) {
 		answerJSON(w, http.StatusOK, echoResult(c.RequestID))
 	})
 	recv := newHookReceiver(t, always(http.StatusNoContent))
-	rs := startRedis(t)
-	nodes := startNodes(t, 3, redisGlobal(rs, fmt.Sprintf(`
+	nodes := startNodes(t, 3, redisGlobalURL(url, fmt.Sprintf(`
 # Polling until a change reaches the other nodes is refused many times.
 auth_failures off
 account fixed {
