@@ -184,8 +184,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout: o.lockTimeout,
-		// The map freelist keeps commits fast as the file grows.
-		FreelistType: bbolt.FreelistMapType,
+		// The map freelist keeps commits fast as the file grows. It is
+		// not written at each commit (as etcd does): Open rebuilds it by
+		// scanning the file, and every commit writes fewer pages. What
+		// the file holds is as durable either way.
+		FreelistType:   bbolt.FreelistMapType,
+		NoFreelistSync: true,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s (waited %s)", ErrLocked, path, o.lockTimeout)
