@@ -128,7 +128,7 @@ func main() {
 	flag.IntVar(&o.limitRate, "limit-rate", 200, "requests per second of the limited account, whose rate limit the accuracy measure exceeds")
 	flag.IntVar(&o.limitBurst, "limit-burst", 200, "burst of the limited account")
 	flag.DurationVar(&o.limitDuration, "limit-duration", 3*time.Second, "length of each load of the limited account, as fast as -workers clients go")
-	flag.StringVar(&o.profileDir, "profile", "", "if set, fetch the server's CPU and allocation profiles into this directory: after the rounds, under each load once more (chain, bare, create-memory, create-bolt .pprof and .allocs.pprof), and CPU profiles during the completion measure (tasks-bolt.pprof), the webhook delivery-rate measure (webhooks-bolt.pprof) and the retry window (webhook-retries.pprof)")
+	flag.StringVar(&o.profileDir, "profile", "", "if set, fetch the server's CPU and allocation profiles into this directory: after the rounds, under each load once more (chain, bare, create-memory, create-bolt, chain-redis, create-redis-1 .pprof and .allocs.pprof), and CPU profiles during the completion measure (tasks-bolt.pprof), the webhook delivery-rate measure (webhooks-bolt.pprof) and the retry window (webhook-retries.pprof)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 5, "length of each profile, in seconds")
 	flag.Parse()
 	if err := o.check(); err != nil {

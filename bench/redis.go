@@ -364,6 +364,12 @@ func measureRedis(ctx context.Context, o options, bin, dir string, src *source, 
 		if res.create, err = measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, barePost); err != nil {
 			return err
 		}
+		if o.profileDir != "" {
+			create.observe, chain.observe = nil, nil
+			if err := s.profile(ctx, o, chain, create); err != nil {
+				return err
+			}
+		}
 
 		// Nothing has used the limited account yet: its burst is whole.
 		if res.limitOne, err = measureAccuracy(ctx, o, "redis", []*server{s}); err != nil {
