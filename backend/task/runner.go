@@ -240,9 +240,15 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 	// has answered, and running the task again would call it twice. Each
 	// store call gets its own time from when it is made, however long the
 	// source or the wait for its turn took.
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, cancel := range cancels {
+			cancel()
+		}
+	}()
 	storeCtx := func() context.Context {
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
-		context.AfterFunc(c, cancel)
+		cancels = append(cancels, cancel)
 		return c
 	}
 	if r.MaxAttempts > 0 && t.Attempts > r.MaxAttempts {
@@ -362,8 +368,11 @@ func (r *Runner) complete(ctx context.Context, t *Task, start time.Time) {
 		// A try whose answer was lost may have stored the end: this one
 		// then finds the task ended. Most likely by that try, so the end
 		// is told as ours (waiters, notices, counts); at worst a task
-		// another worker ended is counted twice.
-		err = nil
+		// another worker ended is counted twice. A task still in progress
+		// is another worker's now (the lease ran out during the tries).
+		if stored, gerr := r.store.Get(ctx, t.AccountID, t.RequestID); gerr == nil && stored.Status.Terminal() {
+			err = nil
+		}
 	}
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {

@@ -99,6 +99,7 @@ type Store interface {
 	// or before now, earliest first, skipping those for whose URL skip
 	// returns true (skip may be nil). A claimed delivery is not claimed
 	// again until its lease ends unrecorded and RescueDeliveries queues it.
+	// Each claim of a delivery gets the next number, in its Claim.
 	//
 	// skip is asked before each delivery is taken, until n are taken; a
 	// false answer takes the delivery, so skip may count what it lets

@@ -360,10 +360,16 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
 	err := retry.Default.Do(storeCtx, func() error {
 		return d.store.RecordAttempt(storeCtx, del, also)
 	}, func(err error) bool { return errors.Is(err, ErrNotFound) })
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		// Its lease ran out (this node paused, or was cut off) and
+		// another worker holds the delivery now, or ended it.
+		d.opts.Logger.Info("webhook delivery ended or claimed again by another worker since its lease ran out; this attempt's record is dropped",
+			zap.String("delivery_id", del.ID), zap.Int("claim", del.Claim))
+	case err != nil:
 		d.opts.Logger.Error("recording a webhook attempt; the delivery is attempted again when its lease ends",
 			zap.String("delivery_id", del.ID), zap.Error(err))
-	} else if del.Status == Failed {
+	case del.Status == Failed:
 		// The receiver's trouble, not the operator's: not a warning.
 		d.opts.Logger.Info("webhook delivery failed for good",
 			zap.String("delivery_id", del.ID),

@@ -4,6 +4,7 @@ package redistest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -116,10 +117,18 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	args := []string{"--cluster", "create"}
 	for range n {
 		dir := t.TempDir()
+		// The bus port is the node's own, not port+10000, which another
+		// test may hold. No test fails a node over: a long node timeout
+		// keeps a slow fsync on a busy machine from marking one failed.
+		bus, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
 		m := &Server{t: t, dir: dir, extra: []string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-			"--cluster-node-timeout", "2000",
+			"--cluster-node-timeout", "15000",
+			"--cluster-port", strconv.Itoa(bus),
 		}}
 		m.start()
 		t.Cleanup(m.Kill)
@@ -127,7 +136,9 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		args = append(args, m.Addr())
 	}
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -260,12 +271,11 @@ func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 func (s *Server) start() {
 	s.t.Helper()
 	if s.port == 0 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := freePort()
 		if err != nil {
 			s.t.Fatal(err)
 		}
-		s.port = l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
+		s.port = port
 	}
 	if s.sentinel != nil {
 		s.startSentinel()
@@ -312,6 +322,16 @@ func (s *Server) run() {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// freePort returns a loopback port free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // ping sends PING on a fresh connection.

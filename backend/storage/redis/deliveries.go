@@ -235,8 +235,8 @@ func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (
 	return s.inBatches(ctx, scriptDlvRescue, s.deliveryLeasesKey(), lexBefore(expiredBefore))
 }
 
-// ExtendDeliveryLeases moves the lease end of the deliveries still leased;
-// see webhook.Store.
+// ExtendDeliveryLeases moves the lease end of the deliveries still leased
+// under the given claims; see webhook.Store.
 func (s *Store) ExtendDeliveryLeases(ctx context.Context, claims []webhook.Claim, leaseUntil time.Time) error {
 	if len(claims) == 0 {
 		return s.ready(ctx)
@@ -301,7 +301,8 @@ func deliveryArgs(deliveries []*webhook.Delivery) ([]any, error) {
 }
 
 // decodeDelivery builds a delivery from its fields in Redis: the JSON it
-// was stored with, its status, NextAt (JSON) and attempts (JSON).
+// was stored with, its status, NextAt (JSON), attempts (JSON) and the
+// number of its last claim (nil before any).
 func decodeDelivery(body, status, next, attempts, claim any) (*webhook.Delivery, error) {
 	d := new(webhook.Delivery)
 	if err := json.Unmarshal([]byte(str(body)), d); err != nil {

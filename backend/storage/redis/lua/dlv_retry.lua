@@ -3,7 +3,7 @@
 -- attempt is recorded.
 --
 -- ARGV: prefix, account, id, next (json), next (hex).
--- Returns {'ok', json, status, next, attempts} or {'notfound'}.
+-- Returns {'ok', json, status, next, attempts, claim} or {'notfound'}.
 local id = ARGV[3]
 local dk = dlvKey(id)
 local v = redis.call('HMGET', dk, 'acct', 'st', 'lease', 'url', 'due')
