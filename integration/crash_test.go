@@ -16,10 +16,11 @@ import (
 	"time"
 )
 
-// TestTaskCrash is the promise of a 202: with bolt storage, clients create
-// tasks while a slow source works through them, the process is killed
-// (SIGKILL) in the middle of the load, twice, and after the last restart
-// every task that was answered 202 is found and reaches its end.
+// TestTaskCrash is the promise of a 202: with bolt storage, clients of
+// four accounts (whose tasks take turns in the queue) create tasks while a
+// slow source works through them, the process is killed (SIGKILL) in the
+// middle of the load, twice, and after the last restart every task that
+// was answered 202 is found and reaches its end.
 func TestTaskCrash(t *testing.T) {
 	t.Parallel()
 	const (
@@ -52,6 +53,18 @@ taskgate {
 		key key-crash
 		rate_limit 100000/s
 	}
+	account crash2 {
+		key key-crash2
+		rate_limit 100000/s
+	}
+	account crash3 {
+		key key-crash3
+		rate_limit 100000/s
+	}
+	account crash4 {
+		key key-crash4
+		rate_limit 100000/s
+	}
 	task_type crash/load {
 		source %s/load
 		timeout 10s
@@ -60,11 +73,15 @@ taskgate {
 }`, filepath.Join(s.dir, "tg.db"), src.url),
 		Sites: taskSite(port),
 	})
-	c := taskClient{s: s, port: port, auth: creds("crash", "key-crash")}
+	var cs []taskClient
+	for _, a := range []string{"crash", "crash2", "crash3", "crash4"} {
+		cs = append(cs, taskClient{s: s, port: port, auth: creds(a, "key-"+a)})
+	}
+	owner := map[string]taskClient{}
 
 	var accepted []string
 	for cycle := 1; cycle <= cycles; cycle++ {
-		got, failed := loadAndKill(t, s, c, cycle, clients, perClient, loadFor)
+		got, failed := loadAndKill(t, s, cs, owner, cycle, clients, perClient, loadFor)
 		t.Logf("cycle %d: %d creates accepted, %d cut off by the kill; source called %d times so far",
 			cycle, len(got), failed, len(src.received()))
 		if len(got) == 0 {
@@ -72,7 +89,13 @@ taskgate {
 		}
 		accepted = append(accepted, got...)
 		s = s.restart(t)
-		c.s = s
+		for i := range cs {
+			cs[i].s = s
+		}
+		for id, c := range owner {
+			c.s = s
+			owner[id] = c
+		}
 	}
 
 	seen := map[string]bool{}
@@ -82,7 +105,7 @@ taskgate {
 		}
 		seen[id] = true
 	}
-	ends := drain(c, accepted, time.Now().Add(drainFor))
+	ends := drain(func(id string) taskClient { return owner[id] }, accepted, time.Now().Add(drainFor))
 
 	finished, lost := 0, 0
 	for _, id := range accepted {
@@ -129,13 +152,14 @@ taskgate {
 	}
 }
 
-// loadAndKill has clients create tasks, each up to perClient times within
+// loadAndKill has clients create tasks, client g as the account of
+// cs[g mod len(cs)] (noted in owner for each task), each up to perClient times within
 // loadFor, and kills the server with SIGKILL half way through: then every
 // client sends one more create at once, and the kill comes as soon as one
 // of those is answered 202, so that the others are in flight, some stored
 // in the same commit and some not. It returns the request ids answered
 // 202 and the number of creates that got no answer.
-func loadAndKill(t *testing.T, s *server, c taskClient, cycle, clients, perClient int, loadFor time.Duration) ([]string, int) {
+func loadAndKill(t *testing.T, s *server, cs []taskClient, owner map[string]taskClient, cycle, clients, perClient int, loadFor time.Duration) ([]string, int) {
 	t.Helper()
 	hc := &http.Client{
 		Timeout:   10 * time.Second,
@@ -159,6 +183,7 @@ func loadAndKill(t *testing.T, s *server, c taskClient, cycle, clients, perClien
 	// the kill finds tasks at every stage.
 	interval := loadFor / time.Duration(perClient)
 	for g := range clients {
+		c := cs[g%len(cs)]
 		wg.Go(func() {
 			pace := time.NewTimer(rand.N(interval))
 			defer pace.Stop()
@@ -191,6 +216,7 @@ func loadAndKill(t *testing.T, s *server, c taskClient, cycle, clients, perClien
 						break
 					}
 					ids = append(ids, out.RequestID)
+					owner[out.RequestID] = c
 					if inBurst {
 						burstOnce.Do(func() { close(burstAccepted) })
 					}
@@ -223,9 +249,10 @@ type taskEnd struct {
 	err  error
 }
 
-// drain long-polls every task until it has ended or the deadline passes,
-// with a few pollers at once, and returns what it found of each.
-func drain(c taskClient, ids []string, deadline time.Time) map[string]taskEnd {
+// drain long-polls every task, as the account clientOf gives, until it has
+// ended or the deadline passes, with a few pollers at once, and returns
+// what it found of each.
+func drain(clientOf func(id string) taskClient, ids []string, deadline time.Time) map[string]taskEnd {
 	const pollers = 8
 	hc := &http.Client{Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
@@ -240,7 +267,7 @@ func drain(c taskClient, ids []string, deadline time.Time) map[string]taskEnd {
 	for range pollers {
 		wg.Go(func() {
 			for id := range queue {
-				e := pollEnd(hc, c, id, deadline)
+				e := pollEnd(hc, clientOf(id), id, deadline)
 				mu.Lock()
 				ends[id] = e
 				mu.Unlock()
