@@ -169,7 +169,8 @@ func Open(ctx context.Context, c Config) (*Opened, error) {
 	case "redis":
 		ctx, cancel := context.WithTimeout(ctx, openTimeout)
 		defer cancel()
-		var opts []redis.Option
+		// Leases run on Redis's clock, not on the nodes'.
+		opts := []redis.Option{redis.WithServerClock(time.Now)}
 		if c.Replicas > 0 {
 			opts = append(opts, redis.WithReplicas(c.Replicas, c.ReplicasTimeout))
 		}

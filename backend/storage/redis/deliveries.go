@@ -31,7 +31,7 @@ import (
 // where it was (or, if Redis cannot be reached, when its lease ends and
 // RescueDeliveries queues it).
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*webhook.Delivery, error) {
-	c := deliveryClaim{s: s, bound: lexAtOrBefore(now), lease: hexTime(leaseUntil), remaining: max(n, 0)}
+	c := deliveryClaim{s: s, bound: lexAtOrBefore(now), lease: s.leaseArg(leaseUntil), remaining: max(n, 0)}
 	if skip == nil {
 		taken, _, err := c.round(ctx, true)
 		if err != nil {
@@ -232,7 +232,7 @@ func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now tim
 // RescueDeliveries makes claimable again the deliveries whose lease ended
 // before expiredBefore, a batch per script; see webhook.Store.
 func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (int, error) {
-	return s.inBatches(ctx, scriptDlvRescue, s.deliveryLeasesKey(), lexBefore(expiredBefore))
+	return s.inBatches(ctx, scriptDlvRescue, s.deliveryLeasesKey(), s.boundBefore(expiredBefore))
 }
 
 // ExtendDeliveryLeases moves the lease end of the deliveries still leased
@@ -242,7 +242,7 @@ func (s *Store) ExtendDeliveryLeases(ctx context.Context, claims []webhook.Claim
 		return s.ready(ctx)
 	}
 	args := make([]any, 0, 1+2*len(claims))
-	args = append(args, hexTime(leaseUntil))
+	args = append(args, s.leaseArg(leaseUntil))
 	for _, c := range claims {
 		args = append(args, c.ID, c.Claim)
 	}

@@ -132,6 +132,20 @@ func invHex(t time.Time) string { return hexUint64(^sortable(t)) }
 // ':', the id.
 func member(hexT, id string) string { return hexT + ":" + id }
 
+// leaseArg is the script argument of a lease end: its hex time, or, with
+// the server's clock, "@<ns>", that far after Redis's TIME as t is after
+// the caller's now (lua/prelude.lua's timeArg).
+func (s *Store) leaseArg(t time.Time) string {
+	if s.clock == nil {
+		return hexTime(t)
+	}
+	return "@" + strconv.FormatInt(int64(t.Sub(s.clock())), 10)
+}
+
+// boundBefore is the ZRANGEBYLEX bound of the lease ends before t, as
+// leaseArg reads t (boundArg in the scripts).
+func (s *Store) boundBefore(t time.Time) string { return "(" + s.leaseArg(t) }
+
 // lexBefore is the ZRANGEBYLEX bound of the members whose time is before
 // t; lexAtOrBefore of those at or before t.
 func lexBefore(t time.Time) string     { return "(" + hexTime(t) }

@@ -46,6 +46,10 @@ type Store struct {
 	creates creations
 	// closed is set by Close.
 	closed atomic.Bool
+	// clock, when set, is the caller's clock, which the lease ends and
+	// rescue bounds it is given are counted on: the store turns them into
+	// offsets from Redis's TIME (see leaseArg).
+	clock func() time.Time
 }
 
 // Option changes how Open connects.
@@ -55,11 +59,23 @@ type options struct {
 	prefix         string
 	replicas       int
 	replicaTimeout time.Duration
+	clock          func() time.Time
 }
 
 // WithPrefix sets the start of every key (default "tg"), so that several
 // deployments can share one Redis. It becomes the keys' hash tag.
 func WithPrefix(p string) Option { return func(o *options) { o.prefix = p } }
+
+// WithServerClock makes leases run on Redis's clock (TIME) rather than the
+// nodes': the lease ends and rescue bounds the store is given, times of
+// clock (the caller's own, time.Now in production), become as far from
+// Redis's TIME as they are from clock's now. A node whose clock is off
+// then neither takes over leases that have not run out on Redis's clock
+// nor keeps its own past them. Without it (the conformance suites), the
+// times are used as given.
+func WithServerClock(clock func() time.Time) Option {
+	return func(o *options) { o.clock = clock }
+}
 
 // DefaultReplicaTimeout bounds the wait for replicas when WithReplicas is
 // given none.
@@ -105,7 +121,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if o.replicas < 0 {
 		return nil, fmt.Errorf("redis: replicas %d: want 0 or more", o.replicas)
 	}
-	s := &Store{rdb: rdb, prefix: "{" + o.prefix + "}:", replicas: o.replicas, replicaTimeout: o.replicaTimeout}
+	s := &Store{rdb: rdb, prefix: "{" + o.prefix + "}:", replicas: o.replicas, replicaTimeout: o.replicaTimeout, clock: o.clock}
 	if o.replicas > 0 {
 		// A write and its WAIT answer once the replicas did: their reads
 		// may take the replica timeout on top of the usual.

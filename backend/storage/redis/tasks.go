@@ -119,7 +119,7 @@ func (s *Store) list(ctx context.Context, key, id string, limit int) ([]*task.Ta
 // Claim leases up to n queued tasks of the type, the accounts taking
 // turns; see task.Store.
 func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*task.Task, error) {
-	v, err := s.run(ctx, scriptTaskClaim, s.ringKey(taskType), taskType, max(n, 0), hexTime(leaseUntil))
+	v, err := s.run(ctx, scriptTaskClaim, s.ringKey(taskType), taskType, max(n, 0), s.leaseArg(leaseUntil))
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,7 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 	if err := s.migrateQueues(ctx); err != nil {
 		return 0, err
 	}
-	return s.inBatches(ctx, scriptTaskRescue, s.taskLeasesKey(), lexBefore(expiredBefore))
+	return s.inBatches(ctx, scriptTaskRescue, s.taskLeasesKey(), s.boundBefore(expiredBefore))
 }
 
 // migrateQueues moves the tasks of the queues of the layout before queues
@@ -188,7 +188,7 @@ func (s *Store) ExtendLeases(ctx context.Context, claims []task.Claim, leaseUnti
 		return s.ready(ctx)
 	}
 	args := make([]any, 0, 1+2*len(claims))
-	args = append(args, hexTime(leaseUntil))
+	args = append(args, s.leaseArg(leaseUntil))
 	for _, c := range claims {
 		args = append(args, c.RequestID, c.Attempts)
 	}

@@ -10,12 +10,13 @@
 -- whatever its backlog.
 --
 -- ARGV: prefix, ZRANGEBYLEX bound of "due" (at or before now), lease end
--- (hex), how many more the call may take, '1' to lease what the walk finds,
+-- (see timeArg), how many more the call may take, '1' to lease what the walk finds,
 -- the number of URLs turned down and the URLs, the number of deliveries
 -- let through and for each its id and its member of its URL's due set.
 -- Returns {leased, walked}: json, status, next, attempts, claim number of
--- each delivery leased (its claims are counted in clm); id, URL, member of each delivery walked and not leased.
-local bound, lease, quota, takeAll = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
+-- each delivery leased (its claims are counted in clm); id, URL, member of
+-- each delivery walked and not leased.
+local bound, lease, quota, takeAll = ARGV[2], timeArg(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local i = 6
 local excluded = {}
 for j = 1, tonumber(ARGV[i]) do excluded[ARGV[i + j]] = true end

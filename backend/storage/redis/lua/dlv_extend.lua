@@ -2,8 +2,8 @@
 -- under the claims given: a delivery not leased, or leased under a later
 -- claim, is left alone.
 --
--- ARGV: prefix, lease end (hex), then id and claim number of each claim.
-local lease = ARGV[2]
+-- ARGV: prefix, lease end (see timeArg), then id and claim number of each claim.
+local lease = timeArg(ARGV[2])
 for i = 3, #ARGV - 1, 2 do
   local id = ARGV[i]
   local dk = dlvKey(id)

@@ -2,9 +2,9 @@
 -- asked for during the lease, if any), up to a batch of the deliveries
 -- whose lease ended before a time.
 --
--- ARGV: prefix, ZRANGEBYLEX bound of the lease ends, batch.
+-- ARGV: prefix, ZRANGEBYLEX bound of the lease ends (see boundArg), batch.
 -- Returns how many it made due.
-local ms = redis.call('ZRANGEBYLEX', dlvLeasesKey, '-', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local ms = redis.call('ZRANGEBYLEX', dlvLeasesKey, '-', boundArg(ARGV[2]), 'LIMIT', 0, tonumber(ARGV[3]))
 local n = 0
 for _, m in ipairs(ms) do
   local id = idOf(m)

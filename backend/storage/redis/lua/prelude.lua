@@ -6,6 +6,13 @@
 -- with it, so that all of them hash to the slot of the declared keys.
 local P = ARGV[1]
 
+-- Redis before 7 replicates a script's commands only when asked; TIME
+-- (timeArg) makes a script not replayable. From Redis 7 on this is the
+-- default.
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+
 -- lt tells whether a sorts before b as Redis orders the members of a
 -- sorted set whose scores are equal: byte by byte (memcmp), not by the
 -- locale, as Lua's < would.
@@ -23,6 +30,44 @@ local function lt(a, b)
     i = i + 1
   end
   return #a < #b
+end
+
+-- hexOf returns the 16 hex digits (keys.go) of the instant s seconds and
+-- us microseconds after 1970, plus off nanoseconds (off may be negative,
+-- |off| < 2^52). A double holds integers exactly only up to 2^53, and an
+-- instant in nanoseconds is about 2^61: the sum is made in two 32-bit
+-- halves.
+local function hexOf(s, us, off)
+  -- s * 1e9, with s = sh * 2^16 + sl and 1e9 = 15258 * 2^16 + 51712.
+  local sh, sl = math.floor(s / 65536), s % 65536
+  local mid = sh * 51712 + sl * 15258
+  local hi = sh * 15258 + math.floor(mid / 65536)
+  local lo = (mid % 65536) * 65536 + sl * 51712 + us * 1000 + off
+  local carry = math.floor(lo / 4294967296)
+  lo = lo - carry * 4294967296
+  -- The sign bit flipped: an instant after 1970.
+  hi = hi + carry + 2147483648
+  return string.format('%08x%08x', hi, lo)
+end
+
+-- timeHex returns the 16 hex digits of the instant off nanoseconds after
+-- Redis's TIME.
+local function timeHex(off)
+  local t = redis.call('TIME')
+  return hexOf(tonumber(t[1]), tonumber(t[2]), off)
+end
+
+-- timeArg reads a time argument: 16 hex digits as they are, or "@<off>",
+-- off nanoseconds after Redis's TIME.
+local function timeArg(a)
+  if string.sub(a, 1, 1) == '@' then return timeHex(tonumber(string.sub(a, 2))) end
+  return a
+end
+
+-- boundArg reads a ZRANGEBYLEX bound "(<time>", its time as timeArg reads
+-- it.
+local function boundArg(a)
+  return '(' .. timeArg(string.sub(a, 2))
 end
 
 -- idOf returns the id at the end of a time-ordered member

@@ -1,9 +1,9 @@
 -- Claim leases up to n queued tasks of a type, the accounts with queued
 -- tasks taking turns, and counts the attempt.
 --
--- ARGV: prefix, type, n, lease end (hex).
+-- ARGV: prefix, type, n, lease end (a time argument: see timeArg).
 -- Returns json, attempts of each task claimed, in the order taken.
-local typ, n, lease = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local typ, n, lease = ARGV[2], tonumber(ARGV[3]), timeArg(ARGV[4])
 local out = {}
 for _ = 1, n do
   local id = popTurn(typ)

@@ -2,9 +2,9 @@
 -- claims given: a task not leased, or leased under another claim (other
 -- attempts), is left alone.
 --
--- ARGV: prefix, lease end (hex), then request id and attempts of each
+-- ARGV: prefix, lease end (see timeArg), then request id and attempts of each
 -- claim.
-local lease = ARGV[2]
+local lease = timeArg(ARGV[2])
 for i = 3, #ARGV - 1, 2 do
   local id = ARGV[i]
   local tk = taskKey(id)
