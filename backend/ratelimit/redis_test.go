@@ -46,15 +46,31 @@ type redisAt struct {
 
 func (s redisAt) Take(ctx context.Context, key string, l Limit) (Result, error) {
 	now := s.clock.Now().UnixNano()
-	res, err := s.r.take(ctx, key, l, now/1e9, now%1e9)
-	if err != nil {
-		return res, err
-	}
+	k := s.r.prefix + key
 	// The script lets a key expire when its TAT passes, on Redis's own
 	// clock: with the fake one the TTL means nothing, and a test slowed
-	// down past it (a busy machine) would find its state gone. The fake
-	// clock's tests keep their keys.
-	return res, s.r.rdb.Persist(ctx, s.r.prefix+key).Err()
+	// down past it (a busy machine; a TTL may be a millisecond) would find
+	// its state gone. The fake clock's tests keep their keys: the expiry
+	// is lifted in the same transaction as the decision.
+	for loaded := false; ; loaded = true {
+		var eval *goredis.Cmd
+		_, err := s.r.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			eval = takeScript.EvalSha(ctx, p, []string{k}, takeArgs(l, []any{now / 1e9, now % 1e9})...)
+			p.Persist(ctx, k)
+			return nil
+		})
+		if err != nil && !loaded && goredis.HasErrorPrefix(eval.Err(), "NOSCRIPT") {
+			if err := takeScript.Load(ctx, s.r.rdb).Err(); err != nil {
+				return Result{}, err
+			}
+			continue
+		}
+		v, verr := eval.Int64Slice()
+		if verr != nil {
+			return Result{}, verr
+		}
+		return takeResult(v, l)
+	}
 }
 
 func TestRedisConformance(t *testing.T) {

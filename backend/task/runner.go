@@ -39,8 +39,8 @@ type Runner struct {
 	maintenance func(taskType string, at time.Time) (string, bool)
 	// orphansDue is, by type absent from the config, when FailOrphans
 	// looks at its tasks again: when the youngest it gave back comes of
-	// age. Every look claims (and gives back) them, which counts against
-	// MaxAttempts. Only FailOrphans's goroutine uses it.
+	// age (every look claims and gives them back). Only FailOrphans's
+	// goroutine uses it.
 	orphansDue map[string]time.Time
 
 	// Retention is how long terminal tasks are kept. Zero keeps them.
@@ -58,17 +58,15 @@ type Runner struct {
 	// node that does not know a type (yet) must not fail the tasks that
 	// others run.
 	KeepOrphans bool
-	// MaxAttempts bounds how many times a task is handed to a worker. A
-	// task claimed once more than that has been cut short every time (its
-	// node crashed, or stopped, or could not store the end): it is ended
-	// as failed (InternalError) instead of being run again, so that a task
+	// MaxRescues bounds how many times a task's run is cut short by its
+	// node (its lease ran out: the node crashed, or paused past it, or
+	// could not store the end). A task rescued more often is ended as
+	// failed (InternalError) instead of being run again, so that a task
 	// that takes its node down cannot take every node down in turn,
-	// forever. Every claim counts, those given back unrun included (a
-	// reload or a stop while the task waited for its source's rate limit;
-	// the look of FailOrphans, every 5 s, at a type absent from the
-	// config), so the bound leaves room for them. Default
-	// DefaultMaxAttempts; zero or less leaves it unbounded.
-	MaxAttempts int
+	// forever. Claims given back unrun (a reload, a stop, the looks of
+	// FailOrphans) do not count. Default DefaultMaxRescues; zero or less
+	// leaves it unbounded.
+	MaxRescues int
 	// OnFinish, when set, is called after each task ends (for metrics).
 	OnFinish func(t *Task, took time.Duration)
 	// OnPanic, when set, is called after a panic while running a task was
@@ -122,7 +120,7 @@ func NewRunner(c RunnerConfig) *Runner {
 		wakeups:     make(map[string]chan struct{}, len(c.Types)),
 		Lease:       DefaultLease,
 		Poll:        time.Second,
-		MaxAttempts: DefaultMaxAttempts,
+		MaxRescues:  DefaultMaxRescues,
 	}
 	for _, t := range c.Types {
 		r.types[t.Name()] = t
@@ -137,11 +135,9 @@ const storeTimeout = 10 * time.Second
 // DefaultLease is the lease of a claimed task.
 const DefaultLease = 15 * time.Second
 
-// DefaultMaxAttempts is the default MaxAttempts: more than the claims a
-// task may see in normal operation (restarts, reloads, a type missing
-// from the config for its grace minute: 12 looks), and few enough that a
-// node-killing task stops within minutes (25 leases of 15 s).
-const DefaultMaxAttempts = 25
+// DefaultMaxRescues is the default MaxRescues: a task may take its node
+// down five times.
+const DefaultMaxRescues = 5
 
 // Wake tells the producer of a type that a task was queued.
 func (r *Runner) Wake(taskType string) {
@@ -227,7 +223,7 @@ func (r *Runner) produce(ctx context.Context, typ *Type, leases *lease.Keeper[Cl
 // task ends as failed with InternalError and a message that tells nothing
 // of the cause; in OnFinish, after the end is stored, it is only logged.
 // A panic while storing the end leaves the task leased, to be run again
-// once its lease ends, as a store error does; MaxAttempts bounds that. In
+// once its lease ends, as a store error does; MaxRescues bounds that. In
 // every case the worker goes on with the next task.
 func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 	defer func() {
@@ -251,10 +247,11 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 		cancels = append(cancels, cancel)
 		return c
 	}
-	if r.MaxAttempts > 0 && t.Attempts > r.MaxAttempts {
-		r.logger.Error("a task was handed to workers more times than max attempts, and never ended; it fails as "+InternalError,
+	if r.MaxRescues > 0 && t.Rescues > r.MaxRescues {
+		r.logger.Error("a task's runs were cut short by their node more often than max rescues, and it never ended; it fails as "+InternalError,
 			zap.String("request_id", t.RequestID),
 			zap.String("task_type", t.TypeName()),
+			zap.Int("rescues", t.Rescues),
 			zap.Int("attempts", t.Attempts))
 		failInternal(t, r.now().UTC())
 		r.complete(storeCtx(), t, start)
@@ -500,7 +497,7 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 const SourceDown = "SOURCE_DOWN"
 
 // InternalError is the error of a task that taskgate itself could not run:
-// a panic while running it, or more than MaxAttempts claims. Its message
+// a panic while running it, or more than MaxRescues rescues. Its message
 // is InternalMessage, which tells the client nothing of the cause; the
 // node's log has it.
 const InternalError = "INTERNAL_ERROR"

@@ -276,8 +276,8 @@ func TestTasksOfRemovedTypesFail(t *testing.T) {
 	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress {
 		t.Fatalf("within the grace: %s", got.Status)
 	}
-	// Later looks within the grace leave it unclaimed: each claim counts
-	// against MaxAttempts.
+	// Later looks within the grace leave it unclaimed: a look costs a
+	// claim.
 	mu.Lock()
 	now = now.Add(task.OrphanGrace / 2)
 	mu.Unlock()
@@ -599,10 +599,20 @@ func TestRunnerEndsATaskHandedOutTooOften(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every claim so far took its node down: the lease ran out, and the
-	// task was rescued.
+	// Claims given back unrun (reloads, stops) do not count.
 	ctx := context.Background()
-	for range task.DefaultMaxAttempts {
+	for range 3 * task.DefaultMaxRescues {
+		got, err := mem.Claim(ctx, typ.Name(), 1, time.Now().Add(time.Hour))
+		if err != nil || len(got) != 1 {
+			t.Fatalf("claim: %v, %v", got, err)
+		}
+		if err := mem.Release(ctx, got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every run after that took its node down: the lease ran out, and the
+	// task was rescued, once more than the runner allows.
+	for range task.DefaultMaxRescues + 1 {
 		now := time.Now()
 		if got, err := mem.Claim(ctx, typ.Name(), 1, now); err != nil || len(got) != 1 {
 			t.Fatalf("claim: %v, %v", got, err)

@@ -45,6 +45,10 @@ type Task struct {
 	Async bool `json:"async"`
 	// Attempts counts the times the task was handed to a worker.
 	Attempts int `json:"attempts"`
+	// Rescues counts the times its lease ran out and Rescue queued it
+	// again: the runs cut short by their node (a crash, a pause), not
+	// those given back (Release).
+	Rescues int `json:"rescues,omitempty"`
 }
 
 // TypeName is the task's "action/type".
@@ -153,7 +157,8 @@ type Store interface {
 
 	// Rescue queues again every leased task whose lease ended before
 	// expiredBefore, as Release does, in the order of their lease ends
-	// (then request ids), and returns how many it queued.
+	// (then request ids), counts it in its Rescues, and returns how many
+	// it queued.
 	Rescue(ctx context.Context, expiredBefore time.Time) (int, error)
 
 	// ExtendLeases moves the lease end of each of the given claims whose

@@ -294,7 +294,7 @@ func (s *Store) Release(ctx context.Context, released []*task.Task) error {
 			if typeName == nil {
 				return fmt.Errorf("%w: %s is leased but has no lease", errCorrupt, r.RequestID)
 			}
-			if err := requeue(tx, k, bytes.Clone(typeName)); err != nil {
+			if err := requeue(tx, k, bytes.Clone(typeName), false); err != nil {
 				return err
 			}
 		}
@@ -316,7 +316,7 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 			types = append(types, bytes.Clone(v))
 		}
 		for i, k := range keys {
-			if err := requeue(tx, k, types[i]); err != nil {
+			if err := requeue(tx, k, types[i], true); err != nil {
 				return err
 			}
 		}
@@ -514,8 +514,9 @@ func deleteTask(tx *bbolt.Tx, id []byte) error {
 }
 
 // requeue ends the lease with the key and puts its task back in its
-// account's queue of its type, at the place it was claimed from.
-func requeue(tx *bbolt.Tx, leaseK, typeName []byte) error {
+// account's queue of its type, at the place it was claimed from; a task
+// rescued counts it.
+func requeue(tx *bbolt.Tx, leaseK, typeName []byte, rescued bool) error {
 	id := leaseK[8:]
 	tasks := tx.Bucket(bucketTasks)
 	v := tasks.Get(id)
@@ -529,6 +530,16 @@ func requeue(tx *bbolt.Tx, leaseK, typeName []byte) error {
 	accountID, err := taskAccount(body)
 	if err != nil {
 		return fmt.Errorf("%s: %w", id, err)
+	}
+	if rescued {
+		t, _, err := getTask(tx, id)
+		if err != nil {
+			return err
+		}
+		t.Rescues++
+		if body, err = marshalTask(t); err != nil {
+			return err
+		}
 	}
 	if err := tx.Bucket(bucketLeases).Delete(leaseK); err != nil {
 		return err

@@ -193,6 +193,7 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 	})
 	for _, e := range expired {
 		delete(s.leased, e.t.RequestID)
+		e.t.Rescues++
 		s.enqueue(e)
 	}
 	n := len(expired)

@@ -76,14 +76,14 @@ func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Tas
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	v, err := s.rdb.HMGet(ctx, s.taskKey(requestID), "json", "end", "att").Result()
+	v, err := s.rdb.HMGet(ctx, s.taskKey(requestID), "json", "end", "att", "rsc").Result()
 	if err != nil {
 		return nil, s.fail(err)
 	}
 	if v[0] == nil {
 		return nil, task.ErrNotFound
 	}
-	t, err := decodeTask(v[0], v[1], v[2])
+	t, err := decodeTask(v[0], v[1], v[2], v[3])
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +113,7 @@ func (s *Store) list(ctx context.Context, key, id string, limit int) ([]*task.Ta
 	if err != nil {
 		return nil, err
 	}
-	return decodeTasks(v, 3)
+	return decodeTasks(v, 4)
 }
 
 // Claim leases up to n queued tasks of the type, the accounts taking
@@ -123,7 +123,7 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 	if err != nil {
 		return nil, err
 	}
-	return decodeTasks(v, 2)
+	return decodeTasks(v, 3)
 }
 
 // Finish stores the end of a task and its deliveries; see task.Store.
@@ -272,9 +272,9 @@ func (s *Store) inBatches(ctx context.Context, script *goredis.Script, key, boun
 }
 
 // decodeTask builds a task from its fields in Redis: the JSON it was
-// created with, the JSON of its end (nil while in progress) and its
-// attempts.
-func decodeTask(body, end, attempts any) (*task.Task, error) {
+// created with, the JSON of its end (nil while in progress), its attempts
+// and its rescues (nil when none).
+func decodeTask(body, end, attempts, rescues any) (*task.Task, error) {
 	t := new(task.Task)
 	if err := json.Unmarshal([]byte(str(body)), t); err != nil {
 		return nil, fmt.Errorf("redis: decoding a task: %w", err)
@@ -286,15 +286,12 @@ func decodeTask(body, end, attempts any) (*task.Task, error) {
 		}
 		t.Status, t.CompletedAt, t.Result, t.Error, t.Message = e.Status, e.CompletedAt, e.Result, e.Error, e.Message
 	}
-	switch a := attempts.(type) {
-	case int64:
-		t.Attempts = int(a)
-	case string:
-		n, err := strconv.Atoi(a)
-		if err != nil {
-			return nil, fmt.Errorf("redis: decoding the attempts of task %s: %w", t.RequestID, err)
-		}
-		t.Attempts = n
+	var err error
+	if t.Attempts, err = count(attempts); err != nil {
+		return nil, fmt.Errorf("redis: decoding the attempts of task %s: %w", t.RequestID, err)
+	}
+	if t.Rescues, err = count(rescues); err != nil {
+		return nil, fmt.Errorf("redis: decoding the rescues of task %s: %w", t.RequestID, err)
 	}
 	// A nil RawMessage is stored as null; give back nil.
 	if string(t.Data) == "null" {
@@ -306,8 +303,19 @@ func decodeTask(body, end, attempts any) (*task.Task, error) {
 	return t, nil
 }
 
+// count reads a counter of a task's hash: a number, or nil for 0.
+func count(v any) (int, error) {
+	switch a := v.(type) {
+	case int64:
+		return int(a), nil
+	case string:
+		return strconv.Atoi(a)
+	}
+	return 0, nil
+}
+
 // decodeTasks decodes a script's list of tasks, each given by width
-// values: json, then (width 3) end, then attempts.
+// values: json, then (width 4) end, then attempts and rescues.
 func decodeTasks(v any, width int) ([]*task.Task, error) {
 	list, err := values(v)
 	if err != nil {
@@ -316,10 +324,10 @@ func decodeTasks(v any, width int) ([]*task.Task, error) {
 	out := make([]*task.Task, 0, len(list)/width)
 	for i := 0; i+width <= len(list); i += width {
 		var end any
-		if width == 3 {
+		if width == 4 {
 			end = list[i+1]
 		}
-		t, err := decodeTask(list[i], end, list[i+width-1])
+		t, err := decodeTask(list[i], end, list[i+width-2], list[i+width-1])
 		if err != nil {
 			return nil, err
 		}

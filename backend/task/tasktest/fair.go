@@ -252,3 +252,33 @@ func ids(tasks []*task.Task) []string {
 	}
 	return out
 }
+
+// testRescuesCounted checks that Rescue counts the rescues of a task, and
+// Release does not: a run cut short by its node, not one given back.
+func testRescuesCounted(t *testing.T, s task.Store) {
+	ctx := t.Context()
+	tk := newTask(accountA, typePAN, base)
+	mustCreate(t, s, tk)
+	for i := range 2 {
+		got := claim(t, s, typePAN, 1, base.Add(time.Minute))
+		if len(got) != 1 || got[0].Rescues != 0 {
+			t.Fatalf("claim %d: %v, want the task with no rescue", i, got)
+		}
+		if err := s.Release(ctx, got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for want := 1; want <= 2; want++ {
+		claim(t, s, typePAN, 1, base.Add(time.Minute))
+		if n, err := s.Rescue(ctx, base.Add(2*time.Minute)); err != nil || n != 1 {
+			t.Fatalf("Rescue = %d, %v; want 1", n, err)
+		}
+		if got := mustGet(t, s, tk); got.Rescues != want || got.Attempts != 2+want {
+			t.Fatalf("after %d rescues: Rescues %d, Attempts %d; want %d, %d", want, got.Rescues, got.Attempts, want, 2+want)
+		}
+	}
+	got := claim(t, s, typePAN, 1, base.Add(time.Minute))
+	if len(got) != 1 || got[0].Rescues != 2 {
+		t.Fatalf("claim after 2 rescues: %v, want Rescues 2", got)
+	}
+}

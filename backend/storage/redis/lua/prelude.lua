@@ -164,13 +164,15 @@ local function popTurn(typ)
 end
 
 -- requeue ends a task's lease, if it has one, and queues it again at its
--- place. It returns 1 when it did.
-local function requeue(id)
+-- place, counting the rescue of one whose lease ran out. It returns 1 when
+-- it did.
+local function requeue(id, rescued)
   local tk = taskKey(id)
   local v = redis.call('HMGET', tk, 'lease', 'type', 'seq', 'acct')
   if not v[1] then return 0 end
   redis.call('ZREM', taskLeasesKey, v[1])
   redis.call('HDEL', tk, 'lease')
+  if rescued then redis.call('HINCRBY', tk, 'rsc', 1) end
   enqueue(v[2], v[4], v[3], id)
   return 1
 end

@@ -6,7 +6,7 @@
 for i = 2, #ARGV - 1, 2 do
   local id = ARGV[i]
   if tonumber(redis.call('HGET', taskKey(id), 'att')) == tonumber(ARGV[i + 1]) then
-    requeue(id)
+    requeue(id, false)
   end
 end
 return 0

@@ -8,7 +8,7 @@ local n = 0
 for _, m in ipairs(ms) do
   local id = idOf(m)
   if redis.call('HGET', taskKey(id), 'lease') == m then
-    n = n + requeue(id)
+    n = n + requeue(id, true)
   else
     -- A lease its task no longer has: nothing to queue.
     redis.call('ZREM', taskLeasesKey, m)
