@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -180,8 +179,11 @@ func measureFairWait(ctx context.Context, o options, s *server, src *source, res
 		return err
 	}
 	light := accountCredentials(c.ID, c.APIKey)
-	client := &http.Client{Transport: loopbackTransport(fairCreators, (longPollSeconds+10)*time.Second), Timeout: (longPollSeconds + 10) * time.Second}
+	client := &http.Client{Transport: loopbackTransport(fairCreators, o.timeout), Timeout: o.timeout}
 	defer client.CloseIdleConnections()
+	poll := newPoller(s, 1)
+	poll.auth = light
+	defer poll.client.CloseIdleConnections()
 
 	lightRun := func() ([]time.Duration, error) {
 		var out []time.Duration
@@ -191,14 +193,17 @@ func measureFairWait(ctx context.Context, o options, s *server, src *source, res
 			if err != nil {
 				return nil, err
 			}
-			status, err := waitTask(ctx, client, s.apiURL(), light, id)
+			end, err := poll.wait(ctx, id, longPollSeconds)
+			for err == nil && end.status == "in_progress" {
+				end, err = poll.wait(ctx, id, longPollSeconds)
+			}
 			if err != nil {
 				return nil, err
 			}
-			if status != statusCompleted {
+			if end.status != statusCompleted {
 				res.notCompleted++
 			}
-			out = append(out, time.Since(start))
+			out = append(out, end.at.Sub(start))
 		}
 		slices.Sort(out)
 		return out, nil
@@ -262,28 +267,6 @@ func createTask(ctx context.Context, client *http.Client, base string, h http.He
 		return "", err
 	}
 	return v.RequestID, nil
-}
-
-// waitTask long-polls the task until it ends and returns its status.
-func waitTask(ctx context.Context, client *http.Client, base string, h http.Header, requestID string) (string, error) {
-	for ctx.Err() == nil {
-		u := fmt.Sprintf("%s/v3/tasks?request_id=%s&wait=%d", base, url.QueryEscape(requestID), longPollSeconds)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return "", err
-		}
-		req.Header = h.Clone()
-		var v []struct {
-			Status string `json:"status"`
-		}
-		if err := doJSON(client, req, http.StatusOK, &v); err != nil {
-			return "", err
-		}
-		if len(v) == 1 && v[0].Status != "in_progress" {
-			return v[0].Status, nil
-		}
-	}
-	return "", ctx.Err()
 }
 
 // doJSON sends req and decodes the answer, which must have status want.

@@ -35,10 +35,12 @@ const (
 // statusCompleted is the status of a task whose source answered it.
 const statusCompleted = "completed"
 
-// poller reads tasks through the task API, long polls included.
+// poller reads tasks through the task API, long polls included, as the
+// bench account, or as the account of auth when it is set.
 type poller struct {
 	base   string
 	client *http.Client
+	auth   http.Header
 }
 
 func newPoller(s *server, conns int) *poller {
@@ -69,6 +71,9 @@ func (p *poller) wait(ctx context.Context, requestID string, wait int) (taskEnd,
 		return taskEnd{}, err
 	}
 	req.Header = credentials()
+	if p.auth != nil {
+		req.Header = p.auth.Clone()
+	}
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return taskEnd{}, err

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"net/http"
 	"slices"
 	"testing"
 )
@@ -19,11 +18,7 @@ const heavyBacklog = 40
 func TestFairQueues(t *testing.T) {
 	t.Parallel()
 	forEachStorage(t, func(t *testing.T, storage string) {
-		src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
-			if f.hold(r) {
-				answerJSON(w, http.StatusOK, `{"status":"id_found"}`)
-			}
-		})
+		src := holdingSource(t)
 		port := freePort(t)
 		s := newServer(t)
 		s.start(config{
@@ -55,11 +50,7 @@ taskgate {
 // held calls and one turn of the heavy account after them.
 func TestFairQueuesAcrossNodes(t *testing.T) {
 	t.Parallel()
-	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
-		if f.hold(r) {
-			answerJSON(w, http.StatusOK, `{"status":"id_found"}`)
-		}
-	})
+	src := holdingSource(t)
 	rs := startRedis(t)
 	nodes := startNodes(t, 2, redisGlobal(rs, fmt.Sprintf(`
 account heavy {

@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/taskgate/taskgate/backend/internal/batch"
 )
 
 //go:embed redis.lua
@@ -44,13 +45,10 @@ const (
 type Redis struct {
 	rdb    goredis.UniversalClient
 	prefix string
-	// batch tells whether keys may share a call: on Redis Cluster only
-	// when the prefix holds a hash tag, which puts every key in one slot.
-	batch bool
-
-	mu      sync.Mutex
-	pending []*decision
-	senders int
+	// batches sends the decisions of concurrent requests together; nil
+	// when keys may not share a call: on Redis Cluster when the prefix
+	// holds no hash tag, which would put every key in one slot.
+	batches *batch.Queue[*decision]
 }
 
 // decision is one request waiting for its batch.
@@ -67,9 +65,20 @@ type decision struct {
 // "{tg}:rl:") puts every account's key in one slot, which lets decisions
 // go in batches; without one, each decision is a call of its own.
 func NewRedis(rdb goredis.UniversalClient, prefix string) *Redis {
+	r := &Redis{rdb: rdb, prefix: prefix}
 	_, cluster := rdb.(*goredis.ClusterClient)
 	tagged := strings.Contains(prefix, "{") && strings.Contains(prefix[strings.Index(prefix, "{"):], "}")
-	return &Redis{rdb: rdb, prefix: prefix, batch: !cluster || tagged}
+	if !cluster || tagged {
+		r.batches = &batch.Queue[*decision]{Max: maxBatch, Senders: maxSenders, Send: func(ds []*decision) {
+			// The batch's callers may have given up; the call is bounded
+			// by the client's own timeouts.
+			r.decide(context.Background(), ds, nil)
+			for _, d := range ds {
+				close(d.done)
+			}
+		}}
+	}
+	return r
 }
 
 // Take decides one request of key under limit l.
@@ -77,47 +86,16 @@ func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, fmt.Errorf("rate limit: redis: %w", err)
 	}
-	if !r.batch {
+	if r.batches == nil {
 		return r.take(ctx, key, l)
 	}
 	d := &decision{key: r.prefix + key, l: l, done: make(chan struct{})}
-	r.mu.Lock()
-	r.pending = append(r.pending, d)
-	if r.senders < maxSenders {
-		r.senders++
-		go r.send()
-	}
-	r.mu.Unlock()
+	r.batches.Add(d)
 	select {
 	case <-d.done:
 		return d.res, d.err
 	case <-ctx.Done():
 		return Result{}, fmt.Errorf("rate limit: redis: %w", ctx.Err())
-	}
-}
-
-// send decides the waiting requests, a batch per call, until none waits.
-func (r *Redis) send() {
-	batch := make([]*decision, 0, maxBatch)
-	for {
-		r.mu.Lock()
-		n := min(len(r.pending), maxBatch)
-		if n == 0 {
-			r.senders--
-			r.mu.Unlock()
-			return
-		}
-		batch = append(batch[:0], r.pending[:n]...)
-		rest := copy(r.pending, r.pending[n:])
-		clear(r.pending[rest:])
-		r.pending = r.pending[:rest]
-		r.mu.Unlock()
-		// The batch's callers may have given up; the call is bounded by
-		// the client's own timeouts.
-		r.decide(context.Background(), batch, nil)
-		for _, d := range batch {
-			close(d.done)
-		}
 	}
 }
 

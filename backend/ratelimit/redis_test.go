@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -306,28 +305,7 @@ func TestRedisBatches(t *testing.T) {
 	}
 	l := mustLimit(t, "25/h", 25)
 	keys := []string{"a", "b", "c", "d"}
-	var mu sync.Mutex
-	admitted := map[string]int{}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range 400 {
-		wg.Go(func() {
-			<-start
-			key := keys[i%len(keys)]
-			res, err := r.Take(ctx, key, l)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if res.Allowed {
-				mu.Lock()
-				admitted[key]++
-				mu.Unlock()
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
+	admitted := takeAtOnce(t, r, keys, 400, l)
 	for _, k := range keys {
 		if admitted[k] != 25 {
 			t.Errorf("key %s: %d admitted of 100, want 25", k, admitted[k])
@@ -337,15 +315,7 @@ func TestRedisBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := 0
-	for _, line := range strings.Split(stats, "\n") {
-		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
-			if rest, ok := strings.CutPrefix(line, cmd+"calls="); ok {
-				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-				calls += n
-			}
-		}
-	}
+	calls := redistest.ScriptCalls(stats)
 	t.Logf("400 decisions in %d script calls", calls)
 	if calls == 0 || calls >= 400 {
 		t.Errorf("%d script calls for 400 concurrent decisions, want fewer", calls)
@@ -386,7 +356,6 @@ func TestRedisCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a Redis Cluster")
 	}
-	ctx := t.Context()
 	c := redistest.StartCluster(t, 3)
 	var addrs []string
 	for _, m := range c.Masters {
@@ -396,34 +365,44 @@ func TestRedisCluster(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	for _, prefix := range []string{"{tg}:rl:", "{other}:rl:"} {
 		r := NewRedis(rdb, prefix)
-		if !r.batch {
+		if r.batches == nil {
 			t.Fatalf("prefix %s: no batches on a cluster, want them (the prefix holds a hash tag)", prefix)
 		}
-		l := mustLimit(t, "25/h", 25)
-		var mu sync.Mutex
-		admitted := map[string]int{}
-		var wg sync.WaitGroup
-		for i := range 200 {
-			wg.Go(func() {
-				key := []string{"a", "b"}[i%2]
-				res, err := r.Take(ctx, key, l)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if res.Allowed {
-					mu.Lock()
-					admitted[key]++
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
+		admitted := takeAtOnce(t, r, []string{"a", "b"}, 200, mustLimit(t, "25/h", 25))
 		if admitted["a"] != 25 || admitted["b"] != 25 {
 			t.Errorf("prefix %s: admitted %v of 100 each, want 25 each", prefix, admitted)
 		}
 	}
-	if NewRedis(rdb, "rl:").batch {
+	if NewRedis(rdb, "rl:").batches != nil {
 		t.Error("a prefix without a hash tag batches on a cluster, whose keys may be in other slots")
 	}
+}
+
+// takeAtOnce sends n decisions under l from n goroutines at once, over
+// keys in turn, and returns how many each key admitted.
+func takeAtOnce(t *testing.T, r *Redis, keys []string, n int, l Limit) map[string]int {
+	t.Helper()
+	var mu sync.Mutex
+	admitted := map[string]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			key := keys[i%len(keys)]
+			res, err := r.Take(t.Context(), key, l)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Allowed {
+				mu.Lock()
+				admitted[key]++
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return admitted
 }

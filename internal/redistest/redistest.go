@@ -193,6 +193,23 @@ sentinel parallel-syncs %s 1
 	s.run()
 }
 
+// ScriptCalls returns how many scripts (EVALSHA and EVAL) Redis ran, from
+// the text of INFO commandstats.
+func ScriptCalls(commandstats string) int {
+	calls := 0
+	for _, line := range strings.Split(commandstats, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+			if rest, ok := strings.CutPrefix(line, cmd+"calls="); ok {
+				if end := strings.IndexByte(rest, ','); end > 0 {
+					n, _ := strconv.Atoi(rest[:end])
+					calls += n
+				}
+			}
+		}
+	}
+	return calls
+}
+
 // Port is the server's port.
 func (s *Server) Port() int { return s.port }
 

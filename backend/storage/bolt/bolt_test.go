@@ -71,11 +71,7 @@ func TestOpenAddsBuckets(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
+	bolt.RewriteFile(t, path, func(tx *bbolt.Tx) error {
 		for _, name := range []string{"accounts", "usage"} {
 			if err := tx.DeleteBucket([]byte(name)); err != nil {
 				return err
@@ -83,12 +79,6 @@ func TestOpenAddsBuckets(t *testing.T) {
 		}
 		return nil
 	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	s = open(t, dir)
 	if _, err := s.Get(ctx, tk.AccountID, tk.RequestID); err != nil {

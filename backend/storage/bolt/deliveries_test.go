@@ -161,22 +161,12 @@ func TestDueIndexesBuilt(t *testing.T) {
 	}
 
 	// The file as a version without the per-URL indexes left it.
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
+	RewriteFile(t, path, func(tx *bbolt.Tx) error {
 		if err := tx.DeleteBucket(bucketDeliveriesDueByURL); err != nil {
 			return err
 		}
 		return tx.DeleteBucket(bucketDeliveriesDueHeads)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
 
 	s, err = Open(path)
 	if err != nil {

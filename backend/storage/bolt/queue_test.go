@@ -49,11 +49,7 @@ func TestOpenMovesQueues(t *testing.T) {
 
 	// Write the queues back in the layout of format 1: a bucket per type
 	// under "queues", mapping the sequence number to the request id.
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
+	bolt.RewriteFile(t, path, func(tx *bbolt.Tx) error {
 		fair := tx.Bucket([]byte("task_queues"))
 		old, err := tx.CreateBucket([]byte("queues"))
 		if err != nil {
@@ -92,12 +88,6 @@ func TestOpenMovesQueues(t *testing.T) {
 		}
 		return tx.Bucket([]byte("meta")).Put([]byte("format"), []byte("taskgate-tasks-1"))
 	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	s = open(t, dir)
 	if n, err := s.QueueDepth(ctx, typeName); err != nil || n != 4 {

@@ -16,22 +16,11 @@ import (
 func TestServerClock(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
-	open := func(clock func() time.Time) *Store {
-		t.Helper()
-		opts := []Option{WithPrefix("clock")}
-		if clock != nil {
-			opts = append(opts, WithServerClock(clock))
-		}
-		s, err := Open(ctx, srv.URL(), opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
 	behind := time.Now
 	ahead := func() time.Time { return time.Now().Add(time.Hour) }
-	a, b, naive := open(behind), open(ahead), open(nil)
+	a := openTest(t, srv.URL(), WithPrefix("clock"), WithServerClock(behind))
+	b := openTest(t, srv.URL(), WithPrefix("clock"), WithServerClock(ahead))
+	naive := openTest(t, srv.URL(), WithPrefix("clock"))
 	const typeName = "verify_with_source/ind_pan"
 	at := time.Now().UTC()
 	tk := &task.Task{RequestID: "req-clock", AccountID: "acme", Action: "verify_with_source", Type: "ind_pan",

@@ -3,7 +3,8 @@ package redis
 import (
 	"context"
 	"fmt"
-	"sync"
+
+	"github.com/taskgate/taskgate/backend/internal/batch"
 )
 
 // The batching of creations.
@@ -17,18 +18,14 @@ const (
 	maxCreators = 2
 )
 
-// creations sends the tasks of concurrent Creates to Redis together: a
-// creation that comes while maxCreators calls are in flight waits for the
-// next, which creates every task waiting then (up to maxCreations) in one
-// script run, acknowledged (and, with replicas, waited for) once. A lone
-// creation goes at once, alone. Each task is created, or found to exist or
-// to be an idempotent replay, as it would be alone, in the order of the
-// call: its answer comes only once Redis has acknowledged the whole call.
-type creations struct {
-	mu      sync.Mutex
-	pending []*creation
-	senders int
-}
+// The tasks of concurrent Creates go to Redis together (Store.creates, a
+// batch.Queue): a creation that comes while maxCreators calls are in
+// flight waits for the next, which creates every task waiting then (up to
+// maxCreations, or maxCreationBytes) in one script run, acknowledged (and,
+// with replicas, waited for) once. A lone creation goes at once, alone.
+// Each task is created, or found to exist or to be an idempotent replay,
+// as it would be alone, in the order of the call: its answer comes only
+// once Redis has acknowledged the whole call.
 
 // creation is one Create waiting for its call.
 type creation struct {
@@ -42,20 +39,28 @@ type creation struct {
 	done           chan struct{}
 }
 
-// do creates the task of args (whose key is key) with the others waiting,
-// and returns its answer.
-func (cs *creations) do(ctx context.Context, s *Store, key string, args []any) (*creation, error) {
+// newCreations returns the queue of s's creations.
+func newCreations(s *Store) *batch.Queue[*creation] {
+	return &batch.Queue[*creation]{
+		Max: maxCreations, Senders: maxCreators,
+		Size: func(c *creation) int { return c.size }, MaxSize: maxCreationBytes,
+		Send: func(cs []*creation) {
+			s.create(cs)
+			for _, c := range cs {
+				close(c.done)
+			}
+		},
+	}
+}
+
+// createTogether creates the task of args (whose key is key) with the
+// others waiting, and returns its answer.
+func (s *Store) createTogether(ctx context.Context, key string, args []any) (*creation, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	c := &creation{key: key, args: args, size: argsSize(args), done: make(chan struct{})}
-	cs.mu.Lock()
-	cs.pending = append(cs.pending, c)
-	if cs.senders < maxCreators {
-		cs.senders++
-		go cs.send(s)
-	}
-	cs.mu.Unlock()
+	s.creates.Add(c)
 	select {
 	case <-c.done:
 		return c, c.err
@@ -66,49 +71,22 @@ func (cs *creations) do(ctx context.Context, s *Store, key string, args []any) (
 	}
 }
 
-// send creates the waiting tasks, a call per batch, until none waits.
-func (cs *creations) send(s *Store) {
-	batch := make([]*creation, 0, maxCreations)
-	for {
-		cs.mu.Lock()
-		n, size := 0, 0
-		for n < min(len(cs.pending), maxCreations) && (n == 0 || size+cs.pending[n].size <= maxCreationBytes) {
-			size += cs.pending[n].size
-			n++
-		}
-		if n == 0 {
-			cs.senders--
-			cs.mu.Unlock()
-			return
-		}
-		batch = append(batch[:0], cs.pending[:n]...)
-		rest := copy(cs.pending, cs.pending[n:])
-		clear(cs.pending[rest:])
-		cs.pending = cs.pending[:rest]
-		cs.mu.Unlock()
-		s.create(batch)
-		for _, c := range batch {
-			close(c.done)
-		}
-	}
-}
-
 // create runs the creation script for the batch. Its callers may have
 // given up: the call is bounded by the client's own timeouts.
-func (s *Store) create(batch []*creation) {
-	args := make([]any, 0, 1+12*len(batch))
-	args = append(args, len(batch))
-	for _, c := range batch {
+func (s *Store) create(cs []*creation) {
+	args := make([]any, 0, 1+12*len(cs))
+	args = append(args, len(cs))
+	for _, c := range cs {
 		args = append(args, c.args...)
 	}
-	v, err := s.runReplicated(context.Background(), scriptTaskCreate, batch[0].key, args...)
+	v, err := s.runReplicated(context.Background(), scriptTaskCreate, cs[0].key, args...)
 	var answers []any
 	if err == nil {
-		if answers, err = values(v); err == nil && len(answers) != 2*len(batch) {
-			err = fmt.Errorf("redis: unexpected answer of %d values from Create for %d tasks", len(answers), len(batch))
+		if answers, err = values(v); err == nil && len(answers) != 2*len(cs) {
+			err = fmt.Errorf("redis: unexpected answer of %d values from Create for %d tasks", len(answers), len(cs))
 		}
 	}
-	for i, c := range batch {
+	for i, c := range cs {
 		if err != nil {
 			c.err = err
 			continue

@@ -2,8 +2,6 @@ package redis
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,11 +15,7 @@ import (
 func TestCreationsGoTogether(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
-	s, err := Open(ctx, srv.URL(), WithPrefix("together"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openTest(t, srv.URL(), WithPrefix("together"))
 	if err := s.rdb.ConfigResetStat(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,15 +46,7 @@ func TestCreationsGoTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := 0
-	for _, line := range strings.Split(stats, "\n") {
-		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
-			if rest, ok := strings.CutPrefix(line, cmd+"calls="); ok {
-				c, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-				calls += c
-			}
-		}
-	}
+	calls := redistest.ScriptCalls(stats)
 	// The claim is one call more.
 	t.Logf("%d creations in %d script calls", n, calls-1)
 	if calls-1 >= n {

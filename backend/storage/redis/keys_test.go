@@ -73,11 +73,7 @@ var scriptPreludeCheck = newScriptSource("prelude_check", `return {lt(ARGV[2], A
 func TestPrelude(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
-	s, err := Open(ctx, srv.URL(), WithPrefix("prelude"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openTest(t, srv.URL(), WithPrefix("prelude"))
 	check := func(a, b, x, y string) []any {
 		t.Helper()
 		v, err := s.run(ctx, scriptPreludeCheck, s.key("check"), a, b, x, y)
@@ -166,11 +162,7 @@ var scriptHexOf = newScriptSource("hexof_check", `return hexOf(tonumber(ARGV[2])
 func TestHexOf(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
-	s, err := Open(ctx, srv.URL(), WithPrefix("hexof"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openTest(t, srv.URL(), WithPrefix("hexof"))
 	rng := rand.New(rand.NewPCG(5, 6))
 	cases := [][3]int64{{0, 0, 0}, {1, 0, -1000}, {1_764_000_000, 999_999, 999}, {1_764_000_000, 0, -1}, {4_294_967_295, 999_999, 15e9}}
 	for range 300 {

@@ -20,11 +20,7 @@ import (
 func TestOpenMovesQueues(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
-	s, err := Open(ctx, srv.URL(), WithPrefix("migrate"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openTest(t, srv.URL(), WithPrefix("migrate"))
 	const typeName = "verify_with_source/ind_pan"
 	at := time.Date(2030, time.March, 4, 5, 6, 7, 0, time.UTC)
 	create := func(id, accountID string) {
@@ -76,11 +72,7 @@ func TestOpenMovesQueues(t *testing.T) {
 	}
 	create("b1", "globex")
 	legacy()
-	s2, err := Open(ctx, srv.URL(), WithPrefix("migrate"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2.Close()
+	openTest(t, srv.URL(), WithPrefix("migrate")).Close()
 	if n, err := s.QueueDepth(ctx, typeName); err != nil || n != 4 {
 		t.Errorf("QueueDepth after Open = %d, %v; want 4", n, err)
 	}
@@ -112,19 +104,11 @@ func TestOpenMovesQueues(t *testing.T) {
 func TestOpenChecksFormat(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
-	s, err := Open(ctx, srv.URL(), WithPrefix("format"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openTest(t, srv.URL(), WithPrefix("format"))
 	if got, err := s.rdb.Get(ctx, s.formatKey()).Result(); err != nil || got != formatVersion {
 		t.Fatalf("format after the first Open = %q, %v; want %q", got, err, formatVersion)
 	}
-	again, err := Open(ctx, srv.URL(), WithPrefix("format"))
-	if err != nil {
-		t.Fatalf("second Open: %v", err)
-	}
-	again.Close()
+	openTest(t, srv.URL(), WithPrefix("format")).Close()
 
 	if err := s.rdb.Set(ctx, s.formatKey(), "taskgate-redis-9", 0).Err(); err != nil {
 		t.Fatal(err)

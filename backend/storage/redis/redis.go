@@ -17,6 +17,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/taskgate/taskgate/backend/internal/batch"
 )
 
 // ErrClosed is returned by the methods of a closed store but Close.
@@ -42,8 +44,8 @@ type Store struct {
 	// waiting is the connection of the writes that wait for replicas;
 	// nil without replicas.
 	waiting goredis.UniversalClient
-	// creates batches the creations of concurrent calls.
-	creates creations
+	// creates sends the creations of concurrent calls together.
+	creates *batch.Queue[*creation]
 	// closed is set by Close.
 	closed atomic.Bool
 	// clock, when set, is the caller's clock, which the lease ends and
@@ -122,6 +124,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("redis: replicas %d: want 0 or more", o.replicas)
 	}
 	s := &Store{rdb: rdb, prefix: "{" + o.prefix + "}:", replicas: o.replicas, replicaTimeout: o.replicaTimeout, clock: o.clock}
+	s.creates = newCreations(s)
 	if o.replicas > 0 {
 		// A write and its WAIT answer once the replicas did: their reads
 		// may take the replica timeout on top of the usual.

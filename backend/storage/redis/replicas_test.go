@@ -21,17 +21,9 @@ func TestCreateWaitsForReplicas(t *testing.T) {
 	master := redistest.Start(t)
 	replica := redistest.StartReplica(t, master)
 	// A replica on a busy machine may take a while to acknowledge.
-	s, err := Open(ctx, master.URL(), WithPrefix("replicas"), WithReplicas(1, 5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openTest(t, master.URL(), WithPrefix("replicas"), WithReplicas(1, 5*time.Second))
 	const timeout = 300 * time.Millisecond
-	short, err := Open(ctx, master.URL(), WithPrefix("replicas"), WithReplicas(1, timeout))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { short.Close() })
+	short := openTest(t, master.URL(), WithPrefix("replicas"), WithReplicas(1, timeout))
 	onReplica := goredis.NewClient(&goredis.Options{Addr: replica.Addr()})
 	t.Cleanup(func() { onReplica.Close() })
 	at := time.Date(2030, time.March, 4, 5, 6, 7, 0, time.UTC)
@@ -53,7 +45,7 @@ func TestCreateWaitsForReplicas(t *testing.T) {
 	replica.Kill()
 	tk := newTask(25)
 	start := time.Now()
-	_, err = short.Create(ctx, tk, nil, time.Time{})
+	_, err := short.Create(ctx, tk, nil, time.Time{})
 	took := time.Since(start)
 	if !errors.Is(err, ErrReplicas) {
 		t.Fatalf("Create without its replica: %v, want ErrReplicas", err)

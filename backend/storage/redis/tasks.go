@@ -16,10 +16,10 @@ import (
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
-// batch bounds the records one script of Rescue, RescueDeliveries and the
+// scriptBatch bounds the records one script of Rescue, RescueDeliveries and the
 // idempotency purge handles, so that no script holds Redis for long; the
 // call runs as many as it takes.
-const batch = 1000
+const scriptBatch = 1000
 
 // taskEnd is what Finish adds to a task, stored apart from the task as
 // created so that the scripts never parse JSON.
@@ -32,7 +32,7 @@ type taskEnd struct {
 }
 
 // Create stores t and queues it, with the creations of concurrent calls
-// (see creations); see task.Store.
+// (see creations.go); see task.Store.
 func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency, idemSince time.Time) (*task.Idempotency, error) {
 	stored := *t
 	stored.Status = task.InProgress
@@ -52,7 +52,7 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 	} else {
 		args = append(args, "", "", "", "")
 	}
-	c, err := s.creates.do(ctx, s, s.taskKey(t.RequestID), args)
+	c, err := s.createTogether(ctx, s.taskKey(t.RequestID), args)
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +256,7 @@ func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time
 func (s *Store) inBatches(ctx context.Context, script *goredis.Script, key, bound string) (int, error) {
 	total := 0
 	for {
-		v, err := s.run(ctx, script, key, bound, batch)
+		v, err := s.run(ctx, script, key, bound, scriptBatch)
 		if err != nil {
 			return total, err
 		}
@@ -265,7 +265,7 @@ func (s *Store) inBatches(ctx context.Context, script *goredis.Script, key, boun
 			return total, err
 		}
 		total += n
-		if n < batch {
+		if n < scriptBatch {
 			return total, nil
 		}
 	}
