@@ -50,6 +50,7 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //	taskgate {
 //		storage memory | bolt <file> | redis <url> [{
 //			replicas <n>
+//			shards <n>
 //			replicas_timeout <duration>
 //		}]
 //		on_store_error local | allow | deny
@@ -313,8 +314,17 @@ func parseStorage(d *caddyfile.Dispenser) (*StorageConfig, error) {
 				return nil, d.Errf("replicas_timeout %q: want a positive duration", d.Val())
 			}
 			st.ReplicasTimeout = caddy.Duration(dur)
+		case "shards":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 {
+				return nil, d.Errf("shards %q: want a number of shards, 1 or more", d.Val())
+			}
+			st.Shards = n
 		default:
-			return nil, d.Errf("storage redis: unknown option %q (want replicas or replicas_timeout)", d.Val())
+			return nil, d.Errf("storage redis: unknown option %q (want replicas, replicas_timeout or shards)", d.Val())
 		}
 		if d.NextArg() {
 			return nil, d.ArgErr()

@@ -59,6 +59,10 @@ type StorageConfig struct {
 	// accepted task; fewer within ReplicasTimeout (default 1s) answer 503.
 	Replicas        int            `json:"replicas,omitempty"`
 	ReplicasTimeout caddy.Duration `json:"replicas_timeout,omitempty"`
+	// Shards, with "redis", spreads the accounts' data over that many
+	// hash tags, so that a Redis Cluster spreads it over its masters: a
+	// multiple of the masters. Fixed for a deployment at its first start.
+	Shards int `json:"shards,omitempty"`
 }
 
 // AccountConfig is a static account.
@@ -242,6 +246,7 @@ func (a *App) storageConfig() storage.Config {
 
 		Replicas:        a.Storage.Replicas,
 		ReplicasTimeout: time.Duration(a.Storage.ReplicasTimeout),
+		Shards:          a.Storage.Shards,
 	}
 }
 

@@ -83,7 +83,13 @@ func redisGlobal(r *redisServer, body string) string { return redisGlobalURL(r.u
 
 // redisGlobalURL is the taskgate block of nodes that share the Redis (or
 // Redis Cluster) at url.
-func redisGlobalURL(url, body string) string {
+func redisGlobalURL(url, body string) string { return redisGlobalShards(url, 1, body) }
+
+// redisGlobalShards is redisGlobalURL with the store's data in shards.
+func redisGlobalShards(url string, shards int, body string) string {
+	if shards > 1 {
+		return fmt.Sprintf("taskgate {\n\tstorage redis %q {\n\t\tshards %d\n\t}\n%s}", url, shards, indent(body))
+	}
 	return fmt.Sprintf("taskgate {\n\tstorage redis %q\n%s}", url, indent(body))
 }
 
@@ -257,11 +263,12 @@ func TestRedis(t *testing.T) {
 	t.Parallel()
 	t.Run("shared state", func(t *testing.T) {
 		t.Parallel()
-		testRedisSharedState(t, startRedis(t).url())
+		testRedisSharedState(t, startRedis(t).url(), 1)
 	})
 	t.Run("shared state on a cluster", func(t *testing.T) {
 		t.Parallel()
-		testRedisSharedState(t, redistest.StartCluster(t, 3).URL())
+		// Three shards: the accounts' data spread over the masters.
+		testRedisSharedState(t, redistest.StartCluster(t, 3).URL(), 3)
 	})
 	t.Run("node killed", func(t *testing.T) {
 		t.Parallel()
@@ -277,7 +284,7 @@ func TestRedis(t *testing.T) {
 // 3 within a second, a key revoked on node 2 fails on nodes 1 and 3
 // within a second, a task created on one node is read on another, and
 // each webhook is delivered once whichever node's dispatcher takes it.
-func testRedisSharedState(t *testing.T, url string) {
+func testRedisSharedState(t *testing.T, url string, shards int) {
 	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
 		if strings.HasSuffix(c.Path, "/held") && !f.hold(r) {
 			return
@@ -285,7 +292,7 @@ func testRedisSharedState(t *testing.T, url string) {
 		answerJSON(w, http.StatusOK, echoResult(c.RequestID))
 	})
 	recv := newHookReceiver(t, always(http.StatusNoContent))
-	nodes := startNodes(t, 3, redisGlobalURL(url, fmt.Sprintf(`
+	nodes := startNodes(t, 3, redisGlobalShards(url, shards, fmt.Sprintf(`
 # Polling until a change reaches the other nodes is refused many times.
 auth_failures off
 account fixed {

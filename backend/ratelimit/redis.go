@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -43,12 +44,14 @@ const (
 // script run. A lone request goes at once, alone. Each decision is the
 // same as it would be alone, in the order of the batch.
 type Redis struct {
-	rdb    goredis.UniversalClient
-	prefix string
-	// batches sends the decisions of concurrent requests together; nil
-	// when keys may not share a call: on Redis Cluster when the prefix
-	// holds no hash tag, which would put every key in one slot.
-	batches *batch.Queue[*decision]
+	rdb goredis.UniversalClient
+	// prefixOf returns the start of a key's key in Redis.
+	prefixOf func(key string) string
+	// batches sends the decisions of concurrent requests of a prefix
+	// together, a queue per prefix; none when keys may not share a call:
+	// on Redis Cluster when the prefix holds no hash tag, which would put
+	// every key in one slot.
+	batches sync.Map // prefix → *batch.Queue[*decision], or nil
 }
 
 // decision is one request waiting for its batch.
@@ -65,11 +68,28 @@ type decision struct {
 // "{tg}:rl:") puts every account's key in one slot, which lets decisions
 // go in batches; without one, each decision is a call of its own.
 func NewRedis(rdb goredis.UniversalClient, prefix string) *Redis {
-	r := &Redis{rdb: rdb, prefix: prefix}
-	_, cluster := rdb.(*goredis.ClusterClient)
+	return NewRedisSharded(rdb, func(string) string { return prefix })
+}
+
+// NewRedisSharded returns the store that keeps the TAT of key at
+// prefixOf(key) + key in rdb: a store whose keys are spread over hash tags
+// (shards) keeps each account's where its data is. The decisions of the
+// keys of one prefix go in batches, each batch to its tag's master.
+func NewRedisSharded(rdb goredis.UniversalClient, prefixOf func(key string) string) *Redis {
+	return &Redis{rdb: rdb, prefixOf: prefixOf}
+}
+
+// queue returns the batches of the prefix, nil when its keys may not share
+// a call.
+func (r *Redis) queue(prefix string) *batch.Queue[*decision] {
+	if q, ok := r.batches.Load(prefix); ok {
+		return q.(*batch.Queue[*decision])
+	}
+	_, cluster := r.rdb.(*goredis.ClusterClient)
 	tagged := strings.Contains(prefix, "{") && strings.Contains(prefix[strings.Index(prefix, "{"):], "}")
+	var q *batch.Queue[*decision]
 	if !cluster || tagged {
-		r.batches = &batch.Queue[*decision]{Max: maxBatch, Senders: maxSenders, Send: func(ds []*decision) {
+		q = &batch.Queue[*decision]{Max: maxBatch, Senders: maxSenders, Send: func(ds []*decision) {
 			// The batch's callers may have given up; the call is bounded
 			// by the client's own timeouts.
 			r.decide(context.Background(), ds, nil)
@@ -78,7 +98,8 @@ func NewRedis(rdb goredis.UniversalClient, prefix string) *Redis {
 			}
 		}}
 	}
-	return r
+	actual, _ := r.batches.LoadOrStore(prefix, q)
+	return actual.(*batch.Queue[*decision])
 }
 
 // Take decides one request of key under limit l.
@@ -86,11 +107,13 @@ func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, fmt.Errorf("rate limit: redis: %w", err)
 	}
-	if r.batches == nil {
+	prefix := r.prefixOf(key)
+	q := r.queue(prefix)
+	if q == nil {
 		return r.take(ctx, key, l)
 	}
-	d := &decision{key: r.prefix + key, l: l, done: make(chan struct{})}
-	r.batches.Add(d)
+	d := &decision{key: prefix + key, l: l, done: make(chan struct{})}
+	q.Add(d)
 	select {
 	case <-d.done:
 		return d.res, d.err
@@ -102,7 +125,7 @@ func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
 // take decides one request alone; at, in tests only, is the time to
 // decide at (seconds and nanoseconds) instead of Redis's clock.
 func (r *Redis) take(ctx context.Context, key string, l Limit, at ...any) (Result, error) {
-	d := &decision{key: r.prefix + key, l: l}
+	d := &decision{key: r.prefixOf(key) + key, l: l}
 	r.decide(ctx, []*decision{d}, at)
 	return d.res, d.err
 }

@@ -45,7 +45,7 @@ type redisAt struct {
 
 func (s redisAt) Take(ctx context.Context, key string, l Limit) (Result, error) {
 	now := s.clock.Now().UnixNano()
-	k := s.r.prefix + key
+	k := s.r.prefixOf(key) + key
 	// The script lets a key expire when its TAT passes, on Redis's own
 	// clock: with the fake one the TTL means nothing, and a test slowed
 	// down past it (a busy machine; a TTL may be a millisecond) would find
@@ -365,7 +365,7 @@ func TestRedisCluster(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	for _, prefix := range []string{"{tg}:rl:", "{other}:rl:"} {
 		r := NewRedis(rdb, prefix)
-		if r.batches == nil {
+		if r.queue(prefix) == nil {
 			t.Fatalf("prefix %s: no batches on a cluster, want them (the prefix holds a hash tag)", prefix)
 		}
 		admitted := takeAtOnce(t, r, []string{"a", "b"}, 200, mustLimit(t, "25/h", 25))
@@ -373,8 +373,21 @@ func TestRedisCluster(t *testing.T) {
 			t.Errorf("prefix %s: admitted %v of 100 each, want 25 each", prefix, admitted)
 		}
 	}
-	if NewRedis(rdb, "rl:").batches != nil {
+	if NewRedis(rdb, "rl:").queue("rl:") != nil {
 		t.Error("a prefix without a hash tag batches on a cluster, whose keys may be in other slots")
+	}
+	// Keys spread over tags: each tag's decisions batch to its master.
+	tags := map[string]string{"a": "{tg.0.1}:rl:", "b": "{tg.1.2}:rl:", "c": "{tg.2.0}:rl:"}
+	r := NewRedisSharded(rdb, func(key string) string { return tags[key] })
+	admitted := takeAtOnce(t, r, []string{"a", "b", "c"}, 300, mustLimit(t, "25/h", 25))
+	for key := range tags {
+		if admitted[key] != 25 {
+			t.Errorf("sharded: admitted %v of 100 each, want 25 each", admitted)
+			break
+		}
+		if n, err := rdb.Exists(t.Context(), tags[key]+key).Result(); err != nil || n != 1 {
+			t.Errorf("sharded: key %s%s exists %d, %v; want it", tags[key], key, n, err)
+		}
 	}
 }
 

@@ -40,6 +40,10 @@ type Config struct {
 	// (default redis.DefaultReplicaTimeout); 0: none.
 	Replicas        int
 	ReplicasTimeout time.Duration
+	// Shards spreads the accounts' data of "redis" over that many hash
+	// tags, so that a Redis Cluster spreads it over its masters (0 or 1:
+	// one); fixed for a deployment at its first start.
+	Shards int
 }
 
 // Key names the store a config opens: two configs with the same key share
@@ -49,10 +53,7 @@ func (c Config) Key() string {
 	case "bolt":
 		return "bolt:" + c.Path
 	case "redis":
-		if c.Replicas > 0 {
-			return fmt.Sprintf("redis:%s#replicas=%d/%s", c.URL, c.Replicas, c.ReplicasTimeout)
-		}
-		return "redis:" + c.URL
+		return fmt.Sprintf("redis:%s#replicas=%d/%s#shards=%d", c.URL, c.Replicas, c.ReplicasTimeout, max(c.Shards, 1))
 	}
 	return c.Type
 }
@@ -67,6 +68,9 @@ func (c Config) String() string {
 		s := "redis"
 		if u, err := url.Parse(c.URL); err == nil {
 			s += " " + u.Redacted()
+		}
+		if c.Shards > 1 {
+			s += fmt.Sprintf(" in %d shards", c.Shards)
 		}
 		if c.Replicas > 0 {
 			s += fmt.Sprintf(" (a creation waits for %d replicas)", c.Replicas)
@@ -83,6 +87,9 @@ func (c *Config) Validate() error {
 	case "memory", "bolt":
 		if c.Replicas != 0 || c.ReplicasTimeout != 0 {
 			return fmt.Errorf("storage %s: replicas are for storage redis", c.Type)
+		}
+		if c.Shards != 0 {
+			return fmt.Errorf("storage %s: shards are for storage redis", c.Type)
 		}
 	}
 	switch c.Type {
@@ -105,6 +112,9 @@ func (c *Config) Validate() error {
 		}
 		if c.ReplicasTimeout > 0 && c.Replicas == 0 {
 			return errors.New("storage redis: replicas_timeout without replicas")
+		}
+		if c.Shards < 0 || c.Shards > redis.MaxShards {
+			return fmt.Errorf("storage redis: shards %d: want 1 to %d", c.Shards, redis.MaxShards)
 		}
 	default:
 		return fmt.Errorf("storage %q: want memory, bolt or redis", c.Type)
@@ -174,11 +184,14 @@ func Open(ctx context.Context, c Config) (*Opened, error) {
 		if c.Replicas > 0 {
 			opts = append(opts, redis.WithReplicas(c.Replicas, c.ReplicasTimeout))
 		}
+		if c.Shards > 1 {
+			opts = append(opts, redis.WithShards(c.Shards))
+		}
 		rs, err := redis.Open(ctx, c.URL, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("storage redis: %w", err)
 		}
-		return &Opened{Store: rs, Notices: rs, RateLimit: ratelimit.NewRedis(rs.Client(), rs.Prefix()+"rl:")}, nil
+		return &Opened{Store: rs, Notices: rs, RateLimit: ratelimit.NewRedisSharded(rs.Client(), func(key string) string { return rs.ShardPrefix(key) + "rl:" })}, nil
 	}
 	return nil, fmt.Errorf("storage %q: want memory, bolt or redis", c.Type)
 }

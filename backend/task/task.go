@@ -68,14 +68,19 @@ type Idempotency struct {
 }
 
 // Claim names one claim of a task: its request id and the Attempts the
-// claim gave it, which no other claim of the task has.
+// claim gave it, which no other claim of the task has, and its account,
+// which tells a store that spreads accounts where the task is (a store
+// then looks everywhere for a claim without one).
 type Claim struct {
 	RequestID string
 	Attempts  int
+	AccountID string
 }
 
 // ClaimOf returns the claim t was claimed under.
-func ClaimOf(t *Task) Claim { return Claim{RequestID: t.RequestID, Attempts: t.Attempts} }
+func ClaimOf(t *Task) Claim {
+	return Claim{RequestID: t.RequestID, Attempts: t.Attempts, AccountID: t.AccountID}
+}
 
 // Errors of stores and of the service.
 var (

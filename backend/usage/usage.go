@@ -61,7 +61,8 @@ type Row struct {
 // suite in package usagetest.
 type Store interface {
 	// AddUsage adds each row's counts to what is stored for its account,
-	// day and task type, all rows in one durable write.
+	// day and task type, all rows in one durable write (a store that
+	// spreads accounts over shards: the rows of each shard in one).
 	AddUsage(ctx context.Context, rows []Row) error
 	// Usage returns the rows of the account whose day is from from to to,
 	// both included ("2006-01-02"), by day then task type; empty, not

@@ -55,14 +55,17 @@ type Delivery struct {
 	Claim int `json:"-"`
 }
 
-// Claim names one claim of a delivery: its id and the claim's number.
+// Claim names one claim of a delivery: its id and the claim's number,
+// and its account, which tells a store that spreads accounts where the
+// delivery is (a store then looks everywhere for a claim without one).
 type Claim struct {
-	ID    string
-	Claim int
+	ID        string
+	Claim     int
+	AccountID string
 }
 
 // ClaimOf returns the claim d was claimed under.
-func ClaimOf(d *Delivery) Claim { return Claim{ID: d.ID, Claim: d.Claim} }
+func ClaimOf(d *Delivery) Claim { return Claim{ID: d.ID, Claim: d.Claim, AccountID: d.AccountID} }
 
 // Attempt is one try at a delivery.
 type Attempt struct {

@@ -34,9 +34,9 @@ func TestAccountStoreDurable(t *testing.T) {
 
 // openStore opens a store on the redis-server at url, with the prefix,
 // and closes it when the test ends.
-func openStore(t *testing.T, url, prefix string) *redis.Store {
+func openStore(t *testing.T, url, prefix string, opts ...redis.Option) *redis.Store {
 	t.Helper()
-	s, err := redis.Open(t.Context(), url, redis.WithPrefix(prefix))
+	s, err := redis.Open(t.Context(), url, append([]redis.Option{redis.WithPrefix(prefix)}, opts...)...)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

@@ -18,8 +18,8 @@ const (
 	maxCreators = 2
 )
 
-// The tasks of concurrent Creates go to Redis together (Store.creates, a
-// batch.Queue): a creation that comes while maxCreators calls are in
+// The tasks of concurrent Creates of a shard go to Redis together
+// (shard.creates, a batch.Queue): a creation that comes while maxCreators calls are in
 // flight waits for the next, which creates every task waiting then (up to
 // maxCreations, or maxCreationBytes) in one script run, acknowledged (and,
 // with replicas, waited for) once. A lone creation goes at once, alone.
@@ -53,14 +53,14 @@ func newCreations(s *Store) *batch.Queue[*creation] {
 	}
 }
 
-// createTogether creates the task of args (whose key is key) with the
-// others waiting, and returns its answer.
-func (s *Store) createTogether(ctx context.Context, key string, args []any) (*creation, error) {
+// createTogether creates the task of args (whose key, of shard sh, is key)
+// with the others of the shard waiting, and returns its answer.
+func (s *Store) createTogether(ctx context.Context, sh *shard, key string, args []any) (*creation, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	c := &creation{key: key, args: args, size: argsSize(args), done: make(chan struct{})}
-	s.creates.Add(c)
+	sh.creates.Add(c)
 	select {
 	case <-c.done:
 		return c, c.err

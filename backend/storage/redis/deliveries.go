@@ -3,9 +3,14 @@ package redis
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -31,21 +36,80 @@ import (
 // where it was (or, if Redis cannot be reached, when its lease ends and
 // RescueDeliveries queues it).
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*webhook.Delivery, error) {
-	c := deliveryClaim{s: s, bound: lexAtOrBefore(now), lease: s.leaseArg(leaseUntil), remaining: max(n, 0)}
-	if skip == nil {
-		taken, _, err := c.round(ctx, true)
-		if err != nil {
-			return nil, err
-		}
-		return taken, nil
+	bound, lease := lexAtOrBefore(now), s.leaseArg(leaseUntil)
+	order, err := s.dueShards(ctx, bound)
+	if err != nil {
+		return nil, err
 	}
 	out := []*webhook.Delivery{}
-	turnedDown := make(map[string]bool)
-	letThrough := make(map[string]bool) // by delivery id
+	asked := answers{turnedDown: make(map[string]bool), letThrough: make(map[string]bool)}
+	for _, sh := range order {
+		if len(out) >= n {
+			break
+		}
+		c := deliveryClaim{s: s, sh: sh, bound: bound, lease: lease, remaining: n - len(out)}
+		taken, err := c.claim(ctx, skip, &asked)
+		if err != nil {
+			s.unlease(ctx, lease, out)
+			return nil, err
+		}
+		out = append(out, taken...)
+	}
+	return out, nil
+}
+
+// dueShards returns the shards that have due deliveries, the one with the
+// earliest first, so that a claim over shards takes the earliest first as
+// far as its n goes; with one shard, that shard.
+func (s *Store) dueShards(ctx context.Context, bound string) ([]*shard, error) {
+	if len(s.shards) == 1 {
+		return s.shards, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	heads := make([]*goredis.StringSliceCmd, len(s.shards))
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, sh := range s.shards {
+			heads[i] = p.ZRangeByLex(ctx, sh.dueHeadsKey(), &goredis.ZRangeBy{Min: "-", Max: bound, Count: 1})
+		}
+		return nil
+	}); err != nil {
+		return nil, s.fail(err)
+	}
+	var due []*shard
+	first := make(map[*shard]string)
+	for i, h := range heads {
+		if v := h.Val(); len(v) > 0 {
+			due = append(due, s.shards[i])
+			first[s.shards[i]] = v[0]
+		}
+	}
+	slices.SortFunc(due, func(a, b *shard) int { return strings.Compare(first[a], first[b]) })
+	return due, nil
+}
+
+// answers holds what skip answered during one call, over its shards.
+type answers struct {
+	turnedDown map[string]bool // by URL
+	letThrough map[string]bool // by delivery id
+}
+
+// claim claims up to c.remaining deliveries of c's shard.
+func (c *deliveryClaim) claim(ctx context.Context, skip func(url string) bool, asked *answers) ([]*webhook.Delivery, error) {
+	if skip == nil {
+		taken, _, err := c.round(ctx, true)
+		return taken, err
+	}
+	for u := range asked.turnedDown {
+		c.excluded = append(c.excluded, u)
+	}
+	want := c.remaining
+	out := []*webhook.Delivery{}
 	for {
 		taken, walked, err := c.round(ctx, false)
 		if err != nil {
-			c.unlease(ctx, out)
+			c.s.unlease(ctx, c.lease, out)
 			return nil, err
 		}
 		out = append(out, taken...)
@@ -53,30 +117,31 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, lease
 		c.approved = c.approved[:0]
 		for _, w := range walked {
 			switch {
-			case turnedDown[w.url]:
-			case letThrough[w.id]:
+			case asked.turnedDown[w.url]:
+			case asked.letThrough[w.id]:
 				// Seen again: it moved after skip let it through.
 				c.approved = append(c.approved, w.id, w.member)
 			case skip(w.url):
 				progress = true
-				turnedDown[w.url] = true
+				asked.turnedDown[w.url] = true
 				c.excluded = append(c.excluded, w.url)
 			default:
 				progress = true
-				letThrough[w.id] = true
+				asked.letThrough[w.id] = true
 				c.approved = append(c.approved, w.id, w.member)
 			}
 		}
-		c.remaining = max(n, 0) - len(out)
+		c.remaining = want - len(out)
 		if !progress || len(walked) == 0 {
 			return out, nil
 		}
 	}
 }
 
-// deliveryClaim is one call of ClaimDeliveries.
+// deliveryClaim is one call of ClaimDeliveries on one shard.
 type deliveryClaim struct {
 	s            *Store
+	sh           *shard
 	bound, lease string
 	// remaining is how many the call may still take.
 	remaining int
@@ -101,7 +166,7 @@ func (c *deliveryClaim) round(ctx context.Context, takeAll bool) ([]*webhook.Del
 	args = append(args, stringArgs(c.excluded)...)
 	args = append(args, len(c.approved)/2)
 	args = append(args, stringArgs(c.approved)...)
-	v, err := c.s.run(ctx, scriptDlvClaim, c.s.dueHeadsKey(), args...)
+	v, err := c.s.run(ctx, scriptDlvClaim, c.sh.dueHeadsKey(), args...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -126,18 +191,22 @@ func (c *deliveryClaim) round(ctx context.Context, takeAll bool) ([]*webhook.Del
 
 // unlease makes due again what a claim that failed leased, unless
 // something happened to it since.
-func (c *deliveryClaim) unlease(ctx context.Context, leased []*webhook.Delivery) {
+func (s *Store) unlease(ctx context.Context, lease string, leased []*webhook.Delivery) {
 	if len(leased) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*ioTimeout)
 	defer cancel()
-	args := []any{c.lease}
+	byShard := make(map[*shard][]any)
 	for _, d := range leased {
-		args = append(args, d.ID)
+		sh := s.shardOf(d.AccountID)
+		if byShard[sh] == nil {
+			byShard[sh] = []any{lease}
+		}
+		byShard[sh] = append(byShard[sh], d.ID)
 	}
 	// Failing, the leases end and RescueDeliveries queues them.
-	_, _ = c.s.run(ctx, scriptDlvUnlease, c.s.deliveryLeasesKey(), args...)
+	_ = s.runEach(ctx, scriptDlvUnlease, byShard, (*shard).deliveryLeasesKey)
 }
 
 // RecordAttempt stores a delivery after an attempt and the deliveries in
@@ -159,7 +228,7 @@ func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*
 		return err
 	}
 	args := append([]any{d.ID, string(d.Status), next, hexTime(d.NextAt), attempts, d.Claim}, news...)
-	v, err := s.run(ctx, scriptDlvRecord, s.deliveryKey(d.ID), args...)
+	v, err := s.run(ctx, scriptDlvRecord, s.shardOf(d.AccountID).deliveryKey(d.ID), args...)
 	if err != nil {
 		return err
 	}
@@ -172,7 +241,7 @@ func (s *Store) GetDelivery(ctx context.Context, accountID, id string) (*webhook
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	v, err := s.rdb.HMGet(ctx, s.deliveryKey(id), "json", "st", "next", "att", "clm", "acct").Result()
+	v, err := s.rdb.HMGet(ctx, s.shardOf(accountID).deliveryKey(id), "json", "st", "next", "att", "clm", "acct").Result()
 	if err != nil {
 		return nil, s.fail(err)
 	}
@@ -190,12 +259,13 @@ func (s *Store) ListDeliveries(ctx context.Context, accountID string, f webhook.
 	if limit <= 0 {
 		return []*webhook.Delivery{}, s.ready(ctx)
 	}
-	key := s.accountDeliveriesKey(accountID)
+	sh := s.shardOf(accountID)
+	key := sh.accountDeliveriesKey(accountID)
 	switch {
 	case f.RequestID != "":
-		key = s.requestDeliveriesKey(accountID, f.RequestID)
+		key = sh.requestDeliveriesKey(accountID, f.RequestID)
 	case f.Status != "":
-		key = s.statusDeliveriesKey(accountID, string(f.Status))
+		key = sh.statusDeliveriesKey(accountID, string(f.Status))
 	}
 	v, err := s.run(ctx, scriptDlvList, key, limit, string(f.Status))
 	if err != nil {
@@ -212,7 +282,7 @@ func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now tim
 	if err != nil {
 		return nil, fmt.Errorf("redis: retrying delivery %s: %w", id, err)
 	}
-	v, err := s.run(ctx, scriptDlvRetry, s.deliveryKey(id), accountID, id, next, hexTime(now))
+	v, err := s.run(ctx, scriptDlvRetry, s.shardOf(accountID).deliveryKey(id), accountID, id, next, hexTime(now))
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +302,15 @@ func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now tim
 // RescueDeliveries makes claimable again the deliveries whose lease ended
 // before expiredBefore, a batch per script; see webhook.Store.
 func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (int, error) {
-	return s.inBatches(ctx, scriptDlvRescue, s.deliveryLeasesKey(), s.boundBefore(expiredBefore))
+	total := 0
+	for _, sh := range s.shards {
+		n, err := s.inBatches(ctx, scriptDlvRescue, sh.deliveryLeasesKey(), s.boundBefore(expiredBefore))
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // ExtendDeliveryLeases moves the lease end of the deliveries still leased
@@ -241,13 +319,17 @@ func (s *Store) ExtendDeliveryLeases(ctx context.Context, claims []webhook.Claim
 	if len(claims) == 0 {
 		return s.ready(ctx)
 	}
-	args := make([]any, 0, 1+2*len(claims))
-	args = append(args, s.leaseArg(leaseUntil))
+	lease := s.leaseArg(leaseUntil)
+	byShard := make(map[*shard][]any)
 	for _, c := range claims {
-		args = append(args, c.ID, c.Claim)
+		for _, sh := range s.shardsOf(c.AccountID) {
+			if byShard[sh] == nil {
+				byShard[sh] = []any{lease}
+			}
+			byShard[sh] = append(byShard[sh], c.ID, c.Claim)
+		}
 	}
-	_, err := s.run(ctx, scriptDlvExtend, s.deliveryLeasesKey(), args...)
-	return err
+	return s.runEach(ctx, scriptDlvExtend, byShard, (*shard).deliveryLeasesKey)
 }
 
 // CountDeliveries returns the number of deliveries with the status; see
@@ -256,18 +338,31 @@ func (s *Store) CountDeliveries(ctx context.Context, status webhook.Status) (int
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	v, err := s.rdb.HMGet(ctx, s.deliveryCountsKey(), string(status)).Result()
-	if err != nil {
+	cmds := make([]*goredis.StringCmd, len(s.shards))
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, sh := range s.shards {
+			cmds[i] = p.HGet(ctx, sh.deliveryCountsKey(), string(status))
+		}
+		return nil
+	}); err != nil && !errors.Is(err, goredis.Nil) {
 		return 0, s.fail(err)
 	}
-	if v[0] == nil {
-		return 0, nil
+	total := 0
+	for _, c := range cmds {
+		v, err := c.Result()
+		if errors.Is(err, goredis.Nil) {
+			continue
+		}
+		if err != nil {
+			return 0, s.fail(err)
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, fmt.Errorf("redis: the count of %s deliveries: %w", status, err)
+		}
+		total += n
 	}
-	n, err := strconv.Atoi(str(v[0]))
-	if err != nil {
-		return 0, fmt.Errorf("redis: the count of %s deliveries: %w", status, err)
-	}
-	return n, nil
+	return total, nil
 }
 
 // deliveryArgs returns the script arguments that store deliveries pending,

@@ -2,13 +2,16 @@ package redis
 
 // The layout of tasks and webhook deliveries in Redis.
 //
-// Every key starts with the store's prefix, "{tg}:" by default, whose
-// braces make it the hash tag of every key: the whole store is one Cluster
-// slot, so that each Lua script may touch any of its keys. Go builds keys
-// with Store.key; a script builds the keys it cannot be told in advance
-// (a task's queue, a delivery's indexes) with the functions of
-// lua/prelude.lua from the prefix it gets as ARGV[1], by the same rules
-// (keys_test.go checks that both agree). A part of a key that is followed
+// Every key below starts with the prefix of a shard (shards.go): "{tg}:"
+// with one shard (the default), whose braces make it the hash tag of the
+// shard's keys, so that a Lua script may touch any key of its shard. Each
+// shard has every index below for the accounts it holds; the format, the
+// number of shards, the accounts, the maintenance windows and the notices
+// are under the deployment's own "{tg}:". Go builds keys with the shard's
+// key methods; a script builds the keys it cannot be told in advance (a
+// task's queue, a delivery's indexes) with the functions of
+// lua/prelude.lua from the shard's prefix it gets as ARGV[1], by the same
+// rules (keys_test.go checks that both agree). A part of a key that is followed
 // by another is length-prefixed ("4:acme"), so that no two tuples share a
 // key; the last part is written as is.
 //
@@ -26,7 +29,10 @@ package redis
 //
 // The store's format:
 //
-//	format                       string: the layout's name (formatVersion)
+//	format                       string: the layout's name (formatVersion),
+//	                             under the deployment's prefix
+//	shards                       string: the number of shards, the same
+//	                             (none: one)
 //
 // Tasks:
 //
@@ -156,50 +162,49 @@ func part(s string) string { return strconv.Itoa(len(s)) + ":" + s }
 
 // The keys that Go reads or declares; lua/prelude.lua builds the same.
 
-func (s *Store) taskKey(requestID string) string { return s.key("task", requestID) }
-func (s *Store) ringKey(taskType string) string  { return s.key("task_ring", taskType) }
-func (s *Store) depthKey() string                { return s.key("task_depth") }
-func (s *Store) formatKey() string               { return s.key("format") }
-func (s *Store) queuesKey() string               { return s.key("task_queues") }
+func (sh shard) taskKey(requestID string) string { return sh.key("task", requestID) }
+func (sh shard) ringKey(taskType string) string  { return sh.key("task_ring", taskType) }
+func (sh shard) depthKey() string                { return sh.key("task_depth") }
+func (sh shard) queuesKey() string               { return sh.key("task_queues") }
 
-func (s *Store) accountQueueKey(taskType, accountID string) string {
-	return s.key("task_aq", part(taskType)+accountID)
+func (sh shard) accountQueueKey(taskType, accountID string) string {
+	return sh.key("task_aq", part(taskType)+accountID)
 }
 
-func (s *Store) legacyQueueKey(taskType string) string { return s.key("task_queue", taskType) }
-func (s *Store) taskLeasesKey() string                 { return s.key("task_leases") }
-func (s *Store) completedKey() string                  { return s.key("task_completed") }
-func (s *Store) seqKey() string                        { return s.key("task_seq") }
-func (s *Store) idemAgeKey() string                    { return s.key("idem_age") }
+func (sh shard) legacyQueueKey(taskType string) string { return sh.key("task_queue", taskType) }
+func (sh shard) taskLeasesKey() string                 { return sh.key("task_leases") }
+func (sh shard) completedKey() string                  { return sh.key("task_completed") }
+func (sh shard) seqKey() string                        { return sh.key("task_seq") }
+func (sh shard) idemAgeKey() string                    { return sh.key("idem_age") }
 
-func (s *Store) groupKey(accountID, groupID string) string {
-	return s.key("task_group", part(accountID), groupID)
+func (sh shard) groupKey(accountID, groupID string) string {
+	return sh.key("task_group", part(accountID), groupID)
 }
 
-func (s *Store) taskIDKey(accountID, taskID string) string {
-	return s.key("task_taskid", part(accountID), taskID)
+func (sh shard) taskIDKey(accountID, taskID string) string {
+	return sh.key("task_taskid", part(accountID), taskID)
 }
 
 // idemRef names an account's idempotency key: the end of its key in
 // Redis and of its member of idem_age.
 func idemRef(accountID, key string) string { return part(accountID) + ":" + key }
 
-func (s *Store) idemKey(ref string) string { return s.key("idem", ref) }
+func (sh shard) idemKey(ref string) string { return sh.key("idem", ref) }
 
-func (s *Store) deliveryKey(id string) string { return s.key("dlv", id) }
-func (s *Store) dueKey(url string) string     { return s.key("dlv_due", url) }
-func (s *Store) dueHeadsKey() string          { return s.key("dlv_due_heads") }
-func (s *Store) deliveryLeasesKey() string    { return s.key("dlv_leases") }
-func (s *Store) endedKey() string             { return s.key("dlv_ended") }
-func (s *Store) deliveryCountsKey() string    { return s.key("dlv_counts") }
-func (s *Store) accountDeliveriesKey(accountID string) string {
-	return s.key("dlv_account", accountID)
+func (sh shard) deliveryKey(id string) string { return sh.key("dlv", id) }
+func (sh shard) dueKey(url string) string     { return sh.key("dlv_due", url) }
+func (sh shard) dueHeadsKey() string          { return sh.key("dlv_due_heads") }
+func (sh shard) deliveryLeasesKey() string    { return sh.key("dlv_leases") }
+func (sh shard) endedKey() string             { return sh.key("dlv_ended") }
+func (sh shard) deliveryCountsKey() string    { return sh.key("dlv_counts") }
+func (sh shard) accountDeliveriesKey(accountID string) string {
+	return sh.key("dlv_account", accountID)
 }
 
-func (s *Store) requestDeliveriesKey(accountID, requestID string) string {
-	return s.key("dlv_request", part(accountID), requestID)
+func (sh shard) requestDeliveriesKey(accountID, requestID string) string {
+	return sh.key("dlv_request", part(accountID), requestID)
 }
 
-func (s *Store) statusDeliveriesKey(accountID string, status string) string {
-	return s.key("dlv_status", part(accountID), status)
+func (sh shard) statusDeliveriesKey(accountID string, status string) string {
+	return sh.key("dlv_status", part(accountID), status)
 }

@@ -90,11 +90,11 @@ func TestPrelude(t *testing.T) {
 	for _, ids := range [][2]string{{"acme", "eg"}, {"acm", "eeg"}, {"acme.eu", "a:b"}, {"ünï", "\x00{x}"}, {"", ""}} {
 		x, y := ids[0], ids[1]
 		got := check("", "", x, y)[1:]
-		want := []string{s.taskKey(x), s.ringKey(x), s.accountQueueKey(x, y), s.legacyQueueKey(x), s.groupKey(x, y), s.taskIDKey(x, y),
-			s.idemKey(x), s.deliveryKey(x), s.dueKey(x), s.accountDeliveriesKey(x),
-			s.requestDeliveriesKey(x, y), s.statusDeliveriesKey(x, y),
-			s.queuesKey(), s.depthKey(), s.taskLeasesKey(), s.completedKey(), s.seqKey(), s.idemAgeKey(),
-			s.dueHeadsKey(), s.deliveryLeasesKey(), s.endedKey(), s.deliveryCountsKey()}
+		want := []string{s.shards[0].taskKey(x), s.shards[0].ringKey(x), s.shards[0].accountQueueKey(x, y), s.shards[0].legacyQueueKey(x), s.shards[0].groupKey(x, y), s.shards[0].taskIDKey(x, y),
+			s.shards[0].idemKey(x), s.shards[0].deliveryKey(x), s.shards[0].dueKey(x), s.shards[0].accountDeliveriesKey(x),
+			s.shards[0].requestDeliveriesKey(x, y), s.shards[0].statusDeliveriesKey(x, y),
+			s.shards[0].queuesKey(), s.shards[0].depthKey(), s.shards[0].taskLeasesKey(), s.shards[0].completedKey(), s.shards[0].seqKey(), s.shards[0].idemAgeKey(),
+			s.shards[0].dueHeadsKey(), s.shards[0].deliveryLeasesKey(), s.shards[0].endedKey(), s.shards[0].deliveryCountsKey()}
 		if len(got) != len(want) {
 			t.Fatalf("the prelude built %d keys, want %d", len(got), len(want))
 		}

@@ -37,20 +37,20 @@ func TestOpenMovesQueues(t *testing.T) {
 	legacy := func() {
 		t.Helper()
 		for _, acct := range []string{"acme", "globex"} {
-			zs, err := s.rdb.ZRangeWithScores(ctx, s.accountQueueKey(typeName, acct), 0, -1).Result()
+			zs, err := s.rdb.ZRangeWithScores(ctx, s.shards[0].accountQueueKey(typeName, acct), 0, -1).Result()
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, z := range zs {
-				if err := s.rdb.ZAdd(ctx, s.legacyQueueKey(typeName), goredis.Z{Score: z.Score, Member: z.Member}).Err(); err != nil {
+				if err := s.rdb.ZAdd(ctx, s.shards[0].legacyQueueKey(typeName), goredis.Z{Score: z.Score, Member: z.Member}).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := s.rdb.Del(ctx, s.accountQueueKey(typeName, acct)).Err(); err != nil {
+			if err := s.rdb.Del(ctx, s.shards[0].accountQueueKey(typeName, acct)).Err(); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := s.rdb.Del(ctx, s.ringKey(typeName), s.depthKey(), s.formatKey()).Err(); err != nil {
+		if err := s.rdb.Del(ctx, s.shards[0].ringKey(typeName), s.shards[0].depthKey(), s.formatKey()).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -93,7 +93,7 @@ func TestOpenMovesQueues(t *testing.T) {
 	if got, want := claimIDs(10), []string{"a2", "b2", "a3"}; !slices.Equal(got, want) {
 		t.Errorf("claimed %v after Rescue, want %v", got, want)
 	}
-	if n, err := s.rdb.Exists(ctx, s.legacyQueueKey(typeName)).Result(); err != nil || n != 0 {
+	if n, err := s.rdb.Exists(ctx, s.shards[0].legacyQueueKey(typeName)).Result(); err != nil || n != 0 {
 		t.Errorf("the old queue is still there: %d, %v", n, err)
 	}
 }

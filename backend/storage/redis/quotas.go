@@ -27,13 +27,17 @@ func (s *Store) QuotaSpend(ctx context.Context, p quota.SpendParams) (quota.Spen
 	if err := ctx.Err(); err != nil {
 		return quota.SpendResult{}, err
 	}
+	if len(p.Counters) == 0 {
+		return quota.SpendResult{Spent: true, Used: []int64{}}, nil
+	}
 	keys := make([]string, len(p.Counters))
 	args := make([]any, 0, 1+2*len(p.Counters))
-	args = append(args, s.prefix)
+	args = append(args, "")
 	for i, c := range p.Counters {
 		keys[i] = s.quotaKey(c)
 		args = append(args, c.Limit, c.End.Add(quota.Grace).Unix())
 	}
+	args[0] = prefixOf(keys[0])
 	v, err := scriptQuotaSpend.Run(ctx, s.rdb, keys, args...).Result()
 	if err != nil {
 		return quota.SpendResult{}, s.fail(err)
@@ -68,7 +72,10 @@ func (s *Store) QuotaRefund(ctx context.Context, p quota.RefundParams) (bool, er
 	for i, c := range p.Counters {
 		keys[i] = s.quotaKey(c)
 	}
-	v, err := scriptQuotaRefund.Run(ctx, s.rdb, keys, s.prefix, p.RequestID).Result()
+	if len(keys) == 0 {
+		return false, nil
+	}
+	v, err := scriptQuotaRefund.Run(ctx, s.rdb, keys, prefixOf(keys[0]), p.RequestID).Result()
 	if err != nil {
 		return false, s.fail(err)
 	}
@@ -113,9 +120,9 @@ func (s *Store) QuotaPurge(ctx context.Context, _ time.Time) (int, error) {
 	return 0, ctx.Err()
 }
 
-// quotaKey returns the key of a counter.
+// quotaKey returns the key of a counter, in its account's shard.
 func (s *Store) quotaKey(c quota.Counter) string {
-	return s.key("quota", part(c.AccountID), part(strconv.FormatInt(c.Start.Unix(), 10)), c.Quota)
+	return s.shardOf(c.AccountID).key("quota", part(c.AccountID), part(strconv.FormatInt(c.Start.Unix(), 10)), c.Quota)
 }
 
 // Interface guard.

@@ -2,8 +2,9 @@
 // usage.Store in Redis, shared by any number of taskgate nodes. Every
 // change that touches more than one key is atomic: one Lua script for
 // tasks and deliveries, a MULTI (under WATCH where it reads first) for
-// accounts and usage. Every key of the store shares one hash tag, so that
-// all of it also runs on Redis Cluster (in one slot).
+// accounts and usage. The keys are spread over shards, each a hash tag of
+// its own (shards.go), so that the store runs on Redis Cluster and spreads
+// over its masters.
 package redis
 
 import (
@@ -17,8 +18,6 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
-
-	"github.com/taskgate/taskgate/backend/internal/batch"
 )
 
 // ErrClosed is returned by the methods of a closed store but Close.
@@ -34,9 +33,13 @@ const (
 // Store is the Redis store. It is safe for concurrent use.
 type Store struct {
 	rdb goredis.UniversalClient
-	// prefix starts every key: "{tg}:" by default. The braces make it the
-	// hash tag of every key.
+	// prefix starts the keys of the deployment: "{tg}:" by default. The
+	// braces make it their hash tag.
 	prefix string
+	// shards hold the accounts' data; with one, its prefix is prefix.
+	shards []*shard
+	// turn moves the shard that walks start from.
+	turn atomic.Uint64
 	// replicas is how many replicas must acknowledge a task's creation
 	// before Create returns (WAIT), within replicaTimeout; 0: none.
 	replicas       int
@@ -44,8 +47,6 @@ type Store struct {
 	// waiting is the connection of the writes that wait for replicas;
 	// nil without replicas.
 	waiting goredis.UniversalClient
-	// creates sends the creations of concurrent calls together.
-	creates *batch.Queue[*creation]
 	// closed is set by Close.
 	closed atomic.Bool
 	// clock, when set, is the caller's clock, which the lease ends and
@@ -62,6 +63,7 @@ type options struct {
 	replicas       int
 	replicaTimeout time.Duration
 	clock          func() time.Time
+	shards         int
 }
 
 // WithPrefix sets the start of every key (default "tg"), so that several
@@ -78,6 +80,12 @@ func WithPrefix(p string) Option { return func(o *options) { o.prefix = p } }
 func WithServerClock(clock func() time.Time) Option {
 	return func(o *options) { o.clock = clock }
 }
+
+// WithShards spreads the accounts' data over n shards (default 1), each a
+// hash tag of its own, so that Redis Cluster spreads them over its masters:
+// a multiple of the number of masters. A deployment's number is fixed at
+// its first start: a store opened with another is refused (ErrFormat).
+func WithShards(n int) Option { return func(o *options) { o.shards = n } }
 
 // DefaultReplicaTimeout bounds the wait for replicas when WithReplicas is
 // given none.
@@ -106,15 +114,18 @@ var ErrReplicas = errors.New("redis: too few replicas acknowledged the write")
 //   - the same with master_name=<name> and addr=<host:port> parameters for
 //     more sentinels: Redis Sentinel (go-redis's ParseFailoverURL);
 //   - the same with addr=<host:port> parameters for more nodes: Redis
-//     Cluster (go-redis's ParseClusterURL). Every key shares one hash tag,
-//     so the store lives in one slot.
+//     Cluster (go-redis's ParseClusterURL). The store spreads over the
+//     masters as far as WithShards lets it.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
-	o := options{prefix: "tg"}
+	o := options{prefix: "tg", shards: 1}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.prefix == "" || strings.ContainsAny(o.prefix, "{}") {
 		return nil, fmt.Errorf("redis: prefix %q: want a non-empty name without braces", o.prefix)
+	}
+	if o.shards < 1 || o.shards > MaxShards {
+		return nil, fmt.Errorf("redis: shards %d: want 1 to %d", o.shards, MaxShards)
 	}
 	rdb, addr, err := newClient(url, ioTimeout)
 	if err != nil {
@@ -124,7 +135,11 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("redis: replicas %d: want 0 or more", o.replicas)
 	}
 	s := &Store{rdb: rdb, prefix: "{" + o.prefix + "}:", replicas: o.replicas, replicaTimeout: o.replicaTimeout, clock: o.clock}
-	s.creates = newCreations(s)
+	for _, tag := range shardTags(o.prefix, o.shards) {
+		sh := &shard{prefix: "{" + tag + "}:"}
+		sh.creates = newCreations(s)
+		s.shards = append(s.shards, sh)
+	}
 	if o.replicas > 0 {
 		// A write and its WAIT answer once the replicas did: their reads
 		// may take the replica timeout on top of the usual.
@@ -194,10 +209,11 @@ func newClient(rawURL string, readTimeout time.Duration) (goredis.UniversalClien
 // account change notices to share.
 func (s *Store) Client() goredis.UniversalClient { return s.rdb }
 
-// Prefix returns the start of the store's keys, hash tag included.
+// Prefix returns the start of the deployment's keys, hash tag included
+// (with one shard, of all its keys).
 func (s *Store) Prefix() string { return s.prefix }
 
-// key joins the prefix and the parts of a key with ':'.
+// key joins the prefix and the parts of a key of the deployment with ':'.
 func (s *Store) key(parts ...string) string {
 	return s.prefix + strings.Join(parts, ":")
 }
@@ -234,9 +250,12 @@ func (s *Store) checkFormat(ctx context.Context) error {
 	case err != nil:
 		return err
 	case format == formatVersion:
-		return nil
+		return s.checkShards(ctx, true)
 	default:
 		return fmt.Errorf("the keys under %s have format %q, this program reads %q: %w", s.prefix, format, formatVersion, ErrFormat)
+	}
+	if err := s.checkShards(ctx, false); err != nil {
+		return err
 	}
 	if err := s.migrateQueues(ctx); err != nil {
 		return fmt.Errorf("moving queued tasks to queues by account: %w", err)

@@ -37,7 +37,7 @@ func TestCreateWaitsForReplicas(t *testing.T) {
 		if _, err := s.Create(ctx, tk, nil, time.Time{}); err != nil {
 			t.Fatalf("Create %d: %v", i, err)
 		}
-		if n, err := onReplica.Exists(ctx, s.taskKey(tk.RequestID)).Result(); err != nil || n != 1 {
+		if n, err := onReplica.Exists(ctx, s.shards[0].taskKey(tk.RequestID)).Result(); err != nil || n != 1 {
 			t.Fatalf("task %d is not on the replica when Create returned: %d, %v", i, n, err)
 		}
 	}

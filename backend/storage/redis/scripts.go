@@ -60,15 +60,15 @@ func newScriptSource(name, body string) *goredis.Script {
 	return goredis.NewScript("-- taskgate " + name + "\n" + string(prelude) + body)
 }
 
-// run runs a script with the store's prefix as ARGV[1]; key is the key
-// Redis Cluster routes the call by (any key of the store: they share one
-// slot).
+// run runs a script with the prefix of key's shard as ARGV[1]; key is the
+// key Redis Cluster routes the call by (any key of the shard: they share
+// one slot).
 func (s *Store) run(ctx context.Context, script *goredis.Script, key string, args ...any) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	argv := make([]any, 0, 1+len(args))
-	argv = append(argv, s.prefix)
+	argv = append(argv, prefixOf(key))
 	argv = append(argv, args...)
 	v, err := script.Run(ctx, s.rdb, []string{key}, argv...).Result()
 	if err != nil && !errors.Is(err, goredis.Nil) {
@@ -88,7 +88,7 @@ func (s *Store) runReplicated(ctx context.Context, script *goredis.Script, key s
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	argv := append([]any{s.prefix}, args...)
+	argv := append([]any{prefixOf(key)}, args...)
 	// On a cluster, the pipeline goes to the master of the key's slot.
 	var client goredis.Cmdable = s.waiting
 	if cc, ok := s.waiting.(*goredis.ClusterClient); ok {
@@ -124,6 +124,79 @@ func (s *Store) runReplicated(ctx context.Context, script *goredis.Script, key s
 		}
 		return v, nil
 	}
+}
+
+// call is one script run of runAll.
+type call struct {
+	script *goredis.Script
+	key    string
+	args   []any
+}
+
+// result is what a call of runAll gave.
+type result struct {
+	v   any
+	err error
+}
+
+// runAll runs the calls, each as run does, in one pipeline: on a cluster,
+// one round trip to each master concerned, at once. A script a Redis does
+// not know yet is run again alone (EVAL).
+func (s *Store) runAll(ctx context.Context, calls []call) []result {
+	out := make([]result, len(calls))
+	if err := ctx.Err(); err != nil {
+		for i := range out {
+			out[i].err = err
+		}
+		return out
+	}
+	cmds := make([]*goredis.Cmd, len(calls))
+	_, _ = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, c := range calls {
+			cmds[i] = c.script.EvalSha(ctx, p, []string{c.key}, append([]any{prefixOf(c.key)}, c.args...)...)
+		}
+		return nil
+	})
+	for i, c := range calls {
+		v, err := cmds[i].Result()
+		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+			out[i].v, out[i].err = s.run(ctx, c.script, c.key, c.args...)
+			continue
+		}
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			err = s.fail(err)
+		} else {
+			err = nil
+		}
+		out[i] = result{v: v, err: err}
+	}
+	return out
+}
+
+// runEach runs the script on each shard that has arguments in byShard, at
+// the shard's key keyOf, in one pipeline, and returns the first error.
+func (s *Store) runEach(ctx context.Context, script *goredis.Script, byShard map[*shard][]any, keyOf func(*shard) string) error {
+	calls := make([]call, 0, len(byShard))
+	for _, sh := range s.shards {
+		if args, ok := byShard[sh]; ok {
+			calls = append(calls, call{script: script, key: keyOf(sh), args: args})
+		}
+	}
+	for _, r := range s.runAll(ctx, calls) {
+		if r.err != nil {
+			return r.err
+		}
+	}
+	return nil
+}
+
+// shardsOf returns the shard of an account, or every shard when the
+// account is not known (a claim built without it).
+func (s *Store) shardsOf(accountID string) []*shard {
+	if accountID == "" && len(s.shards) > 1 {
+		return s.shards
+	}
+	return []*shard{s.shardOf(accountID)}
 }
 
 // fail wraps an error of go-redis.

@@ -52,7 +52,8 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 	} else {
 		args = append(args, "", "", "", "")
 	}
-	c, err := s.createTogether(ctx, s.taskKey(t.RequestID), args)
+	sh := s.shardOf(t.AccountID)
+	c, err := s.createTogether(ctx, sh, sh.taskKey(t.RequestID), args)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +77,7 @@ func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Tas
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	v, err := s.rdb.HMGet(ctx, s.taskKey(requestID), "json", "end", "att", "rsc").Result()
+	v, err := s.rdb.HMGet(ctx, s.shardOf(accountID).taskKey(requestID), "json", "end", "att", "rsc").Result()
 	if err != nil {
 		return nil, s.fail(err)
 	}
@@ -96,13 +97,13 @@ func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Tas
 // ListByGroup returns the account's newest tasks of the group; see
 // task.Store.
 func (s *Store) ListByGroup(ctx context.Context, accountID, groupID string, limit int) ([]*task.Task, error) {
-	return s.list(ctx, s.groupKey(accountID, groupID), groupID, limit)
+	return s.list(ctx, s.shardOf(accountID).groupKey(accountID, groupID), groupID, limit)
 }
 
 // ListByTaskID returns the account's newest tasks with the task id; see
 // task.Store.
 func (s *Store) ListByTaskID(ctx context.Context, accountID, taskID string, limit int) ([]*task.Task, error) {
-	return s.list(ctx, s.taskIDKey(accountID, taskID), taskID, limit)
+	return s.list(ctx, s.shardOf(accountID).taskIDKey(accountID, taskID), taskID, limit)
 }
 
 func (s *Store) list(ctx context.Context, key, id string, limit int) ([]*task.Task, error) {
@@ -117,13 +118,78 @@ func (s *Store) list(ctx context.Context, key, id string, limit int) ([]*task.Ta
 }
 
 // Claim leases up to n queued tasks of the type, the accounts taking
-// turns; see task.Store.
+// turns; see task.Store. With shards, the shards take turns too (see
+// shards.go): it reads their depths, shares n among those with queued
+// tasks and claims from them in one pipeline.
 func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil time.Time) ([]*task.Task, error) {
-	v, err := s.run(ctx, scriptTaskClaim, s.ringKey(taskType), taskType, max(n, 0), s.leaseArg(leaseUntil))
-	if err != nil {
+	lease := s.leaseArg(leaseUntil)
+	if len(s.shards) == 1 {
+		v, err := s.run(ctx, scriptTaskClaim, s.shards[0].ringKey(taskType), taskType, max(n, 0), lease)
+		if err != nil {
+			return nil, err
+		}
+		return decodeTasks(v, 3)
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return decodeTasks(v, 3)
+	order := s.walk()
+	depths := make([]*goredis.StringCmd, len(order))
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, sh := range order {
+			depths[i] = p.HGet(ctx, sh.depthKey(), taskType)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, s.fail(err)
+	}
+	left := make([]int, len(order))
+	for i, d := range depths {
+		left[i], _ = d.Int()
+	}
+	calls := make([]call, 0, len(order))
+	for i, share := range shareOut(max(n, 0), left) {
+		if share > 0 {
+			calls = append(calls, call{script: scriptTaskClaim, key: order[i].ringKey(taskType), args: []any{taskType, share, lease}})
+		}
+	}
+	out := []*task.Task{}
+	for _, r := range s.runAll(ctx, calls) {
+		// A shard that failed keeps its tasks: they stay queued.
+		if r.err != nil {
+			err := r.err
+			if len(out) > 0 {
+				return out, nil
+			}
+			return nil, err
+		}
+		ts, err := decodeTasks(r.v, 3)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ts...)
+	}
+	return out, nil
+}
+
+// shareOut shares n among shards that hold left[i] each, one at a time in
+// turn from the first, none beyond what a shard holds.
+func shareOut(n int, left []int) []int {
+	shares := make([]int, len(left))
+	for n > 0 {
+		gave := false
+		for i := range left {
+			if n > 0 && shares[i] < left[i] {
+				shares[i]++
+				n--
+				gave = true
+			}
+		}
+		if !gave {
+			break
+		}
+	}
+	return shares
 }
 
 // Finish stores the end of a task and its deliveries; see task.Store.
@@ -143,7 +209,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 		return err
 	}
 	args := append([]any{t.RequestID, end, member(hexTime(*t.CompletedAt), t.RequestID), t.Attempts}, news...)
-	v, err := s.run(ctx, scriptTaskFinish, s.taskKey(t.RequestID), args...)
+	v, err := s.run(ctx, scriptTaskFinish, s.shardOf(t.AccountID).taskKey(t.RequestID), args...)
 	if err != nil {
 		return err
 	}
@@ -156,12 +222,19 @@ func (s *Store) Release(ctx context.Context, tasks []*task.Task) error {
 	if len(tasks) == 0 {
 		return s.ready(ctx)
 	}
-	args := make([]any, 0, 2*len(tasks))
+	byShard := make(map[*shard][]any)
 	for _, t := range tasks {
-		args = append(args, t.RequestID, t.Attempts)
+		sh := s.shardOf(t.AccountID)
+		byShard[sh] = append(byShard[sh], t.RequestID, t.Attempts)
 	}
-	_, err := s.run(ctx, scriptTaskRelease, s.taskLeasesKey(), args...)
-	return err
+	for _, sh := range s.shards {
+		if args := byShard[sh]; len(args) > 0 {
+			if _, err := s.run(ctx, scriptTaskRelease, sh.taskLeasesKey(), args...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Rescue queues again the tasks whose lease ended before expiredBefore,
@@ -171,13 +244,25 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 	if err := s.migrateQueues(ctx); err != nil {
 		return 0, err
 	}
-	return s.inBatches(ctx, scriptTaskRescue, s.taskLeasesKey(), s.boundBefore(expiredBefore))
+	total := 0
+	for _, sh := range s.shards {
+		n, err := s.inBatches(ctx, scriptTaskRescue, sh.taskLeasesKey(), s.boundBefore(expiredBefore))
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // migrateQueues moves the tasks of the queues of the layout before queues
-// by account into the accounts' queues.
+// by account into the accounts' queues. That layout had one shard: a
+// store of more has none of its queues.
 func (s *Store) migrateQueues(ctx context.Context) error {
-	_, err := s.inBatches(ctx, scriptTaskMigrate, s.queuesKey(), "")
+	if len(s.shards) > 1 {
+		return nil
+	}
+	_, err := s.inBatches(ctx, scriptTaskMigrate, s.shards[0].queuesKey(), "")
 	return err
 }
 
@@ -187,13 +272,17 @@ func (s *Store) ExtendLeases(ctx context.Context, claims []task.Claim, leaseUnti
 	if len(claims) == 0 {
 		return s.ready(ctx)
 	}
-	args := make([]any, 0, 1+2*len(claims))
-	args = append(args, s.leaseArg(leaseUntil))
+	lease := s.leaseArg(leaseUntil)
+	byShard := make(map[*shard][]any)
 	for _, c := range claims {
-		args = append(args, c.RequestID, c.Attempts)
+		for _, sh := range s.shardsOf(c.AccountID) {
+			if byShard[sh] == nil {
+				byShard[sh] = []any{lease}
+			}
+			byShard[sh] = append(byShard[sh], c.RequestID, c.Attempts)
+		}
 	}
-	_, err := s.run(ctx, scriptTaskExtend, s.taskLeasesKey(), args...)
-	return err
+	return s.runEach(ctx, scriptTaskExtend, byShard, (*shard).taskLeasesKey)
 }
 
 // QueuedTypes returns the task types with queued tasks; see task.Store.
@@ -203,16 +292,19 @@ func (s *Store) QueuedTypes(ctx context.Context) ([]string, error) {
 	}
 	// The types counted in task_depth, and those that nodes of the layout
 	// before queues by account have queued but not yet had moved.
-	var depths *goredis.StringSliceCmd
-	var legacy *goredis.StringSliceCmd
+	cmds := make([]*goredis.StringSliceCmd, 0, 2*len(s.shards))
 	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		depths = p.HKeys(ctx, s.depthKey())
-		legacy = p.SMembers(ctx, s.queuesKey())
+		for _, sh := range s.shards {
+			cmds = append(cmds, p.HKeys(ctx, sh.depthKey()), p.SMembers(ctx, sh.queuesKey()))
+		}
 		return nil
 	}); err != nil {
 		return nil, s.fail(err)
 	}
-	types := append(depths.Val(), legacy.Val()...)
+	var types []string
+	for _, c := range cmds {
+		types = append(types, c.Val()...)
+	}
 	slices.Sort(types)
 	return slices.Compact(types), nil
 }
@@ -223,31 +315,45 @@ func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	n, err := s.rdb.HGet(ctx, s.depthKey(), taskType).Int()
-	if errors.Is(err, goredis.Nil) {
-		return 0, nil
-	}
-	if err != nil {
+	cmds := make([]*goredis.StringCmd, len(s.shards))
+	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, sh := range s.shards {
+			cmds[i] = p.HGet(ctx, sh.depthKey(), taskType)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, goredis.Nil) {
 		return 0, s.fail(err)
 	}
-	return int(n), nil
+	total := 0
+	for _, c := range cmds {
+		n, err := c.Int()
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return 0, s.fail(err)
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // Purge deletes old terminal tasks and ended deliveries in one script, then
 // old idempotency records a batch per script; see task.Store.
 func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error) {
-	v, err := s.run(ctx, scriptTaskPurge, s.completedKey(), lexBefore(completedBefore), max(limit, 0))
-	if err != nil {
-		return 0, err
+	total := 0
+	for _, sh := range s.walk() {
+		v, err := s.run(ctx, scriptTaskPurge, sh.completedKey(), lexBefore(completedBefore), max(limit-total, 0))
+		if err != nil {
+			return total, err
+		}
+		n, err := integer(v)
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if _, err := s.inBatches(ctx, scriptIdemPurge, sh.idemAgeKey(), lexBefore(idemBefore)); err != nil {
+			return total, err
+		}
 	}
-	n, err := integer(v)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := s.inBatches(ctx, scriptIdemPurge, s.idemAgeKey(), lexBefore(idemBefore)); err != nil {
-		return n, err
-	}
-	return n, nil
+	return total, nil
 }
 
 // inBatches runs a script that handles up to a batch of the records of an
@@ -390,7 +496,7 @@ var (
 
 // IdempotencyGet returns a live idempotency record; see task.Store.
 func (s *Store) IdempotencyGet(ctx context.Context, accountID, key string, since time.Time) (*task.Idempotency, error) {
-	v, err := s.rdb.HMGet(ctx, s.idemKey(idemRef(accountID, key)), "at", "json").Result()
+	v, err := s.rdb.HMGet(ctx, s.shardOf(accountID).idemKey(idemRef(accountID, key)), "at", "json").Result()
 	if err != nil {
 		return nil, storeErr(err)
 	}

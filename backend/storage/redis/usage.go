@@ -22,9 +22,11 @@ import (
 //	usage:account:<account>  sorted set of the account's rows as
 //	                "<day>:<task type>", scored by day number: Usage reads a
 //	                range of it, in the order it wants (score, then bytes)
-//	usage:rows      sorted set of every row as
+//	usage:rows      sorted set of every row of the shard as
 //	                "<account>:<day>:<task type>", scored by day number:
 //	                PurgeUsage reads what is before a day from it
+//
+// They are in the shard of the account (shards.go).
 //
 // A row's key is unambiguous because the account id holds no ':' (the
 // store refuses one that does) and a day is always ten characters; the
@@ -44,8 +46,8 @@ const (
 const purgeBatch = 1000
 
 // AddUsage adds each row's counts to the stored row of its account, day
-// and task type; see usage.Store. The HINCRBYs of every row and their
-// index entries are one MULTI: Redis applies all of them, or none. It
+// and task type; see usage.Store. The HINCRBYs of the rows of a shard and
+// their index entries are one MULTI: Redis applies all of them, or none. It
 // refuses a row whose account id holds ':' or whose day is not a date.
 func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 	if err := ctx.Err(); err != nil {
@@ -64,25 +66,40 @@ func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 			return err
 		}
 	}
-	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		for i, r := range rows {
-			key := s.usageRowKey(r.AccountID, r.Day, r.TaskType)
-			// Every counter is incremented, zeros too, so that a row of
-			// zeros is stored like any other.
-			p.HIncrBy(ctx, key, fieldRequests, r.Requests)
-			p.HIncrBy(ctx, key, fieldCreated, r.Created)
-			p.HIncrBy(ctx, key, fieldCompleted, r.Completed)
-			p.HIncrBy(ctx, key, fieldFailed, r.Failed)
-			for reason, n := range r.Rejected {
-				p.HIncrBy(ctx, key, fieldRejected+reason, n)
-			}
-			score := float64(days[i])
-			p.ZAdd(ctx, s.key("usage", "account", r.AccountID), goredis.Z{Score: score, Member: r.Day + ":" + r.TaskType})
-			p.ZAdd(ctx, s.key("usage", "rows"), goredis.Z{Score: score, Member: r.AccountID + ":" + r.Day + ":" + r.TaskType})
+	// One MULTI per shard: a transaction stays in one slot.
+	byShard := make(map[*shard][]int)
+	for i, r := range rows {
+		sh := s.shardOf(r.AccountID)
+		byShard[sh] = append(byShard[sh], i)
+	}
+	for _, sh := range s.shards {
+		if len(byShard[sh]) == 0 {
+			continue
 		}
-		return nil
-	})
-	return storeErr(err)
+		_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, i := range byShard[sh] {
+				r := rows[i]
+				key := s.usageRowKey(r.AccountID, r.Day, r.TaskType)
+				// Every counter is incremented, zeros too, so that a row
+				// of zeros is stored like any other.
+				p.HIncrBy(ctx, key, fieldRequests, r.Requests)
+				p.HIncrBy(ctx, key, fieldCreated, r.Created)
+				p.HIncrBy(ctx, key, fieldCompleted, r.Completed)
+				p.HIncrBy(ctx, key, fieldFailed, r.Failed)
+				for reason, n := range r.Rejected {
+					p.HIncrBy(ctx, key, fieldRejected+reason, n)
+				}
+				score := float64(days[i])
+				p.ZAdd(ctx, sh.key("usage", "account", r.AccountID), goredis.Z{Score: score, Member: r.Day + ":" + r.TaskType})
+				p.ZAdd(ctx, sh.key("usage", "rows"), goredis.Z{Score: score, Member: r.AccountID + ":" + r.Day + ":" + r.TaskType})
+			}
+			return nil
+		})
+		if err != nil {
+			return storeErr(err)
+		}
+	}
+	return nil
 }
 
 // Usage returns the account's rows from day from to day to; see
@@ -108,7 +125,7 @@ func (s *Store) Usage(ctx context.Context, accountID, from, to string) ([]usage.
 		return out, nil
 	}
 	members, err := s.rdb.ZRangeArgs(ctx, goredis.ZRangeArgs{
-		Key:     s.key("usage", "account", accountID),
+		Key:     s.shardOf(accountID).key("usage", "account", accountID),
 		Start:   fromDay,
 		Stop:    toDay,
 		ByScore: true,
@@ -163,9 +180,22 @@ func (s *Store) PurgeUsage(ctx context.Context, before string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	all := s.key("usage", "rows")
+	total := 0
+	for _, sh := range s.shards {
+		n, err := s.purgeUsage(ctx, sh, beforeDay)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// purgeUsage deletes the shard's rows of the days before beforeDay.
+func (s *Store) purgeUsage(ctx context.Context, sh *shard, beforeDay int64) (int, error) {
+	all := sh.key("usage", "rows")
 	n := 0
-	err = s.watchRetry(ctx, func(tx *goredis.Tx) error {
+	err := s.watchRetry(ctx, func(tx *goredis.Tx) error {
 		n = 0
 		old, err := tx.ZRangeArgs(ctx, goredis.ZRangeArgs{
 			Key:     all,
@@ -183,7 +213,7 @@ func (s *Store) PurgeUsage(ctx context.Context, before string) (int, error) {
 			if !ok {
 				return fmt.Errorf("redis: usage index: entry %q is not <account>:<day>:<task type>", ref)
 			}
-			rowKeys[i] = s.key("usage", "row", ref)
+			rowKeys[i] = sh.key("usage", "row", ref)
 			byAccount[accountID] = append(byAccount[accountID], member)
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -192,7 +222,7 @@ func (s *Store) PurgeUsage(ctx context.Context, before string) (int, error) {
 			}
 			for accountID, members := range byAccount {
 				for batch := range slices.Chunk(members, purgeBatch) {
-					p.ZRem(ctx, s.key("usage", "account", accountID), batch...)
+					p.ZRem(ctx, sh.key("usage", "account", accountID), batch...)
 				}
 			}
 			for batch := range slices.Chunk(old, purgeBatch) {
@@ -212,9 +242,10 @@ func (s *Store) PurgeUsage(ctx context.Context, before string) (int, error) {
 	return n, nil
 }
 
-// usageRowKey is the key of the hash of a usage row.
+// usageRowKey is the key of the hash of a usage row, in its account's
+// shard.
 func (s *Store) usageRowKey(accountID, day, taskType string) string {
-	return s.key("usage", "row", accountID, day, taskType)
+	return s.shardOf(accountID).key("usage", "row", accountID, day, taskType)
 }
 
 // splitUsageMember splits an entry of an account's usage index,

@@ -35,7 +35,8 @@ func testCreateExisting(t *testing.T, s task.Store) {
 	tk := newTask(accountA, typePAN, base)
 	mustCreate(t, s, tk)
 	again := clone(tk)
-	again.AccountID = accountB
+	// Request ids are unique in a shard: the service makes them unique.
+	_, again.AccountID, _, _ = peers(s)
 	again.GroupID = "other"
 	if _, err := s.Create(ctx, again, nil, time.Time{}); !errors.Is(err, task.ErrExists) {
 		t.Fatalf("Create of a stored request id: err = %v, want ErrExists", err)

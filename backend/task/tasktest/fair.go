@@ -1,6 +1,7 @@
 package tasktest
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 // take turns, each served its oldest task, in the order they came to
 // have queued tasks.
 func testClaimTakesTurns(t *testing.T, s task.Store) {
+	accountA, accountB, accountC, _ := peers(s)
 	lease := base.Add(time.Hour)
 	var a, b, c []*task.Task
 	for i := range 4 {
@@ -38,6 +40,7 @@ func testClaimTakesTurns(t *testing.T, s task.Store) {
 // an account that had nothing queued waits for at most one task of each
 // account ahead of it, however deep their backlogs.
 func testClaimLightBehindHeavy(t *testing.T, s task.Store) {
+	accountA, accountB, _, _ := peers(s)
 	lease := base.Add(time.Hour)
 	for i := range 200 {
 		mustCreate(t, s, newTask(accountA, typePAN, base.Add(time.Duration(i)*time.Millisecond)))
@@ -58,6 +61,7 @@ func testClaimLightBehindHeavy(t *testing.T, s task.Store) {
 // leave the turns: a task given back regains its place in its account's
 // queue, and an account that had nothing left queued joins the back.
 func testReleaseKeepsTurns(t *testing.T, s task.Store) {
+	accountA, accountB, accountC, _ := peers(s)
 	ctx := t.Context()
 	lease := base.Add(time.Hour)
 	a1, a2 := newTask(accountA, typePAN, base), newTask(accountA, typePAN, base.Add(time.Second))
@@ -102,13 +106,75 @@ func testReleaseKeepsTurns(t *testing.T, s task.Store) {
 	wantDepth(t, s, typePAN, 0)
 }
 
+// Sharded is a store that spreads accounts over shards, each with turns
+// of its own: the accounts of a shard take turns as task.Store.Claim says,
+// and the shards take turns at each claim. The suite checks the turns of
+// accounts that share a shard, and that every shard is served in turn.
+type Sharded interface {
+	Shards() int
+	ShardOf(accountID string) int
+}
+
+// peers returns four accounts that take turns in one ring of s:
+// accountA, accountB, accountC and "acme.us", or, on a store of shards,
+// accountA and accounts of its shard.
+func peers(s task.Store) (a, b, c, d string) {
+	sh, ok := s.(Sharded)
+	if !ok || sh.Shards() < 2 {
+		return accountA, accountB, accountC, "acme.us"
+	}
+	out := []string{accountA}
+	for i := 0; len(out) < 4; i++ {
+		if id := fmt.Sprintf("%s.%d", accountA, i); sh.ShardOf(id) == sh.ShardOf(accountA) {
+			out = append(out, id)
+		}
+	}
+	return out[0], out[1], out[2], out[3]
+}
+
+// testShardsTakeTurns checks, on a store of shards, that a claim serves
+// the shards in turn: behind one account's backlog, the task of an
+// account of each other shard is claimed within as many claims of one
+// task as there are shards.
+func testShardsTakeTurns(t *testing.T, s task.Store) {
+	sh, ok := s.(Sharded)
+	if !ok || sh.Shards() < 2 {
+		t.Skip("a store of one ring")
+	}
+	lease := base.Add(time.Hour)
+	for i := range 50 {
+		mustCreate(t, s, newTask(accountA, typePAN, base.Add(time.Duration(i)*time.Millisecond)))
+	}
+	light := map[string]bool{}
+	seen := map[int]bool{sh.ShardOf(accountA): true}
+	for i := 0; len(seen) < sh.Shards(); i++ {
+		id := fmt.Sprintf("light.%d", i)
+		if !seen[sh.ShardOf(id)] {
+			seen[sh.ShardOf(id)] = true
+			tk := newTask(id, typePAN, base.Add(time.Hour))
+			mustCreate(t, s, tk)
+			light[tk.RequestID] = true
+		}
+	}
+	for range sh.Shards() {
+		for _, tk := range claim(t, s, typePAN, 1, lease) {
+			delete(light, tk.RequestID)
+		}
+	}
+	if len(light) > 0 {
+		t.Fatalf("after %d claims of one task, the tasks of other shards %v are still queued", sh.Shards(), light)
+	}
+	wantDepth(t, s, typePAN, 50-1)
+}
+
 // testClaimModel runs random creations, claims, releases, rescues and
 // finishes over a few accounts and two types against a model of the turns
 // written from the contract, and checks every claim against it.
 func testClaimModel(t *testing.T, s task.Store) {
 	ctx := t.Context()
 	rng := rand.New(rand.NewPCG(13, 1))
-	accounts := []string{accountA, accountB, accountC, "acme.us"}
+	a, b, c, d := peers(s)
+	accounts := []string{a, b, c, d}
 	types := []string{typePAN, typeGST}
 	m := newTurnModel()
 	leased := map[string]*task.Task{} // by request id, with its lease end

@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"ClaimLightBehindHeavy", testClaimLightBehindHeavy},
 		{"ReleaseKeepsTurns", testReleaseKeepsTurns},
 		{"ClaimModel", testClaimModel},
+		{"ShardsTakeTurns", testShardsTakeTurns},
 		{"RescuesCounted", testRescuesCounted},
 		{"Release", testRelease},
 		{"ReleaseStaleClaim", testReleaseStaleClaim},
