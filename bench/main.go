@@ -30,14 +30,18 @@
 //     server's, and Redis's CPU per rate-limit decision; task creations with
 //     Redis as the store against bare; and how exactly an account's rate
 //     limit holds under overload, on one node and round robin over three
-//     nodes sharing the Redis (and on the memory server, one node).
+//     nodes sharing the Redis (and on the memory server, one node);
+//   - cluster phase, on a Redis Cluster of 3 masters the harness starts: a
+//     node whose store is in 3 shards, its chain and creations against
+//     its bare respond and against the single redis-server's, and how the
+//     masters share Redis's CPU.
 //
 // Each storage runs in its own server process, so that no phase inherits
 // another's tasks. Run it from the module root:
 //
 //	go run ./bench [-rounds 5] [-duration 2s] [-warmup 1s] [-workers 64] [-accounts 10000] [-create-rounds 3] [-tasks 20000] [-latency-rate 500]
 //		[-webhook-tasks 10000] [-webhook-rate 200] [-retry-tasks 10000] [-retry-window 10s] [-profile dir]
-//		[-redis=false] [-limit-rate 200] [-limit-burst 200] [-limit-duration 3s]
+//		[-redis=false] [-cluster=false] [-limit-rate 200] [-limit-burst 200] [-limit-duration 3s]
 //
 // The table goes to stdout and, as Markdown, to -out (bench/results/edge.md),
 // next to a bar chart of the run's ratios against their baselines (edge.svg).
@@ -90,6 +94,7 @@ type options struct {
 	retryGiveUp     time.Duration
 	retryWindow     time.Duration
 	redis           bool
+	cluster         bool
 	limitRate       int
 	limitBurst      int
 	limitDuration   time.Duration
@@ -124,6 +129,7 @@ func main() {
 	flag.DurationVar(&o.retryMax, "retry-max", 2*time.Second, "largest retry delay of the retry measure's server")
 	flag.DurationVar(&o.retryGiveUp, "retry-give-up", 10*time.Minute, "give-up time of the retry measure's server: longer than the measure, so that every delivery gets through in the end")
 	flag.DurationVar(&o.retryWindow, "retry-window", 10*time.Second, "how long the receiver goes on refusing after every delivery's first attempt, while attempts and their lateness are measured")
+	flag.BoolVar(&o.cluster, "cluster", true, "with -redis, run the cluster phase too: a Redis Cluster of 3 masters the harness starts, and a node whose store is in 3 shards on it")
 	flag.BoolVar(&o.redis, "redis", true, "run the redis mode phase, on a redis-server the harness starts (make deps installs it); false skips it")
 	flag.IntVar(&o.limitRate, "limit-rate", 200, "requests per second of the limited account, whose rate limit the accuracy measure exceeds")
 	flag.IntVar(&o.limitBurst, "limit-burst", 200, "burst of the limited account")
@@ -452,6 +458,12 @@ func run(ctx context.Context, o options) (err error) {
 	if res.redis != nil {
 		if err := measureRedis(ctx, o, bin, tmp, src, res.redis); err != nil {
 			return fmt.Errorf("redis mode: %w", err)
+		}
+		if o.cluster {
+			res.cluster = &clusterResult{}
+			if err := measureCluster(ctx, o, bin, tmp, src, res.cluster); err != nil {
+				return fmt.Errorf("cluster phase: %w", err)
+			}
 		}
 	}
 

@@ -49,7 +49,7 @@ type redisServer struct {
 // startRedis starts redis-server on a free loopback port with its files in
 // dir, and waits until it answers. It is stopped (SIGTERM, then killed)
 // when ctx ends or stop is called.
-func startRedis(ctx context.Context, dir string) (*redisServer, error) {
+func startRedis(ctx context.Context, dir string, extra ...string) (*redisServer, error) {
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, errNoRedis
@@ -82,6 +82,7 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 		"--auto-aof-rewrite-percentage", "0",
 		"--maxmemory-policy", "noeviction",
 	)
+	r.cmd.Args = append(r.cmd.Args, extra...)
 	r.cmd.Cancel = func() error { return r.cmd.Process.Signal(syscall.SIGTERM) }
 	r.cmd.WaitDelay = 5 * time.Second
 	if err := r.cmd.Start(); err != nil {

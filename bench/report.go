@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -44,12 +45,18 @@ type results struct {
 	fair *fairResult
 	// redis is the redis mode phase; nil when -redis=false.
 	redis *redisResult
+	// cluster is the cluster phase; nil when -redis=false or
+	// -cluster=false.
+	cluster *clusterResult
 }
 
 // redisCheck checks the redis mode phase, when it ran.
 func (r *results) redisCheck() error {
 	if r.redis == nil {
 		return nil
+	}
+	if r.cluster != nil {
+		return errors.Join(r.redis.check(), r.cluster.check())
 	}
 	return r.redis.check()
 }
@@ -183,7 +190,46 @@ func (r *results) table() string {
 	if r.redis != nil {
 		r.redisRows(row)
 	}
+	if r.cluster != nil && r.redis != nil {
+		r.clusterRows(row)
+	}
 	return b.String()
+}
+
+// clusterRows adds the cluster phase's section, each figure against the
+// single redis-server's of the same run.
+func (r *results) clusterRows(row func(...string)) {
+	cl, rd := r.cluster, r.redis
+	row(fmt.Sprintf("**cluster phase**, a Redis Cluster of %d masters started by the harness (as the redis mode's server, no replica); chain column: a node with `storage redis <cluster> { shards %d }` loaded round robin over %d accounts, bare column: its bare site",
+		clusterMasters, clusterMasters, clusterTenants), "", "", "")
+	e := cl.edge
+	row(fmt.Sprintf("edge chain, cluster: req/s, median of %d", e.rounds),
+		fmt.Sprintf("%.0f", e.a.medianThroughput()), fmt.Sprintf("%.0f", e.b.medianThroughput()), ratio(e.a.medianThroughput(), e.b.medianThroughput()))
+	row("edge chain throughput, cluster ÷ one redis-server: each node's chain/bare (median of the rounds' own ratios), the two divided",
+		fmt.Sprintf("%.2f ÷ %.2f", e.pairedRatio(), rd.edge.pairedRatio()), "", ratio(e.pairedRatio(), rd.edge.pairedRatio()))
+	c := cl.create
+	row(fmt.Sprintf("creations/s, cluster (median of %d)", c.rounds),
+		fmt.Sprintf("%.0f", c.a.medianThroughput()), fmt.Sprintf("%.0f", c.b.medianThroughput()), ratio(c.a.medianThroughput(), c.b.medianThroughput()))
+	row("creations, cluster ÷ one redis-server: each node's creations/bare (median of the rounds' own ratios), the two divided",
+		fmt.Sprintf("%.2f ÷ %.2f", c.pairedRatio(), rd.create.pairedRatio()), "", ratio(c.pairedRatio(), rd.create.pairedRatio()))
+	cpu, busiest := cl.creations.total()
+	if c.a.requests > 0 && rd.create.a.requests > 0 && busiest > 0 {
+		per := cpu / time.Duration(c.a.requests)
+		one := rd.creations.sum.cpu / time.Duration(rd.create.a.requests)
+		row("Redis CPU per creation, all masters together (chain column) and one redis-server (bare column)", micros(per), micros(one), ratio(float64(per), float64(one)))
+		row(fmt.Sprintf("the busiest master's share of the masters' CPU over the creation rounds (an even spread over %d: %.2f; a store in one hash tag: 1)", clusterMasters, 1/float64(clusterMasters)),
+			fmt.Sprintf("%.2f", busiest), "", "")
+		// What one core per Redis process sustains: one redis-server
+		// saturates at 1/one creations/s; the cluster when its busiest
+		// master does.
+		ceilCluster := 1 / (busiest * per.Seconds())
+		ceilOne := 1 / one.Seconds()
+		row("creations/s at one busy core per Redis process (1 ÷ CPU per creation; for the cluster, of its busiest master): cluster, one redis-server",
+			fmt.Sprintf("%.0f", ceilCluster), fmt.Sprintf("%.0f", ceilOne), ratio(ceilCluster, ceilOne))
+	}
+	if _, dBusiest := cl.decisions.total(); dBusiest > 0 {
+		row("the busiest master's share of the masters' CPU over the chain rounds (rate-limit decisions of the bench's accounts)", fmt.Sprintf("%.2f", dBusiest), "", "")
+	}
 }
 
 // redisRows adds the redis mode section.

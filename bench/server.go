@@ -66,6 +66,13 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 			}
 {{- end}}
 		}
+{{- range .Tenants}}
+		account {{.}} {
+			key_sha256 {{$.KeySHA256}}
+			rate_limit 1000000000/s
+			allow 127.0.0.1/32
+		}
+{{- end}}
 {{- if .LimitedRate}}
 		account {{.LimitedAccount}} {
 			key_sha256 {{.LimitedKeySHA256}}
@@ -133,6 +140,29 @@ type serverConfig struct {
 	webhook *webhookConfig
 	// limited, when set, adds the limited account with this limit.
 	limited *limitConfig
+	// tenants adds that many accounts like the bench account (tenantName),
+	// with its key.
+	tenants int
+}
+
+// tenantName is the id of the i-th tenant account.
+func tenantName(i int) string { return fmt.Sprintf("tenant-%d", i) }
+
+// tenantTargets returns the chain and creation targets of the tenant
+// accounts, each round robin over them.
+func (s *server) tenantTargets(o options, tenants int) (chain, create *target) {
+	var chains, creates []vegeta.Target
+	for i := range tenants {
+		h := credentials()
+		h.Set("Account-Id", tenantName(i))
+		chains = append(chains, vegeta.Target{Method: http.MethodGet, URL: s.chainURL(), Header: h})
+		c := createRequest(s.apiURL())
+		c.Header = h.Clone()
+		c.Header.Set("Content-Type", "application/json")
+		creates = append(creates, c)
+	}
+	return newTargets("chain-"+s.name, chains, http.StatusOK, o.workers, o.timeout),
+		newTargets("create-"+s.name, creates, http.StatusAccepted, o.createWorkers, o.timeout)
 }
 
 // limitConfig is the rate limit of the limited account: rate requests per
@@ -165,6 +195,8 @@ type caddyfileData struct {
 	// account.
 	LimitedAccount, LimitedKeySHA256, LimitedRate string
 	LimitedBurst                                  int
+	// Tenants are the ids of the tenant accounts.
+	Tenants []string
 }
 
 // server is the taskgate process under load.
@@ -246,6 +278,9 @@ func startServer(ctx context.Context, bin, dir string, cfg serverConfig) (*serve
 		SourceURL:     cfg.sourceURL,
 		SourceTimeout: cfg.sourceTimeout.String(),
 		Concurrency:   cfg.concurrency,
+	}
+	for i := range cfg.tenants {
+		data.Tenants = append(data.Tenants, tenantName(i))
 	}
 	if w := cfg.webhook; w != nil {
 		data.WebhookURL, data.WebhookSecret = w.url, w.secret
