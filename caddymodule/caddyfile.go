@@ -12,6 +12,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/taskgate/taskgate/backend/ratelimit"
+	"github.com/taskgate/taskgate/backend/storage"
 )
 
 func init() {
@@ -319,8 +320,8 @@ func parseStorage(d *caddyfile.Dispenser) (*StorageConfig, error) {
 				return nil, d.ArgErr()
 			}
 			n, err := strconv.Atoi(d.Val())
-			if err != nil || n < 1 {
-				return nil, d.Errf("shards %q: want a number of shards, 1 or more", d.Val())
+			if err != nil || n < 1 || n > storage.MaxShards {
+				return nil, d.Errf("shards %q: want a number of shards, 1 to %d", d.Val(), storage.MaxShards)
 			}
 			st.Shards = n
 		default:

@@ -133,6 +133,8 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"bad replicas", "storage redis redis://127.0.0.1:6379 {\nreplicas many\n}", ":4", "number of replicas"},
 		{"bad replicas_timeout", "storage redis redis://127.0.0.1:6379 {\nreplicas_timeout 0s\n}", ":4", "positive duration"},
 		{"replicas_timeout alone", "storage redis redis://127.0.0.1:6379 {\nreplicas_timeout 2s\n}", ":5", "without replicas"},
+		{"bad shards", "storage redis redis://127.0.0.1:6379 {\nshards 0\n}", ":4", "number of shards"},
+		{"too many shards", "storage redis redis://127.0.0.1:6379 {\nshards 1000\n}", ":4", "1 to 256"},
 		{"replicas of bolt", "storage bolt tg.db {\nreplicas 1\n}", ":4", "takes no block"},
 		{"unknown storage option", "storage redis redis://127.0.0.1:6379 {\nwait 1\n}", ":4", "unknown option"},
 		{"bad duration", "retention soon", ":3", "duration"},

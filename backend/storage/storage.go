@@ -46,6 +46,9 @@ type Config struct {
 	Shards int
 }
 
+// MaxShards bounds the shards of "redis".
+const MaxShards = redis.MaxShards
+
 // Key names the store a config opens: two configs with the same key share
 // one store (a config reload keeps the open bolt file).
 func (c Config) Key() string {
