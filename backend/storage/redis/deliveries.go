@@ -302,15 +302,7 @@ func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now tim
 // RescueDeliveries makes claimable again the deliveries whose lease ended
 // before expiredBefore, a batch per script; see webhook.Store.
 func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (int, error) {
-	total := 0
-	for _, sh := range s.shards {
-		n, err := s.inBatches(ctx, scriptDlvRescue, sh.deliveryLeasesKey(), s.boundBefore(expiredBefore))
-		total += n
-		if err != nil {
-			return total, err
-		}
-	}
-	return total, nil
+	return s.inBatchesEach(ctx, scriptDlvRescue, (*shard).deliveryLeasesKey, s.boundBefore(expiredBefore))
 }
 
 // ExtendDeliveryLeases moves the lease end of the deliveries still leased

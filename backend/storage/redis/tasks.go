@@ -244,15 +244,7 @@ func (s *Store) Rescue(ctx context.Context, expiredBefore time.Time) (int, error
 	if err := s.migrateQueues(ctx); err != nil {
 		return 0, err
 	}
-	total := 0
-	for _, sh := range s.shards {
-		n, err := s.inBatches(ctx, scriptTaskRescue, sh.taskLeasesKey(), s.boundBefore(expiredBefore))
-		total += n
-		if err != nil {
-			return total, err
-		}
-	}
-	return total, nil
+	return s.inBatchesEach(ctx, scriptTaskRescue, (*shard).taskLeasesKey, s.boundBefore(expiredBefore))
 }
 
 // migrateQueues moves the tasks of the queues of the layout before queues
@@ -340,11 +332,7 @@ func (s *Store) QueueDepth(ctx context.Context, taskType string) (int, error) {
 func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time, limit int) (int, error) {
 	total := 0
 	for _, sh := range s.walk() {
-		v, err := s.run(ctx, scriptTaskPurge, sh.completedKey(), lexBefore(completedBefore), max(limit-total, 0))
-		if err != nil {
-			return total, err
-		}
-		n, err := integer(v)
+		n, err := s.runCount(ctx, scriptTaskPurge, sh.completedKey(), lexBefore(completedBefore), max(limit-total, 0))
 		if err != nil {
 			return total, err
 		}
@@ -362,11 +350,7 @@ func (s *Store) Purge(ctx context.Context, completedBefore, idemBefore time.Time
 func (s *Store) inBatches(ctx context.Context, script *goredis.Script, key, bound string) (int, error) {
 	total := 0
 	for {
-		v, err := s.run(ctx, script, key, bound, scriptBatch)
-		if err != nil {
-			return total, err
-		}
-		n, err := integer(v)
+		n, err := s.runCount(ctx, script, key, bound, scriptBatch)
 		if err != nil {
 			return total, err
 		}
@@ -375,6 +359,28 @@ func (s *Store) inBatches(ctx context.Context, script *goredis.Script, key, boun
 			return total, nil
 		}
 	}
+}
+
+// inBatchesEach runs inBatches on the index keyOf of every shard.
+func (s *Store) inBatchesEach(ctx context.Context, script *goredis.Script, keyOf func(*shard) string, bound string) (int, error) {
+	total := 0
+	for _, sh := range s.shards {
+		n, err := s.inBatches(ctx, script, keyOf(sh), bound)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// runCount runs a script that answers a number.
+func (s *Store) runCount(ctx context.Context, script *goredis.Script, key string, args ...any) (int, error) {
+	v, err := s.run(ctx, script, key, args...)
+	if err != nil {
+		return 0, err
+	}
+	return integer(v)
 }
 
 // decodeTask builds a task from its fields in Redis: the JSON it was
