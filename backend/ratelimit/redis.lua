@@ -58,26 +58,43 @@ else
   now_s, now_n = tonumber(t[1]), tonumber(t[2]) * 1000
 end
 
+-- A key that comes more than once is read once and written once: its TAT
+-- is kept here between its decisions, and the last one admitted is
+-- written at the end, as the last of its SETs would have left it.
+-- (Tables of numbers by key, not a table per key: a call of distinct
+-- keys, the usual case, allocates nothing per key.)
+local read = {}             -- key -> true once read
+local tat_ss, tat_ns = {}, {} -- key -> its TAT, absent when it holds none
+local written = {}          -- keys admitted, in the order of their first admission
+local reset_ss, reset_ns = {}, {} -- key -> the reset of its last admission
+
 local out = {}
 for i, key in ipairs(KEYS) do
   local a = 3 + (i - 1) * 4
   local interval_s, interval_n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local window_s, window_n = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
 
+  if not read[key] then
+    read[key] = true
+    local stored = redis.call('GET', key)
+    if stored then
+      local len = #stored
+      local s = 0
+      if len > 9 then
+        s = tonumber(string.sub(stored, 1, len - 9))
+      end
+      local n = tonumber(string.sub(stored, -9))
+      -- A value that is not a TAT (none should be) counts as none,
+      -- rather than failing the other decisions of the call.
+      if s and n then
+        tat_ss[key], tat_ns[key] = s, n
+      end
+    end
+  end
   local tat_s, tat_n = now_s, now_n
-  local stored = redis.call('GET', key)
-  if stored then
-    local len = #stored
-    local s = 0
-    if len > 9 then
-      s = tonumber(string.sub(stored, 1, len - 9))
-    end
-    local n = tonumber(string.sub(stored, -9))
-    -- A value that is not a TAT (none should be) counts as none, rather
-    -- than failing the other decisions of the call.
-    if s and n and less(now_s, now_n, s, n) then
-      tat_s, tat_n = s, n
-    end
+  local held_s, held_n = tat_ss[key], tat_ns[key]
+  if held_s and less(now_s, now_n, held_s, held_n) then
+    tat_s, tat_n = held_s, held_n
   end
 
   -- A TAT more than a window ahead was set under a stricter limit since
@@ -96,9 +113,16 @@ for i, key in ipairs(KEYS) do
     out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, retry_s, retry_n, reset_s, reset_n
   else
     local reset_s, reset_n = sub(next_s, next_n, now_s, now_n)
-    redis.call('SET', key, string.format('%d%09d', next_s, next_n),
-      'PX', string.format('%d', reset_s * 1000 + math.ceil(reset_n / 1000000)))
+    if not reset_ss[key] then
+      written[#written + 1] = key
+    end
+    tat_ss[key], tat_ns[key] = next_s, next_n
+    reset_ss[key], reset_ns[key] = reset_s, reset_n
     out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 1, reset_s, reset_n, 0, 0
   end
+end
+for _, key in ipairs(written) do
+  redis.call('SET', key, string.format('%d%09d', tat_ss[key], tat_ns[key]),
+    'PX', string.format('%d', reset_ss[key] * 1000 + math.ceil(reset_ns[key] / 1000000)))
 end
 return out

@@ -148,6 +148,10 @@ func BenchmarkRedisTake(b *testing.B) {
 	b.Run("many_keys", func(b *testing.B) {
 		benchDecisions(b, rdb, keys, "evalsha", gcra, incr)
 	})
+	// One busy account: the decisions of a call share its key.
+	b.Run("one_key", func(b *testing.B) {
+		benchDecisions(b, rdb, keys[:1], "evalsha", gcra, incr)
+	})
 	b.Run("baseline_incr", func(b *testing.B) {
 		benchDecisions(b, rdb, keys, "incr", incr, nil)
 	})

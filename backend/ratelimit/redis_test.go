@@ -293,6 +293,88 @@ func TestRedisScriptEqualsDecide(t *testing.T) {
 	}
 }
 
+// TestRedisScriptBatchEqualsDecide checks calls of several decisions, a
+// key often more than once and under changing limits, against Decide made
+// one after the other at the call's instant: the script keeps a key's TAT
+// between its decisions and writes it once, as its last admission leaves
+// it, with that admission's expiry.
+func TestRedisScriptBatchEqualsDecide(t *testing.T) {
+	_, rdb := newTestRedis(t)
+	ctx := context.Background()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0xba7c))
+	limits := []Limit{mustLimit(t, "30/s", 0), mustLimit(t, "3/s", 5), mustLimit(t, "7/100ms", 1),
+		mustLimit(t, "5/m", 2), mustLimit(t, "1000/s", 1000), mustLimit(t, "1/d", 200)}
+	keys := []string{"a", "b", "c"}
+	model := map[string]int64{}
+	now := int64(1_763_000_000_123_456_789)
+	for step := range 2000 {
+		now += rng.Int64N(int64(200 * time.Millisecond))
+		n := 1 + rng.IntN(8)
+		batch := make([]string, n)
+		args := []any{now / 1e9, now % 1e9}
+		want := make([]Result, n)
+		ls := make([]Limit, n)
+		lastAllowed := map[string]Result{}
+		for i := range batch {
+			batch[i] = testPrefix + keys[rng.IntN(len(keys))]
+			ls[i] = limits[rng.IntN(len(limits))]
+			args = appendLimit(args, ls[i])
+			tat, res := Decide(model[batch[i]], now, ls[i])
+			if res.Allowed {
+				model[batch[i]] = tat
+				lastAllowed[batch[i]] = res
+			}
+			want[i] = res
+		}
+		var eval *goredis.Cmd
+		gets := map[string]*goredis.StringCmd{}
+		pttls := map[string]*goredis.DurationCmd{}
+		if _, err := rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			eval = takeScript.Eval(ctx, p, batch, args...)
+			for _, k := range batch {
+				if gets[k] != nil {
+					continue
+				}
+				pttls[k] = p.PTTL(ctx, k)
+				p.Persist(ctx, k)
+				gets[k] = p.Get(ctx, k)
+			}
+			return nil
+		}); err != nil && err != goredis.Nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		v, err := eval.Int64Slice()
+		if err != nil || len(v) != 5*n {
+			t.Fatalf("step %d: %v, %v", step, v, err)
+		}
+		for i := range batch {
+			got, err := takeResult(v[5*i:5*i+5], ls[i])
+			if err != nil || got != want[i] {
+				t.Fatalf("step %d: decision %d of %d (key %s): script %+v, %v; Decide %+v", step, i+1, n, batch[i], got, err, want[i])
+			}
+		}
+		for k, get := range gets {
+			if model[k] == 0 {
+				if get.Err() != goredis.Nil {
+					t.Fatalf("step %d: key %s holds %q, want nothing", step, k, get.Val())
+				}
+				continue
+			}
+			if tat, err := strconv.ParseInt(get.Val(), 10, 64); err != nil || tat != model[k] {
+				t.Fatalf("step %d: key %s holds %q, want %d", step, k, get.Val(), model[k])
+			}
+			if res, ok := lastAllowed[k]; ok {
+				wantTTL := (res.ResetAfter + time.Millisecond - 1).Truncate(time.Millisecond)
+				if d := pttls[k].Val(); d > wantTTL || d < wantTTL-5*time.Millisecond {
+					t.Fatalf("step %d: key %s TTL %v, want %v", step, k, d, wantTTL)
+				}
+			}
+		}
+	}
+}
+
 // TestRedisBatches sends 400 concurrent decisions over 4 keys, each limited
 // to a burst of 25 per hour: exactly 25 of each key's 100 are admitted, as
 // one at a time, while the decisions go to Redis in fewer calls than
