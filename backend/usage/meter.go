@@ -2,6 +2,7 @@ package usage
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"slices"
 	"strings"
@@ -144,10 +145,23 @@ func (m *Meter) Flush(ctx context.Context) error {
 		return nil
 	}
 	if err := m.store.AddUsage(ctx, rows); err != nil {
+		// What the store did store is not counted again.
+		stored := map[[3]string]bool{}
+		var partial *PartialError
+		if errors.As(err, &partial) {
+			for i, r := range rows {
+				if i < len(partial.Stored) && partial.Stored[i] {
+					stored[[3]string{r.AccountID, r.Day, r.TaskType}] = true
+				}
+			}
+		}
 		for i, counts := range taken {
 			s := &m.shards[i]
 			s.mu.Lock()
 			for k, c := range counts {
+				if stored[[3]string{k.account, Day(time.Unix(int64(k.day)*86400, 0)), k.taskType}] {
+					continue
+				}
 				if mine := s.counts[k]; mine != nil {
 					c.Add(*mine)
 				}

@@ -107,6 +107,53 @@ func TestMeterKeepsCountsWhenTheStoreFails(t *testing.T) {
 	}
 }
 
+// partialStore stores the rows of account "a" and fails the others, as a
+// store of shards whose second shard is down.
+type partialStore struct{ fakeStore }
+
+func (p *partialStore) AddUsage(ctx context.Context, rows []Row) error {
+	var ok []Row
+	stored := make([]bool, len(rows))
+	for i, r := range rows {
+		if r.AccountID == "a" {
+			ok, stored[i] = append(ok, r), true
+		}
+	}
+	if err := p.fakeStore.AddUsage(ctx, ok); err != nil {
+		return err
+	}
+	if len(ok) == len(rows) {
+		return nil
+	}
+	return &PartialError{Stored: stored, Err: errors.New("shard down")}
+}
+
+func TestMeterRetriesOnlyWhatWasNotStored(t *testing.T) {
+	store := &partialStore{}
+	m := NewMeter(MeterConfig{Store: store})
+	m.Request("a", "", "")
+	m.Request("b", "", "")
+	if err := m.Flush(context.Background()); err == nil {
+		t.Fatal("Flush with a shard down: want an error")
+	}
+	// "b" is written again at the next flush; "a", stored, is not.
+	m.Request("b", "", "")
+	store2 := &fakeStore{}
+	m.store = store2
+	if err := m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := store.get("a", Day(time.Now()), ""); got.Requests != 1 {
+		t.Fatalf("a: %+v stored, want 1 request", got)
+	}
+	if got := store2.get("a", Day(time.Now()), ""); got.Requests != 0 {
+		t.Fatalf("a written again: %+v, want nothing", got)
+	}
+	if got := store2.get("b", Day(time.Now()), ""); got.Requests != 2 {
+		t.Fatalf("b: %+v, want its 2 requests", got)
+	}
+}
+
 func TestMeterRunFlushesOnStop(t *testing.T) {
 	store := &fakeStore{}
 	m := NewMeter(MeterConfig{Store: store})

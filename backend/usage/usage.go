@@ -57,6 +57,17 @@ type Row struct {
 	Counts
 }
 
+// PartialError is the error of an AddUsage that stored some of its rows
+// (a store that writes its shards apart): Stored[i] tells that rows[i]
+// was stored, so that a caller writes the others again, not those.
+type PartialError struct {
+	Stored []bool
+	Err    error
+}
+
+func (e *PartialError) Error() string { return e.Err.Error() }
+func (e *PartialError) Unwrap() error { return e.Err }
+
 // Store keeps usage counts. Every implementation passes the conformance
 // suite in package usagetest.
 type Store interface {

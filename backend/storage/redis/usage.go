@@ -66,8 +66,12 @@ func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 			return err
 		}
 	}
-	// One MULTI per shard: a transaction stays in one slot.
+	// One MULTI per shard: a transaction stays in one slot. When one
+	// fails after others were applied, the error says which rows are
+	// stored (usage.PartialError), so that they are not added twice.
 	byShard := make(map[*shard][]int)
+	stored := make([]bool, len(rows))
+	anyStored := false
 	for i, r := range rows {
 		sh := s.shardOf(r.AccountID)
 		byShard[sh] = append(byShard[sh], i)
@@ -96,8 +100,15 @@ func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 			return nil
 		})
 		if err != nil {
+			if anyStored {
+				return &usage.PartialError{Stored: stored, Err: storeErr(err)}
+			}
 			return storeErr(err)
 		}
+		for _, i := range byShard[sh] {
+			stored[i] = true
+		}
+		anyStored = true
 	}
 	return nil
 }
