@@ -318,6 +318,14 @@ func parseWebhooks(d *caddyfile.Dispenser) (*WebhooksConfig, error) {
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
+		case "self_service":
+			if !d.NextArg() || (d.Val() != "on" && d.Val() != "off") {
+				return nil, d.Err("self_service: want on or off")
+			}
+			wh.SelfService = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
 		case "allow_private":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

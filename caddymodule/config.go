@@ -151,6 +151,10 @@ type WebhooksConfig struct {
 	// connection is made to. The admin endpoint's port stays unreachable
 	// on every address of this machine. Default: none.
 	AllowPrivate []string `json:"allow_private,omitempty"`
+	// SelfService "off" stops accounts from changing their webhook
+	// endpoints through the client API (GET /v3/webhooks still lists
+	// them); the operator still can, through the admin API. Default: on.
+	SelfService string `json:"self_service,omitempty"`
 }
 
 // The App's defaults.
@@ -365,6 +369,13 @@ func (c *WebhooksConfig) build(protectedPorts []uint16) (engine.WebhooksConfig, 
 			return out, fmt.Errorf("webhooks: per_url %d must be 1 to 1024", c.PerURL)
 		}
 		out.PerURL = c.PerURL
+		switch c.SelfService {
+		case "", "on":
+		case "off":
+			out.NoSelfService = true
+		default:
+			return out, fmt.Errorf("webhooks: self_service %q must be on or off", c.SelfService)
+		}
 		if c.SourceAddress != "" {
 			ip, err := netip.ParseAddr(c.SourceAddress)
 			if err != nil || ip.Zone() != "" {

@@ -47,6 +47,9 @@ type Account struct {
 	// Static accounts come from the configuration and cannot be changed at
 	// run time.
 	Static bool
+	// WebhooksLocked keeps the account's webhook endpoints the operator's:
+	// the client API lists them and changes none.
+	WebhooksLocked bool
 }
 
 // Key is one API key of an account, stored only as its SHA-256.
@@ -67,6 +70,31 @@ type Webhook struct {
 	Authorization string
 	// Types limits the webhook to these task types; empty means all.
 	Types []string
+	// ID names the endpoint in the webhooks API; empty for one set
+	// before endpoints had ids (EndpointID derives one).
+	ID string
+	// Description says what the endpoint is for, to people.
+	Description string
+	// Disabled endpoints get no deliveries.
+	Disabled bool
+	// CreatedAt and UpdatedAt are zero for webhooks of the
+	// configuration.
+	CreatedAt, UpdatedAt time.Time
+	// PreviousSecret, until PreviousSecretUntil, signs deliveries next to
+	// Secret: the overlap of a secret rotation.
+	PreviousSecret      string
+	PreviousSecretUntil time.Time
+}
+
+// EndpointID returns the id of the webhook in the webhooks API: its ID,
+// or for a webhook set without one (the configuration's, or one stored
+// before endpoints had ids) "we_" and 16 hex digits of its URL's SHA-256.
+func (w *Webhook) EndpointID() string {
+	if w.ID != "" {
+		return w.ID
+	}
+	sum := sha256.Sum256([]byte(w.URL))
+	return "we_" + hex.EncodeToString(sum[:8])
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)

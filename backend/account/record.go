@@ -41,11 +41,14 @@ type Record struct {
 	Webhooks       []WebhookRecord `json:"webhooks,omitempty"`
 	FailureWebhook string          `json:"failure_webhook,omitempty"`
 	// Quotas bound the tasks the account may create in a day or a month.
-	Quotas    []QuotaRecord `json:"quotas,omitempty"`
-	Keys      []KeyRecord   `json:"keys,omitempty"`
-	Disabled  bool          `json:"disabled,omitempty"`
-	CreatedAt time.Time     `json:"created_at"`
-	UpdatedAt time.Time     `json:"updated_at"`
+	Quotas   []QuotaRecord `json:"quotas,omitempty"`
+	Keys     []KeyRecord   `json:"keys,omitempty"`
+	Disabled bool          `json:"disabled,omitempty"`
+	// WebhooksLocked turns the account's self-service of webhook
+	// endpoints off: only the operator changes them.
+	WebhooksLocked bool      `json:"webhooks_locked,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
 	// Version counts the record's changes, from 1 at creation; a cache
 	// keeps the highest version it has seen.
 	Version int64 `json:"version"`
@@ -88,10 +91,17 @@ func QuotaRecordOf(q quota.Quota) QuotaRecord {
 
 // WebhookRecord is a webhook of a dynamic account.
 type WebhookRecord struct {
-	URL           string   `json:"url"`
-	Secret        string   `json:"secret,omitempty"`
-	Authorization string   `json:"authorization,omitempty"`
-	Types         []string `json:"types,omitempty"`
+	URL                 string    `json:"url"`
+	Secret              string    `json:"secret,omitempty"`
+	Authorization       string    `json:"authorization,omitempty"`
+	Types               []string  `json:"types,omitempty"`
+	ID                  string    `json:"id,omitempty"`
+	Description         string    `json:"description,omitempty"`
+	Disabled            bool      `json:"disabled,omitempty"`
+	CreatedAt           time.Time `json:"created_at,omitzero"`
+	UpdatedAt           time.Time `json:"updated_at,omitzero"`
+	PreviousSecret      string    `json:"previous_secret,omitempty"`
+	PreviousSecretUntil time.Time `json:"previous_secret_until,omitzero"`
 }
 
 // Store keeps the dynamic accounts. Every implementation passes the
@@ -129,6 +139,7 @@ func (r *Record) Build() (*Account, error) {
 		TaskTypes:      r.TaskTypes,
 		FailureWebhook: r.FailureWebhook,
 		Disabled:       r.Disabled,
+		WebhooksLocked: r.WebhooksLocked,
 	}
 	for _, q := range r.Quotas {
 		spec.Quotas = append(spec.Quotas, q.Quota())

@@ -36,6 +36,8 @@ type Spec struct {
 	Quotas   []quota.Quota
 	Disabled bool
 	Static   bool
+	// WebhooksLocked keeps the account's endpoints the operator's.
+	WebhooksLocked bool
 }
 
 // Build returns the account the spec describes, checked (Validate).
@@ -50,6 +52,7 @@ func (s *Spec) Build() (*Account, error) {
 		Quotas:         s.Quotas,
 		Disabled:       s.Disabled,
 		Static:         s.Static,
+		WebhooksLocked: s.WebhooksLocked,
 	}
 	var err error
 	if a.Limit, err = BuildLimit(s.RateLimit, s.Burst); err != nil {

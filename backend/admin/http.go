@@ -17,6 +17,7 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/endpoints"
 	"github.com/taskgate/taskgate/backend/internal/jsonkey"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/usage"
@@ -70,6 +71,9 @@ type Handler struct {
 	// to the operator as the client API serves them to the account
 	// (whether or not the account is disabled).
 	Client *api.API
+	// Endpoints, when set, serves an account's webhook endpoints to the
+	// operator, who may change them whatever the account's self-service.
+	Endpoints *endpoints.Service
 
 	routesOnce sync.Once
 	mux        *http.ServeMux
@@ -131,6 +135,18 @@ func (h *Handler) route() {
 	handle(Prefix+"maintenance/{id}", map[string]http.HandlerFunc{http.MethodDelete: h.cancelMaintenance})
 	// An account's tasks and deliveries: the client API's own routes
 	// answer, methods included.
+	if h.Endpoints != nil {
+		endpoints := func(w http.ResponseWriter, r *http.Request) {
+			id := r.PathValue("id")
+			if _, _, err := h.Service.Account(r.Context(), id); err != nil {
+				writeError(w, err)
+				return
+			}
+			h.Endpoints.Serve(w, r, id, strings.TrimPrefix(r.URL.Path, Prefix+"accounts/"+id+"/webhooks"), true)
+		}
+		mux.HandleFunc(Prefix+"accounts/{id}/webhooks", endpoints)
+		mux.HandleFunc(Prefix+"accounts/{id}/webhooks/{rest...}", endpoints)
+	}
 	mux.HandleFunc(Prefix+"accounts/{id}/tasks", h.client("/v3/tasks"))
 	mux.HandleFunc(Prefix+"accounts/{id}/deliveries", h.client("/v3/webhooks/deliveries"))
 	mux.HandleFunc(Prefix+"accounts/{id}/deliveries/{delivery_id}/retry", h.client("/v3/webhooks/deliveries/{delivery_id}/retry"))
@@ -378,10 +394,12 @@ func writeError(w http.ResponseWriter, err error) { apierr.Write(w, apierr.From(
 // AccountView is an account as the admin API shows it: never a key, its
 // hash, or a webhook's secret.
 type AccountView struct {
-	ID               string        `json:"id"`
-	Name             string        `json:"name"`
-	Static           bool          `json:"static"`
-	Disabled         bool          `json:"disabled"`
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Static   bool   `json:"static"`
+	Disabled bool   `json:"disabled"`
+	// WebhooksLocked: the account may not change its webhook endpoints.
+	WebhooksLocked   bool          `json:"webhooks_locked"`
 	RateLimit        string        `json:"rate_limit"`
 	Burst            int64         `json:"burst"`
 	DefaultRateLimit bool          `json:"default_rate_limit"`
@@ -398,10 +416,18 @@ type AccountView struct {
 
 // WebhookView is a webhook without its secrets.
 type WebhookView struct {
+	ID               string   `json:"id"`
+	Enabled          bool     `json:"enabled"`
+	Description      string   `json:"description,omitempty"`
 	URL              string   `json:"url"`
 	Types            []string `json:"types"`
 	HasSecret        bool     `json:"has_secret"`
 	HasAuthorization bool     `json:"has_authorization"`
+}
+
+func webhookView(w *account.Webhook) WebhookView {
+	return WebhookView{ID: w.EndpointID(), Enabled: !w.Disabled, Description: w.Description, URL: w.URL,
+		Types: nonNil(w.Types), HasSecret: w.Secret != "", HasAuthorization: w.Authorization != ""}
 }
 
 // KeyView is a key without the key.
@@ -469,6 +495,7 @@ func (h *Handler) recordView(r *account.Record, now time.Time) AccountView {
 		ID:             r.ID,
 		Name:           r.Name,
 		Disabled:       r.Disabled,
+		WebhooksLocked: r.WebhooksLocked,
 		Allow:          nonNil(r.Allow),
 		TaskTypes:      nonNil(r.TaskTypes),
 		Webhooks:       []WebhookView{},
@@ -485,8 +512,9 @@ func (h *Handler) recordView(r *account.Record, now time.Time) AccountView {
 		}
 	}
 	v.RateLimit, v.Burst, v.DefaultRateLimit = limit.Rate(), limit.Burst, r.RateLimit == ""
-	for _, w := range r.Webhooks {
-		v.Webhooks = append(v.Webhooks, WebhookView{URL: w.URL, Types: nonNil(w.Types), HasSecret: w.Secret != "", HasAuthorization: w.Authorization != ""})
+	for _, rec := range r.Webhooks {
+		w := account.Webhook(rec)
+		v.Webhooks = append(v.Webhooks, webhookView(&w))
 	}
 	for _, k := range r.Keys {
 		v.Keys = append(v.Keys, KeyView{ID: k.ID, Prefix: k.Prefix, CreatedAt: &k.CreatedAt, ExpiresAt: k.ExpiresAt, Expired: k.ExpiresAt != nil && !k.ExpiresAt.After(now)})
@@ -520,8 +548,8 @@ func (h *Handler) staticView(a *account.Account, now time.Time) AccountView {
 	for _, p := range a.Allow {
 		v.Allow = append(v.Allow, p.String())
 	}
-	for _, w := range a.Webhooks {
-		v.Webhooks = append(v.Webhooks, WebhookView{URL: w.URL, Types: nonNil(w.Types), HasSecret: w.Secret != "", HasAuthorization: w.Authorization != ""})
+	for i := range a.Webhooks {
+		v.Webhooks = append(v.Webhooks, webhookView(&a.Webhooks[i]))
 	}
 	for _, k := range a.Keys {
 		kv := KeyView{ID: account.StaticKeyID(k)}

@@ -100,6 +100,7 @@ type Input struct {
 	FailureWebhook Optional[string]                  `json:"failure_webhook"`
 	Quotas         Optional[[]account.QuotaRecord]   `json:"quotas"`
 	Disabled       Optional[bool]                    `json:"disabled"`
+	WebhooksLocked Optional[bool]                    `json:"webhooks_locked"`
 }
 
 // apply sets the fields of in on r.
@@ -119,6 +120,7 @@ func (in *Input) apply(r *account.Record) {
 	set(&r.FailureWebhook, in.FailureWebhook)
 	set(&r.Quotas, in.Quotas)
 	set(&r.Disabled, in.Disabled)
+	set(&r.WebhooksLocked, in.WebhooksLocked)
 }
 
 func set[T any](dst *T, o Optional[T]) {
@@ -371,6 +373,13 @@ func (s *Service) Usage(ctx context.Context, id string, from, to time.Time) ([]u
 
 func (s *Service) staticAccount(id string) (*account.Account, bool) {
 	return s.Static.LookupStatic(id)
+}
+
+// UpdateRecord changes a dynamic account's record atomically (change may
+// run more than once) and publishes the change; account.ErrStatic for a
+// static account. The webhook endpoints service changes records by it.
+func (s *Service) UpdateRecord(ctx context.Context, id string, change func(*account.Record) error) (*account.Record, error) {
+	return s.update(ctx, id, change)
 }
 
 // update changes a dynamic account (account.ErrStatic for a static one) and

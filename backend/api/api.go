@@ -22,6 +22,7 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/clock"
+	"github.com/taskgate/taskgate/backend/endpoints"
 	"github.com/taskgate/taskgate/backend/internal/jsonkey"
 	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
@@ -75,6 +76,8 @@ type API struct {
 	// OnQuotaExceeded, when set, is told of each create refused by a
 	// quota (for metrics).
 	OnQuotaExceeded func(typ *task.Type, q quota.Quota)
+	// Endpoints, when set, serves the account's webhook endpoints.
+	Endpoints *endpoints.Service
 
 	routesOnce sync.Once
 	mux        *http.ServeMux
@@ -138,6 +141,13 @@ func (a *API) route() {
 			a.retryDelivery(w, r, accountOf(r), r.PathValue("id"))
 		})
 		mux.HandleFunc("/v3/webhooks/deliveries/{id}/retry", allowOnly("POST"))
+	}
+	if a.Endpoints != nil {
+		endpoints := func(w http.ResponseWriter, r *http.Request) {
+			a.Endpoints.Serve(w, r, accountOf(r).ID, strings.TrimPrefix(r.URL.Path, "/v3/webhooks"), false)
+		}
+		mux.HandleFunc("/v3/webhooks", endpoints)
+		mux.HandleFunc("/v3/webhooks/{rest...}", endpoints)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { apierr.Write(w, apierr.NotFound) })
 	a.mux = mux

@@ -27,6 +27,7 @@ import (
 	"github.com/taskgate/taskgate/backend/admin"
 	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/egress"
+	"github.com/taskgate/taskgate/backend/endpoints"
 	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/source"
@@ -70,6 +71,9 @@ type WebhooksConfig struct {
 	Egress *egress.Policy
 	// PerURL bounds the attempts in flight to one URL (0: the default).
 	PerURL int
+	// NoSelfService stops accounts from changing their webhook endpoints
+	// through the client API.
+	NoSelfService bool
 }
 
 // Engine is one configuration of taskgate, running on a Core. Its parts
@@ -101,6 +105,8 @@ type Engine struct {
 	API *api.API
 	// Admin serves the admin API (/taskgate/…).
 	Admin *admin.Handler
+	// Endpoints manages the accounts' webhook endpoints, for both APIs.
+	Endpoints *endpoints.Service
 
 	logger      *zap.Logger
 	queues      *queues
@@ -233,21 +239,28 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 			quotaRefusals.WithLabelValues(t.Name(), string(q.Period)).Inc()
 		},
 	}
-	e.Admin = &admin.Handler{
-		Service: &admin.Service{
-			Accounts:     core.Store,
-			UsageStore:   core.Store,
-			Dynamic:      core.Dynamic,
-			Static:       e.Accounts,
-			DefaultLimit: cfg.DefaultLimit,
-			TaskTypes:    typeNames,
-			Egress:       cfg.Webhooks.Egress,
-			Maintenance:  core.Maintenance,
-			Changed:      core.AccountChanged,
-			Quotas:       e.Quotas,
-		},
-		Client: e.API,
+	adminService := &admin.Service{
+		Accounts:     core.Store,
+		UsageStore:   core.Store,
+		Dynamic:      core.Dynamic,
+		Static:       e.Accounts,
+		DefaultLimit: cfg.DefaultLimit,
+		TaskTypes:    typeNames,
+		Egress:       cfg.Webhooks.Egress,
+		Maintenance:  core.Maintenance,
+		Changed:      core.AccountChanged,
+		Quotas:       e.Quotas,
 	}
+	e.Endpoints = &endpoints.Service{
+		Lookup:        e.Accounts.Lookup,
+		Update:        adminService.UpdateRecord,
+		Egress:        cfg.Webhooks.Egress,
+		TaskTypes:     typeNames,
+		Sender:        e.Sender,
+		NoSelfService: cfg.Webhooks.NoSelfService,
+	}
+	e.API.Endpoints = e.Endpoints
+	e.Admin = &admin.Handler{Service: adminService, Client: e.API, Endpoints: e.Endpoints}
 	return e, nil
 }
 

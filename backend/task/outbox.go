@@ -20,7 +20,7 @@ func Deliveries(hooks []account.Webhook, t *Task, now time.Time) []*webhook.Deli
 	var body json.RawMessage
 	var out []*webhook.Delivery
 	for _, h := range hooks {
-		if len(h.Types) > 0 && !slices.Contains(h.Types, t.TypeName()) {
+		if h.Disabled || len(h.Types) > 0 && !slices.Contains(h.Types, t.TypeName()) {
 			continue
 		}
 		if body == nil {

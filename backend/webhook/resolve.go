@@ -1,13 +1,23 @@
 package webhook
 
-import "github.com/taskgate/taskgate/backend/account"
+import (
+	"time"
+
+	"github.com/taskgate/taskgate/backend/account"
+)
 
 // Resolve tells how to send a delivery of the account as its configuration
 // stands now: the signing secret and Authorization of the webhook it goes
-// to, and the account's failure webhook. ok is false when the account no
-// longer has a webhook at the delivery's URL. It is the Resolver of a
-// dispatcher once the account is looked up.
+// to (and its previous secret, until its rotation's overlap ends at now),
+// and the account's failure webhook. ok is false when the account no
+// longer has an enabled webhook at the delivery's URL. It is the Resolver
+// of a dispatcher once the account is looked up.
 func Resolve(acct *account.Account, d *Delivery) (target Target, failureURL string, ok bool) {
+	return ResolveAt(acct, d, time.Now())
+}
+
+// ResolveAt is Resolve at the given time.
+func ResolveAt(acct *account.Account, d *Delivery, now time.Time) (target Target, failureURL string, ok bool) {
 	if acct == nil {
 		return Target{}, "", false
 	}
@@ -19,6 +29,9 @@ func Resolve(acct *account.Account, d *Delivery) (target Target, failureURL stri
 		if h.URL != d.URL {
 			continue
 		}
+		if h.Disabled {
+			return Target{}, acct.FailureWebhook, false
+		}
 		target.Authorization = h.Authorization
 		if h.Secret != "" {
 			key, err := ParseSecret(h.Secret)
@@ -26,6 +39,11 @@ func Resolve(acct *account.Account, d *Delivery) (target Target, failureURL stri
 				return Target{}, acct.FailureWebhook, false
 			}
 			target.Secret = key
+			if h.PreviousSecret != "" && now.Before(h.PreviousSecretUntil) {
+				if prev, err := ParseSecret(h.PreviousSecret); err == nil {
+					target.PreviousSecret = prev
+				}
+			}
 		}
 		return target, acct.FailureWebhook, true
 	}

@@ -27,6 +27,10 @@ type Target struct {
 	// Secret is the HMAC key of the webhook-signature (ParseSecret); nil
 	// sends the delivery unsigned.
 	Secret []byte
+	// PreviousSecret, when set, signs too, after Secret: during a secret
+	// rotation the receiver may check either ("v1,<new> v1,<old>", as
+	// Standard Webhooks allows several signatures).
+	PreviousSecret []byte
 	// Authorization, when set, is sent verbatim as the Authorization
 	// header.
 	Authorization string
@@ -180,7 +184,11 @@ func (s *Sender) exchange(ctx context.Context, d *Delivery, target Target, at ti
 	req.Header.Set("webhook-id", d.ID)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(at.Unix(), 10))
 	if target.Secret != nil {
-		req.Header.Set("webhook-signature", Sign(target.Secret, d.ID, at, d.Body))
+		sig := Sign(target.Secret, d.ID, at, d.Body)
+		if target.PreviousSecret != nil {
+			sig += " " + Sign(target.PreviousSecret, d.ID, at, d.Body)
+		}
+		req.Header.Set("webhook-signature", sig)
 	}
 	if target.Authorization != "" {
 		req.Header.Set("Authorization", target.Authorization)

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -56,4 +57,12 @@ func Sign(key []byte, id string, timestamp time.Time, body []byte) string {
 	mac.Write(prefix)
 	mac.Write(body)
 	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// GenerateSecret returns a new signing secret: SecretPrefix and the
+// base64 of 32 random bytes.
+func GenerateSecret() string {
+	key := make([]byte, 32)
+	_, _ = rand.Read(key) // never fails (crypto/rand)
+	return SecretPrefix + base64.StdEncoding.EncodeToString(key)
 }

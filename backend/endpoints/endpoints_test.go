@@ -1,0 +1,228 @@
+package endpoints_test
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/admin"
+	"github.com/taskgate/taskgate/backend/egress"
+	"github.com/taskgate/taskgate/backend/endpoints"
+	"github.com/taskgate/taskgate/backend/ratelimit"
+	"github.com/taskgate/taskgate/backend/storage/memory"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+const pan = "verify_with_source/ind_pan"
+
+// receiver is a loopback webhook receiver that keeps what it got.
+type receiver struct {
+	*httptest.Server
+	mu  sync.Mutex
+	got []received
+}
+
+type received struct {
+	header http.Header
+	body   []byte
+}
+
+func newReceiver(t *testing.T, status int) *receiver {
+	rc := &receiver{}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		rc.got = append(rc.got, received{r.Header.Clone(), body})
+		rc.mu.Unlock()
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+func (rc *receiver) last(t *testing.T) received {
+	t.Helper()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.got) == 0 {
+		t.Fatal("the receiver got nothing")
+	}
+	return rc.got[len(rc.got)-1]
+}
+
+// signedBy tells whether one of the header's signatures is the secret's
+// (Standard Webhooks: HMAC-SHA256 of "<id>.<timestamp>.<body>").
+func signedBy(secret string, r received) bool {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		return false
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(r.header.Get("webhook-id") + "." + r.header.Get("webhook-timestamp") + "."))
+	mac.Write(r.body)
+	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	for _, sig := range strings.Fields(r.header.Get("webhook-signature")) {
+		if hmac.Equal([]byte(sig), []byte(want)) {
+			return true
+		}
+	}
+	return false
+}
+
+type fixture struct {
+	t       *testing.T
+	service *endpoints.Service
+	admin   *admin.Service
+}
+
+func newFixture(t *testing.T) *fixture {
+	static := &account.Account{ID: "demo", Static: true, Keys: []account.Key{{Hash: account.HashKey("demo-key")}},
+		Webhooks: []account.Webhook{{URL: "https://hooks.example.com/demo"}}}
+	dynamic := account.NewDynamic()
+	registry, err := account.NewRegistry(account.RegistryConfig{Static: []*account.Account{static}, Dynamic: dynamic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := memory.New()
+	t.Cleanup(func() { _ = store.Close() })
+	policy := egress.New(egress.Config{AllowPrivate: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	adminService := &admin.Service{Accounts: store, UsageStore: store, Dynamic: dynamic, Static: registry,
+		DefaultLimit: ratelimit.DefaultLimit, TaskTypes: map[string]bool{pan: true}, Egress: policy}
+	return &fixture{t: t, admin: adminService, service: &endpoints.Service{
+		Lookup: registry.Lookup, Update: adminService.UpdateRecord, Egress: policy,
+		TaskTypes: map[string]bool{pan: true}, Sender: webhook.NewSender(webhook.SenderConfig{Egress: policy, Timeout: 5 * time.Second}),
+	}}
+}
+
+// do sends a request to the webhooks API of the account and decodes the
+// answer into out.
+func (f *fixture) do(accountID, method, path, body string, operator bool, want int, out any) {
+	f.t.Helper()
+	r := httptest.NewRequest(method, "/v3/webhooks"+path, strings.NewReader(body))
+	if body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	w := httptest.NewRecorder()
+	f.service.Serve(w, r, accountID, path, operator)
+	if w.Code != want {
+		f.t.Fatalf("%s %s %s: %d %s, want %d", method, path, body, w.Code, w.Body, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(w.Body.Bytes(), out); err != nil {
+			f.t.Fatalf("%s %s: %v in %s", method, path, err, w.Body)
+		}
+	}
+}
+
+// TestEndpointLifeCycle creates, lists, changes, tests, rotates and
+// deletes an endpoint through the API, against a loopback receiver that
+// checks every signature.
+func TestEndpointLifeCycle(t *testing.T) {
+	f := newFixture(t)
+	if _, _, err := f.admin.Create(t.Context(), &admin.Input{ID: admin.Optional[string]{Set: true, Value: "acme"}, Name: admin.Optional[string]{Set: true, Value: "Acme"}}); err != nil {
+		t.Fatal(err)
+	}
+	rc := newReceiver(t, http.StatusNoContent)
+
+	var created endpoints.View
+	f.do("acme", "POST", "", `{"url":"`+rc.URL+`/hooks","task_types":["`+pan+`"],"description":"prod"}`, false, http.StatusCreated, &created)
+	if !strings.HasPrefix(created.ID, "we_") || !strings.HasPrefix(created.Secret, "whsec_") || !created.Enabled || !created.Signed {
+		t.Fatalf("created %+v, want an enabled, signed endpoint with an id and its secret", created)
+	}
+	var list struct{ Webhooks []endpoints.View }
+	f.do("acme", "GET", "", "", false, http.StatusOK, &list)
+	if len(list.Webhooks) != 1 || list.Webhooks[0].ID != created.ID || list.Webhooks[0].Secret != "" {
+		t.Fatalf("list %+v, want the endpoint without its secret", list)
+	}
+
+	// Hostile and bad input.
+	f.do("acme", "POST", "", `{"url":"http://169.254.169.254/latest/"}`, false, http.StatusBadRequest, nil)
+	f.do("acme", "POST", "", `{"url":"http://10.0.0.1/"}`, false, http.StatusBadRequest, nil)
+	f.do("acme", "POST", "", `{"url":"`+rc.URL+`/hooks"}`, false, http.StatusBadRequest, nil) // the same URL twice
+	f.do("acme", "POST", "", `{"url":"`+rc.URL+`/x","task_types":["nope/none"]}`, false, http.StatusBadRequest, nil)
+	f.do("acme", "POST", "", `{"URL":"`+rc.URL+`/x"}`, false, http.StatusBadRequest, nil)
+	f.do("acme", "POST", "", `{"description":"no url"}`, false, http.StatusBadRequest, nil)
+	f.do("acme", "GET", "/we_missing", "", false, http.StatusNotFound, nil)
+	f.do("acme", "PUT", "/"+created.ID, "", false, http.StatusMethodNotAllowed, nil)
+
+	// The test event is signed with the secret shown at creation.
+	var res endpoints.TestResult
+	f.do("acme", "POST", "/"+created.ID+"/test", "", false, http.StatusOK, &res)
+	if !res.Delivered || res.Attempt.StatusCode != http.StatusNoContent || res.Event != endpoints.EventTest {
+		t.Fatalf("test: %+v, want delivered with 204", res)
+	}
+	got := rc.last(t)
+	if !signedBy(created.Secret, got) || !strings.Contains(string(got.body), `"type":"webhook.test"`) {
+		t.Fatalf("test event %s, %q: want webhook.test signed with the secret", got.body, got.header.Get("webhook-signature"))
+	}
+
+	// A rotation: both secrets sign until the overlap ends.
+	var rotated endpoints.View
+	f.do("acme", "POST", "/"+created.ID+"/rotate-secret", `{"grace":"1h"}`, false, http.StatusOK, &rotated)
+	if rotated.Secret == "" || rotated.Secret == created.Secret || rotated.PreviousSecretExpiresAt == nil {
+		t.Fatalf("rotated %+v, want a new secret and the old one's end", rotated)
+	}
+	f.do("acme", "POST", "/"+created.ID+"/test", "", false, http.StatusOK, &res)
+	got = rc.last(t)
+	if sigs := strings.Fields(got.header.Get("webhook-signature")); len(sigs) != 2 || !signedBy(rotated.Secret, got) || !signedBy(created.Secret, got) {
+		t.Fatalf("during the overlap: %q, want the new and the old signature", got.header.Get("webhook-signature"))
+	}
+	// The same, as deliveries of tasks resolve it.
+	acct, _ := f.service.Lookup("acme")
+	target, _, ok := webhook.ResolveAt(acct, &webhook.Delivery{URL: rc.URL + "/hooks", Event: webhook.EventTask}, time.Now())
+	if !ok || target.Secret == nil || target.PreviousSecret == nil {
+		t.Fatalf("resolved %+v, %v; want both secrets", target, ok)
+	}
+	if _, _, ok := webhook.ResolveAt(acct, &webhook.Delivery{URL: rc.URL + "/hooks", Event: webhook.EventTask}, time.Now().Add(2*time.Hour)); !ok {
+		t.Fatal("after the overlap: not resolved")
+	}
+	f.do("acme", "POST", "/"+created.ID+"/rotate-secret", `{"grace":"0s"}`, false, http.StatusOK, &rotated)
+	f.do("acme", "POST", "/"+created.ID+"/test", "", false, http.StatusOK, &res)
+	if sigs := strings.Fields(rc.last(t).header.Get("webhook-signature")); len(sigs) != 1 || !signedBy(rotated.Secret, rc.last(t)) {
+		t.Fatalf("after a rotation without overlap: %q, want the new signature alone", sigs)
+	}
+	f.do("acme", "POST", "/"+created.ID+"/rotate-secret", `{"grace":"30d"}`, false, http.StatusBadRequest, nil)
+
+	// Disabled: no delivery resolves; the test event still goes.
+	var changed endpoints.View
+	f.do("acme", "PATCH", "/"+created.ID, `{"enabled":false,"description":"paused"}`, false, http.StatusOK, &changed)
+	if changed.Enabled || changed.Description != "paused" || changed.URL != rc.URL+"/hooks" {
+		t.Fatalf("changed %+v, want disabled with its new description", changed)
+	}
+	acct, _ = f.service.Lookup("acme")
+	if _, _, ok := webhook.ResolveAt(acct, &webhook.Delivery{URL: rc.URL + "/hooks", Event: webhook.EventTask}, time.Now()); ok {
+		t.Fatal("a disabled endpoint resolves")
+	}
+	f.do("acme", "POST", "/"+created.ID+"/test", "", false, http.StatusOK, &res)
+
+	// Self-service off for the account: the client lists, the operator
+	// changes.
+	if _, err := f.admin.Update(t.Context(), "acme", &admin.Input{WebhooksLocked: admin.Optional[bool]{Set: true, Value: true}}); err != nil {
+		t.Fatal(err)
+	}
+	f.do("acme", "POST", "", `{"url":"`+rc.URL+`/other"}`, false, http.StatusForbidden, nil)
+	f.do("acme", "DELETE", "/"+created.ID, "", false, http.StatusForbidden, nil)
+	f.do("acme", "GET", "", "", false, http.StatusOK, &list)
+	f.do("acme", "POST", "", `{"url":"`+rc.URL+`/other"}`, true, http.StatusCreated, nil)
+	f.do("acme", "DELETE", "/"+created.ID, "", true, http.StatusOK, nil)
+	f.do("acme", "GET", "/"+created.ID, "", false, http.StatusNotFound, nil)
+
+	// An account of the configuration: listed, read-only.
+	f.do("demo", "GET", "", "", false, http.StatusOK, &list)
+	if len(list.Webhooks) != 1 || !list.Webhooks[0].ReadOnly || !strings.HasPrefix(list.Webhooks[0].ID, "we_") {
+		t.Fatalf("static list %+v, want its webhook, read-only", list)
+	}
+	f.do("demo", "POST", "", `{"url":"https://hooks.example.com/x"}`, true, http.StatusConflict, nil)
+	f.do("demo", "PATCH", "/"+list.Webhooks[0].ID, `{"enabled":false}`, true, http.StatusConflict, nil)
+	f.do("nobody", "GET", "", "", false, http.StatusNotFound, nil)
+}
