@@ -1,0 +1,137 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// endpointObject is a webhook endpoint as the webhooks API shows it.
+type endpointObject struct {
+	ID                      string   `json:"id"`
+	URL                     string   `json:"url"`
+	TaskTypes               []string `json:"task_types"`
+	Enabled                 bool     `json:"enabled"`
+	ReadOnly                bool     `json:"read_only"`
+	Secret                  string   `json:"secret"`
+	PreviousSecretExpiresAt *string  `json:"previous_secret_expires_at"`
+}
+
+// TestSelfServiceEndpoints: an account made through the admin API creates
+// its own endpoint through the client API, its tasks' webhooks arrive
+// signed with the secret it was shown once, a rotation signs them with
+// both secrets, a test event arrives at once, a disabled endpoint gets no
+// more, and the operator locks the account's endpoints.
+func TestSelfServiceEndpoints(t *testing.T) {
+	t.Parallel()
+	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
+		answerJSON(w, http.StatusOK, `{"status":"done"}`)
+	})
+	recv := newHookReceiver(t, always(http.StatusNoContent))
+	port := freePort(t)
+	s := newServer(t)
+	s.start(config{Global: fmt.Sprintf(`
+taskgate {
+	storage %[1]s
+	task_type adm/echo {
+		source %[2]s/echo
+	}
+	webhooks {
+		allow_private 127.0.0.1/32
+		timeout 2s
+	}
+}`, s.storageOption("bolt"), src.url), Sites: taskSite(port)})
+	acct := createAccount(t, s, `{"id":"tenant","name":"Tenant"}`)
+	c := taskClient{s: s, port: port, auth: http.Header{"Account-Id": {acct.ID}, "Api-Key": {acct.APIKey}}}
+	call := func(method, path, body string) response {
+		t.Helper()
+		return s.do(t, method, c.url("/v3/webhooks"+path), c.header(nil), strings.NewReader(body))
+	}
+
+	var ep endpointObject
+	decodeAnswer(t, call(http.MethodPost, "", `{"url":"`+recv.url+`/hooks","description":"main"}`), http.StatusCreated, &ep)
+	if !strings.HasPrefix(ep.Secret, "whsec_") || !ep.Enabled {
+		t.Fatalf("created %+v, want an enabled endpoint and its secret", ep)
+	}
+	wantError(t, call(http.MethodPost, "", `{"url":"http://169.254.169.254/"}`), http.StatusBadRequest, "BAD_REQUEST")
+
+	// A task's webhook, signed with the secret shown at creation.
+	signedWith := func(what string, n int, secrets ...string) {
+		t.Helper()
+		recv.waitRequests(t, n)
+		got := recv.requests()[n-1]
+		sigs := strings.Fields(got.Header.Get("webhook-signature"))
+		if len(sigs) != len(secrets) {
+			t.Fatalf("%s: %d signatures %q, want %d", what, len(sigs), sigs, len(secrets))
+		}
+		for _, secret := range secrets {
+			if err := verifySignature(secret, got.ID, got.Header.Get("webhook-timestamp"), got.Body, got.Header.Get("webhook-signature")); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
+	}
+	c.waitTerminal(t, c.createAsync(t, "adm/echo", "t1", "g", `{}`))
+	signedWith("the first task's webhook", 1, ep.Secret)
+
+	// A rotation: both secrets sign during the overlap.
+	var rotated endpointObject
+	decodeAnswer(t, call(http.MethodPost, "/"+ep.ID+"/rotate-secret", `{"grace":"1h"}`), http.StatusOK, &rotated)
+	if rotated.Secret == ep.Secret || rotated.PreviousSecretExpiresAt == nil {
+		t.Fatalf("rotated %+v, want a new secret and the old one's end", rotated)
+	}
+	c.waitTerminal(t, c.createAsync(t, "adm/echo", "t2", "g", `{}`))
+	signedWith("a task's webhook during the overlap", 2, rotated.Secret, ep.Secret)
+
+	// A test event, at once, answered with the attempt.
+	var res struct {
+		Delivered bool `json:"delivered"`
+		Attempt   struct {
+			StatusCode int `json:"status_code"`
+		} `json:"attempt"`
+	}
+	decodeAnswer(t, call(http.MethodPost, "/"+ep.ID+"/test", ""), http.StatusOK, &res)
+	if !res.Delivered || res.Attempt.StatusCode != http.StatusNoContent {
+		t.Fatalf("test event: %+v, want delivered with 204", res)
+	}
+	signedWith("the test event", 3, rotated.Secret, ep.Secret)
+	if body := recv.requests()[2].Body; !strings.Contains(string(body), `"webhook.test"`) {
+		t.Fatalf("test event body %s", body)
+	}
+
+	// Disabled: the next task sends nothing; its delivery fails, to be
+	// retried once the endpoint is enabled again.
+	decodeAnswer(t, call(http.MethodPatch, "/"+ep.ID, `{"enabled":false}`), http.StatusOK, &ep)
+	c.waitTerminal(t, c.createAsync(t, "adm/echo", "t3", "g", `{}`))
+	var list struct {
+		Webhooks []endpointObject `json:"webhooks"`
+	}
+	decodeAnswer(t, call(http.MethodGet, "", ""), http.StatusOK, &list)
+	if len(list.Webhooks) != 1 || list.Webhooks[0].Enabled || list.Webhooks[0].Secret != "" {
+		t.Fatalf("list %+v, want the disabled endpoint without its secret", list)
+	}
+
+	// The operator locks the account's endpoints: the client may list
+	// them, not change them; the operator may.
+	r := adminCall(t, s, http.MethodPatch, "/taskgate/accounts/tenant", `{"webhooks_locked":true}`)
+	if r.status != http.StatusOK {
+		t.Fatalf("lock: %d %s", r.status, r.body)
+	}
+	wantError(t, call(http.MethodPatch, "/"+ep.ID, `{"enabled":true}`), http.StatusForbidden, "SELF_SERVICE_DISABLED")
+	r = adminCall(t, s, http.MethodPatch, "/taskgate/accounts/tenant/webhooks/"+ep.ID, `{"enabled":true}`)
+	if r.status != http.StatusOK {
+		t.Fatalf("the operator enables the endpoint: %d %s", r.status, r.body)
+	}
+	var shown endpointObject
+	if err := json.Unmarshal(r.body, &shown); err != nil || !shown.Enabled {
+		t.Fatalf("operator's answer %s: want the endpoint enabled", r.body)
+	}
+	c.waitTerminal(t, c.createAsync(t, "adm/echo", "t4", "g", `{}`))
+	signedWith("a task's webhook after re-enabling", 4, rotated.Secret, ep.Secret)
+	for _, got := range recv.requests() {
+		if strings.Contains(string(got.Body), `"t3"`) {
+			t.Fatalf("a task that ended while its endpoint was disabled was delivered: %s", got.Body)
+		}
+	}
+}
