@@ -36,6 +36,7 @@ func init() {
 	caddycmd.RegisterCommand(hashKey)
 	caddycmd.RegisterCommand(taskCommand)
 	caddycmd.RegisterCommand(deliveryCommand)
+	caddycmd.RegisterCommand(webhookCommand)
 	caddycmd.RegisterCommand(maintenanceCommand)
 }
 
@@ -91,7 +92,8 @@ accounts, task types and webhook policy:
 
 Accounts, keys and usage are managed at run time through the admin API
 on Caddy's admin endpoint, or with 'taskgate account'; an account's
-tasks and webhook deliveries with 'taskgate task' and 'taskgate delivery'. Every other
+tasks, webhook deliveries and webhook endpoints with 'taskgate task',
+'taskgate delivery' and 'taskgate webhook'. Every other
 command is Caddy's: 'taskgate reload', 'taskgate adapt', 'taskgate
 validate', 'taskgate list-modules' and so on work as they do for caddy.
 

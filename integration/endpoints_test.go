@@ -129,6 +129,25 @@ taskgate {
 	}
 	c.waitTerminal(t, c.createAsync(t, "adm/echo", "t4", "g", `{}`))
 	signedWith("a task's webhook after re-enabling", 4, rotated.Secret, ep.Secret)
+
+	// The CLI: the operator rotates the secret without overlap, and the
+	// test event it sends is signed with the secret it printed alone.
+	out, errOut, code := taskgateCmd(t, s.dir, "webhook", "rotate-secret", "tenant", ep.ID, "--grace", "0s", "--address", s.adminAddr)
+	if code != 0 {
+		t.Fatalf("taskgate webhook rotate-secret: exit %d\n%s%s", code, out, errOut)
+	}
+	_, printed, ok := strings.Cut(out, "Secret (shown once): ")
+	if !ok {
+		t.Fatalf("taskgate webhook rotate-secret printed no secret:\n%s", out)
+	}
+	printed = strings.TrimSpace(printed)
+	if out, errOut, code = taskgateCmd(t, s.dir, "webhook", "test", "tenant", ep.ID, "--address", s.adminAddr); code != 0 || !strings.Contains(out, "delivered") {
+		t.Fatalf("taskgate webhook test: exit %d\n%s%s", code, out, errOut)
+	}
+	signedWith("the CLI's test event after a rotation without overlap", 5, printed)
+	if out, _, code = taskgateCmd(t, s.dir, "webhook", "list", "tenant", "--address", s.adminAddr); code != 0 || !strings.Contains(out, ep.ID) {
+		t.Fatalf("taskgate webhook list: exit %d\n%s", code, out)
+	}
 	for _, got := range recv.requests() {
 		if strings.Contains(string(got.Body), `"t3"`) {
 			t.Fatalf("a task that ended while its endpoint was disabled was delivered: %s", got.Body)
