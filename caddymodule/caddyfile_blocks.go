@@ -318,6 +318,19 @@ func parseWebhooks(d *caddyfile.Dispenser) (*WebhooksConfig, error) {
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
+		case "disable_after":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if v := d.Val(); v != "off" {
+				if dur, err := caddy.ParseDuration(v); err != nil || dur <= 0 {
+					return nil, d.Errf("disable_after %q: want a positive duration or off", v)
+				}
+			}
+			wh.DisableAfter = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
 		case "self_service":
 			if !d.NextArg() || (d.Val() != "on" && d.Val() != "off") {
 				return nil, d.Err("self_service: want on or off")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/api"
+	"github.com/taskgate/taskgate/backend/endpoints"
 	"github.com/taskgate/taskgate/backend/engine"
 	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
@@ -155,6 +156,11 @@ type WebhooksConfig struct {
 	// endpoints through the client API (GET /v3/webhooks still lists
 	// them); the operator still can, through the admin API. Default: on.
 	SelfService string `json:"self_service,omitempty"`
+	// DisableAfter is how long every attempt at an endpoint of a dynamic
+	// account may fail before taskgate disables it and tells the
+	// account's failure webhook ("webhook.disabled"): a duration, or
+	// "off". Default: 5 days. A 410 Gone disables it at once.
+	DisableAfter string `json:"disable_after,omitempty"`
 }
 
 // The App's defaults.
@@ -369,6 +375,17 @@ func (c *WebhooksConfig) build(protectedPorts []uint16) (engine.WebhooksConfig, 
 			return out, fmt.Errorf("webhooks: per_url %d must be 1 to 1024", c.PerURL)
 		}
 		out.PerURL = c.PerURL
+		switch c.DisableAfter {
+		case "":
+			out.DisableAfter = endpoints.DefaultDisableAfter
+		case "off":
+		default:
+			d, err := caddy.ParseDuration(c.DisableAfter)
+			if err != nil || d <= 0 {
+				return out, fmt.Errorf("webhooks: disable_after %q must be a positive duration or off", c.DisableAfter)
+			}
+			out.DisableAfter = d
+		}
 		switch c.SelfService {
 		case "", "on":
 		case "off":

@@ -154,3 +154,74 @@ taskgate {
 		}
 	}
 }
+
+// TestEndpointGoneIsDisabled: a receiver answering 410 Gone has its
+// endpoint disabled at once; the account's failure webhook hears of it
+// (webhook.disabled) and of the delivery that failed, and the endpoint
+// shows why.
+func TestEndpointGoneIsDisabled(t *testing.T) {
+	t.Parallel()
+	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
+		answerJSON(w, http.StatusOK, `{"status":"done"}`)
+	})
+	recv := newHookReceiver(t, func(r *http.Request, _ int) int {
+		if r.URL.Path == "/gone" {
+			return http.StatusGone
+		}
+		return http.StatusNoContent
+	})
+	port := freePort(t)
+	s := newServer(t)
+	s.start(config{Global: fmt.Sprintf(`
+taskgate {
+	storage %[1]s
+	task_type adm/echo {
+		source %[2]s/echo
+	}
+	webhooks {
+		allow_private 127.0.0.1/32
+		timeout 2s
+	}
+}`, s.storageOption("memory"), src.url), Sites: taskSite(port)})
+	acct := createAccount(t, s, fmt.Sprintf(`{"id":"leaver","name":"Leaver","failure_webhook":%q}`, recv.url+"/failures"))
+	c := taskClient{s: s, port: port, auth: http.Header{"Account-Id": {acct.ID}, "Api-Key": {acct.APIKey}}}
+	var ep endpointObject
+	decodeAnswer(t, s.do(t, http.MethodPost, c.url("/v3/webhooks"), c.header(nil), strings.NewReader(`{"url":"`+recv.url+`/gone"}`)), http.StatusCreated, &ep)
+
+	c.waitTerminal(t, c.createAsync(t, "adm/echo", "t1", "g", `{}`))
+	var events []string
+	recv.waitFor(t, "the notices of the disabled endpoint and of the failed delivery", func() bool {
+		events = events[:0]
+		for _, r := range recv.got {
+			if r.Path == "/failures" {
+				var b struct {
+					Event string `json:"event"`
+				}
+				_ = json.Unmarshal(r.Body, &b)
+				events = append(events, b.Event)
+			}
+		}
+		return len(events) == 2
+	})
+	for _, r := range recv.requests() {
+		if r.Path != "/failures" || !strings.Contains(string(r.Body), `"webhook.disabled"`) {
+			continue
+		}
+		var b struct {
+			EndpointID     string `json:"endpoint_id"`
+			Reason         string `json:"reason"`
+			LastStatusCode int    `json:"last_status_code"`
+		}
+		if err := json.Unmarshal(r.Body, &b); err != nil || b.EndpointID != ep.ID || b.Reason != "gone" || b.LastStatusCode != http.StatusGone {
+			t.Fatalf("webhook.disabled body %s, want endpoint %s, reason gone, last status 410", r.Body, ep.ID)
+		}
+	}
+	var shown struct {
+		Enabled        bool   `json:"enabled"`
+		DisabledReason string `json:"disabled_reason"`
+	}
+	decodeAnswer(t, s.do(t, http.MethodGet, c.url("/v3/webhooks/"+ep.ID), c.header(nil), nil), http.StatusOK, &shown)
+	if shown.Enabled || shown.DisabledReason != "gone" {
+		t.Fatalf("endpoint %+v after a 410, want disabled (gone)", shown)
+	}
+}

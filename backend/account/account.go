@@ -84,6 +84,12 @@ type Webhook struct {
 	// Secret: the overlap of a secret rotation.
 	PreviousSecret      string
 	PreviousSecretUntil time.Time
+	// FailingSince is the first failed attempt since the last delivered
+	// one; zero while the endpoint delivers.
+	FailingSince time.Time
+	// DisabledReason says why taskgate disabled the endpoint: "gone" (it
+	// answered 410) or "failing" (every attempt failed for too long).
+	DisabledReason string
 }
 
 // EndpointID returns the id of the webhook in the webhooks API: its ID,

@@ -102,6 +102,8 @@ type WebhookRecord struct {
 	UpdatedAt           time.Time `json:"updated_at,omitzero"`
 	PreviousSecret      string    `json:"previous_secret,omitempty"`
 	PreviousSecretUntil time.Time `json:"previous_secret_until,omitzero"`
+	FailingSince        time.Time `json:"failing_since,omitzero"`
+	DisabledReason      string    `json:"disabled_reason,omitempty"`
 }
 
 // Store keeps the dynamic accounts. Every implementation passes the

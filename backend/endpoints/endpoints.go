@@ -68,6 +68,9 @@ type Service struct {
 	Sender *webhook.Sender
 	// NoSelfService turns the client API's changes off for every account.
 	NoSelfService bool
+	// DisableAfter is how long every attempt at an endpoint may fail
+	// before Health disables it; 0: never (a 410 still does).
+	DisableAfter time.Duration
 	// Clock tells the time (the system's if nil).
 	Clock clock.Clock
 }
@@ -83,9 +86,16 @@ type View struct {
 	// ReadOnly endpoints are in the configuration.
 	ReadOnly bool `json:"read_only"`
 	// Signed tells that deliveries carry a webhook-signature.
-	Signed    bool       `json:"signed"`
-	CreatedAt *time.Time `json:"created_at"`
-	UpdatedAt *time.Time `json:"updated_at"`
+	Signed bool `json:"signed"`
+	// DisabledReason, when taskgate disabled the endpoint, says why:
+	// "gone" (it answered 410) or "failing" (every attempt failed for
+	// too long).
+	DisabledReason string `json:"disabled_reason,omitempty"`
+	// FailingSince is the first failed attempt since the last delivered
+	// one, while the endpoint fails.
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	CreatedAt    *time.Time `json:"created_at"`
+	UpdatedAt    *time.Time `json:"updated_at"`
 	// PreviousSecretExpiresAt, during a rotation's overlap, is when the
 	// previous secret stops signing.
 	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
@@ -130,6 +140,13 @@ func view(w *account.Webhook, readOnly bool, now time.Time) View {
 		Enabled:     !w.Disabled,
 		ReadOnly:    readOnly,
 		Signed:      w.Secret != "",
+	}
+	if w.Disabled {
+		v.DisabledReason = w.DisabledReason
+	}
+	if !w.FailingSince.IsZero() {
+		since := w.FailingSince
+		v.FailingSince = &since
 	}
 	if !w.CreatedAt.IsZero() {
 		at, up := w.CreatedAt, w.UpdatedAt
@@ -396,6 +413,8 @@ func (s *Service) apply(w *account.WebhookRecord, in Input) error {
 	}
 	if in.Enabled != nil {
 		w.Disabled = !*in.Enabled
+		// Enabled again: a fresh start.
+		w.DisabledReason, w.FailingSince = "", time.Time{}
 	}
 	return nil
 }

@@ -226,3 +226,68 @@ func TestEndpointLifeCycle(t *testing.T) {
 	f.do("demo", "PATCH", "/"+list.Webhooks[0].ID, `{"enabled":false}`, true, http.StatusConflict, nil)
 	f.do("nobody", "GET", "", "", false, http.StatusNotFound, nil)
 }
+
+// TestHealth follows an endpoint through failing and delivered attempts:
+// the first failure marks it, a delivery clears the mark, every attempt
+// failing for DisableAfter disables it once (the answer tells the
+// dispatcher to notify the account), and a 410 disables at once.
+func TestHealth(t *testing.T) {
+	f := newFixture(t)
+	f.service.DisableAfter = 5 * 24 * time.Hour
+	if _, _, err := f.admin.Create(t.Context(), &admin.Input{ID: admin.Optional[string]{Set: true, Value: "acme"}, Name: admin.Optional[string]{Set: true, Value: "Acme"}}); err != nil {
+		t.Fatal(err)
+	}
+	var ep, gone endpoints.View
+	f.do("acme", "POST", "", `{"url":"https://hooks.example.com/a"}`, false, http.StatusCreated, &ep)
+	f.do("acme", "POST", "", `{"url":"https://hooks.example.com/gone"}`, false, http.StatusCreated, &gone)
+	d := &webhook.Delivery{AccountID: "acme", URL: "https://hooks.example.com/a", Event: webhook.EventTask}
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	failed := func(at time.Time) webhook.Attempt { return webhook.Attempt{At: at, StatusCode: 503} }
+	show := func(id string) endpoints.View {
+		var v endpoints.View
+		f.do("acme", "GET", "/"+id, "", false, http.StatusOK, &v)
+		return v
+	}
+	if got := f.service.Health(d, failed(t0), t0); got != nil {
+		t.Fatalf("first failure: %+v, want nothing", got)
+	}
+	if v := show(ep.ID); v.FailingSince == nil || !v.FailingSince.Equal(t0) {
+		t.Fatalf("after a failure: %+v, want failing since %s", v, t0)
+	}
+	// A delivery clears the mark; the next failure starts it again.
+	f.service.Health(d, webhook.Attempt{At: t0.Add(time.Hour), StatusCode: 200}, t0.Add(time.Hour))
+	if v := show(ep.ID); v.FailingSince != nil {
+		t.Fatalf("after a delivery: %+v, want no longer failing", v)
+	}
+	t1 := t0.Add(2 * time.Hour)
+	f.service.Health(d, failed(t1), t1)
+	if got := f.service.Health(d, failed(t1.Add(4*24*time.Hour)), t1.Add(4*24*time.Hour)); got != nil {
+		t.Fatalf("failing for 4 days: %+v, want nothing yet", got)
+	}
+	end := t1.Add(5 * 24 * time.Hour)
+	got := f.service.Health(d, webhook.Attempt{At: end, Error: "connection refused"}, end)
+	if got == nil || got.Reason != endpoints.ReasonFailing || got.EndpointID != ep.ID || !got.FailingSince.Equal(t1) {
+		t.Fatalf("failing for 5 days: %+v, want the endpoint disabled, failing since %s", got, t1)
+	}
+	if v := show(ep.ID); v.Enabled || v.DisabledReason != endpoints.ReasonFailing {
+		t.Fatalf("after 5 days: %+v, want disabled (failing)", v)
+	}
+	if again := f.service.Health(d, failed(end), end); again != nil {
+		t.Fatalf("an attempt at a disabled endpoint: %+v, want nothing (told once)", again)
+	}
+	// Enabled again: a fresh start.
+	f.do("acme", "PATCH", "/"+ep.ID, `{"enabled":true}`, false, http.StatusOK, nil)
+	if v := show(ep.ID); !v.Enabled || v.DisabledReason != "" || v.FailingSince != nil {
+		t.Fatalf("enabled again: %+v, want a fresh start", v)
+	}
+
+	g := &webhook.Delivery{AccountID: "acme", URL: "https://hooks.example.com/gone", Event: webhook.EventTask}
+	got = f.service.Health(g, webhook.Attempt{At: t0, StatusCode: 410}, t0)
+	if got == nil || got.Reason != endpoints.ReasonGone || got.EndpointID != gone.ID {
+		t.Fatalf("410: %+v, want the endpoint disabled (gone)", got)
+	}
+	// The configuration's webhooks are not followed.
+	if got := f.service.Health(&webhook.Delivery{AccountID: "demo", URL: "https://hooks.example.com/demo"}, webhook.Attempt{StatusCode: 410}, t0); got != nil {
+		t.Fatalf("a static account's webhook: %+v, want nothing", got)
+	}
+}

@@ -74,6 +74,9 @@ type WebhooksConfig struct {
 	// NoSelfService stops accounts from changing their webhook endpoints
 	// through the client API.
 	NoSelfService bool
+	// DisableAfter is how long every attempt at an endpoint may fail
+	// before it is disabled; 0: never (a 410 Gone still disables it).
+	DisableAfter time.Duration
 }
 
 // Engine is one configuration of taskgate, running on a Core. Its parts
@@ -216,6 +219,9 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		OnAttempt: observeAttempt,
 		OnPanic:   observeAttemptPanic,
 		PerURL:    cfg.Webhooks.PerURL,
+		Health: func(d *webhook.Delivery, a webhook.Attempt, now time.Time) *webhook.Disabled {
+			return e.Endpoints.Health(d, a, now)
+		},
 	})
 
 	e.Quotas = quota.NewBook(quota.BookConfig{Store: core.Store})
@@ -258,6 +264,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		TaskTypes:     typeNames,
 		Sender:        e.Sender,
 		NoSelfService: cfg.Webhooks.NoSelfService,
+		DisableAfter:  cfg.Webhooks.DisableAfter,
 	}
 	e.API.Endpoints = e.Endpoints
 	e.Admin = &admin.Handler{Service: adminService, Client: e.API, Endpoints: e.Endpoints}

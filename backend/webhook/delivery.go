@@ -29,7 +29,14 @@ const (
 	// EventFailed tells an account's failure webhook that a delivery
 	// failed for good.
 	EventFailed = "webhook.failed"
+	// EventDisabled tells an account's failure webhook that taskgate
+	// disabled one of its endpoints.
+	EventDisabled = "webhook.disabled"
 )
+
+// Notice tells whether an event goes to the account's failure webhook
+// (unsigned, never itself reported) rather than to an endpoint.
+func Notice(event string) bool { return event == EventFailed || event == EventDisabled }
 
 // Delivery is one POST of one event to one webhook URL, with every attempt
 // made at it.

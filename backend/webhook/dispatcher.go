@@ -72,6 +72,20 @@ type DispatcherConfig struct {
 	// OnPanic, when set, is called after a panic during an attempt was
 	// recovered (for metrics).
 	OnPanic func(d *Delivery)
+	// Health, when set, is told of each attempt at a task's delivery
+	// before it is recorded, and answers what it did to the endpoint: a
+	// non-nil Disabled when this attempt disabled it, which the account's
+	// failure webhook is then told of (EventDisabled).
+	Health func(d *Delivery, a Attempt, now time.Time) *Disabled
+}
+
+// Disabled is what an attempt that disabled its endpoint tells the
+// account: which endpoint, why ("gone": it answered 410; "failing": every
+// attempt failed for too long) and since when it failed.
+type Disabled struct {
+	EndpointID   string
+	Reason       string
+	FailingSince time.Time
 }
 
 // Defaults of DispatcherConfig.
@@ -348,8 +362,17 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
 	var also []*Delivery
 	// A failure notification that fails is not notified about: the
 	// account would be told about its failure webhook on that same webhook.
-	if del.Status == Failed && del.Event != EventFailed && failureURL != "" {
+	if del.Status == Failed && !Notice(del.Event) && failureURL != "" {
 		also = append(also, newFailureDelivery(del, failureURL, now))
+	}
+	// The endpoint's health: an attempt may disable it, and the account
+	// hears of it in the same transaction as the attempt.
+	if ok && del.Event == EventTask && d.opts.Health != nil {
+		var disabled *Disabled
+		d.guard(del, "in Health; the endpoint's health is not updated", func() { disabled = d.opts.Health(del, a, now) })
+		if disabled != nil && failureURL != "" {
+			also = append(also, newDisabledDelivery(del, failureURL, disabled, now))
+		}
 	}
 	// The outcome is stored even when Run is stopping: the receiver has
 	// answered, and attempting again would deliver twice.
@@ -524,6 +547,39 @@ func FailureBody(d *Delivery) json.RawMessage {
 	}
 	body, _ := json.Marshal(b)
 	return body
+}
+
+// disabledBody is the body of a notice that an endpoint was disabled.
+type disabledBody struct {
+	Event        string    `json:"event"`
+	EndpointID   string    `json:"endpoint_id"`
+	WebhookURL   string    `json:"webhook_url"`
+	Reason       string    `json:"reason"`
+	FailingSince time.Time `json:"failing_since"`
+	// LastStatusCode is null when the last attempt got no answer.
+	LastStatusCode *int      `json:"last_status_code"`
+	LastError      string    `json:"last_error"`
+	DisabledAt     time.Time `json:"disabled_at"`
+}
+
+// newDisabledDelivery returns the notice to the account's failure webhook
+// that the endpoint of d was disabled by d's last attempt, due at once:
+//
+//	{"event":"webhook.disabled","endpoint_id","webhook_url","reason",
+//	 "failing_since","last_status_code","last_error","disabled_at"}
+func newDisabledDelivery(d *Delivery, failureURL string, why *Disabled, now time.Time) *Delivery {
+	b := disabledBody{Event: EventDisabled, EndpointID: why.EndpointID, WebhookURL: d.URL, Reason: why.Reason,
+		FailingSince: why.FailingSince, DisabledAt: now}
+	if n := len(d.Attempts); n > 0 {
+		last := d.Attempts[n-1]
+		if last.StatusCode != 0 {
+			b.LastStatusCode = &last.StatusCode
+		}
+		b.LastError = last.Error
+	}
+	body, _ := json.Marshal(b)
+	return &Delivery{ID: NewID(), AccountID: d.AccountID, RequestID: d.RequestID, URL: failureURL, Event: EventDisabled,
+		Body: body, Status: Pending, CreatedAt: now, NextAt: now}
 }
 
 // newFailureDelivery returns the notification of d's failure to the

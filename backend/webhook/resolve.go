@@ -21,7 +21,7 @@ func ResolveAt(acct *account.Account, d *Delivery, now time.Time) (target Target
 	if acct == nil {
 		return Target{}, "", false
 	}
-	if d.Event == EventFailed {
+	if Notice(d.Event) {
 		// Failure notifications are not signed and never notified about.
 		return Target{}, "", acct.FailureWebhook != "" && d.URL == acct.FailureWebhook
 	}
