@@ -131,9 +131,12 @@ func configureWebhookCommand(cmd *cobra.Command) {
 	apiCommand(c, test, func(args []string) (*apiRequest, error) {
 		return onAccount(args[0], http.MethodPost, path(args[1], "test"), struct{}{}), nil
 	}, func(w io.Writer, _ []string, r *endpoints.TestResult) {
-		outcome := fmt.Sprintf("HTTP %d", r.Attempt.StatusCode)
-		if r.Attempt.Error != "" {
-			outcome = r.Attempt.Error
+		outcome := "no answer"
+		switch {
+		case r.Attempt.Error != nil:
+			outcome = *r.Attempt.Error
+		case r.Attempt.StatusCode != nil:
+			outcome = fmt.Sprintf("HTTP %d", *r.Attempt.StatusCode)
 		}
 		verdict := "not delivered"
 		if r.Delivered {

@@ -26,13 +26,8 @@ type DeliveryView struct {
 	NextAt    *string        `json:"next_attempt_at"`
 }
 
-// AttemptView is one attempt of a delivery as the client API shows it.
-type AttemptView struct {
-	At         string  `json:"at"`
-	StatusCode *int    `json:"status_code"`
-	Error      *string `json:"error"`
-	DurationMS int64   `json:"duration_ms"`
-}
+// AttemptView is an attempt as the API shows it.
+type AttemptView = webhook.AttemptView
 
 func viewDelivery(d *webhook.Delivery) DeliveryView {
 	v := DeliveryView{
@@ -49,16 +44,7 @@ func viewDelivery(d *webhook.Delivery) DeliveryView {
 		v.NextAt = &s
 	}
 	for i, a := range d.Attempts {
-		av := AttemptView{At: a.At.Format(time.RFC3339Nano), DurationMS: a.DurationMS}
-		if a.StatusCode != 0 {
-			code := a.StatusCode
-			av.StatusCode = &code
-		}
-		if a.Error != "" {
-			e := a.Error
-			av.Error = &e
-		}
-		v.Attempts[i] = av
+		v.Attempts[i] = webhook.ViewAttempt(a)
 	}
 	return v
 }

@@ -122,9 +122,9 @@ type Rotation struct {
 // TestResult is the answer to a test event: the delivery sent and the
 // receiver's answer.
 type TestResult struct {
-	DeliveryID string          `json:"delivery_id"`
-	Event      string          `json:"event"`
-	Attempt    webhook.Attempt `json:"attempt"`
+	DeliveryID string              `json:"delivery_id"`
+	Event      string              `json:"event"`
+	Attempt    webhook.AttemptView `json:"attempt"`
 	// Delivered tells that the receiver answered 2xx.
 	Delivered bool `json:"delivered"`
 }
@@ -332,7 +332,7 @@ func (s *Service) Test(ctx context.Context, accountID, id string) (TestResult, e
 		}
 	}
 	a := s.Sender.Send(ctx, d, target)
-	return TestResult{DeliveryID: d.ID, Event: EventTest, Attempt: a, Delivered: a.StatusCode >= 200 && a.StatusCode < 300}, nil
+	return TestResult{DeliveryID: d.ID, Event: EventTest, Attempt: webhook.ViewAttempt(a), Delivered: a.StatusCode >= 200 && a.StatusCode < 300}, nil
 }
 
 // change runs fn on the endpoint's record and answers with the endpoint.

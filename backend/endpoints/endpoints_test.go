@@ -158,7 +158,7 @@ func TestEndpointLifeCycle(t *testing.T) {
 	// The test event is signed with the secret shown at creation.
 	var res endpoints.TestResult
 	f.do("acme", "POST", "/"+created.ID+"/test", "", false, http.StatusOK, &res)
-	if !res.Delivered || res.Attempt.StatusCode != http.StatusNoContent || res.Event != endpoints.EventTest {
+	if !res.Delivered || res.Attempt.StatusCode == nil || *res.Attempt.StatusCode != http.StatusNoContent || res.Event != endpoints.EventTest {
 		t.Fatalf("test: %+v, want delivered with 204", res)
 	}
 	got := rc.last(t)

@@ -87,6 +87,29 @@ type Attempt struct {
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
+// AttemptView is an attempt as the APIs show it: no status code or no
+// error is null.
+type AttemptView struct {
+	At         string  `json:"at"`
+	StatusCode *int    `json:"status_code"`
+	Error      *string `json:"error"`
+	DurationMS int64   `json:"duration_ms"`
+}
+
+// ViewAttempt returns a's view.
+func ViewAttempt(a Attempt) AttemptView {
+	v := AttemptView{At: a.At.Format(time.RFC3339Nano), DurationMS: a.DurationMS}
+	if a.StatusCode != 0 {
+		code := a.StatusCode
+		v.StatusCode = &code
+	}
+	if a.Error != "" {
+		e := a.Error
+		v.Error = &e
+	}
+	return v
+}
+
 // Filter selects deliveries in a listing. Empty fields match all.
 type Filter struct {
 	RequestID string
