@@ -94,6 +94,13 @@ func TestOpenAPIDocument(t *testing.T) {
 		"POST /v3/webhooks/deliveries/{id}/retry",
 		"GET /v3/account",
 		"GET /v3/status",
+		"GET /v3/webhooks",
+		"POST /v3/webhooks",
+		"GET /v3/webhooks/{endpoint_id}",
+		"PATCH /v3/webhooks/{endpoint_id}",
+		"DELETE /v3/webhooks/{endpoint_id}",
+		"POST /v3/webhooks/{endpoint_id}/rotate-secret",
+		"POST /v3/webhooks/{endpoint_id}/test",
 	}
 	got := slices.Sorted(func(yield func(string) bool) {
 		for k := range ops {
@@ -132,7 +139,7 @@ func TestOpenAPIDocument(t *testing.T) {
 			t.Errorf("%s: the 429 response has no Retry-After", name)
 		}
 	}
-	for _, name := range []string{"taskFinished", "webhookFailed"} {
+	for _, name := range []string{"taskFinished", "webhookFailed", "webhookTest", "webhookDisabled"} {
 		item := doc.Webhooks[name]
 		if item == nil || item.Post == nil || item.Post.RequestBody == nil {
 			t.Errorf("webhooks: %s is missing or has no POST body", name)
@@ -262,12 +269,19 @@ func (c *contract) validate(t *testing.T, call apiCall, r response) {
 	route, params, err := c.router.FindRoute(req)
 	if r.status == http.StatusMethodNotAllowed {
 		// The document has no operation for the method: the 405 is
-		// documented on the path's operation, the one Allow names.
+		// documented on each of the path's operations, those Allow
+		// names; the answer is checked against each.
 		if !errors.Is(err, routers.ErrMethodNotAllowed) {
 			t.Errorf("%s: %s %s answered 405, but the document routes it: %v", call.name, call.method, call.target, err)
 			return
 		}
-		req = newRequest(r.header.Get("Allow"))
+		allow := strings.Split(r.header.Get("Allow"), ",")
+		for _, m := range allow[1:] {
+			other := call
+			other.method = strings.TrimSpace(m)
+			c.validateAllowed(t, other, r, newRequest(other.method))
+		}
+		req = newRequest(strings.TrimSpace(allow[0]))
 		route, params, err = c.router.FindRoute(req)
 	}
 	if err != nil {
@@ -305,6 +319,27 @@ func (c *contract) validate(t *testing.T, call apiCall, r response) {
 			c.codes[e.Error] = true
 		}
 	}
+}
+
+// validateAllowed checks a 405 answer against the operation of req's
+// method, one that Allow named.
+func (c *contract) validateAllowed(t *testing.T, call apiCall, r response, req *http.Request) {
+	t.Helper()
+	route, params, err := c.router.FindRoute(req)
+	if err != nil {
+		t.Errorf("%s: Allow names %s, which the document does not route: %v", call.name, call.method, err)
+		return
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: validationOptions()}
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: r.status, Header: r.header, Options: validationOptions()}
+	out.SetBodyBytes(r.body)
+	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+		t.Errorf("%s: the 405 does not match %s %s in the document: %v", call.name, call.method, call.target, err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen[fmt.Sprintf("%s %d", route.Operation.OperationID, r.status)] = true
 }
 
 // checkHook validates a request a webhook receiver got against the
@@ -404,6 +439,10 @@ func TestOpenAPIExchanges(t *testing.T) {
 		t.Run("failed authentications", func(t *testing.T) {
 			t.Parallel()
 			testOpenAPIAuthFailures(t, c)
+		})
+		t.Run("endpoints", func(t *testing.T) {
+			t.Parallel()
+			testOpenAPIEndpoints(t, c)
 		})
 	})
 	if !t.Failed() {
@@ -671,6 +710,7 @@ taskgate {
 		{method: "GET", target: "/v3/account"},
 		{method: "GET", target: "/v3/status"},
 	}
+	every = append(every, endpointOps...)
 	do(apiCall{name: "the slow account's one request", method: "GET", target: "/v3/tasks?group_id=g-edge",
 		header: jsonHeader("slow", "key-slow"), fits: true, status: 200})
 	for _, call := range every {
@@ -813,7 +853,21 @@ task_type oa/pan {
 		_ = json.Unmarshal(r.body, &a)
 		return a.RequestID
 	}()
+	// A dynamic account with an endpoint, for the endpoint writes.
+	dyn := createAccount(t, s, `{"id":"dyn","name":"Dyn"}`)
+	var ep struct {
+		ID string `json:"id"`
+	}
+	r := c.do(t, s, port, apiCall{name: "an endpoint on Redis", method: "POST", target: "/v3/webhooks", header: jsonHeader(dyn.ID, dyn.APIKey),
+		body: `{"url":"https://hooks.example.com/up"}`, fits: true, status: 201})
+	_ = json.Unmarshal(r.body, &ep)
 	rs.kill()
+	for _, call := range storeDownEndpointCalls(ep.ID) {
+		call.name = "Redis down: " + call.method + " " + call.target
+		call.header, call.fits = jsonHeader(dyn.ID, dyn.APIKey), true
+		call.status, call.code = http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE"
+		c.do(t, s, port, call)
+	}
 	create := createBody("t-down", "g-redis", `{}`)
 	for _, call := range []apiCall{
 		{method: "POST", target: "/v3/tasks/async/oa/pan", body: create},
