@@ -222,6 +222,10 @@ const fastTimeout = 10 * time.Second
 // receiver answers at once, so only a stuck server would reach it.
 const retryAttemptTimeout = 5 * time.Second
 
+// retryURLs is how many receiver URLs the second retry phase spreads its
+// deliveries over.
+const retryURLs = 10
+
 // run builds taskgate, measures each phase against its own server,
 // reports, and stops every server whatever happens.
 func run(ctx context.Context, o options) (err error) {
@@ -407,12 +411,33 @@ func run(ctx context.Context, o options) (err error) {
 		webhook: &webhookConfig{url: rcv.url, secret: rcv.secret, retry: policy}}
 	err = withServer(ctx, bin, retriesDir, retries, func(s *server) error {
 		var err error
-		if res.retries, err = measureRetries(ctx, o, s, rcv, policy); err != nil {
+		if res.retries, err = measureRetries(ctx, o, s, rcv, policy, nil); err != nil {
 			return err
 		}
 		r := res.retries
 		fmt.Fprintf(os.Stderr, "bench: %d deliveries refused: all first attempts after %s; %.0f attempts/s over %s (on schedule: %.0f/s), retry lateness p50 %s, p99 %s; all delivered %s after the receiver turned to 204\n",
 			r.created, r.firstAttempts.Round(time.Millisecond), r.attemptRate(), r.window.Round(time.Millisecond), r.scheduled,
+			latency(quantile(r.lateness, 0.5)), latency(quantile(r.lateness, 0.99)), r.drain.Round(time.Millisecond))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	// The same over retryURLs URLs: as many accounts, a webhook each, the
+	// tasks round robin over them.
+	spreadDir := filepath.Join(tmp, "bolt-retries-spread")
+	spread := retries
+	spread.name, spread.storage, spread.tenants, spread.tenantHooks = "bolt-retries-spread", boltStorage(spreadDir), retryURLs, true
+	err = withServer(ctx, bin, spreadDir, spread, func(s *server) error {
+		_, create := s.tenantTargets(o, retryURLs)
+		var err error
+		if res.retriesSpread, err = measureRetries(ctx, o, s, rcv, policy, create); err != nil {
+			return err
+		}
+		r := res.retriesSpread
+		fmt.Fprintf(os.Stderr, "bench: %d deliveries to %d URLs refused: %.0f attempts/s over %s (on schedule: %.0f/s), retry lateness p50 %s, p99 %s; all delivered %s after the receiver turned to 204\n",
+			r.created, retryURLs, r.attemptRate(), r.window.Round(time.Millisecond), r.scheduled,
 			latency(quantile(r.lateness, 0.5)), latency(quantile(r.lateness, 0.99)), r.drain.Round(time.Millisecond))
 		return nil
 	})
@@ -492,7 +517,7 @@ func run(ctx context.Context, o options) (err error) {
 		res.createMemory.a.check("memory creation"), res.createMemory.b.check("bare POST"),
 		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
 		res.completion.check(), res.latency.check(),
-		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(), res.fair.check(),
+		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(), res.retriesSpread.check(), res.fair.check(),
 		res.redisCheck(),
 	)
 }

@@ -103,6 +103,8 @@ func startReceiver() (*receiver, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+receiverPath, r.receive)
+	// The tenants' webhooks: a URL each under it.
+	mux.HandleFunc("POST "+receiverPath+"/", r.receive)
 	r.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(r.served)

@@ -41,6 +41,8 @@ type results struct {
 	webhooks       *deliveryResult
 	webhookLatency *deliveryLatencyResult
 	retries        *retryResult
+	// retriesSpread is the same over retryURLs URLs (as many accounts).
+	retriesSpread *retryResult
 	// fair is the fair-queue phases.
 	fair *fairResult
 	// redis is the redis mode phase; nil when -redis=false.
@@ -147,30 +149,8 @@ func (r *results) table() string {
 		latency(quantile(wl.createToWebhook, 0.5))+" / "+latency(quantile(wl.createToWebhook, 0.99)), "", "")
 	row("deliveries at that rate (duplicate ids, tasks twice, missing, bad signatures)", wl.outcome.summary(), "", "")
 
-	rt := r.retries
-	ro := rt.outcome
-	row(fmt.Sprintf("**webhook retries**, %d deliveries refused (503), `%s` (±%.0f %% jitter), dispatcher polls every %s",
-		rt.created, retrySpec(rt.policy), webhook.Jitter*100, webhook.DefaultPoll), "", "", "")
-	firstAttempts := latency(rt.firstAttempts)
-	if !rt.firstAttemptsDone {
-		firstAttempts = "not within the wait"
-	}
-	row("every delivery's first attempt done (from the first completion)", firstAttempts, "", "")
-	row("server memory: RSS (anonymous) / Go heap in use, idle → all pending → after the window",
-		memoryCell(rt.idle, rt.pending, rt.windowEnd), "", "")
-	row(fmt.Sprintf("attempts/s over %s after every first attempt (on schedule: ≈%.0f/s)", rt.window.Round(time.Millisecond), rt.scheduled),
-		fmt.Sprintf("%.0f", rt.attemptRate()), "", "")
-	if cores, ok := rt.cores(); ok {
-		row("server CPU over that window (cores busy)", fmt.Sprintf("%.2f", cores), "", "")
-	}
-	row(fmt.Sprintf("retry lateness past its delay range, p50 / p99 / max (%d retries; %d early)", len(rt.lateness), rt.early),
-		latency(quantile(rt.lateness, 0.5))+" / "+latency(quantile(rt.lateness, 0.99))+" / "+latency(quantile(rt.lateness, 1)), "", "")
-	drain := "not within the wait"
-	if rt.drained {
-		drain = fmt.Sprintf("%s (%.0f/s)", latency(rt.drain), rt.drainRate())
-	}
-	row("all delivered after the receiver turned to 204", drain, "", "")
-	row(fmt.Sprintf("deliveries (duplicate ids, tasks twice, missing, bad signatures; %d POSTs in all)", ro.attempts), ro.summary(), "", "")
+	r.retryRows(row, r.retries, "one URL")
+	r.retryRows(row, r.retriesSpread, fmt.Sprintf("%d URLs (as many accounts, a webhook each, the tasks round robin over them)", retryURLs))
 
 	if f := r.fair; f != nil && len(f.oneAccount) > 0 {
 		one, many := median(f.oneAccount), median(f.manyAccounts)
@@ -230,6 +210,37 @@ func (r *results) clusterRows(row func(...string)) {
 	if _, dBusiest := cl.decisions.total(); dBusiest > 0 {
 		row("the busiest master's share of the masters' CPU over the chain rounds (rate-limit decisions of the bench's accounts)", fmt.Sprintf("%.2f", dBusiest), "", "")
 	}
+}
+
+// retryRows adds the section of a retry phase, its deliveries to where.
+func (r *results) retryRows(row func(...string), rt *retryResult, where string) {
+	if rt == nil {
+		return
+	}
+	ro := rt.outcome
+	row(fmt.Sprintf("**webhook retries**, %d deliveries to %s refused (503), `%s` (±%.0f %% jitter), `per_url %d`, dispatcher polls every %s",
+		rt.created, where, retrySpec(rt.policy), webhook.Jitter*100, webhook.DefaultPerURL, webhook.DefaultPoll), "", "", "")
+	firstAttempts := latency(rt.firstAttempts)
+	if !rt.firstAttemptsDone {
+		firstAttempts = "not within the wait"
+	}
+	row("every delivery's first attempt done (from the first completion)", firstAttempts, "", "")
+	row("server memory: RSS (anonymous) / Go heap in use, idle → all pending → after the window",
+		memoryCell(rt.idle, rt.pending, rt.windowEnd), "", "")
+	row(fmt.Sprintf("attempts/s over %s after every first attempt (on schedule: ≈%.0f/s)", rt.window.Round(time.Millisecond), rt.scheduled),
+		fmt.Sprintf("%.0f", rt.attemptRate()), "", "")
+	if cores, ok := rt.cores(); ok {
+		row("server CPU over that window (cores busy)", fmt.Sprintf("%.2f", cores), "", "")
+	}
+	row(fmt.Sprintf("retry lateness past its delay range, p50 / p99 / max (%d retries; %d early)", len(rt.lateness), rt.early),
+		latency(quantile(rt.lateness, 0.5))+" / "+latency(quantile(rt.lateness, 0.99))+" / "+latency(quantile(rt.lateness, 1)), "", "")
+	drain := "not within the wait"
+	if rt.drained {
+		drain = fmt.Sprintf("%s (%.0f/s)", latency(rt.drain), rt.drainRate())
+	}
+	row("all delivered after the receiver turned to 204", drain, "", "")
+	row(fmt.Sprintf("deliveries (duplicate ids, tasks twice, missing, bad signatures; %d POSTs in all)", ro.attempts), ro.summary(), "", "")
+
 }
 
 // redisRows adds the redis mode section.

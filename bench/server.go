@@ -67,10 +67,15 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 {{- end}}
 		}
 {{- range .Tenants}}
-		account {{.}} {
+		account {{.ID}} {
 			key_sha256 {{$.KeySHA256}}
 			rate_limit 1000000000/s
 			allow 127.0.0.1/32
+{{- if .WebhookURL}}
+			webhook {{.WebhookURL}} {
+				secret {{$.WebhookSecret}}
+			}
+{{- end}}
 		}
 {{- end}}
 {{- if .LimitedRate}}
@@ -143,7 +148,13 @@ type serverConfig struct {
 	// tenants adds that many accounts like the bench account (tenantName),
 	// with its key.
 	tenants int
+	// tenantHooks gives each tenant a webhook of its own: webhook's URL
+	// and "/t<i>", with its secret.
+	tenantHooks bool
 }
+
+// tenantData is a tenant account of the Caddyfile.
+type tenantData struct{ ID, WebhookURL string }
 
 // tenantName is the id of the i-th tenant account.
 func tenantName(i int) string { return fmt.Sprintf("tenant-%d", i) }
@@ -195,8 +206,8 @@ type caddyfileData struct {
 	// account.
 	LimitedAccount, LimitedKeySHA256, LimitedRate string
 	LimitedBurst                                  int
-	// Tenants are the ids of the tenant accounts.
-	Tenants []string
+	// Tenants are the tenant accounts.
+	Tenants []tenantData
 }
 
 // server is the taskgate process under load.
@@ -280,7 +291,11 @@ func startServer(ctx context.Context, bin, dir string, cfg serverConfig) (*serve
 		Concurrency:   cfg.concurrency,
 	}
 	for i := range cfg.tenants {
-		data.Tenants = append(data.Tenants, tenantName(i))
+		td := tenantData{ID: tenantName(i)}
+		if cfg.tenantHooks && cfg.webhook != nil {
+			td.WebhookURL = fmt.Sprintf("%s/t%d", cfg.webhook.url, i)
+		}
+		data.Tenants = append(data.Tenants, td)
 	}
 	if w := cfg.webhook; w != nil {
 		data.WebhookURL, data.WebhookSecret = w.url, w.secret

@@ -200,8 +200,11 @@ func (d *Dispatcher) Run(ctx context.Context) {
 func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 	var workers sync.WaitGroup
 	defer workers.Wait()
-	// done carries the URL of each attempt that ended.
-	done := make(chan string, d.opts.Concurrency)
+	// sent carries the URL of each attempt whose exchange with the
+	// receiver ended: its URL's slot is free, while the worker records
+	// the outcome; done tells that a worker ended.
+	sent := make(chan string, d.opts.Concurrency)
+	done := make(chan struct{}, d.opts.Concurrency)
 	busy := 0
 	perURL := make(map[string]int)
 	poll := time.NewTicker(d.opts.Poll)
@@ -231,9 +234,19 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 				perURL[del.URL]++
 				leases.Hold(ClaimOf(del))
 				workers.Go(func() {
-					defer func() { done <- del.URL }()
+					freed := false
+					free := func() {
+						if !freed {
+							freed = true
+							sent <- del.URL
+						}
+					}
+					defer func() {
+						free()
+						done <- struct{}{}
+					}()
 					defer leases.Release(ClaimOf(del))
-					d.attempt(ctx, del)
+					d.attempt(ctx, del, free)
 				})
 			}
 		}
@@ -242,20 +255,12 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 		select {
 		case <-ctx.Done():
 			return
-		case u := <-done:
-			busy--
+		case u := <-sent:
 			release(perURL, u)
-			// Take every other ended attempt too, so that one claim
-			// refills all the free slots.
-			for drained := false; !drained; {
-				select {
-				case u := <-done:
-					busy--
-					release(perURL, u)
-				default:
-					drained = true
-				}
-			}
+			d.drain(sent, done, perURL, &busy)
+		case <-done:
+			busy--
+			d.drain(sent, done, perURL, &busy)
 		case <-d.wakeup:
 		case <-poll.C:
 		case t := <-d.scheduled:
@@ -280,6 +285,21 @@ func (h *dueTimes) Pop() any {
 	t := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return t
+}
+
+// drain takes every other ended exchange and attempt too, so that one
+// claim refills all the free slots.
+func (d *Dispatcher) drain(sent <-chan string, done <-chan struct{}, perURL map[string]int, busy *int) {
+	for {
+		select {
+		case u := <-sent:
+			release(perURL, u)
+		case <-done:
+			*busy--
+		default:
+			return
+		}
+	}
 }
 
 // release counts an attempt to u as ended.
@@ -323,7 +343,12 @@ func (d *Dispatcher) claim(ctx context.Context, n int, inFlight map[string]int, 
 // is logged too, and leaves the delivery leased, to be attempted again
 // once its lease ends, as a store error does. One in OnAttempt, after the
 // attempt is recorded, is only logged.
-func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
+//
+// sent is called once the exchange with the receiver is over, before the
+// outcome is recorded: the URL's slot serves another attempt meanwhile,
+// so that the per-URL cap bounds the requests a receiver has in flight,
+// not the records of their outcomes.
+func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func()) {
 	defer func() {
 		if v := recover(); v != nil {
 			d.panicked(del, "recording the attempt; the delivery is attempted again when its lease ends", v)
@@ -341,9 +366,10 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery) {
 			a = d.sender.Send(ctx, del, target)
 		}
 	}) {
+		sent()
 		ok = true
 		a = Attempt{At: d.opts.Clock(), Error: ErrorInternal}
-	} else if ok {
+	} else if sent(); ok {
 		// Without an answer the attempt says nothing about the receiver:
 		// leave the delivery leased, to be attempted again.
 		if a.StatusCode == 0 && ctx.Err() != nil {

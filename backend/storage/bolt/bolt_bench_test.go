@@ -72,3 +72,14 @@ func BenchmarkClaimTurns(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDispatchRetries measures the dispatcher retrying 10,000
+// deliveries to a receiver answering 503, over one URL (where the per-URL
+// cap binds) and ten, every attempt recorded durably.
+func BenchmarkDispatchRetries(b *testing.B) {
+	for _, urls := range []int{1, 10} {
+		b.Run(fmt.Sprintf("urls=%d", urls), func(b *testing.B) {
+			tasktest.DispatchRetries(b, open(b, b.TempDir()), urls, 10_000)
+		})
+	}
+}

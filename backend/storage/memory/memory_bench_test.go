@@ -56,3 +56,14 @@ func BenchmarkClaimTurns(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDispatchRetries measures the dispatcher retrying 10,000
+// deliveries to a receiver answering 503, over one URL and ten: the
+// baseline of the durable stores' figures.
+func BenchmarkDispatchRetries(b *testing.B) {
+	for _, urls := range []int{1, 10} {
+		b.Run(fmt.Sprintf("urls=%d", urls), func(b *testing.B) {
+			tasktest.DispatchRetries(b, memory.New(), urls, 10_000)
+		})
+	}
+}
