@@ -1,14 +1,8 @@
 package admin
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"mime"
 	"net/http"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -18,7 +12,7 @@ import (
 	"github.com/taskgate/taskgate/backend/api"
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/endpoints"
-	"github.com/taskgate/taskgate/backend/internal/jsonkey"
+	"github.com/taskgate/taskgate/backend/internal/jsonbody"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/usage"
 )
@@ -42,26 +36,7 @@ func (o *Optional[T]) UnmarshalJSON(b []byte) error {
 		o.Value = zero
 		return nil
 	}
-	return decodeStrict(b, &o.Value)
-}
-
-// decodeStrict decodes b into v, refusing unknown fields: a key that
-// names a field only when case is ignored is unknown too (encoding/json
-// would take it for the field).
-func decodeStrict(b []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return errors.New("unexpected data after the JSON value")
-	}
-	var caseErr *jsonkey.CaseError
-	if err := jsonkey.For(reflect.TypeOf(v)).Check(b); errors.As(err, &caseErr) {
-		return fmt.Errorf("json: unknown field %q (keys are case-sensitive: %q)", caseErr.Key, caseErr.Field)
-	}
-	return nil
+	return jsonbody.DecodeStrict(b, &o.Value)
 }
 
 // Handler serves the admin API under Prefix ("/taskgate/").
@@ -328,64 +303,14 @@ func (h *Handler) answer(w http.ResponseWriter, rec *account.Record, err error) 
 }
 
 // requireJSON answers 415 and returns false unless r says its body is
-// application/json. Every write (POST, PATCH, PUT) must say so, even
-// without a body: a web page can make a browser send a cross-site POST
-// with a form's content type, or none, without asking first (no CORS
-// preflight), but not one with application/json.
-func requireJSON(w http.ResponseWriter, r *http.Request) bool {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		apierr.Write(w, apierr.UnsupportedMedia)
-		return false
-	}
-	return true
-}
+// application/json: every write must (jsonbody.RequireJSON).
+func requireJSON(w http.ResponseWriter, r *http.Request) bool { return jsonbody.RequireJSON(w, r) }
 
 // readBody decodes a JSON body into v, refusing unknown fields; an empty
 // body is allowed when optional. It answers and returns false when the
-// body is not acceptable, or not said to be JSON (requireJSON).
+// body is not acceptable, or not said to be JSON.
 func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
-	if !requireJSON(w, r) {
-		return false
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			apierr.Write(w, apierr.PayloadTooLarge)
-		} else {
-			apierr.Write(w, apierr.BadRequest("the request body could not be read"))
-		}
-		return false
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		if optional {
-			return true
-		}
-		apierr.Write(w, apierr.BadRequest("a JSON object is required"))
-		return false
-	}
-	if err := decodeStrict(body, v); err != nil {
-		apierr.Write(w, apierr.BadRequest("the body must be a JSON object: "+jsonProblem(err)))
-		return false
-	}
-	return true
-}
-
-// jsonProblem says what is wrong with a body in the client's words.
-func jsonProblem(err error) string {
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
-	switch {
-	case errors.As(err, &typeErr):
-		if typeErr.Field != "" {
-			return typeErr.Field + ": wrong type (" + typeErr.Value + ")"
-		}
-		return "found " + typeErr.Value
-	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return "malformed JSON"
-	}
-	return strings.TrimPrefix(err.Error(), "json: ")
+	return jsonbody.Read(w, r, v, jsonbody.Options{Limit: MaxBody, Optional: optional, TypeAlways: true})
 }
 
 // writeError answers with the wire error of err (apierr.From).

@@ -192,6 +192,10 @@ func TestEndpointLifeCycle(t *testing.T) {
 		t.Fatalf("after a rotation without overlap: %q, want the new signature alone", sigs)
 	}
 	f.do("acme", "POST", "/"+created.ID+"/rotate-secret", `{"grace":"30d"}`, false, http.StatusBadRequest, nil)
+	// The operator's writes must say they are JSON, body or not: a page
+	// cannot make a browser send one cross-site without asking.
+	f.do("acme", "POST", "/"+created.ID+"/rotate-secret", "", true, http.StatusUnsupportedMediaType, nil)
+	f.do("acme", "POST", "/"+created.ID+"/test", "", true, http.StatusUnsupportedMediaType, nil)
 
 	// Disabled: no delivery resolves; the test event still goes.
 	var changed endpoints.View

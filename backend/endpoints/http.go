@@ -1,19 +1,13 @@
 package endpoints
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
-	"reflect"
 	"strings"
 	"time"
 
 	"github.com/taskgate/taskgate/backend/apierr"
-	"github.com/taskgate/taskgate/backend/internal/jsonkey"
+	"github.com/taskgate/taskgate/backend/internal/jsonbody"
 )
 
 // maxBody bounds the body of a request of the webhooks API.
@@ -38,7 +32,7 @@ func (s *Service) Serve(w http.ResponseWriter, r *http.Request, accountID, path 
 			answer(w, http.StatusOK, map[string]any{"webhooks": list}, err)
 		case http.MethodPost:
 			var in Input
-			if !readBody(w, r, &in, false) {
+			if !readBody(w, r, &in, false, operator) {
 				return
 			}
 			v, err := s.Create(ctx, accountID, in, operator)
@@ -54,7 +48,7 @@ func (s *Service) Serve(w http.ResponseWriter, r *http.Request, accountID, path 
 			answer(w, http.StatusOK, v, err)
 		case http.MethodPatch:
 			var in Input
-			if !readBody(w, r, &in, false) {
+			if !readBody(w, r, &in, false, operator) {
 				return
 			}
 			v, err := s.Change(ctx, accountID, id, in, operator)
@@ -71,7 +65,7 @@ func (s *Service) Serve(w http.ResponseWriter, r *http.Request, accountID, path 
 			return
 		}
 		var in Rotation
-		if !readBody(w, r, &in, true) {
+		if !readBody(w, r, &in, true, operator) {
 			return
 		}
 		grace := DefaultGrace
@@ -91,7 +85,7 @@ func (s *Service) Serve(w http.ResponseWriter, r *http.Request, accountID, path 
 			return
 		}
 		var in struct{}
-		if !readBody(w, r, &in, true) {
+		if !readBody(w, r, &in, true, operator) {
 			return
 		}
 		res, err := s.Test(ctx, accountID, parts[0])
@@ -115,42 +109,10 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 	apierr.Write(w, apierr.MethodNotAllowed)
 }
 
-// readBody decodes the JSON body into v, refusing unknown fields and keys
-// of another case; an empty body is allowed when optional. A body must be
-// said to be JSON. It answers and returns false when the body is not
-// acceptable.
-func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			apierr.Write(w, apierr.PayloadTooLarge)
-		} else {
-			apierr.Write(w, apierr.BadRequest("the request body could not be read"))
-		}
-		return false
-	}
-	if optional && len(bytes.TrimSpace(body)) == 0 {
-		return true
-	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		apierr.Write(w, apierr.UnsupportedMedia)
-		return false
-	}
-	d := json.NewDecoder(bytes.NewReader(body))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		apierr.Write(w, apierr.BadRequest("invalid JSON body: "+err.Error()))
-		return false
-	}
-	if _, err := d.Token(); err != io.EOF {
-		apierr.Write(w, apierr.BadRequest("invalid JSON body: unexpected data after the JSON value"))
-		return false
-	}
-	var caseErr *jsonkey.CaseError
-	if err := jsonkey.For(reflect.TypeOf(v)).Check(body); errors.As(err, &caseErr) {
-		apierr.Write(w, apierr.BadRequest(fmt.Sprintf("invalid JSON body: unknown field %q (keys are case-sensitive: %q)", caseErr.Key, caseErr.Field)))
-		return false
-	}
-	return true
+// readBody decodes the JSON body into v (jsonbody.Read); an empty body is
+// allowed when optional. A body must say it is JSON; for the operator
+// (the admin API, which has no credential headers to keep browsers from
+// sending cross-site writes) every write must, even without a body.
+func readBody(w http.ResponseWriter, r *http.Request, v any, optional, operator bool) bool {
+	return jsonbody.Read(w, r, v, jsonbody.Options{Limit: maxBody, Optional: optional, TypeAlways: operator})
 }
