@@ -19,17 +19,15 @@ type endpointObject struct {
 	PreviousSecretExpiresAt *string  `json:"previous_secret_expires_at"`
 }
 
-// TestSelfServiceEndpoints: an account made through the admin API creates
-// its own endpoint through the client API, its tasks' webhooks arrive
-// signed with the secret it was shown once, a rotation signs them with
-// both secrets, a test event arrives at once, a disabled endpoint gets no
-// more, and the operator locks the account's endpoints.
-func TestSelfServiceEndpoints(t *testing.T) {
-	t.Parallel()
+// startEndpointServer starts a server with the given storage, the task
+// type adm/echo (whose source answers at once), webhooks allowed to
+// loopback receivers and the task API on a port of its own, and returns
+// it with that port.
+func startEndpointServer(t *testing.T, storage string) (*server, int) {
+	t.Helper()
 	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
 		answerJSON(w, http.StatusOK, `{"status":"done"}`)
 	})
-	recv := newHookReceiver(t, always(http.StatusNoContent))
 	port := freePort(t)
 	s := newServer(t)
 	s.start(config{Global: fmt.Sprintf(`
@@ -42,7 +40,19 @@ taskgate {
 		allow_private 127.0.0.1/32
 		timeout 2s
 	}
-}`, s.storageOption("bolt"), src.url), Sites: taskSite(port)})
+}`, s.storageOption(storage), src.url), Sites: taskSite(port)})
+	return s, port
+}
+
+// TestSelfServiceEndpoints: an account made through the admin API creates
+// its own endpoint through the client API, its tasks' webhooks arrive
+// signed with the secret it was shown once, a rotation signs them with
+// both secrets, a test event arrives at once, a disabled endpoint gets no
+// more, and the operator locks the account's endpoints.
+func TestSelfServiceEndpoints(t *testing.T) {
+	t.Parallel()
+	recv := newHookReceiver(t, always(http.StatusNoContent))
+	s, port := startEndpointServer(t, "bolt")
 	acct := createAccount(t, s, `{"id":"tenant","name":"Tenant"}`)
 	c := taskClient{s: s, port: port, auth: http.Header{"Account-Id": {acct.ID}, "Api-Key": {acct.APIKey}}}
 	call := func(method, path, body string) response {
@@ -161,28 +171,13 @@ taskgate {
 // shows why.
 func TestEndpointGoneIsDisabled(t *testing.T) {
 	t.Parallel()
-	src := newFakeSource(t, func(f *fakeSource, w http.ResponseWriter, r *http.Request, c sourceCall) {
-		answerJSON(w, http.StatusOK, `{"status":"done"}`)
-	})
 	recv := newHookReceiver(t, func(r *http.Request, _ int) int {
 		if r.URL.Path == "/gone" {
 			return http.StatusGone
 		}
 		return http.StatusNoContent
 	})
-	port := freePort(t)
-	s := newServer(t)
-	s.start(config{Global: fmt.Sprintf(`
-taskgate {
-	storage %[1]s
-	task_type adm/echo {
-		source %[2]s/echo
-	}
-	webhooks {
-		allow_private 127.0.0.1/32
-		timeout 2s
-	}
-}`, s.storageOption("memory"), src.url), Sites: taskSite(port)})
+	s, port := startEndpointServer(t, "memory")
 	acct := createAccount(t, s, fmt.Sprintf(`{"id":"leaver","name":"Leaver","failure_webhook":%q}`, recv.url+"/failures"))
 	c := taskClient{s: s, port: port, auth: http.Header{"Account-Id": {acct.ID}, "Api-Key": {acct.APIKey}}}
 	var ep endpointObject
