@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/taskgate/taskgate/backend/endpoints"
 	"github.com/taskgate/taskgate/internal/redistest"
 )
 
@@ -62,5 +63,27 @@ func TestCleanupAfterFailedProvision(t *testing.T) {
 	}
 	if err := app.Cleanup(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWebhooksDisableAfter checks the default of disable_after, with a
+// webhooks block and without one, and its off.
+func TestWebhooksDisableAfter(t *testing.T) {
+	for _, tc := range []struct {
+		c    *WebhooksConfig
+		want time.Duration
+	}{
+		{nil, endpoints.DefaultDisableAfter},
+		{&WebhooksConfig{}, endpoints.DefaultDisableAfter},
+		{&WebhooksConfig{DisableAfter: "36h"}, 36 * time.Hour},
+		{&WebhooksConfig{DisableAfter: "off"}, 0},
+	} {
+		got, err := tc.c.build(nil)
+		if err != nil || got.DisableAfter != tc.want {
+			t.Errorf("%+v: DisableAfter %s, %v; want %s", tc.c, got.DisableAfter, err, tc.want)
+		}
+	}
+	if _, err := (&WebhooksConfig{DisableAfter: "soon"}).build(nil); err == nil {
+		t.Error("disable_after soon: want an error")
 	}
 }

@@ -357,6 +357,9 @@ func (c *WebhooksConfig) build(protectedPorts []uint16) (engine.WebhooksConfig, 
 	if out.Egress, err = c.egressPolicy(protectedPorts); err != nil {
 		return out, err
 	}
+	// Endpoints failing this long are disabled unless the config says
+	// otherwise, with a webhooks block or without one.
+	out.DisableAfter = endpoints.DefaultDisableAfter
 	if c != nil {
 		out.Policy = webhook.Policy{
 			First:   time.Duration(c.RetryFirst),
@@ -377,8 +380,8 @@ func (c *WebhooksConfig) build(protectedPorts []uint16) (engine.WebhooksConfig, 
 		out.PerURL = c.PerURL
 		switch c.DisableAfter {
 		case "":
-			out.DisableAfter = endpoints.DefaultDisableAfter
 		case "off":
+			out.DisableAfter = 0
 		default:
 			d, err := caddy.ParseDuration(c.DisableAfter)
 			if err != nil || d <= 0 {

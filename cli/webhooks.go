@@ -88,6 +88,8 @@ func configureWebhookCommand(cmd *cobra.Command) {
 			in.URL = newURL
 		}
 		switch {
+		case *allTypes && flags.Changed("task-type"):
+			return nil, fmt.Errorf("give one of --task-type and --all-task-types")
 		case *allTypes:
 			in.TaskTypes = &[]string{}
 		case flags.Changed("task-type"):

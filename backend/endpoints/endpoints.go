@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/apierr"
@@ -406,15 +407,20 @@ func (s *Service) apply(w *account.WebhookRecord, in Input) error {
 	}
 	if in.Description != nil {
 		d := *in.Description
-		if len(d) > MaxDescription || strings.ContainsFunc(d, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return apierr.BadRequest(fmt.Sprintf("description: want at most %d bytes without control characters", MaxDescription))
+		if len(d) > MaxDescription || !utf8.ValidString(d) || strings.ContainsFunc(d, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return apierr.BadRequest(fmt.Sprintf("description: want at most %d bytes of UTF-8 without control characters", MaxDescription))
 		}
 		w.Description = d
 	}
 	if in.Enabled != nil {
+		if *in.Enabled && w.Disabled {
+			// Enabled again: a fresh start.
+			w.DisabledReason, w.FailingSince = "", time.Time{}
+		}
+		if !*in.Enabled && !w.Disabled {
+			w.DisabledReason = ""
+		}
 		w.Disabled = !*in.Enabled
-		// Enabled again: a fresh start.
-		w.DisabledReason, w.FailingSince = "", time.Time{}
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func (s *Service) Health(d *webhook.Delivery, a webhook.Attempt, now time.Time) 
 	case delivered && w.FailingSince.IsZero():
 		return nil
 	case delivered:
-		s.mark(d.AccountID, d.URL, func(r *account.WebhookRecord) bool {
+		_ = s.mark(d.AccountID, d.URL, func(r *account.WebhookRecord) bool {
 			if r.FailingSince.IsZero() {
 				return false
 			}
@@ -66,7 +66,7 @@ func (s *Service) Health(d *webhook.Delivery, a webhook.Attempt, now time.Time) 
 		if since.IsZero() {
 			since = now
 		}
-		s.mark(d.AccountID, d.URL, func(r *account.WebhookRecord) bool {
+		_ = s.mark(d.AccountID, d.URL, func(r *account.WebhookRecord) bool {
 			if !r.FailingSince.IsZero() {
 				return false
 			}
@@ -81,12 +81,18 @@ func (s *Service) Health(d *webhook.Delivery, a webhook.Attempt, now time.Time) 
 }
 
 // disable disables the account's endpoint at url, and answers what to
-// tell the account when this call did it (not another node before).
+// tell the account when this call did it (not another node before) and
+// stored it. The endpoint as stored must still call for it: for
+// ReasonFailing, failing for DisableAfter (its count may have been
+// started afresh on another node since this one read it).
 func (s *Service) disable(accountID, url, reason string, now time.Time) *webhook.Disabled {
 	var out *webhook.Disabled
-	s.mark(accountID, url, func(r *account.WebhookRecord) bool {
+	err := s.mark(accountID, url, func(r *account.WebhookRecord) bool {
 		out = nil
 		if r.Disabled {
+			return false
+		}
+		if reason == ReasonFailing && (r.FailingSince.IsZero() || now.Sub(r.FailingSince) < s.DisableAfter) {
 			return false
 		}
 		since := r.FailingSince
@@ -98,6 +104,9 @@ func (s *Service) disable(accountID, url, reason string, now time.Time) *webhook
 		r.Disabled, r.DisabledReason, r.UpdatedAt = true, reason, now
 		return true
 	})
+	if err != nil {
+		return nil
+	}
 	return out
 }
 
@@ -105,11 +114,13 @@ func (s *Service) disable(accountID, url, reason string, now time.Time) *webhook
 var errUnchanged = errors.New("unchanged")
 
 // mark changes the account's endpoint at url with change, which tells
-// whether it changed anything; a failure is the next attempt's to retry.
-func (s *Service) mark(accountID, url string, change func(*account.WebhookRecord) bool) {
+// whether it changed anything, and returns whether that was stored (nil),
+// nothing was to change (errUnchanged), or the store failed (a failure is
+// the next attempt's to retry).
+func (s *Service) mark(accountID, url string, change func(*account.WebhookRecord) bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), healthTimeout)
 	defer cancel()
-	_, _ = s.Update(ctx, accountID, func(r *account.Record) error {
+	_, err := s.Update(ctx, accountID, func(r *account.Record) error {
 		for i := range r.Webhooks {
 			if r.Webhooks[i].URL == url {
 				if change(&r.Webhooks[i]) {
@@ -120,4 +131,5 @@ func (s *Service) mark(accountID, url string, change func(*account.WebhookRecord
 		}
 		return errUnchanged
 	})
+	return err
 }

@@ -393,7 +393,7 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func()) {
 	}
 	// The endpoint's health: an attempt may disable it, and the account
 	// hears of it in the same transaction as the attempt.
-	if ok && del.Event == EventTask && d.opts.Health != nil {
+	if ok && del.Event == EventTask && d.opts.Health != nil && a.Error != ErrorInternal {
 		var disabled *Disabled
 		d.guard(del, "in Health; the endpoint's health is not updated", func() { disabled = d.opts.Health(del, a, now) })
 		if disabled != nil && failureURL != "" {

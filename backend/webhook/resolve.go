@@ -30,7 +30,10 @@ func ResolveAt(acct *account.Account, d *Delivery, now time.Time) (target Target
 			continue
 		}
 		if h.Disabled {
-			return Target{}, acct.FailureWebhook, false
+			// The account disabled the endpoint, or was told once that
+			// taskgate did (webhook.disabled): its deliveries fail without
+			// a notice each.
+			return Target{}, "", false
 		}
 		target.Authorization = h.Authorization
 		if h.Secret != "" {

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,9 +33,10 @@ import (
 // take a delivery skip let through before this call's next round leases it:
 // the call then returns without it, although skip counted it. Answers hold
 // for the whole call: skip is not asked again about a delivery or a URL it
-// answered for. When a round fails, what the call leased is made due again
-// where it was (or, if Redis cannot be reached, when its lease ends and
-// RescueDeliveries queues it).
+// answered for. When a round fails, what the call leased in that shard is
+// made due again where it was (or, if Redis cannot be reached, when its
+// lease ends and RescueDeliveries queues it); with shards, what the others
+// gave is returned, and the error only when none gave anything.
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*webhook.Delivery, error) {
 	bound, lease := lexAtOrBefore(now), s.leaseArg(leaseUntil)
 	order, err := s.dueShards(ctx, bound)
@@ -50,7 +52,9 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, lease
 		c := deliveryClaim{s: s, sh: sh, bound: bound, lease: lease, remaining: n - len(out)}
 		taken, err := c.claim(ctx, skip, &asked)
 		if err != nil {
-			s.unlease(ctx, lease, out)
+			if len(out) > 0 {
+				return out, nil
+			}
 			return nil, err
 		}
 		out = append(out, taken...)
@@ -69,21 +73,31 @@ func (s *Store) dueShards(ctx context.Context, bound string) ([]*shard, error) {
 		return nil, err
 	}
 	heads := make([]*goredis.StringSliceCmd, len(s.shards))
-	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+	_, _ = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for i, sh := range s.shards {
 			heads[i] = p.ZRangeByLex(ctx, sh.dueHeadsKey(), &goredis.ZRangeBy{Min: "-", Max: bound, Count: 1})
 		}
 		return nil
-	}); err != nil {
-		return nil, s.fail(err)
-	}
+	})
+	// A shard that does not answer is left out of this claim; when none
+	// answers, the claim fails.
 	var due []*shard
 	first := make(map[*shard]string)
+	var failed error
+	answered := 0
 	for i, h := range heads {
+		if err := h.Err(); err != nil {
+			failed = cmp.Or(failed, err)
+			continue
+		}
+		answered++
 		if v := h.Val(); len(v) > 0 {
 			due = append(due, s.shards[i])
 			first[s.shards[i]] = v[0]
 		}
+	}
+	if answered == 0 && failed != nil {
+		return nil, s.fail(failed)
 	}
 	slices.SortFunc(due, func(a, b *shard) int { return strings.Compare(first[a], first[b]) })
 	return due, nil

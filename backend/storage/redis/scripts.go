@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -174,7 +175,8 @@ func (s *Store) runAll(ctx context.Context, calls []call) []result {
 }
 
 // runEach runs the script on each shard that has arguments in byShard, at
-// the shard's key keyOf, in one pipeline, and returns the first error.
+// the shard's key keyOf, in one pipeline, and returns the first error
+// (the other shards ran all the same).
 func (s *Store) runEach(ctx context.Context, script *goredis.Script, byShard map[*shard][]any, keyOf func(*shard) string) error {
 	calls := make([]call, 0, len(byShard))
 	for _, sh := range s.shards {
@@ -182,12 +184,11 @@ func (s *Store) runEach(ctx context.Context, script *goredis.Script, byShard map
 			calls = append(calls, call{script: script, key: keyOf(sh), args: args})
 		}
 	}
+	var first error
 	for _, r := range s.runAll(ctx, calls) {
-		if r.err != nil {
-			return r.err
-		}
+		first = cmp.Or(first, r.err)
 	}
-	return nil
+	return first
 }
 
 // shardsOf returns the shard of an account, or every shard when the

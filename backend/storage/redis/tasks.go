@@ -2,6 +2,7 @@ package redis
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -135,17 +136,31 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 	}
 	order := s.walk()
 	depths := make([]*goredis.StringCmd, len(order))
-	if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+	_, _ = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for i, sh := range order {
 			depths[i] = p.HGet(ctx, sh.depthKey(), taskType)
 		}
 		return nil
-	}); err != nil && !errors.Is(err, goredis.Nil) {
-		return nil, s.fail(err)
-	}
+	})
+	// A shard whose depth could not be read is left out of this claim;
+	// when none could, the claim fails.
 	left := make([]int, len(order))
+	var failed error
+	read := 0
 	for i, d := range depths {
-		left[i], _ = d.Int()
+		n, err := d.Int()
+		switch {
+		case err == nil:
+			left[i] = n
+			read++
+		case errors.Is(err, goredis.Nil):
+			read++
+		default:
+			failed = cmp.Or(failed, err)
+		}
+	}
+	if read == 0 && failed != nil {
+		return nil, s.fail(failed)
 	}
 	calls := make([]call, 0, len(order))
 	for i, share := range shareOut(max(n, 0), left) {
@@ -153,21 +168,25 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 			calls = append(calls, call{script: scriptTaskClaim, key: order[i].ringKey(taskType), args: []any{taskType, share, lease}})
 		}
 	}
+	// What the shards that answered claimed is returned, whatever the
+	// others did: a shard that failed keeps its tasks queued (or, if it
+	// claimed them and the answer was lost, its leases end and Rescue
+	// queues them again).
 	out := []*task.Task{}
+	var firstErr error
 	for _, r := range s.runAll(ctx, calls) {
-		// A shard that failed keeps its tasks: they stay queued.
-		if r.err != nil {
-			err := r.err
-			if len(out) > 0 {
-				return out, nil
+		ts, err := r.v, r.err
+		if err == nil {
+			var decoded []*task.Task
+			if decoded, err = decodeTasks(ts, 3); err == nil {
+				out = append(out, decoded...)
+				continue
 			}
-			return nil, err
 		}
-		ts, err := decodeTasks(r.v, 3)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ts...)
+		firstErr = cmp.Or(firstErr, err)
+	}
+	if len(out) == 0 && firstErr != nil {
+		return nil, firstErr
 	}
 	return out, nil
 }
@@ -227,14 +246,7 @@ func (s *Store) Release(ctx context.Context, tasks []*task.Task) error {
 		sh := s.shardOf(t.AccountID)
 		byShard[sh] = append(byShard[sh], t.RequestID, t.Attempts)
 	}
-	for _, sh := range s.shards {
-		if args := byShard[sh]; len(args) > 0 {
-			if _, err := s.run(ctx, scriptTaskRelease, sh.taskLeasesKey(), args...); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return s.runEach(ctx, scriptTaskRelease, byShard, (*shard).taskLeasesKey)
 }
 
 // Rescue queues again the tasks whose lease ended before expiredBefore,
@@ -361,17 +373,17 @@ func (s *Store) inBatches(ctx context.Context, script *goredis.Script, key, boun
 	}
 }
 
-// inBatchesEach runs inBatches on the index keyOf of every shard.
+// inBatchesEach runs inBatches on the index keyOf of every shard: one
+// that fails does not keep the others from their turn.
 func (s *Store) inBatchesEach(ctx context.Context, script *goredis.Script, keyOf func(*shard) string, bound string) (int, error) {
 	total := 0
+	var errs []error
 	for _, sh := range s.shards {
 		n, err := s.inBatches(ctx, script, keyOf(sh), bound)
 		total += n
-		if err != nil {
-			return total, err
-		}
+		errs = append(errs, err)
 	}
-	return total, nil
+	return total, errors.Join(errs...)
 }
 
 // runCount runs a script that answers a number.

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -192,14 +193,13 @@ func (s *Store) PurgeUsage(ctx context.Context, before string) (int, error) {
 		return 0, err
 	}
 	total := 0
+	var errs []error
 	for _, sh := range s.shards {
 		n, err := s.purgeUsage(ctx, sh, beforeDay)
 		total += n
-		if err != nil {
-			return total, err
-		}
+		errs = append(errs, err)
 	}
-	return total, nil
+	return total, errors.Join(errs...)
 }
 
 // purgeUsage deletes the shard's rows of the days before beforeDay.
