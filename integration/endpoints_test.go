@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // endpointObject is a webhook endpoint as the webhooks API shows it.
@@ -113,7 +114,8 @@ func TestSelfServiceEndpoints(t *testing.T) {
 	// Disabled: the next task sends nothing; its delivery fails, to be
 	// retried once the endpoint is enabled again.
 	decodeAnswer(t, call(http.MethodPatch, "/"+ep.ID, `{"enabled":false}`), http.StatusOK, &ep)
-	c.waitTerminal(t, c.createAsync(t, "adm/echo", "t3", "g", `{}`))
+	t3 := c.createAsync(t, "adm/echo", "t3", "g", `{}`)
+	c.waitTerminal(t, t3)
 	var list struct {
 		Webhooks []endpointObject `json:"webhooks"`
 	}
@@ -163,6 +165,30 @@ func TestSelfServiceEndpoints(t *testing.T) {
 			t.Fatalf("a task that ended while its endpoint was disabled was delivered: %s", got.Body)
 		}
 	}
+	// Its delivery failed and stayed: retried now, it arrives.
+	var failed deliveryObject
+	waitUntil(t, "the delivery of the task that ended while its endpoint was disabled has failed", 10*time.Second, func() bool {
+		ds := c.deliveries(t, "request_id="+t3)
+		if len(ds) == 1 && ds[0].Status == "failed" {
+			failed = ds[0]
+			return true
+		}
+		return false
+	})
+	if n := len(failed.Attempts); n != 1 || failed.Attempts[0].Error == nil || *failed.Attempts[0].Error != "endpoint disabled" {
+		t.Fatalf("delivery %s: attempts %s, want one, \"endpoint disabled\"", failed.ID, failed.raw)
+	}
+	if r := s.do(t, http.MethodPost, c.url("/v3/webhooks/deliveries/"+failed.ID+"/retry"), c.header(nil), nil); r.status != http.StatusAccepted {
+		t.Fatalf("retry: %d %s", r.status, r.body)
+	}
+	recv.waitFor(t, "the retried delivery", func() bool {
+		for _, got := range recv.got {
+			if got.ID == failed.ID {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // TestEndpointGoneIsDisabled: a receiver answering 410 Gone has its

@@ -20,7 +20,9 @@ func Deliveries(hooks []account.Webhook, t *Task, now time.Time) []*webhook.Deli
 	var body json.RawMessage
 	var out []*webhook.Delivery
 	for _, h := range hooks {
-		if h.Disabled || len(h.Types) > 0 && !slices.Contains(h.Types, t.TypeName()) {
+		// A disabled endpoint's delivery is stored all the same: it fails
+		// when attempted, and stays, to be retried once it is enabled.
+		if len(h.Types) > 0 && !slices.Contains(h.Types, t.TypeName()) {
 			continue
 		}
 		if body == nil {

@@ -101,6 +101,10 @@ const (
 // webhook was removed from the config.
 const ErrorNotConfigured = "webhook no longer configured"
 
+// ErrorDisabled is the error of the attempt that ends a delivery whose
+// endpoint is disabled; the delivery can be retried once it is enabled.
+const ErrorDisabled = "endpoint disabled"
+
 // ErrorInternal is the error of an attempt cut short by a panic while
 // resolving or sending it. It tells the account nothing of the cause; the
 // node's log has it.
@@ -375,6 +379,8 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func()) {
 		if a.StatusCode == 0 && ctx.Err() != nil {
 			return
 		}
+	} else if target.Disabled {
+		a = Attempt{At: d.opts.Clock(), Error: ErrorDisabled}
 	} else {
 		a = Attempt{At: d.opts.Clock(), Error: ErrorNotConfigured}
 	}

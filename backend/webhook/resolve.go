@@ -33,7 +33,7 @@ func ResolveAt(acct *account.Account, d *Delivery, now time.Time) (target Target
 			// The account disabled the endpoint, or was told once that
 			// taskgate did (webhook.disabled): its deliveries fail without
 			// a notice each.
-			return Target{}, "", false
+			return Target{Disabled: true}, "", false
 		}
 		target.Authorization = h.Authorization
 		if h.Secret != "" {

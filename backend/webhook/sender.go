@@ -31,6 +31,9 @@ type Target struct {
 	// rotation the receiver may check either ("v1,<new> v1,<old>", as
 	// Standard Webhooks allows several signatures).
 	PreviousSecret []byte
+	// Disabled, with a Resolver's false, tells that the webhook is there
+	// but disabled: the attempt fails with ErrorDisabled.
+	Disabled bool
 	// Authorization, when set, is sent verbatim as the Authorization
 	// header.
 	Authorization string
