@@ -570,15 +570,23 @@ func FailureBody(d *Delivery) json.RawMessage {
 		WebhookURL: d.URL,
 		Attempts:   len(d.Attempts),
 	}
-	if n := len(d.Attempts); n > 0 {
-		last := d.Attempts[n-1]
-		if last.StatusCode != 0 {
-			b.LastStatusCode = &last.StatusCode
-		}
-		b.LastError = last.Error
-	}
+	b.LastStatusCode, b.LastError = lastOutcome(d)
 	body, _ := json.Marshal(b)
 	return body
+}
+
+// lastOutcome returns the status code (nil for none) and the error of d's
+// last attempt.
+func lastOutcome(d *Delivery) (*int, string) {
+	n := len(d.Attempts)
+	if n == 0 {
+		return nil, ""
+	}
+	last := d.Attempts[n-1]
+	if last.StatusCode == 0 {
+		return nil, last.Error
+	}
+	return &last.StatusCode, last.Error
 }
 
 // disabledBody is the body of a notice that an endpoint was disabled.
@@ -602,13 +610,7 @@ type disabledBody struct {
 func newDisabledDelivery(d *Delivery, failureURL string, why *Disabled, now time.Time) *Delivery {
 	b := disabledBody{Event: EventDisabled, EndpointID: why.EndpointID, WebhookURL: d.URL, Reason: why.Reason,
 		FailingSince: why.FailingSince, DisabledAt: now}
-	if n := len(d.Attempts); n > 0 {
-		last := d.Attempts[n-1]
-		if last.StatusCode != 0 {
-			b.LastStatusCode = &last.StatusCode
-		}
-		b.LastError = last.Error
-	}
+	b.LastStatusCode, b.LastError = lastOutcome(d)
 	body, _ := json.Marshal(b)
 	return &Delivery{ID: NewID(), AccountID: d.AccountID, RequestID: d.RequestID, URL: failureURL, Event: EventDisabled,
 		Body: body, Status: Pending, CreatedAt: now, NextAt: now}

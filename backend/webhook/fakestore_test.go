@@ -24,9 +24,6 @@ type fakeStore struct {
 	claimed chan struct{}
 	// lastClaim is the now of the latest ClaimDeliveries.
 	lastClaim time.Time
-	// leased and maxLeased count the deliveries of each URL leased now and
-	// at most.
-	leased, maxLeased map[string]int
 }
 
 type record struct {
@@ -44,7 +41,7 @@ var _ webhook.Store = (*fakeStore)(nil)
 const claimWindow = 1024
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{records: make(map[string]*record), claimed: make(chan struct{}, 1), leased: make(map[string]int), maxLeased: make(map[string]int)}
+	return &fakeStore{records: make(map[string]*record), claimed: make(chan struct{}, 1)}
 }
 
 func clone(d *webhook.Delivery) *webhook.Delivery {
@@ -105,13 +102,6 @@ func (s *fakeStore) waitClaimAt(t testing.TB, at time.Time) {
 	}
 }
 
-// mostLeased returns the most deliveries of url that were leased at once.
-func (s *fakeStore) mostLeased(url string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.maxLeased[url]
-}
-
 // isLeased reports whether the delivery with the id is leased.
 func (s *fakeStore) isLeased(id string) bool {
 	s.mu.Lock()
@@ -168,10 +158,6 @@ func (s *fakeStore) ClaimDeliveries(ctx context.Context, now time.Time, n int, l
 	copy(s.queue[head:stop], skipped)
 	s.queue = s.queue[head:]
 	s.lastClaim = now
-	for _, d := range out {
-		s.leased[d.URL]++
-		s.maxLeased[d.URL] = max(s.maxLeased[d.URL], s.leased[d.URL])
-	}
 	return out, nil
 }
 
@@ -190,7 +176,6 @@ func (s *fakeStore) RecordAttempt(ctx context.Context, d *webhook.Delivery, also
 			return fmt.Errorf("delivery %s exists", a.ID)
 		}
 	}
-	s.leased[r.d.URL]--
 	r.d = clone(d)
 	r.leaseUntil = time.Time{}
 	if r.retry {
@@ -259,7 +244,6 @@ func (s *fakeStore) RescueDeliveries(_ context.Context, expiredBefore time.Time)
 	for _, r := range s.records {
 		if !r.leaseUntil.IsZero() && r.leaseUntil.Before(expiredBefore) {
 			r.leaseUntil = time.Time{}
-			s.leased[r.d.URL]--
 			s.enqueue(r)
 			n++
 		}
