@@ -211,7 +211,9 @@ the webhooks, and since secrets are never shown, --webhook-secret or
 --webhook-secret-file must be given again if they are signed;
 --clear-webhooks removes them all. --quota replaces all the quotas (the
 counts of the current periods stay), --clear-quotas removes them. --enable
-enables a disabled account.
+enables a disabled account. --lock-webhooks keeps the account from changing
+its webhook endpoints through the client API (the operator still can, with
+'taskgate webhook'); --unlock-webhooks gives that back.
 `,
 		Example: `  taskgate account update acme --rate-limit 200/s --burst 400 --allow 203.0.113.0/24 --allow 198.51.100.7/32`,
 		Args:    cobra.ExactArgs(1),
@@ -230,6 +232,9 @@ enables a disabled account.
 	quotas := f.StringArray("quota", nil, `Quota: "N/day" or "N/month", optionally ":type,type" (repeatable; replaces the list)`)
 	clearQuotas := f.Bool("clear-quotas", false, "Remove every quota")
 	enable := f.Bool("enable", false, "Enable a disabled account")
+	lock := f.Bool("lock-webhooks", false, "Keep the account from changing its webhook endpoints itself")
+	unlock := f.Bool("unlock-webhooks", false, "Let the account change its webhook endpoints itself")
+	cmd.MarkFlagsMutuallyExclusive("lock-webhooks", "unlock-webhooks")
 	cmd.MarkFlagsMutuallyExclusive("allow", "clear-allow")
 	cmd.MarkFlagsMutuallyExclusive("task-type", "clear-task-types")
 	cmd.MarkFlagsMutuallyExclusive("webhook", "clear-webhooks")
@@ -282,6 +287,12 @@ enables a disabled account.
 				return nil, errors.New("--enable=false: to disable an account, use 'account disable'")
 			}
 			body["disabled"] = false
+		}
+		switch {
+		case *lock:
+			body["webhooks_locked"] = true
+		case *unlock:
+			body["webhooks_locked"] = false
 		}
 		if len(body) == 0 {
 			return nil, errors.New("nothing to change: give at least one flag (see --help)")

@@ -24,7 +24,7 @@ const sampleAccount = `{
   "rate_limit": "100/s", "burst": 100, "default_rate_limit": false,
   "allow": ["203.0.113.0/24", "2001:db8::/32"],
   "task_types": ["verify_with_source/ind_pan"],
-  "webhooks": [{"url": "https://acme.example/hooks", "types": [], "has_secret": true, "has_authorization": false}],
+  "webhooks": [{"id": "we_7Qd2kP0aXw1Lm9Zr", "enabled": true, "url": "https://acme.example/hooks", "types": [], "has_secret": true, "has_authorization": false}],
   "failure_webhook": "https://acme.example/failures",
   "keys": [{"id": "key_7Qd2kP0aXw1Lm9Zr", "prefix": "tg_Ab3x", "created_at": "2026-11-25T10:00:00Z", "expires_at": null, "expired": false}],
   "created_at": "2026-11-25T10:00:00Z", "updated_at": "2026-11-25T10:00:00Z"}`
@@ -329,6 +329,8 @@ func TestAccountUpdate(t *testing.T) {
 		{[]string{"--clear-webhooks"}, `{"webhooks": []}`},
 		{[]string{"--enable"}, `{"disabled": false}`},
 		{[]string{"--enable", "--name", "N"}, `{"disabled": false, "name": "N"}`},
+		{[]string{"--lock-webhooks"}, `{"webhooks_locked": true}`},
+		{[]string{"--unlock-webhooks"}, `{"webhooks_locked": false}`},
 	} {
 		out, err := runAccountCmd(t, f, "", append([]string{"update", "acme"}, tc.args...)...)
 		if err != nil {
@@ -344,6 +346,7 @@ func TestAccountUpdate(t *testing.T) {
 		{"update", "acme", "--task-type", "a/b", "--clear-task-types"},
 		{"update", "acme", "--webhook", "https://h.example", "--clear-webhooks"},
 		{"update", "acme", "--enable=false"},
+		{"update", "acme", "--lock-webhooks", "--unlock-webhooks"},
 		{"update", "--name", "N"}, // no id
 	} {
 		if _, err := runAccountCmd(t, f, "", args...); err == nil {

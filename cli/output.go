@@ -81,11 +81,17 @@ func writeAccount(w io.Writer, a *admin.AccountView) {
 		if h.HasAuthorization {
 			notes = append(notes, "with Authorization")
 		}
-		line := clean(h.URL)
+		if !h.Enabled {
+			notes = append(notes, "DISABLED")
+		}
+		line := clean(h.ID) + " " + clean(h.URL)
 		if len(notes) > 0 {
 			line += " (" + strings.Join(notes, ", ") + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\n", label, line)
+	}
+	if a.WebhooksLocked {
+		fmt.Fprintf(tw, "webhook endpoints:\tlocked (the operator's)\n")
 	}
 	fmt.Fprintf(tw, "failure webhook:\t%s\n", orNone(clean(a.FailureWebhook)))
 	quotas := make([]string, len(a.Quotas))
