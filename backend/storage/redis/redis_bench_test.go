@@ -2,6 +2,8 @@ package redis_test
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/taskgate/taskgate/backend/quota/quotatest"
@@ -14,8 +16,55 @@ import (
 // append-only file and synced it (appendfsync always, which syncs once per
 // turn of its event loop for all the writes of that turn). Compare with
 // the bolt store's group commit.
+//
+// Next to creates/s, Redis's own cost: redis-µs/create, the server's CPU
+// time (INFO cpu, user + system) per creation, network and the
+// append-only file included; script-µs/create, the scripts' own run time
+// (INFO commandstats); creates/call, how many creations a call carried.
 func BenchmarkCreateParallel(b *testing.B) {
-	tasktest.CreateParallel(b, open(b, redistest.Start(b)), 32)
+	srv := redistest.Start(b)
+	s := open(b, srv)
+	cpu0, usec0, calls0 := redisCosts(b, srv)
+	tasktest.CreateParallel(b, s, 32)
+	cpu1, usec1, calls1 := redisCosts(b, srv)
+	n := float64(b.N)
+	b.ReportMetric((cpu1-cpu0)*1e6/n, "redis-µs/create")
+	b.ReportMetric((usec1-usec0)/n, "script-µs/create")
+	b.ReportMetric(n/max(calls1-calls0, 1), "creates/call")
+}
+
+// redisCosts reads the server's CPU seconds (user + system) and the
+// run time (µs) and calls of its scripts so far.
+func redisCosts(tb testing.TB, srv *redistest.Server) (cpu, scriptUsec, scriptCalls float64) {
+	tb.Helper()
+	info, err := srv.Command("INFO cpu")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stats, err := srv.Command("INFO commandstats")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info+"\n"+stats, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		switch k {
+		case "used_cpu_user", "used_cpu_sys":
+			f, _ := strconv.ParseFloat(v, 64)
+			cpu += f
+		case "cmdstat_evalsha", "cmdstat_eval":
+			for kv := range strings.SplitSeq(v, ",") {
+				name, val, _ := strings.Cut(kv, "=")
+				f, _ := strconv.ParseFloat(val, 64)
+				switch name {
+				case "usec":
+					scriptUsec += f
+				case "calls":
+					scriptCalls += f
+				}
+			}
+		}
+	}
+	return cpu, scriptUsec, scriptCalls
 }
 
 // BenchmarkFinishParallel measures durable Finishes from 32 goroutines,

@@ -9,8 +9,18 @@
 -- oldest creation still live (hex).
 -- Returns two values per task: 'ok', 'exists' or 'replay', and the
 -- record's json for a replay ('' otherwise).
+--
+-- What the tasks of a call share is read and written once for the call:
+-- the counter of seqs and turns (kept here, stored at the end with the
+-- values one INCR per task would have left), each type's depth (added at
+-- the end) and whether each account's queue had tasks before.
 local F = 12
 local out = {}
+local seq = tonumber(redis.call('GET', seqKey) or '0')
+local seq0 = seq
+local added = {}   -- type -> tasks queued by this call
+local types = {}   -- the types of added, in order
+local queued = {}  -- account queue key -> true once known not empty
 for i = 0, tonumber(ARGV[2]) - 1 do
   local b = 3 + i * F
   local id, body, typ, att, acct = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
@@ -32,8 +42,9 @@ for i = 0, tonumber(ARGV[2]) - 1 do
   local tk = taskKey(id)
   if answer == 'ok' and redis.call('EXISTS', tk) == 1 then answer = 'exists' end
   if answer == 'ok' then
-    local seq = int(redis.call('INCR', seqKey))
-    local fields = {'json', body, 'type', typ, 'att', att, 'seq', seq, 'acct', acct, 'lm', lm}
+    seq = seq + 1
+    local taskSeq = int(seq)
+    local fields = {'json', body, 'type', typ, 'att', att, 'seq', taskSeq, 'acct', acct, 'lm', lm}
     if grp ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 'grp', grp
       redis.call('ZADD', groupKey(acct, grp), 0, lm)
@@ -43,7 +54,20 @@ for i = 0, tonumber(ARGV[2]) - 1 do
       redis.call('ZADD', taskIDKey(acct, tid), 0, lm)
     end
     redis.call('HSET', tk, unpack(fields))
-    enqueue(typ, acct, seq, id)
+    -- enqueue (prelude.lua), with what the call shares kept here.
+    local aq = accountQueueKey(typ, acct)
+    if redis.call('ZADD', aq, taskSeq, id) == 1 then
+      if not queued[aq] and redis.call('ZCARD', aq) == 1 then
+        seq = seq + 1
+        redis.call('ZADD', ringKey(typ), int(seq), acct)
+      end
+      queued[aq] = true
+      if not added[typ] then
+        added[typ] = 0
+        types[#types + 1] = typ
+      end
+      added[typ] = added[typ] + 1
+    end
     if ik then
       if oldAge then redis.call('ZREM', idemAgeKey, oldAge) end
       redis.call('HSET', ik, 'json', ARGV[b + 9], 'at', ARGV[b + 10])
@@ -51,5 +75,9 @@ for i = 0, tonumber(ARGV[2]) - 1 do
     end
   end
   out[#out + 1], out[#out + 2] = answer, replay
+end
+if seq ~= seq0 then redis.call('SET', seqKey, int(seq)) end
+for _, typ in ipairs(types) do
+  if redis.call('HINCRBY', depthKey, typ, added[typ]) == added[typ] then redis.call('SADD', queuesKey, typ) end
 end
 return out
