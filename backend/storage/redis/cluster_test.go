@@ -41,6 +41,82 @@ func TestCluster(t *testing.T) {
 		usagetest.Run(t, func(t *testing.T) usage.Store { return openStore(t, c.URL(), subtestPrefix(t), sharded) })
 	})
 	t.Run("Spread", func(t *testing.T) { testSpread(t, c) })
+	t.Run("MasterDown", func(t *testing.T) { testMasterDown(t, c) })
+}
+
+// testMasterDown pauses the master of one shard: a claim still serves the
+// tasks of the other shards (within the client's timeouts), and once the
+// master is back, its shard's tasks.
+func testMasterDown(t *testing.T, c *redistest.Cluster) {
+	ctx := t.Context()
+	s := openStore(t, c.URL(), "down", redis.WithShards(3))
+	// An account in each shard.
+	accounts := map[int]string{}
+	for i := 0; len(accounts) < 3; i++ {
+		id := "acct" + strconv.Itoa(i)
+		if _, ok := accounts[s.ShardOf(id)]; !ok {
+			accounts[s.ShardOf(id)] = id
+		}
+	}
+	now := time.Now()
+	for _, acct := range accounts {
+		for i := range 2 {
+			tk := &task.Task{RequestID: fmt.Sprintf("%s-r%d", acct, i), AccountID: acct, Action: "verify", Type: "pan",
+				Status: task.InProgress, CreatedAt: now}
+			if _, err := s.Create(ctx, tk, nil, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The master of shard 0's keys.
+	master, err := s.Client().(*goredis.ClusterClient).MasterForKey(ctx, s.ShardPrefix(accounts[0])+"x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down *redistest.Server
+	for _, m := range c.Masters {
+		if m.Addr() == master.Options().Addr {
+			down = m
+		}
+	}
+	if down == nil {
+		t.Fatalf("no master at %s", master.Options().Addr)
+	}
+	down.Pause()
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			down.Resume()
+		}
+	}
+	t.Cleanup(resume)
+	got, err := s.Claim(ctx, "verify/pan", 10, now.Add(time.Minute))
+	if err != nil {
+		t.Fatalf("Claim with a master down: %v, want the other shards' tasks", err)
+	}
+	for _, tk := range got {
+		if tk.AccountID == accounts[0] {
+			t.Fatalf("claimed %s from the shard whose master is down", tk.RequestID)
+		}
+	}
+	// Some shards may share the paused master: at least one other shard
+	// is served.
+	if len(got) == 0 {
+		t.Fatal("Claim with a master down: nothing, want the tasks of the shards on the other masters")
+	}
+	resume()
+	var rest []*task.Task
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got)+len(rest) < 6 && time.Now().Before(deadline) {
+		more, err := s.Claim(ctx, "verify/pan", 10, now.Add(time.Minute))
+		if err == nil {
+			rest = append(rest, more...)
+		}
+	}
+	if len(got)+len(rest) != 6 {
+		t.Fatalf("claimed %d of 6 tasks once the master was back", len(got)+len(rest))
+	}
 }
 
 // TestStoreSharded runs the conformance suite on stores of three shards on
