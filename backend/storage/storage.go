@@ -194,7 +194,14 @@ func Open(ctx context.Context, c Config) (*Opened, error) {
 		if err != nil {
 			return nil, fmt.Errorf("storage redis: %w", err)
 		}
-		return &Opened{Store: rs, Notices: rs, RateLimit: ratelimit.NewRedisSharded(rs.Client(), func(key string) string { return rs.ShardPrefix(key) + "rl:" })}, nil
+		// Each shard's rate-limit keys start with its prefix and "rl:",
+		// made once rather than at each decision.
+		limitPrefixes := make([]string, rs.Shards())
+		for i := range limitPrefixes {
+			limitPrefixes[i] = rs.ShardPrefixOf(i) + "rl:"
+		}
+		limits := ratelimit.NewRedisSharded(rs.Client(), func(key string) string { return limitPrefixes[rs.ShardOf(key)] })
+		return &Opened{Store: rs, Notices: rs, RateLimit: limits}, nil
 	}
 	return nil, fmt.Errorf("storage %q: want memory, bolt or redis", c.Type)
 }

@@ -117,6 +117,9 @@ func (s *Store) ShardOf(accountID string) int {
 // state there, so that an account's decisions go to its shard's master.
 func (s *Store) ShardPrefix(key string) string { return s.shardOf(key).prefix }
 
+// ShardPrefixOf returns the start of the keys of shard i (0 ≤ i < Shards).
+func (s *Store) ShardPrefixOf(i int) string { return s.shards[i].prefix }
+
 // Shards returns the number of shards of the store.
 func (s *Store) Shards() int { return len(s.shards) }
 
