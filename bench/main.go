@@ -329,6 +329,7 @@ func run(ctx context.Context, o options) (err error) {
 		create, barePost := s.createTargets(o)
 		defer create.close()
 		defer barePost.close()
+		create.observe = res.boltCommits.observe(s)
 		var err error
 		if res.createBolt, err = measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, barePost); err != nil {
 			return err

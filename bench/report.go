@@ -30,6 +30,8 @@ type results struct {
 	// createMemory and createBolt are task creations (a) against bare
 	// answering the same POST (b), on a server with each storage.
 	createMemory, createBolt *pairResult
+	// boltCommits is the bolt server's commits over its creation rounds.
+	boltCommits commitUsage
 	// fsyncs is the disk's raw rate of append + fsync, in the bolt file's
 	// directory, which is on fsType.
 	fsyncs     float64
@@ -113,7 +115,11 @@ func (r *results) table() string {
 		cpuRows(row, c.p, "creation, storage "+c.storage, false)
 	}
 	row("disk fsyncs/s (128 B append + fsync in a loop, same directory)", fmt.Sprintf("%.0f", r.fsyncs), "", "")
-	row("bolt creations per disk fsync (creations/s ÷ fsyncs/s)", ratio(r.createBolt.a.medianThroughput(), r.fsyncs), "", "")
+	row("bolt creations/s ÷ the disk's fsyncs/s", ratio(r.createBolt.a.medianThroughput(), r.fsyncs), "", "")
+	if c := r.boltCommits; c.err == nil && c.commits > 0 {
+		row(fmt.Sprintf("bolt group commit over the creation rounds: changes per commit (%.0f changes in %.0f commits, `taskgate_store_changes_total` ÷ `taskgate_store_commits_total`)", c.changes, c.commits),
+			fmt.Sprintf("%.1f", c.changes/c.commits), "", "")
+	}
 	row("creations bolt, memory (not 202); bare (not 200)",
 		fmt.Sprintf("%d (%d), %d (%d)", r.createBolt.a.requests, r.createBolt.a.failures(), r.createMemory.a.requests, r.createMemory.a.failures()),
 		fmt.Sprintf("%d (%d)", r.createBolt.b.requests+r.createMemory.b.requests, r.createBolt.b.failures()+r.createMemory.b.failures()), "")

@@ -294,6 +294,36 @@ func (s *server) memory(ctx context.Context) memorySample {
 	return m
 }
 
+// commitUsage sums a bolt server's commits and the changes they held over
+// the rounds it observes (as a target's observe).
+type commitUsage struct {
+	commits, changes float64
+	err              error
+}
+
+// observe returns the observe of a target of s.
+func (u *commitUsage) observe(s *server) func(ctx context.Context) (after func()) {
+	read := func(ctx context.Context) (commits, changes float64, err error) {
+		if commits, err = s.metric(ctx, "taskgate_store_commits_total"); err != nil {
+			return 0, 0, err
+		}
+		changes, err = s.metric(ctx, "taskgate_store_changes_total")
+		return commits, changes, err
+	}
+	return func(ctx context.Context) func() {
+		c0, ch0, err0 := read(ctx)
+		return func() {
+			c1, ch1, err1 := read(ctx)
+			if err := errors.Join(err0, err1); err != nil {
+				u.err = errors.Join(u.err, err)
+				return
+			}
+			u.commits += c1 - c0
+			u.changes += ch1 - ch0
+		}
+	}
+}
+
 // metric reads one unlabelled metric from the admin endpoint's /metrics.
 func (s *server) metric(ctx context.Context, name string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)

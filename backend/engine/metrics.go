@@ -16,7 +16,7 @@ import (
 // config reloads; label sets are bounded (task types from the config,
 // never an account id or a key).
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{tasksCreated, tasksFinished, taskLatency, queueDepth,
+	return []prometheus.Collector{tasksCreated, tasksFinished, taskLatency, queueDepth, storeCommits,
 		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered, sourceRateLimitWaits, sourceStates, quotaRefusals}
 }
 
@@ -102,6 +102,42 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), name)
 	}
+}
+
+// storeCommits reads, from the store of the running engine when it has
+// a writer that groups changes (bolt), its commits and the changes they
+// held.
+var storeCommits = &commitCollector{
+	commits: prometheus.NewDesc("taskgate_store_commits_total",
+		"Transactions the embedded store's writer committed (each synced to disk).", nil, nil),
+	changes: prometheus.NewDesc("taskgate_store_changes_total",
+		"Changes (creations, claims, records of attempts…) those transactions held: changes ÷ commits is how well group commit groups.", nil, nil),
+}
+
+type commitCollector struct{ commits, changes *prometheus.Desc }
+
+// committer is a store that counts its commits.
+type committer interface {
+	Commits() (commits, changes uint64)
+}
+
+func (c *commitCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.commits
+	ch <- c.changes
+}
+
+func (c *commitCollector) Collect(ch chan<- prometheus.Metric) {
+	q := queueDepth.current.Load()
+	if q == nil {
+		return
+	}
+	s, ok := q.store.(committer)
+	if !ok {
+		return
+	}
+	commits, changes := s.Commits()
+	ch <- prometheus.MustNewConstMetric(c.commits, prometheus.CounterValue, float64(commits))
+	ch <- prometheus.MustNewConstMetric(c.changes, prometheus.CounterValue, float64(changes))
 }
 
 // observeAttempt records a delivery attempt.

@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -146,7 +147,14 @@ type Store struct {
 	stopped   chan struct{}
 	closeOnce sync.Once
 	closeErr  error
+	// commits and changes count the writer's transactions and the calls'
+	// changes they committed (Commits).
+	commits, changes atomic.Uint64
 }
+
+// Commits returns how many transactions the writer has committed and how
+// many changes they held: their ratio is how well group commit groups.
+func (s *Store) Commits() (commits, changes uint64) { return s.commits.Load(), s.changes.Load() }
 
 // write is one call's change, done in the writer's next transaction.
 type write struct {
@@ -265,6 +273,8 @@ func (s *Store) writeLoop() {
 			}
 		}
 		s.commit(batch)
+		s.commits.Add(1)
+		s.changes.Add(uint64(len(batch)))
 		clear(batch)
 	}
 }

@@ -2,9 +2,11 @@ package bolt_test
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,5 +130,34 @@ func TestCloseStopsWriter(t *testing.T) {
 			t.Fatalf("the writer is still running 5s after Close:\n%s", stacks)
 		}
 		runtime.Gosched()
+	}
+}
+
+// TestCommitsCounted checks Commits: one change a commit when calls come
+// one at a time, and every change counted when they come together.
+func TestCommitsCounted(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := t.Context()
+	c0, ch0 := s.Commits()
+	create := func(i int) {
+		tk := &task.Task{RequestID: fmt.Sprintf("commits-%d", i), AccountID: "acme", Action: "verify", Type: "pan",
+			Status: task.InProgress, CreatedAt: time.Now(), TaskID: "t", GroupID: "g"}
+		if _, err := s.Create(ctx, tk, nil, time.Time{}); err != nil {
+			t.Error(err)
+		}
+	}
+	for i := range 3 {
+		create(i)
+	}
+	if c, ch := s.Commits(); c-c0 != 3 || ch-ch0 != 3 {
+		t.Fatalf("3 creations one at a time: %d commits of %d changes, want 3 of 3", c-c0, ch-ch0)
+	}
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Go(func() { create(100 + i) })
+	}
+	wg.Wait()
+	if c, ch := s.Commits(); ch-ch0 != 35 || c-c0 > 35 {
+		t.Fatalf("32 more at once: %d commits of %d changes, want 35 changes in at most 35 commits", c-c0, ch-ch0)
 	}
 }
