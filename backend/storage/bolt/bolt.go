@@ -273,8 +273,6 @@ func (s *Store) writeLoop() {
 			}
 		}
 		s.commit(batch)
-		s.commits.Add(1)
-		s.changes.Add(uint64(len(batch)))
 		clear(batch)
 	}
 }
@@ -296,14 +294,25 @@ func (s *Store) commit(batch []write) {
 			}
 			return nil
 		})
+		// Counted before the callers are answered, so that a caller that
+		// reads Commits after its call returns sees it.
 		if failed < 0 {
+			if err == nil {
+				s.commits.Add(1)
+				s.changes.Add(uint64(len(batch)))
+			}
 			for _, w := range batch {
 				w.done <- err
 			}
 			return
 		}
 		w := batch[failed]
-		w.done <- s.db.Update(w.fn)
+		alone := s.db.Update(w.fn)
+		if alone == nil {
+			s.commits.Add(1)
+			s.changes.Add(1)
+		}
+		w.done <- alone
 		batch = slices.Delete(batch, failed, failed+1)
 	}
 }
