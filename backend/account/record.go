@@ -106,6 +106,13 @@ type WebhookRecord struct {
 	DisabledReason      string    `json:"disabled_reason,omitempty"`
 }
 
+// EndpointID returns the id of the webhook in the webhooks API
+// (Webhook.EndpointID).
+func (w *WebhookRecord) EndpointID() string {
+	built := Webhook(*w)
+	return built.EndpointID()
+}
+
 // Store keeps the dynamic accounts. Every implementation passes the
 // conformance suite in package accounttest.
 //

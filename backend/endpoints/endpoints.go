@@ -322,15 +322,9 @@ func (s *Service) Test(ctx context.Context, accountID, id string) (TestResult, e
 	})
 	d := &webhook.Delivery{ID: webhook.NewID(), AccountID: accountID, URL: w.URL, Event: EventTest, Body: body,
 		Status: webhook.Pending, CreatedAt: now, NextAt: now}
-	var target webhook.Target
-	target.Authorization = w.Authorization
-	if w.Secret != "" {
-		if target.Secret, err = webhook.ParseSecret(w.Secret); err != nil {
-			return TestResult{}, fmt.Errorf("endpoint %s: %w", id, err)
-		}
-		if w.PreviousSecret != "" && now.Before(w.PreviousSecretUntil) {
-			target.PreviousSecret, _ = webhook.ParseSecret(w.PreviousSecret)
-		}
+	target, err := webhook.TargetOf(&w, now)
+	if err != nil {
+		return TestResult{}, fmt.Errorf("endpoint %s: %w", id, err)
 	}
 	a := s.Sender.Send(ctx, d, target)
 	return TestResult{DeliveryID: d.ID, Event: EventTest, Attempt: webhook.ViewAttempt(a), Delivered: a.StatusCode >= 200 && a.StatusCode < 300}, nil
@@ -370,10 +364,7 @@ func (s *Service) change(ctx context.Context, accountID, id string, fn func(*acc
 
 // index returns the place of the endpoint in the record, or -1.
 func index(r *account.Record, id string) int {
-	return slices.IndexFunc(r.Webhooks, func(w account.WebhookRecord) bool {
-		built := account.Webhook(w)
-		return built.EndpointID() == id
-	})
+	return slices.IndexFunc(r.Webhooks, func(w account.WebhookRecord) bool { return w.EndpointID() == id })
 }
 
 // apply sets in on w, checked.

@@ -99,8 +99,7 @@ func (s *Service) disable(accountID, url, reason string, now time.Time) *webhook
 		if since.IsZero() {
 			since = now
 		}
-		built := account.Webhook(*r)
-		out = &webhook.Disabled{EndpointID: built.EndpointID(), Reason: reason, FailingSince: since}
+		out = &webhook.Disabled{EndpointID: r.EndpointID(), Reason: reason, FailingSince: since}
 		r.Disabled, r.DisabledReason, r.UpdatedAt = true, reason, now
 		return true
 	})

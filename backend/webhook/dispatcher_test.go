@@ -450,8 +450,13 @@ func TestDispatcherSlowReceiverDoesNotHoldFastOnes(t *testing.T) {
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
 	}
+	slowFull := make(chan struct{})
+	var slowFullOnce sync.Once
 	slow := newReceiver(t, func(_ http.ResponseWriter, _ *http.Request, hold func()) int {
 		enter(&slowNow, &slowMost)
+		if slowMost.Load() >= perURL {
+			slowFullOnce.Do(func() { close(slowFull) })
+		}
 		defer slowNow.Add(-1)
 		hold()
 		slowEnded.Add(1)
@@ -488,6 +493,9 @@ func TestDispatcherSlowReceiverDoesNotHoldFastOnes(t *testing.T) {
 	if ended := receive(t, slowEndedAtLastFast); ended >= slowCount/2 {
 		t.Errorf("%d of %d slow attempts had ended when the last fast delivery arrived", ended, slowCount)
 	}
+	// The slow receiver fills its slots (its requests may arrive after the
+	// last fast one), and never has more.
+	receive(t, slowFull)
 	if got := slowMost.Load(); got != perURL {
 		t.Errorf("the slow receiver had at most %d requests in flight, want %d", got, perURL)
 	}

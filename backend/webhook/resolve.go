@@ -35,20 +35,31 @@ func ResolveAt(acct *account.Account, d *Delivery, now time.Time) (target Target
 			// a notice each.
 			return Target{Disabled: true}, "", false
 		}
-		target.Authorization = h.Authorization
-		if h.Secret != "" {
-			key, err := ParseSecret(h.Secret)
-			if err != nil {
-				return Target{}, acct.FailureWebhook, false
-			}
-			target.Secret = key
-			if h.PreviousSecret != "" && now.Before(h.PreviousSecretUntil) {
-				if prev, err := ParseSecret(h.PreviousSecret); err == nil {
-					target.PreviousSecret = prev
-				}
-			}
+		target, err := TargetOf(&h, now)
+		if err != nil {
+			return Target{}, acct.FailureWebhook, false
 		}
 		return target, acct.FailureWebhook, true
 	}
 	return Target{}, acct.FailureWebhook, false
+}
+
+// TargetOf returns how to send to the webhook at now: its Authorization,
+// its secret and, until its rotation's overlap ends, its previous one.
+func TargetOf(h *account.Webhook, now time.Time) (Target, error) {
+	target := Target{Authorization: h.Authorization}
+	if h.Secret == "" {
+		return target, nil
+	}
+	key, err := ParseSecret(h.Secret)
+	if err != nil {
+		return Target{}, err
+	}
+	target.Secret = key
+	if h.PreviousSecret != "" && now.Before(h.PreviousSecretUntil) {
+		if prev, err := ParseSecret(h.PreviousSecret); err == nil {
+			target.PreviousSecret = prev
+		}
+	}
+	return target, nil
 }

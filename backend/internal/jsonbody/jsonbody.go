@@ -60,17 +60,15 @@ func Read(w http.ResponseWriter, r *http.Request, v any, o Options) bool {
 		}
 		return false
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		if o.Optional {
-			return true
-		}
-		if !o.TypeAlways && !RequireJSON(w, r) {
-			return false
-		}
-		apierr.Write(w, apierr.BadRequest("a JSON object is required"))
-		return false
+	empty := len(bytes.TrimSpace(body)) == 0
+	if empty && o.Optional {
+		return true
 	}
 	if !o.TypeAlways && !RequireJSON(w, r) {
+		return false
+	}
+	if empty {
+		apierr.Write(w, apierr.BadRequest("a JSON object is required"))
 		return false
 	}
 	if err := DecodeStrict(body, v); err != nil {

@@ -107,11 +107,17 @@ func testMasterDown(t *testing.T, c *redistest.Cluster) {
 	}
 	resume()
 	var rest []*task.Task
-	deadline := time.Now().Add(10 * time.Second)
-	for len(got)+len(rest) < 6 && time.Now().Before(deadline) {
-		more, err := s.Claim(ctx, "verify/pan", 10, now.Add(time.Minute))
-		if err == nil {
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for waiting := true; waiting && len(got)+len(rest) < 6; {
+		if more, err := s.Claim(ctx, "verify/pan", 10, now.Add(time.Minute)); err == nil {
 			rest = append(rest, more...)
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			waiting = false
 		}
 	}
 	if len(got)+len(rest) != 6 {

@@ -211,14 +211,9 @@ func (s *Store) unlease(ctx context.Context, lease string, leased []*webhook.Del
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*ioTimeout)
 	defer cancel()
-	byShard := make(map[*shard][]any)
-	for _, d := range leased {
-		sh := s.shardOf(d.AccountID)
-		if byShard[sh] == nil {
-			byShard[sh] = []any{lease}
-		}
-		byShard[sh] = append(byShard[sh], d.ID)
-	}
+	byShard := s.byShard(len(leased), []any{lease}, func(i int) (string, []any) {
+		return leased[i].AccountID, []any{leased[i].ID}
+	})
 	// Failing, the leases end and RescueDeliveries queues them.
 	_ = s.runEach(ctx, scriptDlvUnlease, byShard, (*shard).deliveryLeasesKey)
 }
@@ -325,16 +320,9 @@ func (s *Store) ExtendDeliveryLeases(ctx context.Context, claims []webhook.Claim
 	if len(claims) == 0 {
 		return s.ready(ctx)
 	}
-	lease := s.leaseArg(leaseUntil)
-	byShard := make(map[*shard][]any)
-	for _, c := range claims {
-		for _, sh := range s.shardsOf(c.AccountID) {
-			if byShard[sh] == nil {
-				byShard[sh] = []any{lease}
-			}
-			byShard[sh] = append(byShard[sh], c.ID, c.Claim)
-		}
-	}
+	byShard := s.byShard(len(claims), []any{s.leaseArg(leaseUntil)}, func(i int) (string, []any) {
+		return claims[i].AccountID, []any{claims[i].ID, claims[i].Claim}
+	})
 	return s.runEach(ctx, scriptDlvExtend, byShard, (*shard).deliveryLeasesKey)
 }
 

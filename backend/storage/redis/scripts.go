@@ -191,6 +191,23 @@ func (s *Store) runEach(ctx context.Context, script *goredis.Script, byShard map
 	return first
 }
 
+// byShard gathers the script arguments of n items by shard: each shard's
+// list starts with head, then holds the arguments of each of its items
+// (item i is of the shards of its account: every shard when it has none).
+func (s *Store) byShard(n int, head []any, item func(i int) (accountID string, args []any)) map[*shard][]any {
+	out := make(map[*shard][]any)
+	for i := range n {
+		accountID, args := item(i)
+		for _, sh := range s.shardsOf(accountID) {
+			if out[sh] == nil {
+				out[sh] = append([]any{}, head...)
+			}
+			out[sh] = append(out[sh], args...)
+		}
+	}
+	return out
+}
+
 // shardsOf returns the shard of an account, or every shard when the
 // account is not known (a claim built without it).
 func (s *Store) shardsOf(accountID string) []*shard {

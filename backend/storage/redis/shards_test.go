@@ -2,6 +2,7 @@ package redis
 
 import (
 	"errors"
+	"hash/fnv"
 	"strings"
 	"testing"
 
@@ -72,5 +73,18 @@ func TestOpenChecksShards(t *testing.T) {
 	}
 	if _, err := Open(ctx, srv.URL(), WithShards(MaxShards+1)); err == nil || !strings.Contains(err.Error(), "want 1 to") {
 		t.Fatalf("Open with %d shards: %v, want it refused", MaxShards+1, err)
+	}
+}
+
+// TestShardOfIsFNV1a checks that an account's shard is FNV-1a of its id
+// modulo the shards, as documented.
+func TestShardOfIsFNV1a(t *testing.T) {
+	s := &Store{shards: make([]*shard, 7)}
+	for _, id := range []string{"", "acme", "acme.eu", "tenant-123", "ünïcode"} {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(id))
+		if got, want := s.ShardOf(id), int(h.Sum32()%7); got != want {
+			t.Errorf("ShardOf(%q) = %d, want %d", id, got, want)
+		}
 	}
 }

@@ -241,11 +241,9 @@ func (s *Store) Release(ctx context.Context, tasks []*task.Task) error {
 	if len(tasks) == 0 {
 		return s.ready(ctx)
 	}
-	byShard := make(map[*shard][]any)
-	for _, t := range tasks {
-		sh := s.shardOf(t.AccountID)
-		byShard[sh] = append(byShard[sh], t.RequestID, t.Attempts)
-	}
+	byShard := s.byShard(len(tasks), nil, func(i int) (string, []any) {
+		return tasks[i].AccountID, []any{tasks[i].RequestID, tasks[i].Attempts}
+	})
 	return s.runEach(ctx, scriptTaskRelease, byShard, (*shard).taskLeasesKey)
 }
 
@@ -276,16 +274,9 @@ func (s *Store) ExtendLeases(ctx context.Context, claims []task.Claim, leaseUnti
 	if len(claims) == 0 {
 		return s.ready(ctx)
 	}
-	lease := s.leaseArg(leaseUntil)
-	byShard := make(map[*shard][]any)
-	for _, c := range claims {
-		for _, sh := range s.shardsOf(c.AccountID) {
-			if byShard[sh] == nil {
-				byShard[sh] = []any{lease}
-			}
-			byShard[sh] = append(byShard[sh], c.RequestID, c.Attempts)
-		}
-	}
+	byShard := s.byShard(len(claims), []any{s.leaseArg(leaseUntil)}, func(i int) (string, []any) {
+		return claims[i].AccountID, []any{claims[i].RequestID, claims[i].Attempts}
+	})
 	return s.runEach(ctx, scriptTaskExtend, byShard, (*shard).taskLeasesKey)
 }
 
