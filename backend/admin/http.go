@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/taskgate/taskgate/backend/apierr"
 	"github.com/taskgate/taskgate/backend/endpoints"
 	"github.com/taskgate/taskgate/backend/internal/jsonbody"
+	"github.com/taskgate/taskgate/backend/node"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/usage"
 )
@@ -49,6 +51,11 @@ type Handler struct {
 	// Endpoints, when set, serves an account's webhook endpoints to the
 	// operator, who may change them whatever the account's self-service.
 	Endpoints *endpoints.Service
+	// Sources, when set, says how each task type's source is doing on
+	// this node (GET /taskgate/sources).
+	Sources func(ctx context.Context) []SourceView
+	// Nodes, when set, lists the nodes (GET /taskgate/nodes).
+	Nodes func(ctx context.Context) ([]node.State, error)
 
 	routesOnce sync.Once
 	mux        *http.ServeMux
@@ -107,6 +114,11 @@ func (h *Handler) route() {
 		http.MethodGet:  h.listMaintenance,
 		http.MethodPost: h.scheduleMaintenance,
 	})
+	handle(Prefix+"tasks", map[string]http.HandlerFunc{http.MethodGet: h.findTasks})
+	handle(Prefix+"deliveries", map[string]http.HandlerFunc{http.MethodGet: h.listDeliveries})
+	handle(Prefix+"deliveries/retry", map[string]http.HandlerFunc{http.MethodPost: h.retryDeliveries})
+	handle(Prefix+"sources", map[string]http.HandlerFunc{http.MethodGet: h.listSources})
+	handle(Prefix+"nodes", map[string]http.HandlerFunc{http.MethodGet: h.listNodes})
 	handle(Prefix+"maintenance/{id}", map[string]http.HandlerFunc{http.MethodDelete: h.cancelMaintenance})
 	// An account's tasks and deliveries: the client API's own routes
 	// answer, methods included.

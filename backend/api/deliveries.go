@@ -12,7 +12,6 @@ import (
 // DeliveryLimit is the most deliveries a listing returns.
 const DeliveryLimit = 100
 
-// DeliveryView is a delivery as the client API shows it.
 // DeliveryView is a webhook delivery as the client API shows it, with
 // every attempt.
 type DeliveryView struct {
@@ -29,7 +28,8 @@ type DeliveryView struct {
 // AttemptView is an attempt as the API shows it.
 type AttemptView = webhook.AttemptView
 
-func viewDelivery(d *webhook.Delivery) DeliveryView {
+// ViewDelivery returns the client API's view of a delivery.
+func ViewDelivery(d *webhook.Delivery) DeliveryView {
 	v := DeliveryView{
 		ID:        d.ID,
 		RequestID: d.RequestID,
@@ -63,7 +63,7 @@ func (a *API) retryDelivery(w http.ResponseWriter, r *http.Request, acct *accoun
 	if a.WakeDeliveries != nil {
 		a.WakeDeliveries()
 	}
-	apierr.WriteJSON(w, http.StatusAccepted, viewDelivery(d))
+	apierr.WriteJSON(w, http.StatusAccepted, ViewDelivery(d))
 }
 
 func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, acct *account.Account) {
@@ -94,7 +94,7 @@ func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, acct *accou
 	}
 	views := make([]DeliveryView, len(ds))
 	for i, d := range ds {
-		views[i] = viewDelivery(d)
+		views[i] = ViewDelivery(d)
 	}
 	apierr.WriteJSON(w, http.StatusOK, views)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/maintenance"
+	"github.com/taskgate/taskgate/backend/node"
 	"github.com/taskgate/taskgate/backend/storage"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/usage"
@@ -32,6 +33,9 @@ type Core struct {
 	Meter *usage.Meter
 	// Maintenance is the sources' planned downtime.
 	Maintenance *maintenance.Schedule
+	// Presence is this node's state and, with a shared store, the other
+	// nodes'.
+	Presence *node.Presence
 
 	opened *storage.Opened
 	logger *zap.Logger
@@ -113,6 +117,14 @@ func OpenCore(ctx context.Context, cfg storage.Config, logger *zap.Logger) (*Cor
 	// Windows set on other nodes arrive within a refresh; the old ones
 	// are deleted by whichever node gets there first.
 	c.done.Go(func() { c.Maintenance.Run(c.ctx, maintenanceRefresh, logger) })
+	presence := node.Config{Totals: c.Meter.Totals, OnError: func(err error) {
+		logger.Warn("node presence", zap.Error(err))
+	}}
+	if n := opened.Notices; n != nil {
+		presence.Beats = n
+	}
+	c.Presence = node.New(presence)
+	c.done.Go(func() { c.Presence.Run(c.ctx) })
 	c.Meter.Retention = usageRetention
 	c.done.Go(func() {
 		c.Meter.Run(c.ctx, usageFlushInterval, 5*time.Second, func(err error) {

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -267,7 +268,10 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		DisableAfter:  cfg.Webhooks.DisableAfter,
 	}
 	e.API.Endpoints = e.Endpoints
-	e.Admin = &admin.Handler{Service: adminService, Client: e.API, Endpoints: e.Endpoints}
+	e.Admin = &admin.Handler{Service: adminService, Client: e.API, Endpoints: e.Endpoints,
+		Sources: func(ctx context.Context) []admin.SourceView { return e.sourceViews(ctx, cfg.TaskTypes) },
+		Nodes:   core.Presence.List,
+	}
 	return e, nil
 }
 
@@ -295,6 +299,41 @@ func (e *Engine) sourceState(t *task.Type) api.TypeStatus {
 		return api.TypeStatus{State: "maintenance", Message: w.Message, Until: &until}
 	}
 	return api.TypeStatus{State: e.Sources.Health(t.Source)}
+}
+
+// sourceViews says how each task type's source is doing on this node, by
+// task type.
+func (e *Engine) sourceViews(ctx context.Context, types []*task.Type) []admin.SourceView {
+	views := make([]admin.SourceView, 0, len(types))
+	for _, t := range types {
+		st := e.Sources.Stats(t.Source)
+		v := admin.SourceView{
+			TaskType:     t.Name(),
+			Source:       t.Source,
+			State:        e.sourceState(t).State,
+			Breaker:      e.Sources.BreakerState(t.Source),
+			Calls:        st.Calls,
+			SourceDown:   st.Down,
+			LatencyP50MS: float64(st.LatencyP50.Microseconds()) / 1000,
+			LatencyP95MS: float64(st.LatencyP95.Microseconds()) / 1000,
+			RecentErrors: make([]admin.SourceError, len(st.Errors)),
+		}
+		if st.Calls > 0 {
+			v.SourceDownRate = float64(st.Down) / float64(st.Calls)
+		}
+		for i, err := range st.Errors {
+			v.RecentErrors[i] = admin.SourceError{At: err.At.UTC(), Message: err.Message}
+		}
+		if w, ok := e.Core.Maintenance.Active(t.Name(), time.Now()); ok {
+			v.Maintenance = &admin.MaintenanceNow{Message: w.Message, Until: w.Until}
+		}
+		if n, err := e.Core.Store.QueueDepth(ctx, t.Name()); err == nil {
+			v.Queued = n
+		}
+		views = append(views, v)
+	}
+	slices.SortFunc(views, func(a, b admin.SourceView) int { return strings.Compare(a.TaskType, b.TaskType) })
+	return views
 }
 
 // taskCreated is what happens when a task is accepted: it is counted, and

@@ -118,6 +118,7 @@ type Client struct {
 	userAgent string
 	maxBytes  int64
 	breakers  sync.Map // source URL → *Breaker
+	stats     sync.Map // source URL → *stats
 }
 
 // NewClient returns a client with the options.
@@ -176,12 +177,19 @@ func (c *Client) Call(ctx context.Context, url string, timeout time.Duration, re
 		// and it says nothing about the source.
 		return Outcome{Kind: Rejected, Error: DefaultRejectedError, Message: "task data is not valid JSON", Err: err}
 	}
-	b := c.breaker(url)
+	b, st := c.breaker(url), c.statsOf(url)
 	probe, ok := b.Allow()
 	if !ok {
-		return down(0, "circuit open: source failing")
+		out := down(0, "circuit open: source failing")
+		st.record(c.clock(), 0, out)
+		return out
 	}
+	start := c.clock()
 	out := c.exchange(ctx, url, timeout, body)
+	if out.Kind != Canceled {
+		end := c.clock()
+		st.record(end, max(end.Sub(start), 1), out)
+	}
 	switch out.Kind {
 	case Down:
 		b.Failure(probe)

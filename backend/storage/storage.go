@@ -17,6 +17,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/maintenance"
+	"github.com/taskgate/taskgate/backend/node"
 	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/storage/bolt"
@@ -146,6 +147,8 @@ type Notices interface {
 	SubscribeAccountChanges(ctx context.Context, onChange func(id string), onSubscribed func()) error
 	PublishTaskEnd(ctx context.Context, requestID string) error
 	SubscribeTaskEnds(ctx context.Context, onEnd func(requestID string), onSubscribed func()) error
+	// The nodes' beats: which nodes are up, and how busy.
+	node.Beats
 }
 
 // Opened is an open store and what comes with it.

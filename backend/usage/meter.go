@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/taskgate/taskgate/backend/account"
@@ -24,6 +25,8 @@ type Meter struct {
 	// flushing serializes flushes, so that counts merged back after a
 	// failed write are not written twice.
 	flushing sync.Mutex
+	// totals count since the meter was made, for this node's live rates.
+	requests, created, ended atomic.Int64
 
 	// Retention, when not zero, is how long Run keeps rows: once an
 	// hour it purges the days older than that.
@@ -59,6 +62,7 @@ func NewMeter(c MeterConfig) *Meter {
 // task type it named, if any; rejected is the error code it was refused
 // with ("TOO_MANY_REQUESTS"), empty when it was not.
 func (m *Meter) Request(accountID, taskType, rejected string) {
+	m.requests.Add(1)
 	m.add(accountID, taskType, func(c *Counts) {
 		c.Requests++
 		if rejected != "" {
@@ -72,12 +76,14 @@ func (m *Meter) Request(accountID, taskType, rejected string) {
 
 // TaskCreated counts a new task of the account.
 func (m *Meter) TaskCreated(accountID, taskType string) {
+	m.created.Add(1)
 	m.add(accountID, taskType, func(c *Counts) { c.Created++ })
 }
 
 // TaskEnded counts a task of the account that completed or, when failed,
 // failed.
 func (m *Meter) TaskEnded(accountID, taskType string, failed bool) {
+	m.ended.Add(1)
 	m.add(accountID, taskType, func(c *Counts) {
 		if failed {
 			c.Failed++
@@ -85,6 +91,20 @@ func (m *Meter) TaskEnded(accountID, taskType string, failed bool) {
 			c.Completed++
 		}
 	})
+}
+
+// Totals are what this meter counted since it was made, whatever was
+// flushed: requests, tasks created and tasks ended. A node's live rates
+// are their differences over time.
+type Totals struct {
+	Requests int64 `json:"requests"`
+	Created  int64 `json:"tasks_created"`
+	Ended    int64 `json:"tasks_ended"`
+}
+
+// Totals returns what the meter counted since it was made.
+func (m *Meter) Totals() Totals {
+	return Totals{Requests: m.requests.Load(), Created: m.created.Load(), Ended: m.ended.Load()}
 }
 
 func (m *Meter) add(accountID, taskType string, count func(*Counts)) {

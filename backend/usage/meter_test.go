@@ -82,6 +82,10 @@ func TestMeterFlushesWhatItCounted(t *testing.T) {
 	if got := store.get("other", "2026-11-26", pan); got.Requests != 1 {
 		t.Errorf("other 2026-11-26 = %+v, want 1 request", got)
 	}
+	// The totals count everything, flushed or not.
+	if got, want := m.Totals(), (Totals{Requests: 5, Created: 1, Ended: 2}); got != want {
+		t.Errorf("Totals() = %+v, want %+v", got, want)
+	}
 	// Nothing new: no write.
 	writes := store.writes
 	if err := m.Flush(context.Background()); err != nil || store.writes != writes {

@@ -190,3 +190,27 @@ func waitOrDone(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// NodeBeat stores a node's state, by its id, in the hash nodes; see
+// node.Beats.
+func (s *Store) NodeBeat(ctx context.Context, id string, state []byte) error {
+	return s.rdb.HSet(ctx, s.key("nodes"), id, state).Err()
+}
+
+// NodeStates returns every node's last state, by id.
+func (s *Store) NodeStates(ctx context.Context) (map[string][]byte, error) {
+	m, err := s.rdb.HGetAll(ctx, s.key("nodes")).Result()
+	if err != nil {
+		return nil, err
+	}
+	states := make(map[string][]byte, len(m))
+	for id, v := range m {
+		states[id] = []byte(v)
+	}
+	return states, nil
+}
+
+// NodeForget deletes the states of the nodes with the ids.
+func (s *Store) NodeForget(ctx context.Context, ids ...string) error {
+	return s.rdb.HDel(ctx, s.key("nodes"), ids...).Err()
+}

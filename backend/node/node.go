@@ -1,0 +1,201 @@
+// Package node tells which taskgate nodes are up and how busy each is.
+// Every node keeps a State of itself, its live rates worked out from its
+// usage meter every Interval; when nodes share a store, each writes its
+// State there (a beat), and any node lists them all.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/clock"
+	"github.com/taskgate/taskgate/backend/usage"
+	"github.com/taskgate/taskgate/internal/buildinfo"
+)
+
+// Timings of the beats.
+const (
+	// Interval is how often a node works out its rates and beats.
+	Interval = 2 * time.Second
+	// UpWithin: a node whose last beat is older than this is not up.
+	UpWithin = 3 * Interval
+	// ForgetAfter: a node silent this long is no longer listed.
+	ForgetAfter = 10 * time.Minute
+)
+
+// State is a node as the others see it.
+type State struct {
+	// ID names the node for as long as its process runs: its host name,
+	// its process id and a random part.
+	ID       string    `json:"id"`
+	Hostname string    `json:"hostname"`
+	PID      int       `json:"pid"`
+	Version  string    `json:"version"`
+	Started  time.Time `json:"started_at"`
+	Seen     time.Time `json:"seen_at"`
+	// Up tells whether the node beat within UpWithin; set when listed.
+	Up bool `json:"up"`
+	// Self marks the node that answers; set when listed.
+	Self bool `json:"self"`
+	// The rates are per second over the last Interval.
+	Requests float64 `json:"requests_per_second"`
+	Created  float64 `json:"tasks_created_per_second"`
+	Ended    float64 `json:"tasks_ended_per_second"`
+	// Totals are what the node counted since it started.
+	Totals usage.Totals `json:"totals"`
+}
+
+// Beats keeps the nodes' states where every node reads them (a shared
+// store). The store keeps each node's last state, as given, by id.
+type Beats interface {
+	NodeBeat(ctx context.Context, id string, state []byte) error
+	NodeStates(ctx context.Context) (map[string][]byte, error)
+	NodeForget(ctx context.Context, ids ...string) error
+}
+
+// Config is what New needs.
+type Config struct {
+	// Totals reads what the node counted so far (the usage meter's).
+	Totals func() usage.Totals
+	// Beats, when set, is where the nodes beat: a shared store. Nil: this
+	// node is alone.
+	Beats Beats
+	// Clock tells the time (the system's if nil).
+	Clock clock.Clock
+	// OnError is told of a beat or a listing that failed; nil ignores it.
+	OnError func(error)
+}
+
+// Presence is this node's state, kept current by Run.
+type Presence struct {
+	cfg Config
+
+	mu   sync.Mutex
+	self State
+	last usage.Totals
+	at   time.Time
+}
+
+// New returns the presence of this node.
+func New(cfg Config) *Presence {
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	now := cfg.Clock().UTC()
+	host, _ := os.Hostname()
+	p := &Presence{cfg: cfg, at: now}
+	p.self = State{
+		ID:       fmt.Sprintf("%s-%d-%s", host, os.Getpid(), rand.Text()[:8]),
+		Hostname: host,
+		PID:      os.Getpid(),
+		Version:  buildinfo.Version(),
+		Started:  now,
+		Seen:     now,
+	}
+	if cfg.Totals != nil {
+		p.last = cfg.Totals()
+	}
+	return p
+}
+
+// Run updates the node's state and beats every Interval until ctx ends.
+func (p *Presence) Run(ctx context.Context) {
+	t := time.NewTicker(Interval)
+	defer t.Stop()
+	p.Beat(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.Beat(ctx)
+		}
+	}
+}
+
+// Beat works out the node's rates since the last beat and, with a shared
+// store, writes its state there.
+func (p *Presence) Beat(ctx context.Context) {
+	st := p.update()
+	if p.cfg.Beats == nil {
+		return
+	}
+	b, err := json.Marshal(st)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(ctx, Interval)
+		err = p.cfg.Beats.NodeBeat(ctx, st.ID, b)
+		cancel()
+	}
+	if err != nil && ctx.Err() == nil && p.cfg.OnError != nil {
+		p.cfg.OnError(fmt.Errorf("node beat: %w", err))
+	}
+}
+
+func (p *Presence) update() State {
+	now := p.cfg.Clock().UTC()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg.Totals != nil {
+		cur := p.cfg.Totals()
+		if secs := now.Sub(p.at).Seconds(); secs > 0 {
+			p.self.Requests = float64(cur.Requests-p.last.Requests) / secs
+			p.self.Created = float64(cur.Created-p.last.Created) / secs
+			p.self.Ended = float64(cur.Ended-p.last.Ended) / secs
+		}
+		p.self.Totals, p.last = cur, cur
+	}
+	p.at, p.self.Seen = now, now
+	return p.self
+}
+
+// Self returns this node's state as of its last beat.
+func (p *Presence) Self() State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.self
+	st.Up, st.Self = true, true
+	return st
+}
+
+// List returns the nodes, this one first, then by id: with a shared
+// store, every node that beat within ForgetAfter (and it forgets the
+// older ones); otherwise this node alone.
+func (p *Presence) List(ctx context.Context) ([]State, error) {
+	self := p.Self()
+	if p.cfg.Beats == nil {
+		return []State{self}, nil
+	}
+	raw, err := p.cfg.Beats.NodeStates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := p.cfg.Clock().UTC()
+	list := []State{self}
+	var gone []string
+	for id, b := range raw {
+		if id == self.ID {
+			continue
+		}
+		var st State
+		if json.Unmarshal(b, &st) != nil || now.Sub(st.Seen) > ForgetAfter {
+			gone = append(gone, id)
+			continue
+		}
+		st.ID, st.Up = id, now.Sub(st.Seen) <= UpWithin
+		list = append(list, st)
+	}
+	slices.SortFunc(list[1:], func(a, b State) int { return strings.Compare(a.ID, b.ID) })
+	if len(gone) > 0 {
+		if err := p.cfg.Beats.NodeForget(ctx, gone...); err != nil && p.cfg.OnError != nil {
+			p.cfg.OnError(fmt.Errorf("forgetting silent nodes: %w", err))
+		}
+	}
+	return list, nil
+}

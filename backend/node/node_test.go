@@ -1,0 +1,89 @@
+package node
+
+import (
+	"context"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/usage"
+)
+
+// beats keeps the states in memory, as a shared store would.
+type beats struct {
+	mu     sync.Mutex
+	states map[string][]byte
+}
+
+func (b *beats) NodeBeat(_ context.Context, id string, state []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.states == nil {
+		b.states = map[string][]byte{}
+	}
+	b.states[id] = state
+	return nil
+}
+
+func (b *beats) NodeStates(context.Context) (map[string][]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.states), nil
+}
+
+func (b *beats) NodeForget(_ context.Context, ids ...string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, id := range ids {
+		delete(b.states, id)
+	}
+	return nil
+}
+
+func TestPresenceListsNodesAndTheirRates(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	shared := &beats{}
+	var totals usage.Totals
+	a := New(Config{Beats: shared, Clock: clock, Totals: func() usage.Totals { return totals }})
+	b := New(Config{Beats: shared, Clock: clock})
+	a.Beat(ctx)
+	b.Beat(ctx)
+
+	totals = usage.Totals{Requests: 400, Created: 100, Ended: 50}
+	now = now.Add(Interval)
+	a.Beat(ctx)
+	list, err := b.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || !list[0].Self || list[0].ID != b.Self().ID || list[1].ID != a.Self().ID {
+		t.Fatalf("b lists %+v, want itself then a", list)
+	}
+	if got := list[1]; !got.Up || got.Self || got.Requests != 200 || got.Created != 50 || got.Ended != 25 || got.Totals != totals {
+		t.Errorf("a as b sees it: %+v, want up at 200 requests/s, 50 created/s, 25 ended/s", got)
+	}
+
+	// a stops beating: first it is down, then it is forgotten.
+	now = now.Add(UpWithin + time.Second)
+	if list, _ = b.List(ctx); len(list) != 2 || list[1].Up {
+		t.Errorf("after %v of silence: %+v, want a listed, not up", UpWithin, list)
+	}
+	now = now.Add(ForgetAfter)
+	if list, _ = b.List(ctx); len(list) != 1 {
+		t.Errorf("after %v of silence: %+v, want b alone", ForgetAfter, list)
+	}
+	if _, ok := shared.states[a.Self().ID]; ok {
+		t.Error("a's state is still stored")
+	}
+}
+
+func TestPresenceAloneListsItself(t *testing.T) {
+	p := New(Config{})
+	list, err := p.List(context.Background())
+	if err != nil || len(list) != 1 || !list[0].Self || !list[0].Up || list[0].PID == 0 {
+		t.Fatalf("List() = %+v, %v; want this node alone", list, err)
+	}
+}
