@@ -158,6 +158,7 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	h.allowed.Inc()
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set(userIDPlaceholder, acct.ID)
+	repl.Set(apiKeyAuthPlaceholder, true)
 	uw := &usageWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	err = next.ServeHTTP(uw, r)
 	h.meter.Request(acct.ID, h.taskType(r.URL.Path), uw.rejection(err))

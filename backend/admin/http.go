@@ -171,10 +171,20 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
-	records, static, err := h.Service.List(r.Context())
+	views, err := h.AccountViews(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, AccountList{Accounts: views})
+}
+
+// AccountViews returns every account, static and dynamic, by id, as GET
+// /taskgate/accounts lists them.
+func (h *Handler) AccountViews(ctx context.Context) ([]AccountView, error) {
+	records, static, err := h.Service.List(ctx)
+	if err != nil {
+		return nil, err
 	}
 	now := h.Service.now()
 	views := make([]AccountView, 0, len(records)+len(static))
@@ -185,7 +195,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		views = append(views, h.staticView(a, now))
 	}
 	slices.SortFunc(views, func(a, b AccountView) int { return strings.Compare(a.ID, b.ID) })
-	apierr.WriteJSON(w, http.StatusOK, AccountList{Accounts: views})
+	return views, nil
 }
 
 func (h *Handler) show(w http.ResponseWriter, r *http.Request) {

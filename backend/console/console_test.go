@@ -1,0 +1,333 @@
+package console_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/admin"
+	"github.com/taskgate/taskgate/backend/console"
+	"github.com/taskgate/taskgate/backend/engine"
+	"github.com/taskgate/taskgate/backend/ratelimit"
+	"github.com/taskgate/taskgate/backend/storage"
+	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
+)
+
+// patience bounds every wait for a signal.
+const patience = 10 * time.Second
+
+const pan = "verify/pan"
+
+// site is a console on an engine on the memory store, with a static
+// account "demo" and a source that verifies everything, and a browser
+// (a client with a cookie jar) that does not follow redirects.
+type site struct {
+	t      testing.TB
+	engine *engine.Engine
+	srv    *httptest.Server
+	client *http.Client
+	demo   *account.Account
+}
+
+func newSite(t testing.TB, base string) *site {
+	t.Helper()
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"id_found"}`)
+	}))
+	t.Cleanup(src.Close)
+	core, err := engine.OpenCore(context.Background(), storage.Config{Type: "memory"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limiter, err := engine.NewLimiter(core, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo := &account.Account{ID: "demo", Keys: []account.Key{{Hash: account.HashKey("k")}}}
+	e, err := engine.New(core, limiter, engine.Config{
+		Accounts:     []*account.Account{demo},
+		DefaultLimit: ratelimit.DefaultLimit,
+		TaskTypes:    []*task.Type{{Action: "verify", Type: "pan", Source: src.URL, Concurrency: 2}},
+		SyncTimeout:  patience,
+		Retention:    time.Hour,
+		MaxBody:      1 << 20,
+		Webhooks:     engine.WebhooksConfig{Policy: webhook.DefaultPolicy()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	t.Cleanup(func() {
+		e.Stop()
+		_ = limiter.Close()
+		_ = core.Close()
+	})
+	c := &console.Console{Admin: e.Admin, Base: base, TaskTypes: []string{pan}}
+	mux := http.NewServeMux()
+	mux.Handle(base+"/", c)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return &site{t: t, engine: e, srv: srv, client: client, demo: demo}
+}
+
+// get returns the page at path, which must answer want.
+func (s *site) get(path string, want int) string {
+	s.t.Helper()
+	resp, err := s.client.Get(s.srv.URL + path)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		s.t.Fatalf("GET %s: %d, want %d: %s", path, resp.StatusCode, want, b)
+	}
+	return string(b)
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// post submits a form of the page at from to action, with the page's
+// form token, and returns the answer.
+func (s *site) post(from, action string, form url.Values, want int) (string, *http.Response) {
+	s.t.Helper()
+	page := s.get(from, http.StatusOK)
+	m := csrfField.FindStringSubmatch(page)
+	if m == nil {
+		s.t.Fatalf("no form token on %s", from)
+	}
+	form.Set("csrf", m[1])
+	req, _ := http.NewRequest(http.MethodPost, s.srv.URL+action, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", s.srv.URL)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		s.t.Fatalf("POST %s: %d, want %d: %s", action, resp.StatusCode, want, b)
+	}
+	return string(b), resp
+}
+
+func TestAccountLifeCycle(t *testing.T) {
+	s := newSite(t, "/console")
+	if page := s.get("/console/accounts", http.StatusOK); !strings.Contains(page, `href="/console/accounts/demo"`) {
+		t.Fatalf("the static account is not listed:\n%s", page)
+	}
+	page, _ := s.post("/console/accounts/new", "/console/accounts", url.Values{
+		"id": {"acme"}, "name": {"Acme Corp"}, "rate_limit": {"50/s"}, "allow": {"203.0.113.0/24\n198.51.100.7/32"}, "task_types": {pan},
+	}, http.StatusCreated)
+	key := regexp.MustCompile(`<code id="secret">(tg_[^<]+)</code>`).FindStringSubmatch(page)
+	if key == nil {
+		t.Fatalf("no key shown:\n%s", page)
+	}
+	if _, err := s.engine.Accounts.Authenticate("acme", key[1]); err != nil {
+		t.Fatalf("the key shown does not authenticate acme")
+	}
+	page = s.get("/console/accounts/acme", http.StatusOK)
+	for _, want := range []string{"Acme Corp", "50/s", "203.0.113.0/24\n198.51.100.7/32", `value="` + pan + `" checked`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the account page lacks %q", want)
+		}
+	}
+
+	// Edit the settings; a bad rate is the API's error, not a 500.
+	_, resp := s.post("/console/accounts/acme", "/console/accounts/acme", url.Values{"name": {"Acme"}, "rate_limit": {"5/s"}, "burst": {"9"}}, http.StatusSeeOther)
+	if loc := resp.Header.Get("Location"); loc != "/console/accounts/acme?done=saved" {
+		t.Errorf("redirected to %q", loc)
+	}
+	if page = s.get("/console/accounts/acme?done=saved", http.StatusOK); !strings.Contains(page, "Saved.") || !strings.Contains(page, `value="5/s"`) || !strings.Contains(page, `value="9"`) {
+		t.Errorf("after the edit:\n%s", page)
+	}
+	if page, _ = s.post("/console/accounts/acme", "/console/accounts/acme", url.Values{"name": {"Acme"}, "rate_limit": {"lots"}}, http.StatusBadRequest); !strings.Contains(page, "BAD_REQUEST") {
+		t.Errorf("a bad rate:\n%s", page)
+	}
+
+	// Rotate: a new key, the old one expiring.
+	page, _ = s.post("/console/accounts/acme", "/console/accounts/acme/keys", url.Values{"expire_others_in": {"1h"}}, http.StatusCreated)
+	newKey := regexp.MustCompile(`<code id="secret">(tg_[^<]+)</code>`).FindStringSubmatch(page)
+	if newKey == nil || newKey[1] == key[1] {
+		t.Fatalf("no new key:\n%s", page)
+	}
+	rec, _, err := s.engine.Admin.Service.Account(t.Context(), "acme")
+	if err != nil || len(rec.Keys) != 2 || rec.Keys[0].ExpiresAt == nil {
+		t.Fatalf("keys after the rotation: %+v, %v", rec, err)
+	}
+	// Revoke the old one.
+	s.post("/console/accounts/acme", "/console/accounts/acme/keys/"+rec.Keys[0].ID+"/revoke", url.Values{}, http.StatusSeeOther)
+	if _, err := s.engine.Accounts.Authenticate("acme", key[1]); err == nil {
+		t.Error("the revoked key still authenticates")
+	}
+
+	// Disable, then enable.
+	s.post("/console/accounts/acme", "/console/accounts/acme/disable", url.Values{}, http.StatusSeeOther)
+	if _, err := s.engine.Accounts.Authenticate("acme", newKey[1]); err == nil {
+		t.Error("a disabled account authenticates")
+	}
+	if page = s.get("/console/accounts/acme?done=disabled", http.StatusOK); !strings.Contains(page, "Enable the account") {
+		t.Error("the page of a disabled account offers no enabling")
+	}
+	s.post("/console/accounts/acme", "/console/accounts/acme/enable", url.Values{}, http.StatusSeeOther)
+	if _, err := s.engine.Accounts.Authenticate("acme", newKey[1]); err != nil {
+		t.Error("the enabled account does not authenticate")
+	}
+
+	// Webhook endpoints: created with a secret shown once, rotated,
+	// deleted. (The address is public and never dialed.)
+	page, _ = s.post("/console/accounts/acme", "/console/accounts/acme/webhooks", url.Values{"url": {"https://93.184.215.14/hooks"}, "description": {"main"}}, http.StatusCreated)
+	secret := regexp.MustCompile(`<code id="secret">(whsec_[^<]+)</code>`).FindStringSubmatch(page)
+	if secret == nil {
+		t.Fatalf("no secret shown:\n%s", page)
+	}
+	page = s.get("/console/accounts/acme", http.StatusOK)
+	wid := regexp.MustCompile(`/console/accounts/acme/webhooks/(we_[^/]+)/rotate`).FindStringSubmatch(page)
+	if wid == nil || !strings.Contains(page, "https://93.184.215.14/hooks") {
+		t.Fatalf("the endpoint is not listed:\n%s", page)
+	}
+	page, _ = s.post("/console/accounts/acme", "/console/accounts/acme/webhooks/"+wid[1]+"/rotate", url.Values{}, http.StatusOK)
+	if rotated := regexp.MustCompile(`<code id="secret">(whsec_[^<]+)</code>`).FindStringSubmatch(page); rotated == nil || rotated[1] == secret[1] || !strings.Contains(page, "until") {
+		t.Fatalf("rotation:\n%s", page)
+	}
+	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks", url.Values{"url": {"http://127.0.0.1/hooks"}}, http.StatusBadRequest)
+	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks/"+wid[1]+"/delete", url.Values{}, http.StatusSeeOther)
+	if page = s.get("/console/accounts/acme", http.StatusOK); strings.Contains(page, "93.184.215.14") {
+		t.Error("the deleted endpoint is listed")
+	}
+
+	// A static account cannot be changed here.
+	if page = s.get("/console/accounts/demo", http.StatusOK); strings.Contains(page, `id="settings"`) {
+		t.Error("the static account has a settings form")
+	}
+	s.post("/console/accounts/new", "/console/accounts/demo/disable", url.Values{}, http.StatusConflict)
+	s.get("/console/accounts/nobody", http.StatusNotFound)
+}
+
+func TestFormsNeedTheTokenAndTheSameSite(t *testing.T) {
+	s := newSite(t, "")
+	s.get("/accounts", http.StatusOK) // the cookie
+	token := csrfField.FindStringSubmatch(s.get("/accounts/new", http.StatusOK))[1]
+	try := func(form url.Values, header map[string]string) int {
+		req, _ := http.NewRequest(http.MethodPost, s.srv.URL+"/accounts", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	form := url.Values{"id": {"x"}, "name": {"X"}}
+	if got := try(form, nil); got != http.StatusForbidden {
+		t.Errorf("without the token: %d, want 403", got)
+	}
+	form.Set("csrf", "A"+token[1:])
+	if got := try(form, nil); got != http.StatusForbidden {
+		t.Errorf("with another token: %d, want 403", got)
+	}
+	form.Set("csrf", token)
+	if got := try(form, map[string]string{"Sec-Fetch-Site": "cross-site"}); got != http.StatusForbidden {
+		t.Errorf("cross-site: %d, want 403", got)
+	}
+	if got := try(form, map[string]string{"Origin": "https://evil.example"}); got != http.StatusForbidden {
+		t.Errorf("from another origin: %d, want 403", got)
+	}
+	if _, _, err := s.engine.Admin.Service.Account(t.Context(), "x"); err == nil {
+		t.Fatal("a refused form created the account")
+	}
+	if got := try(form, map[string]string{"Origin": s.srv.URL}); got != http.StatusCreated {
+		t.Errorf("from the console: %d, want 201", got)
+	}
+}
+
+func TestAccountsPaginateAndSearch(t *testing.T) {
+	s := newSite(t, "")
+	for i := range 120 {
+		in := &admin.Input{ID: admin.Optional[string]{Set: true, Value: fmt.Sprintf("acct-%03d", i)}, Name: admin.Optional[string]{Set: true, Value: fmt.Sprintf("Customer %d", i)}}
+		if _, _, err := s.engine.Admin.Service.Create(t.Context(), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := regexp.MustCompile(`<td><a href="/accounts/[^"]+">`)
+	page := s.get("/accounts", http.StatusOK)
+	if n := len(rows.FindAllString(page, -1)); n != console.PageSize || !strings.Contains(page, "Page 1 of 3") || !strings.Contains(page, `rel="next" href="/accounts?page=2"`) {
+		t.Fatalf("page 1: %d rows", n)
+	}
+	page = s.get("/accounts?page=3", http.StatusOK)
+	if n := len(rows.FindAllString(page, -1)); n != 121-2*console.PageSize || strings.Contains(page, `rel="next"`) {
+		t.Fatalf("page 3: %d rows", n)
+	}
+	page = s.get("/accounts?q=customer+11", http.StatusOK)
+	if n := len(rows.FindAllString(page, -1)); n != 11 { // 11, 110…119
+		t.Fatalf("search: %d rows, want 11", n)
+	}
+	s.get("/accounts?page=99", http.StatusOK) // the last page
+}
+
+func TestTasksDeliveriesSourcesAndNodes(t *testing.T) {
+	s := newSite(t, "")
+	r := httptest.NewRequest(http.MethodPost, "/v3/tasks/sync/verify/pan", strings.NewReader(`{"task_id":"t1","group_id":"g1","data":{}}`))
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	s.engine.API.Serve(w, r, s.demo)
+	var done struct {
+		RequestID string `json:"request_id"`
+		Status    string `json:"status"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &done); err != nil || done.Status != "completed" {
+		t.Fatalf("sync task: %s", w.Body)
+	}
+	// The task's stable link, by its request id alone.
+	page := s.get("/tasks/"+done.RequestID, http.StatusOK)
+	for _, want := range []string{`<span class="tag completed">completed</span>`, "&#34;task_id&#34;: &#34;t1&#34;", "No webhook delivery."} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the task page lacks %q", want)
+		}
+	}
+	s.get("/accounts/demo/tasks/"+done.RequestID, http.StatusOK)
+	s.get("/tasks/nothing", http.StatusNotFound)
+	for _, by := range []string{"task_id=t1", "group_id=g1"} {
+		kind, id, _ := strings.Cut(by, "=")
+		if page = s.get("/tasks?by="+kind+"&q="+id, http.StatusOK); !strings.Contains(page, `href="/accounts/demo/tasks/`+done.RequestID+`"`) {
+			t.Errorf("search by %s does not link the task", kind)
+		}
+	}
+	if page = s.get("/deliveries", http.StatusOK); !strings.Contains(page, "No failed delivery.") {
+		t.Error("the deliveries page lists something")
+	}
+	if page = s.get("/sources", http.StatusOK); !strings.Contains(page, pan) || !strings.Contains(page, `<span class="tag up">up</span>`) {
+		t.Errorf("sources:\n%s", page)
+	}
+	deadline := time.Now().Add(patience)
+	for {
+		page = s.get("/nodes", http.StatusOK)
+		if strings.Contains(page, "this node") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nodes:\n%s", page)
+		}
+	}
+	s.get("/nowhere", http.StatusNotFound)
+}
