@@ -38,12 +38,14 @@ build: $(XCADDY)
 $(XCADDY):
 	$(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)
 
-## deps: what the tests need beyond Go: redis-server (Debian's package)
+## deps: what the tests need beyond Go: redis-server, and chromium for the console's browser tests
+## (Debian's packages)
 deps:
-	@command -v redis-server >/dev/null || { \
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server chromium >/dev/null; }
 	@redis-server --version
+	@chromium --version
 
 ## test: vet, unit tests (with the race detector), integration tests, short fuzzing
 test: deps unit integration fuzz
@@ -82,6 +84,12 @@ REDOCLY_VERSION := 2.77.0
 .PHONY: lint-openapi
 lint-openapi:
 	npx --yes @redocly/cli@$(REDOCLY_VERSION) lint --format=stylish docs/openapi.yaml
+
+## screenshots: the console's browser tests, saving the pages docs/console.md shows in docs/img
+.PHONY: screenshots
+screenshots: deps
+	mkdir -p docs/img
+	TASKGATE_SCREENSHOTS=$(CURDIR)/docs/img $(GO) test -count=1 -run '^TestConsoleInABrowser$$' ./integration/
 
 clean:
 	rm -f taskgate
