@@ -386,6 +386,36 @@ webhooks {
 		t.Errorf("receiver: %d requests with %d webhook-ids, want %d of each", len(recv.requests()), len(byID), len(ids))
 	}
 	t.Logf("%d tasks created over 3 nodes: every one read on another node, completed, and its webhook delivered once", len(ids))
+
+	// Every node lists the three, up, each with its own rates.
+	for _, n := range nodes {
+		var list struct {
+			Nodes []struct {
+				ID   string `json:"id"`
+				Up   bool   `json:"up"`
+				Self bool   `json:"self"`
+			} `json:"nodes"`
+		}
+		deadline := time.Now().Add(propagation + 5*time.Second)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			decodeAnswer(t, adminCall(t, n.server, http.MethodGet, "/taskgate/nodes", ""), http.StatusOK, &list)
+			up := 0
+			for _, x := range list.Nodes {
+				if x.Up {
+					up++
+				}
+			}
+			if len(list.Nodes) == 3 && up == 3 && list.Nodes[0].Self {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s lists the nodes %+v, want the three, up, itself first", n.name, list.Nodes)
+			}
+			<-tick.C
+		}
+	}
 }
 
 // testLongPollAcrossNodes long-polls a held task on every node at once,
