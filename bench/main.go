@@ -300,6 +300,9 @@ func run(ctx context.Context, o options) (err error) {
 		if res.accounts, err = measureAccounts(ctx, o, s, chain); err != nil {
 			return err
 		}
+		if res.console, err = measureConsole(ctx, o, s, res.accounts.created+1); err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
 		// The rate-limit accuracy of one node alone, the redis mode's
 		// reference, once the rest is measured.
 		if res.redis != nil {

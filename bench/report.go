@@ -24,6 +24,9 @@ type results struct {
 	// accounts is the chain with many dynamic accounts against the static
 	// one, and revocations.
 	accounts *accountsResult
+	// console is the console's accounts page against the admin API's
+	// listing, after the accounts phase.
+	console *consoleResult
 	// limiterMemory is the rate limiter's heap per tracked account, in the
 	// harness's process, against a plain map of the same keys.
 	limiterMemory *limiterMemoryResult
@@ -95,6 +98,13 @@ func (r *results) table() string {
 	row(fmt.Sprintf("revocation → first rejection (403), p50 / max of %d: from the DELETE sent; from its answer", len(a.fromSent)),
 		latency(quantile(a.fromSent, 0.5))+" / "+latency(quantile(a.fromSent, 1))+"; "+
 			latency(quantile(a.fromAnswer, 0.5))+" / "+latency(quantile(a.fromAnswer, 1)), "", "")
+	if c := r.console; c != nil {
+		row(fmt.Sprintf("**console**, %s accounts: time to the last byte, p50 of %d loads one after the other; chain column: the console's first page of accounts (`taskgate_console`), bare column: the admin API's listing of them all (`GET /taskgate/accounts`), which the page is made from",
+			thousands(c.accounts), len(c.page)),
+			latency(quantile(c.page, 0.5)), latency(quantile(c.list, 0.5)), fmt.Sprintf("%.2f", c.ratio()))
+		row("console: bytes of one answer (page; listing); a search by name, p50",
+			fmt.Sprintf("%.1f KB", float64(c.pageBytes)/1000), fmt.Sprintf("%.1f KB", float64(c.listBytes)/1000), latency(quantile(c.search, 0.5))+" (search)")
+	}
 	if lm := r.limiterMemory; lm != nil {
 		row(fmt.Sprintf("rate limiter heap per tracked account, %s accounts each after one request (`ratelimit.NewMemory`, in the harness's process; heap growth ÷ accounts); bare column: a plain `map[string]int64` of the same keys, per entry",
 			thousands(lm.accounts)), fmt.Sprintf("%.1f B", lm.limiter), fmt.Sprintf("%.1f B", lm.baseline), fmt.Sprintf("%.2f", lm.ratio()))

@@ -44,7 +44,7 @@ const startupTimeout = 30 * time.Second
 // second account whose rate limit the accuracy measure exceeds, the task type
 // bench/fast, and three sites: chain (the edge chain in front of
 // respond), bare (respond alone) and api (the edge chain in front of the
-// task API). Every site listens on loopback only, and nothing is written
+// task API), and the operator console. Every site listens on loopback only, and nothing is written
 // outside the server's directory.
 var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	admin 127.0.0.1:{{.AdminPort}}
@@ -114,6 +114,12 @@ http://:{{.ChainPort}} {
 http://:{{.BarePort}} {
 	bind 127.0.0.1
 	respond "ok" 200
+}
+
+# console: the operator console (loopback clients only).
+http://:{{.ConsolePort}} {
+	bind 127.0.0.1
+	taskgate_console
 }
 
 # api: the full edge chain in front of the task API.
@@ -195,6 +201,7 @@ type webhookConfig struct {
 // caddyfileData fills caddyfileTemplate.
 type caddyfileData struct {
 	AdminPort, ChainPort, BarePort, APIPort int
+	ConsolePort                             int
 	DataDir, Storage, Account, KeySHA256    string
 	SourceURL                               string
 	SourceTimeout                           string
@@ -224,6 +231,8 @@ type server struct {
 	chainPort int
 	barePort  int
 	apiPort   int
+	// consolePort serves the operator console.
+	consolePort int
 }
 
 // moduleRoot returns the directory of the main module's go.mod.
@@ -272,7 +281,7 @@ func startServer(ctx context.Context, bin, dir string, cfg serverConfig) (*serve
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(4)
+	ports, err := freePorts(5)
 	if err != nil {
 		return nil, fmt.Errorf("choosing ports: %w", err)
 	}
@@ -282,6 +291,7 @@ func startServer(ctx context.Context, bin, dir string, cfg serverConfig) (*serve
 		ChainPort:     ports[1],
 		BarePort:      ports[2],
 		APIPort:       ports[3],
+		ConsolePort:   ports[4],
 		DataDir:       filepath.Join(dir, "data"),
 		Storage:       cfg.storage,
 		Account:       benchAccount,
@@ -342,16 +352,17 @@ func startServer(ctx context.Context, bin, dir string, cfg serverConfig) (*serve
 		return nil, fmt.Errorf("starting taskgate: %w", err)
 	}
 	s := &server{
-		name:      cfg.name,
-		dir:       dir,
-		cmd:       cmd,
-		cancel:    cancel,
-		exited:    make(chan struct{}),
-		logPath:   logPath,
-		adminURL:  fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		chainPort: ports[1],
-		barePort:  ports[2],
-		apiPort:   ports[3],
+		name:        cfg.name,
+		dir:         dir,
+		cmd:         cmd,
+		cancel:      cancel,
+		exited:      make(chan struct{}),
+		logPath:     logPath,
+		adminURL:    fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		chainPort:   ports[1],
+		barePort:    ports[2],
+		apiPort:     ports[3],
+		consolePort: ports[4],
 	}
 	go func() {
 		s.waitErr = cmd.Wait()

@@ -207,6 +207,11 @@ func TestAccountLifeCycle(t *testing.T) {
 	if rotated := regexp.MustCompile(`<code id="secret">(whsec_[^<]+)</code>`).FindStringSubmatch(page); rotated == nil || rotated[1] == secret[1] || !strings.Contains(page, "until") {
 		t.Fatalf("rotation:\n%s", page)
 	}
+	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks/"+wid[1]+"/disable", url.Values{}, http.StatusSeeOther)
+	if page = s.get("/console/accounts/acme?done=webhook", http.StatusOK); !strings.Contains(page, "/webhooks/"+wid[1]+"/enable") {
+		t.Error("the disabled endpoint offers no enabling")
+	}
+	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks/"+wid[1]+"/enable", url.Values{}, http.StatusSeeOther)
 	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks", url.Values{"url": {"http://127.0.0.1/hooks"}}, http.StatusBadRequest)
 	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks/"+wid[1]+"/delete", url.Values{}, http.StatusSeeOther)
 	if page = s.get("/console/accounts/acme", http.StatusOK); strings.Contains(page, "93.184.215.14") {

@@ -16,6 +16,7 @@ func FuzzConsoleForms(f *testing.F) {
 		"/accounts", "/accounts/acme", "/accounts/acme/disable", "/accounts/acme/enable",
 		"/accounts/acme/keys", "/accounts/acme/keys/%s/revoke", "/accounts/acme/webhooks",
 		"/accounts/acme/webhooks/%s/delete", "/accounts/acme/webhooks/%s/rotate", "/deliveries/retry",
+		"/accounts/acme/webhooks/%s/enable", "/accounts/acme/webhooks/%s/disable",
 	}
 	f.Add(uint8(0), "acme2", "Acme", "10/s", "5", "203.0.113.0/24", "verify/pan")
 	f.Add(uint8(1), "", "\x00", "1/d", "-1", "::/0\n10.0.0.0/8,", "nope")

@@ -38,6 +38,8 @@ func (c *Console) route() {
 	mux.HandleFunc("POST /accounts/{id}/webhooks", c.createWebhook)
 	mux.HandleFunc("POST /accounts/{id}/webhooks/{wid}/delete", c.deleteWebhook)
 	mux.HandleFunc("POST /accounts/{id}/webhooks/{wid}/rotate", c.rotateWebhook)
+	mux.HandleFunc("POST /accounts/{id}/webhooks/{wid}/enable", c.setWebhookEnabled(true))
+	mux.HandleFunc("POST /accounts/{id}/webhooks/{wid}/disable", c.setWebhookEnabled(false))
 	mux.HandleFunc("GET /accounts/{id}/tasks/{request_id}", c.task)
 	mux.HandleFunc("GET /tasks", c.tasks)
 	mux.HandleFunc("GET /tasks/{request_id}", c.taskByRequestID)
@@ -291,6 +293,19 @@ func (c *Console) deleteWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.redirect(w, r, "/accounts/"+url.PathEscape(id), "webhook-delete")
+}
+
+// setWebhookEnabled turns an endpoint on or off: turned on again after
+// taskgate disabled it, its failed deliveries can be retried.
+func (c *Console) setWebhookEnabled(enabled bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if err := c.call(r.Context(), http.MethodPatch, apiPath(id, "webhooks", r.PathValue("wid")), map[string]any{"enabled": enabled}, nil); err != nil {
+			c.failAPI(w, r, err)
+			return
+		}
+		c.redirect(w, r, "/accounts/"+url.PathEscape(id), "webhook")
+	}
 }
 
 func (c *Console) rotateWebhook(w http.ResponseWriter, r *http.Request) {
