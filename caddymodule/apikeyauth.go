@@ -41,6 +41,10 @@ var misspeltKeyHeaders = [...]string{"X-Api-Key", "Api_key"}
 // other authentication handler) leaves the authenticated account's id.
 const userIDPlaceholder = "http.auth.user.id"
 
+// apiKeyAuthPlaceholder marks a request that api_key_auth authenticated:
+// its user is an API account, not an operator (see Console).
+const apiKeyAuthPlaceholder = "taskgate.api_key_auth"
+
 // The rate-limit response headers, in Go's canonical form.
 const (
 	rateLimitPolicyHeader = "Ratelimit-Policy"

@@ -28,6 +28,8 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("account_rate_limit", httpcaddyfile.Before, "request_header")
 	httpcaddyfile.RegisterHandlerDirective("task_api", parseHandler(new(TaskAPI)))
 	httpcaddyfile.RegisterDirectiveOrder("task_api", httpcaddyfile.Before, "abort")
+	httpcaddyfile.RegisterHandlerDirective("taskgate_console", parseConsole)
+	httpcaddyfile.RegisterDirectiveOrder("taskgate_console", httpcaddyfile.Before, "abort")
 }
 
 // parseHandler returns the parser of a directive that takes no arguments.
@@ -391,3 +393,45 @@ func errAt(tok caddyfile.Token, format string, args ...any) error {
 
 // Interface guards
 var _ caddyfile.Unmarshaler = (*App)(nil)
+
+// parseConsole parses the taskgate_console directive:
+//
+//	taskgate_console [<matcher>] {
+//		base <path>
+//		forward_auth_header <header>
+//	}
+func parseConsole(helper httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	h := new(Console)
+	return h, h.UnmarshalCaddyfile(helper.Dispenser)
+}
+
+// UnmarshalCaddyfile sets up the console from Caddyfile tokens.
+func (h *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		option := d.Val()
+		var dst *string
+		switch option {
+		case "base":
+			dst = &h.Base
+		case "forward_auth_header":
+			dst = &h.ForwardAuthHeader
+		default:
+			return d.Errf("taskgate_console: unknown option %q (want base or forward_auth_header)", option)
+		}
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}

@@ -6,12 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/taskgate/taskgate/backend/console"
@@ -19,8 +19,6 @@ import (
 
 func init() {
 	caddy.RegisterModule(Console{})
-	httpcaddyfile.RegisterHandlerDirective("taskgate_console", parseConsole)
-	httpcaddyfile.RegisterDirectiveOrder("taskgate_console", httpcaddyfile.Before, "abort")
 }
 
 // Console serves the operator's web console: accounts and their keys,
@@ -44,9 +42,6 @@ type Console struct {
 	console *console.Console
 }
 
-// apiKeyAuthPlaceholder marks a request that api_key_auth authenticated.
-const apiKeyAuthPlaceholder = "taskgate.api_key_auth"
-
 // CaddyModule returns the Caddy module information.
 func (Console) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -62,18 +57,19 @@ func (h *Console) Provision(ctx caddy.Context) error {
 		return err
 	}
 	e := app.engine
-	h.console = &console.Console{
+	h.console, err = console.New(console.Config{
 		Admin:     e.Admin,
 		Base:      h.Base,
 		TaskTypes: slices.Sorted(maps.Keys(e.API.Types)),
 		Logger:    ctx.Logger(),
-	}
-	return nil
+	})
+	return err
 }
 
-// Validate checks the base path.
+// Validate checks the base path: empty, or a clean absolute path without
+// a trailing slash.
 func (h *Console) Validate() error {
-	if h.Base != "" && (!strings.HasPrefix(h.Base, "/") || strings.HasSuffix(h.Base, "/")) {
+	if h.Base != "" && (!strings.HasPrefix(h.Base, "/") || strings.HasPrefix(h.Base, "//") || path.Clean(h.Base) != h.Base || h.Base == "/") {
 		return errBase
 	}
 	return nil
@@ -94,7 +90,7 @@ func (h *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 }
 
 // operator tells whether the request is an operator's: authenticated by
-// a handler before this one (not api_key_auth), or from loopback.
+// a handler before this one (not api_key_auth), or from this machine.
 func (h *Console) operator(r *http.Request) bool {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if viaKey, _ := repl.Get(apiKeyAuthPlaceholder); viaKey == true {
@@ -108,54 +104,47 @@ func (h *Console) operator(r *http.Request) bool {
 			return true
 		}
 	}
+	return fromThisMachine(r)
+}
+
+// forwardingHeaders are those a proxy adds to a request it passes on.
+var forwardingHeaders = [...]string{"X-Forwarded-For", "Forwarded", "X-Real-Ip"}
+
+// fromThisMachine tells whether a request comes from a program on this
+// machine, for this machine: the peer is a loopback address; no proxy
+// passed it on (a proxy or tunnel on this machine would make every remote
+// client a loopback peer); and the Host names loopback, so that a page of
+// another site whose name was made to resolve to 127.0.0.1 (DNS
+// rebinding) does not count as the console's own.
+func fromThisMachine(r *http.Request) bool {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return false
 	}
+	if peer, err := netip.ParseAddr(host); err != nil || !peer.Unmap().IsLoopback() {
+		return false
+	}
+	for _, name := range forwardingHeaders {
+		if _, ok := r.Header[name]; ok {
+			return false
+		}
+	}
+	return loopbackHost(r.Host)
+}
+
+// loopbackHost tells whether a Host header names this machine: localhost
+// or a loopback address, with or without a port.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
 	addr, err := netip.ParseAddr(host)
 	return err == nil && addr.Unmap().IsLoopback()
-}
-
-// parseConsole parses the taskgate_console directive:
-//
-//	taskgate_console [<matcher>] {
-//		base <path>
-//		forward_auth_header <header>
-//	}
-func parseConsole(helper httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	h := new(Console)
-	return h, h.UnmarshalCaddyfile(helper.Dispenser)
-}
-
-// UnmarshalCaddyfile sets up the console from Caddyfile tokens.
-func (h *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		option := d.Val()
-		var dst *string
-		switch option {
-		case "base":
-			dst = &h.Base
-		case "forward_auth_header":
-			dst = &h.ForwardAuthHeader
-		default:
-			return d.Errf("taskgate_console: unknown option %q (want base or forward_auth_header)", option)
-		}
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		*dst = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-	}
-	if err := h.Validate(); err != nil {
-		return d.Err(err.Error())
-	}
-	return nil
 }
 
 // Interface guards

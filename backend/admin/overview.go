@@ -35,6 +35,8 @@ type AccountTask struct {
 // TaskList is the answer to GET /taskgate/tasks.
 type TaskList struct {
 	Tasks []AccountTask `json:"tasks"`
+	// Truncated tells that more tasks matched than MaxTasksFound.
+	Truncated bool `json:"truncated"`
 }
 
 // AccountDelivery is a webhook delivery with the account it belongs to.
@@ -199,8 +201,8 @@ func (h *Handler) findTasks(w http.ResponseWriter, r *http.Request) {
 		for _, t := range list {
 			found.Tasks = append(found.Tasks, AccountTask{AccountID: id, View: t.View()})
 		}
-		if len(found.Tasks) >= MaxTasksFound {
-			found.Tasks = found.Tasks[:MaxTasksFound]
+		if len(found.Tasks) > MaxTasksFound {
+			found.Tasks, found.Truncated = found.Tasks[:MaxTasksFound], true
 			break
 		}
 	}
@@ -278,7 +280,8 @@ func (h *Handler) listDeliveries(w http.ResponseWriter, r *http.Request) {
 // retryDeliveries answers POST /taskgate/deliveries/retry
 // {"deliveries":[{"account_id":…,"id":…},…]}: each delivery is due again
 // at once, as POST …/deliveries/{id}/retry makes it; one that cannot be
-// retried is listed with its error and does not stop the others.
+// retried, whatever the reason (the store failing too), is listed with
+// its error and does not stop the others.
 func (h *Handler) retryDeliveries(w http.ResponseWriter, r *http.Request) {
 	if h.Client == nil || h.Client.Deliveries == nil {
 		apierr.Write(w, apierr.NotFound)
@@ -303,11 +306,9 @@ func (h *Handler) retryDeliveries(w http.ResponseWriter, r *http.Request) {
 			d, err = h.Client.Deliveries.RetryDelivery(r.Context(), ref.AccountID, ref.ID, now)
 		}
 		if err != nil {
+			// A store failure is listed like the others: the deliveries
+			// before it are due again, and the answer must say which.
 			e := apierr.From(err)
-			if e.Status >= 500 {
-				writeError(w, err)
-				return
-			}
 			res.Errors = append(res.Errors, RetryError{DeliveryRef: ref, Error: e.Code, Message: e.Message})
 			continue
 		}

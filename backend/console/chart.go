@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -154,15 +155,15 @@ func newUsageView(rep *admin.UsageReport, from, to time.Time) usageView {
 		v.Rejections = append(v.Rejections, count{Name: reason, Count: n})
 	}
 	slices.SortFunc(v.Rejections, func(a, b count) int {
-		if a.Count != b.Count {
-			return int(b.Count - a.Count)
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
 		}
-		return compare(a.Name, b.Name)
+		return strings.Compare(a.Name, b.Name)
 	})
 	for t, c := range perType {
 		v.ByType = append(v.ByType, typeCounts{TaskType: t, Counts: c})
 	}
-	slices.SortFunc(v.ByType, func(a, b typeCounts) int { return compare(a.TaskType, b.TaskType) })
+	slices.SortFunc(v.ByType, func(a, b typeCounts) int { return strings.Compare(a.TaskType, b.TaskType) })
 	for _, q := range rep.Quotas {
 		policy := strconv.FormatInt(q.Limit, 10) + " per " + q.Period
 		if len(q.TaskTypes) > 0 {
@@ -171,14 +172,4 @@ func newUsageView(rep *admin.UsageReport, from, to time.Time) usageView {
 		v.Quotas = append(v.Quotas, quotaView{Policy: policy, Left: strconv.FormatInt(q.Left, 10) + " left, resets " + formatTime(q.ResetsAt)})
 	}
 	return v
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -15,20 +15,22 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/taskgate/taskgate/backend/admin"
 	"github.com/taskgate/taskgate/backend/apierr"
+	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
@@ -41,8 +43,8 @@ const PageSize = 50
 // csrfCookie holds the token that the console's forms send back.
 const csrfCookie = "taskgate_console_csrf"
 
-// Console serves the console under Base.
-type Console struct {
+// Config is what New needs.
+type Config struct {
 	// Admin is the admin API the console reads and changes everything
 	// through (the engine's).
 	Admin *admin.Handler
@@ -53,16 +55,74 @@ type Console struct {
 	TaskTypes []string
 	// Logger records what fails inside the console; nil: none.
 	Logger *zap.Logger
+	// Clock tells the time (the system's if nil).
+	Clock clock.Clock
+}
 
-	once  sync.Once
-	mux   *http.ServeMux
-	pages map[string]*template.Template
+// Console serves the console under its Base.
+type Console struct {
+	admin     *admin.Handler
+	base      string
+	taskTypes []string
+	logger    *zap.Logger
+	clock     clock.Clock
+	mux       *http.ServeMux
+	pages     map[string]*template.Template
+}
+
+// New returns the console of cfg, its pages parsed.
+func New(cfg Config) (*Console, error) {
+	if cfg.Admin == nil {
+		return nil, errors.New("console: no admin API")
+	}
+	c := &Console{admin: cfg.Admin, base: cfg.Base, taskTypes: cfg.TaskTypes, logger: cfg.Logger, clock: cfg.Clock,
+		pages: make(map[string]*template.Template)}
+	if c.logger == nil {
+		c.logger = zap.NewNop()
+	}
+	if c.clock == nil {
+		c.clock = time.Now
+	}
+	funcs := template.FuncMap{
+		"link":     c.link,
+		"pathseg":  url.PathEscape,
+		"time":     formatTime,
+		"ago":      func(t time.Time) string { return ago(c.clock(), t) },
+		"json":     prettyJSON,
+		"percent":  func(f float64) string { return trimFloat(f*100, 1) + " %" },
+		"ms":       func(f float64) string { return trimFloat(f, 1) + " ms" },
+		"rate":     func(f float64) string { return trimFloat(f, 1) },
+		"contains": func(list []string, s string) bool { return slices.Contains(list, s) },
+		"join":     strings.Join,
+		"add":      func(a, b int) int { return a + b },
+		"last": func(a []webhook.AttemptView) *webhook.AttemptView {
+			if len(a) == 0 {
+				return nil
+			}
+			return &a[len(a)-1]
+		},
+	}
+	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "ui/layout.html")
+	if err != nil {
+		return nil, err
+	}
+	pages, _ := fs.Glob(assets, "ui/page_*.html")
+	for _, p := range pages {
+		name := strings.TrimSuffix(strings.TrimPrefix(p, "ui/page_"), ".html")
+		t, err := template.Must(layout.Clone()).ParseFS(assets, p)
+		if err != nil {
+			return nil, err
+		}
+		c.pages[name] = t
+	}
+	c.route()
+	return c, nil
 }
 
 // ServeHTTP serves a page, an asset, or a form's action.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c.once.Do(c.init)
-	path := strings.TrimPrefix(r.URL.Path, c.Base)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	path := strings.TrimPrefix(r.URL.Path, c.base)
 	if path == "" {
 		path = "/"
 	}
@@ -81,39 +141,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mux.ServeHTTP(w, r2)
 }
 
-func (c *Console) init() {
-	c.pages = make(map[string]*template.Template)
-	funcs := template.FuncMap{
-		"link":     c.link,
-		"pathseg":  url.PathEscape,
-		"query":    url.QueryEscape,
-		"time":     formatTime,
-		"ago":      ago,
-		"json":     prettyJSON,
-		"percent":  func(f float64) string { return trimFloat(f*100, 1) + " %" },
-		"ms":       func(f float64) string { return trimFloat(f, 1) + " ms" },
-		"rate":     func(f float64) string { return trimFloat(f, 1) },
-		"contains": func(list []string, s string) bool { return contains(list, s) },
-		"join":     strings.Join,
-		"add":      func(a, b int) int { return a + b },
-		"last": func(a []webhook.AttemptView) *webhook.AttemptView {
-			if len(a) == 0 {
-				return nil
-			}
-			return &a[len(a)-1]
-		},
-	}
-	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(assets, "ui/layout.html"))
-	pages, _ := fs.Glob(assets, "ui/page_*.html")
-	for _, p := range pages {
-		name := strings.TrimSuffix(strings.TrimPrefix(p, "ui/page_"), ".html")
-		c.pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(assets, p))
-	}
-	c.route()
-}
-
 // link returns the console's path for p ("/accounts"), under Base.
-func (c *Console) link(p string) string { return c.Base + p }
+func (c *Console) link(p string) string { return c.base + p }
 
 // page is what every template gets: the page's own data, the form token
 // and the flash message.
@@ -130,7 +159,7 @@ type page struct {
 // render writes the page name with data, setting the form token cookie
 // when the browser has none.
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any) {
-	p := page{Title: title, Nav: nav, Base: c.Base, CSRF: c.token(w, r), Data: data}
+	p := page{Title: title, Nav: nav, Base: c.base, CSRF: c.token(w, r), Data: data}
 	if f := r.URL.Query().Get("done"); f != "" {
 		p.Flash = flashes[f]
 	}
@@ -157,7 +186,6 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 type errorPage struct{ Message string }
 
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, status int, message string) {
-	c.once.Do(c.init)
 	c.render(w, r, status, "error", "Error", "", errorPage{Message: message})
 }
 
@@ -167,9 +195,7 @@ func (c *Console) failAPI(w http.ResponseWriter, r *http.Request, err *apierr.Er
 }
 
 func (c *Console) log(what string, err error) {
-	if c.Logger != nil {
-		c.Logger.Error("console: "+what, zap.Error(err))
-	}
+	c.logger.Error("console: "+what, zap.Error(err))
 }
 
 // token returns the browser's form token, making one (and its cookie)
@@ -180,18 +206,25 @@ func (c *Console) token(w http.ResponseWriter, r *http.Request) string {
 	}
 	t := rand.Text()[:26] + "tgcsrf"
 	http.SetCookie(w, &http.Cookie{
-		Name: csrfCookie, Value: t, Path: c.Base + "/", HttpOnly: true,
+		Name: csrfCookie, Value: t, Path: c.base + "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 	})
 	return t
 }
 
 // sameSite tells whether a request that changes state comes from the
-// console's own page: the browser says it is not cross-site (Sec-Fetch-
-// Site, Origin), and its form token matches the cookie.
+// console's own page: the browser says so (Sec-Fetch-Site same-origin,
+// or else an Origin that is the console's; a browser sends one or the
+// other with every form), and the form's token matches the cookie.
 func (c *Console) sameSite(r *http.Request) bool {
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "", "same-origin", "none":
+	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	case "same-origin", "none":
+	case "":
+		o := r.Header.Get("Origin")
+		u, err := url.Parse(o)
+		if o == "" || err != nil || u.Host != r.Host {
+			return false
+		}
 	default:
 		return false
 	}
@@ -229,7 +262,7 @@ func (c *Console) call(ctx context.Context, method, path string, body, out any) 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	rec := &recorder{header: http.Header{}, status: http.StatusOK}
-	c.Admin.ServeHTTP(rec, req)
+	c.admin.ServeHTTP(rec, req)
 	if rec.status >= 400 {
 		var e apierr.Error
 		if json.Unmarshal(rec.body.Bytes(), &e) != nil || e.Code == "" {
@@ -296,15 +329,6 @@ var flashes = map[string]string{
 	"retried":        "The deliveries are due again.",
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func formatTime(v any) string {
 	switch t := v.(type) {
 	case time.Time:
@@ -331,8 +355,8 @@ func formatTime(v any) string {
 	return ""
 }
 
-func ago(t time.Time) string {
-	d := time.Since(t).Round(time.Second)
+func ago(now, t time.Time) string {
+	d := now.Sub(t).Round(time.Second)
 	if d < 0 {
 		d = 0
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/taskgate/taskgate/backend/account"
 	"github.com/taskgate/taskgate/backend/admin"
 	"github.com/taskgate/taskgate/backend/console"
+	"github.com/taskgate/taskgate/backend/egress"
 	"github.com/taskgate/taskgate/backend/engine"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/storage"
@@ -48,6 +50,12 @@ func newSite(t testing.TB, base string) *site {
 		_, _ = io.WriteString(w, `{"status":"id_found"}`)
 	}))
 	t.Cleanup(src.Close)
+	// demo's webhook receiver refuses every delivery: each fails at once.
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusBadRequest)
+	}))
+	t.Cleanup(recv.Close)
 	core, err := engine.OpenCore(context.Background(), storage.Config{Type: "memory"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +64,8 @@ func newSite(t testing.TB, base string) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	demo := &account.Account{ID: "demo", Keys: []account.Key{{Hash: account.HashKey("k")}}}
+	demo := &account.Account{ID: "demo", Keys: []account.Key{{Hash: account.HashKey("k")}},
+		Webhooks: []account.Webhook{{URL: recv.URL + "/hooks"}}}
 	e, err := engine.New(core, limiter, engine.Config{
 		Accounts:     []*account.Account{demo},
 		DefaultLimit: ratelimit.DefaultLimit,
@@ -64,7 +73,8 @@ func newSite(t testing.TB, base string) *site {
 		SyncTimeout:  patience,
 		Retention:    time.Hour,
 		MaxBody:      1 << 20,
-		Webhooks:     engine.WebhooksConfig{Policy: webhook.DefaultPolicy()},
+		Webhooks: engine.WebhooksConfig{Policy: webhook.DefaultPolicy(),
+			Egress: egress.New(egress.Config{AllowPrivate: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +85,10 @@ func newSite(t testing.TB, base string) *site {
 		_ = limiter.Close()
 		_ = core.Close()
 	})
-	c := &console.Console{Admin: e.Admin, Base: base, TaskTypes: []string{pan}}
+	c, err := console.New(console.Config{Admin: e.Admin, Base: base, TaskTypes: []string{pan}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(base+"/", c)
 	srv := httptest.NewServer(mux)
@@ -133,7 +146,7 @@ func TestAccountLifeCycle(t *testing.T) {
 	if page := s.get("/console/accounts", http.StatusOK); !strings.Contains(page, `href="/console/accounts/demo"`) {
 		t.Fatalf("the static account is not listed:\n%s", page)
 	}
-	page, _ := s.post("/console/accounts/new", "/console/accounts", url.Values{
+	page, _ := s.post("/console/new-account", "/console/accounts", url.Values{
 		"id": {"acme"}, "name": {"Acme Corp"}, "rate_limit": {"50/s"}, "allow": {"203.0.113.0/24\n198.51.100.7/32"}, "task_types": {pan},
 	}, http.StatusCreated)
 	key := regexp.MustCompile(`<code id="secret">(tg_[^<]+)</code>`).FindStringSubmatch(page)
@@ -212,7 +225,7 @@ func TestAccountLifeCycle(t *testing.T) {
 		t.Error("the disabled endpoint offers no enabling")
 	}
 	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks/"+wid[1]+"/enable", url.Values{}, http.StatusSeeOther)
-	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks", url.Values{"url": {"http://127.0.0.1/hooks"}}, http.StatusBadRequest)
+	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks", url.Values{"url": {"http://10.0.0.1/hooks"}}, http.StatusBadRequest)
 	s.post("/console/accounts/acme", "/console/accounts/acme/webhooks/"+wid[1]+"/delete", url.Values{}, http.StatusSeeOther)
 	if page = s.get("/console/accounts/acme", http.StatusOK); strings.Contains(page, "93.184.215.14") {
 		t.Error("the deleted endpoint is listed")
@@ -222,14 +235,14 @@ func TestAccountLifeCycle(t *testing.T) {
 	if page = s.get("/console/accounts/demo", http.StatusOK); strings.Contains(page, `id="settings"`) {
 		t.Error("the static account has a settings form")
 	}
-	s.post("/console/accounts/new", "/console/accounts/demo/disable", url.Values{}, http.StatusConflict)
+	s.post("/console/new-account", "/console/accounts/demo/disable", url.Values{}, http.StatusConflict)
 	s.get("/console/accounts/nobody", http.StatusNotFound)
 }
 
 func TestFormsNeedTheTokenAndTheSameSite(t *testing.T) {
 	s := newSite(t, "")
 	s.get("/accounts", http.StatusOK) // the cookie
-	token := csrfField.FindStringSubmatch(s.get("/accounts/new", http.StatusOK))[1]
+	token := csrfField.FindStringSubmatch(s.get("/new-account", http.StatusOK))[1]
 	try := func(form url.Values, header map[string]string) int {
 		req, _ := http.NewRequest(http.MethodPost, s.srv.URL+"/accounts", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -243,20 +256,30 @@ func TestFormsNeedTheTokenAndTheSameSite(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	same := map[string]string{"Sec-Fetch-Site": "same-origin"}
 	form := url.Values{"id": {"x"}, "name": {"X"}}
-	if got := try(form, nil); got != http.StatusForbidden {
+	if got := try(form, same); got != http.StatusForbidden {
 		t.Errorf("without the token: %d, want 403", got)
 	}
 	form.Set("csrf", "A"+token[1:])
-	if got := try(form, nil); got != http.StatusForbidden {
+	if got := try(form, same); got != http.StatusForbidden {
 		t.Errorf("with another token: %d, want 403", got)
 	}
 	form.Set("csrf", token)
+	if got := try(form, nil); got != http.StatusForbidden {
+		t.Errorf("with the token, but neither Sec-Fetch-Site nor Origin: %d, want 403", got)
+	}
 	if got := try(form, map[string]string{"Sec-Fetch-Site": "cross-site"}); got != http.StatusForbidden {
 		t.Errorf("cross-site: %d, want 403", got)
 	}
+	if got := try(form, map[string]string{"Sec-Fetch-Site": "same-site"}); got != http.StatusForbidden {
+		t.Errorf("same site, another origin: %d, want 403", got)
+	}
 	if got := try(form, map[string]string{"Origin": "https://evil.example"}); got != http.StatusForbidden {
 		t.Errorf("from another origin: %d, want 403", got)
+	}
+	if got := try(form, map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": "https://evil.example"}); got != http.StatusForbidden {
+		t.Errorf("same-origin said, another Origin: %d, want 403", got)
 	}
 	if _, _, err := s.engine.Admin.Service.Account(t.Context(), "x"); err == nil {
 		t.Fatal("a refused form created the account")
@@ -290,49 +313,140 @@ func TestAccountsPaginateAndSearch(t *testing.T) {
 	s.get("/accounts?page=99", http.StatusOK) // the last page
 }
 
+// runTask runs an async task of demo to its end (its webhook then goes
+// out and fails) and returns its request id.
+func (s *site) runTask(taskID string) string {
+	s.t.Helper()
+	call := func(method, target, body string) []byte {
+		r := httptest.NewRequest(method, target, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		s.engine.API.Serve(w, r, s.demo)
+		return w.Body.Bytes()
+	}
+	var created struct {
+		RequestID string `json:"request_id"`
+	}
+	if err := json.Unmarshal(call(http.MethodPost, "/v3/tasks/async/verify/pan", `{"task_id":"`+taskID+`","group_id":"g1","data":{}}`), &created); err != nil || created.RequestID == "" {
+		s.t.Fatalf("create: %v", err)
+	}
+	var done []struct {
+		Status string `json:"status"`
+	}
+	answer := call(http.MethodGet, "/v3/tasks?wait=10&request_id="+created.RequestID, "")
+	if err := json.Unmarshal(answer, &done); err != nil || len(done) != 1 || done[0].Status != "completed" {
+		s.t.Fatalf("task: %s", answer)
+	}
+	return created.RequestID
+}
+
+// waitPage loads path until it contains want, within patience.
+func (s *site) waitPage(path, want string) string {
+	s.t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(patience)
+	for {
+		page := s.get(path, http.StatusOK)
+		if strings.Contains(page, want) {
+			return page
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s has no %q within %s:\n%s", path, want, patience, page)
+		}
+		<-tick.C
+	}
+}
+
 func TestTasksDeliveriesSourcesAndNodes(t *testing.T) {
 	s := newSite(t, "")
-	r := httptest.NewRequest(http.MethodPost, "/v3/tasks/sync/verify/pan", strings.NewReader(`{"task_id":"t1","group_id":"g1","data":{}}`))
-	r.Header.Set("Content-Type", "application/json")
-	w := httptest.NewRecorder()
-	s.engine.API.Serve(w, r, s.demo)
-	var done struct {
-		RequestID string `json:"request_id"`
-		Status    string `json:"status"`
-	}
-	if err := json.Unmarshal(w.Body.Bytes(), &done); err != nil || done.Status != "completed" {
-		t.Fatalf("sync task: %s", w.Body)
-	}
-	// The task's stable link, by its request id alone.
-	page := s.get("/tasks/"+done.RequestID, http.StatusOK)
-	for _, want := range []string{`<span class="tag completed">completed</span>`, "&#34;task_id&#34;: &#34;t1&#34;", "No webhook delivery."} {
+	requestID := s.runTask("t1")
+	// The task's stable link, by its request id alone, with its failed
+	// delivery.
+	page := s.waitPage("/tasks/"+requestID, `<span class="tag failed">failed</span>`)
+	for _, want := range []string{`<span class="tag completed">completed</span>`, "&#34;task_id&#34;: &#34;t1&#34;", "<td>400</td>"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the task page lacks %q", want)
 		}
 	}
-	s.get("/accounts/demo/tasks/"+done.RequestID, http.StatusOK)
+	s.get("/accounts/demo/tasks/"+requestID, http.StatusOK)
 	s.get("/tasks/nothing", http.StatusNotFound)
 	for _, by := range []string{"task_id=t1", "group_id=g1"} {
 		kind, id, _ := strings.Cut(by, "=")
-		if page = s.get("/tasks?by="+kind+"&q="+id, http.StatusOK); !strings.Contains(page, `href="/accounts/demo/tasks/`+done.RequestID+`"`) {
+		if page = s.get("/tasks?by="+kind+"&q="+id, http.StatusOK); !strings.Contains(page, `href="/accounts/demo/tasks/`+requestID+`"`) {
 			t.Errorf("search by %s does not link the task", kind)
 		}
-	}
-	if page = s.get("/deliveries", http.StatusOK); !strings.Contains(page, "No failed delivery.") {
-		t.Error("the deliveries page lists something")
 	}
 	if page = s.get("/sources", http.StatusOK); !strings.Contains(page, pan) || !strings.Contains(page, `<span class="tag up">up</span>`) {
 		t.Errorf("sources:\n%s", page)
 	}
-	deadline := time.Now().Add(patience)
-	for {
-		page = s.get("/nodes", http.StatusOK)
-		if strings.Contains(page, "this node") {
-			break
+	s.waitPage("/nodes", "this node")
+	s.get("/nowhere", http.StatusNotFound)
+	s.get("/static/", http.StatusNotFound)
+	s.get("/static/console.css", http.StatusOK)
+}
+
+// TestRetryOneOrMany: a row's own button retries its delivery alone,
+// whatever rows are ticked; the button under the list retries the ticked
+// ones.
+func TestRetryOneOrMany(t *testing.T) {
+	s := newSite(t, "")
+	first, second := s.runTask("t1"), s.runTask("t2")
+	for _, rid := range []string{first, second} {
+		s.waitPage("/tasks/"+rid, `<span class="tag failed">failed</span>`)
+	}
+	ids := regexp.MustCompile(`name="delivery" value="demo/(msg_[^"]+)"`).FindAllStringSubmatch(s.get("/deliveries", http.StatusOK), -1)
+	if len(ids) != 2 {
+		t.Fatalf("%d failed deliveries listed, want 2", len(ids))
+	}
+	pending := func() int {
+		n := 0
+		for _, id := range ids {
+			d, err := s.engine.Core.Store.GetDelivery(t.Context(), "demo", id[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Status == webhook.Pending || len(d.Attempts) > 1 {
+				n++
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nodes:\n%s", page)
+		return n
+	}
+	// Both ticked, the first row's button pressed: the first alone.
+	s.post("/deliveries", "/deliveries/retry", url.Values{"delivery": {"demo/" + ids[0][1], "demo/" + ids[1][1]}, "one": {"demo/" + ids[0][1]}}, http.StatusSeeOther)
+	if n := pending(); n != 1 {
+		t.Fatalf("%d deliveries retried by one row's button, want 1", n)
+	}
+	s.post("/deliveries", "/deliveries/retry", url.Values{"delivery": {"demo/" + ids[1][1]}}, http.StatusSeeOther)
+	if n := pending(); n != 2 {
+		t.Fatalf("%d deliveries retried, want 2", n)
+	}
+	page, _ := s.post("/deliveries", "/deliveries/retry", url.Values{"delivery": {"demo/msg_nothing"}}, http.StatusConflict)
+	if !strings.Contains(page, "not retried: demo/msg_nothing") {
+		t.Errorf("an unknown delivery:\n%s", page)
+	}
+	s.post("/deliveries", "/deliveries/retry", url.Values{}, http.StatusBadRequest)
+}
+
+// TestPagesEscapeWhatAccountsWrote: names, descriptions, ids and search
+// terms that an account or an operator typed come out as text, never as
+// markup.
+func TestPagesEscapeWhatAccountsWrote(t *testing.T) {
+	s := newSite(t, "")
+	const hostile = `<script>alert(1)</script>"'><img src=x onerror=alert(2)>`
+	s.post("/new-account", "/accounts", url.Values{"id": {"evil"}, "name": {hostile}}, http.StatusCreated)
+	s.post("/accounts/evil", "/accounts/evil/webhooks", url.Values{"url": {"https://93.184.215.14/" + url.PathEscape(hostile)}, "description": {hostile}}, http.StatusCreated)
+	for _, path := range []string{"/accounts", "/accounts/evil", "/accounts?q=" + url.QueryEscape(hostile), "/tasks?by=group_id&q=" + url.QueryEscape(hostile) + "&account=evil", "/deliveries?account=evil"} {
+		page := s.get(path, http.StatusOK)
+		for _, raw := range []string{"<script>alert", "<img src=x", `"'>`} {
+			if strings.Contains(page, raw) {
+				t.Errorf("%s carries %q unescaped", path, raw)
+			}
 		}
 	}
-	s.get("/nowhere", http.StatusNotFound)
+	// An error page quotes what it was given, escaped too.
+	page := s.get("/tasks/"+url.PathEscape(hostile), http.StatusNotFound)
+	if strings.Contains(page, "<script>alert") {
+		t.Error("the error page carries the request id unescaped")
+	}
 }

@@ -24,8 +24,8 @@ func FuzzConsoleForms(f *testing.F) {
 	f.Add(uint8(6), "https://93.184.215.14/x", "d", "", "", "", "verify/pan")
 	f.Add(uint8(9), "acme/msg_x", "a/b/c", "", "", "", "")
 	s := newSite(f, "")
-	s.post("/accounts/new", "/accounts", url.Values{"id": {"acme"}, "name": {"Acme"}}, http.StatusCreated)
-	token := csrfField.FindStringSubmatch(s.get("/accounts/new", http.StatusOK))[1]
+	s.post("/new-account", "/accounts", url.Values{"id": {"acme"}, "name": {"Acme"}}, http.StatusCreated)
+	token := csrfField.FindStringSubmatch(s.get("/new-account", http.StatusOK))[1]
 	f.Fuzz(func(t *testing.T, action uint8, a, b, c, d, e, g string) {
 		path := actions[int(action)%len(actions)]
 		if strings.Contains(path, "%s") {
@@ -39,6 +39,7 @@ func FuzzConsoleForms(f *testing.F) {
 		r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		r.AddCookie(&http.Cookie{Name: "taskgate_console_csrf", Value: token})
+		r.Header.Set("Sec-Fetch-Site", "same-origin")
 		w := httptest.NewRecorder()
 		s.srv.Config.Handler.ServeHTTP(w, r)
 		if w.Code >= 500 {

@@ -1,9 +1,10 @@
 package console
 
 import (
-	"io/fs"
+	"mime"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,15 +19,18 @@ import (
 func (c *Console) route() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { c.redirect(w, r, "/accounts", "") })
-	static, _ := fs.Sub(assets, "ui/static")
-	files := http.FileServerFS(static)
-	mux.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		http.StripPrefix("/static/", files).ServeHTTP(w, r)
-	})
+	for _, name := range []string{"console.css", "console.js"} {
+		body, _ := assets.ReadFile("ui/static/" + name)
+		kind := mime.TypeByExtension(path.Ext(name))
+		mux.HandleFunc("GET /static/"+name, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", kind)
+			w.Header().Set("Cache-Control", "public, max-age=3600")
+			_, _ = w.Write(body)
+		})
+	}
 	mux.HandleFunc("GET /accounts", c.accounts)
-	mux.HandleFunc("GET /accounts/new", func(w http.ResponseWriter, r *http.Request) {
-		c.render(w, r, http.StatusOK, "new", "New account", "accounts", accountForm{TaskTypes: c.TaskTypes})
+	mux.HandleFunc("GET /new-account", func(w http.ResponseWriter, r *http.Request) {
+		c.render(w, r, http.StatusOK, "new", "New account", "accounts", accountForm{TaskTypes: c.taskTypes})
 	})
 	mux.HandleFunc("POST /accounts", c.createAccount)
 	mux.HandleFunc("GET /accounts/{id}", c.account)
@@ -74,7 +78,7 @@ type accountList struct {
 func (c *Console) accounts(w http.ResponseWriter, r *http.Request) {
 	// The list is read as the API reads it, without its JSON: at 1,000
 	// accounts, encoding and decoding them would cost more than the page.
-	all, err := c.Admin.AccountViews(r.Context())
+	all, err := c.admin.AccountViews(r.Context())
 	if err != nil {
 		c.failAPI(w, r, apierr.From(err))
 		return
@@ -190,7 +194,7 @@ type accountPage struct {
 func (c *Console) account(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ctx := r.Context()
-	v := accountPage{TaskTypes: c.TaskTypes, Days: 30}
+	v := accountPage{TaskTypes: c.taskTypes, Days: 30}
 	if err := c.call(ctx, http.MethodGet, apiPath(id), nil, &v.Account); err != nil {
 		c.failAPI(w, r, err)
 		return
@@ -198,7 +202,7 @@ func (c *Console) account(w http.ResponseWriter, r *http.Request) {
 	if d, err := strconv.Atoi(r.URL.Query().Get("days")); err == nil && d >= 1 && d <= admin.MaxUsageDays {
 		v.Days = d
 	}
-	to := time.Now().UTC().Truncate(24 * time.Hour)
+	to := c.clock().UTC().Truncate(24 * time.Hour)
 	from := to.AddDate(0, 0, 1-v.Days)
 	var rep admin.UsageReport
 	q := "?from=" + usage.Day(from) + "&to=" + usage.Day(to)
@@ -210,9 +214,11 @@ func (c *Console) account(w http.ResponseWriter, r *http.Request) {
 	var hooks struct {
 		Webhooks []endpoints.View `json:"webhooks"`
 	}
-	if err := c.call(ctx, http.MethodGet, apiPath(id, "webhooks"), nil, &hooks); err == nil {
-		v.Webhooks = hooks.Webhooks
+	if err := c.call(ctx, http.MethodGet, apiPath(id, "webhooks"), nil, &hooks); err != nil {
+		c.failAPI(w, r, err)
+		return
 	}
+	v.Webhooks = hooks.Webhooks
 	c.render(w, r, http.StatusOK, "account", "Account "+id, "accounts", v)
 }
 
@@ -433,8 +439,14 @@ func (c *Console) deliveries(w http.ResponseWriter, r *http.Request) {
 // retryDeliveries retries the deliveries the form names, each as
 // "account_id/delivery_id".
 func (c *Console) retryDeliveries(w http.ResponseWriter, r *http.Request) {
+	// A row's own button names its delivery alone; the button under the
+	// list, the rows ticked.
+	picked := r.PostForm["delivery"]
+	if one := r.PostFormValue("one"); one != "" {
+		picked = []string{one}
+	}
 	var refs []admin.DeliveryRef
-	for _, v := range r.PostForm["delivery"] {
+	for _, v := range picked {
 		acct, id, ok := strings.Cut(v, "/")
 		if ok {
 			refs = append(refs, admin.DeliveryRef{AccountID: acct, ID: id})

@@ -307,10 +307,11 @@ func (e *Engine) sourceViews(ctx context.Context, types []*task.Type) []admin.So
 	views := make([]admin.SourceView, 0, len(types))
 	for _, t := range types {
 		st := e.Sources.Stats(t.Source)
+		state := e.sourceState(t)
 		v := admin.SourceView{
 			TaskType:     t.Name(),
 			Source:       t.Source,
-			State:        e.sourceState(t).State,
+			State:        state.State,
 			Breaker:      e.Sources.BreakerState(t.Source),
 			Calls:        st.Calls,
 			SourceDown:   st.Down,
@@ -324,8 +325,8 @@ func (e *Engine) sourceViews(ctx context.Context, types []*task.Type) []admin.So
 		for i, err := range st.Errors {
 			v.RecentErrors[i] = admin.SourceError{At: err.At.UTC(), Message: err.Message}
 		}
-		if w, ok := e.Core.Maintenance.Active(t.Name(), time.Now()); ok {
-			v.Maintenance = &admin.MaintenanceNow{Message: w.Message, Until: w.Until}
+		if state.Until != nil {
+			v.Maintenance = &admin.MaintenanceNow{Message: state.Message, Until: *state.Until}
 		}
 		if n, err := e.Core.Store.QueueDepth(ctx, t.Name()); err == nil {
 			v.Queued = n

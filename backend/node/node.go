@@ -69,7 +69,9 @@ type Config struct {
 	Beats Beats
 	// Clock tells the time (the system's if nil).
 	Clock clock.Clock
-	// OnError is told of a beat or a listing that failed; nil ignores it.
+	// OnError is told when beats start failing (once, until one works
+	// again) and of a listing's trouble forgetting silent nodes; nil
+	// ignores them.
 	OnError func(error)
 }
 
@@ -77,10 +79,11 @@ type Config struct {
 type Presence struct {
 	cfg Config
 
-	mu   sync.Mutex
-	self State
-	last usage.Totals
-	at   time.Time
+	mu      sync.Mutex
+	self    State
+	last    usage.Totals
+	at      time.Time
+	failing bool // the last beat failed
 }
 
 // New returns the presence of this node.
@@ -133,8 +136,16 @@ func (p *Presence) Beat(ctx context.Context) {
 		err = p.cfg.Beats.NodeBeat(ctx, st.ID, b)
 		cancel()
 	}
-	if err != nil && ctx.Err() == nil && p.cfg.OnError != nil {
-		p.cfg.OnError(fmt.Errorf("node beat: %w", err))
+	if ctx.Err() != nil {
+		return
+	}
+	p.mu.Lock()
+	first := err != nil && !p.failing
+	p.failing = err != nil
+	p.mu.Unlock()
+	// Once per outage: a store that is down says so elsewhere too.
+	if first && p.cfg.OnError != nil {
+		p.cfg.OnError(fmt.Errorf("node beat (the other nodes see this one as silent until a beat works): %w", err))
 	}
 }
 

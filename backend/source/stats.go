@@ -49,13 +49,16 @@ type call struct {
 	down bool
 }
 
+// record counts a call. A call the open circuit refused (took 0) counts
+// as down but is not listed among the errors: it would push out the
+// failures that opened the circuit.
 func (s *stats) record(at time.Time, took time.Duration, out Outcome) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls[s.next] = call{took: took, down: out.Kind == Down}
 	s.next = (s.next + 1) % StatsWindow
 	s.n = min(s.n+1, StatsWindow)
-	if out.Kind == Down {
+	if out.Kind == Down && took > 0 {
 		s.errors[s.nextErr] = CallError{At: at, Message: out.Message}
 		s.nextErr = (s.nextErr + 1) % RecentErrors
 		s.nErrors = min(s.nErrors+1, RecentErrors)

@@ -62,3 +62,21 @@ func TestStatsAreBounded(t *testing.T) {
 		t.Errorf("p50 %v p95 %v, want 178ms and 293ms", st.LatencyP50, st.LatencyP95)
 	}
 }
+
+// TestStatsKeepTheErrorsThatOpenedTheCircuit: calls the open circuit
+// refuses count as down without pushing the real failures out.
+func TestStatsKeepTheErrorsThatOpenedTheCircuit(t *testing.T) {
+	var s stats
+	at := time.Unix(0, 0)
+	s.record(at, time.Millisecond, Outcome{Kind: Down, Message: "source unreachable"})
+	for range 2 * RecentErrors {
+		s.record(at, 0, Outcome{Kind: Down, Message: "circuit open: source failing"})
+	}
+	st := s.snapshot()
+	if st.Calls != 2*RecentErrors+1 || st.Down != st.Calls {
+		t.Errorf("calls %d, down %d", st.Calls, st.Down)
+	}
+	if len(st.Errors) != 1 || st.Errors[0].Message != "source unreachable" {
+		t.Errorf("errors %+v, want the one that opened the circuit", st.Errors)
+	}
+}

@@ -34,6 +34,13 @@ package redis
 //	shards                       string: the number of shards, the same
 //	                             (none: one)
 //
+// The nodes (notices.go), under the deployment's prefix:
+//
+//	nodes                        hash: node id → the node's last beat,
+//	                             JSON (node.State), written every 2 s;
+//	                             a node silent for 10 minutes is deleted
+//	                             by the next node that lists them
+//
 // Tasks:
 //
 //	task:<request id>            hash: json (the task as created, as JSON),

@@ -235,3 +235,32 @@ func TestTaskEndNotices(t *testing.T) {
 		t.Fatalf("SubscribeTaskEnds = %v, want nil once ctx ends", err)
 	}
 }
+
+// TestNodeBeats: a node's beat replaces its last one, every node of the
+// deployment reads them all, another deployment's are apart, and a node
+// forgotten is gone.
+func TestNodeBeats(t *testing.T) {
+	srv := redistest.Start(t)
+	nodeA := openStore(t, srv.URL(), "tg")
+	nodeB := openStore(t, srv.URL(), "tg")
+	other := openStore(t, srv.URL(), "other")
+	ctx := t.Context()
+	for _, beat := range []struct {
+		store     *redis.Store
+		id, state string
+	}{{nodeA, "a", `{"n":1}`}, {nodeB, "b", `{"n":1}`}, {nodeA, "a", `{"n":2}`}, {other, "x", `{}`}} {
+		if err := beat.store.NodeBeat(ctx, beat.id, []byte(beat.state)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	states, err := nodeB.NodeStates(ctx)
+	if err != nil || len(states) != 2 || string(states["a"]) != `{"n":2}` || string(states["b"]) != `{"n":1}` {
+		t.Fatalf("NodeStates() = %q, %v; want a's last beat and b's", states, err)
+	}
+	if err := nodeB.NodeForget(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if states, err = nodeA.NodeStates(ctx); err != nil || len(states) != 1 || states["b"] == nil {
+		t.Fatalf("after forgetting a: %q, %v", states, err)
+	}
+}
