@@ -379,7 +379,9 @@ func TestFallbackOverRedisDownAndBack(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	clock := newFakeClock()
 	changes := &stateChanges{}
-	const timeout = 100 * time.Millisecond
+	// Long enough that a busy machine does not make Redis seem down
+	// while it is up (the local store would then spend the burst below).
+	const timeout = time.Second
 	local := NewMemory(clock.Now)
 	f, err := NewFallback(NewRedis(rdb, testPrefix), local, FallbackConfig{
 		Timeout:       timeout,
@@ -394,6 +396,9 @@ func TestFallbackOverRedisDownAndBack(t *testing.T) {
 
 	if got := admitN(t, f, "a", l, 5); got != 3 {
 		t.Fatalf("Redis up: admitted %d, want the burst 3", got)
+	}
+	if f.Degraded() || local.Len() != 0 {
+		t.Fatalf("Redis up: degraded %v, %d keys in the local store; want Redis to have decided", f.Degraded(), local.Len())
 	}
 
 	srv.Kill()
