@@ -53,11 +53,24 @@ type State struct {
 }
 
 // Beats keeps the nodes' states where every node reads them (a shared
-// store). The store keeps each node's last state, as given, by id.
+// store). The store keeps each node's last state, as given, by id, and
+// when it got it by its own clock: whether a node is up is decided on
+// one clock, whatever the nodes' clocks say.
 type Beats interface {
+	// NodeBeat stores the node's state, stamped with the store's time.
 	NodeBeat(ctx context.Context, id string, state []byte) error
-	NodeStates(ctx context.Context) (map[string][]byte, error)
+	// NodeStates returns every node's last beat, by id, and the store's
+	// time now.
+	NodeStates(ctx context.Context) (beats map[string]Beat, now time.Time, err error)
+	// NodeForget deletes the nodes' beats.
 	NodeForget(ctx context.Context, ids ...string) error
+}
+
+// Beat is a node's last state as a store keeps it.
+type Beat struct {
+	State []byte
+	// At is when the store got it, by the store's clock.
+	At time.Time
 }
 
 // Config is what New needs.
@@ -183,23 +196,24 @@ func (p *Presence) List(ctx context.Context) ([]State, error) {
 	if p.cfg.Beats == nil {
 		return []State{self}, nil
 	}
-	raw, err := p.cfg.Beats.NodeStates(ctx)
+	beats, now, err := p.cfg.Beats.NodeStates(ctx)
 	if err != nil {
 		return nil, err
 	}
-	now := p.cfg.Clock().UTC()
 	list := []State{self}
 	var gone []string
-	for id, b := range raw {
+	for id, b := range beats {
 		if id == self.ID {
 			continue
 		}
 		var st State
-		if json.Unmarshal(b, &st) != nil || now.Sub(st.Seen) > ForgetAfter {
+		if json.Unmarshal(b.State, &st) != nil || now.Sub(b.At) > ForgetAfter {
 			gone = append(gone, id)
 			continue
 		}
-		st.ID, st.Up = id, now.Sub(st.Seen) <= UpWithin
+		// Seen is the store's time of the beat: it and now are of one
+		// clock.
+		st.ID, st.Seen, st.Up = id, b.At.UTC(), now.Sub(b.At) <= UpWithin
 		list = append(list, st)
 	}
 	slices.SortFunc(list[1:], func(a, b State) int { return strings.Compare(a.ID, b.ID) })

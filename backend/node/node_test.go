@@ -10,26 +10,28 @@ import (
 	"github.com/taskgate/taskgate/backend/usage"
 )
 
-// beats keeps the states in memory, as a shared store would.
+// beats keeps the states in memory, as a shared store would, stamped by
+// the store's clock.
 type beats struct {
+	clock  func() time.Time
 	mu     sync.Mutex
-	states map[string][]byte
+	states map[string]Beat
 }
 
 func (b *beats) NodeBeat(_ context.Context, id string, state []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.states == nil {
-		b.states = map[string][]byte{}
+		b.states = map[string]Beat{}
 	}
-	b.states[id] = state
+	b.states[id] = Beat{State: state, At: b.clock()}
 	return nil
 }
 
-func (b *beats) NodeStates(context.Context) (map[string][]byte, error) {
+func (b *beats) NodeStates(context.Context) (map[string]Beat, time.Time, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return maps.Clone(b.states), nil
+	return maps.Clone(b.states), b.clock(), nil
 }
 
 func (b *beats) NodeForget(_ context.Context, ids ...string) error {
@@ -45,7 +47,7 @@ func TestPresenceListsNodesAndTheirRates(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	shared := &beats{}
+	shared := &beats{clock: clock}
 	var totals usage.Totals
 	a := New(Config{Beats: shared, Clock: clock, Totals: func() usage.Totals { return totals }})
 	b := New(Config{Beats: shared, Clock: clock})

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/taskgate/taskgate/backend/node"
 )
 
 // Notices between nodes, on Pub/Sub channels (with the store's prefix):
@@ -191,26 +194,40 @@ func waitOrDone(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// NodeBeat stores a node's state, by its id, in the hash nodes; see
-// node.Beats.
+// NodeBeat stores a node's state, by its id, in the hash nodes, stamped
+// with Redis's time; see node.Beats.
 func (s *Store) NodeBeat(ctx context.Context, id string, state []byte) error {
-	return s.rdb.HSet(ctx, s.key("nodes"), id, state).Err()
+	return scriptNodeBeat.Run(ctx, s.rdb, []string{s.key("nodes")}, s.prefix, id, state).Err()
 }
 
-// NodeStates returns every node's last state, by id.
-func (s *Store) NodeStates(ctx context.Context) (map[string][]byte, error) {
-	m, err := s.rdb.HGetAll(ctx, s.key("nodes")).Result()
+// NodeStates returns every node's last beat, by id, and Redis's time.
+func (s *Store) NodeStates(ctx context.Context) (map[string]node.Beat, time.Time, error) {
+	var now *goredis.TimeCmd
+	var all *goredis.MapStringStringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		now = p.Time(ctx)
+		all = p.HGetAll(ctx, s.key("nodes"))
+		return nil
+	})
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	states := make(map[string][]byte, len(m))
-	for id, v := range m {
-		states[id] = []byte(v)
+	beats := make(map[string]node.Beat, len(all.Val()))
+	for id, v := range all.Val() {
+		at, state, ok := strings.Cut(v, "|")
+		us, err := strconv.ParseInt(at, 10, 64)
+		if !ok || err != nil {
+			// Not a beat of this layout: listed as long silent, and
+			// forgotten.
+			beats[id] = node.Beat{}
+			continue
+		}
+		beats[id] = node.Beat{State: []byte(state), At: time.UnixMicro(us)}
 	}
-	return states, nil
+	return beats, now.Val(), nil
 }
 
-// NodeForget deletes the states of the nodes with the ids.
+// NodeForget deletes the beats of the nodes with the ids.
 func (s *Store) NodeForget(ctx context.Context, ids ...string) error {
 	return s.rdb.HDel(ctx, s.key("nodes"), ids...).Err()
 }

@@ -253,14 +253,19 @@ func TestNodeBeats(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	states, err := nodeB.NodeStates(ctx)
-	if err != nil || len(states) != 2 || string(states["a"]) != `{"n":2}` || string(states["b"]) != `{"n":1}` {
-		t.Fatalf("NodeStates() = %q, %v; want a's last beat and b's", states, err)
+	before := time.Now()
+	states, now, err := nodeB.NodeStates(ctx)
+	if err != nil || len(states) != 2 || string(states["a"].State) != `{"n":2}` || string(states["b"].State) != `{"n":1}` {
+		t.Fatalf("NodeStates() = %v, %v; want a's last beat and b's", states, err)
+	}
+	// Redis's clock, which the test's runs alongside.
+	if d := now.Sub(before); d < -time.Minute || d > time.Minute || states["a"].At.After(now) || now.Sub(states["a"].At) > time.Minute {
+		t.Errorf("now %v, a beat at %v: want Redis's time", now, states["a"].At)
 	}
 	if err := nodeB.NodeForget(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	if states, err = nodeA.NodeStates(ctx); err != nil || len(states) != 1 || states["b"] == nil {
-		t.Fatalf("after forgetting a: %q, %v", states, err)
+	if states, _, err = nodeA.NodeStates(ctx); err != nil || len(states) != 1 || states["b"].State == nil {
+		t.Fatalf("after forgetting a: %v, %v", states, err)
 	}
 }

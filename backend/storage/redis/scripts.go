@@ -38,6 +38,7 @@ var (
 	scriptDlvList     = newScript("dlv_list")
 	scriptQuotaSpend  = newScript("quota_spend")
 	scriptQuotaRefund = newScript("quota_refund")
+	scriptNodeBeat    = newScript("node_beat")
 )
 
 //go:embed lua/*.lua
