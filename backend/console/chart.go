@@ -3,6 +3,7 @@ package console
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,8 +56,10 @@ const (
 )
 
 // dayChart draws one bar per day from `from` to `to` (both included), each
-// stacked from the values that pick gives a day's counts, named by names.
-func dayChart(title string, from, to time.Time, perDay map[string]usage.Counts, names []series, pick func(usage.Counts) []int64) chart {
+// stacked from the values that pick gives a day's counts, named by names;
+// detail, when set, adds to a segment's title (its j-th value's
+// breakdown that day).
+func dayChart(title string, from, to time.Time, perDay map[string]usage.Counts, names []series, pick func(usage.Counts) []int64, detail func(day string, j int) string) chart {
 	c := chart{Title: title, Height: chartHeight, Series: names}
 	var days []string
 	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
@@ -84,8 +87,13 @@ func dayChart(title string, from, to time.Time, perDay map[string]usage.Counts, 
 				h = 1
 			}
 			y -= h
-			b.Segments = append(b.Segments, segment{Y: y, H: h, Class: names[j].Class,
-				Title: fmt.Sprintf("%s: %s %s", day, strconv.FormatInt(v, 10), names[j].Name)})
+			title := fmt.Sprintf("%s: %s %s", day, strconv.FormatInt(v, 10), names[j].Name)
+			if detail != nil && v > 0 {
+				if d := detail(day, j); d != "" {
+					title += " (" + d + ")"
+				}
+			}
+			b.Segments = append(b.Segments, segment{Y: y, H: h, Class: names[j].Class, Title: title})
 		}
 		c.Bars = append(c.Bars, b)
 		if i%7 == 0 || (i == len(days)-1 && i%7 >= 4) {
@@ -128,6 +136,7 @@ type quotaView struct {
 func newUsageView(rep *admin.UsageReport, from, to time.Time) usageView {
 	perDay := map[string]usage.Counts{}
 	perType := map[string]usage.Counts{}
+	perDayType := map[string][]typeCounts{}
 	for _, r := range rep.Usage {
 		c := perDay[r.Day]
 		c.Add(r.Counts)
@@ -136,7 +145,26 @@ func newUsageView(rep *admin.UsageReport, from, to time.Time) usageView {
 			t := perType[r.TaskType]
 			t.Add(r.Counts)
 			perType[r.TaskType] = t
+			perDayType[r.Day] = append(perDayType[r.Day], typeCounts{TaskType: r.TaskType, Counts: r.Counts})
 		}
+	}
+	// A day's rejections by reason, and its tasks ended by type.
+	reasons := func(day string, _ int) string {
+		var parts []string
+		for _, reason := range slices.Sorted(maps.Keys(perDay[day].Rejected)) {
+			parts = append(parts, fmt.Sprintf("%s %d", reason, perDay[day].Rejected[reason]))
+		}
+		return strings.Join(parts, ", ")
+	}
+	byType := func(day string, j int) string {
+		var parts []string
+		for _, t := range perDayType[day] {
+			if n := []int64{t.Completed, t.Failed}[j]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", t.TaskType, n))
+			}
+		}
+		slices.Sort(parts)
+		return strings.Join(parts, ", ")
 	}
 	v := usageView{From: rep.From, To: rep.To, Total: rep.Total}
 	v.Requests = dayChart("Requests per day", from, to, perDay,
@@ -147,10 +175,16 @@ func newUsageView(rep *admin.UsageReport, from, to time.Time) usageView {
 				rejected += n
 			}
 			return []int64{c.Requests - rejected, rejected}
+		},
+		func(day string, j int) string {
+			if j == 1 {
+				return reasons(day, j)
+			}
+			return ""
 		})
 	v.Tasks = dayChart("Tasks ended per day", from, to, perDay,
 		[]series{{"completed", "ok"}, {"failed", "bad"}},
-		func(c usage.Counts) []int64 { return []int64{c.Completed, c.Failed} })
+		func(c usage.Counts) []int64 { return []int64{c.Completed, c.Failed} }, byType)
 	for reason, n := range rep.Total.Rejected {
 		v.Rejections = append(v.Rejections, count{Name: reason, Count: n})
 	}
