@@ -454,3 +454,35 @@ func TestPagesEscapeWhatAccountsWrote(t *testing.T) {
 		t.Error("the error page carries the request id unescaped")
 	}
 }
+
+// TestFailedDeliveriesPaginate: 50 a page, newest first, with links both
+// ways.
+func TestFailedDeliveriesPaginate(t *testing.T) {
+	s := newSite(t, "")
+	var last string
+	for i := range console.PageSize + 10 {
+		last = s.runTask(fmt.Sprintf("t%d", i))
+	}
+	rows := regexp.MustCompile(`name="delivery" value="demo/msg_`)
+	// Every delivery failed: the second page holds the last 10.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(patience)
+	for len(rows.FindAllString(s.get("/deliveries?page=2", http.StatusOK), -1)) != 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the deliveries did not all fail within %s", patience)
+		}
+		<-tick.C
+	}
+	page := s.get("/deliveries", http.StatusOK)
+	if n := len(rows.FindAllString(page, -1)); n != console.PageSize || !strings.Contains(page, last) || strings.Contains(page, `rel="prev"`) {
+		t.Fatalf("page 1: %d rows, newest first", n)
+	}
+	page = s.get("/deliveries?page=2", http.StatusOK)
+	if n := len(rows.FindAllString(page, -1)); n != 10 || strings.Contains(page, `rel="next"`) || !strings.Contains(page, `rel="prev" href="/deliveries?page=1"`) {
+		t.Fatalf("page 2: %d rows", n)
+	}
+	if n := len(rows.FindAllString(s.get("/deliveries?page=2&account=demo", http.StatusOK), -1)); n != 10 {
+		t.Fatalf("page 2 of demo: %d rows", n)
+	}
+}

@@ -419,19 +419,50 @@ func (c *Console) taskByRequestID(w http.ResponseWriter, r *http.Request) {
 
 // deliveryList is the data of the deliveries page.
 type deliveryList struct {
-	Account string
-	admin.DeliveryList
+	Account    string
+	Deliveries []admin.AccountDelivery
+	Page       int
+	Prev, Next string
+	// Beyond tells that more failed than the admin API lists
+	// (admin.MaxDeliveriesListed): narrow by account to see them.
+	Beyond bool
 }
 
+// deliveries lists the failed deliveries, newest first, PageSize a page,
+// as far as the admin API lists them.
 func (c *Console) deliveries(w http.ResponseWriter, r *http.Request) {
-	v := deliveryList{Account: strings.TrimSpace(r.URL.Query().Get("account"))}
-	p := url.Values{"status": {"failed"}, "limit": {strconv.Itoa(PageSize * 2)}}
+	q := r.URL.Query()
+	v := deliveryList{Account: strings.TrimSpace(q.Get("account"))}
+	pages := admin.MaxDeliveriesListed / PageSize
+	v.Page, _ = strconv.Atoi(q.Get("page"))
+	v.Page = min(max(v.Page, 1), pages)
+	// The listing up to this page's end, and one more to know of a next.
+	p := url.Values{"status": {"failed"}, "limit": {strconv.Itoa(min(v.Page*PageSize+1, admin.MaxDeliveriesListed))}}
 	if v.Account != "" {
 		p.Set("account_id", v.Account)
 	}
-	if err := c.call(r.Context(), http.MethodGet, admin.Prefix+"deliveries?"+p.Encode(), nil, &v.DeliveryList); err != nil {
+	var list admin.DeliveryList
+	if err := c.call(r.Context(), http.MethodGet, admin.Prefix+"deliveries?"+p.Encode(), nil, &list); err != nil {
 		c.failAPI(w, r, err)
 		return
+	}
+	start := min((v.Page-1)*PageSize, len(list.Deliveries))
+	v.Deliveries = list.Deliveries[start:min(start+PageSize, len(list.Deliveries))]
+	pageLink := func(n int) string {
+		u := url.Values{"page": {strconv.Itoa(n)}}
+		if v.Account != "" {
+			u.Set("account", v.Account)
+		}
+		return c.link("/deliveries?" + u.Encode())
+	}
+	if v.Page > 1 {
+		v.Prev = pageLink(v.Page - 1)
+	}
+	switch {
+	case len(list.Deliveries) > v.Page*PageSize:
+		v.Next = pageLink(v.Page + 1)
+	case list.Truncated:
+		v.Beyond = true
 	}
 	c.render(w, r, http.StatusOK, "deliveries", "Failed deliveries", "deliveries", v)
 }
