@@ -1,12 +1,9 @@
 package console_test
 
 import (
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"github.com/taskgate/taskgate/backend/admin"
 )
 
 // BenchmarkAccountsPage renders the first page of 1,000 accounts, against
@@ -14,12 +11,7 @@ import (
 // the listing, then filters, pages and renders it.
 func BenchmarkAccountsPage(b *testing.B) {
 	s := newSite(b, "")
-	for i := range 1000 {
-		in := &admin.Input{ID: admin.Optional[string]{Set: true, Value: fmt.Sprintf("acct-%04d", i)}, Name: admin.Optional[string]{Set: true, Value: fmt.Sprintf("Customer %d", i)}}
-		if _, _, err := s.engine.Admin.Service.Create(b.Context(), in); err != nil {
-			b.Fatal(err)
-		}
-	}
+	s.createAccounts(1000)
 	for _, bc := range []struct {
 		name    string
 		handler http.Handler

@@ -293,14 +293,20 @@ func TestFormsNeedTheTokenAndTheSameSite(t *testing.T) {
 	}
 }
 
-func TestAccountsPaginateAndSearch(t *testing.T) {
-	s := newSite(t, "")
-	for i := range 120 {
-		in := &admin.Input{ID: admin.Optional[string]{Set: true, Value: fmt.Sprintf("acct-%03d", i)}, Name: admin.Optional[string]{Set: true, Value: fmt.Sprintf("Customer %d", i)}}
-		if _, _, err := s.engine.Admin.Service.Create(t.Context(), in); err != nil {
-			t.Fatal(err)
+// createAccounts creates n accounts, acct-0000 "Customer 0" and on.
+func (s *site) createAccounts(n int) {
+	s.t.Helper()
+	for i := range n {
+		in := &admin.Input{ID: admin.Optional[string]{Set: true, Value: fmt.Sprintf("acct-%04d", i)}, Name: admin.Optional[string]{Set: true, Value: fmt.Sprintf("Customer %d", i)}}
+		if _, _, err := s.engine.Admin.Service.Create(context.Background(), in); err != nil {
+			s.t.Fatal(err)
 		}
 	}
+}
+
+func TestAccountsPaginateAndSearch(t *testing.T) {
+	s := newSite(t, "")
+	s.createAccounts(120)
 	rows := regexp.MustCompile(`<td><a href="/accounts/[^"]+">`)
 	page := s.get("/accounts", http.StatusOK)
 	if n := len(rows.FindAllString(page, -1)); n != console.PageSize || !strings.Contains(page, "Page 1 of 3") || !strings.Contains(page, `rel="next" href="/accounts?page=2"`) {
