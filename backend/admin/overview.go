@@ -150,7 +150,8 @@ func (h *Handler) scope(ctx context.Context, accountID string) ([]string, error)
 
 // findTasks answers GET /taskgate/tasks?request_id=…|task_id=…|group_id=…
 // (exactly one), optionally with account_id: the matching tasks of every
-// account, at most MaxTasksFound.
+// account, at most MaxTasksFound. A task id or a group id is the
+// account's own: every account is asked.
 func (h *Handler) findTasks(w http.ResponseWriter, r *http.Request) {
 	if h.Client == nil {
 		apierr.Write(w, apierr.NotFound)
@@ -172,13 +173,27 @@ func (h *Handler) findTasks(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, apierr.BadRequest("give exactly one of request_id, task_id and group_id"))
 		return
 	}
+	tasks := h.Client.Service
+	found := TaskList{Tasks: []AccountTask{}}
+	// A request id is unique: the store finds its task in one look,
+	// whichever account's.
+	if requestID != "" && q.Get("account_id") == "" {
+		t, err := tasks.Find(r.Context(), requestID)
+		switch {
+		case err == nil:
+			found.Tasks = append(found.Tasks, AccountTask{AccountID: t.AccountID, View: t.View()})
+		case !errors.Is(err, task.ErrNotFound):
+			writeError(w, err)
+			return
+		}
+		apierr.WriteJSON(w, http.StatusOK, found)
+		return
+	}
 	ids, err := h.scope(r.Context(), q.Get("account_id"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	tasks := h.Client.Service
-	found := TaskList{Tasks: []AccountTask{}}
 	for _, id := range ids {
 		var list []*task.Task
 		switch {

@@ -260,6 +260,12 @@ func (s *Service) Get(ctx context.Context, accountID, requestID string) (*Task, 
 	return s.store.Get(ctx, accountID, requestID)
 }
 
+// Find returns the task with the request id, whichever account's, or
+// ErrNotFound.
+func (s *Service) Find(ctx context.Context, requestID string) (*Task, error) {
+	return s.store.Find(ctx, requestID)
+}
+
 // ListLimit is the most tasks a listing returns.
 const ListLimit = 100
 

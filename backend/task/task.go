@@ -113,6 +113,11 @@ type Store interface {
 	// ErrNotFound (also when it belongs to another account).
 	Get(ctx context.Context, accountID, requestID string) (*Task, error)
 
+	// Find returns the task with the request id, whichever account's, or
+	// ErrNotFound: for operators, who look a task up by its request id
+	// alone.
+	Find(ctx context.Context, requestID string) (*Task, error)
+
 	// ListByGroup returns up to limit tasks of the account with the group
 	// id, newest first (by CreatedAt). An empty group id matches nothing.
 	ListByGroup(ctx context.Context, accountID, groupID string, limit int) ([]*Task, error)

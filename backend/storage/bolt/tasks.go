@@ -126,6 +126,23 @@ func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Tas
 	return t, nil
 }
 
+// Find returns the task with the request id; see task.Store.
+func (s *Store) Find(ctx context.Context, requestID string) (*task.Task, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	var t *task.Task
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		t, _, err = getTask(tx, []byte(requestID))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 // ListByGroup returns the account's newest tasks of the group; see
 // task.Store.
 func (s *Store) ListByGroup(ctx context.Context, accountID, groupID string, limit int) ([]*task.Task, error) {

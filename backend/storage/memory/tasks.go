@@ -66,6 +66,19 @@ func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Tas
 	return e.snapshot(), nil
 }
 
+// Find returns the task with the request id; see task.Store.
+func (s *Store) Find(ctx context.Context, requestID string) (*task.Task, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	e, ok := s.tasks[requestID]
+	if !ok {
+		return nil, task.ErrNotFound
+	}
+	return e.snapshot(), nil
+}
+
 // ListByGroup returns the account's newest tasks of the group; see
 // task.Store.
 func (s *Store) ListByGroup(ctx context.Context, accountID, groupID string, limit int) ([]*task.Task, error) {

@@ -95,6 +95,31 @@ func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Tas
 	return t, nil
 }
 
+// Find returns the task with the request id; see task.Store. The task is
+// in its account's shard, which the request id does not tell: every
+// shard is asked, in one pipeline.
+func (s *Store) Find(ctx context.Context, requestID string) (*task.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cmds := make([]*goredis.SliceCmd, len(s.shards))
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i := range s.shards {
+			cmds[i] = p.HMGet(ctx, s.shards[i].taskKey(requestID), "json", "end", "att", "rsc")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	for _, c := range cmds {
+		if v := c.Val(); v[0] != nil {
+			return decodeTask(v[0], v[1], v[2], v[3])
+		}
+	}
+	return nil, task.ErrNotFound
+}
+
 // ListByGroup returns the account's newest tasks of the group; see
 // task.Store.
 func (s *Store) ListByGroup(ctx context.Context, accountID, groupID string, limit int) ([]*task.Task, error) {

@@ -69,6 +69,24 @@ func testGetNotFound(t *testing.T, s task.Store) {
 	}
 }
 
+// testFind checks that a task is found by its request id alone, whichever
+// account's.
+func testFind(t *testing.T, s task.Store) {
+	ctx := t.Context()
+	a, b := newTask(accountA, typePAN, base), newTask(accountB, typePAN, base)
+	mustCreate(t, s, a)
+	mustCreate(t, s, b)
+	for _, want := range []*task.Task{a, b} {
+		got, err := s.Find(ctx, want.RequestID)
+		if err != nil || got.AccountID != want.AccountID || got.RequestID != want.RequestID || got.TaskID != want.TaskID {
+			t.Errorf("Find(%s) = %+v, %v; want the task of %s", want.RequestID, got, err, want.AccountID)
+		}
+	}
+	if _, err := s.Find(ctx, "unknown"); !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("Find of an unknown request id: err = %v, want ErrNotFound", err)
+	}
+}
+
 // testCopies checks that the store shares no memory with its callers.
 func testCopies(t *testing.T, s task.Store) {
 	ctx := t.Context()

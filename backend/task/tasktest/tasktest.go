@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"CreateExisting", testCreateExisting},
 		{"CreateCanceled", testCreateCanceled},
 		{"GetNotFound", testGetNotFound},
+		{"Find", testFind},
 		{"Copies", testCopies},
 		{"Idempotency", testIdempotency},
 		{"IdempotencyConcurrent", testIdempotencyConcurrent},
