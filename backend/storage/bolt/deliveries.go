@@ -57,17 +57,35 @@ type deliveryRecord struct {
 // turns down plus two per delivery it takes. skip is thus asked before
 // each delivery taken and at most once more per URL.
 //
-// skip runs in the store's writer, inside its transaction: it must be
-// quick and must not call the store. Its answers hold for the whole call,
-// even when the writer runs the transaction again after another change
-// failed: it is not asked again about a delivery or a URL it answered for.
+// A read of the file comes first, up to the first delivery skip lets
+// through: a claim that finds nothing to take (nothing due, or every due
+// URL at its cap, as when the dispatcher is woken with its slots full)
+// answers from it, without waiting for the writer and a sync.
+//
+// skip runs in the store's writer, inside its transaction, or in that
+// read: it must be quick and must not call the store. Its answers hold
+// for the whole call, even when the writer runs the transaction again
+// after another change failed: it is not asked again about a delivery or
+// a URL it answered for.
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*webhook.Delivery, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
 	c := &deliveryClaim{
 		due:     sortable(now),
 		lease:   sortable(leaseUntil),
 		n:       n,
 		skip:    skip,
 		skipped: make(map[string]bool),
+	}
+	var any bool
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		taken, err := c.pick(tx, 1)
+		any = len(taken) > 0
+		return err
+	})
+	if err != nil || !any {
+		return []*webhook.Delivery{}, err
 	}
 	if err := s.update(ctx, c.run); err != nil {
 		return nil, err
@@ -92,41 +110,9 @@ type deliveryClaim struct {
 // run leases the deliveries in tx.
 func (c *deliveryClaim) run(tx *bbolt.Tx) error {
 	c.out = []*webhook.Delivery{}
-	if c.n <= 0 {
-		return nil
-	}
-	// Keys are collected before deleting: deleting under a cursor makes
-	// it skip.
-	var taken []dueHead
-	heads := tx.Bucket(bucketDeliveriesDueHeads).Cursor()
-	byURL := tx.Bucket(bucketDeliveriesDueByURL).Cursor()
-	// next holds the next due delivery of each URL taken from: its head
-	// in bucketDeliveriesDueHeads is behind the cursor.
-	var next dueHeads
-	hk, hv := heads.First()
-	for len(taken) < c.n {
-		var d dueHead
-		switch {
-		case hk != nil && (len(next) == 0 || bytes.Compare(hk, next[0].key) < 0):
-			d = dueHead{key: bytes.Clone(hk), url: string(hv)}
-			hk, hv = heads.Next()
-		case len(next) > 0:
-			d = heap.Pop(&next).(dueHead)
-		}
-		if d.key == nil || binary.BigEndian.Uint64(d.key) > c.due {
-			break
-		}
-		if c.skips(d) {
-			continue
-		}
-		taken = append(taken, d)
-		prefix := urlDuePrefix([]byte(d.url))
-		if k, _ := byURL.Seek(append(prefix, d.key...)); !bytes.Equal(k, append(prefix, d.key...)) {
-			return fmt.Errorf("%w: delivery %s is due but not in its URL's due index", errCorrupt, d.key[8:])
-		}
-		if k, _ := byURL.Next(); k != nil && bytes.HasPrefix(k, prefix) {
-			heap.Push(&next, dueHead{key: bytes.Clone(k[len(prefix):]), url: d.url})
-		}
+	taken, err := c.pick(tx, c.n)
+	if err != nil {
+		return err
 	}
 	leases := tx.Bucket(bucketDeliveryLeases)
 	for _, d := range taken {
@@ -150,6 +136,45 @@ func (c *deliveryClaim) run(tx *bbolt.Tx) error {
 		c.out = append(c.out, &rec.Delivery)
 	}
 	return nil
+}
+
+// pick returns up to n due deliveries to take, earliest first among the
+// URLs skip does not turn down; it only reads tx.
+func (c *deliveryClaim) pick(tx *bbolt.Tx, n int) ([]dueHead, error) {
+	// Keys are collected before deleting: deleting under a cursor makes
+	// it skip.
+	var taken []dueHead
+	heads := tx.Bucket(bucketDeliveriesDueHeads).Cursor()
+	byURL := tx.Bucket(bucketDeliveriesDueByURL).Cursor()
+	// next holds the next due delivery of each URL taken from: its head
+	// in bucketDeliveriesDueHeads is behind the cursor.
+	var next dueHeads
+	hk, hv := heads.First()
+	for len(taken) < n {
+		var d dueHead
+		switch {
+		case hk != nil && (len(next) == 0 || bytes.Compare(hk, next[0].key) < 0):
+			d = dueHead{key: bytes.Clone(hk), url: string(hv)}
+			hk, hv = heads.Next()
+		case len(next) > 0:
+			d = heap.Pop(&next).(dueHead)
+		}
+		if d.key == nil || binary.BigEndian.Uint64(d.key) > c.due {
+			break
+		}
+		if c.skips(d) {
+			continue
+		}
+		taken = append(taken, d)
+		prefix := urlDuePrefix([]byte(d.url))
+		if k, _ := byURL.Seek(append(prefix, d.key...)); !bytes.Equal(k, append(prefix, d.key...)) {
+			return nil, fmt.Errorf("%w: delivery %s is due but not in its URL's due index", errCorrupt, d.key[8:])
+		}
+		if k, _ := byURL.Next(); k != nil && bytes.HasPrefix(k, prefix) {
+			heap.Push(&next, dueHead{key: bytes.Clone(k[len(prefix):]), url: d.url})
+		}
+	}
+	return taken, nil
 }
 
 // skips tells whether skip turns the due delivery down, asking it unless
