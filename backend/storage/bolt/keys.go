@@ -120,7 +120,7 @@ const maxURLKeyLen = 1024
 
 // urlDuePrefix is what the keys of a URL's deliveries in
 // bucketDeliveriesDueByURL start with; the key goes on with the
-// delivery's key in bucketDeliveriesDue (NextAt, id).
+// delivery's due key, timeKey(NextAt, id).
 func urlDuePrefix(url []byte) []byte {
 	part := url
 	if len(url) > maxURLKeyLen {
