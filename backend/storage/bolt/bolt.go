@@ -74,10 +74,16 @@ var (
 	// bucketDeliveriesDueV2 mapped, in files of formats 1 and 2, (NextAt,
 	// id) of the due deliveries to their URL; Open deletes it.
 	bucketDeliveriesDueV2 = []byte("deliveries_due")
-	// bucketDeliveriesDueByURL maps (URL, NextAt, id) of the pending
-	// deliveries no worker holds to nothing: each URL's due deliveries in
-	// a range of their own, earliest first.
+	// bucketDeliveriesDueByURL maps (URL number, NextAt, id) of the
+	// pending deliveries no worker holds to nothing: each URL's due
+	// deliveries in a range of their own, earliest first.
 	bucketDeliveriesDueByURL = []byte("deliveries_due_by_url")
+	// bucketDeliveryURLs maps a delivery URL (urlKey) to its number
+	// (uvarint), given at its first due delivery and kept: a key of
+	// bucketDeliveriesDueByURL starts with a few bytes instead of the URL,
+	// so that its pages hold more keys and a commit rewrites fewer of
+	// them.
+	bucketDeliveryURLs = []byte("delivery_urls")
 	// bucketDeliveriesDueHeads maps (NextAt, id) of each URL's earliest
 	// delivery in bucketDeliveriesDueByURL to its URL: one key per URL,
 	// all of them in the order they fall due, so that ClaimDeliveries
@@ -125,7 +131,7 @@ var (
 
 var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketTaskQueues, bucketDepth, bucketLeases,
 	bucketByGroup, bucketByTaskID, bucketCompleted, bucketIdem, bucketIdemAge,
-	bucketDeliveries, bucketDeliveryStates, bucketDeliveriesDueByURL, bucketDeliveriesDueHeads,
+	bucketDeliveries, bucketDeliveryStates, bucketDeliveriesDueByURL, bucketDeliveryURLs, bucketDeliveriesDueHeads,
 	bucketDeliveryLeases, bucketDeliveryClaims, bucketDeliveriesByAccount, bucketDeliveriesByRequest, bucketDeliveriesByStatus,
 	bucketDeliveriesEnded, bucketDeliveryCounts, bucketAccounts, bucketUsage, bucketMaintenance, bucketQuotas}
 

@@ -136,7 +136,10 @@ func (c *deliveryClaim) pick(tx *bbolt.Tx, n int) ([]dueHead, error) {
 			continue
 		}
 		taken = append(taken, d)
-		prefix := urlDuePrefix([]byte(d.url))
+		prefix, err := urlDuePrefix(tx, []byte(d.url), false)
+		if err != nil {
+			return nil, err
+		}
 		if k, _ := byURL.Seek(append(prefix, d.key...)); !bytes.Equal(k, append(prefix, d.key...)) {
 			return nil, fmt.Errorf("%w: delivery %s is due but not in its URL's due index", errCorrupt, d.key[8:])
 		}
@@ -584,7 +587,10 @@ func schedule(tx *bbolt.Tx, rec *deliveryRecord) error {
 // ends.
 func addDue(tx *bbolt.Tx, dueK, url []byte) error {
 	byURL, heads := tx.Bucket(bucketDeliveriesDueByURL), tx.Bucket(bucketDeliveriesDueHeads)
-	prefix := urlDuePrefix(url)
+	prefix, err := urlDuePrefix(tx, url, true)
+	if err != nil {
+		return err
+	}
 	first, _ := byURL.Cursor().Seek(prefix)
 	switch {
 	case first == nil || !bytes.HasPrefix(first, prefix):
@@ -607,7 +613,10 @@ func addDue(tx *bbolt.Tx, dueK, url []byte) error {
 // becomes the head. url must not change until the transaction ends.
 func removeDue(tx *bbolt.Tx, dueK, url []byte) error {
 	byURL := tx.Bucket(bucketDeliveriesDueByURL)
-	prefix := urlDuePrefix(url)
+	prefix, err := urlDuePrefix(tx, url, false)
+	if err != nil {
+		return err
+	}
 	k := append(prefix, dueK...)
 	c := byURL.Cursor()
 	if first, _ := c.Seek(prefix); bytes.Equal(first, k) {
@@ -622,6 +631,30 @@ func removeDue(tx *bbolt.Tx, dueK, url []byte) error {
 		}
 	}
 	return byURL.Delete(k)
+}
+
+// urlDuePrefix returns what the keys of a URL's deliveries in
+// bucketDeliveriesDueByURL start with, its number in bucketDeliveryURLs;
+// the key goes on with the delivery's due key, timeKey(NextAt, id). A URL
+// without a number gets one when assign is set; otherwise it has no due
+// delivery, and that is a corrupt index.
+func urlDuePrefix(tx *bbolt.Tx, url []byte, assign bool) ([]byte, error) {
+	urls := tx.Bucket(bucketDeliveryURLs)
+	key := urlKey(url)
+	// Room for the due key that follows.
+	prefix := make([]byte, 0, binary.MaxVarintLen64+8+36)
+	if v := urls.Get(key); v != nil {
+		return append(prefix, v...), nil
+	}
+	if !assign {
+		return nil, fmt.Errorf("%w: URL %.64q has due deliveries but no number", errCorrupt, url)
+	}
+	n, err := urls.NextSequence()
+	if err != nil {
+		return nil, err
+	}
+	prefix = binary.AppendUvarint(prefix, n)
+	return prefix, urls.Put(bytes.Clone(key), bytes.Clone(prefix))
 }
 
 // buildDueByURL fills the per-URL due indexes from the deliveries'
@@ -648,7 +681,11 @@ func buildDueByURL(tx *bbolt.Tx) error {
 			continue
 		}
 		k := timeKey(rec.Delivery.NextAt, id)
-		if err := byURL.Put(append(urlDuePrefix([]byte(rec.Delivery.URL)), k...), nil); err != nil {
+		prefix, err := urlDuePrefix(tx, []byte(rec.Delivery.URL), true)
+		if err != nil {
+			return err
+		}
+		if err := byURL.Put(append(prefix, k...), nil); err != nil {
 			return err
 		}
 		if f, ok := first[rec.Delivery.URL]; !ok || bytes.Compare(k, f) < 0 {

@@ -109,7 +109,11 @@ func checkDueIndexes(t *testing.T, s *Store) {
 				continue
 			}
 			url, k := rec.Delivery.URL, string(timeKey(rec.Delivery.NextAt, id))
-			wantByURL[string(urlDuePrefix([]byte(url)))+k] = true
+			prefix, err := urlDuePrefix(tx, []byte(url), false)
+			if err != nil {
+				return err
+			}
+			wantByURL[string(prefix)+k] = true
 			if head, ok := wantHeads[url]; !ok || k < head {
 				wantHeads[url] = k
 			}
