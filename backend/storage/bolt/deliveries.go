@@ -52,14 +52,17 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, lease
 		skip:    skip,
 		skipped: make(map[string]bool),
 	}
-	var any bool
+	var found bool
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		taken, err := c.pick(tx, 1)
-		any = len(taken) > 0
+		found = len(taken) > 0
 		return err
 	})
-	if err != nil || !any {
-		return []*webhook.Delivery{}, err
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return []*webhook.Delivery{}, nil
 	}
 	if err := s.update(ctx, c.run); err != nil {
 		return nil, err

@@ -14,9 +14,9 @@ import (
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
-// A delivery is stored in two values under its id, so that what changes at
-// each claim and attempt is rewritten without what never changes (the
-// body, above all):
+// A delivery is stored under its id in two values, and a third while it is
+// leased, so that what a claim or an attempt changes is rewritten without
+// what never changes (the body, above all):
 //
 //   - its part in bucketDeliveries is what it was created with and keeps:
 //     the account id, request id, URL and event as length-prefixed
@@ -30,13 +30,12 @@ import (
 //     end (8 bytes, sortable) then the number of the claim that holds it
 //     (uvarint), which the state gets when the lease ends.
 //
-// Both are binary: decoding and encoding JSON, body included, at every
+// All are binary: decoding and encoding JSON, body included, at every
 // attempt was most of the writer's work. A claim writes only the small
-// buckets of the leases, so that each attempt rewrites one value of the
-// large ones. A time is 16 bytes: Unix seconds
-// and nanoseconds, then the offset of its zone in seconds, and comes back
-// as from JSON: in UTC at offset 0, in Local at Local's offset, else in a
-// zone of that offset.
+// buckets of the leases, so that an attempt rewrites one value of the
+// large ones. A time is 16 bytes: Unix seconds and nanoseconds, then the
+// offset of its zone in seconds; it comes back as from JSON: in UTC at
+// offset 0, in Local at Local's offset, else in a zone of that offset.
 
 // deliveryRecord is a delivery and the store's bookkeeping of it.
 //
