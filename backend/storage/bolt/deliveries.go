@@ -40,7 +40,10 @@ import (
 // read: it must be quick and must not call the store. Its answers hold
 // for the whole call, even when the writer runs the transaction again
 // after another change failed: it is not asked again about a delivery or
-// a URL it answered for.
+// a URL it answered for. The one delivery the read let through is taken
+// unless it stopped being due in between (an attempt recorded after its
+// lease was rescued), which leaves skip's count one too high for its URL
+// in this call: one attempt fewer to that URL until the next claim.
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, leaseUntil time.Time, skip func(url string) bool) ([]*webhook.Delivery, error) {
 	if err := s.ready(ctx); err != nil {
 		return nil, err
