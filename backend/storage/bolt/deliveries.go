@@ -592,7 +592,7 @@ func schedule(tx *bbolt.Tx, rec *deliveryRecord) error {
 // it becomes the URL's head. url must not change until the transaction
 // ends.
 func addDue(tx *bbolt.Tx, dueK, url []byte) error {
-	byURL, heads := tx.Bucket(bucketDeliveriesDueByURL), tx.Bucket(bucketDeliveriesDueHeads)
+	byURL, heads := dueByURL(tx), tx.Bucket(bucketDeliveriesDueHeads)
 	prefix, err := urlDuePrefix(tx, url, true)
 	if err != nil {
 		return err
@@ -618,7 +618,7 @@ func addDue(tx *bbolt.Tx, dueK, url []byte) error {
 // When it was its URL's head, the URL's next due delivery, if any,
 // becomes the head. url must not change until the transaction ends.
 func removeDue(tx *bbolt.Tx, dueK, url []byte) error {
-	byURL := tx.Bucket(bucketDeliveriesDueByURL)
+	byURL := dueByURL(tx)
 	prefix, err := urlDuePrefix(tx, url, false)
 	if err != nil {
 		return err
@@ -637,6 +637,22 @@ func removeDue(tx *bbolt.Tx, dueK, url []byte) error {
 		}
 	}
 	return byURL.Delete(k)
+}
+
+// dueByURLFill is how full bbolt fills the pages of
+// bucketDeliveriesDueByURL, instead of half. A URL's due deliveries are a
+// queue, taken at its head and mostly added after the others: a page
+// split in halves would stay half empty. Denser pages make the index a
+// level shallower under thousands of due deliveries, and a commit
+// rewrites fewer of them (about 28 pages instead of 32 under
+// DispatchRetries with 10 URLs).
+const dueByURLFill = 0.9
+
+// dueByURL returns bucketDeliveriesDueByURL in tx, to be changed.
+func dueByURL(tx *bbolt.Tx) *bbolt.Bucket {
+	b := tx.Bucket(bucketDeliveriesDueByURL)
+	b.FillPercent = dueByURLFill
+	return b
 }
 
 // urlDuePrefix returns what the keys of a URL's deliveries in
@@ -674,7 +690,7 @@ func buildDueByURL(tx *bbolt.Tx) error {
 			return err
 		}
 	}
-	byURL, heads := tx.Bucket(bucketDeliveriesDueByURL), tx.Bucket(bucketDeliveriesDueHeads)
+	byURL, heads := dueByURL(tx), tx.Bucket(bucketDeliveriesDueHeads)
 	// The earliest due key of each URL is its head.
 	first := make(map[string][]byte)
 	c := tx.Bucket(bucketDeliveryStates).Cursor()
