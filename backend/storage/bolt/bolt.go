@@ -139,13 +139,13 @@ var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketTaskQueues, bucketDepth
 // another. Buckets added since (the deliveries', the accounts', usage's)
 // are created by Open and leave the format as it was: a file written
 // before has none to fill, or (the per-URL due indexes) has them built
-// from what it holds. Format 2 queues tasks by account (queue.go); Open
-// moves the queues of a file of format 1 into that layout. Format 3 keeps
-// a delivery in two values, what it keeps and its state, and a claim's
-// lease apart from both (deliveryrecord.go), where formats 1 and 2 had one
-// JSON value, and a due index that the per-URL ones made redundant; Open
-// moves the deliveries of an older file. A moved file is marked 3, so
-// that an older program, which would not read it, refuses it.
+// from what it holds. Format 2 queues tasks by account (queue.go).
+// Format 3 keeps a delivery in two binary values, what it keeps and its
+// state, with a claim's lease apart (deliveryrecord.go), where formats 1
+// and 2 kept one JSON value and a due index that the per-URL ones made
+// redundant. Open moves a file of an older format to format 3 (the queues
+// of format 1, the deliveries of formats 1 and 2) and marks it 3, so that
+// an older program, which would not read it, refuses it.
 var (
 	formatKey     = []byte("format")
 	formatV1      = []byte("taskgate-tasks-1")
