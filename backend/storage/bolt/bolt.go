@@ -129,6 +129,17 @@ var (
 	bucketQuotas = []byte("quotas")
 )
 
+// appendFill is how full bbolt fills the pages of bucketTasks and
+// bucketDeliveries, instead of half. Request ids and delivery ids grow with
+// time (version 7 UUIDs), so both come in key order, and pages split in
+// halves stayed half empty; the tenth left free takes most of the growth
+// of the tasks a page holds when they end (their results), and a
+// delivery's value there never changes. With 20,000 tasks the tasks take
+// 2,950 leaves under 44 branch pages instead of 4,970 under 131, and a
+// commit of CreateParallel writes about a tenth fewer pages, a claim of
+// 100 tasks about a quarter fewer.
+const appendFill = 0.9
+
 var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketTaskQueues, bucketDepth, bucketLeases,
 	bucketByGroup, bucketByTaskID, bucketCompleted, bucketIdem, bucketIdemAge,
 	bucketDeliveries, bucketDeliveryStates, bucketDeliveriesDueByURL, bucketDeliveryURLs, bucketDeliveriesDueHeads,

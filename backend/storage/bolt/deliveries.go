@@ -480,6 +480,7 @@ func putNewDeliveries(tx *bbolt.Tx, news []newDelivery) error {
 		return nil
 	}
 	deliveries := tx.Bucket(bucketDeliveries)
+	deliveries.FillPercent = appendFill
 	for _, nd := range news {
 		if deliveries.Get(nd.id) != nil {
 			return fmt.Errorf("bolt: delivery %s: %w", nd.id, task.ErrExists)

@@ -277,6 +277,7 @@ func migrateDeliveries(tx *bbolt.Tx) error {
 		return err
 	}
 	deliveries, states := tx.Bucket(bucketDeliveries), tx.Bucket(bucketDeliveryStates)
+	deliveries.FillPercent = appendFill
 	// A chunk is read, then written: a cursor may skip after a change
 	// under it.
 	const chunk = 1000

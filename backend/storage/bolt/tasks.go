@@ -620,18 +620,9 @@ func (s *Store) IdempotencyGet(ctx context.Context, accountID, key string, since
 	return rec, err
 }
 
-// tasksFill is how full bbolt fills the pages of bucketTasks, instead of
-// half. Request ids grow with time (version 7 UUIDs), so tasks come in
-// key order and a page split in halves would stay half empty; the tenth
-// left free takes most of the growth of the tasks a page holds when they
-// end (their results). Under CreateParallel a commit writes about a
-// tenth fewer pages, and a claim of a hundred tasks about a quarter
-// fewer: with 20,000 tasks the bucket is a level shallower.
-const tasksFill = 0.9
-
 // tasksBucket returns bucketTasks in tx, to be changed.
 func tasksBucket(tx *bbolt.Tx) *bbolt.Bucket {
 	b := tx.Bucket(bucketTasks)
-	b.FillPercent = tasksFill
+	b.FillPercent = appendFill
 	return b
 }
