@@ -83,20 +83,43 @@ func TestClaimDeliveriesRunAgain(t *testing.T) {
 	}
 }
 
-// checkDueIndexes checks that the per-URL due indexes hold what the due
-// index holds: each due delivery under its URL, and each URL's earliest
-// as its head.
+// checkDueIndexes checks that the per-URL due indexes hold the due
+// deliveries, the pending ones no worker holds: each under its URL at its
+// NextAt, and each URL's earliest as its head; and that the leased ones
+// are in both lease buckets.
 func checkDueIndexes(t *testing.T, s *Store) {
 	t.Helper()
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		wantByURL := make(map[string]bool)
 		wantHeads := make(map[string]string)
-		c := tx.Bucket(bucketDeliveriesDue).Cursor()
-		for k, url := c.First(); k != nil; k, url = c.Next() {
-			wantByURL[string(append(urlDuePrefix(url), k...))] = true
-			if _, ok := wantHeads[string(url)]; !ok {
-				wantHeads[string(url)] = string(k)
+		leased := 0
+		c := tx.Bucket(bucketDeliveries).Cursor()
+		for id, _ := c.First(); id != nil; id, _ = c.Next() {
+			rec, err := getDelivery(tx, id)
+			if err != nil {
+				return err
 			}
+			if rec.Leased {
+				leased++
+				if tx.Bucket(bucketDeliveryLeases).Get(leaseKey(rec.Lease, id)) == nil {
+					t.Errorf("delivery %s is leased, but not in %s", id, bucketDeliveryLeases)
+				}
+			}
+			if rec.Delivery.Status != webhook.Pending || rec.Leased {
+				continue
+			}
+			url, k := rec.Delivery.URL, string(timeKey(rec.Delivery.NextAt, id))
+			prefix, err := urlDuePrefix(tx, []byte(url), false)
+			if err != nil {
+				return err
+			}
+			wantByURL[string(prefix)+k] = true
+			if head, ok := wantHeads[url]; !ok || k < head {
+				wantHeads[url] = k
+			}
+		}
+		if n := tx.Bucket(bucketDeliveryLeases).Stats().KeyN; n != leased {
+			t.Errorf("%s has %d keys, want %d", bucketDeliveryLeases, n, leased)
 		}
 		n := 0
 		c = tx.Bucket(bucketDeliveriesDueByURL).Cursor()
@@ -128,8 +151,8 @@ func checkDueIndexes(t *testing.T, s *Store) {
 }
 
 // TestDueIndexesBuilt checks that Open builds the per-URL due indexes of
-// a file that has none (written before they were), and that they stay in
-// step with the due index through claims, attempts, retries and rescues.
+// a file that has none, and that they stay in step with the deliveries
+// through claims, attempts, retries and rescues.
 func TestDueIndexesBuilt(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "tasks.db")
@@ -160,7 +183,8 @@ func TestDueIndexesBuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The file as a version without the per-URL indexes left it.
+	// The file without its per-URL indexes: Open builds them from the
+	// deliveries.
 	RewriteFile(t, path, func(tx *bbolt.Tx) error {
 		if err := tx.DeleteBucket(bucketDeliveriesDueByURL); err != nil {
 			return err

@@ -113,20 +113,16 @@ func accountKey(accountID string, created time.Time, id string) []byte {
 	return append(b, id...)
 }
 
-// maxURLKeyLen bounds the URL part of a key: a bbolt key holds at most
-// 32 KiB, a URL may be longer. A longer URL is keyed by its SHA-256 after
-// a zero byte, which no URL starts with.
+// maxURLKeyLen bounds a URL as a key: a bbolt key holds at most 32 KiB, a
+// URL may be longer. A longer URL is keyed by its SHA-256 after a zero
+// byte, which no URL starts with.
 const maxURLKeyLen = 1024
 
-// urlDuePrefix is what the keys of a URL's deliveries in
-// bucketDeliveriesDueByURL start with; the key goes on with the
-// delivery's key in bucketDeliveriesDue (NextAt, id).
-func urlDuePrefix(url []byte) []byte {
-	part := url
-	if len(url) > maxURLKeyLen {
-		sum := sha256.Sum256(url)
-		part = append([]byte{0}, sum[:]...)
+// urlKey is the key of a URL in bucketDeliveryURLs.
+func urlKey(url []byte) []byte {
+	if len(url) <= maxURLKeyLen {
+		return url
 	}
-	b := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen16+len(part)+8+26), uint64(len(part)))
-	return append(b, part...)
+	sum := sha256.Sum256(url)
+	return append([]byte{0}, sum[:]...)
 }

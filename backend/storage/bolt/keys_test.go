@@ -2,10 +2,15 @@ package bolt
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	bbolt "go.etcd.io/bbolt"
 )
 
 func TestSortable(t *testing.T) {
@@ -85,8 +90,9 @@ func TestValue(t *testing.T) {
 }
 
 // TestURLDuePrefix checks that the prefixes of different URLs differ and
-// that none is a prefix of another's, long URLs included, and that a
-// prefix fits a bbolt key however long the URL.
+// that none is a prefix of another's, long URLs included, that a URL
+// keeps its prefix, and that a URL's key fits a bbolt key however long
+// the URL.
 func TestURLDuePrefix(t *testing.T) {
 	long := strings.Repeat("https://hooks.example.com/a", 2000)
 	urls := []string{
@@ -94,17 +100,51 @@ func TestURLDuePrefix(t *testing.T) {
 		long[:maxURLKeyLen], long[:maxURLKeyLen+1], long[:maxURLKeyLen+2], long, long + "/",
 	}
 	for i, a := range urls {
-		pa := urlDuePrefix([]byte(a))
-		if len(pa) > 2*maxURLKeyLen {
-			t.Errorf("the prefix of a URL of %d bytes has %d bytes", len(a), len(pa))
+		if ka := urlKey([]byte(a)); len(ka) > maxURLKeyLen {
+			t.Errorf("the key of a URL of %d bytes has %d bytes", len(a), len(ka))
 		}
 		for j, b := range urls {
-			if i == j {
-				continue
-			}
-			if pb := urlDuePrefix([]byte(b)); bytes.HasPrefix(pb, pa) {
-				t.Errorf("the prefix of URL %d (%d bytes) starts with that of URL %d (%d bytes)", j, len(b), i, len(a))
+			if i != j && bytes.Equal(urlKey([]byte(a)), urlKey([]byte(b))) {
+				t.Errorf("URLs %d and %d (%d and %d bytes) have the same key", i, j, len(a), len(b))
 			}
 		}
+	}
+	s, err := Open(filepath.Join(t.TempDir(), "tasks.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		if p, err := urlDuePrefix(tx, []byte(urls[0]), false); !errors.Is(err, errCorrupt) {
+			t.Errorf("prefix of a URL without a number = %q, %v; want errCorrupt", p, err)
+		}
+		prefixes := make([][]byte, len(urls))
+		// Enough URLs for numbers of two bytes.
+		for i := range 300 {
+			if _, err := urlDuePrefix(tx, []byte(fmt.Sprintf("https://b.example/%d", i)), true); err != nil {
+				return err
+			}
+		}
+		for i, u := range urls {
+			p, err := urlDuePrefix(tx, []byte(u), true)
+			if err != nil {
+				return err
+			}
+			prefixes[i] = p
+			if again, err := urlDuePrefix(tx, []byte(u), false); err != nil || !bytes.Equal(again, p) {
+				t.Errorf("URL %d: prefix %q, then %q, %v", i, p, again, err)
+			}
+		}
+		for i, pa := range prefixes {
+			for j, pb := range prefixes {
+				if i != j && bytes.HasPrefix(pb, pa) {
+					t.Errorf("the prefix of URL %d (%d bytes) starts with that of URL %d (%d bytes)", j, len(urls[j]), i, len(urls[i]))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

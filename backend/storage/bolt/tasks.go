@@ -65,7 +65,7 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 				}
 			}
 		}
-		tasks := tx.Bucket(bucketTasks)
+		tasks := tasksBucket(tx)
 		if tasks.Get(id) != nil {
 			return task.ErrExists
 		}
@@ -193,7 +193,7 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 		if q == nil || n <= 0 || err != nil {
 			return err
 		}
-		tasks, leases := tx.Bucket(bucketTasks), tx.Bucket(bucketLeases)
+		tasks, leases := tasksBucket(tx), tx.Bucket(bucketLeases)
 		taken := 0
 		for range n {
 			id, err := popTurn(q)
@@ -275,7 +275,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 		if err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketTasks).Put(id, encodeValue(header{seq: h.seq}, body)); err != nil {
+		if err := tasksBucket(tx).Put(id, encodeValue(header{seq: h.seq}, body)); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketCompleted).Put(completedK, nil); err != nil {
@@ -354,7 +354,7 @@ func (s *Store) ExtendLeases(ctx context.Context, claims []task.Claim, leaseUnti
 	}
 	lease := sortable(leaseUntil)
 	return s.update(ctx, func(tx *bbolt.Tx) error {
-		tasks, leases := tx.Bucket(bucketTasks), tx.Bucket(bucketLeases)
+		tasks, leases := tasksBucket(tx), tx.Bucket(bucketLeases)
 		for _, c := range claims {
 			id := []byte(c.RequestID)
 			v := tasks.Get(id)
@@ -527,7 +527,7 @@ func deleteTask(tx *bbolt.Tx, id []byte) error {
 			return err
 		}
 	}
-	return tx.Bucket(bucketTasks).Delete(id)
+	return tasksBucket(tx).Delete(id)
 }
 
 // requeue ends the lease with the key and puts its task back in its
@@ -535,7 +535,7 @@ func deleteTask(tx *bbolt.Tx, id []byte) error {
 // rescued counts it.
 func requeue(tx *bbolt.Tx, leaseK, typeName []byte, rescued bool) error {
 	id := leaseK[8:]
-	tasks := tx.Bucket(bucketTasks)
+	tasks := tasksBucket(tx)
 	v := tasks.Get(id)
 	if v == nil {
 		return fmt.Errorf("%w: lease of missing task %s", errCorrupt, id)
@@ -635,4 +635,11 @@ func (s *Store) IdempotencyGet(ctx context.Context, accountID, key string, since
 		return nil
 	})
 	return rec, err
+}
+
+// tasksBucket returns bucketTasks in tx, to be changed.
+func tasksBucket(tx *bbolt.Tx) *bbolt.Bucket {
+	b := tx.Bucket(bucketTasks)
+	b.FillPercent = appendFill
+	return b
 }
