@@ -192,16 +192,18 @@ type creation struct {
 
 func (c *creation) span() time.Duration { return c.lastAccepted.Sub(c.first) }
 
-// createTasks sends up to n creations of t with t's workers as fast as
-// the server answers, for at most limit, and hands the request id of each
+// createTasks sends up to n creations of t, round robin over its
+// requests, with t's workers as fast as the server answers, for at most limit, and hands the request id of each
 // one answered 202 to accepted (when not nil), in the order they came.
 func createTasks(ctx context.Context, t *target, n int, limit time.Duration, accepted func(id string)) (*creation, error) {
 	var sent atomic.Int64
 	targeter := func(tgt *vegeta.Target) error {
-		if sent.Add(1) > int64(n) {
+		i := sent.Add(1)
+		if i > int64(n) {
 			return vegeta.ErrNoTargets
 		}
-		*tgt = t.vt
+		// Round robin over t's requests (the tenants' creations, say).
+		*tgt = t.vts[(i-1)%int64(len(t.vts))]
 		return nil
 	}
 	atk := vegeta.NewAttacker(
