@@ -192,3 +192,27 @@ type Store interface {
 	// the pending count includes the leased ones.
 	CountDeliveries(ctx context.Context, status Status) (int, error)
 }
+
+// NextOfURL asks RecordAttemptClaiming for the next due delivery of the
+// URL just attempted.
+type NextOfURL struct {
+	// Now: a delivery is due when its NextAt is not after it.
+	Now time.Time
+	// LeaseUntil is the lease of the delivery claimed.
+	LeaseUntil time.Time
+}
+
+// AttemptClaimer is a Store that can claim, in the write that records an
+// attempt, the next due delivery of the same URL: a worker that goes on
+// to it needs no claim of its own, and so no write of its own. A store
+// whose writes each cost a commit (bolt) gains most; the dispatcher claims
+// as usual from a store without it.
+type AttemptClaimer interface {
+	// RecordAttemptClaiming records as RecordAttempt does and, when the
+	// record is stored, leases the earliest due delivery of d.URL (not
+	// leased, NextAt not after next.Now) until next.LeaseUntil, counting
+	// its claim as ClaimDeliveries does, and returns it: nil when none is
+	// due. The delivery just recorded may be the one returned, when its
+	// record leaves it due.
+	RecordAttemptClaiming(ctx context.Context, d *Delivery, also []*Delivery, next NextOfURL) (*Delivery, error)
+}

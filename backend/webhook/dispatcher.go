@@ -110,6 +110,11 @@ const ErrorDisabled = "endpoint disabled"
 // node's log has it.
 const ErrorInternal = "internal error"
 
+// maxFollowed is how many deliveries of its URL a worker attempts one
+// after the other (see AttemptClaimer) before it leaves its slot to the
+// producer's claims, which serve the URLs earliest due first.
+const maxFollowed = 16
+
 // storeTimeout bounds recording an attempt, which goes on after Run's
 // context ends.
 const storeTimeout = 10 * time.Second
@@ -231,6 +236,12 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 		armed = due[0]
 		timer.Reset(armed.Sub(now))
 	}
+	// With a store that claims while it records, a worker goes on with the
+	// next due delivery of its URL, claimed in the write of its record:
+	// its slot stays with the URL, and the producer's claims (a write
+	// each) are only for the slots left free.
+	_, follows := d.store.(AttemptClaimer)
+	nextOfURL := func() NextOfURL { return NextOfURL{Now: d.opts.Clock(), LeaseUntil: leases.Until()} }
 	for {
 		if free := d.opts.Concurrency - busy; free > 0 {
 			for _, del := range d.claim(ctx, free, perURL, leases.Until()) {
@@ -238,19 +249,34 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 				perURL[del.URL]++
 				leases.Hold(ClaimOf(del))
 				workers.Go(func() {
+					url := del.URL
 					freed := false
 					free := func() {
 						if !freed {
 							freed = true
-							sent <- del.URL
+							sent <- url
 						}
 					}
 					defer func() {
 						free()
 						done <- struct{}{}
 					}()
-					defer leases.Release(ClaimOf(del))
-					d.attempt(ctx, del, free)
+					for n := 1; del != nil; n++ {
+						if follows && n < maxFollowed && ctx.Err() == nil {
+							// The slot stays with the URL through the
+							// record, which may hand the worker the next.
+							next := d.attempt(ctx, del, func() {}, nextOfURL)
+							leases.Release(ClaimOf(del))
+							if next != nil {
+								leases.Hold(ClaimOf(next))
+							}
+							del = next
+							continue
+						}
+						d.attempt(ctx, del, free, nil)
+						leases.Release(ClaimOf(del))
+						del = nil
+					}
 				})
 			}
 		}
@@ -352,7 +378,11 @@ func (d *Dispatcher) claim(ctx context.Context, n int, inFlight map[string]int, 
 // outcome is recorded: the URL's slot serves another attempt meanwhile,
 // so that the per-URL cap bounds the requests a receiver has in flight,
 // not the records of their outcomes.
-func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func()) {
+//
+// With next set (and a store that is an AttemptClaimer), the record also
+// claims the next due delivery of the URL, which attempt returns: nil when
+// none was due, or next was not set.
+func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func(), next func() NextOfURL) (following *Delivery) {
 	defer func() {
 		if v := recover(); v != nil {
 			d.panicked(del, "recording the attempt; the delivery is attempted again when its lease ends", v)
@@ -377,7 +407,7 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func()) {
 		// Without an answer the attempt says nothing about the receiver:
 		// leave the delivery leased, to be attempted again.
 		if a.StatusCode == 0 && ctx.Err() != nil {
-			return
+			return nil
 		}
 	} else if target.Disabled {
 		a = Attempt{At: d.opts.Clock(), Error: ErrorDisabled}
@@ -412,9 +442,15 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func()) {
 	defer cancel()
 	// A store out of reach for a moment should not cost the receiver a
 	// second delivery: try again within storeTimeout.
-	err := retry.Default.Do(storeCtx, func() error {
-		return d.store.RecordAttempt(storeCtx, del, also)
-	}, func(err error) bool { return errors.Is(err, ErrNotFound) })
+	record := func() error { return d.store.RecordAttempt(storeCtx, del, also) }
+	if claimer, ok := d.store.(AttemptClaimer); ok && next != nil && ctx.Err() == nil {
+		record = func() error {
+			var err error
+			following, err = claimer.RecordAttemptClaiming(storeCtx, del, also, next())
+			return err
+		}
+	}
+	err := retry.Default.Do(storeCtx, record, func(err error) bool { return errors.Is(err, ErrNotFound) })
 	switch {
 	case errors.Is(err, ErrNotFound):
 		// Its lease ran out (this node paused, or was cut off) and
@@ -454,6 +490,7 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func()) {
 		default: // the poll finds it
 		}
 	}
+	return following
 }
 
 // guard runs f, recovering a panic in it: the panic is logged with the

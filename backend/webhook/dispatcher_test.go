@@ -29,10 +29,13 @@ type attempted struct {
 
 // setup configures a harness; zero fields take the harness's defaults.
 type setup struct {
-	policy  webhook.Policy
-	opts    webhook.DispatcherConfig
-	sender  webhook.SenderConfig
-	resolve webhook.Resolver
+	// claiming gives the dispatcher the store as an AttemptClaimer: its
+	// workers go on with the next due delivery of their URL.
+	claiming bool
+	policy   webhook.Policy
+	opts     webhook.DispatcherConfig
+	sender   webhook.SenderConfig
+	resolve  webhook.Resolver
 }
 
 // harness runs a dispatcher over a fake store on a fake clock, with a
@@ -86,6 +89,9 @@ func start(t testing.TB, store *fakeStore, clock *fakeClock, cfg setup) *harness
 	}
 	opts.OnAttempt = func(d *webhook.Delivery, a webhook.Attempt) { h.attempts <- attempted{clone(d), a} }
 	opts.Store, opts.Sender, opts.Resolve, opts.Policy = store, sender, cfg.resolve, cfg.policy
+	if cfg.claiming {
+		opts.Store = claimingStore{store}
+	}
 	h.disp = webhook.NewDispatcher(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -441,6 +447,21 @@ func TestDispatcherRecordsAPanicAsAFailedAttempt(t *testing.T) {
 // per-URL cap, the fast ones all arrive while the slow ones are still being
 // attempted, and the slow URL never has more than its cap in flight.
 func TestDispatcherSlowReceiverDoesNotHoldFastOnes(t *testing.T) {
+	for _, claiming := range []bool{false, true} {
+		t.Run(fmt.Sprintf("claiming=%v", claiming), func(t *testing.T) { testSlowReceiverDoesNotHoldFastOnes(t, claiming) })
+	}
+}
+
+func testSlowReceiverDoesNotHoldFastOnes(t *testing.T, claiming bool) {
+	followed := follows.Load()
+	if claiming {
+		// Workers went on with their URL's next delivery.
+		t.Cleanup(func() {
+			if follows.Load() == followed && !t.Failed() {
+				t.Error("no record handed its worker the next delivery of its URL")
+			}
+		})
+	}
 	const slowCount, fastCount, perURL = 60, 20, 2
 	var slowEnded atomic.Int32
 	// The requests each receiver has in flight, and the most it had.
@@ -483,8 +504,9 @@ func TestDispatcherSlowReceiverDoesNotHoldFastOnes(t *testing.T) {
 	}
 	store.add(ds...)
 	start(t, store, clock, setup{
-		sender: webhook.SenderConfig{Timeout: 100 * time.Millisecond},
-		opts:   webhook.DispatcherConfig{Concurrency: 8, PerURL: perURL},
+		claiming: claiming,
+		sender:   webhook.SenderConfig{Timeout: 100 * time.Millisecond},
+		opts:     webhook.DispatcherConfig{Concurrency: 8, PerURL: perURL},
 	})
 	// Each slow attempt takes 100 ms, two at a time: the slow ones need
 	// 3 s, the fast ones a few milliseconds. The cap bounds the requests

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,4 +273,27 @@ func (s *fakeStore) CountDeliveries(_ context.Context, status webhook.Status) (i
 		}
 	}
 	return n, nil
+}
+
+// claimingStore is a fakeStore that claims while it records (as
+// AttemptClaimer), the two steps one after the other under the lock of
+// neither: enough for the dispatcher, which holds the URL's slot
+// meanwhile.
+type claimingStore struct{ *fakeStore }
+
+var _ webhook.AttemptClaimer = claimingStore{}
+
+// Follows counts the deliveries handed over by records.
+var follows atomic.Int64
+
+func (s claimingStore) RecordAttemptClaiming(ctx context.Context, d *webhook.Delivery, also []*webhook.Delivery, next webhook.NextOfURL) (*webhook.Delivery, error) {
+	if err := s.RecordAttempt(ctx, d, also); err != nil {
+		return nil, err
+	}
+	got, err := s.ClaimDeliveries(ctx, next.Now, 1, next.LeaseUntil, func(url string) bool { return url != d.URL })
+	if err != nil || len(got) == 0 {
+		return nil, err
+	}
+	follows.Add(1)
+	return got[0], nil
 }

@@ -210,38 +210,99 @@ func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*
 	if err != nil {
 		return err
 	}
-	id := []byte(d.ID)
-	return s.update(ctx, func(tx *bbolt.Tx) error {
-		rec, err := getDelivery(tx, id)
-		if err != nil {
+	return s.update(ctx, func(tx *bbolt.Tx) error { return recordAttempt(tx, d, news) })
+}
+
+// RecordAttemptClaiming records an attempt and claims the next due
+// delivery of its URL, in one transaction; see webhook.AttemptClaimer.
+func (s *Store) RecordAttemptClaiming(ctx context.Context, d *webhook.Delivery, also []*webhook.Delivery, next webhook.NextOfURL) (*webhook.Delivery, error) {
+	if err := checkStatus(d.Status); err != nil {
+		return nil, err
+	}
+	news, err := encodeNewDeliveries(also)
+	if err != nil {
+		return nil, err
+	}
+	url := []byte(d.URL)
+	var claimed *webhook.Delivery
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
+		claimed = nil
+		if err := recordAttempt(tx, d, news); err != nil {
 			return err
 		}
-		if rec.Delivery.Status != webhook.Pending || rec.Claims != d.Claim {
-			return webhook.ErrNotFound
-		}
-		if err := unschedule(tx, rec); err != nil {
-			return err
-		}
-		status, next := d.Status, d.NextAt
-		if rec.RetryRequested {
-			status, next = webhook.Pending, rec.Delivery.NextAt
-		}
-		rec.Leased, rec.Lease, rec.RetryRequested = false, 0, false
-		rec.Delivery.Attempts = d.Attempts
-		rec.Delivery.NextAt = next
-		if err := setStatus(tx, rec, status); err != nil {
-			return err
-		}
-		if status == webhook.Pending {
-			if err := schedule(tx, rec); err != nil {
-				return err
-			}
-		}
-		if err := putState(tx, rec); err != nil {
-			return err
-		}
-		return putNewDeliveries(tx, news)
+		var err error
+		claimed, err = claimNextOfURL(tx, url, sortable(next.Now), sortable(next.LeaseUntil))
+		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	return claimed, nil
+}
+
+// claimNextOfURL leases the earliest due delivery of url in tx, as a
+// claim does, and returns it: nil when none is due.
+func claimNextOfURL(tx *bbolt.Tx, url []byte, due, lease uint64) (*webhook.Delivery, error) {
+	prefix := tx.Bucket(bucketDeliveryURLs).Get(urlKey(url))
+	if prefix == nil {
+		return nil, nil
+	}
+	prefix = bytes.Clone(prefix)
+	k, _ := tx.Bucket(bucketDeliveriesDueByURL).Cursor().Seek(prefix)
+	if k == nil || !bytes.HasPrefix(k, prefix) {
+		return nil, nil
+	}
+	dueK := bytes.Clone(k[len(prefix):])
+	if binary.BigEndian.Uint64(dueK) > due {
+		return nil, nil
+	}
+	rec, err := getIndexed(tx, dueK[8:])
+	if err != nil {
+		return nil, err
+	}
+	if err := removeDue(tx, dueK, url); err != nil {
+		return nil, err
+	}
+	rec.Leased, rec.Lease = true, lease
+	rec.Claims++
+	rec.Delivery.Claim = rec.Claims
+	if err := putLease(tx, rec); err != nil {
+		return nil, err
+	}
+	return &rec.Delivery, nil
+}
+
+// recordAttempt is RecordAttempt's change in tx.
+func recordAttempt(tx *bbolt.Tx, d *webhook.Delivery, news []newDelivery) error {
+	rec, err := getDelivery(tx, []byte(d.ID))
+	if err != nil {
+		return err
+	}
+	if rec.Delivery.Status != webhook.Pending || rec.Claims != d.Claim {
+		return webhook.ErrNotFound
+	}
+	if err := unschedule(tx, rec); err != nil {
+		return err
+	}
+	status, next := d.Status, d.NextAt
+	if rec.RetryRequested {
+		status, next = webhook.Pending, rec.Delivery.NextAt
+	}
+	rec.Leased, rec.Lease, rec.RetryRequested = false, 0, false
+	rec.Delivery.Attempts = d.Attempts
+	rec.Delivery.NextAt = next
+	if err := setStatus(tx, rec, status); err != nil {
+		return err
+	}
+	if status == webhook.Pending {
+		if err := schedule(tx, rec); err != nil {
+			return err
+		}
+	}
+	if err := putState(tx, rec); err != nil {
+		return err
+	}
+	return putNewDeliveries(tx, news)
 }
 
 // GetDelivery returns the account's delivery with the id; see

@@ -132,6 +132,36 @@ func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*
 		return err
 	}
 	defer s.mu.Unlock()
+	return s.recordAttempt(d, also)
+}
+
+// RecordAttemptClaiming records an attempt and claims the next due
+// delivery of its URL; see webhook.AttemptClaimer.
+func (s *Store) RecordAttemptClaiming(ctx context.Context, d *webhook.Delivery, also []*webhook.Delivery, next webhook.NextOfURL) (*webhook.Delivery, error) {
+	if err := checkStatus(d.Status); err != nil {
+		return nil, err
+	}
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	if err := s.recordAttempt(d, also); err != nil {
+		return nil, err
+	}
+	q := s.due[d.URL]
+	if q == nil || q.Len() == 0 || q.items[0].d.NextAt.After(next.Now) {
+		return nil, nil
+	}
+	taken := q.items[0]
+	s.removeDue(taken)
+	taken.leased, taken.leaseUntil = true, next.LeaseUntil
+	taken.d.Claim++
+	s.deliveriesLeased[taken.d.ID] = taken
+	return taken.snapshot(), nil
+}
+
+// recordAttempt is RecordAttempt's change; the caller holds the lock.
+func (s *Store) recordAttempt(d *webhook.Delivery, also []*webhook.Delivery) error {
 	stored, ok := s.deliveries[d.ID]
 	if !ok || stored.d.Status != webhook.Pending || stored.d.Claim != d.Claim {
 		return webhook.ErrNotFound

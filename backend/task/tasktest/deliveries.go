@@ -49,6 +49,7 @@ var deliveryTests = []struct {
 	{"DeliveriesSkipOncePerURL", testDeliveriesSkipOncePerURL},
 	{"DeliveriesClaimOrderAcrossURLs", testDeliveriesClaimOrderAcrossURLs},
 	{"DeliveriesClaimModel", testDeliveriesClaimModel},
+	{"DeliveriesRecordClaiming", testDeliveriesRecordClaiming},
 }
 
 // testDeliveriesFinish stores deliveries with the end of their task: they

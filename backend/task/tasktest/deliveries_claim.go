@@ -1,6 +1,7 @@
 package tasktest
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -296,4 +297,51 @@ func testDeliveriesClaimModel(t *testing.T, s Store) {
 	}
 	want := modelClaim(farFuture, len(all), func(string) bool { return false })
 	wantDeliveries(t, "claim everything", claimDeliveries(t, s, farFuture, len(all), farFuture, nil), want...)
+}
+
+// testDeliveriesRecordClaiming checks, on a store that can, that recording
+// an attempt claims the earliest due delivery of the same URL in the same
+// write: leased and counted as a claim, nothing of another URL nor not
+// yet due, and nothing at all when the record is refused.
+func testDeliveriesRecordClaiming(t *testing.T, s Store) {
+	claimer, ok := s.(webhook.AttemptClaimer)
+	if !ok {
+		t.Skip("the store does not claim while it records")
+	}
+	ctx := t.Context()
+	tk := claimed(t, s, accountA, base)
+	first := newDelivery(tk, hookA, base, base)
+	second := newDelivery(tk, hookA, base, base.Add(time.Second))
+	later := newDelivery(tk, hookA, base, base.Add(time.Hour))
+	other := newDelivery(tk, hookB, base, base.Add(2*time.Second))
+	mustFinish(t, s, finished(tk, task.Completed, base), first, second, later, other)
+	got := claimDeliveries(t, s, base, 1, base.Add(time.Minute), nil)
+	wantDeliveries(t, "claim", got, first)
+	now, lease := base.Add(5*time.Second), base.Add(time.Hour)
+
+	// Refused (another claim's record): nothing stored, nothing claimed.
+	stale := attempted(got[0], webhook.Pending, base.Add(time.Hour), webhook.Attempt{At: base, StatusCode: 503})
+	stale.Claim = got[0].Claim + 1
+	if next, err := claimer.RecordAttemptClaiming(ctx, stale, nil, webhook.NextOfURL{Now: now, LeaseUntil: lease}); !errors.Is(err, webhook.ErrNotFound) || next != nil {
+		t.Fatalf("a refused record claimed %v, err %v; want ErrNotFound and nothing", next, err)
+	}
+
+	retry := attempted(got[0], webhook.Pending, base.Add(2*time.Hour), webhook.Attempt{At: base.Add(time.Second), StatusCode: 503})
+	next, err := claimer.RecordAttemptClaiming(ctx, retry, nil, webhook.NextOfURL{Now: now, LeaseUntil: lease})
+	if err != nil || next == nil || next.ID != second.ID || next.Claim != 1 {
+		t.Fatalf("RecordAttemptClaiming = %+v, %v; want %s under its first claim", next, err, second.ID)
+	}
+	sameDelivery(t, mustGetDelivery(t, s, first), retry)
+	// Leased: a claim now takes the other URL's only.
+	wantDeliveries(t, "claim after", claimDeliveries(t, s, now, 10, lease, nil), other)
+
+	// The delivery claimed is recorded under its claim; none of its URL
+	// is due any more.
+	done := attempted(next, webhook.Delivered, time.Time{}, webhook.Attempt{At: now, StatusCode: 204})
+	if again, err := claimer.RecordAttemptClaiming(ctx, done, nil, webhook.NextOfURL{Now: now, LeaseUntil: lease}); err != nil || again != nil {
+		t.Fatalf("RecordAttemptClaiming with nothing due = %+v, %v; want nothing", again, err)
+	}
+	sameDelivery(t, mustGetDelivery(t, s, second), done)
+	wantCount(t, s, webhook.Delivered, 1)
+	wantDeliveries(t, "claim at the end", claimDeliveries(t, s, base.Add(3*time.Hour), 10, farFuture, nil), later, first)
 }
