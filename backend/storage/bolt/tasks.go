@@ -108,22 +108,11 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 
 // Get returns the account's task with the request id; see task.Store.
 func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Task, error) {
-	if err := s.ready(ctx); err != nil {
-		return nil, err
+	t, err := s.Find(ctx, requestID)
+	if err == nil && t.AccountID != accountID {
+		return nil, task.ErrNotFound
 	}
-	var t *task.Task
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		t, _, err = getTask(tx, []byte(requestID))
-		if err == nil && t.AccountID != accountID {
-			err = task.ErrNotFound
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return t, nil
+	return t, err
 }
 
 // Find returns the task with the request id; see task.Store.

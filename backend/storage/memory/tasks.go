@@ -55,15 +55,11 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 
 // Get returns the account's task with the request id; see task.Store.
 func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Task, error) {
-	if err := s.lock(ctx); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	e, ok := s.tasks[requestID]
-	if !ok || e.t.AccountID != accountID {
+	t, err := s.Find(ctx, requestID)
+	if err == nil && t.AccountID != accountID {
 		return nil, task.ErrNotFound
 	}
-	return e.snapshot(), nil
+	return t, err
 }
 
 // Find returns the task with the request id; see task.Store.
