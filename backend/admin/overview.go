@@ -257,37 +257,26 @@ func (h *Handler) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list := DeliveryList{Deliveries: []AccountDelivery{}}
-	var all []struct {
-		account string
-		d       *webhook.Delivery
-	}
+	var all []*webhook.Delivery
 	for _, id := range ids {
 		ds, err := h.Client.Deliveries.ListDeliveries(r.Context(), id, webhook.Filter{Status: status}, limit+1)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		for _, d := range ds {
-			all = append(all, struct {
-				account string
-				d       *webhook.Delivery
-			}{id, d})
-		}
+		all = append(all, ds...)
 	}
-	slices.SortFunc(all, func(a, b struct {
-		account string
-		d       *webhook.Delivery
-	}) int {
-		if c := b.d.CreatedAt.Compare(a.d.CreatedAt); c != 0 {
+	slices.SortFunc(all, func(a, b *webhook.Delivery) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
 			return c
 		}
-		return strings.Compare(a.d.ID, b.d.ID)
+		return strings.Compare(a.ID, b.ID)
 	})
 	if len(all) > limit {
 		all, list.Truncated = all[:limit], true
 	}
-	for _, x := range all {
-		list.Deliveries = append(list.Deliveries, AccountDelivery{AccountID: x.account, DeliveryView: api.ViewDelivery(x.d)})
+	for _, d := range all {
+		list.Deliveries = append(list.Deliveries, AccountDelivery{AccountID: d.AccountID, DeliveryView: api.ViewDelivery(d)})
 	}
 	apierr.WriteJSON(w, http.StatusOK, list)
 }

@@ -149,7 +149,6 @@ func (c *Console) link(p string) string { return c.base + p }
 type page struct {
 	Title string
 	Nav   string
-	Base  string
 	CSRF  string
 	Flash string
 	Error string
@@ -159,7 +158,7 @@ type page struct {
 // render writes the page name with data, setting the form token cookie
 // when the browser has none.
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any) {
-	p := page{Title: title, Nav: nav, Base: c.base, CSRF: c.token(w, r), Data: data}
+	p := page{Title: title, Nav: nav, CSRF: c.token(w, r), Data: data}
 	if f := r.URL.Query().Get("done"); f != "" {
 		p.Flash = flashes[f]
 	}
@@ -217,22 +216,20 @@ func (c *Console) token(w http.ResponseWriter, r *http.Request) string {
 // or else an Origin that is the console's; a browser sends one or the
 // other with every form), and the form's token matches the cookie.
 func (c *Console) sameSite(r *http.Request) bool {
-	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	origin := r.Header.Get("Origin")
+	if origin != "" {
+		if u, err := url.Parse(origin); err != nil || u.Host != r.Host {
+			return false
+		}
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
 	case "same-origin", "none":
 	case "":
-		o := r.Header.Get("Origin")
-		u, err := url.Parse(o)
-		if o == "" || err != nil || u.Host != r.Host {
+		if origin == "" {
 			return false
 		}
 	default:
 		return false
-	}
-	if o := r.Header.Get("Origin"); o != "" {
-		u, err := url.Parse(o)
-		if err != nil || u.Host != r.Host {
-			return false
-		}
 	}
 	ck, err := r.Cookie(csrfCookie)
 	if err != nil || len(ck.Value) != 32 {
@@ -329,6 +326,9 @@ var flashes = map[string]string{
 	"retried":        "The deliveries are due again.",
 }
 
+// formatTime is the template's "time": the pages get times as the admin
+// API's views hold them, time.Time or RFC 3339 strings, each maybe a
+// pointer; none gives "".
 func formatTime(v any) string {
 	switch t := v.(type) {
 	case time.Time:
