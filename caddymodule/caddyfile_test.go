@@ -204,7 +204,14 @@ func FuzzCaddyfile(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		d := caddyfile.NewTestDispenser("taskgate {\n" + body + "\n}")
+		// Tokenized here, not by NewTestDispenser, which ends the process
+		// on input it cannot tokenize (a bad heredoc, say): Caddy refuses
+		// such a file before any option parser sees it.
+		tokens, err := caddyfile.Tokenize([]byte("taskgate {\n"+body+"\n}"), "Caddyfile")
+		if err != nil {
+			return
+		}
+		d := caddyfile.NewDispenser(tokens)
 		app := new(App)
 		if err := app.UnmarshalCaddyfile(d); err != nil {
 			return
