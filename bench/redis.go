@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -176,14 +177,56 @@ type redisStats struct {
 	// cmdstat_evalsha in INFO commandstats: the scripts' own run time.
 	evalshaCalls int64
 	evalshaTime  time.Duration
+	// calls are the calls of every command in INFO commandstats, those
+	// of scripts included (a script's commands count as Redis runs them).
+	calls map[string]int64
 }
 
 func (s redisStats) sub(t redisStats) redisStats {
-	return redisStats{cpu: s.cpu - t.cpu, evalshaCalls: s.evalshaCalls - t.evalshaCalls, evalshaTime: s.evalshaTime - t.evalshaTime}
+	return redisStats{cpu: s.cpu - t.cpu, evalshaCalls: s.evalshaCalls - t.evalshaCalls, evalshaTime: s.evalshaTime - t.evalshaTime,
+		calls: mergeCalls(s.calls, t.calls, -1)}
 }
 
 func (s redisStats) add(t redisStats) redisStats {
-	return redisStats{cpu: s.cpu + t.cpu, evalshaCalls: s.evalshaCalls + t.evalshaCalls, evalshaTime: s.evalshaTime + t.evalshaTime}
+	return redisStats{cpu: s.cpu + t.cpu, evalshaCalls: s.evalshaCalls + t.evalshaCalls, evalshaTime: s.evalshaTime + t.evalshaTime,
+		calls: mergeCalls(s.calls, t.calls, 1)}
+}
+
+// mergeCalls returns a + sign × b, command by command.
+func mergeCalls(a, b map[string]int64, sign int64) map[string]int64 {
+	m := make(map[string]int64, len(a))
+	for k, v := range a {
+		m[k] = v
+	}
+	for k, v := range b {
+		m[k] += sign * v
+	}
+	return m
+}
+
+// perOp writes the commands Redis ran per operation (n of them), the most
+// frequent first, those under 0.005 left out: "evalsha 0.130, hset 1.000".
+func (s redisStats) perOp(n int64) string {
+	if n <= 0 {
+		return ""
+	}
+	names := make([]string, 0, len(s.calls))
+	for k, v := range s.calls {
+		if float64(v)/float64(n) >= 0.005 {
+			names = append(names, k)
+		}
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if s.calls[names[i]] != s.calls[names[j]] {
+			return s.calls[names[i]] > s.calls[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	parts := make([]string, len(names))
+	for i, k := range names {
+		parts[i] = fmt.Sprintf("%s %.3f", k, float64(s.calls[k])/float64(n))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // perDecision returns the CPU time and EVALSHA's own time per decision,
@@ -210,6 +253,20 @@ func (r *redisServer) stats(ctx context.Context) (redisStats, error) {
 			return redisStats{}, fmt.Errorf("redis INFO cpu: %s: %q", name, f[name])
 		}
 		s.cpu += time.Duration(math.Round(secs*1e6)) * time.Microsecond
+	}
+	s.calls = map[string]int64{}
+	for k, line := range f {
+		name, ok := strings.CutPrefix(k, "cmdstat_")
+		if !ok {
+			continue
+		}
+		for kv := range strings.SplitSeq(line, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				if s.calls[name], err = strconv.ParseInt(v, 10, 64); err != nil {
+					return redisStats{}, fmt.Errorf("redis INFO commandstats: %s: %q", k, line)
+				}
+			}
+		}
 	}
 	// Absent until the first call.
 	if line, ok := f["cmdstat_evalsha"]; ok {

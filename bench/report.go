@@ -291,6 +291,7 @@ func (r *results) redisRows(row func(...string)) {
 		row(fmt.Sprintf("Redis CPU per rate-limit decision: INFO cpu (user + sys) over the chain rounds ÷ chain requests (%s decisions in %s EVALSHA, %.1f a call; over the bare rounds, no decision, Redis used %s CPU)",
 			thousands(int(e.a.requests)), thousands(int(d.evalshaCalls)), float64(e.a.requests)/float64(max(d.evalshaCalls, 1)), latency(rd.idle.sum.cpu)), micros(cpu), "", "")
 		row("EVALSHA run time per decision over the chain rounds (INFO commandstats: the script's own time, shared by the decisions of a call)", micros(script), "", "")
+		row("Redis commands per chain request (INFO commandstats over the chain rounds, a script's own commands included; under 0.005 left out)", d.perOp(int64(e.a.requests)), "", "")
 	}
 
 	c := rd.create
@@ -303,6 +304,7 @@ func (r *results) redisRows(row func(...string)) {
 	cpuRows(row, c, "creation, storage redis (taskgate process)", false)
 	if c.a.requests > 0 && rd.creations.err == nil {
 		row("Redis CPU per creation (INFO cpu over the creation rounds ÷ creations sent)", micros(rd.creations.sum.cpu/time.Duration(c.a.requests)), "", "")
+		row("Redis commands per creation (INFO commandstats over the creation rounds, a script's own commands included; under 0.005 left out)", rd.creations.sum.perOp(int64(c.a.requests)), "", "")
 	}
 	row("creations storage redis (not 202); bare (not 200)", fmt.Sprintf("%d (%d)", c.a.requests, c.a.failures()), fmt.Sprintf("%d (%d)", c.b.requests, c.b.failures()), "")
 

@@ -3,10 +3,10 @@ package ratelimit
 import (
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -31,6 +31,19 @@ const (
 	maxSenders = 2
 )
 
+// The leases of busy keys (WithLeases).
+const (
+	// maxLease bounds the tokens a node leases in one call, and
+	// leaseShare, as a divisor of the burst, the share of a burst: all
+	// a node can lose of a key's tokens when its requests stop.
+	maxLease   = 1024
+	leaseShare = 100
+	// idleHeld is how long a key's lease and refusal are kept after its
+	// last request, and sweepEvery how often they are looked over.
+	idleHeld   = 10 * time.Second
+	sweepEvery = 10 * time.Second
+)
+
 // Redis keeps one TAT per key in Redis, shared by every node, and decides
 // requests with a Lua script: atomic, on Redis's clock (TIME, whole
 // microseconds), so that the nodes' clocks do not matter. The arithmetic
@@ -41,8 +54,13 @@ const (
 // The decisions of concurrent requests go together: a request that comes
 // while maxSenders calls are in flight waits for the next, which decides
 // every request waiting then (up to maxBatch) in one round trip and one
-// script run. A lone request goes at once, alone. Each decision is the
-// same as it would be alone, in the order of the batch.
+// script run, those of a key as one entry. A lone request goes at once,
+// alone. Each decision is the same as it would be alone, in the order of
+// the batch.
+//
+// With leases (WithLeases) a node also takes ahead, for a busy key, the
+// tokens its next requests will use, and keeps the refusals it is told
+// until they end: see held.
 type Redis struct {
 	rdb goredis.UniversalClient
 	// prefixOf returns the start of a key's key in Redis.
@@ -52,31 +70,63 @@ type Redis struct {
 	// on Redis Cluster when the prefix holds no hash tag, which would put
 	// every key in one slot.
 	batches sync.Map // prefix → *batch.Queue[*decision], or nil
+	// ahead is the time of a key's demand a node leases ahead; 0 for no
+	// leases. held is what it holds of each key, swept the last sweep
+	// (Unix nanoseconds).
+	ahead time.Duration
+	held  sync.Map // key in Redis → *held
+	swept atomic.Int64
 }
 
 // decision is one request waiting for its batch.
 type decision struct {
-	key  string
-	l    Limit
+	key    string
+	prefix string
+	l      Limit
+	h    *held // nil without leases
 	res  Result
 	err  error
 	done chan struct{}
+}
+
+// Option configures a Redis store.
+type Option func(*Redis)
+
+// WithLeases has a node lease a busy key's tokens ahead: a call for a key
+// asks for its requests waiting and for those the node expects over the
+// next ahead (its rate since the call before), at most a hundredth of the
+// key's burst and maxLease. The node admits its next requests from the
+// tokens leased, without a call, and refuses without one until a refusal
+// Redis gave ends.
+//
+// The limit holds across nodes as without: a leased token is taken in
+// Redis, in turn with every node's, so no more requests pass than the
+// limit allows. What changes is who gets them: a node's leased tokens
+// pass its requests while another's are refused, and the tokens a node
+// holds when its requests stop (at most a hundredth of a burst) are lost
+// to the others. A limit under 100 requests a burst leases nothing.
+func WithLeases(ahead time.Duration) Option {
+	return func(r *Redis) { r.ahead = ahead }
 }
 
 // NewRedis returns the store that keeps the TAT of account key at prefix +
 // key in rdb. On Redis Cluster, a hash tag in the prefix (as in
 // "{tg}:rl:") puts every account's key in one slot, which lets decisions
 // go in batches; without one, each decision is a call of its own.
-func NewRedis(rdb goredis.UniversalClient, prefix string) *Redis {
-	return NewRedisSharded(rdb, func(string) string { return prefix })
+func NewRedis(rdb goredis.UniversalClient, prefix string, opts ...Option) *Redis {
+	return NewRedisSharded(rdb, func(string) string { return prefix }, opts...)
 }
 
 // NewRedisSharded returns the store that keeps the TAT of key at
 // prefixOf(key) + key in rdb: a store whose keys are spread over hash tags
 // (shards) keeps each account's where its data is. The decisions of the
 // keys of one prefix go in batches, each batch to its tag's master.
-func NewRedisSharded(rdb goredis.UniversalClient, prefixOf func(key string) string) *Redis {
-	return &Redis{rdb: rdb, prefixOf: prefixOf}
+func NewRedisSharded(rdb goredis.UniversalClient, prefixOf func(key string) string, opts ...Option) *Redis {
+	r := &Redis{rdb: rdb, prefixOf: prefixOf}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // queue returns the batches of the prefix, nil when its keys may not share
@@ -108,12 +158,29 @@ func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
 		return Result{}, fmt.Errorf("rate limit: redis: %w", err)
 	}
 	prefix := r.prefixOf(key)
+	d := &decision{key: prefix + key, prefix: prefix, l: l, done: make(chan struct{})}
+	if r.ahead > 0 {
+		now := time.Now()
+		r.sweep(now)
+		d.h = r.holding(d.key)
+		switch d.h.take(d, now) {
+		case decided:
+			return d.res, nil
+		case waiting:
+			return wait(ctx, d)
+		}
+	}
 	q := r.queue(prefix)
 	if q == nil {
-		return r.take(ctx, key, l)
+		r.decideAlone(ctx, d)
+		return d.res, d.err
 	}
-	d := &decision{key: prefix + key, l: l, done: make(chan struct{})}
 	q.Add(d)
+	return wait(ctx, d)
+}
+
+// wait waits for d's decision.
+func wait(ctx context.Context, d *decision) (Result, error) {
 	select {
 	case <-d.done:
 		return d.res, d.err
@@ -122,48 +189,291 @@ func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
 	}
 }
 
-// take decides one request alone; at, in tests only, is the time to
-// decide at (seconds and nanoseconds) instead of Redis's clock.
+// decideAlone decides d in a call of its own and then answers it.
+func (r *Redis) decideAlone(ctx context.Context, d *decision) {
+	r.decide(ctx, []*decision{d}, nil)
+	close(d.done)
+}
+
+// requeue sends d, which waited for a lease that did not cover it, to
+// Redis.
+func (r *Redis) requeue(d *decision) {
+	if q := r.queue(d.prefix); q != nil {
+		q.Add(d)
+		return
+	}
+	go r.decideAlone(context.Background(), d)
+}
+
+// take decides one request alone, without leases; at, in tests only, is
+// the time to decide at (seconds and nanoseconds) instead of Redis's clock.
 func (r *Redis) take(ctx context.Context, key string, l Limit, at ...any) (Result, error) {
-	d := &decision{key: r.prefixOf(key) + key, l: l}
+	d := &decision{key: r.prefixOf(key) + key, prefix: r.prefixOf(key), l: l}
 	r.decide(ctx, []*decision{d}, at)
 	return d.res, d.err
 }
 
+// entry is the decisions of one key and limit in a call, and the tokens
+// leased on top of them.
+type entry struct {
+	key   string
+	l     Limit
+	ds    []*decision
+	h     *held
+	ahead int64
+}
+
+// The outcomes of held.take.
+const (
+	undecided = iota // the request goes to Redis
+	decided          // from a lease or a refusal held
+	waiting          // for the lease in flight
+)
+
 // decide runs the script for the batch and sets each decision's result.
 func (r *Redis) decide(ctx context.Context, batch []*decision, at []any) {
-	keys := make([]string, len(batch))
-	args := make([]any, 0, 2+4*len(batch))
+	entries := group(batch)
+	keys := make([]string, len(entries))
+	args := make([]any, 0, 2+5*len(entries))
 	if len(at) == 2 {
 		args = append(args, at...)
 	} else {
 		args = append(args, "", "")
 	}
-	for i, d := range batch {
-		keys[i] = d.key
-		args = appendLimit(args, d.l)
+	sent := time.Now()
+	for i, e := range entries {
+		if e.h != nil {
+			e.ahead = e.h.lease(e.l, sent, r.ahead)
+		}
+		keys[i] = e.key
+		args = append(args, int64(len(e.ds))+e.ahead)
+		args = appendLimit(args, e.l)
 	}
 	v, err := takeScript.Run(ctx, r.rdb, keys, args...).Int64Slice()
-	if err == nil && len(v) != 5*len(batch) {
-		err = fmt.Errorf("unexpected script reply of %d numbers for %d decisions", len(v), len(batch))
+	got := time.Now()
+	if err == nil && len(v) != 2+3*len(entries) {
+		err = fmt.Errorf("unexpected script reply of %d numbers for %d keys", len(v), len(entries))
 	}
-	for i, d := range batch {
+	for i, e := range entries {
 		if err != nil {
-			d.err = fmt.Errorf("rate limit: redis: %w", err)
+			for _, d := range e.ds {
+				d.err = fmt.Errorf("rate limit: redis: %w", err)
+			}
+			if e.h != nil {
+				for _, d := range e.h.settle(e, nil, got) {
+					r.requeue(d)
+				}
+			}
 			continue
 		}
-		d.res, d.err = takeResult(v[5*i:5*i+5], d.l)
+		g := grant{k: v[2+3*i], base: pairDuration(v[3+3*i], v[4+3*i]) - pairDuration(v[0], v[1])}
+		for j, d := range e.ds {
+			d.res = g.result(int64(j), e.l)
+		}
+		if e.h != nil {
+			for _, d := range e.h.settle(e, &g, got) {
+				r.requeue(d)
+			}
+		}
 	}
 }
 
-// takeArgs are the script's arguments for one decision under l: at (or
-// Redis's clock), then the limit.
-func takeArgs(l Limit, at []any) []any {
-	args := append([]any{"", ""}, appendLimit(nil, l)...)
-	if len(at) == 2 {
-		args[0], args[1] = at[0], at[1]
+// group gathers the decisions of a batch by key and limit, in the order
+// of their first.
+func group(batch []*decision) []*entry {
+	entries := make([]*entry, 0, len(batch))
+	type id struct {
+		key string
+		l   Limit
 	}
-	return args
+	var index map[id]*entry
+	if len(batch) > 1 {
+		index = make(map[id]*entry, len(batch))
+	}
+	for _, d := range batch {
+		if e := index[id{d.key, d.l}]; e != nil {
+			e.ds = append(e.ds, d)
+			continue
+		}
+		e := &entry{key: d.key, l: d.l, ds: []*decision{d}, h: d.h}
+		entries = append(entries, e)
+		if index != nil {
+			index[id{d.key, d.l}] = e
+		}
+	}
+	return entries
+}
+
+// grant is the script's answer for an entry: its first k requests are
+// admitted, from the TAT base (as a time from the script's now).
+type grant struct {
+	k    int64
+	base time.Duration
+}
+
+// result is the outcome of the entry's request i (from 0): as Decide would
+// have it, one request after the other.
+func (g grant) result(i int64, l Limit) Result {
+	if i < g.k {
+		return allowed(g.base+time.Duration(i+1)*l.Interval(), l)
+	}
+	tat := g.base + time.Duration(g.k)*l.Interval()
+	return Result{RetryAfter: tat + l.Interval() - l.Window(), ResetAfter: tat}
+}
+
+// allowed is the result of an admission whose TAT is reset from now.
+func allowed(reset time.Duration, l Limit) Result {
+	reset = max(reset, 0)
+	return Result{Allowed: true, Remaining: min(int64((l.Window()-reset)/l.Interval()), l.Burst-1), ResetAfter: reset}
+}
+
+// held is what a node holds of a key between its calls, with leases: the
+// tokens leased for its next requests, the refusal Redis last gave while
+// it lasts, the requests waiting for a lease in flight, and the key's
+// demand. Times are on the node's clock, Redis's now taken as when its
+// answer came (a little late: a lease's resets and a refusal's end come
+// half a round trip later than Redis had them, never sooner).
+type held struct {
+	mu sync.Mutex
+	l  Limit // the limit of what is held
+	// left tokens are leased; the next has the TAT next.
+	left int64
+	next time.Time
+	// Until until, every request is refused; the key's TAT is then tat.
+	until, tat time.Time
+	// leasing tells that a call leasing ahead is in flight, for whose
+	// tokens the waiters wait.
+	leasing bool
+	waiters []*decision
+	// seen requests came since the call sent at sent; inflight calls
+	// are in flight; used is when the last request came.
+	seen     int64
+	sent     time.Time
+	inflight int
+	used     time.Time
+}
+
+// holding returns what the node holds of key.
+func (r *Redis) holding(key string) *held {
+	if h, ok := r.held.Load(key); ok {
+		return h.(*held)
+	}
+	h, _ := r.held.LoadOrStore(key, &held{})
+	return h.(*held)
+}
+
+// sweep forgets, every sweepEvery, the keys idle for idleHeld: the tokens
+// they hold are lost to the others.
+func (r *Redis) sweep(now time.Time) {
+	last := r.swept.Load()
+	if now.UnixNano()-last < int64(sweepEvery) || !r.swept.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	r.held.Range(func(k, v any) bool {
+		h := v.(*held)
+		h.mu.Lock()
+		idle := h.inflight == 0 && now.Sub(h.used) > idleHeld
+		h.mu.Unlock()
+		if idle {
+			r.held.Delete(k)
+		}
+		return true
+	})
+}
+
+// take decides request d from what is held, if it can, or has it wait
+// for the lease in flight.
+func (h *held) take(d *decision, now time.Time) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen++
+	h.used = now
+	if h.decide(d, now) {
+		return decided
+	}
+	if h.leasing && h.l == d.l {
+		h.waiters = append(h.waiters, d)
+		return waiting
+	}
+	return undecided
+}
+
+// decide sets d's result from a token leased or the refusal held, if
+// either applies.
+func (h *held) decide(d *decision, now time.Time) bool {
+	if h.l != d.l {
+		return false
+	}
+	if h.left > 0 {
+		tat := h.next
+		h.left--
+		h.next = tat.Add(d.l.Interval())
+		d.res = allowed(tat.Sub(now), d.l)
+		return true
+	}
+	if now.Before(h.until) {
+		d.res = Result{RetryAfter: h.until.Sub(now), ResetAfter: max(h.tat.Sub(now), 0)}
+		return true
+	}
+	return false
+}
+
+// lease returns the tokens a call sent at now asks for ahead: the
+// requests of the key expected over ahead, at the rate they came since
+// the call before; none while another call leasing is in flight.
+func (h *held) lease(l Limit, now time.Time, ahead time.Duration) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.inflight++
+	seen, since := h.seen, now.Sub(h.sent)
+	first := h.sent.IsZero()
+	h.seen, h.sent = 0, now
+	if first || h.leasing || since <= 0 {
+		return 0
+	}
+	n := min(int64(float64(seen)*float64(ahead)/float64(since)), l.Burst/leaseShare, maxLease)
+	if n > 0 {
+		h.leasing = true
+	}
+	return n
+}
+
+// settle keeps what the call of entry e got at now: the tokens granted
+// past its requests, and the refusal when not all were granted; g is nil
+// when the call failed. When e leased, its tokens go first to the
+// requests that waited for them; it returns those they did not cover.
+func (h *held) settle(e *entry, g *grant, now time.Time) (rest []*decision) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.inflight--
+	if h.l != e.l {
+		h.l, h.left, h.until = e.l, 0, time.Time{}
+	}
+	if g != nil {
+		w := int64(len(e.ds))
+		if g.k > w {
+			h.left = g.k - w
+			h.next = now.Add(g.base + time.Duration(w+1)*e.l.Interval())
+		}
+		h.until = time.Time{}
+		if g.k < w+e.ahead {
+			r := g.result(g.k, e.l)
+			h.until, h.tat = now.Add(r.RetryAfter), now.Add(r.ResetAfter)
+		}
+	}
+	if e.ahead == 0 {
+		return nil
+	}
+	h.leasing = false
+	for _, d := range h.waiters {
+		if g != nil && h.decide(d, now) {
+			close(d.done)
+			continue
+		}
+		rest = append(rest, d)
+	}
+	h.waiters = nil
+	return rest
 }
 
 // appendLimit appends the interval and the window of l, as seconds and
@@ -175,27 +485,6 @@ func appendLimit(args []any, l Limit) []any {
 		int64(window/time.Second), int64(window%time.Second))
 }
 
-// takeResult reads one decision of the script's reply.
-func takeResult(v []int64, l Limit) (Result, error) {
-	switch {
-	case len(v) == 5 && v[0] == 1:
-		reset := pairDuration(v[1], v[2])
-		return Result{
-			Allowed:    true,
-			Remaining:  int64((l.Window() - reset) / l.Interval()),
-			ResetAfter: reset,
-		}, nil
-	case len(v) == 5 && v[0] == 0:
-		return Result{
-			RetryAfter: pairDuration(v[1], v[2]),
-			ResetAfter: pairDuration(v[3], v[4]),
-		}, nil
-	}
-	return Result{}, errors.New("rate limit: redis: unexpected script reply")
-}
-
 func pairDuration(s, ns int64) time.Duration {
 	return time.Duration(s)*time.Second + time.Duration(ns)
 }
-
-var _ Store = (*Redis)(nil)

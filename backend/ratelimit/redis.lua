@@ -1,11 +1,13 @@
--- Decisions of ratelimit.Decide (GCRA) for the account keys KEYS[1..n],
--- in that order, on Redis's clock, atomically: a node sends the decisions
--- of its concurrent requests in one call. A key may come more than once:
--- each decision sees the ones before it.
+-- Decisions of ratelimit.Decide (GCRA) on Redis's clock, atomically: a
+-- node sends the decisions of its concurrent requests in one call, those
+-- of a key and limit together as one entry of n requests. The entries are
+-- the keys KEYS[1..m], in that order; a key may come more than once, each
+-- entry seeing the ones before it.
 --
 -- ARGV: now seconds and now nanoseconds to use instead of TIME (tests
--- only; '' and '' otherwise), then for each key its limit's interval
--- seconds, interval nanoseconds, window seconds, window nanoseconds.
+-- only; '' and '' otherwise), then for each key n (its requests), its
+-- limit's interval seconds, interval nanoseconds, window seconds, window
+-- nanoseconds.
 --
 -- Times are pairs of whole seconds and nanoseconds (0 <= ns < 1e9): Lua's
 -- numbers are doubles, exact only up to 2^53, and a time in nanoseconds
@@ -18,9 +20,14 @@
 -- information, a missing key decides the same. A refused request writes
 -- nothing.
 --
--- Returns five numbers per key: {1, reset s, reset ns, 0, 0} when allowed
--- (Go derives Remaining from the reset time), {0, retry s, retry ns,
--- reset s, reset ns} when refused.
+-- The n requests of an entry, decided one after the other at one instant,
+-- are its first k admitted and the rest refused: each admission moves
+-- the TAT on by one interval from base, the TAT the first one sees, and
+-- nothing moves it once one is refused. So an entry's answer is k and
+-- base, from which Go derives each request's result (ratelimit.expand).
+--
+-- Returns now (seconds, nanoseconds), then three numbers per key: k, base
+-- seconds, base nanoseconds.
 
 -- Redis before 7 replicates a script's commands only when asked; TIME makes
 -- this script not replayable. From Redis 7 on this is the default.
@@ -58,21 +65,29 @@ else
   now_s, now_n = tonumber(t[1]), tonumber(t[2]) * 1000
 end
 
+-- mul returns k times the pair (s, n), k a whole number (at most a few
+-- million: k * n stays exact).
+local function mul(k, s, n)
+  local t = k * n
+  local carry = math.floor(t / E)
+  return k * s + carry, t - carry * E
+end
+
 -- A key that comes more than once is read once and written once: its TAT
--- is kept here between its decisions, and the last one admitted is
--- written at the end, as the last of its SETs would have left it.
--- (Tables of numbers by key, not a table per key: a call of distinct
--- keys, the usual case, allocates nothing per key.)
+-- is kept here between its entries, and written at the end as its last
+-- admission left it. (Tables of numbers by key, not a table per key: a
+-- call of distinct keys, the usual case, allocates nothing per key.)
 local read = {}             -- key -> true once read
 local tat_ss, tat_ns = {}, {} -- key -> its TAT, absent when it holds none
-local written = {}          -- keys admitted, in the order of their first admission
-local reset_ss, reset_ns = {}, {} -- key -> the reset of its last admission
+local admitted = {}         -- key -> true once one of its requests is admitted
+local written = {}          -- those keys, in the order of their first admission
 
-local out = {}
+local out = {now_s, now_n}
 for i, key in ipairs(KEYS) do
-  local a = 3 + (i - 1) * 4
-  local interval_s, interval_n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local window_s, window_n = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local a = 3 + (i - 1) * 5
+  local n = tonumber(ARGV[a])
+  local interval_s, interval_n = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local window_s, window_n = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
 
   if not read[key] then
     read[key] = true
@@ -83,11 +98,11 @@ for i, key in ipairs(KEYS) do
       if len > 9 then
         s = tonumber(string.sub(stored, 1, len - 9))
       end
-      local n = tonumber(string.sub(stored, -9))
+      local ns = tonumber(string.sub(stored, -9))
       -- A value that is not a TAT (none should be) counts as none,
       -- rather than failing the other decisions of the call.
-      if s and n then
-        tat_ss[key], tat_ns[key] = s, n
+      if s and ns then
+        tat_ss[key], tat_ns[key] = s, ns
       end
     end
   end
@@ -104,25 +119,33 @@ for i, key in ipairs(KEYS) do
     tat_s, tat_n = sub(far_s, far_n, interval_s, interval_n)
   end
 
-  local next_s, next_n = add(tat_s, tat_n, interval_s, interval_n)
-  local allow_s, allow_n = sub(next_s, next_n, window_s, window_n)
-  local o = #out
-  if less(now_s, now_n, allow_s, allow_n) then
-    local retry_s, retry_n = sub(allow_s, allow_n, now_s, now_n)
-    local reset_s, reset_n = sub(tat_s, tat_n, now_s, now_n)
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 0, retry_s, retry_n, reset_s, reset_n
-  else
-    local reset_s, reset_n = sub(next_s, next_n, now_s, now_n)
-    if not reset_ss[key] then
+  -- The k-th request is admitted when base + k intervals - window <= now,
+  -- that is base + k intervals <= far: k is the largest such, at most n.
+  -- A double's quotient is within one of it; the pairs settle it.
+  local function fits(k)
+    local s, ns = add(tat_s, tat_n, mul(k, interval_s, interval_n))
+    return not less(far_s, far_n, s, ns)
+  end
+  local k = 0
+  if n > 0 then
+    local room = (far_s - tat_s) * E + (far_n - tat_n)
+    local step = interval_s * E + interval_n
+    k = math.max(0, math.min(n, math.floor(room / step)))
+    while k > 0 and not fits(k) do k = k - 1 end
+    while k < n and fits(k + 1) do k = k + 1 end
+  end
+  out[#out + 1], out[#out + 2], out[#out + 3] = k, tat_s, tat_n
+  if k > 0 then
+    if not admitted[key] then
+      admitted[key] = true
       written[#written + 1] = key
     end
-    tat_ss[key], tat_ns[key] = next_s, next_n
-    reset_ss[key], reset_ns[key] = reset_s, reset_n
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 1, reset_s, reset_n, 0, 0
+    tat_ss[key], tat_ns[key] = add(tat_s, tat_n, mul(k, interval_s, interval_n))
   end
 end
 for _, key in ipairs(written) do
+  local reset_s, reset_n = sub(tat_ss[key], tat_ns[key], now_s, now_n)
   redis.call('SET', key, string.format('%d%09d', tat_ss[key], tat_ns[key]),
-    'PX', string.format('%d', reset_ss[key] * 1000 + math.ceil(reset_ns[key] / 1000000)))
+    'PX', string.format('%d', reset_s * 1000 + math.ceil(reset_n / 1000000)))
 end
 return out

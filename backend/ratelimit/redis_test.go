@@ -72,6 +72,20 @@ func (s redisAt) Take(ctx context.Context, key string, l Limit) (Result, error) 
 	}
 }
 
+// takeArgs are the script's arguments for one request under l at (seconds
+// and nanoseconds).
+func takeArgs(l Limit, at []any) []any {
+	return appendLimit(append(append([]any{}, at...), int64(1)), l)
+}
+
+// takeResult reads the script's answer for a call of one request.
+func takeResult(v []int64, l Limit) (Result, error) {
+	if len(v) != 5 {
+		return Result{}, errors.New("unexpected script reply")
+	}
+	return grant{k: v[2], base: pairDuration(v[3], v[4]) - pairDuration(v[0], v[1])}.result(0, l), nil
+}
+
 func TestRedisConformance(t *testing.T) {
 	testStore(t, func(t *testing.T, clock *fakeClock) Store {
 		r, _ := newTestRedis(t)
@@ -293,11 +307,12 @@ func TestRedisScriptEqualsDecide(t *testing.T) {
 	}
 }
 
-// TestRedisScriptBatchEqualsDecide checks calls of several decisions, a
-// key often more than once and under changing limits, against Decide made
-// one after the other at the call's instant: the script keeps a key's TAT
-// between its decisions and writes it once, as its last admission leaves
-// it, with that admission's expiry.
+// TestRedisScriptBatchEqualsDecide checks calls of several entries, a key
+// often more than once and under changing limits, each entry of one to
+// five requests, against Decide made one request after the other at the
+// call's instant: the script keeps a key's TAT between its entries and
+// writes it once, as its last admission leaves it, with that admission's
+// expiry.
 func TestRedisScriptBatchEqualsDecide(t *testing.T) {
 	_, rdb := newTestRedis(t)
 	ctx := context.Background()
@@ -305,28 +320,33 @@ func TestRedisScriptBatchEqualsDecide(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0xba7c))
 	limits := []Limit{mustLimit(t, "30/s", 0), mustLimit(t, "3/s", 5), mustLimit(t, "7/100ms", 1),
-		mustLimit(t, "5/m", 2), mustLimit(t, "1000/s", 1000), mustLimit(t, "1/d", 200)}
+		mustLimit(t, "5/m", 2), mustLimit(t, "1000/s", 1000), mustLimit(t, "1/d", 200),
+		mustLimit(t, "1/d", 36500), mustLimit(t, "1000000000/s", 0)}
 	keys := []string{"a", "b", "c"}
 	model := map[string]int64{}
 	now := int64(1_763_000_000_123_456_789)
 	for step := range 2000 {
 		now += rng.Int64N(int64(200 * time.Millisecond))
-		n := 1 + rng.IntN(8)
-		batch := make([]string, n)
+		m := 1 + rng.IntN(8)
+		batch := make([]string, m)
+		counts := make([]int, m)
 		args := []any{now / 1e9, now % 1e9}
-		want := make([]Result, n)
-		ls := make([]Limit, n)
+		want := make([][]Result, m)
+		ls := make([]Limit, m)
 		lastAllowed := map[string]Result{}
 		for i := range batch {
 			batch[i] = testPrefix + keys[rng.IntN(len(keys))]
 			ls[i] = limits[rng.IntN(len(limits))]
-			args = appendLimit(args, ls[i])
-			tat, res := Decide(model[batch[i]], now, ls[i])
-			if res.Allowed {
-				model[batch[i]] = tat
-				lastAllowed[batch[i]] = res
+			counts[i] = 1 + rng.IntN(5)
+			args = appendLimit(append(args, counts[i]), ls[i])
+			for range counts[i] {
+				tat, res := Decide(model[batch[i]], now, ls[i])
+				if res.Allowed {
+					model[batch[i]] = tat
+					lastAllowed[batch[i]] = res
+				}
+				want[i] = append(want[i], res)
 			}
-			want[i] = res
 		}
 		var eval *goredis.Cmd
 		gets := map[string]*goredis.StringCmd{}
@@ -346,13 +366,19 @@ func TestRedisScriptBatchEqualsDecide(t *testing.T) {
 			t.Fatalf("step %d: %v", step, err)
 		}
 		v, err := eval.Int64Slice()
-		if err != nil || len(v) != 5*n {
+		if err != nil || len(v) != 2+3*m {
 			t.Fatalf("step %d: %v, %v", step, v, err)
 		}
+		if got := v[0]*1e9 + v[1]; got != now {
+			t.Fatalf("step %d: the script's now is %d, want %d", step, got, now)
+		}
 		for i := range batch {
-			got, err := takeResult(v[5*i:5*i+5], ls[i])
-			if err != nil || got != want[i] {
-				t.Fatalf("step %d: decision %d of %d (key %s): script %+v, %v; Decide %+v", step, i+1, n, batch[i], got, err, want[i])
+			g := grant{k: v[2+3*i], base: pairDuration(v[3+3*i], v[4+3*i]) - pairDuration(v[0], v[1])}
+			for j, w := range want[i] {
+				if got := g.result(int64(j), ls[i]); got != w {
+					t.Fatalf("step %d: entry %d of %d (key %s, %d requests), request %d: script %+v; Decide %+v",
+						step, i+1, m, batch[i], counts[i], j+1, got, w)
+				}
 			}
 		}
 		for k, get := range gets {

@@ -47,6 +47,10 @@ type Config struct {
 	Shards int
 }
 
+// rateLimitLease is how much of a busy account's demand a node leases
+// ahead from Redis (ratelimit.WithLeases).
+const rateLimitLease = 20 * time.Millisecond
+
 // MaxShards bounds the shards of "redis".
 const MaxShards = redis.MaxShards
 
@@ -203,7 +207,8 @@ func Open(ctx context.Context, c Config) (*Opened, error) {
 		for i := range limitPrefixes {
 			limitPrefixes[i] = rs.ShardPrefixOf(i) + "rl:"
 		}
-		limits := ratelimit.NewRedisSharded(rs.Client(), func(key string) string { return limitPrefixes[rs.ShardOf(key)] })
+		limits := ratelimit.NewRedisSharded(rs.Client(), func(key string) string { return limitPrefixes[rs.ShardOf(key)] },
+			ratelimit.WithLeases(rateLimitLease))
 		return &Opened{Store: rs, Notices: rs, RateLimit: limits}, nil
 	}
 	return nil, fmt.Errorf("storage %q: want memory, bolt or redis", c.Type)
