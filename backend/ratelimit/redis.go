@@ -420,7 +420,9 @@ func (h *held) decide(d *decision, now time.Time) bool {
 
 // lease returns the tokens a call sent at now asks for ahead: the
 // requests of the key expected over ahead, at the rate they came since
-// the call before; none while another call leasing is in flight.
+// the call before; none while another call leasing is in flight, or
+// while tokens are left (leased since the requests of this call came):
+// what a lease brings replaces nothing.
 func (h *held) lease(l Limit, now time.Time, ahead time.Duration) int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -428,7 +430,7 @@ func (h *held) lease(l Limit, now time.Time, ahead time.Duration) int64 {
 	seen, since := h.seen, now.Sub(h.sent)
 	first := h.sent.IsZero()
 	h.seen, h.sent = 0, now
-	if first || h.leasing || since <= 0 {
+	if first || h.leasing || h.left > 0 || since <= 0 {
 		return 0
 	}
 	n := min(int64(float64(seen)*float64(ahead)/float64(since)), l.Burst/leaseShare, maxLease)
