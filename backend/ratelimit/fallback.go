@@ -127,6 +127,11 @@ func (f *Fallback) Take(ctx context.Context, key string, l Limit) (Result, error
 	if !ask {
 		return f.fallback(ctx, key, l)
 	}
+	if h, ok := f.primary.(Holder); ok && !probe {
+		if res, ok := h.TakeHeld(key, l); ok {
+			return res, nil
+		}
+	}
 	res, err := f.callPrimary(ctx, key, l)
 	if err == nil {
 		f.succeeded(probe)
@@ -150,6 +155,13 @@ func (f *Fallback) Degraded() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.degraded
+}
+
+// Holder is a store that can decide some requests from what it holds,
+// without a call (Redis with leases): Fallback tries it before a call,
+// whose timeout costs a timer.
+type Holder interface {
+	TakeHeld(key string, l Limit) (Result, bool)
 }
 
 // admit tells whether this call may ask the primary, and whether it is the

@@ -116,6 +116,12 @@ func TestLeasesRememberRefusals(t *testing.T) {
 	if err != nil || next.Allowed || next.RetryAfter > first.RetryAfter || next.RetryAfter <= 0 {
 		t.Fatalf("next request: %+v, %v; want refused, Retry-After at most %v", next, err, first.RetryAfter)
 	}
+	if held, ok := r.TakeHeld("k", l); !ok || held.Allowed || held.RetryAfter > next.RetryAfter {
+		t.Fatalf("TakeHeld while the refusal lasts: %+v, %v; want refused without a call", held, ok)
+	}
+	if _, ok := r.TakeHeld("other", l); ok {
+		t.Fatal("TakeHeld of a key the node holds nothing of: decided, want not")
+	}
 	stats, err := rdb.Info(ctx, "commandstats").Result()
 	if err != nil {
 		t.Fatal(err)

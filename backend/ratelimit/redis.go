@@ -179,6 +179,31 @@ func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
 	return wait(ctx, d)
 }
 
+// TakeHeld decides a request of key under l from what the node holds of
+// it (a token leased, a refusal that lasts), without a call to Redis, if
+// it can: the way a caller with a call's costs to spare (a timeout, a
+// goroutine) tries first.
+func (r *Redis) TakeHeld(key string, l Limit) (Result, bool) {
+	if r.ahead <= 0 {
+		return Result{}, false
+	}
+	v, ok := r.held.Load(r.prefixOf(key) + key)
+	if !ok {
+		return Result{}, false
+	}
+	h := v.(*held)
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := decision{l: l}
+	if !h.decide(&d, now) {
+		return Result{}, false
+	}
+	h.seen++
+	h.used = now
+	return d.res, true
+}
+
 // wait waits for d's decision.
 func wait(ctx context.Context, d *decision) (Result, error) {
 	select {

@@ -15,7 +15,7 @@ const (
 	maxCreationBytes = 1 << 20
 	// maxCreators bounds the creating calls of a store in flight at once;
 	// while they are, the creations that arrive wait for the next call.
-	maxCreators = 2
+	maxCreators = 1
 )
 
 // The tasks of concurrent Creates of a shard go to Redis together

@@ -13,15 +13,38 @@
 -- What the tasks of a call share is read and written once for the call:
 -- the counter of seqs and turns (kept here, stored at the end with the
 -- values one INCR per task would have left), each type's depth (added at
--- the end) and whether each account's queue had tasks before.
+-- the end), whether each account's queue had tasks before, and the
+-- members added to a sorted set (a group's, a task id's, an account
+-- queue's), added at the end with one ZADD per set. Whether any task
+-- exists already is one EXISTS of all their keys; only when one does is
+-- each looked up.
 local F = 12
+local n = tonumber(ARGV[2])
 local out = {}
 local seq = tonumber(redis.call('GET', seqKey) or '0')
 local seq0 = seq
 local added = {}   -- type -> tasks queued by this call
 local types = {}   -- the types of added, in order
-local queued = {}  -- account queue key -> true once known not empty
-for i = 0, tonumber(ARGV[2]) - 1 do
+local queued = {}  -- account queue key -> whether it has tasks
+local made = {}    -- task key -> true once created by this call
+local zsets = {}   -- sorted set key -> its new scores and members, in turn
+local zkeys = {}   -- the keys of zsets, in order
+local function zadd(key, score, member)
+  local z = zsets[key]
+  if not z then
+    z = {}
+    zsets[key] = z
+    zkeys[#zkeys + 1] = key
+  end
+  z[#z + 1], z[#z + 2] = score, member
+end
+local lookEach = true
+if n > 1 then
+  local tks = {}
+  for i = 0, n - 1 do tks[i + 1] = taskKey(ARGV[3 + i * F]) end
+  lookEach = redis.call('EXISTS', unpack(tks)) > 0
+end
+for i = 0, n - 1 do
   local b = 3 + i * F
   local id, body, typ, att, acct = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   local grp, tid, lm, ref = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
@@ -40,34 +63,36 @@ for i = 0, tonumber(ARGV[2]) - 1 do
     end
   end
   local tk = taskKey(id)
-  if answer == 'ok' and redis.call('EXISTS', tk) == 1 then answer = 'exists' end
+  if answer == 'ok' and (made[tk] or (lookEach and redis.call('EXISTS', tk) == 1)) then answer = 'exists' end
   if answer == 'ok' then
     seq = seq + 1
     local taskSeq = int(seq)
     local fields = {'json', body, 'type', typ, 'att', att, 'seq', taskSeq, 'acct', acct, 'lm', lm}
     if grp ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 'grp', grp
-      redis.call('ZADD', groupKey(acct, grp), 0, lm)
+      zadd(groupKey(acct, grp), 0, lm)
     end
     if tid ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 'tid', tid
-      redis.call('ZADD', taskIDKey(acct, tid), 0, lm)
+      zadd(taskIDKey(acct, tid), 0, lm)
     end
     redis.call('HSET', tk, unpack(fields))
-    -- enqueue (prelude.lua), with what the call shares kept here.
+    made[tk] = true
+    -- enqueue (prelude.lua), with what the call shares kept here: an
+    -- account whose queue was empty takes its turn after its first task.
     local aq = accountQueueKey(typ, acct)
-    if redis.call('ZADD', aq, taskSeq, id) == 1 then
-      if not queued[aq] and redis.call('ZCARD', aq) == 1 then
-        seq = seq + 1
-        redis.call('ZADD', ringKey(typ), int(seq), acct)
-      end
+    if queued[aq] == nil then queued[aq] = redis.call('ZCARD', aq) > 0 end
+    zadd(aq, taskSeq, id)
+    if not queued[aq] then
+      seq = seq + 1
+      redis.call('ZADD', ringKey(typ), int(seq), acct)
       queued[aq] = true
-      if not added[typ] then
-        added[typ] = 0
-        types[#types + 1] = typ
-      end
-      added[typ] = added[typ] + 1
     end
+    if not added[typ] then
+      added[typ] = 0
+      types[#types + 1] = typ
+    end
+    added[typ] = added[typ] + 1
     if ik then
       if oldAge then redis.call('ZREM', idemAgeKey, oldAge) end
       redis.call('HSET', ik, 'json', ARGV[b + 9], 'at', ARGV[b + 10])
@@ -76,6 +101,7 @@ for i = 0, tonumber(ARGV[2]) - 1 do
   end
   out[#out + 1], out[#out + 2] = answer, replay
 end
+for _, key in ipairs(zkeys) do redis.call('ZADD', key, unpack(zsets[key])) end
 if seq ~= seq0 then redis.call('SET', seqKey, int(seq)) end
 for _, typ in ipairs(types) do
   if redis.call('HINCRBY', depthKey, typ, added[typ]) == added[typ] then redis.call('SADD', queuesKey, typ) end
