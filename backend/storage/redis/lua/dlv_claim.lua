@@ -32,7 +32,7 @@ local function take(id, m)
   local lm = lease .. ':' .. id
   redis.call('HSET', dk, 'lease', lm)
   redis.call('HINCRBY', dk, 'clm', 1)
-  redis.call('ZADD', dlvLeasesKey, 0, lm)
+  redis.call('ZADD', dlvLeasesKey, '0', lm)
   append(leased, view(dk))
   nLeased = nLeased + 1
 end

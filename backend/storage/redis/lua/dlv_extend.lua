@@ -12,7 +12,7 @@ for i = 3, #ARGV - 1, 2 do
   local new = lease .. ':' .. id
   if old and old ~= new and (tonumber(v[2]) or 0) == tonumber(ARGV[i + 1]) then
     redis.call('ZREM', dlvLeasesKey, old)
-    redis.call('ZADD', dlvLeasesKey, 0, new)
+    redis.call('ZADD', dlvLeasesKey, '0', new)
     redis.call('HSET', dk, 'lease', new)
   end
 end

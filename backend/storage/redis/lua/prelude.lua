@@ -75,7 +75,15 @@ end
 local function idOf(m) return string.sub(m, 18) end
 
 -- part is a key part that another part follows.
-local function part(s) return #s .. ':' .. s end
+local parts = {} -- s -> part(s), made once a call
+local function part(s)
+  local p = parts[s]
+  if not p then
+    p = string.format('%d:', #s) .. s
+    parts[s] = p
+  end
+  return p
+end
 
 local function taskKey(id) return P .. 'task:' .. id end
 local function accountQueueKey(typ, acct) return P .. 'task_aq:' .. part(typ) .. acct end
@@ -184,9 +192,9 @@ local function addDue(dk, url, m)
   local head = first(uk)
   if not head or lt(m, head) then
     if head then redis.call('ZREM', headsKey, head) end
-    redis.call('ZADD', headsKey, 0, m)
+    redis.call('ZADD', headsKey, '0', m)
   end
-  redis.call('ZADD', uk, 0, m)
+  redis.call('ZADD', uk, '0', m)
   redis.call('HSET', dk, 'due', m)
 end
 
@@ -199,7 +207,7 @@ local function removeDue(dk, url, m)
   if head == m then
     redis.call('ZREM', headsKey, m)
     local nxt = first(uk)
-    if nxt then redis.call('ZADD', headsKey, 0, nxt) end
+    if nxt then redis.call('ZADD', headsKey, '0', nxt) end
   end
   redis.call('HDEL', dk, 'due')
 end
@@ -214,7 +222,7 @@ local function setStatus(dk, old, new)
   redis.call('HINCRBY', countsKey, old, -1)
   redis.call('HINCRBY', countsKey, new, 1)
   if old == 'pending' then
-    redis.call('ZADD', endedKey, 0, v[3])
+    redis.call('ZADD', endedKey, '0', v[3])
   elseif new == 'pending' then
     redis.call('ZREM', endedKey, v[3])
   end
@@ -250,7 +258,7 @@ local function addDeliveries(i)
     redis.call('HSET', dk, 'json', json, 'st', 'pending', 'next', nxt, 'nts', nts, 'att', att,
       'acct', acct, 'rid', rid, 'url', url, 'cm', cm, 'em', em)
     addDue(dk, url, nts .. ':' .. id)
-    redis.call('ZADD', accountKey(acct), 0, cm)
+    redis.call('ZADD', accountKey(acct), '0', cm)
     if rid ~= '' then redis.call('ZADD', requestKey(acct, rid), 0, cm) end
     redis.call('ZADD', statusKey(acct, 'pending'), 0, cm)
   end

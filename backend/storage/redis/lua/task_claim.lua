@@ -13,7 +13,7 @@ for _ = 1, n do
   local lm = lease .. ':' .. id
   local att = redis.call('HINCRBY', tk, 'att', 1)
   redis.call('HSET', tk, 'lease', lm)
-  redis.call('ZADD', taskLeasesKey, 0, lm)
+  redis.call('ZADD', taskLeasesKey, '0', lm)
   local v = redis.call('HMGET', tk, 'json', 'rsc')
   out[#out + 1] = v[1]
   out[#out + 1] = att

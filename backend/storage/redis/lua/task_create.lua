@@ -70,11 +70,11 @@ for i = 0, n - 1 do
     local fields = {'json', body, 'type', typ, 'att', att, 'seq', taskSeq, 'acct', acct, 'lm', lm}
     if grp ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 'grp', grp
-      zadd(groupKey(acct, grp), 0, lm)
+      zadd(groupKey(acct, grp), '0', lm)
     end
     if tid ~= '' then
       fields[#fields + 1], fields[#fields + 2] = 'tid', tid
-      zadd(taskIDKey(acct, tid), 0, lm)
+      zadd(taskIDKey(acct, tid), '0', lm)
     end
     redis.call('HSET', tk, unpack(fields))
     made[tk] = true
@@ -96,7 +96,7 @@ for i = 0, n - 1 do
     if ik then
       if oldAge then redis.call('ZREM', idemAgeKey, oldAge) end
       redis.call('HSET', ik, 'json', ARGV[b + 9], 'at', ARGV[b + 10])
-      redis.call('ZADD', idemAgeKey, 0, ARGV[b + 10] .. ':' .. ref)
+      redis.call('ZADD', idemAgeKey, '0', ARGV[b + 10] .. ':' .. ref)
     end
   end
   out[#out + 1], out[#out + 2] = answer, replay

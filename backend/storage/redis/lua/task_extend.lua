@@ -13,7 +13,7 @@ for i = 3, #ARGV - 1, 2 do
   local new = lease .. ':' .. id
   if old and old ~= new and tonumber(v[2]) == tonumber(ARGV[i + 1]) then
     redis.call('ZREM', taskLeasesKey, old)
-    redis.call('ZADD', taskLeasesKey, 0, new)
+    redis.call('ZADD', taskLeasesKey, '0', new)
     redis.call('HSET', tk, 'lease', new)
   end
 end

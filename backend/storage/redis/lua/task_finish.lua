@@ -21,6 +21,6 @@ else
   unqueue(v[4], v[5], id)
 end
 redis.call('HSET', tk, 'end', ARGV[3])
-redis.call('ZADD', completedKey, 0, ARGV[4])
+redis.call('ZADD', completedKey, '0', ARGV[4])
 addDeliveries(6)
 return {'ok'}
