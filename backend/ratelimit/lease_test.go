@@ -11,7 +11,7 @@ import (
 
 // leased returns the tokens store r holds leased of key.
 func leased(r *Redis, key string) int64 {
-	v, ok := r.held.Load(r.prefixOf(key) + key)
+	v, ok := r.held.Load(key)
 	if !ok {
 		return 0
 	}

@@ -74,7 +74,7 @@ type Redis struct {
 	// leases. held is what it holds of each key, swept the last sweep
 	// (Unix nanoseconds).
 	ahead time.Duration
-	held  sync.Map // key in Redis → *held
+	held  sync.Map // key (as Take has it, without its prefix) → *held
 	swept atomic.Int64
 }
 
@@ -162,7 +162,7 @@ func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
 	if r.ahead > 0 {
 		now := time.Now()
 		r.sweep(now)
-		d.h = r.holding(d.key)
+		d.h = r.holding(key)
 		switch d.h.take(d, now) {
 		case decided:
 			return d.res, nil
@@ -187,7 +187,7 @@ func (r *Redis) TakeHeld(key string, l Limit) (Result, bool) {
 	if r.ahead <= 0 {
 		return Result{}, false
 	}
-	v, ok := r.held.Load(r.prefixOf(key) + key)
+	v, ok := r.held.Load(key)
 	if !ok {
 		return Result{}, false
 	}
