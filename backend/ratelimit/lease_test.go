@@ -3,35 +3,41 @@ package ratelimit
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/taskgate/taskgate/internal/redistest"
 )
 
-// leased returns the tokens store r holds leased of key.
-func leased(r *Redis, key string) int64 {
+// leased returns the tokens store r holds leased of key, and those that
+// expired unused.
+func leased(r *Redis, key string) (left, lost int64) {
 	v, ok := r.held.Load(key)
 	if !ok {
-		return 0
+		return 0, 0
 	}
 	h := v.(*held)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.left
+	return h.left, h.lost
 }
 
 // TestLeasesKeepTheLimitAcrossNodes has two nodes, each a store with
 // leases on the same Redis, take 6,000 requests of one key at once under
-// a limit of 2,000 an hour with a burst of 2,000: the nodes lease up to 20
-// tokens a call, and every token Redis gave is either admitted or still
-// leased, so exactly 2,000 are, and at most 40 are left unused.
+// a limit of 2,000 a day with a burst of 2,000: the nodes lease up to 20
+// tokens a call, and every token Redis gave is admitted, still leased or
+// expired unused, so exactly 2,000 are in all, in fewer calls than
+// requests.
 func TestLeasesKeepTheLimitAcrossNodes(t *testing.T) {
 	ctx := t.Context()
 	a, rdb := newTestRedis(t)
 	a.ahead = 5 * time.Millisecond
 	b := NewRedis(rdb, testPrefix, WithLeases(5*time.Millisecond))
-	l := mustLimit(t, "2000/h", 2000)
+	l := mustLimit(t, "2000/d", 2000)
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	admitted := 0
 	var wg sync.WaitGroup
@@ -54,10 +60,66 @@ func TestLeasesKeepTheLimitAcrossNodes(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	left := leased(a, "k") + leased(b, "k")
-	t.Logf("admitted %d, %d left leased", admitted, left)
-	if admitted+int(left) != 2000 || left > 40 {
-		t.Fatalf("admitted %d and %d left leased, want 2000 in all and at most 40 left", admitted, left)
+	leftA, lostA := leased(a, "k")
+	leftB, lostB := leased(b, "k")
+	left, lost := leftA+leftB, lostA+lostB
+	stats, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := redistest.ScriptCalls(stats)
+	t.Logf("admitted %d, %d left leased, %d expired unused, %d script calls", admitted, left, lost, calls)
+	if admitted+int(left+lost) != 2000 {
+		t.Fatalf("admitted %d, %d left leased and %d expired: want 2000 in all", admitted, left, lost)
+	}
+	if calls >= 6000 {
+		t.Fatalf("%d script calls for 6000 requests, want fewer", calls)
+	}
+}
+
+// TestLeasesExpire checks that tokens a node leased and left unused are not
+// admitted once their lease's life is over, since Redis counted them as
+// used by then: after it, another node takes the whole burst back, and
+// the first refuses.
+func TestLeasesExpire(t *testing.T) {
+	ctx := t.Context()
+	a, rdb := newTestRedis(t)
+	a.ahead = 20 * time.Millisecond
+	b := NewRedis(rdb, testPrefix)
+	l := mustLimit(t, "1000/h", 1000) // a token every 3.6s
+	for i := 0; ; i++ {
+		if left, _ := leased(a, "k"); left > 0 {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("no lease after 1000 requests")
+		}
+		if res, err := a.Take(ctx, "k", l); err != nil || !res.Allowed {
+			t.Fatalf("request %d: %+v, %v", i, res, err)
+		}
+	}
+	h := a.holding("k")
+	h.mu.Lock()
+	expires := h.expires
+	h.mu.Unlock()
+	for time.Now().Before(expires.Add(time.Millisecond)) {
+		time.Sleep(time.Until(expires) + time.Millisecond)
+	}
+	// b spends all there is, then a is refused with it.
+	for i := 0; ; i++ {
+		res, err := b.Take(ctx, "k", l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Allowed {
+			break
+		}
+		if i > 2000 {
+			t.Fatal("b still admitted after 2000 requests")
+		}
+	}
+	if res, err := a.Take(ctx, "k", l); err != nil || res.Allowed {
+		t.Fatalf("a after its lease's life and b's refusal: %+v, %v; want refused", res, err)
 	}
 }
 
@@ -99,7 +161,7 @@ func TestLeasesRememberRefusals(t *testing.T) {
 	ctx := t.Context()
 	r, rdb := newTestRedis(t)
 	r.ahead = 5 * time.Millisecond
-	l := mustLimit(t, "5/s", 5) // a token every 200ms
+	l := mustLimit(t, "1/s", 5) // a token every second
 	for i := range 5 {
 		if res, err := r.Take(ctx, "k", l); err != nil || !res.Allowed {
 			t.Fatalf("request %d of the burst: %+v, %v", i, res, err)
@@ -174,5 +236,70 @@ func TestLeasesFollowTheLimit(t *testing.T) {
 			t.Fatalf("under the raised limit: %+v; want admitted within a few ms", res)
 		}
 		time.Sleep(res.RetryAfter)
+	}
+}
+
+// holdingPrimary is a primary that holds a decision for key "held".
+type holdingPrimary struct {
+	calls atomic.Int64
+}
+
+func (p *holdingPrimary) Take(context.Context, string, Limit) (Result, error) {
+	p.calls.Add(1)
+	return Result{Allowed: true, Remaining: 7}, nil
+}
+
+func (p *holdingPrimary) TakeHeld(key string, _ Limit) (Result, bool) {
+	if key != "held" {
+		return Result{}, false
+	}
+	return Result{Allowed: true, Remaining: 3}, true
+}
+
+// TestFallbackTakesHeldFirst checks that Fallback answers from what its
+// primary holds without calling it, and calls it otherwise.
+func TestFallbackTakesHeldFirst(t *testing.T) {
+	p := &holdingPrimary{}
+	f, err := NewFallback(p, NewMemory(nil), FallbackConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := mustLimit(t, "10/s", 0)
+	if res, err := f.Take(t.Context(), "held", l); err != nil || res.Remaining != 3 || p.calls.Load() != 0 {
+		t.Fatalf("held key: %+v, %v, %d calls; want the held result and no call", res, err, p.calls.Load())
+	}
+	if res, err := f.Take(t.Context(), "other", l); err != nil || res.Remaining != 7 || p.calls.Load() != 1 {
+		t.Fatalf("other key: %+v, %v, %d calls; want the primary's result from one call", res, err, p.calls.Load())
+	}
+}
+
+// TestLeasesSweep checks that the sweep forgets a key idle for idleHeld,
+// and that a request that still holds its old record finds the new one.
+func TestLeasesSweep(t *testing.T) {
+	ctx := t.Context()
+	r, _ := newTestRedis(t)
+	r.ahead = 5 * time.Millisecond
+	l := mustLimit(t, "1000/s", 1000)
+	if _, err := r.Take(ctx, "k", l); err != nil {
+		t.Fatal(err)
+	}
+	old := r.holding("k")
+	old.mu.Lock()
+	old.used = time.Now().Add(-2 * idleHeld)
+	old.mu.Unlock()
+	r.swept.Store(0)
+	r.sweep(time.Now())
+	if _, ok := r.held.Load("k"); ok {
+		t.Fatal("an idle key still held after the sweep")
+	}
+	d := &decision{key: testPrefix + "k", l: l}
+	if st := old.take(d, time.Now()); st != gone {
+		t.Fatalf("the swept record answered %d, want gone", st)
+	}
+	if res, err := r.Take(ctx, "k", l); err != nil || !res.Allowed {
+		t.Fatalf("after the sweep: %+v, %v", res, err)
+	}
+	if r.holding("k") == old {
+		t.Fatal("the swept record is still the key's")
 	}
 }

@@ -55,8 +55,8 @@ const (
 // while maxSenders calls are in flight waits for the next, which decides
 // every request waiting then (up to maxBatch) in one round trip and one
 // script run, those of a key as one entry. A lone request goes at once,
-// alone. Each decision is the same as it would be alone, in the order of
-// the batch.
+// alone. Each decision is the same as it would be alone, the requests of
+// a key in the order they came.
 //
 // With leases (WithLeases) a node also takes ahead, for a busy key, the
 // tokens its next requests will use, and keeps the refusals it is told
@@ -93,18 +93,21 @@ type decision struct {
 type Option func(*Redis)
 
 // WithLeases has a node lease a busy key's tokens ahead: a call for a key
-// asks for its requests waiting and for those the node expects over the
-// next ahead (its rate since the call before), at most a hundredth of the
-// key's burst and maxLease. The node admits its next requests from the
-// tokens leased, without a call, and refuses without one until a refusal
-// Redis gave ends.
+// asks for its requests waiting and for the tokens the node expects to
+// use over the next ahead (its rate since the call before), at most a
+// hundredth of the key's burst and maxLease. Redis takes them as requests
+// arriving ahead from now, and the node admits its next requests from
+// them, without a call, until then and never after; it also refuses
+// without a call until a refusal Redis gave ends.
 //
-// The limit holds across nodes as without: a leased token is taken in
-// Redis, in turn with every node's, so no more requests pass than the
-// limit allows. What changes is who gets them: a node's leased tokens
-// pass its requests while another's are refused, and the tokens a node
-// holds when its requests stop (at most a hundredth of a burst) are lost
-// to the others. A limit under 100 requests a burst leases nothing.
+// The limit holds across nodes as without: a leased token used before
+// the instant it was taken for is used early, as a burst would be, so no
+// more requests pass than the limit allows. What changes is who gets
+// them: a node's leased tokens pass its requests while another's are
+// refused; the tokens a node leaves unused (at most a hundredth of a
+// burst) are lost; and a lease taken while the key's burst is nearly whole
+// spends up to ahead of its refill. A limit under 100 requests a burst
+// leases nothing.
 func WithLeases(ahead time.Duration) Option {
 	return func(r *Redis) { r.ahead = ahead }
 }
@@ -162,12 +165,14 @@ func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
 	if r.ahead > 0 {
 		now := time.Now()
 		r.sweep(now)
-		d.h = r.holding(key)
-		switch d.h.take(d, now) {
-		case decided:
-			return d.res, nil
-		case waiting:
-			return wait(ctx, d)
+		for st := gone; st != undecided; {
+			d.h = r.holding(key)
+			switch st = d.h.take(d, now); st {
+			case decided:
+				return d.res, nil
+			case waiting:
+				return wait(ctx, d)
+			}
 		}
 	}
 	q := r.queue(prefix)
@@ -195,6 +200,9 @@ func (r *Redis) TakeHeld(key string, l Limit) (Result, bool) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.gone {
+		return Result{}, false
+	}
 	d := decision{l: l}
 	if !h.decide(&d, now) {
 		return Result{}, false
@@ -253,13 +261,14 @@ const (
 	undecided = iota // the request goes to Redis
 	decided          // from a lease or a refusal held
 	waiting          // for the lease in flight
+	gone             // swept: the request looks for the key's new record
 )
 
 // decide runs the script for the batch and sets each decision's result.
 func (r *Redis) decide(ctx context.Context, batch []*decision, at []any) {
 	entries := group(batch)
 	keys := make([]string, len(entries))
-	args := make([]any, 0, 2+5*len(entries))
+	args := make([]any, 0, 2+8*len(entries))
 	if len(at) == 2 {
 		args = append(args, at...)
 	} else {
@@ -271,12 +280,12 @@ func (r *Redis) decide(ctx context.Context, batch []*decision, at []any) {
 			e.ahead = e.h.lease(e.l, sent, r.ahead)
 		}
 		keys[i] = e.key
-		args = append(args, int64(len(e.ds))+e.ahead)
+		args = append(args, len(e.ds), e.ahead, int64(r.ahead/time.Second), int64(r.ahead%time.Second))
 		args = appendLimit(args, e.l)
 	}
 	v, err := takeScript.Run(ctx, r.rdb, keys, args...).Int64Slice()
 	got := time.Now()
-	if err == nil && len(v) != 2+3*len(entries) {
+	if err == nil && len(v) != 2+6*len(entries) {
 		err = fmt.Errorf("unexpected script reply of %d numbers for %d keys", len(v), len(entries))
 	}
 	for i, e := range entries {
@@ -285,18 +294,18 @@ func (r *Redis) decide(ctx context.Context, batch []*decision, at []any) {
 				d.err = fmt.Errorf("rate limit: redis: %w", err)
 			}
 			if e.h != nil {
-				for _, d := range e.h.settle(e, nil, got) {
+				for _, d := range e.h.settle(e, nil, sent, got, r.ahead) {
 					r.requeue(d)
 				}
 			}
 			continue
 		}
-		g := grant{k: v[2+3*i], base: pairDuration(v[3+3*i], v[4+3*i]) - pairDuration(v[0], v[1])}
+		g := grantOf(v[:2], v[2+6*i:8+6*i])
 		for j, d := range e.ds {
 			d.res = g.result(int64(j), e.l)
 		}
 		if e.h != nil {
-			for _, d := range e.h.settle(e, &g, got) {
+			for _, d := range e.h.settle(e, &g, sent, got, r.ahead) {
 				r.requeue(d)
 			}
 		}
@@ -330,10 +339,18 @@ func group(batch []*decision) []*entry {
 }
 
 // grant is the script's answer for an entry: its first k requests are
-// admitted, from the TAT base (as a time from the script's now).
+// admitted, from the TAT base, and leased tokens are leased from the TAT
+// leaseBase (times from the script's now).
 type grant struct {
-	k    int64
-	base time.Duration
+	k, leased       int64
+	base, leaseBase time.Duration
+}
+
+// grantOf reads an entry's answer (six numbers) given the script's now
+// (two).
+func grantOf(now, v []int64) grant {
+	n := pairDuration(now[0], now[1])
+	return grant{k: v[0], base: pairDuration(v[1], v[2]) - n, leased: v[3], leaseBase: pairDuration(v[4], v[5]) - n}
 }
 
 // result is the outcome of the entry's request i (from 0): as Decide would
@@ -361,9 +378,10 @@ func allowed(reset time.Duration, l Limit) Result {
 type held struct {
 	mu sync.Mutex
 	l  Limit // the limit of what is held
-	// left tokens are leased; the next has the TAT next.
-	left int64
-	next time.Time
+	// left tokens are leased, usable until expires; the next has the
+	// TAT next. lost counts the tokens that expired unused.
+	left, lost    int64
+	next, expires time.Time
 	// Until until, every request is refused; the key's TAT is then tat.
 	until, tat time.Time
 	// leasing tells that a call leasing ahead is in flight, for whose
@@ -376,6 +394,9 @@ type held struct {
 	sent     time.Time
 	inflight int
 	used     time.Time
+	// gone tells that the sweep forgot the record: a request that still
+	// found it looks for the key's new one.
+	gone bool
 }
 
 // holding returns what the node holds of key.
@@ -397,10 +418,11 @@ func (r *Redis) sweep(now time.Time) {
 	r.held.Range(func(k, v any) bool {
 		h := v.(*held)
 		h.mu.Lock()
-		idle := h.inflight == 0 && now.Sub(h.used) > idleHeld
+		gone := h.inflight == 0 && now.Sub(h.used) > idleHeld
+		h.gone = gone
 		h.mu.Unlock()
-		if idle {
-			r.held.Delete(k)
+		if gone {
+			r.held.CompareAndDelete(k, h)
 		}
 		return true
 	})
@@ -411,6 +433,9 @@ func (r *Redis) sweep(now time.Time) {
 func (h *held) take(d *decision, now time.Time) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.gone {
+		return gone
+	}
 	h.seen++
 	h.used = now
 	if h.decide(d, now) {
@@ -428,6 +453,11 @@ func (h *held) take(d *decision, now time.Time) int {
 func (h *held) decide(d *decision, now time.Time) bool {
 	if h.l != d.l {
 		return false
+	}
+	if h.left > 0 && now.After(h.expires) {
+		// Unused, they are lost: Redis counted them as used by then.
+		h.lost += h.left
+		h.left = 0
 	}
 	if h.left > 0 {
 		tat := h.next
@@ -455,7 +485,7 @@ func (h *held) lease(l Limit, now time.Time, ahead time.Duration) int64 {
 	seen, since := h.seen, now.Sub(h.sent)
 	first := h.sent.IsZero()
 	h.seen, h.sent = 0, now
-	if first || h.leasing || h.left > 0 || since <= 0 {
+	if first || h.leasing || (h.left > 0 && now.Before(h.expires)) || since <= 0 {
 		return 0
 	}
 	n := min(int64(float64(seen)*float64(ahead)/float64(since)), l.Burst/leaseShare, maxLease)
@@ -465,11 +495,14 @@ func (h *held) lease(l Limit, now time.Time, ahead time.Duration) int64 {
 	return n
 }
 
-// settle keeps what the call of entry e got at now: the tokens granted
-// past its requests, and the refusal when not all were granted; g is nil
-// when the call failed. When e leased, its tokens go first to the
-// requests that waited for them; it returns those they did not cover.
-func (h *held) settle(e *entry, g *grant, now time.Time) (rest []*decision) {
+// settle keeps what the call of entry e, sent at sent, got at got: the
+// tokens it leased, usable for life from when it was sent (before Redis's
+// now: never later than Redis has them), and the refusal when one of its
+// requests was refused, until its end counted from when the answer came
+// (after Redis's now: never sooner); g is nil when the call failed. When
+// e leased, its tokens go first to the requests that waited for them; it
+// returns those they did not cover.
+func (h *held) settle(e *entry, g *grant, sent, got time.Time, life time.Duration) (rest []*decision) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.inflight--
@@ -477,15 +510,17 @@ func (h *held) settle(e *entry, g *grant, now time.Time) (rest []*decision) {
 		h.l, h.left, h.until = e.l, 0, time.Time{}
 	}
 	if g != nil {
-		w := int64(len(e.ds))
-		if g.k > w {
-			h.left = g.k - w
-			h.next = now.Add(g.base + time.Duration(w+1)*e.l.Interval())
+		if g.leased > 0 {
+			// What is left of the lease before is past its life (lease
+			// asks for none before): lost.
+			h.lost += h.left
+			h.left, h.expires = g.leased, sent.Add(life)
+			h.next = sent.Add(g.leaseBase + e.l.Interval())
 		}
 		h.until = time.Time{}
-		if g.k < w+e.ahead {
+		if g.k < int64(len(e.ds)) {
 			r := g.result(g.k, e.l)
-			h.until, h.tat = now.Add(r.RetryAfter), now.Add(r.ResetAfter)
+			h.until, h.tat = got.Add(r.RetryAfter), got.Add(r.ResetAfter)
 		}
 	}
 	if e.ahead == 0 {
@@ -493,7 +528,7 @@ func (h *held) settle(e *entry, g *grant, now time.Time) (rest []*decision) {
 	}
 	h.leasing = false
 	for _, d := range h.waiters {
-		if g != nil && h.decide(d, now) {
+		if g != nil && h.decide(d, got) {
 			close(d.done)
 			continue
 		}

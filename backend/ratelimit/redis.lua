@@ -5,9 +5,10 @@
 -- entry seeing the ones before it.
 --
 -- ARGV: now seconds and now nanoseconds to use instead of TIME (tests
--- only; '' and '' otherwise), then for each key n (its requests), its
--- limit's interval seconds, interval nanoseconds, window seconds, window
--- nanoseconds.
+-- only; '' and '' otherwise), then for each key n (its requests), ahead
+-- (the tokens to lease once all n passed, 0 for none), the lease's life
+-- in seconds and nanoseconds, its limit's interval seconds, interval
+-- nanoseconds, window seconds, window nanoseconds.
 --
 -- Times are pairs of whole seconds and nanoseconds (0 <= ns < 1e9): Lua's
 -- numbers are doubles, exact only up to 2^53, and a time in nanoseconds
@@ -24,10 +25,15 @@
 -- are its first k admitted and the rest refused: each admission moves
 -- the TAT on by one interval from base, the TAT the first one sees, and
 -- nothing moves it once one is refused. So an entry's answer is k and
--- base, from which Go derives each request's result (ratelimit.expand).
+-- base, from which Go derives each request's result (grant.result).
 --
--- Returns now (seconds, nanoseconds), then three numbers per key: k, base
--- seconds, base nanoseconds.
+-- A lease of m tokens living until now + life is taken as m requests
+-- arriving at that instant, from the later of it and the TAT: the node
+-- may use them any time before it, and never after.
+--
+-- Returns now (seconds, nanoseconds), then six numbers per key: k, base
+-- seconds, base nanoseconds, the tokens leased, the lease's base seconds
+-- and nanoseconds (its i-th token has the TAT base + i intervals).
 
 -- Redis before 7 replicates a script's commands only when asked; TIME makes
 -- this script not replayable. From Redis 7 on this is the default.
@@ -82,12 +88,31 @@ local tat_ss, tat_ns = {}, {} -- key -> its TAT, absent when it holds none
 local admitted = {}         -- key -> true once one of its requests is admitted
 local written = {}          -- those keys, in the order of their first admission
 
+-- grant returns how many of n requests pass from the TAT base under the
+-- interval and far (now + window): the k-th passes when base + k
+-- intervals - window <= now, that is base + k intervals <= far. A
+-- double's quotient is within one of it; the pairs settle it.
+local function grant(n, base_s, base_n, interval_s, interval_n, far_s, far_n)
+  local function fits(k)
+    local s, ns = add(base_s, base_n, mul(k, interval_s, interval_n))
+    return not less(far_s, far_n, s, ns)
+  end
+  if n <= 0 then return 0 end
+  local room = (far_s - base_s) * E + (far_n - base_n)
+  local step = interval_s * E + interval_n
+  local k = math.max(0, math.min(n, math.floor(room / step)))
+  while k > 0 and not fits(k) do k = k - 1 end
+  while k < n and fits(k + 1) do k = k + 1 end
+  return k
+end
+
 local out = {now_s, now_n}
 for i, key in ipairs(KEYS) do
-  local a = 3 + (i - 1) * 5
-  local n = tonumber(ARGV[a])
-  local interval_s, interval_n = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local window_s, window_n = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local a = 3 + (i - 1) * 8
+  local n, ahead = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local until_s, until_n = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local interval_s, interval_n = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local window_s, window_n = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
 
   if not read[key] then
     read[key] = true
@@ -119,28 +144,32 @@ for i, key in ipairs(KEYS) do
     tat_s, tat_n = sub(far_s, far_n, interval_s, interval_n)
   end
 
-  -- The k-th request is admitted when base + k intervals - window <= now,
-  -- that is base + k intervals <= far: k is the largest such, at most n.
-  -- A double's quotient is within one of it; the pairs settle it.
-  local function fits(k)
-    local s, ns = add(tat_s, tat_n, mul(k, interval_s, interval_n))
-    return not less(far_s, far_n, s, ns)
+  local k = grant(n, tat_s, tat_n, interval_s, interval_n, far_s, far_n)
+  local end_s, end_n = add(tat_s, tat_n, mul(k, interval_s, interval_n))
+
+  -- The lease: once every request passed, up to ahead tokens more, taken
+  -- as requests arriving at now + until would be (whenever the node uses
+  -- them before then, it uses them early, as a burst does): they start
+  -- from that instant or the TAT, whichever is later.
+  local leased, lease_s, lease_n = 0, 0, 0
+  if k == n and ahead > 0 then
+    lease_s, lease_n = add(now_s, now_n, until_s, until_n)
+    if less(lease_s, lease_n, end_s, end_n) then
+      lease_s, lease_n = end_s, end_n
+    end
+    leased = grant(ahead, lease_s, lease_n, interval_s, interval_n, far_s, far_n)
+    if leased > 0 then
+      end_s, end_n = add(lease_s, lease_n, mul(leased, interval_s, interval_n))
+    end
   end
-  local k = 0
-  if n > 0 then
-    local room = (far_s - tat_s) * E + (far_n - tat_n)
-    local step = interval_s * E + interval_n
-    k = math.max(0, math.min(n, math.floor(room / step)))
-    while k > 0 and not fits(k) do k = k - 1 end
-    while k < n and fits(k + 1) do k = k + 1 end
-  end
-  out[#out + 1], out[#out + 2], out[#out + 3] = k, tat_s, tat_n
-  if k > 0 then
+  local o = #out
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = k, tat_s, tat_n, leased, lease_s, lease_n
+  if k + leased > 0 then
     if not admitted[key] then
       admitted[key] = true
       written[#written + 1] = key
     end
-    tat_ss[key], tat_ns[key] = add(tat_s, tat_n, mul(k, interval_s, interval_n))
+    tat_ss[key], tat_ns[key] = end_s, end_n
   end
 end
 for _, key in ipairs(written) do

@@ -75,15 +75,15 @@ func (s redisAt) Take(ctx context.Context, key string, l Limit) (Result, error) 
 // takeArgs are the script's arguments for one request under l at (seconds
 // and nanoseconds).
 func takeArgs(l Limit, at []any) []any {
-	return appendLimit(append(append([]any{}, at...), int64(1)), l)
+	return appendLimit(append(append([]any{}, at...), 1, 0, 0, 0), l)
 }
 
 // takeResult reads the script's answer for a call of one request.
 func takeResult(v []int64, l Limit) (Result, error) {
-	if len(v) != 5 {
+	if len(v) != 8 {
 		return Result{}, errors.New("unexpected script reply")
 	}
-	return grant{k: v[2], base: pairDuration(v[3], v[4]) - pairDuration(v[0], v[1])}.result(0, l), nil
+	return grantOf(v[:2], v[2:]).result(0, l), nil
 }
 
 func TestRedisConformance(t *testing.T) {
@@ -312,7 +312,9 @@ func TestRedisScriptEqualsDecide(t *testing.T) {
 // five requests, against Decide made one request after the other at the
 // call's instant: the script keeps a key's TAT between its entries and
 // writes it once, as its last admission leaves it, with that admission's
-// expiry.
+// expiry. An entry may lease tokens too, once all its requests passed:
+// taken as requests arriving at the end of the lease's life, from the
+// later of it and the TAT, while they would pass at the call's instant.
 func TestRedisScriptBatchEqualsDecide(t *testing.T) {
 	_, rdb := newTestRedis(t)
 	ctx := context.Background()
@@ -330,6 +332,7 @@ func TestRedisScriptBatchEqualsDecide(t *testing.T) {
 		m := 1 + rng.IntN(8)
 		batch := make([]string, m)
 		counts := make([]int, m)
+		leases := make([]int64, m)
 		args := []any{now / 1e9, now % 1e9}
 		want := make([][]Result, m)
 		ls := make([]Limit, m)
@@ -338,14 +341,32 @@ func TestRedisScriptBatchEqualsDecide(t *testing.T) {
 			batch[i] = testPrefix + keys[rng.IntN(len(keys))]
 			ls[i] = limits[rng.IntN(len(limits))]
 			counts[i] = 1 + rng.IntN(5)
-			args = appendLimit(append(args, counts[i]), ls[i])
+			ahead := []int64{0, 0, 1, 3, 10}[rng.IntN(5)]
+			life := rng.Int64N(int64(50 * time.Millisecond))
+			args = appendLimit(append(args, counts[i], ahead, life/1e9, life%1e9), ls[i])
+			passed := 0
 			for range counts[i] {
 				tat, res := Decide(model[batch[i]], now, ls[i])
 				if res.Allowed {
 					model[batch[i]] = tat
 					lastAllowed[batch[i]] = res
+					passed++
 				}
 				want[i] = append(want[i], res)
+			}
+			if passed == counts[i] && ahead > 0 {
+				// The lease's tokens start from the later of the end of
+				// its life and the TAT, and pass while their TAT is at
+				// most a window past now.
+				l, tat := ls[i], max(model[batch[i]], now+life)
+				for leases[i] < ahead && tat+int64(l.Interval()) <= now+int64(l.Window()) {
+					tat += int64(l.Interval())
+					leases[i]++
+				}
+				if leases[i] > 0 {
+					model[batch[i]] = tat
+					lastAllowed[batch[i]] = Result{Allowed: true, ResetAfter: time.Duration(tat - now)}
+				}
 			}
 		}
 		var eval *goredis.Cmd
@@ -366,14 +387,17 @@ func TestRedisScriptBatchEqualsDecide(t *testing.T) {
 			t.Fatalf("step %d: %v", step, err)
 		}
 		v, err := eval.Int64Slice()
-		if err != nil || len(v) != 2+3*m {
+		if err != nil || len(v) != 2+6*m {
 			t.Fatalf("step %d: %v, %v", step, v, err)
 		}
 		if got := v[0]*1e9 + v[1]; got != now {
 			t.Fatalf("step %d: the script's now is %d, want %d", step, got, now)
 		}
 		for i := range batch {
-			g := grant{k: v[2+3*i], base: pairDuration(v[3+3*i], v[4+3*i]) - pairDuration(v[0], v[1])}
+			g := grantOf(v[:2], v[2+6*i:8+6*i])
+			if g.leased != leases[i] {
+				t.Fatalf("step %d: entry %d of %d (key %s): %d leased, want %d", step, i+1, m, batch[i], g.leased, leases[i])
+			}
 			for j, w := range want[i] {
 				if got := g.result(int64(j), ls[i]); got != w {
 					t.Fatalf("step %d: entry %d of %d (key %s, %d requests), request %d: script %+v; Decide %+v",

@@ -24,6 +24,7 @@ local out = {}
 local seq = tonumber(redis.call('GET', seqKey) or '0')
 local seq0 = seq
 local added = {}   -- type -> tasks queued by this call
+local queueType = {} -- account queue key -> its type
 local types = {}   -- the types of added, in order
 local queued = {}  -- account queue key -> whether it has tasks
 local made = {}    -- task key -> true once created by this call
@@ -92,7 +93,7 @@ for i = 0, n - 1 do
       added[typ] = 0
       types[#types + 1] = typ
     end
-    added[typ] = added[typ] + 1
+    queueType[aq] = typ
     if ik then
       if oldAge then redis.call('ZREM', idemAgeKey, oldAge) end
       redis.call('HSET', ik, 'json', ARGV[b + 9], 'at', ARGV[b + 10])
@@ -101,9 +102,14 @@ for i = 0, n - 1 do
   end
   out[#out + 1], out[#out + 2] = answer, replay
 end
-for _, key in ipairs(zkeys) do redis.call('ZADD', key, unpack(zsets[key])) end
+for _, key in ipairs(zkeys) do
+  local n = redis.call('ZADD', key, unpack(zsets[key]))
+  -- A task counts in its type's depth once in its queue (as enqueue does).
+  local typ = queueType[key]
+  if typ then added[typ] = added[typ] + n end
+end
 if seq ~= seq0 then redis.call('SET', seqKey, int(seq)) end
 for _, typ in ipairs(types) do
-  if redis.call('HINCRBY', depthKey, typ, added[typ]) == added[typ] then redis.call('SADD', queuesKey, typ) end
+  if added[typ] > 0 and redis.call('HINCRBY', depthKey, typ, added[typ]) == added[typ] then redis.call('SADD', queuesKey, typ) end
 end
 return out
