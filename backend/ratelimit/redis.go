@@ -83,10 +83,10 @@ type decision struct {
 	key    string
 	prefix string
 	l      Limit
-	h    *held // nil without leases
-	res  Result
-	err  error
-	done chan struct{}
+	h      *held // nil without leases
+	res    Result
+	err    error
+	done   chan struct{}
 }
 
 // Option configures a Redis store.
