@@ -431,7 +431,7 @@ func writeReport(path string, o options, r *results, table string, finished time
 	if rd := r.redis; rd != nil {
 		fmt.Fprintf(&b, "- Redis mode: a redis-server %s started by the harness on a free loopback port, its files in the temporary directory, with `--save \"\" --appendonly yes --appendfsync %s` "+
 			"(each write reaches the append-only file before Redis answers, and is fsynced within a second: a crash of the machine, not of Redis alone, can lose the last second's tasks), `--auto-aof-rewrite-percentage 0` "+
-			"(no rewrite, which forks, during a round) and `--maxmemory-policy noeviction`; stopped at the end. "+
+			"(no rewrite, which forks, during a round), `--maxmemory-policy noeviction` and `--hash-max-listpack-value 1024` (as docs/redis.md advises); stopped at the end. "+
 			"A node with `storage redis`, its workers parked on the holding source: its chain site against its bare site as for the edge (%d rounds × %s after %s warm-up, %d workers), "+
 			"with `INFO cpu` and `INFO commandstats` read before and after each round (the chain's rounds count the decisions, the bare rounds what Redis does without any); "+
 			"the derived redis ÷ memory divides its chain/bare by the memory server's, each a median of the rounds' own ratios. "+
