@@ -100,8 +100,9 @@ func TestLeasesExpire(t *testing.T) {
 	}
 	h := a.holding("k")
 	h.mu.Lock()
-	expires := h.expires
+	expires, left := h.expires, h.left
 	h.mu.Unlock()
+	_, lost0 := LeaseTokens()
 	for time.Now().Before(expires.Add(time.Millisecond)) {
 		time.Sleep(time.Until(expires) + time.Millisecond)
 	}
@@ -120,6 +121,9 @@ func TestLeasesExpire(t *testing.T) {
 	}
 	if res, err := a.Take(ctx, "k", l); err != nil || res.Allowed {
 		t.Fatalf("a after its lease's life and b's refusal: %+v, %v; want refused", res, err)
+	}
+	if _, lost := LeaseTokens(); lost-lost0 < uint64(left) {
+		t.Fatalf("%d tokens counted lost, want at least the %d a left unused", lost-lost0, left)
 	}
 }
 

@@ -89,6 +89,15 @@ type decision struct {
 	done   chan struct{}
 }
 
+// leasedTokens and lostTokens count the tokens the Redis stores of this
+// process leased, and those of them that went unused (expired, replaced or
+// swept): lost to the other nodes.
+var leasedTokens, lostTokens atomic.Uint64
+
+// LeaseTokens returns the tokens the Redis stores of this process leased
+// so far, and how many of them were lost unused.
+func LeaseTokens() (leased, lost uint64) { return leasedTokens.Load(), lostTokens.Load() }
+
 // Option configures a Redis store.
 type Option func(*Redis)
 
@@ -419,13 +428,23 @@ func (r *Redis) sweep(now time.Time) {
 		h := v.(*held)
 		h.mu.Lock()
 		gone := h.inflight == 0 && now.Sub(h.used) > idleHeld
-		h.gone = gone
+		if gone {
+			h.gone = true
+			h.loseLeft()
+		}
 		h.mu.Unlock()
 		if gone {
 			r.held.CompareAndDelete(k, h)
 		}
 		return true
 	})
+}
+
+// loseLeft counts the tokens left as lost; h.mu is held.
+func (h *held) loseLeft() {
+	h.lost += h.left
+	lostTokens.Add(uint64(h.left))
+	h.left = 0
 }
 
 // take decides request d from what is held, if it can, or has it wait
@@ -456,8 +475,7 @@ func (h *held) decide(d *decision, now time.Time) bool {
 	}
 	if h.left > 0 && now.After(h.expires) {
 		// Unused, they are lost: Redis counted them as used by then.
-		h.lost += h.left
-		h.left = 0
+		h.loseLeft()
 	}
 	if h.left > 0 {
 		tat := h.next
@@ -507,13 +525,15 @@ func (h *held) settle(e *entry, g *grant, sent, got time.Time, life time.Duratio
 	defer h.mu.Unlock()
 	h.inflight--
 	if h.l != e.l {
-		h.l, h.left, h.until = e.l, 0, time.Time{}
+		h.loseLeft()
+		h.l, h.until = e.l, time.Time{}
 	}
 	if g != nil {
 		if g.leased > 0 {
 			// What is left of the lease before is past its life (lease
 			// asks for none before): lost.
-			h.lost += h.left
+			h.loseLeft()
+			leasedTokens.Add(uint64(g.leased))
 			h.left, h.expires = g.leased, sent.Add(life)
 			h.next = sent.Add(g.leaseBase + e.l.Interval())
 		}
