@@ -87,6 +87,9 @@ http://:%d {
 		sample("account_rate_limit", "store_error"):         0,
 		// Only a shared store (redis) can be out of reach.
 		"taskgate_rate_limit_store_degraded": 0,
+		// Leases are Redis's: none here.
+		"taskgate_rate_limit_leased_tokens_total":     0,
+		"taskgate_rate_limit_lease_tokens_lost_total": 0,
 		// Present from the start, so that an alert sees the first.
 		`taskgate_panics_recovered_total{component="runner"}`:   0,
 		`taskgate_panics_recovered_total{component="webhooks"}`: 0,
