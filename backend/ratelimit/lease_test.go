@@ -297,7 +297,7 @@ func TestLeasesSweep(t *testing.T) {
 		t.Fatal("an idle key still held after the sweep")
 	}
 	d := &decision{key: testPrefix + "k", l: l}
-	if st := old.take(d, time.Now()); st != gone {
+	if st := old.take(d); st != gone {
 		t.Fatalf("the swept record answered %d, want gone", st)
 	}
 	if res, err := r.Take(ctx, "k", l); err != nil || !res.Allowed {
@@ -305,5 +305,38 @@ func TestLeasesSweep(t *testing.T) {
 	}
 	if r.holding("k") == old {
 		t.Fatal("the swept record is still the key's")
+	}
+}
+
+// TestLeasesFollowDemand sends pairs of requests of a key, a few
+// microseconds apart, each pair after the last lease's life: a lease is
+// at most twice the requests seen since the call before, so the tokens
+// the pairs leave unused stay a few a pair, not the hundredth of a burst
+// a rate from two close requests would ask for.
+func TestLeasesFollowDemand(t *testing.T) {
+	ctx := t.Context()
+	r, _ := newTestRedis(t)
+	r.ahead = 5 * time.Millisecond
+	l := mustLimit(t, "10000/s", 0) // a hundredth of the burst: 100
+	leased0, _ := LeaseTokens()
+	const pairs = 10
+	for range pairs {
+		for range 2 {
+			if res, err := r.Take(ctx, "k", l); err != nil || !res.Allowed {
+				t.Fatalf("%+v, %v", res, err)
+			}
+		}
+		h := r.holding("k")
+		h.mu.Lock()
+		expires := h.expires
+		h.mu.Unlock()
+		for time.Now().Before(expires.Add(time.Millisecond)) {
+			time.Sleep(time.Until(expires) + time.Millisecond)
+		}
+	}
+	leased, _ := LeaseTokens()
+	t.Logf("%d pairs leased %d tokens", pairs, leased-leased0)
+	if leased-leased0 > 3*pairs {
+		t.Fatalf("%d pairs of requests leased %d tokens, want at most %d", pairs, leased-leased0, 3*pairs)
 	}
 }

@@ -161,8 +161,8 @@ func Decide(tat, now int64, l Limit) (int64, Result) {
 }
 
 // Store holds the TATs of keys and decides requests against them. Memory is
-// the single-node store; a shared store makes one decision per call
-// atomically on its own clock.
+// the single-node store; a shared store (Redis) decides atomically on its
+// own clock, for every node.
 type Store interface {
 	Take(ctx context.Context, key string, l Limit) (Result, error)
 }

@@ -103,8 +103,9 @@ type Option func(*Redis)
 
 // WithLeases has a node lease a busy key's tokens ahead: a call for a key
 // asks for its requests waiting and for the tokens the node expects to
-// use over the next ahead (its rate since the call before), at most a
-// hundredth of the key's burst and maxLease. Redis takes them as requests
+// use over the next ahead (its rate since the call before), at most twice
+// the requests it saw since then, a hundredth of the key's burst and
+// maxLease. Redis takes them as requests
 // arriving ahead from now, and the node admits its next requests from
 // them, without a call, until then and never after; it also refuses
 // without a call until a refusal Redis gave ends.
@@ -113,8 +114,8 @@ type Option func(*Redis)
 // the instant it was taken for is used early, as a burst would be, so no
 // more requests pass than the limit allows. What changes is who gets
 // them: a node's leased tokens pass its requests while another's are
-// refused; the tokens a node leaves unused (at most a hundredth of a
-// burst) are lost; and a lease taken while the key's burst is nearly whole
+// refused; the tokens a lease leaves unused are lost (LeaseTokens counts
+// them); and a lease taken while the key's burst is nearly whole
 // spends up to ahead of its refill. A limit under 100 requests a burst
 // leases nothing.
 func WithLeases(ahead time.Duration) Option {
@@ -172,15 +173,17 @@ func (r *Redis) Take(ctx context.Context, key string, l Limit) (Result, error) {
 	prefix := r.prefixOf(key)
 	d := &decision{key: prefix + key, prefix: prefix, l: l, done: make(chan struct{})}
 	if r.ahead > 0 {
-		now := time.Now()
-		r.sweep(now)
+		r.sweep(time.Now())
 		for st := gone; st != undecided; {
 			d.h = r.holding(key)
-			switch st = d.h.take(d, now); st {
+			switch st = d.h.take(d); st {
 			case decided:
 				return d.res, nil
 			case waiting:
 				return wait(ctx, d)
+			case gone:
+				// The sweep may not have removed it yet.
+				r.held.CompareAndDelete(key, d.h)
 			}
 		}
 	}
@@ -206,12 +209,12 @@ func (r *Redis) TakeHeld(key string, l Limit) (Result, bool) {
 		return Result{}, false
 	}
 	h := v.(*held)
-	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.gone {
 		return Result{}, false
 	}
+	now := time.Now() // under the lock: a lease's end is checked when used
 	d := decision{l: l}
 	if !h.decide(&d, now) {
 		return Result{}, false
@@ -381,9 +384,10 @@ func allowed(reset time.Duration, l Limit) Result {
 // held is what a node holds of a key between its calls, with leases: the
 // tokens leased for its next requests, the refusal Redis last gave while
 // it lasts, the requests waiting for a lease in flight, and the key's
-// demand. Times are on the node's clock, Redis's now taken as when its
-// answer came (a little late: a lease's resets and a refusal's end come
-// half a round trip later than Redis had them, never sooner).
+// demand. Times are on the node's clock: a lease's from when its call was
+// sent (before Redis's now, so that it ends sooner than Redis has it,
+// never later), a refusal's from when the answer came (after Redis's now,
+// so that it ends later, never sooner).
 type held struct {
 	mu sync.Mutex
 	l  Limit // the limit of what is held
@@ -449,12 +453,13 @@ func (h *held) loseLeft() {
 
 // take decides request d from what is held, if it can, or has it wait
 // for the lease in flight.
-func (h *held) take(d *decision, now time.Time) int {
+func (h *held) take(d *decision) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.gone {
 		return gone
 	}
+	now := time.Now() // under the lock: a lease's end is checked when used
 	h.seen++
 	h.used = now
 	if h.decide(d, now) {
@@ -493,7 +498,8 @@ func (h *held) decide(d *decision, now time.Time) bool {
 
 // lease returns the tokens a call sent at now asks for ahead: the
 // requests of the key expected over ahead, at the rate they came since
-// the call before; none while another call leasing is in flight, or
+// the call before, at most twice as many as came; none while another call
+// leasing is in flight, or
 // while tokens are left (leased since the requests of this call came):
 // what a lease brings replaces nothing.
 func (h *held) lease(l Limit, now time.Time, ahead time.Duration) int64 {
@@ -506,7 +512,9 @@ func (h *held) lease(l Limit, now time.Time, ahead time.Duration) int64 {
 	if first || h.leasing || (h.left > 0 && now.Before(h.expires)) || since <= 0 {
 		return 0
 	}
-	n := min(int64(float64(seen)*float64(ahead)/float64(since)), l.Burst/leaseShare, maxLease)
+	// At most twice the requests seen: a rate from two requests a few
+	// microseconds apart says little, and a lease grows by doubling.
+	n := min(int64(float64(seen)*float64(ahead)/float64(since)), 2*seen, l.Burst/leaseShare, maxLease)
 	if n > 0 {
 		h.leasing = true
 	}
@@ -547,8 +555,9 @@ func (h *held) settle(e *entry, g *grant, sent, got time.Time, life time.Duratio
 		return nil
 	}
 	h.leasing = false
+	now := time.Now()
 	for _, d := range h.waiters {
-		if g != nil && h.decide(d, got) {
+		if g != nil && h.decide(d, now) {
 			close(d.done)
 			continue
 		}
