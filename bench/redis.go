@@ -368,6 +368,23 @@ type redisResult struct {
 	// limitOne on the redis node alone, limitNodes round robin over
 	// redisNodes nodes on the same Redis.
 	limitMemory, limitOne, limitNodes *accuracyResult
+	// edgeLeases and limitLeases are the rate-limit tokens the first node
+	// leased and lost unused over its edge rounds (warm-up included), and
+	// over its accuracy load alone.
+	edgeLeases, limitLeases leaseCounts
+}
+
+// leaseCounts are a node's rate-limit lease counters, or their growth.
+type leaseCounts struct{ leased, lost float64 }
+
+// leases reads s's rate-limit lease counters.
+func (s *server) leases(ctx context.Context) (leaseCounts, error) {
+	leased, err := s.metric(ctx, "taskgate_rate_limit_leased_tokens_total")
+	if err != nil {
+		return leaseCounts{}, err
+	}
+	lost, err := s.metric(ctx, "taskgate_rate_limit_lease_tokens_lost_total")
+	return leaseCounts{leased, lost}, err
 }
 
 func (r *redisResult) check() error {
@@ -413,6 +430,9 @@ func measureRedis(ctx context.Context, o options, bin, dir string, src *source, 
 		if res.edge, err = measurePair(ctx, s.cmd.Process.Pid, o.rounds, o.duration, o.warmup, chain, bare); err != nil {
 			return err
 		}
+		if res.edgeLeases, err = s.leases(ctx); err != nil {
+			return err
+		}
 		if cpu, script, ok := res.decisions.sum.perDecision(res.edge.a.requests); ok {
 			fmt.Fprintf(os.Stderr, "bench: redis over the chain rounds: %d EVALSHA for %d chain requests, %s CPU and %s of script per decision\n",
 				res.decisions.sum.evalshaCalls, res.edge.a.requests, micros(cpu), micros(script))
@@ -433,9 +453,18 @@ func measureRedis(ctx context.Context, o options, bin, dir string, src *source, 
 		}
 
 		// Nothing has used the limited account yet: its burst is whole.
+		before, err := s.leases(ctx)
+		if err != nil {
+			return err
+		}
 		if res.limitOne, err = measureAccuracy(ctx, o, "redis", []*server{s}); err != nil {
 			return err
 		}
+		after, err := s.leases(ctx)
+		if err != nil {
+			return err
+		}
+		res.limitLeases = leaseCounts{after.leased - before.leased, after.lost - before.lost}
 		// The key must be there right after the load, or the wait below
 		// would not wait for anything.
 		if n, err := rds.client.Exists(ctx, redisLimitKey).Result(); err != nil || n != 1 {

@@ -292,6 +292,8 @@ func (r *results) redisRows(row func(...string)) {
 			thousands(int(e.a.requests)), thousands(int(d.evalshaCalls)), float64(e.a.requests)/float64(max(d.evalshaCalls, 1)), latency(rd.idle.sum.cpu)), micros(cpu), "", "")
 		row("EVALSHA run time per decision over the chain rounds (INFO commandstats: the script's own time, shared by the decisions of a call)", micros(script), "", "")
 		row("Redis commands per chain request (INFO commandstats over the chain rounds, a script's own commands included; under 0.005 left out)", d.perOp(int64(e.a.requests)), "", "")
+		row("rate-limit tokens the node leased from Redis over its edge rounds and warm-up, and those lost unused (`taskgate_rate_limit_leased_tokens_total`, `taskgate_rate_limit_lease_tokens_lost_total`)",
+			fmt.Sprintf("%.0f leased, %.0f lost", rd.edgeLeases.leased, rd.edgeLeases.lost), "", "")
 	}
 
 	c := rd.create
@@ -313,6 +315,7 @@ func (r *results) redisRows(row func(...string)) {
 		"admitted (2xx) / expected (burst + rate × elapsed, first request sent to last answered)", limitedAccount, l.rate, l.burst, r.limitWorkers, r.limitDuration), "", "", "")
 	row("accuracy, storage memory, 1 node", rd.limitMemory.cell(), "", "")
 	row("accuracy, storage redis, 1 node", rd.limitOne.cell(), "", "")
+	row("rate-limit tokens that node leased over its accuracy load, and those lost unused", fmt.Sprintf("%.0f leased, %.0f lost", rd.limitLeases.leased, rd.limitLeases.lost), "", "")
 	n := rd.limitNodes
 	row(fmt.Sprintf("accuracy, storage redis, %d nodes", n.nodes), n.cell(), "", "")
 	row(fmt.Sprintf("%d nodes each limiting on its own (as with storage memory) would have admitted over that elapsed time, computed: %d × expected", n.nodes, n.nodes),
