@@ -379,12 +379,11 @@ type leaseCounts struct{ leased, lost float64 }
 
 // leases reads s's rate-limit lease counters.
 func (s *server) leases(ctx context.Context) (leaseCounts, error) {
-	leased, err := s.metric(ctx, "taskgate_rate_limit_leased_tokens_total")
+	v, err := s.metrics(ctx, "taskgate_rate_limit_leased_tokens_total", "taskgate_rate_limit_lease_tokens_lost_total")
 	if err != nil {
 		return leaseCounts{}, err
 	}
-	lost, err := s.metric(ctx, "taskgate_rate_limit_lease_tokens_lost_total")
-	return leaseCounts{leased, lost}, err
+	return leaseCounts{v[0], v[1]}, nil
 }
 
 func (r *redisResult) check() error {

@@ -304,11 +304,11 @@ type commitUsage struct {
 // observe returns the observe of a target of s.
 func (u *commitUsage) observe(s *server) func(ctx context.Context) (after func()) {
 	read := func(ctx context.Context) (commits, changes float64, err error) {
-		if commits, err = s.metric(ctx, "taskgate_store_commits_total"); err != nil {
+		v, err := s.metrics(ctx, "taskgate_store_commits_total", "taskgate_store_changes_total")
+		if err != nil {
 			return 0, 0, err
 		}
-		changes, err = s.metric(ctx, "taskgate_store_changes_total")
-		return commits, changes, err
+		return v[0], v[1], nil
 	}
 	return func(ctx context.Context) func() {
 		c0, ch0, err0 := read(ctx)
@@ -326,33 +326,54 @@ func (u *commitUsage) observe(s *server) func(ctx context.Context) (after func()
 
 // metric reads one unlabelled metric from the admin endpoint's /metrics.
 func (s *server) metric(ctx context.Context, name string) (float64, error) {
+	v, err := s.metrics(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	return v[0], nil
+}
+
+// metrics reads unlabelled metrics from one answer of the admin
+// endpoint's /metrics, in the order of names.
+func (s *server) metrics(ctx context.Context, names ...string) ([]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.adminURL+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s/metrics: %s", s.adminURL, resp.Status)
+		return nil, fmt.Errorf("%s/metrics: %s", s.adminURL, resp.Status)
 	}
+	values := make([]float64, len(names))
+	found := make([]bool, len(names))
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
-		value, ok := strings.CutPrefix(sc.Text(), name+" ")
-		if ok {
-			return strconv.ParseFloat(strings.TrimSpace(value), 64)
+		for i, name := range names {
+			if value, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+				if values[i], err = strconv.ParseFloat(strings.TrimSpace(value), 64); err != nil {
+					return nil, err
+				}
+				found[i] = true
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return nil, err
 	}
-	return 0, fmt.Errorf("%s/metrics has no %s", s.adminURL, name)
+	for i, name := range names {
+		if !found[i] {
+			return nil, fmt.Errorf("%s/metrics has no %s", s.adminURL, name)
+		}
+	}
+	return values, nil
 }
 
 // retryResult is what the retry phase measured: deliveries to a receiver

@@ -62,7 +62,9 @@ type FallbackConfig struct {
 // OpenFor; after it one call at a time probes the primary (half-open), and
 // the first success closes the breaker.
 type Fallback struct {
-	primary       Store
+	primary Store
+	// holder is primary when it is a Holder, tried before a call.
+	holder        Holder
 	local         *Memory
 	mode          OnStoreError
 	timeout       time.Duration
@@ -93,6 +95,7 @@ func NewFallback(primary Store, local *Memory, cfg FallbackConfig) (*Fallback, e
 		clock:         cfg.Clock,
 		heedsContext:  cfg.PrimaryHeedsContext,
 	}
+	f.holder, _ = primary.(Holder)
 	if f.mode == "" {
 		f.mode = OnStoreErrorLocal
 	}
@@ -127,8 +130,8 @@ func (f *Fallback) Take(ctx context.Context, key string, l Limit) (Result, error
 	if !ask {
 		return f.fallback(ctx, key, l)
 	}
-	if h, ok := f.primary.(Holder); ok && !probe {
-		if res, ok := h.TakeHeld(key, l); ok {
+	if f.holder != nil && !probe {
+		if res, ok := f.holder.TakeHeld(key, l); ok {
 			return res, nil
 		}
 	}

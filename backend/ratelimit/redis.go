@@ -392,8 +392,8 @@ type held struct {
 	mu sync.Mutex
 	l  Limit // the limit of what is held
 	// left tokens are leased, usable until expires; the next has the
-	// TAT next. lost counts the tokens that expired unused.
-	left, lost    int64
+	// TAT next.
+	left          int64
 	next, expires time.Time
 	// Until until, every request is refused; the key's TAT is then tat.
 	until, tat time.Time
@@ -446,7 +446,6 @@ func (r *Redis) sweep(now time.Time) {
 
 // loseLeft counts the tokens left as lost; h.mu is held.
 func (h *held) loseLeft() {
-	h.lost += h.left
 	lostTokens.Add(uint64(h.left))
 	h.left = 0
 }
@@ -498,10 +497,10 @@ func (h *held) decide(d *decision, now time.Time) bool {
 
 // lease returns the tokens a call sent at now asks for ahead: the
 // requests of the key expected over ahead, at the rate they came since
-// the call before, at most twice as many as came; none while another call
-// leasing is in flight, or
-// while tokens are left (leased since the requests of this call came):
-// what a lease brings replaces nothing.
+// the call before, at most twice as many as came. It asks for none while
+// another leasing call is in flight, or while tokens are left (leased
+// since the requests of this call came): what a lease brings replaces
+// nothing.
 func (h *held) lease(l Limit, now time.Time, ahead time.Duration) int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
