@@ -55,15 +55,20 @@ unit:
 	$(GO) test -race -count=1 ./backend/... ./caddymodule/... ./internal/...
 
 # The integration suite prints a line per test as it ends; its whole output
-# goes to INTEGRATION_LOG, printed in full when a test fails. TASKGATE_BIN
-# (set by .ci/run to the xcaddy build) tests that binary instead of building
-# one.
+# goes to INTEGRATION_LOG, printed in full when a test fails, between two
+# copies of the failing tests' own messages (integration/failures.awk).
+# TASKGATE_BIN (set by .ci/run to the xcaddy build) tests that binary
+# instead of building one.
 INTEGRATION_LOG ?= $(or $(TMPDIR),/tmp)/taskgate-integration.log
 integration:
 	@echo "integration: a line per test as it ends (whole output: $(INTEGRATION_LOG))"
 	@$(GO) test -v -count=1 -timeout 10m ./integration/... 2>&1 | tee $(INTEGRATION_LOG) \
 		| grep --line-buffered -E '^(--- |ok |FAIL|panic:)' \
-		|| { echo "integration failed; its whole output:"; cat $(INTEGRATION_LOG); exit 1; }
+		|| { echo "integration failed; the failing tests' messages:"; \
+			awk -f integration/failures.awk $(INTEGRATION_LOG) $(INTEGRATION_LOG); \
+			echo "its whole output:"; cat $(INTEGRATION_LOG); \
+			echo "the failing tests' messages, again:"; \
+			awk -f integration/failures.awk $(INTEGRATION_LOG) $(INTEGRATION_LOG); exit 1; }
 
 ## fuzz: each fuzz target for FUZZTIME (default 10000 runs; FUZZTIME=1m for longer)
 fuzz:

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/taskgate/taskgate/internal/testport"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
@@ -264,13 +265,11 @@ func build(ctx context.Context, root, bin string) error {
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := testport.Pick("127.0.0.1")
 		if err != nil {
 			return nil, err
 		}
-		// Held open until all are chosen, so the ports are distinct.
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, port)
 	}
 	return ports, nil
 }

@@ -18,10 +18,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/taskgate/taskgate/internal/testport"
 )
 
 // readyTimeout bounds how long a server may take to load its config.
@@ -374,52 +375,27 @@ func wantOK(t *testing.T, r response, body string) {
 	}
 }
 
-// handedOut holds the ports freePort and freePort6 returned, so that no
-// two servers of this process are given the same one.
-var handedOut = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: map[int]bool{}}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago and
-// that no other test of this process got.
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago, that
+// no other test of this process got, and that no outgoing connection can
+// take before the server binds it.
 func freePort(t *testing.T) int {
 	t.Helper()
-	port, err := pickPort("127.0.0.1:0")
+	port, err := testport.Pick("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return port
 }
 
-// freePort6 returns a TCP port on [::1], or skips the test when the host
-// has no IPv6 loopback.
+// freePort6 returns such a TCP port on [::1], or skips the test when the
+// host has no IPv6 loopback.
 func freePort6(t *testing.T) int {
 	t.Helper()
-	port, err := pickPort("[::1]:0")
+	port, err := testport.Pick("::1")
 	if err != nil {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
 	return port
-}
-
-func pickPort(addr string) (int, error) {
-	for range 100 {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return 0, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		handedOut.Lock()
-		fresh := !handedOut.ports[port]
-		handedOut.ports[port] = true
-		handedOut.Unlock()
-		if fresh {
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no fresh port on %s after 100 tries", addr)
 }
 
 // sha256Hex is what `taskgate hash-key` prints for key.

@@ -501,20 +501,66 @@ func testLongPollAcrossNodes(t *testing.T, src *fakeSource, nodes []*redisNode, 
 // TestRedisRateLimit sends requests round-robin to three nodes sharing a
 // Redis for a bounded time and counts what passes the edge chain: GCRA on
 // Redis admits burst + rate × elapsed, whatever node each request reaches,
-// not that once per node. It runs alone (not parallel): on a busy machine
-// a Redis call over the fallback's 100 ms timeout would be decided by the
-// node alone, and the count would no longer be Redis's.
+// not that once per node. It runs alone (not parallel), on a Redis that
+// writes no file. Should a Redis call still take longer than the
+// fallback's 100 ms timeout (a stalled machine), the node would decide
+// alone for a second, and the count would no longer be Redis's: such a
+// measure is logged and taken again, once.
 func TestRedisRateLimit(t *testing.T) {
+	const rate, burst = 100.0, 100.0
+	for attempt := 1; ; attempt++ {
+		m := measureRedisRateLimit(t, rate, burst)
+		if t.Failed() {
+			return
+		}
+		if len(m.alone) > 0 && attempt < 2 {
+			t.Logf("%s decided alone for a while (a Redis call over the fallback's timeout): measuring again", strings.Join(m.alone, ", "))
+			continue
+		}
+		for _, name := range m.alone {
+			t.Errorf("%s decided alone for a while, in two measures (Redis slower than the fallback's timeout): the count is not Redis's alone", name)
+		}
+		if m.limited == 0 {
+			t.Fatal("no request was refused: the load did not reach the limit")
+		}
+		ratio := float64(m.admitted) / m.expected
+		if m.admitted >= int(1.5*m.expected) {
+			t.Errorf("admitted %d, %.2f× the limit: each node limits alone", m.admitted, ratio)
+		} else if math.Abs(ratio-1) > 0.05 {
+			t.Errorf("admitted %d, expected %.1f: ratio %.4f, want within ±5%%", m.admitted, m.expected, ratio)
+		}
+		for i, n := range m.perNode {
+			if n == 0 {
+				t.Errorf("node %d admitted nothing: the round robin did not reach it", i+1)
+			}
+		}
+		return
+	}
+}
+
+// rateLimitMeasure is what measureRedisRateLimit counted.
+type rateLimitMeasure struct {
+	admitted, limited int
+	perNode           [3]int
+	// expected is burst + rate × the measure's length.
+	expected float64
+	// alone names the nodes that decided without Redis for a while.
+	alone []string
+}
+
+// measureRedisRateLimit starts a Redis and three nodes limiting one account
+// to rate/s with burst, loads them round-robin for a bounded time and
+// counts the answers.
+func measureRedisRateLimit(t *testing.T, rate, burst float64) rateLimitMeasure {
+	t.Helper()
 	const (
-		rate    = 100.0 // per second
-		burst   = 100.0
 		clients = 6
 		loadFor = 3 * time.Second
 		// perClient bounds each client's requests, should the machine
-		// be much faster than this one (about 5,000 in loadFor).
+		// be much faster than this one (about 8,000 in loadFor).
 		perClient = 50000
 	)
-	rs := startRedis(t)
+	rs := &redisServer{redistest.StartInMemory(t)}
 	nodes := startNodes(t, 3, redisGlobal(rs, fmt.Sprintf(`
 account metered {
 	key key-metered
@@ -571,9 +617,9 @@ account metered {
 	close(start)
 	wg.Wait()
 
+	var m rateLimitMeasure
 	var first, last time.Time
-	var requests, admitted, limited int
-	var perNode [3]int
+	var requests int
 	for _, tl := range tallies {
 		for _, p := range tl.problems {
 			t.Errorf("request: %s", p)
@@ -585,35 +631,22 @@ account metered {
 			last = tl.last
 		}
 		requests += tl.requests
-		limited += tl.limited
+		m.limited += tl.limited
 		for i, n := range tl.admitted {
-			perNode[i] += n
-			admitted += n
+			m.perNode[i] += n
+			m.admitted += n
 		}
 	}
 	elapsed := last.Sub(first)
-	expected := burst + rate*elapsed.Seconds()
-	ratio := float64(admitted) / expected
+	m.expected = burst + rate*elapsed.Seconds()
 	t.Logf("rate limit %v/s burst %v over 3 nodes: %d requests by %d clients in %v; admitted %d (nodes 1, 2, 3: %d, %d, %d), refused %d; expected %.1f; admitted/expected = %.4f",
-		rate, burst, requests, clients, elapsed.Round(time.Microsecond), admitted, perNode[0], perNode[1], perNode[2], limited, expected, ratio)
+		rate, burst, requests, clients, elapsed.Round(time.Microsecond), m.admitted, m.perNode[0], m.perNode[1], m.perNode[2], m.limited, m.expected, float64(m.admitted)/m.expected)
 	for _, n := range nodes {
 		if strings.Contains(n.output(), "rate limit store unreachable") {
-			t.Errorf("%s decided alone for a while (Redis slower than the fallback's timeout): the count is not Redis's alone", n.name)
+			m.alone = append(m.alone, n.name)
 		}
 	}
-	if limited == 0 {
-		t.Fatal("no request was refused: the load did not reach the limit")
-	}
-	if admitted >= int(1.5*expected) {
-		t.Errorf("admitted %d, %.2f× the limit: each node limits alone", admitted, ratio)
-	} else if math.Abs(ratio-1) > 0.05 {
-		t.Errorf("admitted %d, expected %.1f: ratio %.4f, want within ±5%%", admitted, expected, ratio)
-	}
-	for i, n := range perNode {
-		if n == 0 {
-			t.Errorf("%s admitted nothing: the round robin did not reach it", nodes[i].name)
-		}
-	}
+	return m
 }
 
 // testRedisNodeKilled: node 1 runs tasks alone, nodes 2 and 3 join, node 1

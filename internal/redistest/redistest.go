@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/taskgate/taskgate/internal/testport"
 )
 
 // Server is a redis-server process of a test.
@@ -39,10 +41,23 @@ type Server struct {
 // not installed (make deps installs it).
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, nil)
+}
+
+// StartInMemory starts redis-server as Start does, with no persistence:
+// for tests that measure timing, where a write waiting on a slow disk
+// would be a stall of the machine, not of what they measure.
+func StartInMemory(t testing.TB) *Server {
+	t.Helper()
+	return start(t, []string{"--appendonly", "no"})
+}
+
+func start(t testing.TB, extra []string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server is not installed: run `make deps` (Debian: apt-get install redis-server)")
 	}
-	s := &Server{t: t, dir: t.TempDir()}
+	s := &Server{t: t, dir: t.TempDir(), extra: extra}
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
@@ -120,7 +135,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		// The bus port is the node's own, not port+10000, which another
 		// test may hold. No test fails a node over: a long node timeout
 		// keeps a slow fsync on a busy machine from marking one failed.
-		bus, err := freePort()
+		bus, err := testport.Pick("127.0.0.1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -288,7 +303,7 @@ func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 func (s *Server) start() {
 	s.t.Helper()
 	if s.port == 0 {
-		port, err := freePort()
+		port, err := testport.Pick("127.0.0.1")
 		if err != nil {
 			s.t.Fatal(err)
 		}
@@ -339,16 +354,6 @@ func (s *Server) run() {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-}
-
-// freePort returns a loopback port free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // ping sends PING on a fresh connection.
