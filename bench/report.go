@@ -306,6 +306,10 @@ func (r *results) redisRows(row func(...string)) {
 	cpuRows(row, c, "creation, storage redis (taskgate process)", false)
 	if c.a.requests > 0 && rd.creations.err == nil {
 		row("Redis CPU per creation (INFO cpu over the creation rounds ÷ creations sent)", micros(rd.creations.sum.cpu/time.Duration(c.a.requests)), "", "")
+		if cs := rd.creations.sum; cs.evalshaCalls > 0 {
+			row(fmt.Sprintf("EVALSHA run time per creation over the creation rounds (INFO commandstats: the scripts' own time; %.1f creations a call); the rest of Redis's CPU reads and answers the calls and writes the append-only file",
+				float64(c.a.requests)/float64(cs.evalshaCalls)), micros(cs.evalshaTime/time.Duration(c.a.requests)), "", "")
+		}
 		row("Redis commands per creation (INFO commandstats over the creation rounds, a script's own commands included; under 0.005 left out)", rd.creations.sum.perOp(int64(c.a.requests)), "", "")
 	}
 	row("creations storage redis (not 202); bare (not 200)", fmt.Sprintf("%d (%d)", c.a.requests, c.a.failures()), fmt.Sprintf("%d (%d)", c.b.requests, c.b.failures()), "")
