@@ -55,6 +55,13 @@ type redisServer struct{ *redistest.Server }
 // the nodes started later, which stop first).
 func startRedis(t *testing.T) *redisServer { return &redisServer{redistest.Start(t)} }
 
+// startRedisInMemory starts a redis-server that writes no file, for tests
+// that count what rate limits let through: an fsync slower than the rate
+// limiter's 100 ms timeout would have the nodes limit alone for a while.
+func startRedisInMemory(t *testing.T) *redisServer {
+	return &redisServer{redistest.StartInMemory(t)}
+}
+
 // url is the server's redis:// URL, database 0.
 func (r *redisServer) url() string { return r.URL() }
 
@@ -560,7 +567,7 @@ func measureRedisRateLimit(t *testing.T, rate, burst float64) rateLimitMeasure {
 		// be much faster than this one (about 8,000 in loadFor).
 		perClient = 50000
 	)
-	rs := &redisServer{redistest.StartInMemory(t)}
+	rs := startRedisInMemory(t)
 	nodes := startNodes(t, 3, redisGlobal(rs, fmt.Sprintf(`
 account metered {
 	key key-metered

@@ -26,7 +26,7 @@ func TestSourceRateLimitAcrossNodes(t *testing.T) {
 		mu.Unlock()
 		answerJSON(w, http.StatusOK, `{"status":"id_found"}`)
 	})
-	rs := startRedis(t)
+	rs := startRedisInMemory(t)
 	nodes := startNodes(t, 2, redisGlobal(rs, fmt.Sprintf(`
 account acme {
 	key key-acme
