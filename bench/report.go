@@ -307,7 +307,7 @@ func (r *results) redisRows(row func(...string)) {
 	if c.a.requests > 0 && rd.creations.err == nil {
 		row("Redis CPU per creation (INFO cpu over the creation rounds ÷ creations sent)", micros(rd.creations.sum.cpu/time.Duration(c.a.requests)), "", "")
 		if cs := rd.creations.sum; cs.evalshaCalls > 0 {
-			row(fmt.Sprintf("EVALSHA run time per creation over the creation rounds (INFO commandstats: the scripts' own time; %.1f creations a call); the rest of Redis's CPU reads and answers the calls and writes the append-only file",
+			row(fmt.Sprintf("EVALSHA run time per creation over the creation rounds (INFO commandstats: the scripts' own time, elapsed, so with any time Redis waited for a core; %.1f creations a call)",
 				float64(c.a.requests)/float64(cs.evalshaCalls)), micros(cs.evalshaTime/time.Duration(c.a.requests)), "", "")
 		}
 		row("Redis commands per creation (INFO commandstats over the creation rounds, a script's own commands included; under 0.005 left out)", rd.creations.sum.perOp(int64(c.a.requests)), "", "")

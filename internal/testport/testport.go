@@ -69,13 +69,16 @@ func claim(port int) bool {
 	return true
 }
 
-// free tells whether a listener can bind host:port now.
+// free tells whether a listener can bind host:port now, and the port on
+// every address: many servers listen on all of them (":port").
 func free(host string, port int) bool {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
-		return false
+	for _, addr := range []string{net.JoinHostPort(host, strconv.Itoa(port)), ":" + strconv.Itoa(port)} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return false
+		}
+		l.Close()
 	}
-	l.Close()
 	return true
 }
 
