@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -33,10 +34,15 @@ type App struct {
 	RateLimit string `json:"rate_limit,omitempty"`
 
 	// OnStoreError is what the rate limit does when a shared store
-	// (redis) does not answer within 100ms: "local" (the default) limits
-	// on this node alone until the store is back, "allow" lets requests
-	// through, "deny" refuses them.
+	// (redis) does not answer within OnStoreErrorAfter: "local" (the
+	// default) limits on this node alone until the store is back, "allow"
+	// lets requests through, "deny" refuses them.
 	OnStoreError string `json:"on_store_error,omitempty"`
+
+	// OnStoreErrorAfter is how long a rate-limit decision waits for the
+	// shared store before OnStoreError decides, from 1ms to 1s (a call to
+	// Redis gives up after 1s of its own). Default: 100ms.
+	OnStoreErrorAfter caddy.Duration `json:"on_store_error_after,omitempty"`
 
 	// Burst is the burst of accounts that set no rate limit. Default: one
 	// second's worth of RateLimit, at least 1.
@@ -123,6 +129,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := validateOnStoreError(a.OnStoreError); err != nil {
 		return err
 	}
+	if err := validateOnStoreErrorAfter(time.Duration(a.OnStoreErrorAfter)); err != nil {
+		return err
+	}
 	if err := validateClientIP(a.ClientIP); err != nil {
 		return err
 	}
@@ -146,7 +155,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.coreKey = coreKey
-	limiter, limiterKey, err := acquireLimiter(core, coreKey, ratelimit.OnStoreError(a.OnStoreError), a.logger)
+	limiter, limiterKey, err := acquireLimiter(core, coreKey, ratelimit.OnStoreError(a.OnStoreError), time.Duration(a.OnStoreErrorAfter), a.logger)
 	if err != nil {
 		return err
 	}

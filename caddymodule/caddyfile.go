@@ -56,7 +56,7 @@ func parseHandler(h caddyhttp.MiddlewareHandler) httpcaddyfile.UnmarshalHandlerF
 //			shards <n>
 //			replicas_timeout <duration>
 //		}]
-//		on_store_error local | allow | deny
+//		on_store_error local | allow | deny [after <duration>]
 //		rate_limit <rate> [burst <n>]
 //		sync_timeout <duration>
 //		retention <duration>
@@ -140,6 +140,20 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.OnStoreError = d.Val()
 			if err := validateOnStoreError(a.OnStoreError); err != nil {
 				return d.Err(err.Error())
+			}
+			if d.NextArg() {
+				if d.Val() != "after" || !d.NextArg() {
+					return d.ArgErr()
+				}
+				after, err := caddy.ParseDuration(d.Val())
+				if err != nil {
+					return d.Errf("on_store_error after %q: %v", d.Val(), err)
+				}
+				// Given, 0 is out of bounds too (in JSON, the default).
+				if after == 0 || validateOnStoreErrorAfter(after) != nil {
+					return d.Errf("on_store_error after %s: want from %v to %v", d.Val(), minOnStoreErrorAfter, maxOnStoreErrorAfter)
+				}
+				a.OnStoreErrorAfter = caddy.Duration(after)
 			}
 			if d.NextArg() {
 				return d.ArgErr()

@@ -411,6 +411,21 @@ func (c *WebhooksConfig) build(protectedPorts []uint16) (engine.WebhooksConfig, 
 	return out, nil
 }
 
+// The bounds of on_store_error's after. A call to Redis gives up after 1s
+// of its own (the store's I/O timeout): a longer wait would end there.
+const (
+	minOnStoreErrorAfter = time.Millisecond
+	maxOnStoreErrorAfter = time.Second
+)
+
+// validateOnStoreErrorAfter checks on_store_error's wait (0: the default).
+func validateOnStoreErrorAfter(d time.Duration) error {
+	if d != 0 && (d < minOnStoreErrorAfter || d > maxOnStoreErrorAfter) {
+		return fmt.Errorf("on_store_error after %v: want from %v to %v", d, minOnStoreErrorAfter, maxOnStoreErrorAfter)
+	}
+	return nil
+}
+
 // validateOnStoreError checks an on_store_error mode.
 func validateOnStoreError(mode string) error {
 	switch mode {

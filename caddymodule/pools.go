@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -54,20 +55,23 @@ func acquireCore(st storage.Config, logger *zap.Logger) (*engine.Core, string, e
 }
 
 // acquireLimiter returns the rate limit of core's store under the
-// on_store_error mode. The mode is the limiter's, not the store's: a
-// reload that changes it (in an outage, say) builds a new limiter without
-// asking Redis anything. Without a shared store the limiter is in memory,
+// on_store_error mode, taken after the store has not answered for after.
+// Both are the limiter's, not the store's: a reload that changes them (in
+// an outage, say) builds a new limiter without asking Redis anything. Without a shared store the limiter is in memory,
 // one per process.
-func acquireLimiter(core *engine.Core, coreKey string, mode ratelimit.OnStoreError, logger *zap.Logger) (*engine.Limiter, string, error) {
+func acquireLimiter(core *engine.Core, coreKey string, mode ratelimit.OnStoreError, after time.Duration, logger *zap.Logger) (*engine.Limiter, string, error) {
 	if mode == "" {
 		mode = ratelimit.OnStoreErrorLocal
 	}
+	if after <= 0 {
+		after = ratelimit.DefaultFallbackTimeout
+	}
 	key := "memory"
 	if core.Shared() {
-		key = coreKey + " on_store_error " + string(mode)
+		key = coreKey + " on_store_error " + string(mode) + " after " + after.String()
 	}
 	v, _, err := limiterPool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		l, err := engine.NewLimiter(core, mode, logger)
+		l, err := engine.NewLimiter(core, mode, after, logger)
 		if err != nil {
 			return nil, err
 		}

@@ -60,7 +60,7 @@ func newSite(t testing.TB, base string) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	limiter, err := engine.NewLimiter(core, "", nil)
+	limiter, err := engine.NewLimiter(core, "", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func TestTaskToWebhook(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			limiter, err := engine.NewLimiter(core, "", nil)
+			limiter, err := engine.NewLimiter(core, "", 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -23,8 +23,10 @@ type Limiter struct {
 }
 
 // NewLimiter returns the limiter of core's store. mode is what a shared
-// store's outage does (ratelimit.OnStoreError; "" is local).
-func NewLimiter(core *Core, mode ratelimit.OnStoreError, logger *zap.Logger) (*Limiter, error) {
+// store's outage does (ratelimit.OnStoreError; "" is local), once a
+// decision has waited after for the store (0:
+// ratelimit.DefaultFallbackTimeout).
+func NewLimiter(core *Core, mode ratelimit.OnStoreError, after time.Duration, logger *zap.Logger) (*Limiter, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -36,6 +38,7 @@ func NewLimiter(core *Core, mode ratelimit.OnStoreError, logger *zap.Logger) (*L
 	if shared := core.opened.RateLimit; shared != nil {
 		fallback, err := ratelimit.NewFallback(shared, local, ratelimit.FallbackConfig{
 			OnStoreError: mode,
+			Timeout:      after,
 			// The store's client heeds contexts (ContextTimeoutEnabled).
 			PrimaryHeedsContext: true,
 			OnStateChange: func(degraded bool, err error) {
