@@ -129,6 +129,8 @@ func (r *results) table() string {
 			latency(b50)+" / "+latency(b99), ratio(float64(a50), float64(b50))+" / "+ratio(float64(a99), float64(b99)))
 		cpuRows(row, c.p, "creation, storage "+c.storage, false)
 	}
+	row("creations, storage bolt ÷ storage memory: each server's creations/bare (median of the rounds' own ratios), the two divided",
+		fmt.Sprintf("%.2f ÷ %.2f", r.createBolt.pairedRatio(), r.createMemory.pairedRatio()), "", ratio(r.createBolt.pairedRatio(), r.createMemory.pairedRatio()))
 	row("disk fsyncs/s (128 B append + fsync in a loop, same directory)", fmt.Sprintf("%.0f", r.fsyncs), "", "")
 	row("bolt creations/s ÷ the disk's fsyncs/s", ratio(r.createBolt.a.medianThroughput(), r.fsyncs), "", "")
 	if c := r.boltCommits; c.err == nil && c.commits > 0 {
