@@ -63,7 +63,7 @@ type Config struct {
 // concurrent use. The limit is given on each call, so that one Throttle
 // can outlive a configuration and its limit.
 type Throttle struct {
-	clock    clock.Clock
+	now      ratelimit.Nanos
 	seed     maphash.Seed
 	perShard int
 	// tracked is the number of addresses in the table: while it is zero,
@@ -75,20 +75,18 @@ type Throttle struct {
 type shard struct {
 	mu sync.RWMutex
 	// tats maps an address (as Address gives it, in 16 bytes) to the
-	// theoretical arrival time of its next failure, in Unix nanoseconds.
+	// theoretical arrival time of its next failure, in nanoseconds of the
+	// throttle's ratelimit.Nanos.
 	tats map[[16]byte]int64
 }
 
 // New returns an empty Throttle.
 func New(c Config) *Throttle {
-	if c.Clock == nil {
-		c.Clock = time.Now
-	}
 	if c.MaxAddresses <= 0 {
 		c.MaxAddresses = DefaultMaxAddresses
 	}
 	t := &Throttle{
-		clock:    c.Clock,
+		now:      ratelimit.NewNanos(c.Clock),
 		seed:     maphash.MakeSeed(),
 		perShard: max(1, c.MaxAddresses/shardCount),
 	}
@@ -118,7 +116,7 @@ func (t *Throttle) Check(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
 	if !ok {
 		return ratelimit.Result{Allowed: true}
 	}
-	_, res := ratelimit.Decide(tat, t.clock().UnixNano(), l)
+	_, res := ratelimit.Decide(tat, t.now.Now(), l)
 	return res
 }
 
@@ -127,7 +125,7 @@ func (t *Throttle) Check(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
 // unchanged).
 func (t *Throttle) Fail(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
 	key, s := t.key(addr)
-	now := t.clock().UnixNano()
+	now := t.now.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tat, ok := s.tats[key]
@@ -168,7 +166,7 @@ func (s *shard) evict(now int64) {
 // Sweep forgets every address whose allowance is whole again and returns
 // how many it forgot. Forgetting them changes no decision.
 func (t *Throttle) Sweep() int {
-	now := t.clock().UnixNano()
+	now := t.now.Now()
 	swept := 0
 	for i := range t.shards {
 		s := &t.shards[i]

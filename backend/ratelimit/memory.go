@@ -18,7 +18,7 @@ const shardCount = 256
 // Keys whose TAT has passed hold no information (a new key behaves the same)
 // and are swept.
 type Memory struct {
-	clock  clock.Clock
+	now    Nanos
 	seed   maphash.Seed
 	shards [shardCount]shard
 }
@@ -30,10 +30,7 @@ type shard struct {
 
 // NewMemory returns an empty in-memory store using clock (time.Now if nil).
 func NewMemory(clock clock.Clock) *Memory {
-	if clock == nil {
-		clock = time.Now
-	}
-	m := &Memory{clock: clock, seed: maphash.MakeSeed()}
+	m := &Memory{now: NewNanos(clock), seed: maphash.MakeSeed()}
 	for i := range m.shards {
 		m.shards[i].tats = make(map[string]int64)
 	}
@@ -42,7 +39,7 @@ func NewMemory(clock clock.Clock) *Memory {
 
 // Take decides one request of key under limit l.
 func (m *Memory) Take(_ context.Context, key string, l Limit) (Result, error) {
-	now := m.clock().UnixNano()
+	now := m.now.Now()
 	s := &m.shards[maphash.String(m.seed, key)%shardCount]
 	s.mu.Lock()
 	tat, res := Decide(s.tats[key], now, l)
@@ -56,7 +53,7 @@ func (m *Memory) Take(_ context.Context, key string, l Limit) (Result, error) {
 // Sweep forgets every key whose TAT has passed and returns how many it
 // forgot. Forgetting them changes no decision.
 func (m *Memory) Sweep() int {
-	now := m.clock().UnixNano()
+	now := m.now.Now()
 	swept := 0
 	for i := range m.shards {
 		s := &m.shards[i]
