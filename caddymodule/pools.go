@@ -57,8 +57,8 @@ func acquireCore(st storage.Config, logger *zap.Logger) (*engine.Core, string, e
 // acquireLimiter returns the rate limit of core's store under the
 // on_store_error mode, taken after the store has not answered for after.
 // Both are the limiter's, not the store's: a reload that changes them (in
-// an outage, say) builds a new limiter without asking Redis anything. Without a shared store the limiter is in memory,
-// one per process.
+// an outage, say) builds a new limiter without asking Redis anything.
+// Without a shared store the limiter is in memory, one per process.
 func acquireLimiter(core *engine.Core, coreKey string, mode ratelimit.OnStoreError, after time.Duration, logger *zap.Logger) (*engine.Limiter, string, error) {
 	if mode == "" {
 		mode = ratelimit.OnStoreErrorLocal
