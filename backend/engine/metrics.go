@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -17,7 +18,7 @@ import (
 // never an account id or a key).
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{tasksCreated, tasksFinished, taskLatency, queueDepth, storeCommits,
-		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, panicsRecovered, sourceRateLimitWaits, sourceStates, quotaRefusals}
+		webhookAttempts, webhookDestinationsRefused, rateLimitDegraded, leasedTokens, leaseTokensLost, panicsRecovered, sourceRateLimitWaits, sourceStates, quotaRefusals}
 }
 
 // Task metrics. task_type takes the configured types only.
@@ -56,6 +57,24 @@ var rateLimitDegraded = prometheus.NewGauge(prometheus.GaugeOpts{
 	Name:      "store_degraded",
 	Help:      "1 while the shared rate-limit store does not answer and on_store_error decides instead, else 0.",
 })
+
+// leasedTokens and leaseTokensLost count the rate-limit tokens this
+// process leased from Redis, and those lost unused
+// (ratelimit.WithLeases).
+var (
+	leasedTokens = leaseCounter("leased_tokens_total",
+		"Rate-limit tokens this node leased from Redis for a busy account's next requests (storage redis).",
+		func(leased, _ uint64) uint64 { return leased })
+	leaseTokensLost = leaseCounter("lease_tokens_lost_total",
+		"Leased rate-limit tokens that expired unused: lost to the other nodes (storage redis).",
+		func(_, lost uint64) uint64 { return lost })
+)
+
+// leaseCounter is a counter of ratelimit.LeaseTokens, which pick reads.
+func leaseCounter(name, help string, pick func(leased, lost uint64) uint64) prometheus.CounterFunc {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "taskgate", Subsystem: "rate_limit", Name: name, Help: help},
+		func() float64 { return float64(pick(ratelimit.LeaseTokens())) })
+}
 
 // webhookAttempts counts delivery attempts by what became of the delivery.
 var webhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
