@@ -72,10 +72,11 @@ type Redis struct {
 	batches sync.Map // prefix → *batch.Queue[*decision], or nil
 	// ahead is the time of a key's demand a node leases ahead; 0 for no
 	// leases. held is what it holds of each key, swept the last sweep
-	// (Unix nanoseconds).
+	// (on nanos).
 	ahead time.Duration
 	held  sync.Map // key (as Take has it, without its prefix) → *held
 	swept atomic.Int64
+	nanos Nanos
 }
 
 // decision is one request waiting for its batch.
@@ -135,7 +136,7 @@ func NewRedis(rdb goredis.UniversalClient, prefix string, opts ...Option) *Redis
 // (shards) keeps each account's where its data is. The decisions of the
 // keys of one prefix go in batches, each batch to its tag's master.
 func NewRedisSharded(rdb goredis.UniversalClient, prefixOf func(key string) string, opts ...Option) *Redis {
-	r := &Redis{rdb: rdb, prefixOf: prefixOf}
+	r := &Redis{rdb: rdb, prefixOf: prefixOf, nanos: NewNanos(nil)}
 	for _, o := range opts {
 		o(r)
 	}
@@ -424,8 +425,8 @@ func (r *Redis) holding(key string) *held {
 // sweep forgets, every sweepEvery, the keys idle for idleHeld: the tokens
 // they hold are lost to the others.
 func (r *Redis) sweep(now time.Time) {
-	last := r.swept.Load()
-	if now.UnixNano()-last < int64(sweepEvery) || !r.swept.CompareAndSwap(last, now.UnixNano()) {
+	at, last := r.nanos.Now(), r.swept.Load()
+	if at-last < int64(sweepEvery) || !r.swept.CompareAndSwap(last, at) {
 		return
 	}
 	r.held.Range(func(k, v any) bool {
