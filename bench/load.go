@@ -196,6 +196,15 @@ type pairResult struct {
 	a, b   siteResult
 }
 
+// check checks both sites of p, a named name and b bare; nil (a measure
+// skipped) passes.
+func (p *pairResult) check(name string) error {
+	if p == nil {
+		return nil
+	}
+	return errors.Join(p.a.check(name), p.b.check("bare POST"))
+}
+
 // pairedRatio is the median over rounds of a/b within the round: the two
 // ran seconds apart, so a change in the machine's load between rounds
 // cancels out.

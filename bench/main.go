@@ -75,6 +75,7 @@ type options struct {
 	bareHeaders     bool
 	accounts        int
 	createWorkers   int
+	createMany      int
 	createRounds    int
 	concurrency     int
 	fsyncDuration   time.Duration
@@ -111,6 +112,7 @@ func main() {
 	flag.BoolVar(&o.bareHeaders, "bare-headers", true, "send bare the same requests as the chain, credential headers included (false: bare requests carry none, so the ratio also counts the cost of carrying the headers)")
 	flag.IntVar(&o.accounts, "accounts", 10000, "dynamic accounts created through the admin API, whose requests the chain's comparison with the static account cycles over")
 	flag.IntVar(&o.createWorkers, "create-workers", 32, "concurrent clients creating tasks")
+	flag.IntVar(&o.createMany, "create-workers-many", 128, "clients of a second measure of task creation per storage, where groups fill (0 skips it)")
 	flag.IntVar(&o.createRounds, "create-rounds", 3, "measured rounds of task creation per storage, alternating with bare")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "workers of the task type (task_type concurrency)")
 	flag.DurationVar(&o.fsyncDuration, "fsync-duration", time.Second, "length of the disk's raw fsync probe")
@@ -175,6 +177,8 @@ func (o options) check() error {
 		return errors.New("-accounts must be at least 1")
 	case o.createWorkers < 1:
 		return errors.New("-create-workers must be at least 1")
+	case o.createMany < 0:
+		return errors.New("-create-workers-many must be 0 (skip) or more")
 	case o.createRounds < 1:
 		return errors.New("-create-rounds must be at least 1")
 	case o.concurrency < 1 || o.concurrency > 10000:
@@ -251,7 +255,7 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 
-	res := &results{createWorkers: o.createWorkers, concurrency: o.concurrency, limitWorkers: o.workers, limitDuration: o.limitDuration}
+	res := &results{createWorkers: o.createWorkers, createMany: o.createMany, concurrency: o.concurrency, limitWorkers: o.workers, limitDuration: o.limitDuration}
 	// The limiter's memory, in this process, before anything else runs in
 	// it: no load's garbage or goroutines move its heap.
 	if res.limiterMemory, err = measureLimiterMemory(); err != nil {
@@ -290,6 +294,9 @@ func run(ctx context.Context, o options) (err error) {
 		defer create.close()
 		defer barePost.close()
 		if res.createMemory, err = measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, barePost); err != nil {
+			return err
+		}
+		if res.createMemoryMany, err = s.measureCreateMany(ctx, o, nil); err != nil {
 			return err
 		}
 		if o.profileDir != "" {
@@ -335,6 +342,9 @@ func run(ctx context.Context, o options) (err error) {
 		create.observe = res.boltCommits.observe(s)
 		var err error
 		if res.createBolt, err = measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, barePost); err != nil {
+			return err
+		}
+		if res.createBoltMany, err = s.measureCreateMany(ctx, o, res.boltCommitsMany.observe(s)); err != nil {
 			return err
 		}
 		if o.profileDir != "" {
@@ -520,6 +530,7 @@ func run(ctx context.Context, o options) (err error) {
 		res.edge.a.check("chain"), res.edge.b.check("bare"), res.accounts.check(),
 		res.createMemory.a.check("memory creation"), res.createMemory.b.check("bare POST"),
 		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
+		res.createMemoryMany.check("memory creation"), res.createBoltMany.check("bolt creation"),
 		res.completion.check(), res.latency.check(),
 		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(), res.retriesSpread.check(), res.fair.check(),
 		res.redisCheck(),

@@ -364,6 +364,10 @@ type redisResult struct {
 	// (b) on that node; creations is Redis over the creation rounds.
 	create    *pairResult
 	creations redisUsage
+	// createMany and creationsMany are the same with createMany clients
+	// (createMany nil when skipped).
+	createMany    *pairResult
+	creationsMany redisUsage
 	// limitMemory is the rate-limit accuracy on the memory server,
 	// limitOne on the redis node alone, limitNodes round robin over
 	// redisNodes nodes on the same Redis.
@@ -390,7 +394,7 @@ func (r *redisResult) check() error {
 	errs := []error{
 		r.edge.a.check("redis chain"), r.edge.b.check("redis bare"),
 		r.create.a.check("redis creation"), r.create.b.check("redis bare POST"),
-		r.decisions.err, r.idle.err, r.creations.err,
+		r.decisions.err, r.idle.err, r.creations.err, r.createMany.check("redis creation"), r.creationsMany.err,
 	}
 	for _, a := range []*accuracyResult{r.limitMemory, r.limitOne, r.limitNodes} {
 		errs = append(errs, a.check())
@@ -411,7 +415,7 @@ func measureRedis(ctx context.Context, o options, bin, dir string, src *source, 
 	defer func() { err = errors.Join(err, rds.stop()) }()
 	res.version = rds.version
 	fmt.Fprintf(os.Stderr, "bench: redis-server %s up on %s (appendfsync %s)\n", rds.version, rds.addr, redisFsync)
-	res.decisions.r, res.idle.r, res.creations.r = rds, rds, rds
+	res.decisions.r, res.idle.r, res.creations.r, res.creationsMany.r = rds, rds, rds, rds
 
 	node := func(i int) (string, serverConfig) {
 		name := fmt.Sprintf("redis-%d", i)
@@ -442,6 +446,9 @@ func measureRedis(ctx context.Context, o options, bin, dir string, src *source, 
 		defer barePost.close()
 		create.observe = res.creations.observe
 		if res.create, err = measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, barePost); err != nil {
+			return err
+		}
+		if res.createMany, err = s.measureCreateMany(ctx, o, res.creationsMany.observe); err != nil {
 			return err
 		}
 		if o.profileDir != "" {

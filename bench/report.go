@@ -13,9 +13,23 @@ import (
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
+// commitRow adds the row of a bolt server's group commits, labelled
+// label, or why they could not be read.
+func commitRow(row func(cells ...string), label string, c commitUsage) {
+	switch {
+	case c.err != nil:
+		row(label, "not read: "+c.err.Error(), "", "")
+	case c.commits > 0:
+		row(fmt.Sprintf("%s (%.0f changes in %.0f commits, `taskgate_store_changes_total` ÷ `taskgate_store_commits_total`)", label, c.changes, c.commits),
+			fmt.Sprintf("%.1f", c.changes/c.commits), "", "")
+	}
+}
+
 // results are the figures of a whole run.
 type results struct {
 	createWorkers, concurrency int
+	// createMany is the clients of the second creation measure.
+	createMany int
 	// limitWorkers and limitDuration are the accuracy measure's load.
 	limitWorkers  int
 	limitDuration time.Duration
@@ -33,8 +47,13 @@ type results struct {
 	// createMemory and createBolt are task creations (a) against bare
 	// answering the same POST (b), on a server with each storage.
 	createMemory, createBolt *pairResult
+	// createMemoryMany and createBoltMany are the same with createMany
+	// clients (nil when skipped).
+	createMemoryMany, createBoltMany *pairResult
 	// boltCommits is the bolt server's commits over its creation rounds.
 	boltCommits commitUsage
+	// boltCommitsMany is the same over its createMany rounds.
+	boltCommitsMany commitUsage
 	// fsyncs is the disk's raw rate of append + fsync, in the bolt file's
 	// directory, which is on fsType.
 	fsyncs     float64
@@ -115,31 +134,41 @@ func (r *results) table() string {
 			thousands(lm.accounts)), fmt.Sprintf("%.1f B", lm.limiter), fmt.Sprintf("%.1f B", lm.baseline), fmt.Sprintf("%.2f", lm.ratio()))
 	}
 
-	row(fmt.Sprintf("**task creation**, %d clients, POST %s; bare answers the same POST", r.createWorkers, createPath), "", "", "")
-	for _, c := range []struct {
-		storage string
-		p       *pairResult
-	}{{"bolt", r.createBolt}, {"memory", r.createMemory}} {
-		at, bt := c.p.a.medianThroughput(), c.p.b.medianThroughput()
-		row(fmt.Sprintf("creations/s, storage %s (median of %d)", c.storage, c.p.rounds), fmt.Sprintf("%.0f", at), fmt.Sprintf("%.0f", bt), ratio(at, bt))
-		row(fmt.Sprintf("creations/s, storage %s, median of the rounds' own ratios", c.storage), "", "", fmt.Sprintf("%.2f", c.p.pairedRatio()))
-		a50, b50 := c.p.a.p50(), c.p.b.p50()
-		a99, b99 := c.p.a.p99(), c.p.b.p99()
-		row(fmt.Sprintf("creation p50 / p99 latency, storage %s", c.storage), latency(a50)+" / "+latency(a99),
-			latency(b50)+" / "+latency(b99), ratio(float64(a50), float64(b50))+" / "+ratio(float64(a99), float64(b99)))
-		cpuRows(row, c.p, "creation, storage "+c.storage, false)
+	// creations gives the rows of one creation comparison of each
+	// storage, bolt and memory.
+	creations := func(bolt, memory *pairResult, clients int) {
+		for _, c := range []struct {
+			storage string
+			p       *pairResult
+		}{{"bolt", bolt}, {"memory", memory}} {
+			at, bt := c.p.a.medianThroughput(), c.p.b.medianThroughput()
+			row(fmt.Sprintf("creations/s, storage %s, %d clients (median of %d)", c.storage, clients, c.p.rounds), fmt.Sprintf("%.0f", at), fmt.Sprintf("%.0f", bt), ratio(at, bt))
+			row(fmt.Sprintf("creations/s, storage %s, %d clients, median of the rounds' own ratios", c.storage, clients), "", "", fmt.Sprintf("%.2f", c.p.pairedRatio()))
+			a50, b50 := c.p.a.p50(), c.p.b.p50()
+			a99, b99 := c.p.a.p99(), c.p.b.p99()
+			row(fmt.Sprintf("creation p50 / p99 latency, storage %s, %d clients", c.storage, clients), latency(a50)+" / "+latency(a99),
+				latency(b50)+" / "+latency(b99), ratio(float64(a50), float64(b50))+" / "+ratio(float64(a99), float64(b99)))
+			cpuRows(row, c.p, fmt.Sprintf("creation, storage %s, %d clients", c.storage, clients), false)
+		}
+		row(fmt.Sprintf("creations, storage bolt ÷ storage memory, %d clients: each server's creations/bare (median of the rounds' own ratios), the two divided", clients),
+			fmt.Sprintf("%.2f ÷ %.2f", bolt.pairedRatio(), memory.pairedRatio()), "", ratio(bolt.pairedRatio(), memory.pairedRatio()))
+		ba, ma := bolt.a.medianThroughput(), memory.a.medianThroughput()
+		row(fmt.Sprintf("creations/s, storage bolt ÷ storage memory, %d clients, as measured (each server's median; the machine's load when each ran does not cancel out)", clients),
+			fmt.Sprintf("%.0f ÷ %.0f", ba, ma), "", ratio(ba, ma))
 	}
-	row("creations, storage bolt ÷ storage memory: each server's creations/bare (median of the rounds' own ratios), the two divided",
-		fmt.Sprintf("%.2f ÷ %.2f", r.createBolt.pairedRatio(), r.createMemory.pairedRatio()), "", ratio(r.createBolt.pairedRatio(), r.createMemory.pairedRatio()))
+	row(fmt.Sprintf("**task creation**, %d clients, POST %s; bare answers the same POST", r.createWorkers, createPath), "", "", "")
+	creations(r.createBolt, r.createMemory, r.createWorkers)
 	row("disk fsyncs/s (128 B append + fsync in a loop, same directory)", fmt.Sprintf("%.0f", r.fsyncs), "", "")
 	row("bolt creations/s ÷ the disk's fsyncs/s", ratio(r.createBolt.a.medianThroughput(), r.fsyncs), "", "")
-	if c := r.boltCommits; c.err == nil && c.commits > 0 {
-		row(fmt.Sprintf("bolt group commit over the creation rounds: changes per commit (%.0f changes in %.0f commits, `taskgate_store_changes_total` ÷ `taskgate_store_commits_total`)", c.changes, c.commits),
-			fmt.Sprintf("%.1f", c.changes/c.commits), "", "")
-	}
+	commitRow(row, "bolt group commit over the creation rounds: changes per commit", r.boltCommits)
 	row("creations bolt, memory (not 202); bare (not 200)",
 		fmt.Sprintf("%d (%d), %d (%d)", r.createBolt.a.requests, r.createBolt.a.failures(), r.createMemory.a.requests, r.createMemory.a.failures()),
 		fmt.Sprintf("%d (%d)", r.createBolt.b.requests+r.createMemory.b.requests, r.createBolt.b.failures()+r.createMemory.b.failures()), "")
+	if bolt, memory := r.createBoltMany, r.createMemoryMany; bolt != nil && memory != nil {
+		row(fmt.Sprintf("**task creation, %d clients**, as above: as many clients as a busy API has, whose creations fill each group commit", r.createMany), "", "", "")
+		creations(bolt, memory, r.createMany)
+		commitRow(row, fmt.Sprintf("bolt group commit, %d clients: changes per commit", r.createMany), r.boltCommitsMany)
+	}
 
 	c := r.completion
 	row(fmt.Sprintf("**tasks run**, storage bolt, concurrency %d, source in the harness", r.concurrency), "", "", "")
@@ -298,23 +327,29 @@ func (r *results) redisRows(row func(...string)) {
 			fmt.Sprintf("%.0f leased, %.0f lost", rd.edgeLeases.leased, rd.edgeLeases.lost), "", "")
 	}
 
-	c := rd.create
-	at, cbt := c.a.medianThroughput(), c.b.medianThroughput()
-	row(fmt.Sprintf("creations/s, storage redis (median of %d; %d clients, workers parked; a 202 is acknowledged by Redis, fsynced within a second)", c.rounds, r.createWorkers),
-		fmt.Sprintf("%.0f", at), fmt.Sprintf("%.0f", cbt), ratio(at, cbt))
-	row("creations/s, storage redis, median of the rounds' own ratios", "", "", fmt.Sprintf("%.2f", c.pairedRatio()))
-	row("creation p50 / p99 latency, storage redis", latency(c.a.p50())+" / "+latency(c.a.p99()),
-		latency(c.b.p50())+" / "+latency(c.b.p99()), ratio(float64(c.a.p50()), float64(c.b.p50()))+" / "+ratio(float64(c.a.p99()), float64(c.b.p99())))
-	cpuRows(row, c, "creation, storage redis (taskgate process)", false)
-	if c.a.requests > 0 && rd.creations.err == nil {
-		row("Redis CPU per creation (INFO cpu over the creation rounds ÷ creations sent)", micros(rd.creations.sum.cpu/time.Duration(c.a.requests)), "", "")
-		if cs := rd.creations.sum; cs.evalshaCalls > 0 {
-			row(fmt.Sprintf("EVALSHA run time per creation over the creation rounds (INFO commandstats: the scripts' own time, elapsed, so with any time Redis waited for a core; %.1f creations a call)",
-				float64(c.a.requests)/float64(cs.evalshaCalls)), micros(cs.evalshaTime/time.Duration(c.a.requests)), "", "")
+	// creations gives the rows of one creation comparison on the node.
+	creations := func(c *pairResult, u redisUsage, clients int) {
+		at, cbt := c.a.medianThroughput(), c.b.medianThroughput()
+		row(fmt.Sprintf("creations/s, storage redis (median of %d; %d clients, workers parked; a 202 is acknowledged by Redis, fsynced within a second)", c.rounds, clients),
+			fmt.Sprintf("%.0f", at), fmt.Sprintf("%.0f", cbt), ratio(at, cbt))
+		row(fmt.Sprintf("creations/s, storage redis, %d clients, median of the rounds' own ratios", clients), "", "", fmt.Sprintf("%.2f", c.pairedRatio()))
+		row(fmt.Sprintf("creation p50 / p99 latency, storage redis, %d clients", clients), latency(c.a.p50())+" / "+latency(c.a.p99()),
+			latency(c.b.p50())+" / "+latency(c.b.p99()), ratio(float64(c.a.p50()), float64(c.b.p50()))+" / "+ratio(float64(c.a.p99()), float64(c.b.p99())))
+		cpuRows(row, c, fmt.Sprintf("creation, storage redis, %d clients (taskgate process)", clients), false)
+		if c.a.requests > 0 && u.err == nil {
+			row(fmt.Sprintf("Redis CPU per creation, %d clients (INFO cpu over the creation rounds ÷ creations sent)", clients), micros(u.sum.cpu/time.Duration(c.a.requests)), "", "")
+			if cs := u.sum; cs.evalshaCalls > 0 {
+				row(fmt.Sprintf("EVALSHA run time per creation, %d clients, over the creation rounds (INFO commandstats: the scripts' own time, elapsed, so with any time Redis waited for a core; %.1f creations a call)",
+					clients, float64(c.a.requests)/float64(cs.evalshaCalls)), micros(cs.evalshaTime/time.Duration(c.a.requests)), "", "")
+			}
+			row(fmt.Sprintf("Redis commands per creation, %d clients (INFO commandstats over the creation rounds, a script's own commands included; under 0.005 left out)", clients), u.sum.perOp(int64(c.a.requests)), "", "")
 		}
-		row("Redis commands per creation (INFO commandstats over the creation rounds, a script's own commands included; under 0.005 left out)", rd.creations.sum.perOp(int64(c.a.requests)), "", "")
+		row(fmt.Sprintf("creations storage redis, %d clients (not 202); bare (not 200)", clients), fmt.Sprintf("%d (%d)", c.a.requests, c.a.failures()), fmt.Sprintf("%d (%d)", c.b.requests, c.b.failures()), "")
 	}
-	row("creations storage redis (not 202); bare (not 200)", fmt.Sprintf("%d (%d)", c.a.requests, c.a.failures()), fmt.Sprintf("%d (%d)", c.b.requests, c.b.failures()), "")
+	creations(rd.create, rd.creations, r.createWorkers)
+	if rd.createMany != nil {
+		creations(rd.createMany, rd.creationsMany, r.createMany)
+	}
 
 	l := rd.limitOne.limit
 	row(fmt.Sprintf("rate-limit accuracy, account `%s` (`rate_limit %d/s burst %d`) from a whole burst, %d clients for %s round robin over the nodes: "+
@@ -423,6 +458,11 @@ func writeReport(path string, o options, r *results, table string, finished time
 		"The task type's workers are parked on a source that holds their calls, so the store serves creations alone. "+
 		"With storage bolt every 202 means the task is fsynced; the fsync probe ran %s in the bolt file's directory just before.\n",
 		o.createRounds, o.duration, o.warmup, o.createWorkers, createBody, o.fsyncDuration)
+	if o.createMany > 0 {
+		fmt.Fprintf(&b, "- Task creation, many clients: on the same servers right after (and on the redis node), the same rounds with %d clients, against bare with as many. "+
+			"With few clients a store that groups its writes (bolt's commits, redis's script calls) waits on its disk or its calls with groups half empty; with many its groups fill.\n",
+			o.createMany)
+	}
 	fmt.Fprintf(&b, "- Tasks run: a fresh server with storage bolt; the source, served by the harness on loopback, answers at once with a small JSON object and counts its calls. "+
 		"Up to %d tasks created as fast as %d clients can (for at most %s); they have all ended when the source has been called for each and the long polls of the last %d created have answered. "+
 		"Then %d creations/s for %s, %s long-polled (`wait=%d`) right after its 202: its latency runs from the creation sent to the long poll's answer.\n",

@@ -498,9 +498,31 @@ func createRequest(base string) vegeta.Target {
 // createTargets returns the targets of the creation comparison: the task
 // API creating tasks, and bare answering the very same request.
 func (s *server) createTargets(o options) (create, bare *target) {
-	create = newTarget("create-"+s.name, createRequest(s.apiURL()), http.StatusAccepted, o.createWorkers, o.timeout)
-	bare = newTarget("bare-post", createRequest(strings.TrimSuffix(s.bareURL(), "/")), http.StatusOK, o.createWorkers, o.timeout)
+	return s.createTargetsOf(o, o.createWorkers, "")
+}
+
+// createTargetsOf returns the targets of the creation comparison with
+// workers clients each, their names ending in suffix.
+func (s *server) createTargetsOf(o options, workers int, suffix string) (create, bare *target) {
+	create = newTarget("create-"+s.name+suffix, createRequest(s.apiURL()), http.StatusAccepted, workers, o.timeout)
+	bare = newTarget("bare-post"+suffix, createRequest(strings.TrimSuffix(s.bareURL(), "/")), http.StatusOK, workers, o.timeout)
 	return create, bare
+}
+
+// measureCreateMany measures creations against bare as the creation
+// comparison does, with o.createMany clients instead (nil when that is
+// 0): as many clients as a busy API has, so that each group commit or
+// script call carries more tasks. observe, when set, observes the
+// creation rounds.
+func (s *server) measureCreateMany(ctx context.Context, o options, observe func(context.Context) func()) (*pairResult, error) {
+	if o.createMany == 0 {
+		return nil, nil
+	}
+	create, bare := s.createTargetsOf(o, o.createMany, "-many")
+	defer create.close()
+	defer bare.close()
+	create.observe = observe
+	return measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, bare)
 }
 
 // serverProfiles are the profiles fetched from the admin endpoint, each
