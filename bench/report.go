@@ -23,6 +23,10 @@ func commitRow(row func(cells ...string), label string, c commitUsage) {
 		row(fmt.Sprintf("%s (%.0f changes in %.0f commits, `taskgate_store_changes_total` ÷ `taskgate_store_commits_total`)", label, c.changes, c.commits),
 			fmt.Sprintf("%.1f", c.changes/c.commits), "", "")
 	}
+	if c.err == nil && c.logSyncs > 0 {
+		row(fmt.Sprintf("bolt creation log over the same rounds: creations per sync, each answered after its sync (%.0f creations in %.0f syncs, `taskgate_store_logged_total` ÷ `taskgate_store_log_syncs_total`)", c.logged, c.logSyncs),
+			fmt.Sprintf("%.1f", c.logged/c.logSyncs), "", "")
+	}
 }
 
 // results are the figures of a whole run.

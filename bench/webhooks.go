@@ -294,32 +294,33 @@ func (s *server) memory(ctx context.Context) memorySample {
 	return m
 }
 
-// commitUsage sums a bolt server's commits and the changes they held over
-// the rounds it observes (as a target's observe).
+// commitUsage sums a bolt server's commits and the changes they held,
+// and its creation log's syncs and the creations they held, over the
+// rounds it observes (as a target's observe).
 type commitUsage struct {
 	commits, changes float64
+	logSyncs, logged float64
 	err              error
 }
 
+// commitMetrics are the metrics commitUsage reads, in its fields' order.
+var commitMetrics = []string{"taskgate_store_commits_total", "taskgate_store_changes_total",
+	"taskgate_store_log_syncs_total", "taskgate_store_logged_total"}
+
 // observe returns the observe of a target of s.
 func (u *commitUsage) observe(s *server) func(ctx context.Context) (after func()) {
-	read := func(ctx context.Context) (commits, changes float64, err error) {
-		v, err := s.metrics(ctx, "taskgate_store_commits_total", "taskgate_store_changes_total")
-		if err != nil {
-			return 0, 0, err
-		}
-		return v[0], v[1], nil
-	}
 	return func(ctx context.Context) func() {
-		c0, ch0, err0 := read(ctx)
+		v0, err0 := s.metrics(ctx, commitMetrics...)
 		return func() {
-			c1, ch1, err1 := read(ctx)
+			v1, err1 := s.metrics(ctx, commitMetrics...)
 			if err := errors.Join(err0, err1); err != nil {
 				u.err = errors.Join(u.err, err)
 				return
 			}
-			u.commits += c1 - c0
-			u.changes += ch1 - ch0
+			u.commits += v1[0] - v0[0]
+			u.changes += v1[1] - v0[1]
+			u.logSyncs += v1[2] - v0[2]
+			u.logged += v1[3] - v0[3]
 		}
 	}
 }

@@ -89,6 +89,13 @@ taskgate {
 		}
 		accepted = append(accepted, got...)
 		s = s.restart(t)
+		// The creations acknowledged and not yet stored in bolt when the
+		// kill came were stored from the creation log at the restart.
+		for line := range strings.Lines(s.output()) {
+			if strings.Contains(line, "creations its log held") {
+				t.Logf("cycle %d: restarted: %s", cycle, strings.TrimSpace(line))
+			}
+		}
 		for i := range cs {
 			cs[i].s = s
 		}

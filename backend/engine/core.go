@@ -74,6 +74,10 @@ func OpenCore(ctx context.Context, cfg storage.Config, logger *zap.Logger) (*Cor
 		return nil, err
 	}
 	store := opened.Store
+	if r, ok := store.(interface{ Replayed() int }); ok && r.Replayed() > 0 {
+		logger.Info("storage: applied the creations its log held, which the last process had acknowledged and not yet stored",
+			zap.Int("creations", r.Replayed()))
+	}
 	if !opened.Shared() {
 		everything := time.Now().Add(100 * 365 * 24 * time.Hour)
 		if _, err := store.Rescue(ctx, everything); err != nil {

@@ -131,18 +131,26 @@ var storeCommits = &commitCollector{
 		"Transactions the embedded store's writer committed (each synced to disk).", nil, nil),
 	changes: prometheus.NewDesc("taskgate_store_changes_total",
 		"Changes (creations, claims, records of attempts…) those transactions held: changes ÷ commits is how well group commit groups.", nil, nil),
+	logSyncs: prometheus.NewDesc("taskgate_store_log_syncs_total",
+		"Groups of creations the embedded store made durable in its creation log, each with one sync.", nil, nil),
+	logged: prometheus.NewDesc("taskgate_store_logged_total",
+		"Creations those groups held: logged ÷ log syncs is how many creations share one sync.", nil, nil),
 }
 
-type commitCollector struct{ commits, changes *prometheus.Desc }
+type commitCollector struct{ commits, changes, logSyncs, logged *prometheus.Desc }
 
-// committer is a store that counts its commits.
+// committer is a store that counts its commits and its creation log's
+// syncs.
 type committer interface {
 	Commits() (commits, changes uint64)
+	LogSyncs() (syncs, logged uint64)
 }
 
 func (c *commitCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.commits
 	ch <- c.changes
+	ch <- c.logSyncs
+	ch <- c.logged
 }
 
 func (c *commitCollector) Collect(ch chan<- prometheus.Metric) {
@@ -155,8 +163,11 @@ func (c *commitCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	commits, changes := s.Commits()
+	syncs, logged := s.LogSyncs()
 	ch <- prometheus.MustNewConstMetric(c.commits, prometheus.CounterValue, float64(commits))
 	ch <- prometheus.MustNewConstMetric(c.changes, prometheus.CounterValue, float64(changes))
+	ch <- prometheus.MustNewConstMetric(c.logSyncs, prometheus.CounterValue, float64(syncs))
+	ch <- prometheus.MustNewConstMetric(c.logged, prometheus.CounterValue, float64(logged))
 }
 
 // observeAttempt records a delivery attempt.

@@ -179,16 +179,59 @@ type Store struct {
 	// commits and changes count the writer's transactions and the calls'
 	// changes they committed (Commits).
 	commits, changes atomic.Uint64
+	// logSyncs and loggedCount are LogSyncs's.
+	logSyncs, loggedCount atomic.Uint64
+
+	// The creation log (log.go). Creations go to the logger (creates),
+	// which decides each, makes a group durable in log and hands it to
+	// the writer (applies, applyReady) to apply to bolt. logged is the
+	// last record logged, applied the last one applied; a call other than
+	// Create waits until every creation logged before it is applied
+	// (ready).
+	log        *creationLog
+	creates    chan *creation
+	logStopped chan struct{}
+	applyReady chan struct{}
+	// hurry asks the writer to apply the creations logged at once: a
+	// call waits for them.
+	hurry           chan struct{}
+	logged, applied atomic.Uint64
+	seq             uint64 // the last record's number: the logger's alone
+	replayed        int    // records Open applied
+	broken          atomic.Pointer[error]
+
+	mu sync.Mutex
+	// applies are the creations logged and not yet taken by the writer.
+	applies []*creation
+	// advanced is closed, and replaced, whenever applied moves or the
+	// store breaks.
+	advanced chan struct{}
+	// pendingIDs and pendingIdem are the request ids and idempotency keys
+	// of the creations logged and not yet applied: the logger decides
+	// each creation from bolt and them.
+	pendingIDs  map[string]struct{}
+	pendingIdem map[string]*creation
 }
 
 // Commits returns how many transactions the writer has committed and how
 // many changes they held: their ratio is how well group commit groups.
 func (s *Store) Commits() (commits, changes uint64) { return s.commits.Load(), s.changes.Load() }
 
+// Replayed returns how many creations Open applied from the log: those
+// the last process acknowledged and stopped before storing.
+func (s *Store) Replayed() int { return s.replayed }
+
+// LogSyncs returns how many groups of creations the creation log has
+// made durable since Open, each with one sync, and the creations they
+// held. A creation is counted once its caller can be answered.
+func (s *Store) LogSyncs() (syncs, logged uint64) { return s.logSyncs.Load(), s.loggedCount.Load() }
+
 // write is one call's change, done in the writer's next transaction.
 type write struct {
 	fn   func(*bbolt.Tx) error
 	done chan error
+	// apply, when set, is the logged creation fn applies; done is nil.
+	apply *creation
 }
 
 // Option changes how Open opens the store.
@@ -270,34 +313,116 @@ func Open(path string, opts ...Option) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{
-		db:       db,
-		maxBatch: o.maxBatch,
-		writes:   make(chan write),
-		closing:  make(chan struct{}),
-		stopped:  make(chan struct{}),
+	lg, recs, err := openLog(path + "-log")
+	if err != nil {
+		db.Close()
+		return nil, err
 	}
+	last, replayed, err := replayLog(db, recs)
+	if err != nil {
+		lg.f.Close()
+		db.Close()
+		return nil, fmt.Errorf("bolt: %s: applying its creation log %s-log: %w", path, path, err)
+	}
+	s := &Store{
+		db:          db,
+		maxBatch:    o.maxBatch,
+		writes:      make(chan write),
+		closing:     make(chan struct{}),
+		stopped:     make(chan struct{}),
+		log:         lg,
+		creates:     make(chan *creation),
+		logStopped:  make(chan struct{}),
+		applyReady:  make(chan struct{}, 1),
+		hurry:       make(chan struct{}, 1),
+		seq:         last,
+		replayed:    replayed,
+		advanced:    make(chan struct{}),
+		pendingIDs:  make(map[string]struct{}),
+		pendingIdem: make(map[string]*creation),
+	}
+	s.logged.Store(last)
+	s.applied.Store(last)
 	go s.writeLoop()
+	go s.logLoop()
 	return s, nil
 }
 
-// writeLoop commits the changes handed to it, in groups, until the store
-// closes.
+// replayLog applies the log's records that bolt has not, and returns the
+// number of the last record either holds and how many it applied.
+func replayLog(db *bbolt.DB, recs []logRecord) (last uint64, replayed int, err error) {
+	var applied uint64
+	err = db.Update(func(tx *bbolt.Tx) error {
+		applied = logApplied(tx)
+		for i, r := range recs {
+			if r.seq <= applied {
+				continue
+			}
+			if i == 0 && r.seq != applied+1 {
+				return fmt.Errorf("its records start at %d, where the bolt file has applied up to %d: "+
+					"the two files are not of the same run (a bolt file restored from a backup?); "+
+					"move the log aside to start without it", r.seq, applied)
+			}
+			rec, err := decodeCreation(r.payload)
+			if err != nil {
+				return fmt.Errorf("record %d: %w", r.seq, err)
+			}
+			if err := applyCreation(tx, rec, r.seq); err != nil {
+				return err
+			}
+			replayed++
+		}
+		return nil
+	})
+	last = applied
+	if n := len(recs); n > 0 && recs[n-1].seq > last {
+		last = recs[n-1].seq
+	}
+	return last, replayed, err
+}
+
+// writeLoop commits the changes handed to it, and the creations logged,
+// in groups, until the store closes; it applies every creation logged
+// before it stops.
 func (s *Store) writeLoop() {
 	defer close(s.stopped)
 	batch := make([]write, 0, s.maxBatch)
+	var linger <-chan time.Time
 	for {
 		select {
 		case <-s.closing:
+			<-s.logStopped
+			for s.broken.Load() == nil {
+				if batch = s.takeApplies(batch[:0]); len(batch) == 0 {
+					return
+				}
+				s.commit(batch)
+			}
 			return
 		case w := <-s.writes:
 			batch = append(batch[:0], w)
+		case <-s.hurry:
+			batch = batch[:0]
+		case <-s.applyReady:
+			// Creations alone wait to be applied together, up to
+			// applyLinger, unless they fill half a batch first.
+			if s.pendingApplies() < s.maxBatch/2 {
+				if linger == nil {
+					linger = time.After(applyLinger)
+				}
+				continue
+			}
+			batch = batch[:0]
+		case <-linger:
+			batch = batch[:0]
 		}
+		linger = nil
 		// Whoever waited while the last transaction was syncing joins
 		// this one. Yielding first lets the callers it just answered
 		// come back in time: without it they miss each group and the
 		// callers split into two halves committing in turn.
 		runtime.Gosched()
+		batch = s.takeApplies(batch)
 	gather:
 		for len(batch) < s.maxBatch {
 			select {
@@ -307,16 +432,47 @@ func (s *Store) writeLoop() {
 				break gather
 			}
 		}
-		s.commit(batch)
+		if len(batch) > 0 {
+			s.commit(batch)
+		}
 		clear(batch)
 	}
+}
+
+// pendingApplies returns how many creations are logged and not yet taken
+// by the writer.
+func (s *Store) pendingApplies() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.applies)
+}
+
+// takeApplies adds to batch the creations logged and not yet applied, up
+// to the batch's bound; when some are left the writer is called back.
+func (s *Store) takeApplies(batch []write) []write {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := min(len(s.applies), max(0, s.maxBatch-len(batch)))
+	for _, c := range s.applies[:n] {
+		batch = append(batch, write{fn: c.apply, apply: c})
+	}
+	s.applies = s.applies[n:]
+	if len(s.applies) > 0 {
+		select {
+		case s.applyReady <- struct{}{}:
+		default:
+		}
+	}
+	return batch
 }
 
 // commit runs the changes in one transaction and answers each. When one
 // fails, the transaction is rolled back, that change is answered by
 // running it alone and the others run again without it, so that no
 // change's answer depends on another's failure. A change's function may
-// thus run more than once and must start from scratch each time.
+// thus run more than once and must start from scratch each time. A
+// logged creation that fails breaks the store (fail): its caller was
+// answered already.
 func (s *Store) commit(batch []write) {
 	for len(batch) > 0 {
 		failed := -1
@@ -331,14 +487,12 @@ func (s *Store) commit(batch []write) {
 		})
 		// Counted before the callers are answered, so that a caller that
 		// reads Commits after its call returns sees it.
-		if failed < 0 {
+		if failed < 0 || batch[failed].apply != nil {
 			if err == nil {
 				s.commits.Add(1)
 				s.changes.Add(uint64(len(batch)))
 			}
-			for _, w := range batch {
-				w.done <- err
-			}
+			s.answer(batch, err)
 			return
 		}
 		w := batch[failed]
@@ -349,6 +503,59 @@ func (s *Store) commit(batch []write) {
 		}
 		w.done <- alone
 		batch = slices.Delete(batch, failed, failed+1)
+	}
+}
+
+// answer answers the changes of a transaction with its outcome: the
+// callers of update, and the logged creations it applied.
+func (s *Store) answer(batch []write, err error) {
+	var applied *creation
+	for _, w := range batch {
+		if w.apply == nil {
+			w.done <- err
+		} else {
+			applied = w.apply
+		}
+	}
+	switch {
+	case applied == nil:
+	case err != nil:
+		s.fail(fmt.Errorf("applying logged creations: %w", err))
+	default:
+		s.advance(batch)
+	}
+}
+
+// advance notes the logged creations of batch as applied.
+func (s *Store) advance(batch []write) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var last uint64
+	for _, w := range batch {
+		c := w.apply
+		if c == nil {
+			continue
+		}
+		delete(s.pendingIDs, string(c.rec.id))
+		if k := string(c.rec.idemK); s.pendingIdem[k] == c {
+			delete(s.pendingIdem, k)
+		}
+		last = c.seq
+	}
+	s.applied.Store(last)
+	close(s.advanced)
+	s.advanced = make(chan struct{})
+}
+
+// fail breaks the store: every call after returns err, until the store
+// is opened again (which applies the log).
+func (s *Store) fail(err error) {
+	err = fmt.Errorf("bolt: store stopped, open it again: %w", err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken.CompareAndSwap(nil, &err) {
+		close(s.advanced)
+		s.advanced = make(chan struct{})
 	}
 }
 
@@ -371,10 +578,44 @@ func (s *Store) update(ctx context.Context, fn func(*bbolt.Tx) error) error {
 	return <-w.done
 }
 
-// ready tells whether a call may go ahead.
+// ready tells whether a call may go ahead, once every creation
+// acknowledged before it is applied: a call sees every task created
+// before it began.
 func (s *Store) ready(ctx context.Context) error {
+	if err := s.usable(ctx); err != nil {
+		return err
+	}
+	target := s.logged.Load()
+	for s.applied.Load() < target {
+		s.mu.Lock()
+		advanced := s.advanced
+		s.mu.Unlock()
+		if err := s.broken.Load(); err != nil {
+			return *err
+		}
+		if s.applied.Load() >= target {
+			break
+		}
+		select {
+		case s.hurry <- struct{}{}:
+		default:
+		}
+		select {
+		case <-advanced:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// usable tells whether a call may go ahead at once.
+func (s *Store) usable(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if err := s.broken.Load(); err != nil {
+		return *err
 	}
 	select {
 	case <-s.closing:
@@ -384,13 +625,20 @@ func (s *Store) ready(ctx context.Context) error {
 	}
 }
 
-// Close stops the writer, once the changes it took are committed, and
-// closes the file. It may be called more than once.
+// Close stops the logger and the writer, once the changes they took are
+// committed, and closes the files. It may be called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
 		<-s.stopped
-		s.closeErr = s.db.Close()
+		var errs []error
+		if s.broken.Load() == nil {
+			// Every record is applied: the log starts empty next time
+			// (and a bolt file restored from a backup finds none).
+			errs = append(errs, s.log.f.Truncate(0), fdatasync(s.log.f))
+		}
+		errs = append(errs, s.log.f.Close(), s.db.Close())
+		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
 }

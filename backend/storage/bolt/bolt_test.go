@@ -133,12 +133,14 @@ func TestCloseStopsWriter(t *testing.T) {
 	}
 }
 
-// TestCommitsCounted checks Commits: one change a commit when calls come
-// one at a time, and every change counted when they come together.
+// TestCommitsCounted checks LogSyncs and Commits: one creation a log
+// sync when calls come one at a time, and every creation logged, then
+// applied, when they come together.
 func TestCommitsCounted(t *testing.T) {
 	s := open(t, t.TempDir())
 	ctx := t.Context()
 	c0, ch0 := s.Commits()
+	l0, r0 := s.LogSyncs()
 	create := func(i int) {
 		tk := &task.Task{RequestID: fmt.Sprintf("commits-%d", i), AccountID: "acme", Action: "verify", Type: "pan",
 			Status: task.InProgress, CreatedAt: time.Now(), TaskID: "t", GroupID: "g"}
@@ -146,18 +148,32 @@ func TestCommitsCounted(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	// applied waits until every creation is applied: a read does.
+	applied := func() {
+		if _, err := s.QueueDepth(ctx, "verify/pan"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i := range 3 {
 		create(i)
 	}
-	if c, ch := s.Commits(); c-c0 != 3 || ch-ch0 != 3 {
-		t.Fatalf("3 creations one at a time: %d commits of %d changes, want 3 of 3", c-c0, ch-ch0)
+	if l, r := s.LogSyncs(); l-l0 != 3 || r-r0 != 3 {
+		t.Fatalf("3 creations one at a time: %d log syncs of %d creations, want 3 of 3", l-l0, r-r0)
+	}
+	applied()
+	if c, ch := s.Commits(); ch-ch0 != 3 || c-c0 < 1 || c-c0 > 3 {
+		t.Fatalf("3 creations applied: %d commits of %d changes, want 3 changes in 1 to 3 commits", c-c0, ch-ch0)
 	}
 	var wg sync.WaitGroup
 	for i := range 32 {
 		wg.Go(func() { create(100 + i) })
 	}
 	wg.Wait()
+	if l, r := s.LogSyncs(); r-r0 != 35 || l-l0 > 35 {
+		t.Fatalf("32 more at once: %d log syncs of %d creations, want 35 creations in at most 35 syncs", l-l0, r-r0)
+	}
+	applied()
 	if c, ch := s.Commits(); ch-ch0 != 35 || c-c0 > 35 {
-		t.Fatalf("32 more at once: %d commits of %d changes, want 35 changes in at most 35 commits", c-c0, ch-ch0)
+		t.Fatalf("32 more applied: %d commits of %d changes, want 35 changes in at most 35 commits", c-c0, ch-ch0)
 	}
 }

@@ -15,95 +15,50 @@ import (
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
-// Create stores t and queues it, in a transaction with concurrent
-// changes; see task.Store.
+// Create makes t durable in the creation log, with the creations of
+// concurrent calls, and answers; the writer then stores and queues it
+// (log.go). See task.Store.
 func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency, idemSince time.Time) (*task.Idempotency, error) {
-	if err := s.ready(ctx); err != nil {
+	if err := s.usable(ctx); err != nil {
 		return nil, err
 	}
-	// Encoding outside the batch keeps the single writer's work short.
+	// Encoding outside the logger keeps its work short.
 	stored := *t
 	stored.Status = task.InProgress
 	body, err := marshalTask(&stored)
 	if err != nil {
 		return nil, err
 	}
-	var idemValue, idemK, idemAgeK []byte
+	c := &creation{
+		rec: creationRecord{
+			id: []byte(t.RequestID), account: []byte(t.AccountID), typeName: []byte(t.TypeName()), body: body,
+		},
+		idem: idem, idemSince: idemSince, done: make(chan struct{}),
+	}
 	if idem != nil {
-		if idemValue, err = json.Marshal(idem); err != nil {
+		if c.rec.idemValue, err = json.Marshal(idem); err != nil {
 			return nil, fmt.Errorf("bolt: encoding idempotency record: %w", err)
 		}
-		idemK = idemKey(idem.AccountID, idem.Key)
-		idemAgeK = timeKey(idem.CreatedAt, idemK)
+		c.rec.idemK = idemKey(idem.AccountID, idem.Key)
+		c.rec.idemAgeK = timeKey(idem.CreatedAt, c.rec.idemK)
 	}
-	id := []byte(t.RequestID)
-	typeName := []byte(t.TypeName())
-	var groupK, taskIDK []byte
 	if t.GroupID != "" {
-		groupK = listKey(t.AccountID, t.GroupID, t.CreatedAt, t.RequestID)
+		c.rec.groupK = listKey(t.AccountID, t.GroupID, t.CreatedAt, t.RequestID)
 	}
 	if t.TaskID != "" {
-		taskIDK = listKey(t.AccountID, t.TaskID, t.CreatedAt, t.RequestID)
+		c.rec.taskIDK = listKey(t.AccountID, t.TaskID, t.CreatedAt, t.RequestID)
 	}
-
-	var replay *task.Idempotency
-	err = s.update(ctx, func(tx *bbolt.Tx) error {
-		replay = nil
-		if idem != nil {
-			if v := tx.Bucket(bucketIdem).Get(idemK); v != nil {
-				var rec task.Idempotency
-				if err := json.Unmarshal(v, &rec); err != nil {
-					return fmt.Errorf("bolt: decoding idempotency record: %w", err)
-				}
-				if !rec.CreatedAt.Before(idemSince) {
-					replay = &rec
-					return nil
-				}
-				// Expired: the key starts a new life below.
-				if err := tx.Bucket(bucketIdemAge).Delete(timeKey(rec.CreatedAt, idemK)); err != nil {
-					return err
-				}
-			}
-		}
-		tasks := tasksBucket(tx)
-		if tasks.Get(id) != nil {
-			return task.ErrExists
-		}
-		q, err := typeQueue(tx, typeName, true)
-		if err != nil {
-			return err
-		}
-		seq, err := q.NextSequence()
-		if err != nil {
-			return err
-		}
-		if err := enqueue(q, t.AccountID, seq, id); err != nil {
-			return err
-		}
-		puts := []struct {
-			b    *bbolt.Bucket
-			k, v []byte
-		}{
-			{tasks, id, encodeValue(header{seq: seq}, body)},
-			{tx.Bucket(bucketByGroup), groupK, nil},
-			{tx.Bucket(bucketByTaskID), taskIDK, nil},
-			{tx.Bucket(bucketIdem), idemK, idemValue},
-			{tx.Bucket(bucketIdemAge), idemAgeK, nil},
-		}
-		for _, p := range puts {
-			if p.k == nil {
-				continue
-			}
-			if err := p.b.Put(p.k, p.v); err != nil {
-				return err
-			}
-		}
-		return addDepth(tx, typeName, 1)
-	})
-	if err != nil {
-		return nil, err
+	select {
+	case s.creates <- c:
+	case <-s.closing:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return replay, nil
+	// Once handed over, the creation is decided whatever ctx says: the
+	// answer must tell whether it is stored.
+	<-c.done
+	return c.replay, c.err
 }
 
 // Get returns the account's task with the request id; see task.Store.

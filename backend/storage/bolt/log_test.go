@@ -1,0 +1,339 @@
+package bolt
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/taskgate/taskgate/backend/task"
+)
+
+// TestReadLog checks which records of a log are read back: those in a
+// run of numbers, up to the first that does not check.
+func TestReadLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	l, recs, err := openLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.f.Close()
+	if len(recs) != 0 {
+		t.Fatalf("a new log holds %d records", len(recs))
+	}
+	payload := func(i int) []byte { return []byte(fmt.Sprintf("record-%d", i)) }
+	if err := l.append([][]byte{payload(1), payload(2)}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.append([][]byte{payload(3)}, 3); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) != logChunk {
+		t.Errorf("the file is %d bytes, want one chunk written ahead (%d)", len(data), logChunk)
+	}
+	check := func(name string, data []byte, want int) {
+		t.Helper()
+		recs := readLog(data)
+		if len(recs) != want {
+			t.Fatalf("%s: %d records read, want %d", name, len(recs), want)
+		}
+		for i, r := range recs {
+			if r.seq != uint64(i+1) || string(r.payload) != string(payload(i+1)) {
+				t.Fatalf("%s: record %d is %d %q", name, i, r.seq, r.payload)
+			}
+		}
+	}
+	check("whole", data, 3)
+	size := logRecordHeader + len(payload(1))
+	check("the last cut short", data[:3*size-1], 2)
+	flipped := append([]byte(nil), data...)
+	flipped[size+logRecordHeader] ^= 1
+	check("the second's payload changed", flipped, 1)
+	// A new pass at the front, shorter than the last: the last pass's
+	// third record follows, with a number out of the run.
+	l.off = 0
+	if err := l.append([][]byte{payload(1), payload(2)}, 4); err != nil {
+		t.Fatal(err)
+	}
+	data, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs = readLog(data)
+	if len(recs) != 2 || recs[0].seq != 4 || recs[1].seq != 5 {
+		t.Fatalf("after a new pass: %+v, want records 4 and 5", recs)
+	}
+}
+
+// TestCreationRecordRoundTrip checks the payload of a creation, absent
+// fields included, and that a payload cut short or overlong is refused.
+func TestCreationRecordRoundTrip(t *testing.T) {
+	r := creationRecord{id: []byte("req-1"), account: []byte("acme"), typeName: []byte("verify/pan"),
+		body: []byte(`{"a":1}`), groupK: []byte("g-key"), idemK: []byte("k"), idemValue: []byte(`{}`), idemAgeK: []byte("age")}
+	p := r.encode()
+	got, err := decodeCreation(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := r.fields()
+	for i, f := range got.fields() {
+		if string(*f) != string(*want[i]) || (*f == nil) != (*want[i] == nil) {
+			t.Errorf("field %d: %q, want %q", i, *f, *want[i])
+		}
+	}
+	for _, bad := range [][]byte{p[:len(p)-1], append(p[:len(p):len(p)], 0), nil} {
+		if _, err := decodeCreation(bad); err == nil {
+			t.Errorf("decodeCreation(%q) succeeded", bad)
+		}
+	}
+}
+
+// testTask is the i-th task of a test creation, of account acme.
+func testTask(i int) *task.Task {
+	return &task.Task{RequestID: fmt.Sprintf("req-%04d", i), AccountID: "acme", Action: "verify", Type: "pan",
+		Status: task.InProgress, CreatedAt: time.Now(), TaskID: fmt.Sprintf("t-%d", i), GroupID: "g",
+		Data: []byte(`{"n":1}`)}
+}
+
+// logCreations writes to the log of the closed store at path the
+// creations of tasks from, numbered on from the last record bolt applied
+// plus skip, as a store stopped before applying them leaves them.
+func logCreations(t *testing.T, path string, skip uint64, from, n int) {
+	t.Helper()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := s.applied.Load() + 1 + skip
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, _, err := openLog(path + "-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.f.Close()
+	var payloads [][]byte
+	for i := from; i < from+n; i++ {
+		tk := testTask(i)
+		body, err := marshalTask(tk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := creationRecord{id: []byte(tk.RequestID), account: []byte(tk.AccountID), typeName: []byte(tk.TypeName()), body: body,
+			groupK: listKey(tk.AccountID, tk.GroupID, tk.CreatedAt, tk.RequestID), taskIDK: listKey(tk.AccountID, tk.TaskID, tk.CreatedAt, tk.RequestID)}
+		payloads = append(payloads, r.encode())
+	}
+	if err := l.append(payloads, first); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenAppliesLog checks that Open applies the creations a crash left
+// in the log alone, once: each can be read, counted and claimed, and a
+// second Open applies nothing again.
+func TestOpenAppliesLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	ctx := t.Context()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, testTask(0), nil, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path + "-log"); err != nil || fi.Size() != 0 {
+		t.Fatalf("the log after Close: %v, %v; want it empty", fi, err)
+	}
+	logCreations(t, path, 0, 1, 5)
+	for round := range 2 {
+		s, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []int{5, 0}[round]; s.Replayed() != want {
+			t.Errorf("round %d: Replayed %d, want %d", round, s.Replayed(), want)
+		}
+		for i := range 6 {
+			if _, err := s.Get(ctx, "acme", testTask(i).RequestID); err != nil {
+				t.Errorf("round %d: task %d: %v", round, i, err)
+			}
+		}
+		if n, err := s.QueueDepth(ctx, "verify/pan"); err != nil || n != 6 {
+			t.Errorf("round %d: depth %d, %v; want 6", round, n, err)
+		}
+		if round == 1 {
+			claimed, err := s.Claim(ctx, "verify/pan", 10, time.Now().Add(time.Minute))
+			if err != nil || len(claimed) != 6 {
+				t.Errorf("claimed %d, %v; want 6", len(claimed), err)
+			}
+		}
+		// A crash, as far as the log goes: Close does not empty it.
+		if round == 0 {
+			crash := errors.New("crash")
+			s.broken.Store(&crash)
+		}
+		s.Close()
+		if round == 0 {
+			logCreationsKeep(t, path)
+		}
+	}
+}
+
+// logCreationsKeep checks that the log the crashed store left still holds
+// its records (Close could not empty it).
+func logCreationsKeep(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path + "-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(readLog(data)); n != 5 {
+		t.Fatalf("the log holds %d records after the crash, want the 5 applied at Open", n)
+	}
+}
+
+// TestOpenRefusesStrangeLog checks that a log whose records do not follow
+// what bolt applied, or that does not decode, stops Open with a clear
+// error.
+func TestOpenRefusesStrangeLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	logCreations(t, path, 3, 0, 2)
+	if s, err := Open(path); err == nil || !strings.Contains(err.Error(), "not of the same run") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open with a log ahead of bolt: %v", err)
+	}
+	if err := os.Remove(path + "-log"); err != nil {
+		t.Fatal(err)
+	}
+	l, _, err := openLog(path + "-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.append([][]byte{[]byte("not a creation")}, 1); err != nil {
+		t.Fatal(err)
+	}
+	l.f.Close()
+	if s, err := Open(path); err == nil || !strings.Contains(err.Error(), "does not decode") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open with a record that does not decode: %v", err)
+	}
+}
+
+// TestCreationsSameKeyTogether checks that concurrent creations with one
+// idempotency key make one task, whether they share a group or one is
+// pending when the other is decided, and that the others replay it.
+func TestCreationsSameKeyTogether(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "tasks.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	made, replays := 0, map[string]int{}
+	for i := range 32 {
+		wg.Go(func() {
+			tk := testTask(i)
+			idem := &task.Idempotency{AccountID: "acme", Key: "same", RequestID: tk.RequestID, CreatedAt: time.Now()}
+			rec, err := s.Create(ctx, tk, idem, time.Now().Add(-time.Hour))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				t.Error(err)
+			case rec == nil:
+				made++
+			default:
+				replays[rec.RequestID]++
+			}
+		})
+	}
+	wg.Wait()
+	if made != 1 || len(replays) != 1 {
+		t.Fatalf("%d made, replays of %v; want 1 made, the others replaying it", made, replays)
+	}
+	if n, err := s.QueueDepth(ctx, "verify/pan"); err != nil || n != 1 {
+		t.Fatalf("depth %d, %v; want 1", n, err)
+	}
+}
+
+// TestLogStartsAgain checks that the log goes back to the front of its
+// file once its records are applied, so that it stays one chunk.
+func TestLogStartsAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	for i := range 200 {
+		if _, err := s.Create(ctx, testTask(i), nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		// Applied before the next creation: each starts at the front.
+		if _, err := s.QueueDepth(ctx, "verify/pan"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.log.written != logChunk {
+		t.Fatalf("the log wrote %d bytes, want one chunk (%d)", s.log.written, logChunk)
+	}
+	if s.applied.Load() != 200 || s.logged.Load() != 200 {
+		t.Fatalf("logged %d, applied %d; want 200", s.logged.Load(), s.applied.Load())
+	}
+}
+
+// TestLogNoRoom checks that a group the log could not make room for (a
+// full disk) fails alone: nothing of it is stored, and the store goes on.
+func TestLogNoRoom(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	// A handle that cannot write: the log's first write, ahead of its
+	// records, fails as on a full disk.
+	readOnly, err := os.Open(path + "-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := s.log.f
+	s.log.f = readOnly
+	idem := &task.Idempotency{AccountID: "acme", Key: "k", RequestID: testTask(1).RequestID, CreatedAt: time.Now()}
+	if _, err := s.Create(ctx, testTask(1), idem, time.Now().Add(-time.Hour)); !errors.Is(err, errLogNoRoom) {
+		t.Fatalf("Create with no room: %v, want errLogNoRoom", err)
+	}
+	s.log.f = f
+	readOnly.Close()
+	if _, err := s.Get(ctx, "acme", testTask(1).RequestID); !errors.Is(err, task.ErrNotFound) {
+		t.Fatalf("the task that failed: %v, want ErrNotFound", err)
+	}
+	// The key was not taken: the next creation with it makes its task.
+	idem.RequestID = testTask(2).RequestID
+	if rec, err := s.Create(ctx, testTask(2), idem, time.Now().Add(-time.Hour)); err != nil || rec != nil {
+		t.Fatalf("Create after: %v, %v; want a new task", rec, err)
+	}
+	if _, err := s.Get(ctx, "acme", testTask(2).RequestID); err != nil {
+		t.Fatal(err)
+	}
+}

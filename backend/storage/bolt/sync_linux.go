@@ -1,0 +1,10 @@
+package bolt
+
+import (
+	"os"
+	"syscall"
+)
+
+// fdatasync flushes f's data, and of its metadata only what reading the
+// data back needs (its size), as bolt does.
+func fdatasync(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) }
