@@ -422,21 +422,25 @@ func (s *Store) writeLoop() {
 		// come back in time: without it they miss each group and the
 		// callers split into two halves committing in turn.
 		runtime.Gosched()
-		batch = s.takeApplies(batch)
-	gather:
-		for len(batch) < s.maxBatch {
-			select {
-			case w := <-s.writes:
-				batch = append(batch, w)
-			default:
-				break gather
-			}
-		}
+		batch = gather(s.takeApplies(batch), s.writes, s.maxBatch)
 		if len(batch) > 0 {
 			s.commit(batch)
 		}
 		clear(batch)
 	}
+}
+
+// gather adds to batch what waits in ch, up to max in all.
+func gather[T any](batch []T, ch <-chan T, max int) []T {
+	for len(batch) < max {
+		select {
+		case v := <-ch:
+			batch = append(batch, v)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // pendingApplies returns how many creations are logged and not yet taken

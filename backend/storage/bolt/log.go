@@ -297,15 +297,7 @@ func (s *Store) logLoop() {
 		}
 		// As the writer does: the callers just answered join this group.
 		runtime.Gosched()
-	gather:
-		for len(group) < s.maxBatch {
-			select {
-			case c := <-s.creates:
-				group = append(group, c)
-			default:
-				break gather
-			}
-		}
+		group = gather(group, s.creates, s.maxBatch)
 		s.logGroup(group)
 		clear(group)
 	}

@@ -96,6 +96,17 @@ func TestCreationRecordRoundTrip(t *testing.T) {
 	}
 }
 
+// openStore opens the store at path and closes it when the test ends.
+func openStore(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // testTask is the i-th task of a test creation, of account acme.
 func testTask(i int) *task.Task {
 	return &task.Task{RequestID: fmt.Sprintf("req-%04d", i), AccountID: "acme", Action: "verify", Type: "pan",
@@ -239,11 +250,7 @@ func TestOpenRefusesStrangeLog(t *testing.T) {
 // idempotency key make one task, whether they share a group or one is
 // pending when the other is decided, and that the others replay it.
 func TestCreationsSameKeyTogether(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "tasks.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t, filepath.Join(t.TempDir(), "tasks.db"))
 	ctx := t.Context()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -277,12 +284,7 @@ func TestCreationsSameKeyTogether(t *testing.T) {
 // TestLogStartsAgain checks that the log goes back to the front of its
 // file once its records are applied, so that it stays one chunk.
 func TestLogStartsAgain(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "tasks.db")
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t, filepath.Join(t.TempDir(), "tasks.db"))
 	ctx := t.Context()
 	for i := range 200 {
 		if _, err := s.Create(ctx, testTask(i), nil, time.Time{}); err != nil {
@@ -305,11 +307,7 @@ func TestLogStartsAgain(t *testing.T) {
 // full disk) fails alone: nothing of it is stored, and the store goes on.
 func TestLogNoRoom(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tasks.db")
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t, path)
 	ctx := t.Context()
 	// A handle that cannot write: the log's first write, ahead of its
 	// records, fails as on a full disk.
