@@ -319,6 +319,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	last, replayed, err := replayLog(db, recs)
+	if err == nil {
+		// Everything is in bolt, synced: the log starts empty.
+		err = lg.empty()
+	}
 	if err != nil {
 		lg.f.Close()
 		db.Close()
@@ -454,6 +458,10 @@ func (s *Store) pendingApplies() int {
 // takeApplies adds to batch the creations logged and not yet applied, up
 // to the batch's bound; when some are left the writer is called back.
 func (s *Store) takeApplies(batch []write) []write {
+	if s.broken.Load() != nil {
+		// They wait for the next Open, in the log.
+		return batch
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := min(len(s.applies), max(0, s.maxBatch-len(batch)))
@@ -637,9 +645,9 @@ func (s *Store) Close() error {
 		<-s.stopped
 		var errs []error
 		if s.broken.Load() == nil {
-			// Every record is applied: the log starts empty next time
-			// (and a bolt file restored from a backup finds none).
-			errs = append(errs, s.log.f.Truncate(0), fdatasync(s.log.f))
+			// Every record is applied: the log is left empty (and a bolt
+			// file restored from a backup finds none).
+			errs = append(errs, s.log.empty())
 		}
 		errs = append(errs, s.log.f.Close(), s.db.Close())
 		s.closeErr = errors.Join(errs...)

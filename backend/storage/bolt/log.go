@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"time"
@@ -49,8 +50,9 @@ const (
 	// maxLogBytes bounds the log: past it, the next group waits for the
 	// writer to apply every record, then goes at the front.
 	maxLogBytes = 64 << 20
-	// maxLogRecord bounds a record's payload as read back.
-	maxLogRecord = 64 << 20
+	// maxLogRecord bounds a record's payload: Create refuses a larger
+	// one, and it is read back as the end of the log.
+	maxLogRecord = 1 << 30
 	// applyLinger is how long creations logged may wait for the writer
 	// when nothing else does: one commit applies more of them, and the
 	// disk syncs less. A call that needs them applied does not wait for
@@ -84,9 +86,17 @@ type logRecord struct {
 // it with the records it holds, in order. The next group goes at the
 // front.
 func openLog(path string) (*creationLog, []logRecord, error) {
+	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bolt: opening the creation log: %w", err)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		// A new file: its name must survive a power cut too.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("bolt: creating the creation log: %w", err)
+		}
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
@@ -94,6 +104,27 @@ func openLog(path string) (*creationLog, []logRecord, error) {
 		return nil, nil, fmt.Errorf("bolt: reading the creation log %s: %w", path, err)
 	}
 	return &creationLog{f: f, written: int64(len(data))}, readLog(data), nil
+}
+
+// syncDir syncs the directory at path, so that the names it holds are
+// durable.
+func syncDir(path string) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// empty empties the log, once every record it holds is applied: the next
+// run's records can then never follow an earlier run's.
+func (l *creationLog) empty() error {
+	if err := l.f.Truncate(0); err != nil {
+		return err
+	}
+	l.off, l.written = 0, 0
+	return fdatasync(l.f)
 }
 
 // readLog returns the records at the front of data that check.
@@ -212,6 +243,11 @@ func decodeCreation(p []byte) (*creationRecord, error) {
 // as applied. A creation whose task is there already (applied before a
 // crash cut the log's bookkeeping short) is not applied twice.
 func applyCreation(tx *bbolt.Tx, r *creationRecord, seq uint64) error {
+	// In order, or not at all: bolt must never note as applied a record
+	// it skipped.
+	if prev := logApplied(tx); prev != seq-1 {
+		return fmt.Errorf("bolt: creation log record %d comes after record %d", seq, prev)
+	}
 	if err := tx.Bucket(bucketMeta).Put(logAppliedKey, binary.BigEndian.AppendUint64(nil, seq)); err != nil {
 		return err
 	}
@@ -313,15 +349,11 @@ func (s *Store) logGroup(group []*creation) {
 		}
 	}()
 	if err := s.broken.Load(); err != nil {
-		for _, c := range group {
-			c.err = *err
-		}
+		failGroup(group, *err)
 		return
 	}
 	if err := s.makeRoom(); err != nil {
-		for _, c := range group {
-			c.err = err
-		}
+		failGroup(group, err)
 		return
 	}
 	first := s.seq + 1
@@ -360,26 +392,24 @@ func (s *Store) logGroup(group []*creation) {
 		s.mu.Lock()
 		for _, c := range slices.Backward(made) {
 			delete(s.pendingIDs, string(c.rec.id))
-			if c.idem != nil {
-				if c.prevIdem != nil {
-					s.pendingIdem[string(c.rec.idemK)] = c.prevIdem
-				} else {
-					delete(s.pendingIdem, string(c.rec.idemK))
-				}
+			if c.idem == nil || s.pendingIdem[string(c.rec.idemK)] != c {
+				continue
+			}
+			// The creation it replaced, unless applied meanwhile.
+			if p := c.prevIdem; p != nil && s.isPending(p) {
+				s.pendingIdem[string(c.rec.idemK)] = p
+			} else {
+				delete(s.pendingIdem, string(c.rec.idemK))
 			}
 		}
 		s.mu.Unlock()
 		s.seq = first - 1
-		for _, c := range group {
-			c.err = err
-		}
+		failGroup(group, err)
 		return
 	}
 	if err != nil {
 		s.fail(err)
-		for _, c := range group {
-			c.err = *s.broken.Load()
-		}
+		failGroup(group, *s.broken.Load())
 		return
 	}
 	if len(made) == 0 {
@@ -395,6 +425,20 @@ func (s *Store) logGroup(group []*creation) {
 	case s.applyReady <- struct{}{}:
 	default:
 	}
+}
+
+// failGroup answers every creation of a group that was not logged with
+// err: those decided from the others too.
+func failGroup(group []*creation, err error) {
+	for _, c := range group {
+		c.replay, c.err = nil, err
+	}
+}
+
+// isPending tells whether c is logged and not yet applied; s.mu is held.
+func (s *Store) isPending(c *creation) bool {
+	_, ok := s.pendingIDs[string(c.rec.id)]
+	return ok
 }
 
 // makeRoom starts the log again at the front of its file once every

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	bbolt "go.etcd.io/bbolt"
+
 	"github.com/taskgate/taskgate/backend/task"
 )
 
@@ -173,45 +175,105 @@ func TestOpenAppliesLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []int{5, 0}[round]; s.Replayed() != want {
+		if want := []int{5, 1}[round]; s.Replayed() != want {
 			t.Errorf("round %d: Replayed %d, want %d", round, s.Replayed(), want)
 		}
-		for i := range 6 {
+		n := 6 + round
+		for i := range n {
 			if _, err := s.Get(ctx, "acme", testTask(i).RequestID); err != nil {
 				t.Errorf("round %d: task %d: %v", round, i, err)
 			}
 		}
-		if n, err := s.QueueDepth(ctx, "verify/pan"); err != nil || n != 6 {
-			t.Errorf("round %d: depth %d, %v; want 6", round, n, err)
+		if d, err := s.QueueDepth(ctx, "verify/pan"); err != nil || d != n {
+			t.Errorf("round %d: depth %d, %v; want %d", round, d, err, n)
 		}
 		if round == 1 {
 			claimed, err := s.Claim(ctx, "verify/pan", 10, time.Now().Add(time.Minute))
-			if err != nil || len(claimed) != 6 {
-				t.Errorf("claimed %d, %v; want 6", len(claimed), err)
+			if err != nil || len(claimed) != n {
+				t.Errorf("claimed %d, %v; want %d", len(claimed), err, n)
 			}
 		}
-		// A crash, as far as the log goes: Close does not empty it.
-		if round == 0 {
-			crash := errors.New("crash")
-			s.broken.Store(&crash)
+		if round == 1 {
+			s.Close()
+			break
 		}
+		// Open emptied the log: what it held is in bolt.
+		if fi, err := os.Stat(path + "-log"); err != nil || fi.Size() != 0 {
+			t.Fatalf("the log after Open: %v, %v; want it empty", fi, err)
+		}
+		// A sixth creation, acknowledged; then a crash, as far as the
+		// store goes: the writer applies nothing more and Close leaves the
+		// log as it is.
+		if _, err := s.Create(ctx, testTask(6), nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		crash := errors.New("crash")
+		s.broken.Store(&crash)
 		s.Close()
-		if round == 0 {
-			logCreationsKeep(t, path)
-		}
 	}
 }
 
-// logCreationsKeep checks that the log the crashed store left still holds
-// its records (Close could not empty it).
-func logCreationsKeep(t *testing.T, path string) {
-	t.Helper()
+// TestApplyInOrder checks that bolt refuses a creation out of the log's
+// order: it must never note as applied a record it skipped.
+func TestApplyInOrder(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "tasks.db"))
+	tk := testTask(1)
+	body, err := marshalTask(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &creationRecord{id: []byte(tk.RequestID), account: []byte(tk.AccountID), typeName: []byte(tk.TypeName()), body: body}
+	err = s.db.Update(func(tx *bbolt.Tx) error { return applyCreation(tx, r, s.applied.Load()+2) })
+	if err == nil || !strings.Contains(err.Error(), "comes after record") {
+		t.Fatalf("a record applied past a missing one: %v", err)
+	}
+}
+
+// TestOpenAfterTornGroup checks that a group a crash tore (its first
+// record cut short, a later one whole, neither acknowledged) is not
+// applied, then or after a second crash: Open empties the log, so that
+// the next run's records never run on into the torn group's.
+func TestOpenAfterTornGroup(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	logCreations(t, path, 0, 1, 2)
 	data, err := os.ReadFile(path + "-log")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(readLog(data)); n != 5 {
-		t.Fatalf("the log holds %d records after the crash, want the 5 applied at Open", n)
+	data[5] ^= 0xff // the first record's checksum
+	if err := os.WriteFile(path+"-log", data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for round := range 2 {
+		s, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// At the second Open, the one acknowledged creation at most.
+		if s.Replayed() > round {
+			t.Errorf("round %d: %d creations applied from the log", round, s.Replayed())
+		}
+		for i := 1; i <= 2; i++ {
+			if _, err := s.Get(ctx, "acme", testTask(i).RequestID); !errors.Is(err, task.ErrNotFound) {
+				t.Errorf("round %d: task %d of the torn group: %v, want ErrNotFound", round, i, err)
+			}
+		}
+		if round == 1 {
+			if _, err := s.Get(ctx, "acme", testTask(3).RequestID); err != nil {
+				t.Errorf("the task created after the tear: %v", err)
+			}
+			s.Close()
+			break
+		}
+		// A creation of the same size as the torn group's first, then a
+		// crash before anything else is logged.
+		if _, err := s.Create(ctx, testTask(3), nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		crash := errors.New("crash")
+		s.broken.Store(&crash)
+		s.Close()
 	}
 }
 

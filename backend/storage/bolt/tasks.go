@@ -48,6 +48,15 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 	if t.TaskID != "" {
 		c.rec.taskIDK = listKey(t.AccountID, t.TaskID, t.CreatedAt, t.RequestID)
 	}
+	// What bolt would refuse is refused before it is acknowledged.
+	for _, k := range [][]byte{c.rec.id, c.rec.typeName, c.rec.groupK, c.rec.taskIDK, c.rec.idemK, c.rec.idemAgeK} {
+		if len(k) > bbolt.MaxKeySize {
+			return nil, fmt.Errorf("bolt: a key of task %s is %d bytes, over %d", t.RequestID, len(k), bbolt.MaxKeySize)
+		}
+	}
+	if n := len(c.rec.encode()); n > maxLogRecord {
+		return nil, fmt.Errorf("bolt: task %s is %d bytes, over %d", t.RequestID, n, maxLogRecord)
+	}
 	select {
 	case s.creates <- c:
 	case <-s.closing:
