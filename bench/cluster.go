@@ -7,8 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/taskgate/taskgate/internal/testport"
 )
 
 // clusterMasters is the number of masters of the cluster phase's Redis
@@ -43,7 +46,15 @@ func startCluster(ctx context.Context, dir string) (c *redisCluster, err error) 
 	args := []string{"--cluster", "create"}
 	for i := range clusterMasters {
 		d := filepath.Join(dir, fmt.Sprintf("master-%d", i+1))
-		m, err := startRedis(ctx, d, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(d, "nodes.conf"))
+		// The bus port is picked as the others are: port+10000, Redis's
+		// default, lies in the kernel's ephemeral range, where an outgoing
+		// connection of the load may hold it.
+		bus, err := testport.Pick("127.0.0.1")
+		if err != nil {
+			return c, err
+		}
+		m, err := startRedis(ctx, d, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(d, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(bus))
 		if err != nil {
 			return c, err
 		}

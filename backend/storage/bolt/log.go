@@ -474,7 +474,8 @@ func (s *Store) decide(tx *bbolt.Tx, c *creation) error {
 		var rec *task.Idempotency
 		var ageK []byte
 		if p := s.pendingIdem[string(c.rec.idemK)]; p != nil {
-			rec, ageK = p.idem, p.rec.idemAgeK
+			copied := *p.idem
+			rec, ageK = &copied, p.rec.idemAgeK
 		} else if v := tx.Bucket(bucketIdem).Get(c.rec.idemK); v != nil {
 			rec = new(task.Idempotency)
 			if err := json.Unmarshal(v, rec); err != nil {
