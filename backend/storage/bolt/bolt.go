@@ -209,7 +209,7 @@ type Store struct {
 	// pendingIDs and pendingIdem are the request ids and idempotency keys
 	// of the creations logged and not yet applied: the logger decides
 	// each creation from bolt and them.
-	pendingIDs  map[string]struct{}
+	pendingIDs  map[string]*creation
 	pendingIdem map[string]*creation
 }
 
@@ -342,7 +342,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		seq:         last,
 		replayed:    replayed,
 		advanced:    make(chan struct{}),
-		pendingIDs:  make(map[string]struct{}),
+		pendingIDs:  make(map[string]*creation),
 		pendingIdem: make(map[string]*creation),
 	}
 	s.logged.Store(last)
@@ -390,6 +390,7 @@ func replayLog(db *bbolt.DB, recs []logRecord) (last uint64, replayed int, err e
 // before it stops.
 func (s *Store) writeLoop() {
 	defer close(s.stopped)
+	writes := make([]write, 0, s.maxBatch)
 	batch := make([]write, 0, s.maxBatch)
 	var linger <-chan time.Time
 	for {
@@ -397,16 +398,16 @@ func (s *Store) writeLoop() {
 		case <-s.closing:
 			<-s.logStopped
 			for s.broken.Load() == nil {
-				if batch = s.takeApplies(batch[:0]); len(batch) == 0 {
+				if batch = s.takeApplies(batch[:0], false); len(batch) == 0 {
 					return
 				}
 				s.commit(batch)
 			}
 			return
 		case w := <-s.writes:
-			batch = append(batch[:0], w)
+			writes = append(writes[:0], w)
 		case <-s.hurry:
-			batch = batch[:0]
+			writes = writes[:0]
 		case <-s.applyReady:
 			// Creations alone wait to be applied together, up to
 			// applyLinger, unless they fill half a batch first.
@@ -416,9 +417,9 @@ func (s *Store) writeLoop() {
 				}
 				continue
 			}
-			batch = batch[:0]
+			writes = writes[:0]
 		case <-linger:
-			batch = batch[:0]
+			writes = writes[:0]
 		}
 		linger = nil
 		// Whoever waited while the last transaction was syncing joins
@@ -426,11 +427,17 @@ func (s *Store) writeLoop() {
 		// come back in time: without it they miss each group and the
 		// callers split into two halves committing in turn.
 		runtime.Gosched()
-		batch = gather(s.takeApplies(batch), s.writes, s.maxBatch)
+		writes = gather(writes, s.writes, s.maxBatch)
+		// Every creation logged before one of these writes began is
+		// applied first, in the same transaction: a write sees the
+		// creations acknowledged before it without waiting for a commit
+		// of its own.
+		batch = append(s.takeApplies(batch[:0], len(writes) > 0), writes...)
 		if len(batch) > 0 {
 			s.commit(batch)
 		}
 		clear(batch)
+		clear(writes)
 	}
 }
 
@@ -455,16 +462,20 @@ func (s *Store) pendingApplies() int {
 	return len(s.applies)
 }
 
-// takeApplies adds to batch the creations logged and not yet applied, up
-// to the batch's bound; when some are left the writer is called back.
-func (s *Store) takeApplies(batch []write) []write {
+// takeApplies adds to batch the creations logged and not yet applied:
+// all of them, or up to the batch's bound; when some are left the writer
+// is called back.
+func (s *Store) takeApplies(batch []write, all bool) []write {
 	if s.broken.Load() != nil {
 		// They wait for the next Open, in the log.
 		return batch
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := min(len(s.applies), max(0, s.maxBatch-len(batch)))
+	n := len(s.applies)
+	if !all {
+		n = min(n, max(0, s.maxBatch-len(batch)))
+	}
 	for _, c := range s.applies[:n] {
 		batch = append(batch, write{fn: c.apply, apply: c})
 	}
@@ -479,13 +490,14 @@ func (s *Store) takeApplies(batch []write) []write {
 }
 
 // commit runs the changes in one transaction and answers each. When one
-// fails, the transaction is rolled back, that change is answered by
-// running it alone and the others run again without it, so that no
-// change's answer depends on another's failure. A change's function may
-// thus run more than once and must start from scratch each time. A
-// logged creation that fails breaks the store (fail): its caller was
-// answered already.
+// fails, the transaction is rolled back and the others run again without
+// it; once they are committed it runs alone and is answered, so that no
+// change's answer depends on another's failure, and it still sees the
+// creations applied before it. A change's function may thus run more than
+// once and must start from scratch each time. A logged creation that
+// fails breaks the store (fail): its caller was answered already.
 func (s *Store) commit(batch []write) {
+	var alone []write
 	for len(batch) > 0 {
 		failed := -1
 		err := s.db.Update(func(tx *bbolt.Tx) error {
@@ -497,24 +509,31 @@ func (s *Store) commit(batch []write) {
 			}
 			return nil
 		})
+		if failed >= 0 && batch[failed].apply == nil {
+			alone = append(alone, batch[failed])
+			batch = slices.Delete(batch, failed, failed+1)
+			continue
+		}
 		// Counted before the callers are answered, so that a caller that
 		// reads Commits after its call returns sees it.
-		if failed < 0 || batch[failed].apply != nil {
-			if err == nil {
-				s.commits.Add(1)
-				s.changes.Add(uint64(len(batch)))
-			}
-			s.answer(batch, err)
-			return
+		if err == nil {
+			s.commits.Add(1)
+			s.changes.Add(uint64(len(batch)))
 		}
-		w := batch[failed]
-		alone := s.db.Update(w.fn)
-		if alone == nil {
+		s.answer(batch, err)
+		break
+	}
+	for _, w := range alone {
+		if err := s.broken.Load(); err != nil {
+			w.done <- *err
+			continue
+		}
+		err := s.db.Update(w.fn)
+		if err == nil {
 			s.commits.Add(1)
 			s.changes.Add(1)
 		}
-		w.done <- alone
-		batch = slices.Delete(batch, failed, failed+1)
+		w.done <- err
 	}
 }
 
@@ -574,7 +593,9 @@ func (s *Store) fail(err error) {
 // update has the writer run fn in a transaction and returns once it is
 // committed and synced.
 func (s *Store) update(ctx context.Context, fn func(*bbolt.Tx) error) error {
-	if err := s.ready(ctx); err != nil {
+	// Not ready: the writer applies the creations logged before fn, in
+	// fn's transaction.
+	if err := s.usable(ctx); err != nil {
 		return err
 	}
 	w := write{fn: fn, done: make(chan error, 1)}

@@ -373,7 +373,7 @@ func (s *Store) logGroup(group []*creation) {
 			}
 			s.seq++
 			c.seq = s.seq
-			s.pendingIDs[string(c.rec.id)] = struct{}{}
+			s.pendingIDs[string(c.rec.id)] = c
 			if c.idem != nil {
 				c.prevIdem = s.pendingIdem[string(c.rec.idemK)]
 				s.pendingIdem[string(c.rec.idemK)] = c

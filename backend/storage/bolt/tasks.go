@@ -81,6 +81,18 @@ func (s *Store) Get(ctx context.Context, accountID, requestID string) (*task.Tas
 
 // Find returns the task with the request id; see task.Store.
 func (s *Store) Find(ctx context.Context, requestID string) (*task.Task, error) {
+	if err := s.usable(ctx); err != nil {
+		return nil, err
+	}
+	// A task logged and not yet applied is as it was created: nothing
+	// changes it before it is applied. A poll right after the 202 reads
+	// it there, without hurrying the writer.
+	s.mu.Lock()
+	c := s.pendingIDs[requestID]
+	s.mu.Unlock()
+	if c != nil {
+		return decodeTask(c.rec.id, c.rec.body)
+	}
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
@@ -447,9 +459,15 @@ func getTask(tx *bbolt.Tx, id []byte) (*task.Task, header, error) {
 	if err != nil {
 		return nil, header{}, fmt.Errorf("%w: %s", err, id)
 	}
+	t, err := decodeTask(id, body)
+	return t, h, err
+}
+
+// decodeTask decodes the task id as stored (its JSON).
+func decodeTask(id, body []byte) (*task.Task, error) {
 	t := new(task.Task)
 	if err := json.Unmarshal(body, t); err != nil {
-		return nil, header{}, fmt.Errorf("%w: %s: %v", errCorrupt, id, err)
+		return nil, fmt.Errorf("%w: %s: %v", errCorrupt, id, err)
 	}
 	// A nil RawMessage is stored as null; give back nil.
 	if string(t.Data) == "null" {
@@ -458,7 +476,7 @@ func getTask(tx *bbolt.Tx, id []byte) (*task.Task, header, error) {
 	if string(t.Result) == "null" {
 		t.Result = nil
 	}
-	return t, h, nil
+	return t, nil
 }
 
 // deleteTask deletes a task and its index entries.
