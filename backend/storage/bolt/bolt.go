@@ -398,7 +398,7 @@ func (s *Store) writeLoop() {
 		case <-s.closing:
 			<-s.logStopped
 			for s.broken.Load() == nil {
-				if batch = s.takeApplies(batch[:0], false); len(batch) == 0 {
+				if batch, _ = s.takeApplies(batch[:0], false); len(batch) == 0 {
 					return
 				}
 				s.commit(batch)
@@ -432,8 +432,13 @@ func (s *Store) writeLoop() {
 		// applied first, in the same transaction: a write sees the
 		// creations acknowledged before it without waiting for a commit
 		// of its own.
-		batch = append(s.takeApplies(batch[:0], len(writes) > 0), writes...)
-		if len(batch) > 0 {
+		batch, err := s.takeApplies(batch[:0], len(writes) > 0)
+		if err != nil {
+			// Broken: no write commits without the creations before it.
+			for _, w := range writes {
+				w.done <- err
+			}
+		} else if batch = append(batch, writes...); len(batch) > 0 {
 			s.commit(batch)
 		}
 		clear(batch)
@@ -464,11 +469,11 @@ func (s *Store) pendingApplies() int {
 
 // takeApplies adds to batch the creations logged and not yet applied:
 // all of them, or up to the batch's bound; when some are left the writer
-// is called back.
-func (s *Store) takeApplies(batch []write, all bool) []write {
-	if s.broken.Load() != nil {
-		// They wait for the next Open, in the log.
-		return batch
+// is called back. A broken store takes none (they wait for the next
+// Open, in the log) and returns its error.
+func (s *Store) takeApplies(batch []write, all bool) ([]write, error) {
+	if err := s.broken.Load(); err != nil {
+		return batch, *err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -486,7 +491,7 @@ func (s *Store) takeApplies(batch []write, all bool) []write {
 		default:
 		}
 	}
-	return batch
+	return batch, nil
 }
 
 // commit runs the changes in one transaction and answers each. When one
@@ -538,22 +543,22 @@ func (s *Store) commit(batch []write) {
 }
 
 // answer answers the changes of a transaction with its outcome: the
-// callers of update, and the logged creations it applied.
+// logged creations it applied first (so that a caller answered next sees
+// them applied, or the store broken), then the callers of update.
 func (s *Store) answer(batch []write, err error) {
-	var applied *creation
+	applied := slices.ContainsFunc(batch, func(w write) bool { return w.apply != nil })
+	switch {
+	case !applied:
+	case err != nil:
+		s.fail(fmt.Errorf("applying logged creations: %w", err))
+		err = *s.broken.Load()
+	default:
+		s.advance(batch)
+	}
 	for _, w := range batch {
 		if w.apply == nil {
 			w.done <- err
-		} else {
-			applied = w.apply
 		}
-	}
-	switch {
-	case applied == nil:
-	case err != nil:
-		s.fail(fmt.Errorf("applying logged creations: %w", err))
-	default:
-		s.advance(batch)
 	}
 }
 

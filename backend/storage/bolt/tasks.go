@@ -84,11 +84,15 @@ func (s *Store) Find(ctx context.Context, requestID string) (*task.Task, error) 
 	if err := s.usable(ctx); err != nil {
 		return nil, err
 	}
-	// A task logged and not yet applied is as it was created: nothing
-	// changes it before it is applied. A poll right after the 202 reads
+	// A task logged and not yet applied is as it was created: a write
+	// that changes it is answered only once it is applied. A poll right after the 202 reads
 	// it there, without hurrying the writer.
+	// Only once acknowledged: its group synced.
 	s.mu.Lock()
 	c := s.pendingIDs[requestID]
+	if c != nil && c.seq > s.logged.Load() {
+		c = nil
+	}
 	s.mu.Unlock()
 	if c != nil {
 		return decodeTask(c.rec.id, c.rec.body)
