@@ -446,6 +446,25 @@ func (s *Store) writeLoop() {
 	}
 }
 
+// put is one Put of putAll: a nil key is skipped.
+type put struct {
+	b    *bbolt.Bucket
+	k, v []byte
+}
+
+// putAll puts each of ps that has a key.
+func putAll(ps ...put) error {
+	for _, p := range ps {
+		if p.k == nil {
+			continue
+		}
+		if err := p.b.Put(p.k, p.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // gather adds to batch what waits in ch, up to max in all.
 func gather[T any](batch []T, ch <-chan T, max int) []T {
 	for len(batch) < max {
@@ -568,15 +587,10 @@ func (s *Store) advance(batch []write) {
 	defer s.mu.Unlock()
 	var last uint64
 	for _, w := range batch {
-		c := w.apply
-		if c == nil {
-			continue
+		if c := w.apply; c != nil {
+			s.forget(c)
+			last = c.seq
 		}
-		delete(s.pendingIDs, string(c.rec.id))
-		if k := string(c.rec.idemK); s.pendingIdem[k] == c {
-			delete(s.pendingIdem, k)
-		}
-		last = c.seq
 	}
 	s.applied.Store(last)
 	close(s.advanced)

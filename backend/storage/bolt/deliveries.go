@@ -546,23 +546,15 @@ func putNewDeliveries(tx *bbolt.Tx, news []newDelivery) error {
 		if deliveries.Get(nd.id) != nil {
 			return fmt.Errorf("bolt: delivery %s: %w", nd.id, task.ErrExists)
 		}
-		puts := []struct {
-			b    *bbolt.Bucket
-			k, v []byte
-		}{
-			{deliveries, nd.id, nd.fixed},
-			{tx.Bucket(bucketDeliveryStates), nd.id, nd.state},
-			{tx.Bucket(bucketDeliveriesByAccount), nd.accountK, nil},
-			{tx.Bucket(bucketDeliveriesByRequest), nd.requestK, nil},
-			{tx.Bucket(bucketDeliveriesByStatus), nd.statusK, nil},
-		}
-		for _, p := range puts {
-			if p.k == nil {
-				continue
-			}
-			if err := p.b.Put(p.k, p.v); err != nil {
-				return err
-			}
+		err := putAll(
+			put{deliveries, nd.id, nd.fixed},
+			put{tx.Bucket(bucketDeliveryStates), nd.id, nd.state},
+			put{tx.Bucket(bucketDeliveriesByAccount), nd.accountK, nil},
+			put{tx.Bucket(bucketDeliveriesByRequest), nd.requestK, nil},
+			put{tx.Bucket(bucketDeliveriesByStatus), nd.statusK, nil},
+		)
+		if err != nil {
+			return err
 		}
 		if err := addDue(tx, nd.dueK, nd.url); err != nil {
 			return err

@@ -205,16 +205,20 @@ func (r *creationRecord) fields() []*[]byte {
 		&r.idemK, &r.idemValue, &r.idemAgeK, &r.oldIdemAgeK}
 }
 
+// size bounds the length of the record's payload.
+func (r *creationRecord) size() int {
+	n := 0
+	for _, f := range r.fields() {
+		n += binary.MaxVarintLen32 + len(*f)
+	}
+	return n
+}
+
 // encode returns the record's payload: each field as its length (a
 // uvarint), then its bytes.
 func (r *creationRecord) encode() []byte {
-	fs := r.fields()
-	n := 0
-	for _, f := range fs {
-		n += binary.MaxVarintLen32 + len(*f)
-	}
-	b := make([]byte, 0, n)
-	for _, f := range fs {
+	b := make([]byte, 0, r.size())
+	for _, f := range r.fields() {
 		b = binary.AppendUvarint(b, uint64(len(*f)))
 		b = append(b, *f...)
 	}
@@ -243,8 +247,8 @@ func decodeCreation(p []byte) (*creationRecord, error) {
 }
 
 // applyCreation writes the creation of record seq to bolt, and notes seq
-// as applied. A creation whose task is there already (applied before a
-// crash cut the log's bookkeeping short) is not applied twice.
+// as applied. A creation whose task is there already is not applied
+// again (the logger decided it would not be: a defence, not a path).
 func applyCreation(tx *bbolt.Tx, r *creationRecord, seq uint64) error {
 	// In order, or not at all: bolt must never note as applied a record
 	// it skipped.
@@ -274,23 +278,15 @@ func applyCreation(tx *bbolt.Tx, r *creationRecord, seq uint64) error {
 	if err := enqueue(q, string(r.account), qseq, r.id); err != nil {
 		return err
 	}
-	puts := []struct {
-		b    *bbolt.Bucket
-		k, v []byte
-	}{
-		{tasks, r.id, encodeValue(header{seq: qseq}, r.body)},
-		{tx.Bucket(bucketByGroup), r.groupK, nil},
-		{tx.Bucket(bucketByTaskID), r.taskIDK, nil},
-		{tx.Bucket(bucketIdem), r.idemK, r.idemValue},
-		{tx.Bucket(bucketIdemAge), r.idemAgeK, nil},
-	}
-	for _, p := range puts {
-		if p.k == nil {
-			continue
-		}
-		if err := p.b.Put(p.k, p.v); err != nil {
-			return err
-		}
+	err = putAll(
+		put{tasks, r.id, encodeValue(header{seq: qseq}, r.body)},
+		put{tx.Bucket(bucketByGroup), r.groupK, nil},
+		put{tx.Bucket(bucketByTaskID), r.taskIDK, nil},
+		put{tx.Bucket(bucketIdem), r.idemK, r.idemValue},
+		put{tx.Bucket(bucketIdemAge), r.idemAgeK, nil},
+	)
+	if err != nil {
+		return err
 	}
 	return addDepth(tx, r.typeName, 1)
 }
@@ -394,16 +390,7 @@ func (s *Store) logGroup(group []*creation) {
 		// Nothing was written: the group fails, the store goes on.
 		s.mu.Lock()
 		for _, c := range slices.Backward(made) {
-			delete(s.pendingIDs, string(c.rec.id))
-			if c.idem == nil || s.pendingIdem[string(c.rec.idemK)] != c {
-				continue
-			}
-			// The creation it replaced, unless applied meanwhile.
-			if p := c.prevIdem; p != nil && s.isPending(p) {
-				s.pendingIdem[string(c.rec.idemK)] = p
-			} else {
-				delete(s.pendingIdem, string(c.rec.idemK))
-			}
+			s.forget(c)
 		}
 		s.mu.Unlock()
 		s.seq = first - 1
@@ -438,10 +425,20 @@ func failGroup(group []*creation, err error) {
 	}
 }
 
-// isPending tells whether c is logged and not yet applied; s.mu is held.
-func (s *Store) isPending(c *creation) bool {
-	_, ok := s.pendingIDs[string(c.rec.id)]
-	return ok
+// forget takes c out of the creations pending, applied or never logged;
+// s.mu is held. Its idempotency key goes back to the pending creation c
+// took it from, if that one is still pending (never once c is applied:
+// the writer applies in order).
+func (s *Store) forget(c *creation) {
+	delete(s.pendingIDs, string(c.rec.id))
+	if c.idem == nil || s.pendingIdem[string(c.rec.idemK)] != c {
+		return
+	}
+	if p := c.prevIdem; p != nil && s.pendingIDs[string(p.rec.id)] == p {
+		s.pendingIdem[string(c.rec.idemK)] = p
+	} else {
+		delete(s.pendingIdem, string(c.rec.idemK))
+	}
 }
 
 // makeRoom starts the log again at the front of its file once every

@@ -109,6 +109,14 @@ func openStore(t *testing.T, path string) *Store {
 	return s
 }
 
+// crash stops s as a crash would, as far as the store goes: the writer
+// applies nothing more, and the log is left as it is.
+func crash(s *Store) {
+	err := errors.New("crash")
+	s.broken.Store(&err)
+	s.Close()
+}
+
 // testTask is the i-th task of a test creation, of account acme.
 func testTask(i int) *task.Task {
 	return &task.Task{RequestID: fmt.Sprintf("req-%04d", i), AccountID: "acme", Action: "verify", Type: "pan",
@@ -136,13 +144,10 @@ func logCreations(t *testing.T, path string, skip uint64, from, n int) {
 	defer l.f.Close()
 	var payloads [][]byte
 	for i := from; i < from+n; i++ {
-		tk := testTask(i)
-		body, err := marshalTask(tk)
+		r, err := recordOf(testTask(i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := creationRecord{id: []byte(tk.RequestID), account: []byte(tk.AccountID), typeName: []byte(tk.TypeName()), body: body,
-			groupK: listKey(tk.AccountID, tk.GroupID, tk.CreatedAt, tk.RequestID), taskIDK: listKey(tk.AccountID, tk.TaskID, tk.CreatedAt, tk.RequestID)}
 		payloads = append(payloads, r.encode())
 	}
 	if err := l.append(payloads, first); err != nil {
@@ -207,9 +212,7 @@ func TestOpenAppliesLog(t *testing.T) {
 		if _, err := s.Create(ctx, testTask(6), nil, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
-		crash := errors.New("crash")
-		s.broken.Store(&crash)
-		s.Close()
+		crash(s)
 	}
 }
 
@@ -217,13 +220,11 @@ func TestOpenAppliesLog(t *testing.T) {
 // order: it must never note as applied a record it skipped.
 func TestApplyInOrder(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "tasks.db"))
-	tk := testTask(1)
-	body, err := marshalTask(tk)
+	r, err := recordOf(testTask(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &creationRecord{id: []byte(tk.RequestID), account: []byte(tk.AccountID), typeName: []byte(tk.TypeName()), body: body}
-	err = s.db.Update(func(tx *bbolt.Tx) error { return applyCreation(tx, r, s.applied.Load()+2) })
+	err = s.db.Update(func(tx *bbolt.Tx) error { return applyCreation(tx, &r, s.applied.Load()+2) })
 	if err == nil || !strings.Contains(err.Error(), "comes after record") {
 		t.Fatalf("a record applied past a missing one: %v", err)
 	}
@@ -271,9 +272,7 @@ func TestOpenAfterTornGroup(t *testing.T) {
 		if _, err := s.Create(ctx, testTask(3), nil, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
-		crash := errors.New("crash")
-		s.broken.Store(&crash)
-		s.Close()
+		crash(s)
 	}
 }
 

@@ -23,18 +23,11 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 		return nil, err
 	}
 	// Encoding outside the logger keeps its work short.
-	stored := *t
-	stored.Status = task.InProgress
-	body, err := marshalTask(&stored)
+	rec, err := recordOf(t)
 	if err != nil {
 		return nil, err
 	}
-	c := &creation{
-		rec: creationRecord{
-			id: []byte(t.RequestID), account: []byte(t.AccountID), typeName: []byte(t.TypeName()), body: body,
-		},
-		idem: idem, idemSince: idemSince, done: make(chan struct{}),
-	}
+	c := &creation{rec: rec, idem: idem, idemSince: idemSince, done: make(chan struct{})}
 	if idem != nil {
 		if c.rec.idemValue, err = json.Marshal(idem); err != nil {
 			return nil, fmt.Errorf("bolt: encoding idempotency record: %w", err)
@@ -42,19 +35,13 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 		c.rec.idemK = idemKey(idem.AccountID, idem.Key)
 		c.rec.idemAgeK = timeKey(idem.CreatedAt, c.rec.idemK)
 	}
-	if t.GroupID != "" {
-		c.rec.groupK = listKey(t.AccountID, t.GroupID, t.CreatedAt, t.RequestID)
-	}
-	if t.TaskID != "" {
-		c.rec.taskIDK = listKey(t.AccountID, t.TaskID, t.CreatedAt, t.RequestID)
-	}
 	// What bolt would refuse is refused before it is acknowledged.
 	for _, k := range [][]byte{c.rec.id, c.rec.typeName, c.rec.groupK, c.rec.taskIDK, c.rec.idemK, c.rec.idemAgeK} {
 		if len(k) > bbolt.MaxKeySize {
 			return nil, fmt.Errorf("bolt: a key of task %s is %d bytes, over %d", t.RequestID, len(k), bbolt.MaxKeySize)
 		}
 	}
-	if n := len(c.rec.encode()); n > maxLogRecord {
+	if n := c.rec.size(); n > maxLogRecord {
 		return nil, fmt.Errorf("bolt: task %s is %d bytes, over %d", t.RequestID, n, maxLogRecord)
 	}
 	select {
@@ -68,6 +55,25 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 	// answer must tell whether it is stored.
 	<-c.done
 	return c.replay, c.err
+}
+
+// recordOf returns the creation record of t, as created (in progress),
+// without an idempotency record.
+func recordOf(t *task.Task) (creationRecord, error) {
+	stored := *t
+	stored.Status = task.InProgress
+	body, err := marshalTask(&stored)
+	if err != nil {
+		return creationRecord{}, err
+	}
+	r := creationRecord{id: []byte(t.RequestID), account: []byte(t.AccountID), typeName: []byte(t.TypeName()), body: body}
+	if t.GroupID != "" {
+		r.groupK = listKey(t.AccountID, t.GroupID, t.CreatedAt, t.RequestID)
+	}
+	if t.TaskID != "" {
+		r.taskIDK = listKey(t.AccountID, t.TaskID, t.CreatedAt, t.RequestID)
+	}
+	return r, nil
 }
 
 // Get returns the account's task with the request id; see task.Store.
@@ -84,10 +90,10 @@ func (s *Store) Find(ctx context.Context, requestID string) (*task.Task, error) 
 	if err := s.usable(ctx); err != nil {
 		return nil, err
 	}
-	// A task logged and not yet applied is as it was created: a write
-	// that changes it is answered only once it is applied. A poll right after the 202 reads
-	// it there, without hurrying the writer.
-	// Only once acknowledged: its group synced.
+	// A task logged (its group synced) and not yet applied is as it was
+	// created: a write that changes it is answered only once it is
+	// applied. A poll right after the 202 reads it there, without
+	// hurrying the writer.
 	s.mu.Lock()
 	c := s.pendingIDs[requestID]
 	if c != nil && c.seq > s.logged.Load() {
