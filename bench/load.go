@@ -32,6 +32,10 @@ type target struct {
 	// observe, when set, is called before each of the target's measured
 	// rounds in measurePair, and what it returns right after the round.
 	observe func(ctx context.Context) (after func())
+	// pid, when set, is the process whose CPU time measurePair counts for
+	// this target's rounds, instead of its serverPID: when a and b are
+	// two servers.
+	pid int
 }
 
 // newTarget returns a target that sends vt with at most workers requests
@@ -199,10 +203,15 @@ type pairResult struct {
 // check checks both sites of p, a named name and b bare; nil (a measure
 // skipped) passes.
 func (p *pairResult) check(name string) error {
+	return p.checkSites(name, "bare POST")
+}
+
+// checkSites checks both sites of p, named a and b; nil passes.
+func (p *pairResult) checkSites(a, b string) error {
 	if p == nil {
 		return nil
 	}
-	return errors.Join(p.a.check(name), p.b.check("bare POST"))
+	return errors.Join(p.a.check(a), p.b.check(b))
 }
 
 // pairedRatio is the median over rounds of a/b within the round: the two
@@ -242,12 +251,16 @@ func measurePair(ctx context.Context, serverPID, rounds int, du, warmup time.Dur
 			if t.observe != nil {
 				after = t.observe(ctx)
 			}
-			server0, client0, cpuErr := cpuTimes(serverPID)
+			pid := serverPID
+			if t.pid != 0 {
+				pid = t.pid
+			}
+			server0, client0, cpuErr := cpuTimes(pid)
 			r, err := t.attack(ctx, du, &site.latencies)
 			if err != nil {
 				return nil, err
 			}
-			server1, client1, cpuErr1 := cpuTimes(serverPID)
+			server1, client1, cpuErr1 := cpuTimes(pid)
 			if after != nil {
 				after()
 			}

@@ -76,6 +76,7 @@ type options struct {
 	accounts        int
 	createWorkers   int
 	createMany      int
+	headToHead      bool
 	createRounds    int
 	concurrency     int
 	fsyncDuration   time.Duration
@@ -112,6 +113,7 @@ func main() {
 	flag.BoolVar(&o.bareHeaders, "bare-headers", true, "send bare the same requests as the chain, credential headers included (false: bare requests carry none, so the ratio also counts the cost of carrying the headers)")
 	flag.IntVar(&o.accounts, "accounts", 10000, "dynamic accounts created through the admin API, whose requests the chain's comparison with the static account cycles over")
 	flag.IntVar(&o.createWorkers, "create-workers", 32, "concurrent clients creating tasks")
+	flag.BoolVar(&o.headToHead, "head-to-head", true, "measure bolt creations against memory creations head to head: two fresh servers up together, their rounds alternating")
 	flag.IntVar(&o.createMany, "create-workers-many", 128, "clients of a second measure of task creation per storage, where groups fill (0 skips it)")
 	flag.IntVar(&o.createRounds, "create-rounds", 3, "measured rounds of task creation per storage, alternating with bare")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "workers of the task type (task_type concurrency)")
@@ -356,6 +358,29 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 
+	// Creations head to head: a fresh memory server and a fresh bolt
+	// server up together, their creation rounds alternating, so that the
+	// machine's load and the servers' age (the memory store's heap grows
+	// with its tasks) fall on both alike.
+	if o.headToHead {
+		memDir, boltDir := filepath.Join(tmp, "h2h-memory"), filepath.Join(tmp, "h2h-bolt")
+		mem := serverConfig{name: "h2h-memory", storage: "memory", sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
+		bolt := serverConfig{name: "h2h-bolt", storage: boltStorage(boltDir), sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
+		err = withServer(ctx, bin, memDir, mem, func(m *server) error {
+			return withServer(ctx, bin, boltDir, bolt, func(b *server) error {
+				var err error
+				if res.headToHead, err = measureHeadToHead(ctx, o, b, m, o.createWorkers); err != nil || o.createMany == 0 {
+					return err
+				}
+				res.headToHeadMany, err = measureHeadToHead(ctx, o, b, m, o.createMany)
+				return err
+			})
+		})
+		if err != nil {
+			return err
+		}
+	}
+
 	// Tasks run: a fresh bolt file, the workers calling the fast source.
 	tasksDir := filepath.Join(tmp, "bolt-tasks")
 	tasks := serverConfig{name: "bolt-tasks", storage: boltStorage(tasksDir), sourceURL: src.url + "/fast", sourceTimeout: fastTimeout, concurrency: o.concurrency}
@@ -531,6 +556,7 @@ func run(ctx context.Context, o options) (err error) {
 		res.createMemory.a.check("memory creation"), res.createMemory.b.check("bare POST"),
 		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
 		res.createMemoryMany.check("memory creation"), res.createBoltMany.check("bolt creation"),
+		res.headToHead.checkSites("bolt creation", "memory creation"), res.headToHeadMany.checkSites("bolt creation", "memory creation"),
 		res.completion.check(), res.latency.check(),
 		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(), res.retriesSpread.check(), res.fair.check(),
 		res.redisCheck(),

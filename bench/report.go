@@ -54,6 +54,10 @@ type results struct {
 	// createMemoryMany and createBoltMany are the same with createMany
 	// clients (nil when skipped).
 	createMemoryMany, createBoltMany *pairResult
+	// headToHead and headToHeadMany are bolt creations (a) against memory
+	// creations (b), two fresh servers up together, with createWorkers
+	// and createMany clients (nil when skipped).
+	headToHead, headToHeadMany *pairResult
 	// boltCommits is the bolt server's commits over its creation rounds.
 	boltCommits commitUsage
 	// boltCommitsMany is the same over its createMany rounds.
@@ -172,6 +176,25 @@ func (r *results) table() string {
 		row(fmt.Sprintf("**task creation, %d clients**, as above: as many clients as a busy API has, whose creations fill each group commit", r.createMany), "", "", "")
 		creations(bolt, memory, r.createMany)
 		commitRow(row, fmt.Sprintf("bolt group commit, %d clients: changes per commit", r.createMany), r.boltCommitsMany)
+	}
+
+	if r.headToHead != nil {
+		row("**task creation head to head**: a fresh bolt server (chain column) and a fresh memory server (bare column) up together, their creation rounds alternating, so that the machine's load and the servers' age fall on both alike", "", "", "")
+		headToHead := func(p *pairResult, clients int) {
+			if p == nil {
+				return
+			}
+			at, bt := p.a.medianThroughput(), p.b.medianThroughput()
+			row(fmt.Sprintf("creations/s, bolt vs memory, %d clients (median of %d)", clients, p.rounds), fmt.Sprintf("%.0f", at), fmt.Sprintf("%.0f", bt), ratio(at, bt))
+			row(fmt.Sprintf("creations/s, bolt ÷ memory, %d clients, median of the rounds' own ratios (each bolt round next to a memory round)", clients), "", "", fmt.Sprintf("%.2f", p.pairedRatio()))
+			a50, b50 := p.a.p50(), p.b.p50()
+			a99, b99 := p.a.p99(), p.b.p99()
+			row(fmt.Sprintf("creation p50 / p99 latency, bolt vs memory, %d clients", clients), latency(a50)+" / "+latency(a99),
+				latency(b50)+" / "+latency(b99), ratio(float64(a50), float64(b50))+" / "+ratio(float64(a99), float64(b99)))
+			cpuRows(row, p, fmt.Sprintf("creation, bolt vs memory, %d clients (each its own process)", clients), false)
+		}
+		headToHead(r.headToHead, r.createWorkers)
+		headToHead(r.headToHeadMany, r.createMany)
 	}
 
 	c := r.completion
@@ -466,6 +489,12 @@ func writeReport(path string, o options, r *results, table string, finished time
 		fmt.Fprintf(&b, "- Task creation, many clients: on the same servers right after (and on the redis node), the same rounds with %d clients, against bare with as many. "+
 			"With few clients a store that groups its writes (bolt's commits, redis's script calls) waits on its disk or its calls with groups half empty; with many its groups fill.\n",
 			o.createMany)
+	}
+	if o.headToHead {
+		fmt.Fprintf(&b, "- Task creation head to head: after those, a fresh memory server and a fresh bolt server, both up, the same creations sent to one then the other in alternating rounds "+
+			"(%d rounds × %s per server after %s warm-up, %d clients, then %d): each bolt round's creations/s divided by the memory round next to it, and the median of those ratios taken. "+
+			"The servers above each ran its creations at its own time, and the memory server after its edge rounds, its heap growing with every task it holds; here both face the same load and age alike.\n",
+			o.createRounds, o.duration, o.warmup, o.createWorkers, o.createMany)
 	}
 	fmt.Fprintf(&b, "- Tasks run: a fresh server with storage bolt; the source, served by the harness on loopback, answers at once with a small JSON object and counts its calls. "+
 		"Up to %d tasks created as fast as %d clients can (for at most %s); they have all ended when the source has been called for each and the long polls of the last %d created have answered. "+

@@ -525,6 +525,18 @@ func (s *server) measureCreateMany(ctx context.Context, o options, observe func(
 	return measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, bare)
 }
 
+// measureHeadToHead measures the creations of bolt (a) against those of
+// memory (b), two servers up together, with workers clients each, their
+// rounds alternating; each side's CPU time is its own server's.
+func measureHeadToHead(ctx context.Context, o options, bolt, memory *server, workers int) (*pairResult, error) {
+	a := newTarget(fmt.Sprintf("create-%s-%d", bolt.name, workers), createRequest(bolt.apiURL()), http.StatusAccepted, workers, o.timeout)
+	b := newTarget(fmt.Sprintf("create-%s-%d", memory.name, workers), createRequest(memory.apiURL()), http.StatusAccepted, workers, o.timeout)
+	defer a.close()
+	defer b.close()
+	a.pid, b.pid = bolt.cmd.Process.Pid, memory.cmd.Process.Pid
+	return measurePair(ctx, 0, o.createRounds, o.duration, o.warmup, a, b)
+}
+
 // serverProfiles are the profiles fetched from the admin endpoint, each
 // over the same window: file name suffix and pprof path.
 var serverProfiles = []struct{ suffix, path string }{
