@@ -173,7 +173,7 @@ func (l *creationLog) append(payloads [][]byte, first uint64) error {
 	// already has.
 	end := l.off + int64(len(l.buf))
 	for l.written < end {
-		if _, err := l.f.WriteAt(make([]byte, logChunk), l.written); err != nil {
+		if _, err := l.f.WriteAt(zeroChunk[:], l.written); err != nil {
 			return fmt.Errorf("%w: %w", errLogNoRoom, err)
 		}
 		l.written += logChunk
@@ -187,6 +187,10 @@ func (l *creationLog) append(payloads [][]byte, first uint64) error {
 	l.off = end
 	return nil
 }
+
+// zeroChunk is what the log's file is written ahead with; never written
+// to, it stays pages of zeros the process shares with the system.
+var zeroChunk [logChunk]byte
 
 // creationRecord is a creation as logged: what applying it writes, each
 // field empty when it has none.
