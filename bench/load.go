@@ -36,6 +36,10 @@ type target struct {
 	// this target's rounds, instead of its serverPID: when a and b are
 	// two servers.
 	pid int
+	// settle is how long measurePair waits after each of the target's
+	// rounds before it reads the CPU time: the server's work left from the
+	// round is counted in it, not in the next round.
+	settle time.Duration
 }
 
 // newTarget returns a target that sends vt with at most workers requests
@@ -259,6 +263,13 @@ func measurePair(ctx context.Context, serverPID, rounds int, du, warmup time.Dur
 			r, err := t.attack(ctx, du, &site.latencies)
 			if err != nil {
 				return nil, err
+			}
+			if t.settle > 0 {
+				select {
+				case <-time.After(t.settle):
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
 			}
 			server1, client1, cpuErr1 := cpuTimes(pid)
 			if after != nil {

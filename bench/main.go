@@ -363,16 +363,16 @@ func run(ctx context.Context, o options) (err error) {
 	// machine's load and the servers' age (the memory store's heap grows
 	// with its tasks) fall on both alike.
 	if o.headToHead {
-		memDir, boltDir := filepath.Join(tmp, "h2h-memory"), filepath.Join(tmp, "h2h-bolt")
-		mem := serverConfig{name: "h2h-memory", storage: "memory", sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
-		bolt := serverConfig{name: "h2h-bolt", storage: boltStorage(boltDir), sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
-		err = withServer(ctx, bin, memDir, mem, func(m *server) error {
-			return withServer(ctx, bin, boltDir, bolt, func(b *server) error {
+		h2hMemoryDir, h2hBoltDir := filepath.Join(tmp, "h2h-memory"), filepath.Join(tmp, "h2h-bolt")
+		h2hMemory := serverConfig{name: "h2h-memory", storage: "memory", sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
+		h2hBolt := serverConfig{name: "h2h-bolt", storage: boltStorage(h2hBoltDir), sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
+		err = withServer(ctx, bin, h2hMemoryDir, h2hMemory, func(memory *server) error {
+			return withServer(ctx, bin, h2hBoltDir, h2hBolt, func(bolt *server) error {
 				var err error
-				if res.headToHead, err = measureHeadToHead(ctx, o, b, m, o.createWorkers); err != nil || o.createMany == 0 {
+				if res.headToHead, err = measureHeadToHead(ctx, o, bolt, memory, o.createWorkers); err != nil || o.createMany == 0 {
 					return err
 				}
-				res.headToHeadMany, err = measureHeadToHead(ctx, o, b, m, o.createMany)
+				res.headToHeadMany, err = measureHeadToHead(ctx, o, bolt, memory, o.createMany)
 				return err
 			})
 		})
@@ -556,7 +556,8 @@ func run(ctx context.Context, o options) (err error) {
 		res.createMemory.a.check("memory creation"), res.createMemory.b.check("bare POST"),
 		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
 		res.createMemoryMany.check("memory creation"), res.createBoltMany.check("bolt creation"),
-		res.headToHead.checkSites("bolt creation", "memory creation"), res.headToHeadMany.checkSites("bolt creation", "memory creation"),
+		res.headToHead.checkSites("head-to-head bolt creation", "head-to-head memory creation"),
+		res.headToHeadMany.checkSites("head-to-head bolt creation", "head-to-head memory creation"),
 		res.completion.check(), res.latency.check(),
 		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(), res.retriesSpread.check(), res.fair.check(),
 		res.redisCheck(),

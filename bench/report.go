@@ -192,6 +192,9 @@ func (r *results) table() string {
 			row(fmt.Sprintf("creation p50 / p99 latency, bolt vs memory, %d clients", clients), latency(a50)+" / "+latency(a99),
 				latency(b50)+" / "+latency(b99), ratio(float64(a50), float64(b50))+" / "+ratio(float64(a99), float64(b99)))
 			cpuRows(row, p, fmt.Sprintf("creation, bolt vs memory, %d clients (each its own process)", clients), false)
+			row(fmt.Sprintf("creations bolt, memory, %d clients (not 202); the rounds' creations/s", clients),
+				fmt.Sprintf("%d (%d); %s", p.a.requests, p.a.failures(), formatRounds(p.a.throughputs)),
+				fmt.Sprintf("%d (%d); %s", p.b.requests, p.b.failures(), formatRounds(p.b.throughputs)), "")
 		}
 		headToHead(r.headToHead, r.createWorkers)
 		headToHead(r.headToHeadMany, r.createMany)
@@ -491,10 +494,15 @@ func writeReport(path string, o options, r *results, table string, finished time
 			o.createMany)
 	}
 	if o.headToHead {
+		clients := fmt.Sprintf("%d clients", o.createWorkers)
+		if o.createMany > 0 {
+			clients += fmt.Sprintf(", then %d", o.createMany)
+		}
 		fmt.Fprintf(&b, "- Task creation head to head: after those, a fresh memory server and a fresh bolt server, both up, the same creations sent to one then the other in alternating rounds "+
-			"(%d rounds × %s per server after %s warm-up, %d clients, then %d): each bolt round's creations/s divided by the memory round next to it, and the median of those ratios taken. "+
+			"(%d rounds × %s per server after %s warm-up, %s): each bolt round's creations/s divided by the memory round next to it, and the median of those ratios taken. "+
+			"Each round's CPU time is its own server's, read once the server has had %s to finish what the round left (bolt stores the creations it logged within 10 ms). "+
 			"The servers above each ran its creations at its own time, and the memory server after its edge rounds, its heap growing with every task it holds; here both face the same load and age alike.\n",
-			o.createRounds, o.duration, o.warmup, o.createWorkers, o.createMany)
+			o.createRounds, o.duration, o.warmup, clients, headToHeadSettle)
 	}
 	fmt.Fprintf(&b, "- Tasks run: a fresh server with storage bolt; the source, served by the harness on loopback, answers at once with a small JSON object and counts its calls. "+
 		"Up to %d tasks created as fast as %d clients can (for at most %s); they have all ended when the source has been called for each and the long polls of the last %d created have answered. "+

@@ -525,6 +525,11 @@ func (s *server) measureCreateMany(ctx context.Context, o options, observe func(
 	return measurePair(ctx, s.cmd.Process.Pid, o.createRounds, o.duration, o.warmup, create, bare)
 }
 
+// headToHeadSettle is how long each server of the head-to-head rounds has
+// after a round to finish its work (bolt stores the creations it logged
+// within 10 ms) before its CPU time is read.
+const headToHeadSettle = 50 * time.Millisecond
+
 // measureHeadToHead measures the creations of bolt (a) against those of
 // memory (b), two servers up together, with workers clients each, their
 // rounds alternating; each side's CPU time is its own server's.
@@ -534,6 +539,7 @@ func measureHeadToHead(ctx context.Context, o options, bolt, memory *server, wor
 	defer a.close()
 	defer b.close()
 	a.pid, b.pid = bolt.cmd.Process.Pid, memory.cmd.Process.Pid
+	a.settle, b.settle = headToHeadSettle, headToHeadSettle
 	return measurePair(ctx, 0, o.createRounds, o.duration, o.warmup, a, b)
 }
 
