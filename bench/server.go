@@ -504,9 +504,15 @@ func (s *server) createTargets(o options) (create, bare *target) {
 // createTargetsOf returns the targets of the creation comparison with
 // workers clients each, their names ending in suffix.
 func (s *server) createTargetsOf(o options, workers int, suffix string) (create, bare *target) {
-	create = newTarget("create-"+s.name+suffix, createRequest(s.apiURL()), http.StatusAccepted, workers, o.timeout)
+	create = s.createTarget(o, workers, suffix)
 	bare = newTarget("bare-post"+suffix, createRequest(strings.TrimSuffix(s.bareURL(), "/")), http.StatusOK, workers, o.timeout)
 	return create, bare
+}
+
+// createTarget returns the target that creates tasks on s's API with
+// workers clients, its name ending in suffix.
+func (s *server) createTarget(o options, workers int, suffix string) *target {
+	return newTarget("create-"+s.name+suffix, createRequest(s.apiURL()), http.StatusAccepted, workers, o.timeout)
 }
 
 // measureCreateMany measures creations against bare as the creation
@@ -534,8 +540,8 @@ const headToHeadSettle = 50 * time.Millisecond
 // memory (b), two servers up together, with workers clients each, their
 // rounds alternating; each side's CPU time is its own server's.
 func measureHeadToHead(ctx context.Context, o options, bolt, memory *server, workers int) (*pairResult, error) {
-	a := newTarget(fmt.Sprintf("create-%s-%d", bolt.name, workers), createRequest(bolt.apiURL()), http.StatusAccepted, workers, o.timeout)
-	b := newTarget(fmt.Sprintf("create-%s-%d", memory.name, workers), createRequest(memory.apiURL()), http.StatusAccepted, workers, o.timeout)
+	suffix := fmt.Sprintf("-%d", workers)
+	a, b := bolt.createTarget(o, workers, suffix), memory.createTarget(o, workers, suffix)
 	defer a.close()
 	defer b.close()
 	a.pid, b.pid = bolt.cmd.Process.Pid, memory.cmd.Process.Pid

@@ -34,12 +34,13 @@ import (
 //	[16:]   the payload, a creationRecord
 //
 // ended by a record that does not check (a zero length, a bad checksum, a
-// sequence number not above the one before): what a crash cut short,
-// zeros, or records of an earlier pass. Bolt keeps the number of the last
-// record it applied (logAppliedKey), in the transaction that applied it;
-// at Open the records above it are applied again, before anything else
-// runs. Once every record is applied the log starts again at the front of
-// the file, which is thus written over, never grown, most of the time.
+// sequence number other than one more than the one before): what a crash
+// cut short, zeros, or records of an earlier pass. Bolt keeps the number
+// of the last record it applied (logAppliedKey), in the transaction that
+// applied it; at Open the records above it are applied again, before
+// anything else runs. Once every record is applied the log starts again
+// at the front of the file, which is thus written over, never grown, most
+// of the time.
 
 const (
 	logRecordHeader = 16
