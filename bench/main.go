@@ -77,6 +77,7 @@ type options struct {
 	createWorkers   int
 	createMany      int
 	headToHead      bool
+	headToHeadOnly  bool
 	createRounds    int
 	concurrency     int
 	fsyncDuration   time.Duration
@@ -114,6 +115,7 @@ func main() {
 	flag.IntVar(&o.accounts, "accounts", 10000, "dynamic accounts created through the admin API, whose requests the chain's comparison with the static account cycles over")
 	flag.IntVar(&o.createWorkers, "create-workers", 32, "concurrent clients creating tasks")
 	flag.BoolVar(&o.headToHead, "head-to-head", true, "measure bolt creations against memory creations head to head: two fresh servers up together, their rounds alternating")
+	flag.BoolVar(&o.headToHeadOnly, "head-to-head-only", false, "measure bolt creations against memory creations head to head and nothing else; print the figures, write no report")
 	flag.IntVar(&o.createMany, "create-workers-many", 128, "clients of a second measure of task creation per storage, where groups fill (0 skips it)")
 	flag.IntVar(&o.createRounds, "create-rounds", 3, "measured rounds of task creation per storage, alternating with bare")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "workers of the task type (task_type concurrency)")
@@ -138,7 +140,7 @@ func main() {
 	flag.IntVar(&o.limitRate, "limit-rate", 200, "requests per second of the limited account, whose rate limit the accuracy measure exceeds")
 	flag.IntVar(&o.limitBurst, "limit-burst", 200, "burst of the limited account")
 	flag.DurationVar(&o.limitDuration, "limit-duration", 3*time.Second, "length of each load of the limited account, as fast as -workers clients go")
-	flag.StringVar(&o.profileDir, "profile", "", "if set, fetch the server's CPU and allocation profiles into this directory: after the rounds, under each load once more (chain, bare, create-memory, create-bolt, chain-redis, create-redis-1 .pprof and .allocs.pprof), and CPU profiles during the completion measure (tasks-bolt.pprof), the webhook delivery-rate measure (webhooks-bolt.pprof) and the retry window (webhook-retries.pprof)")
+	flag.StringVar(&o.profileDir, "profile", "", "if set, fetch the server's CPU and allocation profiles into this directory: after the rounds, under each load once more (chain, bare, create-memory, create-bolt, chain-redis, create-redis-1, and head to head create-h2h-bolt-N and create-h2h-memory-N .pprof and .allocs.pprof), and CPU profiles during the completion measure (tasks-bolt.pprof), the webhook delivery-rate measure (webhooks-bolt.pprof) and the retry window (webhook-retries.pprof)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 5, "length of each profile, in seconds")
 	flag.Parse()
 	if err := o.check(); err != nil {
@@ -273,6 +275,10 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	defer func() { err = errors.Join(err, src.stop()) }()
 
+	if o.headToHeadOnly {
+		return measureHeadToHeads(ctx, o, bin, tmp, src, res)
+	}
+
 	var limited *limitConfig
 	if o.redis {
 		res.redis = &redisResult{}
@@ -358,25 +364,8 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 
-	// Creations head to head: a fresh memory server and a fresh bolt
-	// server up together, their creation rounds alternating, so that the
-	// machine's load and the servers' age (the memory store's heap grows
-	// with its tasks) fall on both alike.
 	if o.headToHead {
-		h2hMemoryDir, h2hBoltDir := filepath.Join(tmp, "h2h-memory"), filepath.Join(tmp, "h2h-bolt")
-		h2hMemory := serverConfig{name: "h2h-memory", storage: "memory", sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
-		h2hBolt := serverConfig{name: "h2h-bolt", storage: boltStorage(h2hBoltDir), sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
-		err = withServer(ctx, bin, h2hMemoryDir, h2hMemory, func(memory *server) error {
-			return withServer(ctx, bin, h2hBoltDir, h2hBolt, func(bolt *server) error {
-				var err error
-				if res.headToHead, err = measureHeadToHead(ctx, o, bolt, memory, o.createWorkers); err != nil || o.createMany == 0 {
-					return err
-				}
-				res.headToHeadMany, err = measureHeadToHead(ctx, o, bolt, memory, o.createMany)
-				return err
-			})
-		})
-		if err != nil {
+		if err := measureHeadToHeads(ctx, o, bin, tmp, src, res); err != nil {
 			return err
 		}
 	}
@@ -583,4 +572,43 @@ func withServer(ctx context.Context, bin, dir string, cfg serverConfig, fn func(
 	fmt.Fprintf(os.Stderr, "bench: server %s up (chain %s, bare %s, api %s, admin %s)\n",
 		cfg.name, srv.chainURL(), srv.bareURL(), srv.apiURL(), srv.adminURL)
 	return fn(srv)
+}
+
+// measureHeadToHeads measures creations head to head: a fresh memory
+// server and a fresh bolt server up together, their creation rounds
+// alternating, so that the machine's load and the servers' age (the
+// memory store's heap grows with its tasks) fall on both alike.
+func measureHeadToHeads(ctx context.Context, o options, bin, tmp string, src *source, res *results) error {
+	h2hMemoryDir, h2hBoltDir := filepath.Join(tmp, "h2h-memory"), filepath.Join(tmp, "h2h-bolt")
+	h2hMemory := serverConfig{name: "h2h-memory", storage: "memory", sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
+	h2hBolt := serverConfig{name: "h2h-bolt", storage: boltStorage(h2hBoltDir), sourceURL: src.url + "/hold", sourceTimeout: holdTimeout, concurrency: o.concurrency}
+	return withServer(ctx, bin, h2hMemoryDir, h2hMemory, func(memory *server) error {
+		return withServer(ctx, bin, h2hBoltDir, h2hBolt, func(bolt *server) error {
+			var err error
+			if res.headToHead, err = measureHeadToHead(ctx, o, bolt, memory, o.createWorkers); err != nil {
+				return err
+			}
+			printHeadToHead(o.createWorkers, res.headToHead)
+			if o.createMany == 0 {
+				return nil
+			}
+			if res.headToHeadMany, err = measureHeadToHead(ctx, o, bolt, memory, o.createMany); err != nil {
+				return err
+			}
+			printHeadToHead(o.createMany, res.headToHeadMany)
+			return nil
+		})
+	})
+}
+
+// printHeadToHead prints a head-to-head measure's figures as it ends.
+func printHeadToHead(workers int, p *pairResult) {
+	cpu := func(s *siteResult) string {
+		if server, client, ok := s.cpuPerRequest(); ok {
+			return fmt.Sprintf("%.0fµs, client %.0fµs", float64(server)/float64(time.Microsecond), float64(client)/float64(time.Microsecond))
+		}
+		return "?"
+	}
+	fmt.Fprintf(os.Stderr, "bench: head to head, %d clients: bolt %.0f/s (%s CPU each), memory %.0f/s (%s): bolt ÷ memory %.2f\n",
+		workers, p.a.medianThroughput(), cpu(&p.a), p.b.medianThroughput(), cpu(&p.b), p.pairedRatio())
 }

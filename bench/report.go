@@ -500,7 +500,7 @@ func writeReport(path string, o options, r *results, table string, finished time
 		}
 		fmt.Fprintf(&b, "- Task creation head to head: after those, a fresh memory server and a fresh bolt server, both up, the same creations sent to one then the other in alternating rounds "+
 			"(%d rounds × %s per server after %s warm-up, %s): each bolt round's creations/s divided by the memory round next to it, and the median of those ratios taken. "+
-			"Each round's CPU time is its own server's, read once the server has had %s to finish what the round left (bolt stores the creations it logged within 10 ms). "+
+			"Each round's CPU time is its own server's, read once the server has had %s to finish what the round left (bolt stores the creations it logged within 50 ms). "+
 			"The servers above each ran its creations at its own time, and the memory server after its edge rounds, its heap growing with every task it holds; here both face the same load and age alike.\n",
 			o.createRounds, o.duration, o.warmup, clients, headToHeadSettle)
 	}

@@ -533,8 +533,8 @@ func (s *server) measureCreateMany(ctx context.Context, o options, observe func(
 
 // headToHeadSettle is how long each server of the head-to-head rounds has
 // after a round to finish its work (bolt stores the creations it logged
-// within 10 ms) before its CPU time is read.
-const headToHeadSettle = 50 * time.Millisecond
+// within 50 ms) before its CPU time is read.
+const headToHeadSettle = 150 * time.Millisecond
 
 // measureHeadToHead measures the creations of bolt (a) against those of
 // memory (b), two servers up together, with workers clients each, their
@@ -546,7 +546,14 @@ func measureHeadToHead(ctx context.Context, o options, bolt, memory *server, wor
 	defer b.close()
 	a.pid, b.pid = bolt.cmd.Process.Pid, memory.cmd.Process.Pid
 	a.settle, b.settle = headToHeadSettle, headToHeadSettle
-	return measurePair(ctx, 0, o.createRounds, o.duration, o.warmup, a, b)
+	res, err := measurePair(ctx, 0, o.createRounds, o.duration, o.warmup, a, b)
+	if err != nil || o.profileDir == "" {
+		return res, err
+	}
+	if err := bolt.profile(ctx, o, a); err != nil {
+		return nil, err
+	}
+	return res, memory.profile(ctx, o, b)
 }
 
 // serverProfiles are the profiles fetched from the admin endpoint, each
