@@ -415,12 +415,20 @@ func (s *Store) logGroup(group []*creation) {
 	s.logSyncs.Add(1)
 	s.loggedCount.Add(uint64(len(made)))
 	s.mu.Lock()
+	before := len(s.applies)
 	s.applies = append(s.applies, made...)
 	s.logged.Store(s.seq)
+	// The writer is woken when it has creations to start lingering for,
+	// and when they fill half a batch (see writeLoop): a wake-up at each
+	// group would only find it lingering.
+	half := s.maxBatch / 2
+	wake := before == 0 || before < half && len(s.applies) >= half
 	s.mu.Unlock()
-	select {
-	case s.applyReady <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case s.applyReady <- struct{}{}:
+		default:
+		}
 	}
 }
 
