@@ -169,8 +169,9 @@ var (
 type Store struct {
 	db       *bbolt.DB
 	maxBatch int
-	// writes hands changes to the writer goroutine, which the store owns:
-	// closing stops it and stopped tells it has stopped.
+	// writes hands changes to the writer goroutine, which the store owns
+	// (buffered, as creates is): closing stops it and stopped tells it has
+	// stopped.
 	writes    chan write
 	closing   chan struct{}
 	stopped   chan struct{}
@@ -182,8 +183,9 @@ type Store struct {
 	// logSyncs and loggedCount are LogSyncs's.
 	logSyncs, loggedCount atomic.Uint64
 
-	// The creation log (log.go). Creations go to the logger (creates),
-	// which decides each, makes a group durable in log and hands it to
+	// The creation log (log.go). Creations go to the logger (creates,
+	// buffered: a caller hands its creation over and waits for its answer
+	// alone, not once more for the logger to take it), which decides each, makes a group durable in log and hands it to
 	// the writer (applies, applyReady) to apply to bolt. logged is the
 	// last record logged, applied the last one applied; a call other than
 	// Create waits until every creation logged before it is applied
@@ -331,11 +333,11 @@ func Open(path string, opts ...Option) (*Store, error) {
 	s := &Store{
 		db:          db,
 		maxBatch:    o.maxBatch,
-		writes:      make(chan write),
+		writes:      make(chan write, o.maxBatch),
 		closing:     make(chan struct{}),
 		stopped:     make(chan struct{}),
 		log:         lg,
-		creates:     make(chan *creation),
+		creates:     make(chan *creation, o.maxBatch),
 		logStopped:  make(chan struct{}),
 		applyReady:  make(chan struct{}, 1),
 		hurry:       make(chan struct{}, 1),
@@ -626,8 +628,19 @@ func (s *Store) update(ctx context.Context, fn func(*bbolt.Tx) error) error {
 		return ctx.Err()
 	}
 	// Once handed over, the change is done whatever ctx says: the answer
-	// must tell whether it is stored.
-	return <-w.done
+	// must tell whether it is stored. One the writer had not taken when
+	// it stopped is not (what it takes it answers before).
+	select {
+	case err := <-w.done:
+		return err
+	case <-s.stopped:
+		select {
+		case err := <-w.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
 }
 
 // ready tells whether a call may go ahead, once every creation

@@ -177,3 +177,45 @@ func TestCommitsCounted(t *testing.T) {
 		t.Fatalf("32 more applied: %d commits of %d changes, want 35 changes in at most 35 commits", c-c0, ch-ch0)
 	}
 }
+
+// TestUpdateRacingClose closes the store while changes are handed over
+// and waiting for the writer: each is answered, nil or ErrClosed, and
+// none waits forever.
+func TestUpdateRacingClose(t *testing.T) {
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "tasks.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 64)
+	for range 64 {
+		wg.Go(func() {
+			for {
+				err := s.Release(t.Context(), []*task.Task{{RequestID: "unknown"}})
+				if err != nil {
+					if !errors.Is(err, bolt.ErrClosed) {
+						t.Errorf("Release: %v, want nil or ErrClosed", err)
+					}
+					return
+				}
+				select {
+				case started <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}
+	for range 64 {
+		<-started // changes are flowing
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan struct{})
+	go func() { wg.Wait(); close(answered) }()
+	select {
+	case <-answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a change is still waiting 30s after Close")
+	}
+}

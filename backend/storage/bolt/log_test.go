@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -394,5 +395,72 @@ func TestLogNoRoom(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "acme", testTask(2).RequestID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCreateRacingClose closes the store while creations are handed over
+// and waiting: each is answered, stored when it succeeded and absent when
+// it failed with ErrClosed, and none waits forever.
+func TestCreateRacingClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	s := openStore(t, path)
+	ctx := t.Context()
+	var made, refused sync.Map
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 64)
+	for range 64 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1))
+				tk := testTask(i)
+				_, err := s.Create(ctx, tk, nil, time.Time{})
+				if err == nil {
+					made.Store(tk.RequestID, true)
+					select {
+					case started <- struct{}{}:
+					default:
+					}
+					continue
+				}
+				if !errors.Is(err, ErrClosed) {
+					t.Errorf("Create %s: %v, want nil or ErrClosed", tk.RequestID, err)
+				}
+				refused.Store(tk.RequestID, true)
+				return
+			}
+		})
+	}
+	for range 64 {
+		<-started // creations are flowing
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan struct{})
+	go func() { wg.Wait(); close(answered) }()
+	select {
+	case <-answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a Create is still waiting 30s after Close")
+	}
+
+	s = openStore(t, path)
+	check := func(m *sync.Map, want bool) (n int) {
+		m.Range(func(k, _ any) bool {
+			_, err := s.Find(ctx, k.(string))
+			if found := err == nil; found != want {
+				t.Errorf("task %s: found %v (%v), want %v", k, found, err, want)
+			}
+			n++
+			return true
+		})
+		return n
+	}
+	if n := check(&made, true); n == 0 {
+		t.Fatal("no creation succeeded before Close")
+	}
+	if n := check(&refused, false); n != 64 {
+		t.Fatalf("%d creations refused, want one per creator (64)", n)
 	}
 }

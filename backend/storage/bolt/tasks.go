@@ -52,8 +52,17 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 		return nil, ctx.Err()
 	}
 	// Once handed over, the creation is decided whatever ctx says: the
-	// answer must tell whether it is stored.
-	<-c.done
+	// answer must tell whether it is stored. One the logger had not taken
+	// when it stopped is not (a group's callers are answered before).
+	select {
+	case <-c.done:
+	case <-s.logStopped:
+		select {
+		case <-c.done:
+		default:
+			return nil, ErrClosed
+		}
+	}
 	return c.replay, c.err
 }
 
