@@ -597,7 +597,7 @@ func addCount(b *bbolt.Bucket, key []byte, delta int) error {
 // marshalTask encodes a task as JSON, keeping its data and result
 // verbatim (no HTML escaping).
 func marshalTask(t *task.Task) ([]byte, error) {
-	b, err := appendTask(make([]byte, 0, taskJSONSize(t)), t)
+	b, err := t.AppendJSON(nil)
 	if err != nil {
 		return nil, fmt.Errorf("bolt: encoding task %s: %w", t.RequestID, err)
 	}

@@ -38,7 +38,7 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 	stored := *t
 	stored.Status = task.InProgress
 	stored.CompletedAt, stored.Result, stored.Error, stored.Message = nil, nil, nil, nil
-	body, err := marshalJSON(&stored)
+	body, err := stored.AppendJSON(nil)
 	if err != nil {
 		return nil, fmt.Errorf("redis: encoding task %s: %w", t.RequestID, err)
 	}

@@ -1,21 +1,21 @@
-package bolt
+package task
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
-
-	"github.com/taskgate/taskgate/backend/task"
 )
 
-// appendTask appends t's JSON to b: the bytes encoding/json gives (HTML
-// left unescaped, data and result compacted), without its reflection.
-// Every creation and every change of a task encodes it, and reflection
-// was most of that cost (BenchmarkMarshalTask); TestAppendTask holds the
-// two to the same bytes.
-func appendTask(b []byte, t *task.Task) ([]byte, error) {
+// AppendJSON appends the task's JSON to b, as the stores keep it: the
+// bytes encoding/json gives with HTML left unescaped (data and result
+// compacted), without its reflection. A store encodes a task at every
+// creation and change, and reflection was most of that cost
+// (BenchmarkAppendJSON); TestAppendJSON holds the two to the same bytes.
+func (t *Task) AppendJSON(b []byte) ([]byte, error) {
+	b = slices.Grow(b, t.jsonSize())
 	var err error
 	b = append(b, `{"request_id":`...)
 	b = appendString(b, t.RequestID)
@@ -70,8 +70,11 @@ func appendTask(b []byte, t *task.Task) ([]byte, error) {
 func appendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-			q, _ := marshalJSON(s) // a string always encodes
-			return append(b, q...)
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(s) // a string always encodes
+			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 		}
 	}
 	b = append(b, '"')
@@ -110,9 +113,9 @@ func appendJSONTime(b []byte, t time.Time) ([]byte, error) {
 	return append(b, '"'), nil
 }
 
-// taskJSONSize is about the length of t's JSON, unless its strings need
+// jsonSize is about the length of t's JSON, unless its strings need
 // escaping: the names, the brackets, two times and the numbers.
-func taskJSONSize(t *task.Task) int {
+func (t *Task) jsonSize() int {
 	n := 240 + len(t.RequestID) + len(t.AccountID) + len(t.Action) + len(t.Type) +
 		len(t.TaskID) + len(t.GroupID) + len(t.Data) + len(t.Status) + len(t.Result)
 	if t.Error != nil {

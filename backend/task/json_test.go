@@ -1,4 +1,4 @@
-package bolt
+package task
 
 import (
 	"bytes"
@@ -7,24 +7,22 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/taskgate/taskgate/backend/task"
 )
 
-// TestAppendTask holds appendTask to encoding/json's bytes (HTML left
+// TestAppendJSON holds AppendJSON to encoding/json's bytes (HTML left
 // unescaped), over tasks of every shape and strings that need escaping.
-func TestAppendTask(t *testing.T) {
+func TestAppendJSON(t *testing.T) {
 	done := time.Date(2030, time.March, 4, 5, 6, 7, 891011, time.FixedZone("IST", 19800))
 	errText, message := "SOURCE_DOWN", "the source answered 503"
-	tasks := []*task.Task{
+	tasks := []*Task{
 		{},
 		{
 			RequestID: "0193b0c5-7d4e-7a8b-9c0d-1e2f3a4b5c6d", AccountID: "acct_1", Action: "verify_with_source",
-			Type: "ind_pan", TaskID: "t", GroupID: "g", Data: json.RawMessage(`{"n":1}`), Status: task.InProgress,
+			Type: "ind_pan", TaskID: "t", GroupID: "g", Data: json.RawMessage(`{"n":1}`), Status: InProgress,
 			CreatedAt: time.Date(2030, time.March, 4, 5, 6, 7, 0, time.UTC), Async: true,
 		},
 		{
-			RequestID: "r", Data: json.RawMessage(" {\n \"a\" : [1, 2, {\"b\": \"<&>\"}] }\t"), Status: task.Failed,
+			RequestID: "r", Data: json.RawMessage(" {\n \"a\" : [1, 2, {\"b\": \"<&>\"}] }\t"), Status: Failed,
 			CreatedAt: done.Add(-time.Second), CompletedAt: &done, Result: json.RawMessage(`null`),
 			Error: &errText, Message: &message, Attempts: 3, Rescues: 2,
 		},
@@ -42,9 +40,9 @@ func TestAppendTask(t *testing.T) {
 	}
 	for range 2000 {
 		e, m := random(), random()
-		tasks = append(tasks, &task.Task{
+		tasks = append(tasks, &Task{
 			RequestID: random(), AccountID: random(), Action: random(), Type: random(), TaskID: random(), GroupID: random(),
-			Data: json.RawMessage(`{"s":` + string(mustJSON(t, random())) + `}`), Status: task.Status(random()),
+			Data: json.RawMessage(`{"s":` + string(mustJSON(t, random())) + `}`), Status: Status(random()),
 			CreatedAt: time.Unix(rng.Int64N(1<<34), rng.Int64N(1e9)).In(time.FixedZone("", 60*rng.IntN(1440)-720*60)),
 			Error:     &e, Message: &m, Async: rng.IntN(2) == 0, Attempts: rng.IntN(10), Rescues: rng.IntN(3),
 		})
@@ -54,20 +52,20 @@ func TestAppendTask(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := appendTask(nil, tk)
+		got, err := tk.AppendJSON(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Fatalf("appendTask(%+v)\n got %s\nwant %s", tk, got, want)
+			t.Fatalf("AppendJSON(%+v)\n got %s\nwant %s", tk, got, want)
 		}
 	}
 }
 
-// TestAppendTaskRefuses refuses what encoding/json refuses: data that is
+// TestAppendJSONRefuses refuses what encoding/json refuses: data that is
 // not JSON, a time past year 9999.
-func TestAppendTaskRefuses(t *testing.T) {
-	for _, tk := range []*task.Task{
+func TestAppendJSONRefuses(t *testing.T) {
+	for _, tk := range []*Task{
 		{Data: json.RawMessage(`{"a":`)},
 		{Data: json.RawMessage{}},
 		{Result: json.RawMessage(`nope`)},
@@ -76,10 +74,22 @@ func TestAppendTaskRefuses(t *testing.T) {
 		if _, err := marshalJSON(tk); err == nil {
 			t.Fatalf("encoding/json encodes %+v", tk)
 		}
-		if b, err := appendTask(nil, tk); err == nil {
-			t.Errorf("appendTask(%+v) = %s, want an error", tk, b)
+		if b, err := tk.AppendJSON(nil); err == nil {
+			t.Errorf("AppendJSON(%+v) = %s, want an error", tk, b)
 		}
 	}
+}
+
+// marshalJSON encodes v as the stores did before AppendJSON: encoding/json
+// with HTML left unescaped.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func mustJSON(t *testing.T, v any) []byte {
@@ -91,12 +101,12 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-// BenchmarkMarshalTask encodes a task as created, with encoding/json (the
-// baseline) and with appendTask.
-func BenchmarkMarshalTask(b *testing.B) {
-	tk := &task.Task{
+// BenchmarkAppendJSON encodes a task as created, with encoding/json (the
+// baseline) and with AppendJSON.
+func BenchmarkAppendJSON(b *testing.B) {
+	tk := &Task{
 		RequestID: "0193b0c5-7d4e-7a8b-9c0d-1e2f3a4b5c6d", AccountID: "acct_1", Action: "verify_with_source",
-		Type: "ind_pan", TaskID: "task-123", GroupID: "group-7", Status: task.InProgress, CreatedAt: time.Now(), Async: true,
+		Type: "ind_pan", TaskID: "task-123", GroupID: "group-7", Status: InProgress, CreatedAt: time.Now(), Async: true,
 		Data: json.RawMessage(`{"id_number":"ABCDE1234F","name":"A Person","dob":"1990-01-01"}`),
 	}
 	b.Run("encoding-json", func(b *testing.B) {
@@ -107,10 +117,10 @@ func BenchmarkMarshalTask(b *testing.B) {
 			}
 		}
 	})
-	b.Run("appendTask", func(b *testing.B) {
+	b.Run("AppendJSON", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := marshalTask(tk); err != nil {
+			if _, err := tk.AppendJSON(nil); err != nil {
 				b.Fatal(err)
 			}
 		}
