@@ -242,7 +242,7 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	// Before minutes of other phases.
-	if o.redis {
+	if o.redis && !o.headToHeadOnly {
 		if _, err := exec.LookPath("redis-server"); err != nil {
 			return errNoRedis
 		}
@@ -257,6 +257,10 @@ func run(ctx context.Context, o options) (err error) {
 	fmt.Fprintln(os.Stderr, "bench: building ./cmd/taskgate")
 	if err := build(ctx, root, bin); err != nil {
 		return err
+	}
+
+	if o.headToHeadOnly {
+		return headToHeadOnly(ctx, o, bin, tmp)
 	}
 
 	res := &results{createWorkers: o.createWorkers, createMany: o.createMany, concurrency: o.concurrency, limitWorkers: o.workers, limitDuration: o.limitDuration}
@@ -274,10 +278,6 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, src.stop()) }()
-
-	if o.headToHeadOnly {
-		return measureHeadToHeads(ctx, o, bin, tmp, src, res)
-	}
 
 	var limited *limitConfig
 	if o.redis {
@@ -545,8 +545,7 @@ func run(ctx context.Context, o options) (err error) {
 		res.createMemory.a.check("memory creation"), res.createMemory.b.check("bare POST"),
 		res.createBolt.a.check("bolt creation"), res.createBolt.b.check("bare POST"),
 		res.createMemoryMany.check("memory creation"), res.createBoltMany.check("bolt creation"),
-		res.headToHead.checkSites("head-to-head bolt creation", "head-to-head memory creation"),
-		res.headToHeadMany.checkSites("head-to-head bolt creation", "head-to-head memory creation"),
+		res.checkHeadToHead(),
 		res.completion.check(), res.latency.check(),
 		res.webhooks.check(), res.webhookLatency.check(), res.retries.check(), res.retriesSpread.check(), res.fair.check(),
 		res.redisCheck(),
@@ -599,6 +598,29 @@ func measureHeadToHeads(ctx context.Context, o options, bin, tmp string, src *so
 			return nil
 		})
 	})
+}
+
+// headToHeadOnly runs the head-to-head measure alone (-head-to-head-only):
+// its figures are printed, and its failed requests fail the run.
+func headToHeadOnly(ctx context.Context, o options, bin, tmp string) (err error) {
+	src, err := startSource()
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, src.stop()) }()
+	res := &results{}
+	if err := measureHeadToHeads(ctx, o, bin, tmp, src, res); err != nil {
+		return err
+	}
+	return res.checkHeadToHead()
+}
+
+// checkHeadToHead checks both head-to-head measures; nil passes one
+// skipped.
+func (r *results) checkHeadToHead() error {
+	return errors.Join(
+		r.headToHead.checkSites("head-to-head bolt creation", "head-to-head memory creation"),
+		r.headToHeadMany.checkSites("head-to-head bolt creation", "head-to-head memory creation"))
 }
 
 // printHeadToHead prints a head-to-head measure's figures as it ends.

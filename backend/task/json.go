@@ -14,6 +14,7 @@ import (
 // compacted), without its reflection. A store encodes a task at every
 // creation and change, and reflection was most of that cost
 // (BenchmarkAppendJSON); TestAppendJSON holds the two to the same bytes.
+// What encoding/json refuses it refuses too, and returns nil then.
 func (t *Task) AppendJSON(b []byte) ([]byte, error) {
 	b = slices.Grow(b, t.jsonSize())
 	var err error
@@ -37,13 +38,13 @@ func (t *Task) AppendJSON(b []byte) ([]byte, error) {
 	b = appendString(b, string(t.Status))
 	b = append(b, `,"created_at":`...)
 	if b, err = appendJSONTime(b, t.CreatedAt); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("created_at: %w", err)
 	}
 	b = append(b, `,"completed_at":`...)
 	if t.CompletedAt == nil {
 		b = append(b, "null"...)
 	} else if b, err = appendJSONTime(b, *t.CompletedAt); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("completed_at: %w", err)
 	}
 	b = append(b, `,"result":`...)
 	if b, err = appendRaw(b, t.Result); err != nil {

@@ -185,8 +185,9 @@ type Store struct {
 
 	// The creation log (log.go). Creations go to the logger (creates,
 	// buffered: a caller hands its creation over and waits for its answer
-	// alone, not once more for the logger to take it), which decides each, makes a group durable in log and hands it to
-	// the writer (applies, applyReady) to apply to bolt. logged is the
+	// alone, not once more for the logger to take it), which decides
+	// each, makes a group durable in log and hands it to the writer
+	// (applies, applyReady) to apply to bolt. logged is the
 	// last record logged, applied the last one applied; a call other than
 	// Create waits until every creation logged before it is applied
 	// (ready).
@@ -627,9 +628,10 @@ func (s *Store) update(ctx context.Context, fn func(*bbolt.Tx) error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	// Once handed over, the change is done whatever ctx says: the answer
-	// must tell whether it is stored. One the writer had not taken when
-	// it stopped is not (what it takes it answers before).
+	// Once handed over (queued: the writer may take it at any moment),
+	// the change is done whatever ctx says: the answer must tell whether
+	// it is stored. One the writer had not taken when it stopped is not
+	// (what it takes it answers before it stops).
 	select {
 	case err := <-w.done:
 		return err

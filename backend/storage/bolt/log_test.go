@@ -401,6 +401,8 @@ func TestLogNoRoom(t *testing.T) {
 // TestCreateRacingClose closes the store while creations are handed over
 // and waiting: each is answered, stored when it succeeded and absent when
 // it failed with ErrClosed, and none waits forever.
+// A creation still queued when the logger stops is answered ErrClosed:
+// without that, this test waits forever nearly every run.
 func TestCreateRacingClose(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tasks.db")
 	s := openStore(t, path)
@@ -431,9 +433,7 @@ func TestCreateRacingClose(t *testing.T) {
 			}
 		})
 	}
-	for range 64 {
-		<-started // creations are flowing
-	}
+	waitStarted(t, started, 64) // creations are flowing
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -462,5 +462,18 @@ func TestCreateRacingClose(t *testing.T) {
 	}
 	if n := check(&refused, false); n != 64 {
 		t.Fatalf("%d creations refused, want one per creator (64)", n)
+	}
+}
+
+// waitStarted waits for n signals on started, failing the test after 30s.
+func waitStarted(t *testing.T, started <-chan struct{}, n int) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for range n {
+		select {
+		case <-started:
+		case <-deadline:
+			t.Fatalf("fewer than %d calls answered in 30s", n)
+		}
 	}
 }

@@ -51,9 +51,11 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	// Once handed over, the creation is decided whatever ctx says: the
-	// answer must tell whether it is stored. One the logger had not taken
-	// when it stopped is not (a group's callers are answered before).
+	// Once handed over (queued: the logger may take it at any moment),
+	// the creation is decided whatever ctx says: the answer must tell
+	// whether it is stored. The wait is the logger's next group or two.
+	// One the logger had not taken when it stopped is not stored (a
+	// group's callers are answered before it stops).
 	select {
 	case <-c.done:
 	case <-s.logStopped:
