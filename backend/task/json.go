@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/internal/jsonenc"
 )
 
 // AppendJSON appends the task's JSON to b, as the stores keep it: the
@@ -71,11 +73,8 @@ func (t *Task) AppendJSON(b []byte) ([]byte, error) {
 func appendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetEscapeHTML(false)
-			_ = enc.Encode(s) // a string always encodes
-			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+			q, _ := jsonenc.Marshal(s) // a string always encodes
+			return append(b, q...)
 		}
 	}
 	b = append(b, '"')

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/taskgate/taskgate/backend/internal/jsonenc"
 )
 
 // TestAppendJSON holds AppendJSON to encoding/json's bytes (HTML left
@@ -48,7 +50,7 @@ func TestAppendJSON(t *testing.T) {
 		})
 	}
 	for _, tk := range tasks {
-		want, err := marshalJSON(tk)
+		want, err := jsonenc.Marshal(tk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +73,7 @@ func TestAppendJSONRefuses(t *testing.T) {
 		{Result: json.RawMessage(`nope`)},
 		{CreatedAt: time.Date(10000, time.January, 1, 0, 0, 0, 0, time.UTC)},
 	} {
-		if _, err := marshalJSON(tk); err == nil {
+		if _, err := jsonenc.Marshal(tk); err == nil {
 			t.Fatalf("encoding/json encodes %+v", tk)
 		}
 		if b, err := tk.AppendJSON(nil); err == nil {
@@ -80,21 +82,9 @@ func TestAppendJSONRefuses(t *testing.T) {
 	}
 }
 
-// marshalJSON encodes v as the stores did before AppendJSON: encoding/json
-// with HTML left unescaped.
-func marshalJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
-
 func mustJSON(t *testing.T, v any) []byte {
 	t.Helper()
-	b, err := marshalJSON(v)
+	b, err := jsonenc.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +99,10 @@ func BenchmarkAppendJSON(b *testing.B) {
 		Type: "ind_pan", TaskID: "task-123", GroupID: "group-7", Status: InProgress, CreatedAt: time.Now(), Async: true,
 		Data: json.RawMessage(`{"id_number":"ABCDE1234F","name":"A Person","dob":"1990-01-01"}`),
 	}
-	b.Run("encoding-json", func(b *testing.B) {
+	b.Run("encoding-json", func(b *testing.B) { // jsonenc.Marshal
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := marshalJSON(tk); err != nil {
+			if _, err := jsonenc.Marshal(tk); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/taskgate/taskgate/backend/account"
+	"github.com/taskgate/taskgate/backend/internal/jsonenc"
 )
 
 // CreateAccount stores a new account record, in a transaction with
@@ -140,7 +141,7 @@ func (s *Store) readAccount(ctx context.Context, id string) (*account.Record, []
 
 // marshalAccount encodes an account record as JSON.
 func marshalAccount(r *account.Record) ([]byte, error) {
-	b, err := marshalJSON(r)
+	b, err := jsonenc.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("bolt: encoding account %s: %w", r.ID, err)
 	}

@@ -204,22 +204,5 @@ func TestUpdateRacingClose(t *testing.T) {
 			}
 		})
 	}
-	deadline := time.After(30 * time.Second)
-	for range 64 {
-		select {
-		case <-started: // changes are flowing
-		case <-deadline:
-			t.Fatal("fewer than 64 changes answered in 30s")
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	answered := make(chan struct{})
-	go func() { wg.Wait(); close(answered) }()
-	select {
-	case <-answered:
-	case <-time.After(30 * time.Second):
-		t.Fatal("a change is still waiting 30s after Close")
-	}
+	bolt.CloseRacing(t, s, started, 64, &wg)
 }

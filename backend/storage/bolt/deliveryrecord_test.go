@@ -12,6 +12,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/taskgate/taskgate/backend/internal/jsonenc"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -209,7 +210,7 @@ func TestOpenMovesDeliveriesToFormat3(t *testing.T) {
 					return err
 				}
 			}
-			v, err := marshalJSON(&deliveryRecordJSON{Delivery: rec.Delivery, Leased: rec.Leased, Lease: rec.Lease,
+			v, err := jsonenc.Marshal(&deliveryRecordJSON{Delivery: rec.Delivery, Leased: rec.Leased, Lease: rec.Lease,
 				RetryRequested: rec.RetryRequested, Claims: rec.Claims})
 			if err != nil {
 				return err

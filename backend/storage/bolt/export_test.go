@@ -23,3 +23,6 @@ func RewriteFile(t testing.TB, path string, change func(tx *bbolt.Tx) error) {
 		t.Fatal(err)
 	}
 }
+
+// CloseRacing is closeRacing, for the tests of package bolt_test.
+var CloseRacing = closeRacing

@@ -433,17 +433,7 @@ func TestCreateRacingClose(t *testing.T) {
 			}
 		})
 	}
-	waitStarted(t, started, 64) // creations are flowing
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	answered := make(chan struct{})
-	go func() { wg.Wait(); close(answered) }()
-	select {
-	case <-answered:
-	case <-time.After(30 * time.Second):
-		t.Fatal("a Create is still waiting 30s after Close")
-	}
+	closeRacing(t, s, started, 64, &wg)
 
 	s = openStore(t, path)
 	check := func(m *sync.Map, want bool) (n int) {
@@ -465,8 +455,10 @@ func TestCreateRacingClose(t *testing.T) {
 	}
 }
 
-// waitStarted waits for n signals on started, failing the test after 30s.
-func waitStarted(t *testing.T, started <-chan struct{}, n int) {
+// closeRacing closes s once n calls were answered (a signal each on
+// started), then waits for every caller of wg to be answered, failing the
+// test after 30s for either.
+func closeRacing(t *testing.T, s *Store, started <-chan struct{}, n int, wg *sync.WaitGroup) {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for range n {
@@ -475,5 +467,15 @@ func waitStarted(t *testing.T, started <-chan struct{}, n int) {
 		case <-deadline:
 			t.Fatalf("fewer than %d calls answered in 30s", n)
 		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan struct{})
+	go func() { wg.Wait(); close(answered) }()
+	select {
+	case <-answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a call is still waiting 30s after Close")
 	}
 }

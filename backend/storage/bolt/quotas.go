@@ -11,6 +11,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/taskgate/taskgate/backend/internal/jsonenc"
 	"github.com/taskgate/taskgate/backend/quota"
 )
 
@@ -180,7 +181,7 @@ func getQuotaCount(b *bbolt.Bucket, k []byte, c *quotaCount) error {
 }
 
 func putQuotaCount(b *bbolt.Bucket, k []byte, c quotaCount) error {
-	v, err := marshalJSON(c)
+	v, err := jsonenc.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("bolt: encoding a quota count: %w", err)
 	}

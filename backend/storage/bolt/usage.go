@@ -9,6 +9,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/taskgate/taskgate/backend/internal/jsonenc"
 	"github.com/taskgate/taskgate/backend/usage"
 )
 
@@ -37,7 +38,7 @@ func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 				}
 			}
 			c.Add(r.Counts)
-			value, err := marshalJSON(c)
+			value, err := jsonenc.Marshal(c)
 			if err != nil {
 				return fmt.Errorf("bolt: encoding usage: %w", err)
 			}

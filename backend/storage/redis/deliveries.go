@@ -13,6 +13,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/taskgate/taskgate/backend/internal/jsonenc"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
@@ -224,7 +225,7 @@ func (s *Store) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*
 	if err := checkStatus(d.Status); err != nil {
 		return err
 	}
-	attempts, err := marshalJSON(d.Attempts)
+	attempts, err := jsonenc.Marshal(d.Attempts)
 	if err != nil {
 		return fmt.Errorf("redis: encoding the attempts of delivery %s: %w", d.ID, err)
 	}
@@ -371,7 +372,7 @@ func deliveryArgs(deliveries []*webhook.Delivery) ([]any, error) {
 		}
 		stored := *d
 		stored.Status, stored.Attempts = webhook.Pending, nil
-		body, err := marshalJSON(&stored)
+		body, err := jsonenc.Marshal(&stored)
 		if err != nil {
 			return nil, fmt.Errorf("redis: encoding delivery %s: %w", d.ID, err)
 		}
@@ -379,7 +380,7 @@ func deliveryArgs(deliveries []*webhook.Delivery) ([]any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redis: delivery %s: %w", d.ID, err)
 		}
-		attempts, err := marshalJSON(d.Attempts)
+		attempts, err := jsonenc.Marshal(d.Attempts)
 		if err != nil {
 			return nil, fmt.Errorf("redis: encoding the attempts of delivery %s: %w", d.ID, err)
 		}

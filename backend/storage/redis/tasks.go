@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -13,6 +12,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/taskgate/taskgate/backend/internal/jsonenc"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -244,7 +244,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	if t.CompletedAt == nil {
 		return fmt.Errorf("redis: finishing task %s without a completion time", t.RequestID)
 	}
-	end, err := marshalJSON(&taskEnd{Status: t.Status, CompletedAt: t.CompletedAt, Result: t.Result, Error: t.Error, Message: t.Message})
+	end, err := jsonenc.Marshal(&taskEnd{Status: t.Status, CompletedAt: t.CompletedAt, Result: t.Result, Error: t.Error, Message: t.Message})
 	if err != nil {
 		return fmt.Errorf("redis: encoding task %s: %w", t.RequestID, err)
 	}
@@ -508,18 +508,6 @@ func stringArgs(ids []string) []any {
 		out[i] = id
 	}
 	return out
-}
-
-// marshalJSON encodes v as JSON without escaping HTML, so that raw JSON it
-// holds is kept as it was (compacted).
-func marshalJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // Interface guards.
