@@ -79,6 +79,7 @@ type options struct {
 	headToHead      bool
 	headToHeadOnly  bool
 	createRounds    int
+	h2hRounds       int
 	concurrency     int
 	fsyncDuration   time.Duration
 	tasks           int
@@ -118,6 +119,7 @@ func main() {
 	flag.BoolVar(&o.headToHeadOnly, "head-to-head-only", false, "measure bolt creations against memory creations head to head and nothing else; print the figures, write no report")
 	flag.IntVar(&o.createMany, "create-workers-many", 128, "clients of a second measure of task creation per storage, where groups fill (0 skips it)")
 	flag.IntVar(&o.createRounds, "create-rounds", 3, "measured rounds of task creation per storage, alternating with bare")
+	flag.IntVar(&o.h2hRounds, "head-to-head-rounds", 5, "measured rounds per server of the head-to-head creations: its figure is the median of the rounds' ratios, steadier with more")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "workers of the task type (task_type concurrency)")
 	flag.DurationVar(&o.fsyncDuration, "fsync-duration", time.Second, "length of the disk's raw fsync probe")
 	flag.IntVar(&o.tasks, "tasks", 20000, "tasks created for the completion measure")
@@ -183,8 +185,8 @@ func (o options) check() error {
 		return errors.New("-create-workers must be at least 1")
 	case o.createMany < 0:
 		return errors.New("-create-workers-many must be 0 (skip) or more")
-	case o.createRounds < 1:
-		return errors.New("-create-rounds must be at least 1")
+	case o.createRounds < 1 || o.h2hRounds < 1:
+		return errors.New("-create-rounds and -head-to-head-rounds must be at least 1")
 	case o.concurrency < 1 || o.concurrency > 10000:
 		return errors.New("-concurrency must be 1 to 10000")
 	case o.fsyncDuration < 100*time.Millisecond:

@@ -502,7 +502,7 @@ func writeReport(path string, o options, r *results, table string, finished time
 			"(%d rounds × %s per server after %s warm-up, %s): each bolt round's creations/s divided by the memory round next to it, and the median of those ratios taken. "+
 			"Each round's CPU time is its own server's, read once the server has had %s to finish what the round left (bolt stores the creations it logged within 50 ms). "+
 			"The servers above each ran its creations at its own time, and the memory server after its edge rounds, its heap growing with every task it holds; here both face the same load and age alike.\n",
-			o.createRounds, o.duration, o.warmup, clients, headToHeadSettle)
+			o.h2hRounds, o.duration, o.warmup, clients, headToHeadSettle)
 	}
 	fmt.Fprintf(&b, "- Tasks run: a fresh server with storage bolt; the source, served by the harness on loopback, answers at once with a small JSON object and counts its calls. "+
 		"Up to %d tasks created as fast as %d clients can (for at most %s); they have all ended when the source has been called for each and the long polls of the last %d created have answered. "+

@@ -546,7 +546,7 @@ func measureHeadToHead(ctx context.Context, o options, bolt, memory *server, wor
 	defer b.close()
 	a.pid, b.pid = bolt.cmd.Process.Pid, memory.cmd.Process.Pid
 	a.settle, b.settle = headToHeadSettle, headToHeadSettle
-	res, err := measurePair(ctx, 0, o.createRounds, o.duration, o.warmup, a, b)
+	res, err := measurePair(ctx, 0, o.h2hRounds, o.duration, o.warmup, a, b)
 	if err != nil || o.profileDir == "" {
 		return res, err
 	}
