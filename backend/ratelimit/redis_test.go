@@ -201,13 +201,13 @@ func TestRedisKeyExpiresWithItsTAT(t *testing.T) {
 	}
 }
 
-// TestRedisScriptEqualsDecide feeds the script and Decide the same random
-// requests at the same times (to the nanosecond: the test gives the
-// script its now) and wants the same results and the same stored TATs.
 // ttlSlack is how much shorter than a key's PX its PTTL may read, in
 // the script's transaction: Redis's clock moves on between the two.
 const ttlSlack = 250 * time.Millisecond
 
+// TestRedisScriptEqualsDecide feeds the script and Decide the same random
+// requests at the same times (to the nanosecond: the test gives the
+// script its now) and wants the same results and the same stored TATs.
 func TestRedisScriptEqualsDecide(t *testing.T) {
 	_, rdb := newTestRedis(t)
 	ctx := context.Background()

@@ -629,17 +629,28 @@ func (s *Store) update(ctx context.Context, fn func(*bbolt.Tx) error) error {
 	}
 	// Once handed over (queued: the writer may take it at any moment),
 	// the change is done whatever ctx says: the answer must tell whether
-	// it is stored. One the writer had not taken when it stopped is not
-	// (what it takes it answers before it stops).
+	// it is stored.
+	err, taken := await(w.done, s.stopped)
+	if !taken {
+		return ErrClosed
+	}
+	return err
+}
+
+// await waits for the answer of a call handed to the logger or the writer
+// on done, or for that goroutine to stop (stopped). taken is false when it
+// stopped without taking the call, which is then not stored: what it
+// takes it answers before it stops.
+func await[T any](done <-chan T, stopped <-chan struct{}) (answer T, taken bool) {
 	select {
-	case err := <-w.done:
-		return err
-	case <-s.stopped:
+	case answer = <-done:
+		return answer, true
+	case <-stopped:
 		select {
-		case err := <-w.done:
-			return err
+		case answer = <-done:
+			return answer, true
 		default:
-			return ErrClosed
+			return answer, false
 		}
 	}
 }

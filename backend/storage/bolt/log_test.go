@@ -400,9 +400,9 @@ func TestLogNoRoom(t *testing.T) {
 
 // TestCreateRacingClose closes the store while creations are handed over
 // and waiting: each is answered, stored when it succeeded and absent when
-// it failed with ErrClosed, and none waits forever.
-// A creation still queued when the logger stops is answered ErrClosed:
-// without that, this test waits forever nearly every run.
+// it failed with ErrClosed, and none waits forever. A creation still
+// queued when the logger stops is answered ErrClosed: without that, this
+// test waits forever nearly every run.
 func TestCreateRacingClose(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tasks.db")
 	s := openStore(t, path)

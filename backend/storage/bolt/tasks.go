@@ -54,16 +54,8 @@ func (s *Store) Create(ctx context.Context, t *task.Task, idem *task.Idempotency
 	// Once handed over (queued: the logger may take it at any moment),
 	// the creation is decided whatever ctx says: the answer must tell
 	// whether it is stored. The wait is the logger's next group or two.
-	// One the logger had not taken when it stopped is not stored (a
-	// group's callers are answered before it stops).
-	select {
-	case <-c.done:
-	case <-s.logStopped:
-		select {
-		case <-c.done:
-		default:
-			return nil, ErrClosed
-		}
+	if _, taken := await(c.done, s.logStopped); !taken {
+		return nil, ErrClosed
 	}
 	return c.replay, c.err
 }
