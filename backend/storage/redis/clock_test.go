@@ -1,6 +1,9 @@
 package redis
 
 import (
+	"context"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -96,4 +99,75 @@ func TestServerClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRescued("delivery", func() (int, error) { return b.RescueDeliveries(ctx, ahead()) })
+}
+
+// TestClaimDeliveriesGivesBack checks that a claim whose later round
+// fails makes due again, at once, what its earlier rounds leased: with
+// leases on the nodes' clocks and on Redis's alike. skip lets the first
+// URL through and turns the second down, so that a second round leases
+// the first delivery and walks on to the third; skip, asked about that
+// one, ends the call's context, and the third round fails.
+func TestClaimDeliveriesGivesBack(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{
+		{"nodes' clock", nil},
+		{"Redis's clock", []Option{WithServerClock(time.Now)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			srv := redistest.Start(t)
+			s := openTest(t, srv.URL(), append([]Option{WithPrefix("giveback")}, tc.opts...)...)
+			at := time.Now().UTC().Add(-time.Minute)
+			tk := &task.Task{RequestID: "req-giveback", AccountID: "acme", Action: "verify_with_source", Type: "ind_pan",
+				Status: task.InProgress, CreatedAt: at}
+			if _, err := s.Create(ctx, tk, nil, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			end := *tk
+			end.Status, end.CompletedAt = task.Completed, &at
+			urls := []string{"https://one.example/", "https://two.example/", "https://three.example/"}
+			var ds []*webhook.Delivery
+			for i, u := range urls {
+				ds = append(ds, &webhook.Delivery{ID: fmt.Sprintf("dlv-%d", i), AccountID: "acme", RequestID: tk.RequestID,
+					URL: u, Event: webhook.EventTask, Body: []byte(`{}`), Status: webhook.Pending,
+					CreatedAt: at, NextAt: at.Add(time.Duration(i) * time.Millisecond)})
+			}
+			if err := s.Finish(ctx, &end, ds); err != nil {
+				t.Fatal(err)
+			}
+
+			claimCtx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			var asked []string
+			skip := func(url string) bool {
+				asked = append(asked, url)
+				switch url {
+				case urls[1]:
+					return true
+				case urls[2]:
+					cancel()
+				}
+				return false
+			}
+			got, err := s.ClaimDeliveries(claimCtx, time.Now(), 2, time.Now().Add(time.Hour), skip)
+			if err == nil || len(got) != 0 {
+				t.Fatalf("ClaimDeliveries with its context ended in its third round = %v, %v; want an error alone (skip asked about %v)", got, err, asked)
+			}
+
+			// Given back: due at once, not when the hour's lease ends.
+			got, err = s.ClaimDeliveries(ctx, time.Now(), 10, time.Now().Add(time.Hour), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, d := range got {
+				ids = append(ids, d.ID)
+			}
+			if want := []string{"dlv-0", "dlv-1", "dlv-2"}; !slices.Equal(ids, want) {
+				t.Fatalf("after the failed claim, ClaimDeliveries = %v; want %v: what the failed claim leased is due again", ids, want)
+			}
+		})
+	}
 }

@@ -124,7 +124,7 @@ func (c *deliveryClaim) claim(ctx context.Context, skip func(url string) bool, a
 	for {
 		taken, walked, err := c.round(ctx, false)
 		if err != nil {
-			c.s.unlease(ctx, c.lease, out)
+			c.s.unlease(ctx, out)
 			return nil, err
 		}
 		out = append(out, taken...)
@@ -205,15 +205,17 @@ func (c *deliveryClaim) round(ctx context.Context, takeAll bool) ([]*webhook.Del
 }
 
 // unlease makes due again what a claim that failed leased, unless
-// something happened to it since.
-func (s *Store) unlease(ctx context.Context, lease string, leased []*webhook.Delivery) {
+// something happened to it since: each is fenced by its claim number, not
+// by its lease, whose end the claim script may have read from Redis's
+// clock.
+func (s *Store) unlease(ctx context.Context, leased []*webhook.Delivery) {
 	if len(leased) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*ioTimeout)
 	defer cancel()
-	byShard := s.byShard(len(leased), []any{lease}, func(i int) (string, []any) {
-		return leased[i].AccountID, []any{leased[i].ID}
+	byShard := s.byShard(len(leased), nil, func(i int) (string, []any) {
+		return leased[i].AccountID, []any{leased[i].ID, leased[i].Claim}
 	})
 	// Failing, the leases end and RescueDeliveries queues them.
 	_ = s.runEach(ctx, scriptDlvUnlease, byShard, (*shard).deliveryLeasesKey)
