@@ -121,3 +121,65 @@ func TestOpenChecksFormat(t *testing.T) {
 		t.Fatalf("Open of another layout: %v, want ErrFormat naming it", err)
 	}
 }
+
+// TestEndedTaskLeftQueued checks what becomes of a task ended while it was
+// queued or leased without the store's knowing: as a node of the release
+// before queues by account could leave one, its Finish ending a task that
+// a rescue had queued again in an account's queue. The task is not run
+// again: a claim drops it from its queue (and from the depth), and a
+// rescue of its lease does not queue it.
+func TestEndedTaskLeftQueued(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	s := openTest(t, srv.URL(), WithPrefix("ended"))
+	sh := s.shards[0]
+	const typeName = "verify_with_source/ind_pan"
+	at := time.Date(2030, time.March, 4, 5, 6, 7, 0, time.UTC)
+	// end stores an end as that node's Finish did, leaving the task
+	// where it is.
+	end := func(id string) {
+		t.Helper()
+		if err := s.rdb.HSet(ctx, sh.taskKey(id), "end", `{"status":"completed","completed_at":"2030-03-04T05:06:08Z","result":{},"error":null,"message":null}`).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"req-queued", "req-leased", "req-next"} {
+		tk := &task.Task{RequestID: id, AccountID: "acme", Action: "verify_with_source", Type: "ind_pan",
+			Status: task.InProgress, CreatedAt: at}
+		if _, err := s.Create(ctx, tk, nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Queued, then ended: the claim passes over it to the next.
+	end("req-queued")
+	got, err := s.Claim(ctx, typeName, 1, time.Now().Add(time.Hour))
+	if err != nil || len(got) != 1 || got[0].RequestID != "req-leased" {
+		t.Fatalf("Claim = %v, %v; want req-leased alone", got, err)
+	}
+	// Leased, then ended: its lease runs out, and a rescue does not queue
+	// it again.
+	end("req-leased")
+	if err := s.ExtendLeases(ctx, []task.Claim{{RequestID: "req-leased", Attempts: 1}}, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Rescue(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("Rescue = %d, %v; want 0: the task whose lease ran out had ended", n, err)
+	}
+	got, err = s.Claim(ctx, typeName, 10, time.Now().Add(time.Hour))
+	if err != nil || len(got) != 1 || got[0].RequestID != "req-next" {
+		t.Fatalf("Claim = %v, %v; want req-next alone", got, err)
+	}
+	if depth, err := s.rdb.HGet(ctx, sh.depthKey(), typeName).Result(); !errors.Is(err, goredis.Nil) {
+		t.Fatalf("the type's depth with nothing queued = %q, %v; want none", depth, err)
+	}
+	if n, err := s.rdb.ZCard(ctx, sh.taskLeasesKey()).Result(); err != nil || n != 1 {
+		t.Fatalf("leases = %d, %v; want 1 (req-next's)", n, err)
+	}
+	for _, id := range []string{"req-queued", "req-leased"} {
+		tk, err := s.Get(ctx, "acme", id)
+		if err != nil || tk.Status != task.Completed {
+			t.Fatalf("Get(%s) = %+v, %v; want it completed", id, tk, err)
+		}
+	}
+}

@@ -176,10 +176,12 @@ end
 -- it did.
 local function requeue(id, rescued)
   local tk = taskKey(id)
-  local v = redis.call('HMGET', tk, 'lease', 'type', 'seq', 'acct')
+  local v = redis.call('HMGET', tk, 'lease', 'type', 'seq', 'acct', 'end')
   if not v[1] then return 0 end
   redis.call('ZREM', taskLeasesKey, v[1])
   redis.call('HDEL', tk, 'lease')
+  -- An ended task keeps its end: it is not queued again.
+  if v[5] then return 0 end
   if rescued then redis.call('HINCRBY', tk, 'rsc', 1) end
   enqueue(v[2], v[4], v[3], id)
   return 1
