@@ -158,8 +158,10 @@ type Store interface {
 	// again is recorded all the same. One that is no longer pending
 	// (another worker recorded its end) or unknown gives ErrNotFound, and
 	// nothing is stored, also included.
-	// When RetryDelivery was called during the attempt, the delivery stays
-	// pending, due at the time of that call, whatever d says.
+	// When RetryDelivery was called since the claim d names (during the
+	// attempt, after a rescue of it, or after d's status was stored once
+	// and its answer lost), the delivery stays pending, due at the time
+	// of that call, whatever d says; a later claim answers the retry.
 	RecordAttempt(ctx context.Context, d *Delivery, also []*Delivery) error
 
 	// GetDelivery returns the account's delivery with the id, or

@@ -109,6 +109,9 @@ func (c *deliveryClaim) run(tx *bbolt.Tx) error {
 		if err := putLease(tx, rec); err != nil {
 			return err
 		}
+		if err := answerRetry(tx, rec); err != nil {
+			return err
+		}
 		c.out = append(c.out, &rec.Delivery)
 	}
 	return nil
@@ -269,6 +272,9 @@ func claimNextOfURL(tx *bbolt.Tx, url []byte, due, lease uint64) (*webhook.Deliv
 	if err := putLease(tx, rec); err != nil {
 		return nil, err
 	}
+	if err := answerRetry(tx, rec); err != nil {
+		return nil, err
+	}
 	return &rec.Delivery, nil
 }
 
@@ -368,8 +374,9 @@ func (s *Store) ListDeliveries(ctx context.Context, accountID string, f webhook.
 
 // RetryDelivery makes the account's delivery pending and due at now, in a
 // transaction with concurrent changes; see webhook.Store. A leased
-// delivery is marked instead (deliveryRecord.RetryRequested), and made
-// pending when its attempt is recorded.
+// delivery is made so when its attempt is recorded; every one is marked
+// (deliveryRecord.RetryRequested), so that an attempt of its last claim
+// recorded late leaves it so.
 func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now time.Time) (*webhook.Delivery, error) {
 	key := []byte(id)
 	var out *webhook.Delivery
@@ -381,9 +388,9 @@ func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now tim
 		if rec.Delivery.AccountID != accountID {
 			return webhook.ErrNotFound
 		}
+		rec.RetryRequested = true
 		switch {
 		case rec.Leased:
-			rec.RetryRequested = true
 		case rec.Delivery.Status == webhook.Pending:
 			if err := unschedule(tx, rec); err != nil {
 				return err
@@ -429,7 +436,7 @@ func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (
 			if err := unschedule(tx, rec); err != nil {
 				return err
 			}
-			rec.Leased, rec.Lease, rec.RetryRequested = false, 0, false
+			rec.Leased, rec.Lease = false, 0
 			if err := schedule(tx, rec); err != nil {
 				return err
 			}
@@ -603,6 +610,16 @@ func getIndexed(tx *bbolt.Tx, id []byte) (*deliveryRecord, error) {
 // rescues change. A claim changes only the delivery's lease (putLease).
 func putState(tx *bbolt.Tx, rec *deliveryRecord) error {
 	return tx.Bucket(bucketDeliveryStates).Put([]byte(rec.Delivery.ID), encodeState(rec))
+}
+
+// answerRetry clears the retry asked for before a claim, which the claim's
+// attempt answers.
+func answerRetry(tx *bbolt.Tx, rec *deliveryRecord) error {
+	if !rec.RetryRequested {
+		return nil
+	}
+	rec.RetryRequested = false
+	return putState(tx, rec)
 }
 
 // putLease stores the lease and claim of a leased delivery.

@@ -50,11 +50,12 @@ type deliveryRecord struct {
 	// (sortable).
 	Leased bool
 	Lease  uint64
-	// RetryRequested marks a leased delivery that RetryDelivery asked to
-	// attempt again, with NextAt set to the time of the request: when the
-	// attempt is recorded the delivery stays pending, due at that NextAt,
-	// whatever the attempt gave. RescueDeliveries clears it, since the
-	// rescued delivery is pending and due already.
+	// RetryRequested marks a delivery that RetryDelivery asked to
+	// attempt again since its last claim, with NextAt set to the time of
+	// the request: when that claim's attempt is recorded (in time, or
+	// late, after a rescue) the delivery stays pending, due at that
+	// NextAt, whatever the attempt gave. The next claim, a new attempt,
+	// clears it.
 	RetryRequested bool
 	// Claims counts the claims of the delivery: the number of the last
 	// one, which RecordAttempt and ExtendDeliveryLeases must name.

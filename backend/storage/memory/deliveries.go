@@ -24,9 +24,11 @@ type delivery struct {
 	endedPos   int
 	leased     bool
 	leaseUntil time.Time
-	// retryRequested marks a leased delivery that RetryDelivery asked to
-	// attempt again: when its attempt is recorded it stays pending, due
-	// at its NextAt (the time of the request), whatever the attempt gave.
+	// retryRequested marks a delivery that RetryDelivery asked to attempt
+	// again since its last claim: when that claim's attempt is recorded
+	// (in time, or late, after a rescue), it stays pending, due at its
+	// NextAt (the time of the request), whatever the attempt gave. The
+	// next claim, a new attempt, answers it.
 	retryRequested bool
 }
 
@@ -60,7 +62,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, n int, lease
 			continue
 		}
 		s.removeDue(d)
-		d.leased, d.leaseUntil = true, leaseUntil
+		d.leased, d.leaseUntil, d.retryRequested = true, leaseUntil, false
 		d.d.Claim++
 		s.deliveriesLeased[d.d.ID] = d
 		out = append(out, d.snapshot())
@@ -154,7 +156,7 @@ func (s *Store) RecordAttemptClaiming(ctx context.Context, d *webhook.Delivery, 
 	}
 	taken := q.items[0]
 	s.removeDue(taken)
-	taken.leased, taken.leaseUntil = true, next.LeaseUntil
+	taken.leased, taken.leaseUntil, taken.retryRequested = true, next.LeaseUntil, false
 	taken.d.Claim++
 	s.deliveriesLeased[taken.d.ID] = taken
 	return taken.snapshot(), nil
@@ -234,8 +236,9 @@ func (s *Store) ListDeliveries(ctx context.Context, accountID string, f webhook.
 }
 
 // RetryDelivery makes the account's delivery pending and due at now; see
-// webhook.Store. A leased delivery is marked, and made pending when its
-// attempt is recorded.
+// webhook.Store. A leased delivery is made so when its attempt is
+// recorded; every one is marked, so that an attempt of its last claim
+// recorded late leaves it so.
 func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now time.Time) (*webhook.Delivery, error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, err
@@ -246,9 +249,9 @@ func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now tim
 		return nil, webhook.ErrNotFound
 	}
 	d.d.NextAt = now
+	d.retryRequested = true
 	switch {
 	case d.leased:
-		d.retryRequested = true
 	case d.d.Status == webhook.Pending:
 		s.fixDue(d)
 	default:
@@ -270,7 +273,7 @@ func (s *Store) RescueDeliveries(ctx context.Context, expiredBefore time.Time) (
 	for id, d := range s.deliveriesLeased {
 		if d.leaseUntil.Before(expiredBefore) {
 			delete(s.deliveriesLeased, id)
-			d.leased, d.leaseUntil, d.retryRequested = false, time.Time{}, false
+			d.leased, d.leaseUntil = false, time.Time{}
 			s.addDue(d)
 			n++
 		}

@@ -81,8 +81,8 @@ package redis
 //	                             the list indexes), em (of dlv_ended), due
 //	                             (its member of dlv_due:<url> while due),
 //	                             lease (of dlv_leases while leased), retry
-//	                             ("1": RetryDelivery during the lease), clm
-//	                             (the number of its last claim)
+//	                             ("1": RetryDelivery since its last claim),
+//	                             clm (the number of its last claim)
 //	dlv_due:<url>                zset: "<NextAt>:<id>" of the URL's due
 //	                             deliveries
 //	dlv_due_heads                zset: the first member of every

@@ -39,6 +39,7 @@ var deliveryTests = []struct {
 	{"DeliveriesGetList", testDeliveriesGetList},
 	{"DeliveriesRetry", testDeliveriesRetry},
 	{"DeliveriesRescue", testDeliveriesRescue},
+	{"DeliveriesRetryLateRecord", testDeliveriesRetryLateRecord},
 	{"DeliveriesExtendLeases", testDeliveriesExtendLeases},
 	{"DeliveriesLostClaim", testDeliveriesLostClaim},
 	{"DeliveriesCount", testDeliveriesCount},
@@ -541,6 +542,55 @@ func testDeliveriesRescue(t *testing.T, s Store) {
 	done := attempted(d1, webhook.Delivered, now, webhook.Attempt{At: now, StatusCode: 200})
 	mustRecord(t, s, done)
 	sameDelivery(t, mustGetDelivery(t, s, d1), done)
+}
+
+// testDeliveriesRetryLateRecord checks that a retry asked for since a
+// delivery's last claim holds when that claim's attempt is recorded late,
+// whatever the record says: after its lease ran out and it was rescued
+// (not claimed again), the retry asked for before the rescue or after it;
+// and a record sent again (its first answer lost) after the delivery, once
+// ended, was retried. A claim answers the retry: its own record stands.
+func testDeliveriesRetryLateRecord(t *testing.T, s Store) {
+	ctx := t.Context()
+	tk := claimed(t, s, accountA, base)
+	before, after, again := newDelivery(tk, hookA, base, base), newDelivery(tk, hookA, base, base.Add(time.Second)),
+		newDelivery(tk, hookB, base, base.Add(2*time.Second))
+	mustFinish(t, s, finished(tk, task.Completed, base), before, after, again)
+	got := claimDeliveries(t, s, base.Add(2*time.Second), 3, base.Add(time.Minute), nil)
+	wantDeliveries(t, "claim", got, before, after, again)
+	if len(got) != 3 {
+		return
+	}
+	retryAt := base.Add(5 * time.Minute)
+	retry := func(d *webhook.Delivery) {
+		t.Helper()
+		if _, err := s.RetryDelivery(ctx, accountA, d.ID, retryAt); err != nil {
+			t.Fatalf("RetryDelivery %s: %v", d.ID, err)
+		}
+	}
+	// again: recorded delivered, then retried; its record comes again.
+	record := attempted(got[2], webhook.Delivered, base, webhook.Attempt{At: base, StatusCode: 200})
+	mustRecord(t, s, record)
+	retry(again)
+	retry(got[0])
+	if n, err := s.RescueDeliveries(ctx, base.Add(2*time.Minute)); err != nil || n != 2 {
+		t.Fatalf("RescueDeliveries = %d, %v; want 2", n, err)
+	}
+	retry(got[1])
+	for _, d := range got[:2] {
+		mustRecord(t, s, attempted(d, webhook.Delivered, base, webhook.Attempt{At: base, StatusCode: 200}))
+	}
+	if err := s.RecordAttempt(ctx, record, nil); err != nil {
+		t.Fatalf("RecordAttempt sent again: %v", err)
+	}
+	wantCount(t, s, webhook.Pending, 3)
+	wantDeliveries(t, "claim before the retries", claimDeliveries(t, s, retryAt.Add(-time.Nanosecond), 10, farFuture, nil))
+	retried := claimDeliveries(t, s, retryAt, 10, farFuture, nil)
+	wantDeliveries(t, "claim at the retries", retried, before, after, again)
+	for _, d := range retried {
+		mustRecord(t, s, attempted(d, webhook.Delivered, retryAt, webhook.Attempt{At: retryAt, StatusCode: 200}))
+	}
+	wantCount(t, s, webhook.Delivered, 3)
 }
 
 // testDeliveriesExtendLeases moves leases, as a node still attempting its

@@ -32,6 +32,8 @@ local function take(id, m)
   local lm = lease .. ':' .. id
   redis.call('HSET', dk, 'lease', lm)
   redis.call('HINCRBY', dk, 'clm', 1)
+  -- A new attempt answers a retry asked for before it.
+  redis.call('HDEL', dk, 'retry')
   redis.call('ZADD', dlvLeasesKey, '0', lm)
   append(leased, view(dk))
   nLeased = nLeased + 1

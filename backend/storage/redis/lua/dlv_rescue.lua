@@ -1,6 +1,7 @@
 -- RescueDeliveries makes due again, at their NextAt (the time of a retry
 -- asked for during the lease, if any), up to a batch of the deliveries
--- whose lease ended before a time.
+-- whose lease ended before a time. A retry's mark stays, for the late
+-- record of the attempt.
 --
 -- ARGV: prefix, ZRANGEBYLEX bound of the lease ends (see boundArg), batch.
 -- Returns how many it made due.
@@ -12,7 +13,7 @@ for _, m in ipairs(ms) do
   redis.call('ZREM', dlvLeasesKey, m)
   local v = redis.call('HMGET', dk, 'lease', 'url', 'nts')
   if v[1] == m then
-    redis.call('HDEL', dk, 'lease', 'retry')
+    redis.call('HDEL', dk, 'lease')
     addDue(dk, v[2], v[3] .. ':' .. id)
     n = n + 1
   end
