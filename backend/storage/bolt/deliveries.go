@@ -294,7 +294,9 @@ func recordAttempt(tx *bbolt.Tx, d *webhook.Delivery, news []newDelivery) error 
 	if rec.RetryRequested {
 		status, next = webhook.Pending, rec.Delivery.NextAt
 	}
-	rec.Leased, rec.Lease, rec.RetryRequested = false, 0, false
+	// RetryRequested stays until the next claim: a record of this claim
+	// sent again keeps the retry too.
+	rec.Leased, rec.Lease = false, 0
 	rec.Delivery.Attempts = d.Attempts
 	rec.Delivery.NextAt = next
 	if err := setStatus(tx, rec, status); err != nil {

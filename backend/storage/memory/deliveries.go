@@ -181,8 +181,9 @@ func (s *Store) recordAttempt(d *webhook.Delivery, also []*webhook.Delivery) err
 	stored.d.Attempts = slices.Clone(d.Attempts)
 	status, next := d.Status, d.NextAt
 	if stored.retryRequested {
+		// The mark stays until the next claim: a record of this claim
+		// sent again keeps the retry too.
 		status, next = webhook.Pending, stored.d.NextAt
-		stored.retryRequested = false
 	}
 	stored.d.NextAt = next
 	s.setStatus(stored, status)

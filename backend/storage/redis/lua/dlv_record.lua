@@ -1,7 +1,7 @@
 -- RecordAttempt stores a pending delivery after an attempt, and the
 -- deliveries that come with it (a failure notification): all or nothing.
--- A retry asked for during the attempt keeps it pending, due at the time
--- of the request.
+-- A retry asked for since its claim keeps it pending, due at the time of
+-- the request.
 --
 -- Only the claim the delivery was last given may record it.
 --
@@ -24,8 +24,9 @@ elseif v[5] then
 end
 local st, nxt, nts = ARGV[3], ARGV[4], ARGV[5]
 if v[3] then
+  -- The mark stays until the next claim: a record of this claim sent
+  -- again keeps the retry too.
   st, nxt, nts = 'pending', v[6], v[7]
-  redis.call('HDEL', dk, 'retry')
 end
 redis.call('HSET', dk, 'att', ARGV[6], 'next', nxt, 'nts', nts)
 setStatus(dk, 'pending', st)
