@@ -46,6 +46,18 @@ type DispatcherConfig struct {
 	// PerURL is how many attempts may be in flight to one URL, so that a
 	// slow receiver cannot take every worker. Default 4.
 	PerURL int
+	// PerAccount is an account's share of the attempts in flight, so that
+	// one account (many URLs that hang, a large backlog) cannot take every
+	// worker from the others. An account goes past it only with the
+	// workers no other account's due deliveries want, and gives each back
+	// once it has held it for ShareHold. Default a quarter of
+	// Concurrency, and never less than PerURL.
+	PerAccount int
+	// ShareHold is how long a worker of an account past its share goes on
+	// with its URL's next deliveries before it gives its slot back to
+	// the claims: long enough for a quick receiver's run of deliveries,
+	// short next to a receiver that does not answer. Default 1 s.
+	ShareHold time.Duration
 	// Poll is how often an idle dispatcher looks at the store without
 	// being woken (for deliveries coming due, or queued by another
 	// process). Default 500 ms.
@@ -92,6 +104,7 @@ type Disabled struct {
 const (
 	DefaultConcurrency = 64
 	DefaultPerURL      = 4
+	DefaultShareHold   = time.Second
 	DefaultPoll        = 500 * time.Millisecond
 	DefaultLease       = 15 * time.Second
 	DefaultRescueEvery = 5 * time.Second
@@ -147,6 +160,12 @@ func NewDispatcher(opts DispatcherConfig) *Dispatcher {
 	}
 	if opts.PerURL <= 0 {
 		opts.PerURL = DefaultPerURL
+	}
+	if opts.PerAccount <= 0 {
+		opts.PerAccount = max(opts.Concurrency/4, opts.PerURL)
+	}
+	if opts.ShareHold <= 0 {
+		opts.ShareHold = DefaultShareHold
 	}
 	if opts.Poll <= 0 {
 		opts.Poll = DefaultPoll
@@ -209,13 +228,14 @@ func (d *Dispatcher) Run(ctx context.Context) {
 func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 	var workers sync.WaitGroup
 	defer workers.Wait()
-	// sent carries the URL of each attempt whose exchange with the
+	// sent carries the delivery of each attempt whose exchange with the
 	// receiver ended: its URL's slot is free, while the worker records
 	// the outcome; done tells that a worker ended.
-	sent := make(chan string, d.opts.Concurrency)
+	sent := make(chan *Delivery, d.opts.Concurrency)
 	done := make(chan struct{}, d.opts.Concurrency)
 	busy := 0
 	perURL := make(map[string]int)
+	accounts := newAccountSlots()
 	poll := time.NewTicker(d.opts.Poll)
 	defer poll.Stop()
 	// due holds the times at which retries recorded here fall due; the
@@ -244,17 +264,18 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 	nextOfURL := func() NextOfURL { return NextOfURL{Now: d.opts.Clock(), LeaseUntil: leases.Until()} }
 	for {
 		if free := d.opts.Concurrency - busy; free > 0 {
-			for _, del := range d.claim(ctx, free, perURL, leases.Until()) {
+			for _, del := range d.claim(ctx, free, perURL, accounts, leases.Until()) {
 				busy++
 				perURL[del.URL]++
+				accounts.take(del)
 				leases.Hold(ClaimOf(del))
 				workers.Go(func() {
-					url := del.URL
+					first, took := del, time.Now()
 					freed := false
 					free := func() {
 						if !freed {
 							freed = true
-							sent <- url
+							sent <- first
 						}
 					}
 					defer func() {
@@ -262,7 +283,10 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 						done <- struct{}{}
 					}()
 					for n := 1; del != nil; n++ {
-						if follows && n < maxFollowed && ctx.Err() == nil {
+						// An account past its share keeps the slot
+						// for ShareHold at most.
+						if follows && n < maxFollowed && ctx.Err() == nil &&
+							(time.Since(took) < d.opts.ShareHold || !accounts.over(del.AccountID, d.opts.PerAccount)) {
 							// The slot stays with the URL through the
 							// record, which may hand the worker the next.
 							next := d.attempt(ctx, del, func() {}, nextOfURL)
@@ -285,12 +309,13 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 		select {
 		case <-ctx.Done():
 			return
-		case u := <-sent:
-			release(perURL, u)
-			d.drain(sent, done, perURL, &busy)
+		case del := <-sent:
+			release(perURL, del.URL)
+			accounts.release(del.AccountID)
+			d.drain(sent, done, perURL, accounts, &busy)
 		case <-done:
 			busy--
-			d.drain(sent, done, perURL, &busy)
+			d.drain(sent, done, perURL, accounts, &busy)
 		case <-d.wakeup:
 		case <-poll.C:
 		case t := <-d.scheduled:
@@ -319,11 +344,12 @@ func (h *dueTimes) Pop() any {
 
 // drain takes every other ended exchange and attempt too, so that one
 // claim refills all the free slots.
-func (d *Dispatcher) drain(sent <-chan string, done <-chan struct{}, perURL map[string]int, busy *int) {
+func (d *Dispatcher) drain(sent <-chan *Delivery, done <-chan struct{}, perURL map[string]int, accounts *accountSlots, busy *int) {
 	for {
 		select {
-		case u := <-sent:
-			release(perURL, u)
+		case del := <-sent:
+			release(perURL, del.URL)
+			accounts.release(del.AccountID)
 		case <-done:
 			*busy--
 		default:
@@ -342,24 +368,111 @@ func release(perURL map[string]int, u string) {
 }
 
 // claim leases up to n due deliveries whose URL is under its cap, given
-// the attempts in flight per URL.
-func (d *Dispatcher) claim(ctx context.Context, n int, inFlight map[string]int, lease time.Time) []*Delivery {
+// the attempts in flight per URL, and whose account is under its share
+// (PerAccount); then, for the slots left, deliveries past their account's
+// share, which no other account's due deliveries wanted.
+//
+// The store's claim asks about URLs, not accounts: an account is known by
+// the URLs this dispatcher has attempted (accountSlots), and a URL first
+// seen is let through, to be counted against its account from then on.
+func (d *Dispatcher) claim(ctx context.Context, n int, inFlight map[string]int, accounts *accountSlots, lease time.Time) []*Delivery {
 	now := d.opts.Clock()
 	// The store asks about each candidate before taking it; counting the
-	// ones taken keeps one claim from filling a URL past its cap.
+	// ones taken keeps one claim from filling a URL past its cap, or an
+	// account past its share.
 	taken := make(map[string]int)
-	skip := func(u string) bool {
-		if inFlight[u]+taken[u] >= d.opts.PerURL {
-			return true
+	takenOf := make(map[string]int)
+	pastShare := false
+	skip := func(shared bool) func(u string) bool {
+		return func(u string) bool {
+			if inFlight[u]+taken[u] >= d.opts.PerURL {
+				return true
+			}
+			acct, known := accounts.of(u)
+			if shared && known && accounts.held(acct)+takenOf[acct] >= d.opts.PerAccount {
+				pastShare = true
+				return true
+			}
+			taken[u]++
+			if known {
+				takenOf[acct]++
+			}
+			return false
 		}
-		taken[u]++
-		return false
 	}
-	dels, err := d.store.ClaimDeliveries(ctx, now, n, lease, skip)
+	dels, err := d.store.ClaimDeliveries(ctx, now, n, lease, skip(true))
+	if err == nil && pastShare && len(dels) < n {
+		var more []*Delivery
+		more, err = d.store.ClaimDeliveries(ctx, now, n-len(dels), lease, skip(false))
+		dels = append(dels, more...)
+	}
 	if err != nil && ctx.Err() == nil {
 		d.opts.Logger.Error("claiming webhook deliveries", zap.Error(err))
 	}
 	return dels
+}
+
+// accountSlots counts the attempts in flight of each account, and knows
+// the account of each URL attempted lately.
+type accountSlots struct {
+	mu      sync.Mutex
+	inUse   map[string]int    // account → attempts in flight
+	account map[string]string // URL → account
+}
+
+// maxKnownURLs bounds the URLs whose account is remembered once none of
+// their attempts is in flight.
+const maxKnownURLs = 4096
+
+func newAccountSlots() *accountSlots {
+	return &accountSlots{inUse: make(map[string]int), account: make(map[string]string)}
+}
+
+// take counts an attempt of del in flight.
+func (a *accountSlots) take(del *Delivery) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.inUse[del.AccountID]++
+	if _, ok := a.account[del.URL]; !ok && len(a.account) >= maxKnownURLs {
+		// Forget one at random: a URL forgotten is let through once
+		// more, then known again.
+		for u := range a.account {
+			delete(a.account, u)
+			break
+		}
+	}
+	a.account[del.URL] = del.AccountID
+}
+
+// release counts an attempt of the account as ended.
+func (a *accountSlots) release(account string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.inUse[account] <= 1 {
+		delete(a.inUse, account)
+		return
+	}
+	a.inUse[account]--
+}
+
+// of returns the account of the URL's last attempt, if known.
+func (a *accountSlots) of(url string) (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	acct, ok := a.account[url]
+	return acct, ok
+}
+
+// held returns the account's attempts in flight.
+func (a *accountSlots) held(account string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.inUse[account]
+}
+
+// over tells whether the account has more attempts in flight than share.
+func (a *accountSlots) over(account string, share int) bool {
+	return a.held(account) > share
 }
 
 // attempt sends a claimed delivery once and records the outcome.

@@ -526,6 +526,63 @@ func testSlowReceiverDoesNotHoldFastOnes(t *testing.T, claiming bool) {
 	}
 }
 
+func TestDispatcherOneAccountDoesNotHoldOthers(t *testing.T) {
+	for _, claiming := range []bool{false, true} {
+		t.Run(fmt.Sprintf("claiming=%v", claiming), func(t *testing.T) { testOneAccountDoesNotHoldOthers(t, claiming) })
+	}
+}
+
+// testOneAccountDoesNotHoldOthers checks an account's share of the
+// workers: one account whose many URLs (on one receiver) never answer,
+// with the older backlog, takes every worker at first, then no more than
+// its share while another account has deliveries due, which arrive
+// without waiting for that backlog.
+func testOneAccountDoesNotHoldOthers(t *testing.T, claiming bool) {
+	const heavyURLs, perHeavyURL, lightCount = 10, 20, 5
+	var heavyEnded atomic.Int32
+	heavy := newReceiver(t, func(_ http.ResponseWriter, _ *http.Request, hold func()) int {
+		hold()
+		heavyEnded.Add(1)
+		return http.StatusOK
+	})
+	var lightSeen atomic.Int32
+	heavyEndedAtLastLight := make(chan int32, 1)
+	light := newReceiver(t, func(http.ResponseWriter, *http.Request, func()) int {
+		if lightSeen.Add(1) == lightCount {
+			heavyEndedAtLastLight <- heavyEnded.Load()
+		}
+		return http.StatusOK
+	})
+	store := newFakeStore()
+	clock := newFakeClock()
+	var ds []*webhook.Delivery
+	for i := range heavyURLs {
+		for range perHeavyURL {
+			ds = append(ds, webhook.NewTaskDelivery("heavy", "h", fmt.Sprintf("%s/hook/%d", heavy.URL, i), []byte(`{}`), clock.Now().Add(-time.Second)))
+		}
+	}
+	for range lightCount {
+		ds = append(ds, webhook.NewTaskDelivery("light", "l", light.URL, []byte(`{}`), clock.Now()))
+	}
+	store.add(ds...)
+	// A share of 2 workers of 8 an account, past which a worker gives its
+	// slot back after each attempt (ShareHold); every heavy attempt times
+	// out after 100 ms, and is retried an hour later.
+	start(t, store, clock, setup{
+		claiming: claiming,
+		policy:   webhook.Policy{First: time.Hour, Max: time.Hour, GiveUp: 24 * time.Hour},
+		sender:   webhook.SenderConfig{Timeout: 100 * time.Millisecond},
+		opts:     webhook.DispatcherConfig{Concurrency: 8, PerURL: 2, PerAccount: 2, ShareHold: time.Millisecond},
+	})
+	// Taking turns by due time alone, the light deliveries would wait for
+	// the 200 heavy attempts, 25 rounds of 100 ms. With the share, they
+	// wait for the first round or two, while the heavy account's URLs
+	// become known.
+	if ended := receive(t, heavyEndedAtLastLight); ended >= heavyURLs*perHeavyURL/2 {
+		t.Errorf("%d of %d heavy attempts had ended when the last light delivery arrived", ended, heavyURLs*perHeavyURL)
+	}
+}
+
 func TestDispatcherThroughProxy(t *testing.T) {
 	rc := newReceiver(t, answering(http.StatusOK))
 	proxy := newForwardProxy(t)
