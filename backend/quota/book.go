@@ -41,6 +41,9 @@ func counters(accountID string, qs []Quota, taskType string, t time.Time) []Coun
 type Spent struct {
 	Counters []Counter
 	Status   []Status
+	// At is the instant whose periods the units were spent in: the
+	// task's creation, which Refund is given.
+	At time.Time
 }
 
 // Spend spends a unit of each quota of the account that covers the task
@@ -75,7 +78,7 @@ func (b *Book) Spend(ctx context.Context, accountID string, qs []Quota, taskType
 	for i, q := range covering {
 		st[i] = Status{Quota: q, Used: res.Used[i], Left: max(0, q.Limit-res.Used[i]), ResetAt: cs[i].End}
 	}
-	return Spent{Counters: cs, Status: st}, nil
+	return Spent{Counters: cs, Status: st, At: now}, nil
 }
 
 // Undo gives back the units Spend spent, for a task that was not stored

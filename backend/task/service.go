@@ -174,7 +174,13 @@ func (s *Service) Create(ctx context.Context, n NewTask) (t *Task, replayed bool
 			}
 		}()
 	}
+	// A task that spent units is created at the instant they were spent
+	// at, so that a refund (SOURCE_DOWN), given its creation, finds the
+	// same periods.
 	now := s.now().UTC()
+	if !spent.At.IsZero() {
+		now = spent.At.UTC()
+	}
 	// Version 7 ids grow with time, so a store keyed by them appends
 	// instead of writing to random pages.
 	id, err := uuid.NewV7()

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgate/taskgate/backend/internal/clocktest"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/storage/memory"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -90,4 +92,45 @@ func (l *lookups) wait(t *testing.T, n int) {
 			t.Fatal("no Get within 10s")
 		}
 	}
+}
+
+// TestQuotaSpentInTheTasksPeriod: a task created as a month ends spends
+// its unit in the period of its creation time, the time a refund
+// (SOURCE_DOWN) is given, so that the refund gives the unit back there,
+// even when the month ended while the store was spending it.
+func TestQuotaSpentInTheTasksPeriod(t *testing.T) {
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	clk := clocktest.New(time.Date(2030, time.January, 31, 23, 59, 59, 999_000_000, time.UTC))
+	book := quota.NewBook(quota.BookConfig{Store: slowSpend{Store: mem, clk: clk}, Clock: clk.Now})
+	svc := task.NewService(task.ServiceConfig{Store: mem, Hub: task.NewHub(), Clock: clk.Now, Quotas: book})
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/", Concurrency: 1}
+	qs := []quota.Quota{{Limit: 10, Period: quota.Month}}
+	created, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "a", Type: typ, Data: json.RawMessage(`{}`), Quotas: qs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := book.Refund(t.Context(), "a", qs, typ.Name(), created.RequestID, created.CreatedAt); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(time.Date(2030, time.January, 31, 12, 0, 0, 0, time.UTC))
+	st, err := book.Status(t.Context(), "a", qs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[0].Used != 0 {
+		t.Errorf("January's units used after the task (created %v) was refunded = %d, want 0", created.CreatedAt, st[0].Used)
+	}
+}
+
+// slowSpend is a quota store whose spends take 2 ms of clk's time.
+type slowSpend struct {
+	quota.Store
+	clk *clocktest.Clock
+}
+
+func (s slowSpend) QuotaSpend(ctx context.Context, p quota.SpendParams) (quota.SpendResult, error) {
+	res, err := s.Store.QuotaSpend(ctx, p)
+	s.clk.Advance(2 * time.Millisecond)
+	return res, err
 }
