@@ -89,17 +89,16 @@ type logRecord struct {
 // it with the records it holds, in order. The next group goes at the
 // front.
 func openLog(path string) (*creationLog, []logRecord, error) {
-	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bolt: opening the creation log: %w", err)
 	}
-	if errors.Is(statErr, os.ErrNotExist) {
-		// A new file: its name must survive a power cut too.
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			f.Close()
-			return nil, nil, fmt.Errorf("bolt: creating the creation log: %w", err)
-		}
+	// Its name (and the bolt file's) must survive a power cut too: at
+	// every open, not only when the file is new, since a process killed
+	// after creating it may not have synced the directory.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("bolt: syncing the directory of the creation log: %w", err)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
