@@ -224,3 +224,47 @@ func TestOpenFails(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordSentAgain: a record whose answer was lost is sent again by its
+// worker, with the same deliveries that come with it (a notice). It is
+// answered as stored, and stored once: neither refused for the notice it
+// already stored, nor applied twice.
+func TestRecordSentAgain(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	s := open(t, srv)
+	now := time.Now().UTC()
+	tk := &task.Task{RequestID: "req-again", AccountID: "acme", Action: "verify_with_source", Type: "ind_pan",
+		Status: task.InProgress, CreatedAt: now}
+	if _, err := s.Create(ctx, tk, nil, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	end := *tk
+	end.Status, end.CompletedAt = task.Completed, &now
+	d := &webhook.Delivery{ID: "dlv-again", AccountID: "acme", RequestID: tk.RequestID, URL: "https://hooks.example/x",
+		Event: webhook.EventTask, Body: json.RawMessage(`{}`), Status: webhook.Pending, CreatedAt: now, NextAt: now}
+	if err := s.Finish(ctx, &end, []*webhook.Delivery{d}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ClaimDeliveries(ctx, now.Add(time.Second), 1, now.Add(time.Minute), nil)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("ClaimDeliveries = %v, %v", got, err)
+	}
+	rec := got[0]
+	rec.Attempts = append(rec.Attempts, webhook.Attempt{At: now, StatusCode: 503})
+	rec.Status, rec.NextAt = webhook.Pending, now.Add(time.Hour)
+	notice := &webhook.Delivery{ID: "dlv-notice", AccountID: "acme", RequestID: tk.RequestID, URL: "https://hooks.example/failures",
+		Event: "webhook.disabled", Body: json.RawMessage(`{}`), Status: webhook.Pending, CreatedAt: now, NextAt: now}
+	for i := range 2 {
+		if err := s.RecordAttempt(ctx, rec, []*webhook.Delivery{notice}); err != nil {
+			t.Fatalf("RecordAttempt, time %d: %v", i+1, err)
+		}
+	}
+	if n, err := s.CountDeliveries(ctx, webhook.Pending); err != nil || n != 2 {
+		t.Fatalf("pending deliveries = %d, %v; want 2 (the delivery, due in an hour, and its notice)", n, err)
+	}
+	stored, err := s.GetDelivery(ctx, "acme", d.ID)
+	if err != nil || len(stored.Attempts) != 1 || !stored.NextAt.Equal(rec.NextAt) {
+		t.Fatalf("GetDelivery = %+v, %v; want one attempt, due at %v", stored, err, rec.NextAt)
+	}
+}

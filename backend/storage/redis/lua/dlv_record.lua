@@ -7,13 +7,15 @@
 --
 -- ARGV: prefix, id, status, next (json), next (hex), attempts (json), the
 -- number of the claim, then the deliveries to store (see checkNew).
--- Returns {'ok'}, {'notfound'} or {'exists', delivery id}.
+-- Returns {'ok'} or {'notfound'}.
 local id = ARGV[2]
 local dk = dlvKey(id)
 local v = redis.call('HMGET', dk, 'st', 'lease', 'retry', 'url', 'due', 'next', 'nts', 'clm')
 if v[1] ~= 'pending' or (tonumber(v[8]) or 0) ~= tonumber(ARGV[7]) then return {'notfound'} end
-local dup = checkNew(8)
-if dup then return {'exists', dup} end
+-- The deliveries that come with a record are new (their ids are made for
+-- it): one stored already means that this record was, and is sent again
+-- because its answer was lost. It is not stored twice.
+if checkNew(8) then return {'ok'} end
 
 if v[2] then
   redis.call('ZREM', dlvLeasesKey, v[2])
