@@ -262,6 +262,12 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 	// each) are only for the slots left free.
 	_, follows := d.store.(AttemptClaimer)
 	nextOfURL := func() NextOfURL { return NextOfURL{Now: d.opts.Clock(), LeaseUntil: leases.Until()} }
+	// shared tells, once an attempt's exchange is over, whether the worker
+	// that took its slot at took may go on with the URL's next delivery:
+	// an account past its share keeps a slot for ShareHold at most.
+	shared := func(del *Delivery, took time.Time) bool {
+		return time.Since(took) < d.opts.ShareHold || !accounts.over(del.AccountID, d.opts.PerAccount)
+	}
 	for {
 		if free := d.opts.Concurrency - busy; free > 0 {
 			for _, del := range d.claim(ctx, free, perURL, accounts, leases.Until()) {
@@ -283,13 +289,13 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 						done <- struct{}{}
 					}()
 					for n := 1; del != nil; n++ {
-						// An account past its share keeps the slot
-						// for ShareHold at most.
-						if follows && n < maxFollowed && ctx.Err() == nil &&
-							(time.Since(took) < d.opts.ShareHold || !accounts.over(del.AccountID, d.opts.PerAccount)) {
+						if follows && n < maxFollowed && ctx.Err() == nil {
 							// The slot stays with the URL through the
-							// record, which may hand the worker the next.
-							next := d.attempt(ctx, del, func() {}, nextOfURL)
+							// record, which may hand the worker the next
+							// (unless its account is past its share).
+							next := d.attempt(ctx, del, func() {}, func() (NextOfURL, bool) {
+								return nextOfURL(), shared(del, took)
+							})
 							leases.Release(ClaimOf(del))
 							if next != nil {
 								leases.Hold(ClaimOf(next))
@@ -494,8 +500,9 @@ func (a *accountSlots) over(account string, share int) bool {
 //
 // With next set (and a store that is an AttemptClaimer), the record also
 // claims the next due delivery of the URL, which attempt returns: nil when
-// none was due, or next was not set.
-func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func(), next func() NextOfURL) (following *Delivery) {
+// none was due, or next was not set or, asked once the exchange is over,
+// said no.
+func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func(), next func() (NextOfURL, bool)) (following *Delivery) {
 	defer func() {
 		if v := recover(); v != nil {
 			d.panicked(del, "recording the attempt; the delivery is attempted again when its lease ends", v)
@@ -557,10 +564,12 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func(), ne
 	// second delivery: try again within storeTimeout.
 	record := func() error { return d.store.RecordAttempt(storeCtx, del, also) }
 	if claimer, ok := d.store.(AttemptClaimer); ok && next != nil && ctx.Err() == nil {
-		record = func() error {
-			var err error
-			following, err = claimer.RecordAttemptClaiming(storeCtx, del, also, next())
-			return err
+		if at, ok := next(); ok {
+			record = func() error {
+				var err error
+				following, err = claimer.RecordAttemptClaiming(storeCtx, del, also, at)
+				return err
+			}
 		}
 	}
 	err := retry.Default.Do(storeCtx, record, func(err error) bool { return errors.Is(err, ErrNotFound) })

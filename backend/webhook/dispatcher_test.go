@@ -566,8 +566,8 @@ func testOneAccountDoesNotHoldOthers(t *testing.T, claiming bool) {
 	}
 	store.add(ds...)
 	// A share of 2 workers of 8 an account, past which a worker gives its
-	// slot back after each attempt (ShareHold); every heavy attempt times
-	// out after 100 ms, and is retried an hour later.
+	// slot back once its attempt ends (ShareHold of 1 ms); every heavy
+	// attempt times out after 100 ms, and is retried an hour later.
 	start(t, store, clock, setup{
 		claiming: claiming,
 		policy:   webhook.Policy{First: time.Hour, Max: time.Hour, GiveUp: 24 * time.Hour},

@@ -609,7 +609,8 @@ func getIndexed(tx *bbolt.Tx, id []byte) (*deliveryRecord, error) {
 }
 
 // putState stores a delivery's state: all that attempts, retries and
-// rescues change. A claim changes only the delivery's lease (putLease).
+// rescues change. A claim changes the delivery's lease (putLease), and its
+// state only to clear a retry's mark (answerRetry).
 func putState(tx *bbolt.Tx, rec *deliveryRecord) error {
 	return tx.Bucket(bucketDeliveryStates).Put([]byte(rec.Delivery.ID), encodeState(rec))
 }

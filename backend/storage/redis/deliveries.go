@@ -287,8 +287,8 @@ func (s *Store) ListDeliveries(ctx context.Context, accountID string, f webhook.
 }
 
 // RetryDelivery makes the account's delivery pending and due at now; see
-// webhook.Store. A leased delivery is marked instead, and made pending when
-// its attempt is recorded.
+// webhook.Store. A leased delivery is made pending when its attempt is
+// recorded; every one is marked until its next claim (dlv_retry.lua).
 func (s *Store) RetryDelivery(ctx context.Context, accountID, id string, now time.Time) (*webhook.Delivery, error) {
 	next, err := now.MarshalJSON()
 	if err != nil {

@@ -7,7 +7,8 @@
 --
 -- ARGV: prefix, id, status, next (json), next (hex), attempts (json), the
 -- number of the claim, then the deliveries to store (see checkNew).
--- Returns {'ok'} or {'notfound'}.
+-- Returns {'ok'}, {'notfound'} or {'exists', delivery id} (an id given
+-- twice).
 local id = ARGV[2]
 local dk = dlvKey(id)
 local v = redis.call('HMGET', dk, 'st', 'lease', 'retry', 'url', 'due', 'next', 'nts', 'clm')
@@ -15,7 +16,9 @@ if v[1] ~= 'pending' or (tonumber(v[8]) or 0) ~= tonumber(ARGV[7]) then return {
 -- The deliveries that come with a record are new (their ids are made for
 -- it): one stored already means that this record was, and is sent again
 -- because its answer was lost. It is not stored twice.
-if checkNew(8) then return {'ok'} end
+if tonumber(ARGV[8]) > 0 and redis.call('EXISTS', dlvKey(ARGV[9])) == 1 then return {'ok'} end
+local dup = checkNew(8)
+if dup then return {'exists', dup} end
 
 if v[2] then
   redis.call('ZREM', dlvLeasesKey, v[2])
