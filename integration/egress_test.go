@@ -145,7 +145,9 @@ taskgate {
 	if r := s.load(t, config{Global: global(""), Sites: taskSite(port)}); r.status != http.StatusOK {
 		t.Fatalf("reload: %d %s", r.status, r.body)
 	}
-	second := c.createAsync(t, "egress/pan", "t-2", "g", `{}`)
+	// Sent with an Idempotency-Key, so that the client may send it again
+	// should the reload close its connection unanswered.
+	second := wantAccepted(t, c.post(t, "async", "egress/pan", createBody("t-2", "g", `{}`), http.Header{"Idempotency-Key": {"after-reload"}}))
 	d := c.waitDelivery(t, second, "", "failed as not allowed", func(d deliveryObject) bool { return d.Status == "failed" })
 	if len(d.Attempts) != 1 || d.Attempts[0].Error == nil || *d.Attempts[0].Error != "DESTINATION_NOT_ALLOWED" || d.Attempts[0].StatusCode != nil {
 		t.Errorf("delivery %s, want one attempt with error DESTINATION_NOT_ALLOWED and no status", d.raw)

@@ -268,9 +268,9 @@ func doWith(t *testing.T, c *http.Client, method, url string, header http.Header
 	// Across a config reload, a new connection may be accepted by the
 	// server on its way out and closed unanswered, or reset before it is
 	// accepted: a client retries an idempotent request on a fresh
-	// connection, as browsers do, and any request that never left (the
-	// dial failed).
-	for retries := 0; err != nil && retries < 3 && retriable(method, err); retries++ {
+	// connection, as browsers do (a POST with an Idempotency-Key is one),
+	// and any request that never left (the dial failed).
+	for retries := 0; err != nil && retries < 3 && retriable(req, err); retries++ {
 		if req.GetBody != nil {
 			if req.Body, err = req.GetBody(); err != nil {
 				t.Fatal(err)
@@ -292,13 +292,14 @@ func doWith(t *testing.T, c *http.Client, method, url string, header http.Header
 // retriable tells whether a request that failed with err may be sent
 // again: one whose connection was refused or reset while being set up, or
 // an idempotent one whose connection closed unanswered.
-func retriable(method string, err error) bool {
+func retriable(req *http.Request, err error) bool {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true
 	}
-	return (method == http.MethodGet || method == http.MethodHead) &&
-		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET))
+	idempotent := req.Method == http.MethodGet || req.Method == http.MethodHead ||
+		req.Method == http.MethodPost && req.Header.Get("Idempotency-Key") != ""
+	return idempotent && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET))
 }
 
 // admin sends a request to the admin endpoint.
