@@ -43,10 +43,12 @@ func (d *Dynamic) Put(r *Record) error {
 	if v, ok := d.accounts.Load(r.ID); ok && v.(*versioned).version > r.Version {
 		return err
 	}
-	d.accounts.Store(r.ID, &versioned{account: a, version: r.Version})
+	// maxKeys first: a lookup that finds the account compares as many
+	// keys as it has.
 	if n := int64(len(a.Keys)); n > d.maxKeys.Load() {
 		d.maxKeys.Store(n)
 	}
+	d.accounts.Store(r.ID, &versioned{account: a, version: r.Version})
 	return err
 }
 
