@@ -30,6 +30,9 @@ func TestMaintenanceWindows(t *testing.T) {
 		`{"task_type":"` + pan + `","from":"2026-11-25T13:00:00Z","until":"2026-11-25T12:00:00Z","message":"m"}`,
 		`{"task_type":"` + pan + `","until":"2026-11-25T12:00:00Z","message":""}`,
 		`{"task_type":"` + pan + `","until":"2026-11-25T12:00:00Z","message":"m","Message":"n"}`,
+		// Years JSON cannot write once in UTC.
+		`{"task_type":"` + pan + `","until":"9999-12-31T23:59:59-01:00","message":"m"}`,
+		`{"task_type":"` + pan + `","from":"0000-01-01T00:00:00+01:00","until":"2026-11-25T12:00:00Z","message":"m"}`,
 	} {
 		if got := f.do("POST", "/taskgate/maintenance", body, http.StatusBadRequest, nil); got["error"] != "BAD_REQUEST" {
 			t.Errorf("POST %s: %v", body, got)

@@ -48,6 +48,9 @@ func (w *Window) Validate() error {
 		return errors.New("a window needs an id and a task type")
 	case !w.Until.After(w.From):
 		return errors.New("until must be after from")
+	case w.From.UTC().Year() < 1 || w.Until.UTC().Year() > 9999:
+		// JSON (RFC 3339) cannot write a time outside these years.
+		return errors.New("from and until must fall within the years 0001 to 9999, in UTC")
 	case w.Message == "" || len(w.Message) > MaxMessage || !utf8.ValidString(w.Message) ||
 		strings.ContainsFunc(w.Message, func(r rune) bool { return r < 0x20 || r == 0x7f }):
 		return fmt.Errorf("message: 1 to %d bytes of text, no control characters", MaxMessage)
