@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -29,6 +30,9 @@ const (
 	MaxEndpoints = 20
 	// MaxDescription bounds an endpoint's description, in bytes.
 	MaxDescription = 256
+	// MaxURL bounds an endpoint's URL, in bytes: every delivery to it
+	// stores it.
+	MaxURL = 2048
 	// DefaultGrace is how long a rotated secret keeps signing, next to
 	// the new one, when the rotation says nothing.
 	DefaultGrace = 24 * time.Hour
@@ -229,7 +233,7 @@ func (s *Service) Create(ctx context.Context, accountID string, in Input, operat
 	}
 	now := s.now()
 	w := account.WebhookRecord{ID: account.NewID("we_", 16), Secret: webhook.GenerateSecret(), CreatedAt: now, UpdatedAt: now}
-	if err := s.apply(&w, in); err != nil {
+	if err := s.apply(&w, in, operator); err != nil {
 		return View{}, err
 	}
 	_, err := s.Update(ctx, accountID, func(r *account.Record) error {
@@ -253,7 +257,7 @@ func (s *Service) Change(ctx context.Context, accountID, id string, in Input, op
 	if err := s.writable(accountID, operator); err != nil {
 		return View{}, err
 	}
-	return s.change(ctx, accountID, id, func(w *account.WebhookRecord) error { return s.apply(w, in) })
+	return s.change(ctx, accountID, id, func(w *account.WebhookRecord) error { return s.apply(w, in, operator) })
 }
 
 // Delete removes an endpoint. Its pending deliveries fail when next
@@ -367,9 +371,13 @@ func index(r *account.Record, id string) int {
 	return slices.IndexFunc(r.Webhooks, func(w account.WebhookRecord) bool { return w.EndpointID() == id })
 }
 
-// apply sets in on w, checked.
-func (s *Service) apply(w *account.WebhookRecord, in Input) error {
+// apply sets in on w, checked; operator tells that the operator asks, not
+// the account.
+func (s *Service) apply(w *account.WebhookRecord, in Input, operator bool) error {
 	if in.URL != nil {
+		if len(*in.URL) > MaxURL {
+			return apierr.BadRequest(fmt.Sprintf("url: want at most %d bytes", MaxURL))
+		}
 		if err := account.ValidateWebhookURL(*in.URL); err != nil {
 			return apierr.BadRequest(err.Error())
 		}
@@ -380,10 +388,22 @@ func (s *Service) apply(w *account.WebhookRecord, in Input) error {
 		if err := policy.CheckURL(*in.URL); err != nil {
 			return apierr.BadRequest(fmt.Sprintf("url %s: %v", *in.URL, err))
 		}
+		// The operator's Authorization is for the receiver it was set
+		// for: an account that points its endpoint elsewhere does not
+		// take the credential along (it is never shown to the account).
+		if !operator && w.Authorization != "" && !sameOrigin(w.URL, *in.URL) {
+			w.Authorization = ""
+		}
 		w.URL = *in.URL
 	}
 	if in.TaskTypes != nil {
-		for _, t := range *in.TaskTypes {
+		if len(*in.TaskTypes) > len(s.TaskTypes) && s.TaskTypes != nil {
+			return apierr.BadRequest(fmt.Sprintf("task_types: want at most the %d task types configured, each once", len(s.TaskTypes)))
+		}
+		for i, t := range *in.TaskTypes {
+			if slices.Contains((*in.TaskTypes)[:i], t) {
+				return apierr.BadRequest(fmt.Sprintf("task_types: %q is given twice", t))
+			}
 			if err := account.ValidateTaskType(t); err != nil {
 				return apierr.BadRequest(err.Error())
 			}
@@ -414,6 +434,19 @@ func (s *Service) apply(w *account.WebhookRecord, in Input) error {
 		w.Disabled = !*in.Enabled
 	}
 	return nil
+}
+
+// sameOrigin tells whether two URLs have the same scheme, host and port.
+func sameOrigin(a, b string) bool {
+	ua, err := url.Parse(a)
+	if err != nil {
+		return false
+	}
+	ub, err := url.Parse(b)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host)
 }
 
 // check refuses a record that would not build (two endpoints at one URL).

@@ -295,3 +295,56 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("a static account's webhook: %+v, want nothing", got)
 	}
 }
+
+// TestAuthorizationStaysWithItsReceiver: an Authorization the operator set
+// on an account's webhook is sent to that receiver alone. The account may
+// move its endpoint along the receiver's paths and keep it, but an
+// endpoint it points at another origin goes without it: the account could
+// otherwise read the credential, which it is never shown, at a receiver
+// of its own.
+func TestAuthorizationStaysWithItsReceiver(t *testing.T) {
+	f := newFixture(t)
+	operatorSide := newReceiver(t, http.StatusNoContent)
+	elsewhere := newReceiver(t, http.StatusNoContent)
+	in := &admin.Input{ID: admin.Optional[string]{Set: true, Value: "acme"}, Name: admin.Optional[string]{Set: true, Value: "Acme"},
+		Webhooks: admin.Optional[[]account.WebhookRecord]{Set: true, Value: []account.WebhookRecord{{URL: operatorSide.URL + "/hooks", Authorization: "Bearer operator-token"}}}}
+	if _, _, err := f.admin.Create(t.Context(), in); err != nil {
+		t.Fatal(err)
+	}
+	var list struct{ Webhooks []endpoints.View }
+	f.do("acme", "GET", "", "", false, http.StatusOK, &list)
+	if len(list.Webhooks) != 1 {
+		t.Fatalf("list %+v, want the operator's webhook", list)
+	}
+	id := list.Webhooks[0].ID
+	test := func(rc *receiver) string {
+		t.Helper()
+		var res endpoints.TestResult
+		f.do("acme", "POST", "/"+id+"/test", "", false, http.StatusOK, &res)
+		if !res.Delivered {
+			t.Fatalf("test: %+v, want delivered", res)
+		}
+		return rc.last(t).header.Get("Authorization")
+	}
+	if got := test(operatorSide); got != "Bearer operator-token" {
+		t.Fatalf("Authorization at the operator's receiver = %q", got)
+	}
+	f.do("acme", "PATCH", "/"+id, `{"url":"`+operatorSide.URL+`/other-path"}`, false, http.StatusOK, nil)
+	if got := test(operatorSide); got != "Bearer operator-token" {
+		t.Errorf("Authorization after a move along the receiver's paths = %q, want it kept", got)
+	}
+	f.do("acme", "PATCH", "/"+id, `{"url":"`+elsewhere.URL+`/steal"}`, false, http.StatusOK, nil)
+	if got := test(elsewhere); got != "" {
+		t.Errorf("Authorization sent to the account's own receiver = %q, want none", got)
+	}
+	// Back at the operator's receiver, it stays gone: the operator sets it again.
+	f.do("acme", "PATCH", "/"+id, `{"url":"`+operatorSide.URL+`/hooks"}`, false, http.StatusOK, nil)
+	if got := test(operatorSide); got != "" {
+		t.Errorf("Authorization after the endpoint came back = %q, want none until the operator sets it", got)
+	}
+
+	// Bounds: a URL past MaxURL, a task type given twice.
+	long := `{"url":"` + operatorSide.URL + "/" + strings.Repeat("a", endpoints.MaxURL) + `"}`
+	f.do("acme", "POST", "", long, false, http.StatusBadRequest, nil)
+	f.do("acme", "POST", "", `{"url":"`+operatorSide.URL+`/x","task_types":["`+pan+`","`+pan+`"]}`, false, http.StatusBadRequest, nil)
+}
