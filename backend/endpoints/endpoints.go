@@ -237,6 +237,9 @@ func (s *Service) Create(ctx context.Context, accountID string, in Input, operat
 		return View{}, err
 	}
 	_, err := s.Update(ctx, accountID, func(r *account.Record) error {
+		if err := locked(r, operator); err != nil {
+			return err
+		}
 		if len(r.Webhooks) >= MaxEndpoints {
 			return ErrTooMany
 		}
@@ -257,7 +260,7 @@ func (s *Service) Change(ctx context.Context, accountID, id string, in Input, op
 	if err := s.writable(accountID, operator); err != nil {
 		return View{}, err
 	}
-	return s.change(ctx, accountID, id, func(w *account.WebhookRecord) error { return s.apply(w, in, operator) })
+	return s.change(ctx, accountID, id, operator, func(w *account.WebhookRecord) error { return s.apply(w, in, operator) })
 }
 
 // Delete removes an endpoint. Its pending deliveries fail when next
@@ -267,6 +270,9 @@ func (s *Service) Delete(ctx context.Context, accountID, id string, operator boo
 		return err
 	}
 	_, err := s.Update(ctx, accountID, func(r *account.Record) error {
+		if err := locked(r, operator); err != nil {
+			return err
+		}
 		i := index(r, id)
 		if i < 0 {
 			return errNotFound
@@ -288,7 +294,7 @@ func (s *Service) Rotate(ctx context.Context, accountID, id string, grace time.D
 	}
 	secret := webhook.GenerateSecret()
 	now := s.now()
-	v, err := s.change(ctx, accountID, id, func(w *account.WebhookRecord) error {
+	v, err := s.change(ctx, accountID, id, operator, func(w *account.WebhookRecord) error {
 		w.PreviousSecret, w.PreviousSecretUntil = "", time.Time{}
 		if w.Secret != "" && grace > 0 {
 			w.PreviousSecret, w.PreviousSecretUntil = w.Secret, now.Add(grace)
@@ -335,10 +341,13 @@ func (s *Service) Test(ctx context.Context, accountID, id string) (TestResult, e
 }
 
 // change runs fn on the endpoint's record and answers with the endpoint.
-func (s *Service) change(ctx context.Context, accountID, id string, fn func(*account.WebhookRecord) error) (View, error) {
+func (s *Service) change(ctx context.Context, accountID, id string, operator bool, fn func(*account.WebhookRecord) error) (View, error) {
 	now := s.now()
 	var changed account.WebhookRecord
 	_, err := s.Update(ctx, accountID, func(r *account.Record) error {
+		if err := locked(r, operator); err != nil {
+			return err
+		}
 		i := index(r, id)
 		if i < 0 {
 			return errNotFound
@@ -364,6 +373,16 @@ func (s *Service) change(ctx context.Context, accountID, id string, fn func(*acc
 	}
 	built := account.Webhook(changed)
 	return view(&built, false, now), nil
+}
+
+// locked checks, on the record being changed, that the account may still
+// change its endpoints: writable read this node's copy, which may not yet
+// know of a lock set on another node.
+func locked(r *account.Record, operator bool) error {
+	if !operator && r.WebhooksLocked {
+		return ErrSelfServiceOff
+	}
+	return nil
 }
 
 // index returns the place of the endpoint in the record, or -1.

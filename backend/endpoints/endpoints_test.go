@@ -211,11 +211,25 @@ func TestEndpointLifeCycle(t *testing.T) {
 
 	// Self-service off for the account: the client lists, the operator
 	// changes.
+	unlocked, _ := f.service.Lookup("acme")
 	if _, err := f.admin.Update(t.Context(), "acme", &admin.Input{WebhooksLocked: admin.Optional[bool]{Set: true, Value: true}}); err != nil {
 		t.Fatal(err)
 	}
 	f.do("acme", "POST", "", `{"url":"`+rc.URL+`/other"}`, false, http.StatusForbidden, nil)
 	f.do("acme", "DELETE", "/"+created.ID, "", false, http.StatusForbidden, nil)
+	// Even on a node whose copy of the account does not know of the lock
+	// yet: the change is checked against the record it changes.
+	lookup := f.service.Lookup
+	f.service.Lookup = func(id string) (*account.Account, bool) {
+		if id == "acme" {
+			return unlocked, true
+		}
+		return lookup(id)
+	}
+	f.do("acme", "POST", "", `{"url":"`+rc.URL+`/other"}`, false, http.StatusForbidden, nil)
+	f.do("acme", "PATCH", "/"+created.ID, `{"description":"stale"}`, false, http.StatusForbidden, nil)
+	f.do("acme", "DELETE", "/"+created.ID, "", false, http.StatusForbidden, nil)
+	f.service.Lookup = lookup
 	f.do("acme", "GET", "", "", false, http.StatusOK, &list)
 	f.do("acme", "POST", "", `{"url":"`+rc.URL+`/other"}`, true, http.StatusCreated, nil)
 	f.do("acme", "DELETE", "/"+created.ID, "", true, http.StatusOK, nil)
