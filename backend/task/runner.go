@@ -363,11 +363,13 @@ func (r *Runner) complete(ctx context.Context, t *Task, start time.Time) {
 	}, func(err error) bool { return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) })
 	if errors.Is(err, ErrNotFound) && failed {
 		// A try whose answer was lost may have stored the end: this one
-		// then finds the task ended. Most likely by that try, so the end
-		// is told as ours (waiters, notices, counts); at worst a task
-		// another worker ended is counted twice. A task still in progress
-		// is another worker's now (the lease ran out during the tries).
-		if stored, gerr := r.store.Get(ctx, t.AccountID, t.RequestID); gerr == nil && stored.Status.Terminal() {
+		// then finds the task ended, by this claim (the same attempts:
+		// only the claim the task was last given may end it), so the end
+		// is told as ours (waiters, notices, counts, a refund). One ended
+		// under a later claim is another worker's (the lease ran out
+		// during the tries, and the task ran again), as is one still in
+		// progress.
+		if stored, gerr := r.store.Get(ctx, t.AccountID, t.RequestID); gerr == nil && stored.Status.Terminal() && stored.Attempts == t.Attempts {
 			err = nil
 		}
 	}

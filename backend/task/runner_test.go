@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/taskgate/taskgate/backend/source"
@@ -650,5 +651,84 @@ func receive[T any](t *testing.T, ch <-chan T) T {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no signal within 10s")
 		panic("unreachable")
+	}
+}
+
+// takenOver is a task store whose first Finish finds that the task's
+// lease ran out meanwhile: another worker claimed it again and completed
+// it, and the call fails as a store out of reach would. Its next calls
+// find the task ended under the later claim.
+type takenOver struct {
+	*memory.Store
+	once sync.Once
+}
+
+func (s *takenOver) Finish(ctx context.Context, t *task.Task, d []*webhook.Delivery) error {
+	var err error
+	s.once.Do(func() {
+		now := time.Now()
+		err = errors.Join(
+			s.Store.ExtendLeases(ctx, []task.Claim{task.ClaimOf(t)}, now.Add(-time.Second)),
+			func() error { _, err := s.Store.Rescue(ctx, now); return err }(),
+		)
+		if err == nil {
+			var again []*task.Task
+			if again, err = s.Store.Claim(ctx, t.TypeName(), 1, now.Add(time.Minute)); err == nil && len(again) == 1 {
+				end := *again[0]
+				end.Status, end.CompletedAt, end.Result = task.Completed, &now, json.RawMessage(`{}`)
+				err = s.Store.Finish(ctx, &end, nil)
+			}
+		}
+		err = errors.Join(err, errors.New("store out of reach"))
+	})
+	if err != nil {
+		return err
+	}
+	return s.Store.Finish(ctx, t, d)
+}
+
+// TestRunnerDoesNotTakeAnotherClaimsEnd: a worker whose Finish failed, and
+// whose task another worker then ended under a later claim, drops its
+// outcome (here SOURCE_DOWN): it does not tell the other's end as its
+// own, to OnFinish (which refunds a SOURCE_DOWN task's quota) or waiters.
+func TestRunnerDoesNotTakeAnotherClaimsEnd(t *testing.T) {
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	store := &takenOver{Store: mem}
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: 1, Timeout: time.Minute, OutputKey: "pan_output"}
+	src := &fakeSource{answer: func(context.Context, source.Request) source.Outcome {
+		return source.Outcome{Kind: source.Down, Message: "source answered 503"}
+	}}
+	core, _ := observer.New(zap.InfoLevel)
+	dropped := make(chan struct{}, 1)
+	logger := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
+		if strings.Contains(e.Message, "this outcome is dropped") {
+			select {
+			case dropped <- struct{}{}:
+			default:
+			}
+		}
+		return nil
+	}))
+	var finished atomic.Int32
+	hub := task.NewHub()
+	r := task.NewRunner(task.RunnerConfig{Store: store, Hub: hub, Caller: src, Types: []*task.Type{typ}, Logger: logger})
+	r.OnFinish = func(*task.Task, time.Duration) { finished.Add(1) }
+	svc := task.NewService(task.ServiceConfig{Store: store, Hub: hub, Created: func(t *task.Task) { r.Wake(t.TypeName()) }})
+	startRunner(t, r)
+	created, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "a", Type: typ, TaskID: "t", GroupID: "g", Data: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-dropped:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the outcome was not dropped; OnFinish called %d times", finished.Load())
+	}
+	if n := finished.Load(); n != 0 {
+		t.Errorf("OnFinish called %d times for the end of another worker's claim", n)
+	}
+	if got, err := mem.Get(t.Context(), "a", created.RequestID); err != nil || got.Status != task.Completed || got.Attempts != 2 {
+		t.Errorf("stored %+v, %v; want the other worker's end, completed on the second attempt", got, err)
 	}
 }
