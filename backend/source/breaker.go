@@ -118,6 +118,21 @@ func (b *Breaker) Allow() (probe, ok bool) {
 	return true, true
 }
 
+// Refuses tells whether Allow would refuse a call now, changing nothing:
+// the circuit open and not yet due for a probe, or half-open with its
+// probe out.
+func (b *Breaker) Refuses() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case CircuitOpen:
+		return b.clock().Before(b.openUntil)
+	case CircuitHalfOpen:
+		return b.probing
+	}
+	return false
+}
+
 // Success reports that an allowed call found the guarded thing working.
 // probe is what Allow returned for the call.
 func (b *Breaker) Success(probe bool) {

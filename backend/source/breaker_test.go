@@ -228,3 +228,31 @@ func TestCircuitStateString(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakerRefusesTellsWithoutChanging: Refuses says what Allow would,
+// and changes nothing: it takes no probe.
+func TestBreakerRefusesTellsWithoutChanging(t *testing.T) {
+	b, clock := newTestBreaker(BreakerSettings{})
+	if b.Refuses() {
+		t.Fatal("a closed circuit refuses")
+	}
+	fail(t, b, DefaultFailureThreshold)
+	if !b.Refuses() {
+		t.Fatal("an open circuit does not refuse")
+	}
+	clock.Advance(DefaultOpenFor)
+	// Due for a probe: the next call is it, however often Refuses asks.
+	for range 3 {
+		if b.Refuses() {
+			t.Fatal("a circuit due for a probe refuses")
+		}
+	}
+	takeProbe(t, b)
+	if !b.Refuses() {
+		t.Fatal("a half-open circuit with its probe out does not refuse")
+	}
+	b.Success(true)
+	if b.Refuses() {
+		t.Fatal("a circuit closed again refuses")
+	}
+}

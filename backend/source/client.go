@@ -267,6 +267,21 @@ func (c *Client) breaker(url string) *Breaker {
 	return b.(*Breaker)
 }
 
+// FailFast returns what Call would answer, without a call, when the
+// circuit of the source at url refuses calls now (see Breaker.Refuses),
+// counted as Call counts it; ok is false when a call may go ahead. A
+// caller that must wait its turn before a call (a rate limit) asks first,
+// so as not to spend a turn on a call that would not be made.
+func (c *Client) FailFast(url string) (out Outcome, ok bool) {
+	b, found := c.breakers.Load(url)
+	if !found || !b.(*Breaker).Refuses() {
+		return Outcome{}, false
+	}
+	out = down(0, "circuit open: source failing")
+	c.statsOf(url).record(c.clock(), 0, out)
+	return out, true
+}
+
 // BreakerState returns the state of the circuit of the source at url,
 // "closed", "open" or "half_open", for metrics. A source never called is
 // closed.

@@ -23,6 +23,15 @@ type Caller interface {
 	Call(ctx context.Context, url string, timeout time.Duration, req source.Request) source.Outcome
 }
 
+// FastFailer is a Caller that can tell, before a task waits its turn of
+// its source's rate limit, that a call would fail at once (its circuit
+// open): source.Client is one.
+type FastFailer interface {
+	FailFast(url string) (source.Outcome, bool)
+}
+
+var _ FastFailer = (*source.Client)(nil)
+
 // Runner runs queued tasks against their sources: per type, a producer
 // claims tasks from the store while it has free workers, and each claimed
 // task is executed and completed by its own goroutine, up to the type's
@@ -259,6 +268,15 @@ func (r *Runner) execute(ctx context.Context, typ *Type, t *Task) {
 	}
 	if r.inMaintenance(storeCtx(), typ, t, start) {
 		return
+	}
+	// A source whose circuit is open fails the task at once, before it
+	// waits for a turn of the rate limit, which it would spend (on every
+	// node's share) on a call never made.
+	if ff, ok := r.caller.(FastFailer); ok && r.limiter != nil && typ.RateLimit != (ratelimit.Limit{}) {
+		if out, down := ff.FailFast(typ.Source); down {
+			r.finish(storeCtx(), typ, t, out, start)
+			return
+		}
 	}
 	if !r.awaitSourceTurn(ctx, typ) {
 		// Stopping while it waited for its source: back to its queue.

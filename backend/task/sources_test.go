@@ -3,6 +3,7 @@ package task_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -164,5 +165,39 @@ func TestMaintenanceFailsFast(t *testing.T) {
 	}
 	if n := src.calls.Load(); n != 0 {
 		t.Errorf("the source was called %d times during its maintenance", n)
+	}
+}
+
+// fastFailing is a source whose circuit is open: FailFast answers for it.
+type fastFailing struct{ fakeSource }
+
+func (*fastFailing) FailFast(string) (source.Outcome, bool) {
+	return source.Outcome{Kind: source.Down, Message: "circuit open: source failing"}, true
+}
+
+// TestSourceOpenCircuitFailsFastUnderARateLimit checks that a task whose
+// source's circuit is open fails SOURCE_DOWN at once: it does not wait
+// for, nor spend, a turn of its rate limit on a call that would not be
+// made.
+func TestSourceOpenCircuitFailsFastUnderARateLimit(t *testing.T) {
+	limiter := &refusingLimiter{refuse: 1_000_000}
+	var waits atomic.Int32
+	src := &fastFailing{}
+	l, _ := ratelimit.ParseLimit("1/s", 1)
+	svc, typ := runLimited(t, limiter, l, src, &waits)
+	for i := range 5 {
+		tk, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "acme", Type: typ, TaskID: fmt.Sprint(i), GroupID: "g", Data: []byte(`{}`), Async: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		end, err := svc.Wait(t.Context(), "acme", tk.RequestID, 10*time.Second)
+		if err != nil || end.Status != task.Failed || end.Error == nil || *end.Error != task.SourceDown {
+			t.Fatalf("task %+v, %v: want failed SOURCE_DOWN at once", end, err)
+		}
+	}
+	limiter.mu.Lock()
+	defer limiter.mu.Unlock()
+	if limiter.takes != 0 || waits.Load() != 0 || src.calls.Load() != 0 {
+		t.Errorf("%d takes, %d waits, %d calls: want none", limiter.takes, waits.Load(), src.calls.Load())
 	}
 }
