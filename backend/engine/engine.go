@@ -201,7 +201,14 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		},
 	})
 	e.Runner.Retention = cfg.Retention
-	e.Runner.KeepOrphans = core.Shared()
+	names := make([]string, 0, len(cfg.TaskTypes))
+	for _, t := range cfg.TaskTypes {
+		names = append(names, t.Name())
+	}
+	core.Presence.SetTaskTypes(names)
+	if core.Shared() {
+		e.Runner.Elsewhere = core.Presence.RunElsewhere
+	}
 	e.Runner.Deliveries = e.deliveries
 	e.Runner.OnFinish = e.taskFinished
 	e.Runner.OnPanic = observeTaskPanic

@@ -34,12 +34,16 @@ const (
 type State struct {
 	// ID names the node for as long as its process runs: its host name,
 	// its process id and a random part.
-	ID       string    `json:"id"`
-	Hostname string    `json:"hostname"`
-	PID      int       `json:"pid"`
-	Version  string    `json:"version"`
-	Started  time.Time `json:"started_at"`
-	Seen     time.Time `json:"seen_at"`
+	ID       string `json:"id"`
+	Hostname string `json:"hostname"`
+	PID      int    `json:"pid"`
+	Version  string `json:"version"`
+	// TaskTypes are the task types the node runs, by name; nil from a
+	// node of a release before, or one that has not loaded its config
+	// yet, which may run any.
+	TaskTypes []string  `json:"task_types"`
+	Started   time.Time `json:"started_at"`
+	Seen      time.Time `json:"seen_at"`
 	// Up tells whether the node beat within UpWithin; set when listed.
 	Up bool `json:"up"`
 	// Self marks the node that answers; set when listed.
@@ -177,6 +181,35 @@ func (p *Presence) update() State {
 	}
 	p.at, p.self.Seen = now, now
 	return p.self
+}
+
+// SetTaskTypes sets the task types the node runs (its config's), told in
+// its next beats; none is an empty list, not nil.
+func (p *Presence) SetTaskTypes(names []string) {
+	names = append(make([]string, 0, len(names)), names...)
+	slices.Sort(names)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.self.TaskTypes = names
+}
+
+// RunElsewhere tells which task types another node runs, from the nodes'
+// last beats: a node silent for less than ForgetAfter counts (it may be
+// restarting), a node that does not say (of a release before) may run
+// any, and so may any node when the beats cannot be read.
+func (p *Presence) RunElsewhere(ctx context.Context) func(typeName string) bool {
+	list, err := p.List(ctx)
+	if err != nil {
+		return func(string) bool { return true }
+	}
+	return func(typeName string) bool {
+		for _, st := range list[1:] {
+			if st.TaskTypes == nil || slices.Contains(st.TaskTypes, typeName) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // Self returns this node's state as of its last beat.

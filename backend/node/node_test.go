@@ -89,3 +89,44 @@ func TestPresenceAloneListsItself(t *testing.T) {
 		t.Fatalf("List() = %+v, %v; want this node alone", list, err)
 	}
 }
+
+// TestRunElsewhere: a node learns from the others' beats which task types
+// they run. One that has not said (a release before, or before its config
+// loads) may run any; one that runs none says so; one silent for less than
+// ForgetAfter still counts, and one silent for longer does not.
+func TestRunElsewhere(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	shared := &beats{clock: clock}
+	self := New(Config{Beats: shared, Clock: clock})
+	other := New(Config{Beats: shared, Clock: clock})
+	self.SetTaskTypes([]string{"a/mine"})
+	self.Beat(ctx)
+
+	other.Beat(ctx)
+	if !self.RunElsewhere(ctx)("x/any") {
+		t.Error("a node that has not said which types it runs does not count as running any")
+	}
+	other.SetTaskTypes([]string{"b/kept"})
+	other.Beat(ctx)
+	runs := self.RunElsewhere(ctx)
+	if !runs("b/kept") || runs("a/mine") || runs("c/gone") {
+		t.Errorf("runs b/kept %v, a/mine %v, c/gone %v; want true, false, false", runs("b/kept"), runs("a/mine"), runs("c/gone"))
+	}
+	other.SetTaskTypes(nil)
+	other.Beat(ctx)
+	if self.RunElsewhere(ctx)("b/kept") {
+		t.Error("a node that runs no type counts as running one")
+	}
+	other.SetTaskTypes([]string{"b/kept"})
+	other.Beat(ctx)
+	now = now.Add(ForgetAfter)
+	if !self.RunElsewhere(ctx)("b/kept") {
+		t.Error("a node silent for ForgetAfter no longer counts")
+	}
+	now = now.Add(time.Second)
+	if self.RunElsewhere(ctx)("b/kept") {
+		t.Error("a node silent for longer than ForgetAfter still counts")
+	}
+}

@@ -62,11 +62,11 @@ type Runner struct {
 	// Poll is how often an idle producer looks at the store without being
 	// woken (for tasks rescued or queued by another process).
 	Poll time.Duration
-	// KeepOrphans leaves queued tasks of types this runner does not run
-	// alone (see FailOrphans): with a store shared by several nodes, a
-	// node that does not know a type (yet) must not fail the tasks that
-	// others run.
-	KeepOrphans bool
+	// Elsewhere, with a store shared by several nodes, tells which task
+	// types another node runs (asked once per look at the orphans): the
+	// queued tasks of a type this runner does not run are that node's,
+	// not orphans (see FailOrphans). Nil: this node is alone.
+	Elsewhere func(ctx context.Context) func(typeName string) bool
 	// MaxRescues bounds how many times a task's run is cut short by its
 	// node (its lease ran out: the node crashed, or paused past it, or
 	// could not store the end). A task rescued more often is ended as
@@ -459,11 +459,11 @@ func (r *Runner) awaitSourceTurn(ctx context.Context, typ *Type) bool {
 // back, or for a node that still has it.
 const OrphanGrace = time.Minute
 
-// FailOrphans ends the queued tasks of types this runner does not run
-// (calls must not overlap: the runner makes them from one goroutine):
-// their type left the config, so no worker will ever take them. They fail
-// as SOURCE_DOWN, like tasks whose source is gone, and their webhooks
-// fire.
+// FailOrphans ends the queued tasks of types this runner does not run,
+// nor (with Elsewhere) any other node (calls must not overlap: the runner
+// makes them from one goroutine): their type left the config, so no
+// worker will ever take them. They fail as SOURCE_DOWN, like tasks whose
+// source is gone, and their webhooks fire.
 func (r *Runner) FailOrphans(ctx context.Context) {
 	names, err := r.store.QueuedTypes(ctx)
 	if err != nil {
@@ -472,12 +472,21 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 		}
 		return
 	}
+	var elsewhere func(string) bool
 	for _, name := range names {
 		if _, ok := r.types[name]; ok {
 			continue
 		}
 		if due, ok := r.orphansDue[name]; ok && r.now().Before(due) {
 			continue
+		}
+		if r.Elsewhere != nil {
+			if elsewhere == nil {
+				elsewhere = r.Elsewhere(ctx)
+			}
+			if elsewhere(name) {
+				continue
+			}
 		}
 		action, typeName, _ := strings.Cut(name, "/")
 		typ := &Type{Action: action, Type: typeName, OutputKey: DefaultOutputKey}
@@ -567,9 +576,7 @@ func (r *Runner) maintain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-rescue.C:
-			if !r.KeepOrphans {
-				r.FailOrphans(ctx)
-			}
+			r.FailOrphans(ctx)
 			n, err := r.store.Rescue(ctx, r.now())
 			if err != nil && ctx.Err() == nil {
 				r.logger.Error("rescuing tasks", zap.Error(err))

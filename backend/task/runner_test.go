@@ -297,6 +297,39 @@ func TestTasksOfRemovedTypesFail(t *testing.T) {
 	}
 }
 
+// TestOrphansOfTypesRunElsewhere: with a store shared by several nodes,
+// the queued tasks of a type this node does not run wait while another
+// node runs the type, and fail (after the grace) once none does.
+func TestOrphansOfTypesRunElsewhere(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	store := memory.New()
+	defer store.Close()
+	typ := &task.Type{Action: "other", Type: "kind", Source: "http://127.0.0.1:9/"}
+	_ = typ.Validate()
+	hub := task.NewHub()
+	svc := task.NewService(task.ServiceConfig{Store: store, Hub: hub, Clock: clock})
+	tk, _, err := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t", GroupID: "g", Data: []byte(`{}`), Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := true
+	r := task.NewRunner(task.RunnerConfig{Store: store, Hub: hub, Clock: clock})
+	r.Elsewhere = func(context.Context) func(string) bool {
+		return func(name string) bool { return elsewhere && name == typ.Name() }
+	}
+	now = now.Add(2 * task.OrphanGrace)
+	r.FailOrphans(context.Background())
+	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress || got.Attempts != 0 {
+		t.Fatalf("while another node runs the type: %s, claimed %d times; want queued, never claimed", got.Status, got.Attempts)
+	}
+	elsewhere = false
+	r.FailOrphans(context.Background())
+	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.Failed || got.Error == nil || *got.Error != task.SourceDown {
+		t.Fatalf("once no node runs the type: %+v; want failed SOURCE_DOWN", got)
+	}
+}
+
 // renewals is a task store that signals each lease renewal.
 type renewals struct {
 	task.Store
