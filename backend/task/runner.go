@@ -47,9 +47,10 @@ type Runner struct {
 	// maintenance is RunnerConfig.Maintenance.
 	maintenance func(taskType string, at time.Time) (string, bool)
 	// orphansDue is, by type absent from the config, when FailOrphans
-	// looks at its tasks again: when the youngest it gave back comes of
-	// age (every look claims and gives them back). Only FailOrphans's
-	// goroutine uses it.
+	// looks at its tasks again: OrphanGrace after it first found the type
+	// orphaned, then when the youngest it gave back comes of age (every
+	// look claims and gives them back). Only FailOrphans's goroutine uses
+	// it.
 	orphansDue map[string]time.Time
 
 	// Retention is how long terminal tasks are kept. Zero keeps them.
@@ -454,9 +455,10 @@ func (r *Runner) awaitSourceTurn(ctx context.Context, typ *Type) bool {
 	}
 }
 
-// OrphanGrace is how long a task of a type the config no longer defines
-// may wait before it fails: long enough for a reload that brings the type
-// back, or for a node that still has it.
+// OrphanGrace is how long the tasks of a type the config no longer
+// defines wait before they fail, from when the runner finds the type gone
+// (and each at least that long after its creation): long enough for a
+// reload that brings the type back.
 const OrphanGrace = time.Minute
 
 // FailOrphans ends the queued tasks of types this runner does not run,
@@ -473,11 +475,18 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 		return
 	}
 	var elsewhere func(string) bool
+	orphans := make(map[string]bool)
+	defer func() {
+		// A type configured again, or run again elsewhere, or whose tasks
+		// are all gone, starts a new grace if it is ever orphaned again.
+		for name := range r.orphansDue {
+			if !orphans[name] {
+				delete(r.orphansDue, name)
+			}
+		}
+	}()
 	for _, name := range names {
 		if _, ok := r.types[name]; ok {
-			continue
-		}
-		if due, ok := r.orphansDue[name]; ok && r.now().Before(due) {
 			continue
 		}
 		if r.Elsewhere != nil {
@@ -487,6 +496,21 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 			if elsewhere(name) {
 				continue
 			}
+		}
+		orphans[name] = true
+		if r.orphansDue == nil {
+			r.orphansDue = make(map[string]time.Time)
+		}
+		due, ok := r.orphansDue[name]
+		if !ok {
+			// The grace runs from when the type is found orphaned, not
+			// only from its tasks' creation: a reload that brings the
+			// type back within it loses none of them.
+			r.orphansDue[name] = r.now().Add(OrphanGrace)
+			continue
+		}
+		if r.now().Before(due) {
+			continue
 		}
 		action, typeName, _ := strings.Cut(name, "/")
 		typ := &Type{Action: action, Type: typeName, OutputKey: DefaultOutputKey}
@@ -512,12 +536,7 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 					due = d
 				}
 			}
-			if r.orphansDue == nil {
-				r.orphansDue = make(map[string]time.Time)
-			}
 			r.orphansDue[name] = due
-		} else {
-			delete(r.orphansDue, name)
 		}
 	}
 }

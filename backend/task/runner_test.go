@@ -277,14 +277,14 @@ func TestTasksOfRemovedTypesFail(t *testing.T) {
 	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress {
 		t.Fatalf("within the grace: %s", got.Status)
 	}
-	// Later looks within the grace leave it unclaimed: a look costs a
-	// claim.
+	// Later looks within the grace leave it unclaimed: the grace runs
+	// from when the type was found orphaned, and a look costs a claim.
 	mu.Lock()
 	now = now.Add(task.OrphanGrace / 2)
 	mu.Unlock()
 	r.FailOrphans(context.Background())
-	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress || got.Attempts != 1 {
-		t.Fatalf("looked at again within the grace: %s, claimed %d times; want in progress, claimed once", got.Status, got.Attempts)
+	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress || got.Attempts != 0 {
+		t.Fatalf("looked at again within the grace: %s, claimed %d times; want in progress, never claimed", got.Status, got.Attempts)
 	}
 	// …and fails it after.
 	mu.Lock()
@@ -323,10 +323,17 @@ func TestOrphansOfTypesRunElsewhere(t *testing.T) {
 	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress || got.Attempts != 0 {
 		t.Fatalf("while another node runs the type: %s, claimed %d times; want queued, never claimed", got.Status, got.Attempts)
 	}
+	// No node runs it any more: its grace starts then, whatever the
+	// tasks' age (a reload may bring it back), and they fail after it.
 	elsewhere = false
 	r.FailOrphans(context.Background())
+	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.InProgress {
+		t.Fatalf("as no node runs the type any more: %s; want in progress for the grace", got.Status)
+	}
+	now = now.Add(task.OrphanGrace)
+	r.FailOrphans(context.Background())
 	if got, _ := store.Get(context.Background(), "x", tk.RequestID); got.Status != task.Failed || got.Error == nil || *got.Error != task.SourceDown {
-		t.Fatalf("once no node runs the type: %+v; want failed SOURCE_DOWN", got)
+		t.Fatalf("a grace after no node ran the type: %+v; want failed SOURCE_DOWN", got)
 	}
 }
 
