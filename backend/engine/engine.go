@@ -112,8 +112,11 @@ type Engine struct {
 	// Endpoints manages the accounts' webhook endpoints, for both APIs.
 	Endpoints *endpoints.Service
 
-	logger      *zap.Logger
-	queues      *queues
+	logger *zap.Logger
+	queues *queues
+	// typeNames are the names of its task types, which the node tells in
+	// its beats while this engine is the latest running.
+	typeNames   []string
 	stopWorkers context.CancelFunc
 	workers     sync.WaitGroup
 }
@@ -201,11 +204,10 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		},
 	})
 	e.Runner.Retention = cfg.Retention
-	names := make([]string, 0, len(cfg.TaskTypes))
+	e.typeNames = make([]string, 0, len(cfg.TaskTypes))
 	for _, t := range cfg.TaskTypes {
-		names = append(names, t.Name())
+		e.typeNames = append(e.typeNames, t.Name())
 	}
-	core.Presence.SetTaskTypes(names)
 	if core.Shared() {
 		e.Runner.Elsewhere = core.Presence.RunElsewhere
 	}
@@ -456,8 +458,9 @@ func (e *Engine) Stop() {
 func (e *Engine) ReleaseWaits() { e.Core.Hub.Release() }
 
 // running is the engines started and not stopped: the metrics read the
-// latest. Should a new configuration fail to start after its engine did,
-// the old one's is read again.
+// latest, and the node tells its task types in its beats. Should a new
+// configuration fail to start after its engine did, the old one's are
+// read and told again.
 var running engineList
 
 // engineList is the engines started, oldest first.
@@ -482,12 +485,14 @@ func (l *engineList) stopped(e *Engine) {
 	l.publish()
 }
 
-// publish points the collectors at the latest engine. l.mu is held.
+// publish points the collectors at the latest engine, and its node's
+// beats at its task types. l.mu is held.
 func (l *engineList) publish() {
 	if n := len(l.list); n > 0 {
 		e := l.list[n-1]
 		queueDepth.current.Store(e.queues)
 		sourceStates.current.Store(e)
+		e.Core.Presence.SetTaskTypes(e.typeNames)
 		return
 	}
 	queueDepth.current.Store(nil)

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -124,4 +125,49 @@ func TestTaskToWebhook(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNodeTellsItsTaskTypes: the node tells, in its beats, the task types
+// of the latest engine running: a new configuration's once it starts, and
+// the one before's again should the new one stop first (a reload that
+// fails after the engine started).
+func TestNodeTellsItsTaskTypes(t *testing.T) {
+	core, err := engine.OpenCore(context.Background(), storage.Config{Type: "memory"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = core.Close() })
+	limiter, err := engine.NewLimiter(core, "", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = limiter.Close() })
+	start := func(types ...string) *engine.Engine {
+		t.Helper()
+		cfg := engine.Config{DefaultLimit: ratelimit.DefaultLimit, SyncTimeout: patience, MaxBody: 1 << 20,
+			Webhooks: engine.WebhooksConfig{Policy: webhook.DefaultPolicy(), Egress: egress.New(egress.Config{})}}
+		for _, name := range types {
+			action, typ, _ := strings.Cut(name, "/")
+			cfg.TaskTypes = append(cfg.TaskTypes, &task.Type{Action: action, Type: typ, Source: "http://127.0.0.1:9/"})
+		}
+		e, err := engine.New(core, limiter, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Start()
+		return e
+	}
+	told := func(want ...string) {
+		t.Helper()
+		if got := core.Presence.Self().TaskTypes; !slices.Equal(got, want) {
+			t.Errorf("the node tells %q, want %q", got, want)
+		}
+	}
+	old := start("verify/pan", "verify/gst")
+	told("verify/gst", "verify/pan")
+	reloaded := start("verify/aadhaar")
+	told("verify/aadhaar")
+	reloaded.Stop()
+	told("verify/gst", "verify/pan")
+	old.Stop()
 }
