@@ -455,7 +455,8 @@ func (s *Service) apply(w *account.WebhookRecord, in Input, operator bool) error
 	return nil
 }
 
-// sameOrigin tells whether two URLs have the same scheme, host and port.
+// sameOrigin tells whether two URLs have the same scheme, host and port
+// (a scheme's default port given or not).
 func sameOrigin(a, b string) bool {
 	ua, err := url.Parse(a)
 	if err != nil {
@@ -465,7 +466,16 @@ func sameOrigin(a, b string) bool {
 	if err != nil {
 		return false
 	}
-	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host)
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		if strings.EqualFold(u.Scheme, "https") {
+			return "443"
+		}
+		return "80"
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Hostname(), ub.Hostname()) && port(ua) == port(ub)
 }
 
 // check refuses a record that would not build (two endpoints at one URL).

@@ -48,9 +48,9 @@ type Runner struct {
 	maintenance func(taskType string, at time.Time) (string, bool)
 	// orphansDue is, by type absent from the config, when FailOrphans
 	// looks at its tasks again: OrphanGrace after it first found the type
-	// orphaned, then when the youngest it gave back comes of age (every
-	// look claims and gives them back). Only FailOrphans's goroutine uses
-	// it.
+	// orphaned, then when the first of those it gave back comes of age
+	// (every look claims and gives them back). Only FailOrphans's
+	// goroutine uses it.
 	orphansDue map[string]time.Time
 
 	// Retention is how long terminal tasks are kept. Zero keeps them.
