@@ -169,10 +169,19 @@ func (c *Core) taskEnded(requestID string) {
 	}
 }
 
-// Close stops the Core's goroutines, writing the last usage counts, and
-// closes the store.
+// Close stops the Core's goroutines, writing the last usage counts, takes
+// the node's beat out of a shared store, and closes the store.
 func (c *Core) Close() error {
 	c.stop()
 	c.done.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	leaveErr := c.Presence.Leave(ctx)
+	cancel()
+	if leaveErr != nil {
+		c.logger.Warn("taking the node's beat out of the store; the other nodes count it for 10 minutes more", zap.Error(leaveErr))
+	}
 	return c.Store.Close()
 }
+
+// leaveTimeout bounds taking the node's beat out of the store as it stops.
+const leaveTimeout = 2 * time.Second

@@ -212,6 +212,16 @@ func (p *Presence) RunElsewhere(ctx context.Context) func(typeName string) bool 
 	}
 }
 
+// Leave deletes this node's beat from the shared store, as it stops: the
+// others no longer count it (RunElsewhere) for the 10 minutes its beat
+// would have stayed.
+func (p *Presence) Leave(ctx context.Context) error {
+	if p.cfg.Beats == nil {
+		return nil
+	}
+	return p.cfg.Beats.NodeForget(ctx, p.Self().ID)
+}
+
 // Self returns this node's state as of its last beat.
 func (p *Presence) Self() State {
 	p.mu.Lock()

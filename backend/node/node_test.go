@@ -130,3 +130,34 @@ func TestRunElsewhere(t *testing.T) {
 		t.Error("a node silent for longer than ForgetAfter still counts")
 	}
 }
+
+// TestLeave: a node that stops takes its beat out of the store, and the
+// others no longer count it, nor the types it ran.
+func TestLeave(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	shared := &beats{clock: clock}
+	staying := New(Config{Beats: shared, Clock: clock})
+	leaving := New(Config{Beats: shared, Clock: clock})
+	staying.SetTaskTypes(nil)
+	leaving.SetTaskTypes([]string{"b/gone"})
+	staying.Beat(ctx)
+	leaving.Beat(ctx)
+	if !staying.RunElsewhere(ctx)("b/gone") {
+		t.Fatal("a node's type is not counted while it beats")
+	}
+	if err := leaving.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	list, err := staying.List(ctx)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("List after the other left = %+v, %v; want this node alone", list, err)
+	}
+	if staying.RunElsewhere(ctx)("b/gone") {
+		t.Error("the type of a node that left is still counted")
+	}
+	if err := New(Config{Clock: clock}).Leave(ctx); err != nil {
+		t.Errorf("Leave of a node alone: %v", err)
+	}
+}
