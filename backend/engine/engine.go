@@ -204,10 +204,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		},
 	})
 	e.Runner.Retention = cfg.Retention
-	e.typeNames = make([]string, 0, len(cfg.TaskTypes))
-	for _, t := range cfg.TaskTypes {
-		e.typeNames = append(e.typeNames, t.Name())
-	}
+	e.typeNames = slices.Collect(maps.Keys(typeNames))
 	if core.Shared() {
 		e.Runner.Elsewhere = core.Presence.RunElsewhere
 	}

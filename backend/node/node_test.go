@@ -90,17 +90,22 @@ func TestPresenceAloneListsItself(t *testing.T) {
 	}
 }
 
+// pair returns two nodes beating to one shared store, on a clock the test
+// moves by now.
+func pair() (a, b *Presence, now *time.Time) {
+	now = new(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC))
+	clock := func() time.Time { return *now }
+	shared := &beats{clock: clock}
+	return New(Config{Beats: shared, Clock: clock}), New(Config{Beats: shared, Clock: clock}), now
+}
+
 // TestRunElsewhere: a node learns from the others' beats which task types
 // they run. One that has not said (a release before, or before its config
 // loads) may run any; one that runs none says so; one silent for less than
 // ForgetAfter still counts, and one silent for longer does not.
 func TestRunElsewhere(t *testing.T) {
 	ctx := context.Background()
-	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
-	shared := &beats{clock: clock}
-	self := New(Config{Beats: shared, Clock: clock})
-	other := New(Config{Beats: shared, Clock: clock})
+	self, other, now := pair()
 	self.SetTaskTypes([]string{"a/mine"})
 	self.Beat(ctx)
 
@@ -121,11 +126,11 @@ func TestRunElsewhere(t *testing.T) {
 	}
 	other.SetTaskTypes([]string{"b/kept"})
 	other.Beat(ctx)
-	now = now.Add(ForgetAfter)
+	*now = now.Add(ForgetAfter)
 	if !self.RunElsewhere(ctx)("b/kept") {
 		t.Error("a node silent for ForgetAfter no longer counts")
 	}
-	now = now.Add(time.Second)
+	*now = now.Add(time.Second)
 	if self.RunElsewhere(ctx)("b/kept") {
 		t.Error("a node silent for longer than ForgetAfter still counts")
 	}
@@ -135,11 +140,7 @@ func TestRunElsewhere(t *testing.T) {
 // others no longer count it, nor the types it ran.
 func TestLeave(t *testing.T) {
 	ctx := context.Background()
-	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
-	shared := &beats{clock: clock}
-	staying := New(Config{Beats: shared, Clock: clock})
-	leaving := New(Config{Beats: shared, Clock: clock})
+	staying, leaving, now := pair()
 	staying.SetTaskTypes(nil)
 	leaving.SetTaskTypes([]string{"b/gone"})
 	staying.Beat(ctx)
@@ -157,7 +158,7 @@ func TestLeave(t *testing.T) {
 	if staying.RunElsewhere(ctx)("b/gone") {
 		t.Error("the type of a node that left is still counted")
 	}
-	if err := New(Config{Clock: clock}).Leave(ctx); err != nil {
+	if err := New(Config{Clock: func() time.Time { return *now }}).Leave(ctx); err != nil {
 		t.Errorf("Leave of a node alone: %v", err)
 	}
 }

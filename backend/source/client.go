@@ -180,9 +180,7 @@ func (c *Client) Call(ctx context.Context, url string, timeout time.Duration, re
 	b, st := c.breaker(url), c.statsOf(url)
 	probe, ok := b.Allow()
 	if !ok {
-		out := down(0, "circuit open: source failing")
-		st.record(c.clock(), 0, out)
-		return out
+		return c.refused(url)
 	}
 	start := c.clock()
 	out := c.exchange(ctx, url, timeout, body)
@@ -277,9 +275,15 @@ func (c *Client) FailFast(url string) (out Outcome, ok bool) {
 	if !found || !b.(*Breaker).Refuses() {
 		return Outcome{}, false
 	}
-	out = down(0, "circuit open: source failing")
+	return c.refused(url), true
+}
+
+// refused is the outcome of a call the circuit of the source at url
+// refused, counted in its stats.
+func (c *Client) refused(url string) Outcome {
+	out := down(0, "circuit open: source failing")
 	c.statsOf(url).record(c.clock(), 0, out)
-	return out, true
+	return out
 }
 
 // BreakerState returns the state of the circuit of the source at url,

@@ -128,6 +128,7 @@ func NewRunner(c RunnerConfig) *Runner {
 		maintenance: c.Maintenance,
 		types:       make(map[string]*Type, len(c.Types)),
 		wakeups:     make(map[string]chan struct{}, len(c.Types)),
+		orphansDue:  make(map[string]time.Time),
 		Lease:       DefaultLease,
 		Poll:        time.Second,
 		MaxRescues:  DefaultMaxRescues,
@@ -498,9 +499,6 @@ func (r *Runner) FailOrphans(ctx context.Context) {
 			}
 		}
 		orphans[name] = true
-		if r.orphansDue == nil {
-			r.orphansDue = make(map[string]time.Time)
-		}
 		due, ok := r.orphansDue[name]
 		if !ok {
 			// The grace runs from when the type is found orphaned, not

@@ -316,8 +316,7 @@ func (d *Dispatcher) produce(ctx context.Context, leases *lease.Keeper[Claim]) {
 		case <-ctx.Done():
 			return
 		case del := <-sent:
-			release(perURL, del.URL)
-			accounts.release(del.AccountID)
+			exchanged(perURL, accounts, del)
 			d.drain(sent, done, perURL, accounts, &busy)
 		case <-done:
 			busy--
@@ -354,8 +353,7 @@ func (d *Dispatcher) drain(sent <-chan *Delivery, done <-chan struct{}, perURL m
 	for {
 		select {
 		case del := <-sent:
-			release(perURL, del.URL)
-			accounts.release(del.AccountID)
+			exchanged(perURL, accounts, del)
 		case <-done:
 			*busy--
 		default:
@@ -364,13 +362,20 @@ func (d *Dispatcher) drain(sent <-chan *Delivery, done <-chan struct{}, perURL m
 	}
 }
 
-// release counts an attempt to u as ended.
-func release(perURL map[string]int, u string) {
-	if perURL[u] <= 1 {
-		delete(perURL, u)
+// exchanged counts the exchange of an attempt of del as ended: its URL's
+// slot and its account's are free.
+func exchanged(perURL map[string]int, accounts *accountSlots, del *Delivery) {
+	release(perURL, del.URL)
+	accounts.release(del.AccountID)
+}
+
+// release counts one of key's attempts in flight as ended.
+func release(inFlight map[string]int, key string) {
+	if inFlight[key] <= 1 {
+		delete(inFlight, key)
 		return
 	}
-	perURL[u]--
+	inFlight[key]--
 }
 
 // claim leases up to n due deliveries whose URL is under its cap, given
@@ -454,11 +459,7 @@ func (a *accountSlots) take(del *Delivery) {
 func (a *accountSlots) release(account string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.inUse[account] <= 1 {
-		delete(a.inUse, account)
-		return
-	}
-	a.inUse[account]--
+	release(a.inUse, account)
 }
 
 // of returns the account of the URL's last attempt, if known.
