@@ -44,8 +44,11 @@ type harness struct {
 	store    *fakeStore
 	clock    *fakeClock
 	attempts chan attempted
-	disp     *webhook.Dispatcher
-	stop     func()
+	// early are attempts told before the one nextOf waited for, which
+	// next returns first.
+	early []attempted
+	disp  *webhook.Dispatcher
+	stop  func()
 }
 
 // resolveAll resolves every delivery to a target signed with the vector's
@@ -125,7 +128,33 @@ func (h *harness) deliver(url string) *webhook.Delivery {
 // next returns the next attempt the dispatcher made.
 func (h *harness) next(t testing.TB) attempted {
 	t.Helper()
+	if len(h.early) > 0 {
+		a := h.early[0]
+		h.early = h.early[1:]
+		return a
+	}
 	return receive(t, h.attempts)
+}
+
+// nextOf returns the next attempt of the delivery with the id. Attempts
+// of others told before it are kept for next: a failure notification,
+// stored with the record of the attempt that failed its delivery, may be
+// sent and told before that attempt is.
+func (h *harness) nextOf(t testing.TB, id string) attempted {
+	t.Helper()
+	for i, a := range h.early {
+		if a.d.ID == id {
+			h.early = append(h.early[:i], h.early[i+1:]...)
+			return a
+		}
+	}
+	for {
+		a := receive(t, h.attempts)
+		if a.d.ID == id {
+			return a
+		}
+		h.early = append(h.early, a)
+	}
 }
 
 // retryAt moves the clock to when d is due and wakes the dispatcher.
@@ -141,6 +170,9 @@ func (h *harness) idle(t testing.TB) {
 	h.clock.Advance(time.Nanosecond)
 	at := h.clock.Now()
 	h.disp.Wake()
+	for _, a := range h.early {
+		t.Errorf("unexpected attempt at %s: %+v", a.d.URL, a.a)
+	}
 	h.store.waitClaimAt(t, at)
 	for _, d := range h.store.all() {
 		if h.store.isLeased(d.ID) {
@@ -257,7 +289,7 @@ func TestDispatcherGivesUpAndNotifies(t *testing.T) {
 	d := h.deliver(failing.URL + "/hooks")
 	var last attempted
 	for {
-		last = h.next(t)
+		last = h.nextOf(t, d.ID)
 		if last.d.Status != webhook.Pending {
 			break
 		}
@@ -307,7 +339,7 @@ func TestDispatcherNeverNotifiesAboutANotification(t *testing.T) {
 	policy := webhook.Policy{First: time.Second, Max: time.Second, GiveUp: 5 * time.Second, Timeout: patience}
 	h := start(t, newFakeStore(), newFakeClock(), setup{policy: policy, resolve: resolveAll(t, failures.URL)})
 	d := h.deliver(rejecting.URL)
-	if a := h.next(t); a.d.ID != d.ID || a.d.Status != webhook.Failed {
+	if a := h.nextOf(t, d.ID); a.d.Status != webhook.Failed {
 		t.Fatalf("attempt %+v, delivery %s", a.a, a.d.Status)
 	}
 	var notice attempted
@@ -338,15 +370,17 @@ func TestDispatcherFailsUnconfiguredWebhook(t *testing.T) {
 	}
 	h := start(t, newFakeStore(), newFakeClock(), setup{resolve: resolve})
 	d := h.deliver(removed.URL)
-	a := h.next(t)
-	if a.d.ID != d.ID || a.d.Status != webhook.Failed || a.a.Error != webhook.ErrorNotConfigured || a.a.StatusCode != 0 {
+	a := h.nextOf(t, d.ID)
+	if a.d.Status != webhook.Failed || a.a.Error != webhook.ErrorNotConfigured || a.a.StatusCode != 0 {
 		t.Fatalf("attempt %+v, delivery %s", a.a, a.d.Status)
+	}
+	if n := h.next(t); n.d.Event != webhook.EventFailed || n.d.Status != webhook.Delivered || n.d.URL != failures.URL {
+		t.Fatalf("notification attempt %+v, delivery %+v", n.a, n.d)
 	}
 	var body map[string]any
 	if err := json.Unmarshal(receive(t, failures.Got).Body, &body); err != nil || body["last_error"] != webhook.ErrorNotConfigured || body["last_status_code"] != nil {
 		t.Fatalf("failure notification %v, %v", body, err)
 	}
-	h.next(t)
 	h.idle(t)
 	select {
 	case r := <-removed.Got:
