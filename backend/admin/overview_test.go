@@ -39,7 +39,7 @@ func overviewFixture(t *testing.T) (*fixture, map[string]*task.Task) {
 		done.Status, done.CompletedAt = task.Completed, &at
 		d := &webhook.Delivery{ID: "msg_" + id, AccountID: id, RequestID: c.RequestID, URL: "https://hooks.example/" + id,
 			Event: "task.finished", Body: json.RawMessage(`{}`), Status: webhook.Pending, CreatedAt: now, NextAt: now}
-		if err := f.store.Finish(ctx, done, []*webhook.Delivery{d}); err != nil {
+		if err := f.store.Finish(ctx, done, []*webhook.Delivery{d}, nil); err != nil {
 			t.Fatal(err)
 		}
 		ds, err := f.store.ClaimDeliveries(ctx, now, 1, now.Add(time.Minute), nil)

@@ -369,7 +369,7 @@ func (f *fixture) finishAll(t *testing.T, typ string) []string {
 	for _, tk := range tasks {
 		now := time.Now().UTC()
 		tk.Status, tk.CompletedAt, tk.Result = task.Completed, &now, json.RawMessage(`{"ok":true}`)
-		if err := f.store.Finish(ctx, tk, nil); err != nil {
+		if err := f.store.Finish(ctx, tk, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		f.hub.Notify(tk.RequestID)

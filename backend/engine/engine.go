@@ -209,6 +209,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 		e.Runner.Elsewhere = core.Presence.RunElsewhere
 	}
 	e.Runner.Deliveries = e.deliveries
+	e.Runner.Refund = e.refund
 	e.Runner.OnFinish = e.taskFinished
 	e.Runner.OnPanic = observeTaskPanic
 	e.Runner.OnSourceWait = observeSourceWait
@@ -355,37 +356,26 @@ func (e *Engine) taskCreated(t *task.Task) {
 // taskFinished is what happens when a task ends, its end and its
 // deliveries stored: the waiters on other nodes are told, the end is
 // counted, and the dispatcher is woken for the deliveries.
-//
-// A task that ends SOURCE_DOWN gives back the unit it spent of each quota
-// of its account that covers its type (the customer is not billed for the
-// source's outage), once per task whatever number of times its end is
-// told.
 func (e *Engine) taskFinished(t *task.Task, _ time.Duration) {
 	e.Core.taskEnded(t.RequestID)
-	if t.Status == task.Failed && t.Error != nil && *t.Error == task.SourceDown {
-		e.refundQuotas(t)
-	}
 	observeFinish(t)
 	e.Core.Meter.TaskEnded(t.AccountID, t.TypeName(), t.Status == task.Failed)
 	e.Dispatcher.Wake()
 }
 
-// refundQuotaTimeout bounds the store call that gives a task's quota units
-// back.
-const refundQuotaTimeout = 5 * time.Second
-
-// refundQuotas gives back the quota units of a task that ended SOURCE_DOWN.
-func (e *Engine) refundQuotas(t *task.Task) {
+// refund returns the quota counters a task that ends gives a unit back
+// to, with its end: a task that ends SOURCE_DOWN gives back the unit it
+// spent of each quota of its account that covers its type (the customer
+// is not billed for the source's outage), once per task.
+func (e *Engine) refund(t *task.Task) []quota.Counter {
+	if t.Status != task.Failed || t.Error == nil || *t.Error != task.SourceDown {
+		return nil
+	}
 	acct, ok := e.Accounts.Lookup(t.AccountID)
 	if !ok || len(acct.Quotas) == 0 {
-		return
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), refundQuotaTimeout)
-	defer cancel()
-	if err := e.Quotas.Refund(ctx, t.AccountID, acct.Quotas, t.TypeName(), t.RequestID, t.CreatedAt); err != nil {
-		e.logger.Warn("the quota units of a task whose source was down could not be given back",
-			zap.String("account_id", t.AccountID), zap.String("request_id", t.RequestID), zap.Error(err))
-	}
+	return e.Quotas.Counters(t.AccountID, acct.Quotas, t.TypeName(), t.CreatedAt)
 }
 
 // deliveries returns the webhook deliveries of a task that ends: one per

@@ -91,19 +91,17 @@ func (b *Book) Undo(ctx context.Context, cs []Counter) error {
 	return err
 }
 
-// Refund gives back the unit a task spent of each quota of its account
-// that covers its type, in the periods of its creation, once per task.
+// Counters returns the counters a task of the type, created at
+// createdAt, spent a unit of: those of each quota of the account that
+// covers its type, in the periods of its creation. A task that ends
+// SOURCE_DOWN gives them back when its end is stored (task.Store.Finish),
+// once per task.
 //
 // It reads the account's quotas as they are now: a quota added since the
 // task was created gives back a unit the task did not spend (a count
 // never goes below zero), and one removed since gives back nothing.
-func (b *Book) Refund(ctx context.Context, accountID string, qs []Quota, taskType, requestID string, createdAt time.Time) error {
-	cs := counters(accountID, qs, taskType, createdAt)
-	if len(cs) == 0 {
-		return nil
-	}
-	_, err := b.store.QuotaRefund(ctx, RefundParams{Counters: cs, RequestID: requestID})
-	return err
+func (b *Book) Counters(accountID string, qs []Quota, taskType string, createdAt time.Time) []Counter {
+	return counters(accountID, qs, taskType, createdAt)
 }
 
 // PurgeEvery is how often Run forgets the counters of ended periods.

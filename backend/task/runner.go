@@ -12,6 +12,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/clock"
 	"github.com/taskgate/taskgate/backend/internal/lease"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/ratelimit"
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/webhook"
@@ -88,6 +89,11 @@ type Runner struct {
 	// Deliveries, when set, returns the webhook deliveries of a task that
 	// just ended; they are stored with its end, in one transaction.
 	Deliveries func(t *Task) []*webhook.Delivery
+	// Refund, when set, returns the quota counters a task that just ended
+	// gives a unit back to (one that failed SOURCE_DOWN: the customer is
+	// not billed for the source's outage); they are given back with its
+	// end, in the same transaction, so exactly once.
+	Refund func(t *Task) []quota.Counter
 
 	wakeups map[string]chan struct{}
 }
@@ -371,11 +377,15 @@ func (r *Runner) complete(ctx context.Context, t *Task, start time.Time) {
 			}
 		}
 	}
+	var refund []quota.Counter
+	if r.Refund != nil && r.guard(t, "listing the quota units it gives back; it gives none back", func() { refund = r.Refund(t) }) {
+		refund = nil
+	}
 	// A store out of reach for a moment should not cost the source a
 	// second call: try again within ctx (the caller bounds it).
 	failed := false
 	err := retry.Default.Do(ctx, func() error {
-		err := r.store.Finish(ctx, t, deliveries)
+		err := r.store.Finish(ctx, t, deliveries, refund)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			failed = true
 		}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/source"
 	"github.com/taskgate/taskgate/backend/storage/memory"
 	"github.com/taskgate/taskgate/backend/task"
@@ -210,7 +211,7 @@ func TestPurgeOnceHonoursRetention(t *testing.T) {
 	claimed, _ := store.Claim(context.Background(), typ.Name(), 1, now.Add(time.Minute))
 	done := now.Add(-8 * 24 * time.Hour)
 	claimed[0].Status, claimed[0].CompletedAt = task.Completed, &done
-	if err := store.Finish(context.Background(), claimed[0], nil); err != nil {
+	if err := store.Finish(context.Background(), claimed[0], nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	running, _, _ := svc.Create(context.Background(), task.NewTask{AccountID: "x", Type: typ, TaskID: "t2", GroupID: "g", Data: []byte(`{}`)})
@@ -417,11 +418,11 @@ type flakyFinish struct {
 	failures atomic.Int32
 }
 
-func (f *flakyFinish) Finish(ctx context.Context, t *task.Task, d []*webhook.Delivery) error {
+func (f *flakyFinish) Finish(ctx context.Context, t *task.Task, d []*webhook.Delivery, r []quota.Counter) error {
 	if f.failures.Add(-1) >= 0 {
 		return errors.New("store out of reach")
 	}
-	return f.Store.Finish(ctx, t, d)
+	return f.Store.Finish(ctx, t, d, r)
 }
 
 func TestRunnerStoresAnOutcomeThroughAShortStoreOutage(t *testing.T) {
@@ -703,7 +704,7 @@ type takenOver struct {
 	once sync.Once
 }
 
-func (s *takenOver) Finish(ctx context.Context, t *task.Task, d []*webhook.Delivery) error {
+func (s *takenOver) Finish(ctx context.Context, t *task.Task, d []*webhook.Delivery, r []quota.Counter) error {
 	var err error
 	s.once.Do(func() {
 		now := time.Now()
@@ -716,7 +717,7 @@ func (s *takenOver) Finish(ctx context.Context, t *task.Task, d []*webhook.Deliv
 			if again, err = s.Store.Claim(ctx, t.TypeName(), 1, now.Add(time.Minute)); err == nil && len(again) == 1 {
 				end := *again[0]
 				end.Status, end.CompletedAt, end.Result = task.Completed, &now, json.RawMessage(`{}`)
-				err = s.Store.Finish(ctx, &end, nil)
+				err = s.Store.Finish(ctx, &end, nil, nil)
 			}
 		}
 		err = errors.Join(err, errors.New("store out of reach"))
@@ -724,13 +725,13 @@ func (s *takenOver) Finish(ctx context.Context, t *task.Task, d []*webhook.Deliv
 	if err != nil {
 		return err
 	}
-	return s.Store.Finish(ctx, t, d)
+	return s.Store.Finish(ctx, t, d, r)
 }
 
 // TestRunnerDoesNotTakeAnotherClaimsEnd: a worker whose Finish failed, and
 // whose task another worker then ended under a later claim, drops its
 // outcome (here SOURCE_DOWN): it does not tell the other's end as its
-// own, to OnFinish (which refunds a SOURCE_DOWN task's quota) or waiters.
+// own, to OnFinish or waiters.
 func TestRunnerDoesNotTakeAnotherClaimsEnd(t *testing.T) {
 	mem := memory.New()
 	t.Cleanup(func() { _ = mem.Close() })
@@ -770,5 +771,59 @@ func TestRunnerDoesNotTakeAnotherClaimsEnd(t *testing.T) {
 	}
 	if got, err := mem.Get(t.Context(), "a", created.RequestID); err != nil || got.Status != task.Completed || got.Attempts != 2 {
 		t.Errorf("stored %+v, %v; want the other worker's end, completed on the second attempt", got, err)
+	}
+}
+
+// TestRunnerRefundsWithTheEnd: the quota counters Refund lists for a task
+// that ends are given a unit back by the Finish that stores its end, and
+// OnFinish is told only once both are stored.
+func TestRunnerRefundsWithTheEnd(t *testing.T) {
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: 1, Timeout: time.Minute, OutputKey: "pan_output"}
+	src := &fakeSource{answer: func(context.Context, source.Request) source.Outcome {
+		return source.Outcome{Kind: source.Down, Message: "source answered 503"}
+	}}
+	day := time.Now().UTC().Truncate(24 * time.Hour)
+	counters := []quota.Counter{{AccountID: "a", Quota: "daily", Start: day, End: day.AddDate(0, 0, 1), Limit: 5}}
+	if res, err := mem.QuotaSpend(t.Context(), quota.SpendParams{Counters: counters}); err != nil || !res.Spent {
+		t.Fatalf("QuotaSpend = %+v, %v", res, err)
+	}
+	hub := task.NewHub()
+	r := task.NewRunner(task.RunnerConfig{Store: mem, Hub: hub, Caller: src, Types: []*task.Type{typ}, Logger: zap.NewNop()})
+	asked := make(chan *task.Task, 1)
+	r.Refund = func(t *task.Task) []quota.Counter {
+		asked <- t
+		return counters
+	}
+	used := make(chan int64, 1)
+	r.OnFinish = func(*task.Task, time.Duration) {
+		u, err := mem.QuotaUsed(context.Background(), counters)
+		if err != nil {
+			t.Error(err)
+		}
+		used <- u[0]
+	}
+	svc := task.NewService(task.ServiceConfig{Store: mem, Hub: hub, Created: func(t *task.Task) { r.Wake(t.TypeName()) }})
+	startRunner(t, r)
+	created, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "a", Type: typ, Data: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ended := <-asked:
+		if ended.RequestID != created.RequestID || ended.Error == nil || *ended.Error != task.SourceDown {
+			t.Errorf("Refund asked for %s ending %v, want %s ending %s", ended.RequestID, ended.Error, created.RequestID, task.SourceDown)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Refund was not asked within 10s")
+	}
+	select {
+	case u := <-used:
+		if u != 0 {
+			t.Errorf("units used when OnFinish is told = %d, want 0 (given back with the end)", u)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnFinish was not told within 10s")
 	}
 }

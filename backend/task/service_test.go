@@ -54,7 +54,7 @@ func TestWaitOutlivesAWakeUp(t *testing.T) {
 	now := time.Now().UTC()
 	end := claimed[0]
 	end.Status, end.CompletedAt, end.Result = task.Completed, &now, json.RawMessage(`{}`)
-	if err := store.Finish(t.Context(), end, []*webhook.Delivery(nil)); err != nil {
+	if err := store.Finish(t.Context(), end, []*webhook.Delivery(nil), nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -110,7 +110,8 @@ func TestQuotaSpentInTheTasksPeriod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := book.Refund(t.Context(), "a", qs, typ.Name(), created.RequestID, created.CreatedAt); err != nil {
+	refund := quota.RefundParams{Counters: book.Counters("a", qs, typ.Name(), created.CreatedAt), RequestID: created.RequestID}
+	if _, err := mem.QuotaRefund(t.Context(), refund); err != nil {
 		t.Fatal(err)
 	}
 	clk.Set(time.Date(2030, time.January, 31, 12, 0, 0, 0, time.UTC))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
 
@@ -154,7 +155,13 @@ type Store interface {
 	// and each with an id of its own. Either the task ends and every
 	// delivery is stored, or, whatever the error (ErrNotFound included),
 	// neither.
-	Finish(ctx context.Context, t *Task, deliveries []*webhook.Delivery) error
+	//
+	// refund, when not empty, are the quota counters the task's creation
+	// spent a unit of (a task that ended SOURCE_DOWN gives them back):
+	// in the same transaction, each counter still stored is given its
+	// unit back as quota.Store's QuotaRefund does with the task's request
+	// id, so once per task whatever else gives the same task's units back.
+	Finish(ctx context.Context, t *Task, deliveries []*webhook.Delivery, refund []quota.Counter) error
 
 	// Release puts claimed tasks back in their queue (a worker stopping
 	// before it got an answer): each regains the place in its account's

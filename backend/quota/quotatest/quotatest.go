@@ -50,7 +50,7 @@ func testPurge(t *testing.T, s quota.Store) {
 	if _, err := b.Purge(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refund(t.Context(), accountA, qs, typePAN, "late", start); err != nil {
+	if err := refund(t, s, b, qs, "late", start); err != nil {
 		t.Fatal(err)
 	}
 	c.Set(time.Date(2030, 2, 14, 14, 0, 0, 0, time.UTC))
@@ -69,6 +69,14 @@ func testPurge(t *testing.T, s quota.Store) {
 	if got := status(t, b, accountA, qs); got[1] != 1 {
 		t.Errorf("the month's count is %d after a purge, want 1", got[1])
 	}
+}
+
+// refund gives back what a task of accountA's of typePAN, created at
+// created, spent of qs, as the end of a task that failed SOURCE_DOWN
+// does.
+func refund(t *testing.T, s quota.Store, b *quota.Book, qs []quota.Quota, requestID string, created time.Time) error {
+	_, err := s.QuotaRefund(t.Context(), quota.RefundParams{Counters: b.Counters(accountA, qs, typePAN, created), RequestID: requestID})
+	return err
 }
 
 func book(s quota.Store) (*quota.Book, *clocktest.Clock) {
@@ -212,7 +220,7 @@ func testRefund(t *testing.T, s quota.Store) {
 	created := c.Now()
 	c.Advance(time.Hour)
 	for range 2 { // once per task
-		if err := b.Refund(t.Context(), accountA, qs, typePAN, "task-1", created); err != nil {
+		if err := refund(t, s, b, qs, "task-1", created); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -243,7 +251,7 @@ func testRefund(t *testing.T, s quota.Store) {
 	if _, err := b.Spend(t.Context(), accountA, qs, typePAN); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refund(t.Context(), accountA, qs, typePAN, "task-2", created); err != nil {
+	if err := refund(t, s, b, qs, "task-2", created); err != nil {
 		t.Fatal(err)
 	}
 	if got := status(t, b, accountA, qs); got[0] != 1 {

@@ -42,7 +42,7 @@ func TestClaimDeliveriesRunAgain(t *testing.T) {
 			Status: webhook.Pending, CreatedAt: now, NextAt: now.Add(time.Duration(i)),
 		})
 	}
-	if err := s.Finish(ctx, &end, deliveries); err != nil {
+	if err := s.Finish(ctx, &end, deliveries, nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -175,7 +175,7 @@ func TestDueIndexesBuilt(t *testing.T) {
 			Status: webhook.Pending, CreatedAt: now, NextAt: now.Add(time.Duration(i*13%40) * time.Millisecond),
 		})
 	}
-	if err := s.Finish(ctx, &end, deliveries); err != nil {
+	if err := s.Finish(ctx, &end, deliveries, nil); err != nil {
 		t.Fatal(err)
 	}
 	checkDueIndexes(t, s)
@@ -280,7 +280,7 @@ func TestDeliveriesLongURL(t *testing.T) {
 			Status: webhook.Pending, CreatedAt: now, NextAt: now.Add(time.Duration(i)),
 		})
 	}
-	if err := s.Finish(ctx, &end, deliveries); err != nil {
+	if err := s.Finish(ctx, &end, deliveries, nil); err != nil {
 		t.Fatal(err)
 	}
 	var asked []string

@@ -158,7 +158,7 @@ func TestOpenMovesDeliveriesToFormat3(t *testing.T) {
 		}
 		deliveries = append(deliveries, d)
 	}
-	if err := s.Finish(ctx, &end, deliveries); err != nil {
+	if err := s.Finish(ctx, &end, deliveries, nil); err != nil {
 		t.Fatal(err)
 	}
 	// w is leased with a retry requested, x ended after two claims, y and

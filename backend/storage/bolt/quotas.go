@@ -71,31 +71,40 @@ func (s *Store) QuotaRefund(ctx context.Context, p quota.RefundParams) (bool, er
 	}
 	var refunded bool
 	err = s.update(ctx, func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketQuotas)
-		refunded = false
-		for _, k := range keys {
-			if b.Get(k) == nil {
-				continue
-			}
-			var c quotaCount
-			if err := getQuotaCount(b, k, &c); err != nil {
-				return err
-			}
-			if p.RequestID != "" {
-				if slices.Contains(c.Refunded, p.RequestID) {
-					continue
-				}
-				c.Refunded = append(c.Refunded, p.RequestID)
-			}
-			refunded = true
-			c.Used = max(0, c.Used-1)
-			if err := putQuotaCount(b, k, c); err != nil {
-				return err
-			}
-		}
-		return nil
+		var err error
+		refunded, err = refundIn(tx, keys, p.RequestID)
+		return err
 	})
 	return refunded, err
+}
+
+// refundIn gives a unit back to every stored counter of keys above zero,
+// once per request id (any number of times without one), in tx, and
+// tells whether it gave any.
+func refundIn(tx *bbolt.Tx, keys [][]byte, requestID string) (bool, error) {
+	b := tx.Bucket(bucketQuotas)
+	refunded := false
+	for _, k := range keys {
+		if b.Get(k) == nil {
+			continue
+		}
+		var c quotaCount
+		if err := getQuotaCount(b, k, &c); err != nil {
+			return false, err
+		}
+		if requestID != "" {
+			if slices.Contains(c.Refunded, requestID) {
+				continue
+			}
+			c.Refunded = append(c.Refunded, requestID)
+		}
+		refunded = true
+		c.Used = max(0, c.Used-1)
+		if err := putQuotaCount(b, k, c); err != nil {
+			return false, err
+		}
+	}
+	return refunded, nil
 }
 
 // QuotaUsed returns the units of each counter; see quota.Store.

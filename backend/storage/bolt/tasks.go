@@ -11,6 +11,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -211,9 +212,9 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 	return out, nil
 }
 
-// Finish stores the end of a task and its deliveries, in a transaction
-// with concurrent changes; see task.Store.
-func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery) error {
+// Finish stores the end of a task and its deliveries, and gives back its
+// quota units, in a transaction with concurrent changes; see task.Store.
+func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery, refund []quota.Counter) error {
 	if !t.Status.Terminal() {
 		return fmt.Errorf("bolt: finishing task %s with status %q, which is not terminal", t.RequestID, t.Status)
 	}
@@ -221,6 +222,10 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 		return fmt.Errorf("bolt: finishing task %s without a completion time", t.RequestID)
 	}
 	news, err := encodeNewDeliveries(deliveries)
+	if err != nil {
+		return err
+	}
+	refundKeys, err := quotaKeys(refund)
 	if err != nil {
 		return err
 	}
@@ -259,7 +264,11 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 		if err := tx.Bucket(bucketCompleted).Put(completedK, nil); err != nil {
 			return err
 		}
-		return putNewDeliveries(tx, news)
+		if err := putNewDeliveries(tx, news); err != nil {
+			return err
+		}
+		_, err = refundIn(tx, refundKeys, t.RequestID)
+		return err
 	})
 }
 

@@ -51,25 +51,32 @@ func (s *Store) QuotaRefund(ctx context.Context, p quota.RefundParams) (bool, er
 		return false, err
 	}
 	defer s.mu.Unlock()
+	return s.refund(p.Counters, p.RequestID), nil
+}
+
+// refund gives a unit back to every counter above zero, once per request
+// id (any number of times without one), and tells whether it gave any.
+// The caller holds s.mu.
+func (s *Store) refund(counters []quota.Counter, requestID string) bool {
 	refunded := false
-	for _, c := range p.Counters {
+	for _, c := range counters {
 		n := s.quotaCount(c, false)
 		if n == nil {
 			continue
 		}
-		if p.RequestID != "" {
-			if n.refunded[p.RequestID] {
+		if requestID != "" {
+			if n.refunded[requestID] {
 				continue
 			}
 			if n.refunded == nil {
 				n.refunded = make(map[string]bool)
 			}
-			n.refunded[p.RequestID] = true
+			n.refunded[requestID] = true
 		}
 		refunded = true
 		n.used = max(0, n.used-1)
 	}
-	return refunded, nil
+	return refunded
 }
 
 // QuotaUsed returns the units of each counter; see quota.Store.

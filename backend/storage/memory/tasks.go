@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -125,8 +126,9 @@ func (s *Store) Claim(ctx context.Context, taskType string, n int, leaseUntil ti
 	return out, nil
 }
 
-// Finish stores the end of a task and its deliveries; see task.Store.
-func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery) error {
+// Finish stores the end of a task and its deliveries, and gives back its
+// quota units; see task.Store.
+func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery, refund []quota.Counter) error {
 	if !t.Status.Terminal() {
 		return fmt.Errorf("memory: finishing task %s with status %q, which is not terminal", t.RequestID, t.Status)
 	}
@@ -159,6 +161,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	for _, d := range deliveries {
 		s.addDelivery(d)
 	}
+	s.refund(refund, t.RequestID)
 	return nil
 }
 

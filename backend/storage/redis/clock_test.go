@@ -86,7 +86,7 @@ func TestServerClock(t *testing.T) {
 	end.Status, end.CompletedAt = task.Completed, &done
 	d := &webhook.Delivery{ID: "dlv-clock", AccountID: "acme", RequestID: tk.RequestID, URL: "https://hooks.example/x",
 		Event: webhook.EventTask, Body: []byte(`{}`), CreatedAt: at, NextAt: at}
-	if err := a.Finish(ctx, &end, []*webhook.Delivery{d}); err != nil {
+	if err := a.Finish(ctx, &end, []*webhook.Delivery{d}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := a.ClaimDeliveries(ctx, behind(), 1, behind().Add(time.Minute), nil); err != nil || len(got) != 1 {
@@ -134,7 +134,7 @@ func TestClaimDeliveriesGivesBack(t *testing.T) {
 					URL: u, Event: webhook.EventTask, Body: []byte(`{}`), Status: webhook.Pending,
 					CreatedAt: at, NextAt: at.Add(time.Duration(i) * time.Millisecond)})
 			}
-			if err := s.Finish(ctx, &end, ds); err != nil {
+			if err := s.Finish(ctx, &end, ds, nil); err != nil {
 				t.Fatal(err)
 			}
 

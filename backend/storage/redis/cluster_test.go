@@ -186,7 +186,7 @@ func testSpread(t *testing.T, c *redistest.Cluster) {
 			tk.Status, tk.CompletedAt = task.Completed, &end
 			d := &webhook.Delivery{ID: "d-" + tk.RequestID, AccountID: tk.AccountID, RequestID: tk.RequestID,
 				URL: "http://127.0.0.1:9/" + tk.AccountID, Event: "task.completed", CreatedAt: end, NextAt: end}
-			if err := s.Finish(ctx, tk, []*webhook.Delivery{d}); err != nil {
+			if err := s.Finish(ctx, tk, []*webhook.Delivery{d}, nil); err != nil {
 				t.Fatal(err)
 			}
 		}

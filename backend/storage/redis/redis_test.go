@@ -116,7 +116,7 @@ func TestClaimDeliveriesTwoNodes(t *testing.T) {
 				URL: urls[(i+j)%len(urls)], Event: webhook.EventTask, Body: json.RawMessage(`{}`), Status: webhook.Pending,
 				CreatedAt: now, NextAt: now.Add(time.Duration(j*tasks + i))})
 		}
-		if err := nodes[0].Finish(ctx, &end, ds); err != nil {
+		if err := nodes[0].Finish(ctx, &end, ds, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -243,7 +243,7 @@ func TestRecordSentAgain(t *testing.T) {
 	end.Status, end.CompletedAt = task.Completed, &now
 	d := &webhook.Delivery{ID: "dlv-again", AccountID: "acme", RequestID: tk.RequestID, URL: "https://hooks.example/x",
 		Event: webhook.EventTask, Body: json.RawMessage(`{}`), Status: webhook.Pending, CreatedAt: now, NextAt: now}
-	if err := s.Finish(ctx, &end, []*webhook.Delivery{d}); err != nil {
+	if err := s.Finish(ctx, &end, []*webhook.Delivery{d}, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.ClaimDeliveries(ctx, now.Add(time.Second), 1, now.Add(time.Minute), nil)

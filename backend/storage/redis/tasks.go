@@ -13,6 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/taskgate/taskgate/backend/internal/jsonenc"
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -236,8 +237,9 @@ func shareOut(n int, left []int) []int {
 	return shares
 }
 
-// Finish stores the end of a task and its deliveries; see task.Store.
-func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery) error {
+// Finish stores the end of a task and its deliveries, and gives back its
+// quota units, in one script; see task.Store.
+func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.Delivery, refund []quota.Counter) error {
 	if !t.Status.Terminal() {
 		return fmt.Errorf("redis: finishing task %s with status %q, which is not terminal", t.RequestID, t.Status)
 	}
@@ -253,6 +255,13 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 		return err
 	}
 	args := append([]any{t.RequestID, end, member(hexTime(*t.CompletedAt), t.RequestID), t.Attempts}, news...)
+	for _, c := range refund {
+		if c.AccountID != t.AccountID {
+			// Its counters are in its account's slot, with the task.
+			return fmt.Errorf("redis: task %s of account %q gives back a quota unit of account %q", t.RequestID, t.AccountID, c.AccountID)
+		}
+		args = append(args, s.quotaKey(c))
+	}
 	v, err := s.run(ctx, scriptTaskFinish, s.shardOf(t.AccountID).taskKey(t.RequestID), args...)
 	if err != nil {
 		return err

@@ -136,7 +136,7 @@ func FinishParallel(b *testing.B, s task.Store, workers, deliveries int) {
 					NextAt:    completed,
 				}
 			}
-			if err := s.Finish(ctx, end, ds); err != nil {
+			if err := s.Finish(ctx, end, ds, nil); err != nil {
 				b.Error(err)
 				return
 			}
@@ -161,7 +161,7 @@ func storeBacklog(tb testing.TB, s Store, url string, count int, first time.Time
 		for i := range ds {
 			ds[i] = newDelivery(tk, url, base, first.Add(time.Duration(len(out)+i)))
 		}
-		if err := s.Finish(ctx, finished(tk, task.Completed, base), ds); err != nil {
+		if err := s.Finish(ctx, finished(tk, task.Completed, base), ds, nil); err != nil {
 			tb.Fatalf("Finish: %v", err)
 		}
 		out = append(out, ds...)

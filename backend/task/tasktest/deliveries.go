@@ -99,7 +99,7 @@ func testDeliveriesFinishRejected(t *testing.T, s Store) {
 		}
 	}
 	again := newDelivery(tk, hookB, base, base)
-	if err := s.Finish(ctx, finished(tk, task.Failed, base.Add(time.Minute)), []*webhook.Delivery{again}); !errors.Is(err, task.ErrNotFound) {
+	if err := s.Finish(ctx, finished(tk, task.Failed, base.Add(time.Minute)), []*webhook.Delivery{again}, nil); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("second Finish: err = %v, want ErrNotFound", err)
 	}
 	notStored("second Finish", again)
@@ -107,7 +107,7 @@ func testDeliveriesFinishRejected(t *testing.T, s Store) {
 
 	unknown := newTask(accountA, typePAN, base)
 	ofUnknown := newDelivery(unknown, hookA, base, base)
-	if err := s.Finish(ctx, finished(unknown, task.Completed, base), []*webhook.Delivery{ofUnknown}); !errors.Is(err, task.ErrNotFound) {
+	if err := s.Finish(ctx, finished(unknown, task.Completed, base), []*webhook.Delivery{ofUnknown}, nil); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("Finish of an unknown task: err = %v, want ErrNotFound", err)
 	}
 	notStored("Finish of an unknown task", ofUnknown)
@@ -116,7 +116,7 @@ func testDeliveriesFinishRejected(t *testing.T, s Store) {
 	want := clone(running)
 	want.Attempts = 1
 	ofRunning := newDelivery(running, hookA, base, base)
-	if err := s.Finish(ctx, finished(running, task.InProgress, base), []*webhook.Delivery{ofRunning}); err == nil {
+	if err := s.Finish(ctx, finished(running, task.InProgress, base), []*webhook.Delivery{ofRunning}, nil); err == nil {
 		t.Errorf("Finish with status in_progress succeeded, want an error")
 	}
 	notStored("Finish with status in_progress", ofRunning)
@@ -125,7 +125,7 @@ func testDeliveriesFinishRejected(t *testing.T, s Store) {
 	// was and no other delivery of the call is stored.
 	dup := clone(running)
 	dup.Status, dup.CompletedAt = task.Completed, &base
-	if err := s.Finish(ctx, dup, []*webhook.Delivery{ofRunning, stored}); err == nil {
+	if err := s.Finish(ctx, dup, []*webhook.Delivery{ofRunning, stored}, nil); err == nil {
 		t.Errorf("Finish with a delivery id already stored succeeded, want an error")
 	}
 	sameTask(t, mustGet(t, s, running), want)
@@ -761,7 +761,7 @@ func testDeliveriesConcurrency(t *testing.T, s Store) {
 	}
 	for i := range tasks {
 		wg.Go(func() {
-			if err := s.Finish(ctx, ends[i], all[i]); err != nil {
+			if err := s.Finish(ctx, ends[i], all[i], nil); err != nil {
 				t.Errorf("Finish: %v", err)
 			}
 		})

@@ -84,7 +84,7 @@ func mustGet(t *testing.T, s task.Store, tk *task.Task) *task.Task {
 func mustFinish(t *testing.T, s task.Store, tk *task.Task, deliveries ...*webhook.Delivery) {
 	t.Helper()
 	holdLatestClaim(t, s, tk)
-	if err := s.Finish(t.Context(), tk, deliveries); err != nil {
+	if err := s.Finish(t.Context(), tk, deliveries, nil); err != nil {
 		t.Fatalf("Finish %s: %v", tk.RequestID, err)
 	}
 }

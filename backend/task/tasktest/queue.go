@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/task"
 )
 
@@ -56,7 +57,7 @@ func testFinish(t *testing.T, s task.Store) {
 	sameTask(t, mustGet(t, s, done), end)
 
 	again := finished(done, task.Failed, base.Add(2*time.Minute))
-	if err := s.Finish(ctx, again, nil); !errors.Is(err, task.ErrNotFound) {
+	if err := s.Finish(ctx, again, nil, nil); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("second Finish: err = %v, want ErrNotFound", err)
 	}
 	sameTask(t, mustGet(t, s, done), end)
@@ -68,7 +69,7 @@ func testFinish(t *testing.T, s task.Store) {
 	mustFinish(t, s, fail)
 	sameTask(t, mustGet(t, s, failed), fail)
 
-	if err := s.Finish(ctx, finished(newTask(accountA, typePAN, base), task.Completed, base), nil); !errors.Is(err, task.ErrNotFound) {
+	if err := s.Finish(ctx, finished(newTask(accountA, typePAN, base), task.Completed, base), nil, nil); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("Finish of an unknown task: err = %v, want ErrNotFound", err)
 	}
 
@@ -85,6 +86,68 @@ func testFinish(t *testing.T, s task.Store) {
 	sameTask(t, mustGet(t, s, failed), fail)
 }
 
+// testFinishRefunds: the end of a task gives back the quota units it is
+// given in its own transaction, once per task: not when the end is
+// refused, and not again when QuotaRefund gives the same task's units
+// back (or Finish is tried again); a counter not stored stays so.
+func testFinishRefunds(t *testing.T, s task.Store) {
+	ctx := t.Context()
+	qs := s.(quota.Store)
+	day := base.UTC().Truncate(24 * time.Hour)
+	month := time.Date(day.Year(), day.Month(), 1, 0, 0, 0, 0, time.UTC)
+	counters := []quota.Counter{
+		{AccountID: accountA, Quota: "daily", Start: day, End: day.AddDate(0, 0, 1), Limit: 10},
+		{AccountID: accountA, Quota: "monthly", Start: month, End: month.AddDate(0, 1, 0), Limit: 10},
+	}
+	gone := quota.Counter{AccountID: accountA, Quota: "gone", Start: day, End: day.AddDate(0, 0, 1), Limit: 10}
+	for range 2 {
+		if res, err := qs.QuotaSpend(ctx, quota.SpendParams{Counters: counters}); err != nil || !res.Spent {
+			t.Fatalf("QuotaSpend = %+v, %v", res, err)
+		}
+	}
+	wantUsed := func(what string, want ...int64) {
+		t.Helper()
+		got, err := qs.QuotaUsed(ctx, append(slices.Clone(counters), gone))
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%s: used %v, %v; want %v", what, got, err, want)
+		}
+	}
+	refund := append(slices.Clone(counters), gone)
+
+	tk := newTask(accountA, typePAN, base)
+	mustCreate(t, s, tk)
+	claim(t, s, typePAN, 1, base.Add(time.Hour))
+	end := finished(tk, task.Failed, base.Add(time.Minute))
+	end.Error, end.Message = ptr("SOURCE_DOWN"), ptr("the source did not answer")
+
+	stale := clone(end)
+	stale.Attempts = 2
+	if err := s.Finish(ctx, stale, nil, refund); !errors.Is(err, task.ErrNotFound) {
+		t.Fatalf("Finish under a claim not the task's: err = %v, want ErrNotFound", err)
+	}
+	wantUsed("after a refused end", 2, 2, 0)
+
+	end.Attempts = 1
+	if err := s.Finish(ctx, end, nil, refund); err != nil {
+		t.Fatalf("Finish: %v", err)
+	}
+	wantUsed("after the end", 1, 1, 0)
+	if err := s.Finish(ctx, end, nil, refund); !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("second Finish: err = %v, want ErrNotFound", err)
+	}
+	if again, err := qs.QuotaRefund(ctx, quota.RefundParams{Counters: counters, RequestID: tk.RequestID}); err != nil || again {
+		t.Errorf("QuotaRefund of the task after its end = %v, %v; want false (given back already)", again, err)
+	}
+	wantUsed("after the task's units were given back again", 1, 1, 0)
+
+	// Another task's refund still gives its unit back.
+	if ok, err := qs.QuotaRefund(ctx, quota.RefundParams{Counters: counters, RequestID: "another"}); err != nil || !ok {
+		t.Errorf("QuotaRefund of another task = %v, %v; want true", ok, err)
+	}
+	wantUsed("after another task's refund", 0, 0, 0)
+	sameTask(t, mustGet(t, s, tk), end)
+}
+
 func testFinishNotTerminal(t *testing.T, s task.Store) {
 	ctx := t.Context()
 	tk := newTask(accountA, typePAN, base)
@@ -94,12 +157,12 @@ func testFinishNotTerminal(t *testing.T, s task.Store) {
 	want.Attempts = 1
 
 	notTerminal := finished(tk, task.InProgress, base.Add(time.Minute))
-	if err := s.Finish(ctx, notTerminal, nil); err == nil {
+	if err := s.Finish(ctx, notTerminal, nil, nil); err == nil {
 		t.Errorf("Finish with status in_progress succeeded, want an error")
 	}
 	noTime := finished(tk, task.Completed, base)
 	noTime.CompletedAt = nil
-	if err := s.Finish(ctx, noTime, nil); err == nil {
+	if err := s.Finish(ctx, noTime, nil, nil); err == nil {
 		t.Errorf("Finish without a completion time succeeded, want an error")
 	}
 	sameTask(t, mustGet(t, s, tk), want)
@@ -377,7 +440,7 @@ func testLostClaim(t *testing.T, s task.Store) {
 
 	// Its end is refused; the holder's is stored.
 	lateEnd := finished(late[0], task.Failed, base.Add(3*time.Minute))
-	if err := s.Finish(ctx, lateEnd, nil); !errors.Is(err, task.ErrNotFound) {
+	if err := s.Finish(ctx, lateEnd, nil, nil); !errors.Is(err, task.ErrNotFound) {
 		t.Fatalf("Finish by a worker that lost its claim: %v, want ErrNotFound", err)
 	}
 	if got := mustGet(t, s, tk); got.Status != task.InProgress || got.Attempts != 3 {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/task"
 	"github.com/taskgate/taskgate/backend/webhook"
 )
@@ -33,11 +34,12 @@ var base = time.Date(2030, time.March, 4, 5, 6, 7, 890123456, time.FixedZone("IS
 // since 1970 can hold, which stores must cope with.
 var farFuture = time.Date(9999, time.December, 31, 0, 0, 0, 0, time.UTC)
 
-// Store is what the suite tests: a store of tasks and of their webhook
-// deliveries.
+// Store is what the suite tests: a store of tasks, of their webhook
+// deliveries and of the quota counters their ends give units back to.
 type Store interface {
 	task.Store
 	webhook.Store
+	quota.Store
 }
 
 // Run tests the contracts of task.Store and webhook.Store on stores made
@@ -61,6 +63,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Claim", testClaim},
 		{"Finish", testFinish},
 		{"FinishNotTerminal", testFinishNotTerminal},
+		{"FinishRefunds", testFinishRefunds},
 		{"FinishRescued", testFinishRescued},
 		{"ClaimTakesTurns", testClaimTakesTurns},
 		{"ClaimLightBehindHeavy", testClaimLightBehindHeavy},

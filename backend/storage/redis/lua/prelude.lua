@@ -280,3 +280,20 @@ end
 -- int formats an integer without an exponent.
 local function int(n) return string.format('%d', n) end
 
+
+-- refundQuotas gives one unit back to every stored quota counter of keys
+-- above zero; with a request id, once per task (field r:<request id>
+-- marks it). Returns 1 when a unit was given back, else 0.
+local function refundQuotas(keys, rid)
+  local refunded = 0
+  for _, k in ipairs(keys) do
+    if redis.call('EXISTS', k) == 1 and
+        (rid == '' or redis.call('HSETNX', k, 'r:' .. rid, 1) == 1) then
+      refunded = 1
+      if tonumber(redis.call('HGET', k, 'used') or '0') > 0 then
+        redis.call('HINCRBY', k, 'used', -1)
+      end
+    end
+  end
+  return refunded
+end

@@ -3,7 +3,9 @@
 -- Only the claim the task was last given (its attempts) may end it.
 --
 -- ARGV: prefix, request id, end json, its member of task_completed, the
--- attempts of the claim, then the deliveries (see checkNew).
+-- attempts of the claim, the deliveries (see checkNew), then the keys of
+-- the quota counters the task gives a unit back to (refundQuotas), in
+-- its account's slot.
 -- Returns {'ok'}, {'notfound'} or {'exists', delivery id}.
 local id = ARGV[2]
 local tk = taskKey(id)
@@ -23,4 +25,7 @@ end
 redis.call('HSET', tk, 'end', ARGV[3])
 redis.call('ZADD', completedKey, '0', ARGV[4])
 addDeliveries(6)
+local refunds = {}
+for i = 7 + tonumber(ARGV[6]) * DLV_FIELDS, #ARGV do refunds[#refunds + 1] = ARGV[i] end
+refundQuotas(refunds, id)
 return {'ok'}
