@@ -39,6 +39,32 @@ func BenchmarkCreateParallel(b *testing.B) {
 	b.ReportMetric(n/max(calls1-calls0, 1), "creates/call")
 }
 
+// BenchmarkCreateBatches measures Creates from 1 to 256 goroutines on a
+// Redis as the bench runs it (appendfsync everysec, hash-max-listpack-value
+// 1024): more goroutines, more creations in each script call. Its
+// redis-µs/create against creates/call splits Redis's CPU into what a call
+// costs, whatever it carries, and what each task adds (docs/sizing.md).
+func BenchmarkCreateBatches(b *testing.B) {
+	for _, g := range []int{1, 4, 16, 64, 256} {
+		b.Run(fmt.Sprintf("goroutines=%d", g), func(b *testing.B) {
+			srv := redistest.Start(b)
+			for _, set := range []string{"auto-aof-rewrite-percentage 0", "appendfsync everysec", "hash-max-listpack-value 1024"} {
+				if reply, err := srv.Command("CONFIG SET " + set); err != nil || strings.TrimSpace(reply) != "+OK" {
+					b.Fatalf("CONFIG SET %s: %q %v", set, reply, err)
+				}
+			}
+			s := open(b, srv)
+			cpu0, usec0, calls0 := redisCosts(b, srv)
+			tasktest.CreateParallel(b, s, g)
+			cpu1, usec1, calls1 := redisCosts(b, srv)
+			n := float64(b.N)
+			b.ReportMetric((cpu1-cpu0)*1e6/n, "redis-µs/create")
+			b.ReportMetric((usec1-usec0)/n, "script-µs/create")
+			b.ReportMetric(n/max(calls1-calls0, 1), "creates/call")
+		})
+	}
+}
+
 // redisCosts reads the server's CPU seconds (user + system) and the
 // run time (µs) and calls of its scripts so far.
 func redisCosts(tb testing.TB, srv *redistest.Server) (cpu, scriptUsec, scriptCalls float64) {
