@@ -95,7 +95,8 @@ type Engine struct {
 	Limiter ratelimit.Store
 	// Tasks creates tasks and waits for them.
 	Tasks *task.Service
-	// Quotas spends and refunds the units of the accounts' quotas.
+	// Quotas spends the units of the accounts' quotas, and lists those a
+	// task gives back.
 	Quotas *quota.Book
 	// Runner runs queued tasks against their sources.
 	Runner *task.Runner

@@ -7,7 +7,8 @@ import (
 	"github.com/taskgate/taskgate/backend/clock"
 )
 
-// Book spends and refunds the units of accounts' quotas in a Store.
+// Book spends the units of accounts' quotas in a Store, gives back those
+// of a task not stored (Undo), and lists what a task spent (Counters).
 type Book struct {
 	store Store
 	clock clock.Clock
@@ -42,7 +43,7 @@ type Spent struct {
 	Counters []Counter
 	Status   []Status
 	// At is the instant whose periods the units were spent in: the
-	// task's creation, which Refund is given.
+	// task's creation, whose periods Counters lists for a refund.
 	At time.Time
 }
 

@@ -20,6 +20,17 @@ type Counter struct {
 	Limit int64
 }
 
+// OfAccount returns the counters of cs that are the account's.
+func OfAccount(cs []Counter, accountID string) []Counter {
+	var out []Counter
+	for _, c := range cs {
+		if c.AccountID == accountID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // SpendParams are the counters QuotaSpend spends one unit of each of.
 type SpendParams struct {
 	Counters []Counter

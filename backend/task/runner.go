@@ -238,7 +238,8 @@ func (r *Runner) produce(ctx context.Context, typ *Type, leases *lease.Keeper[Cl
 // A panic on the way does not take the node down: in the source call or
 // the Deliveries hook, it is recovered, logged with its stack, and the
 // task ends as failed with InternalError and a message that tells nothing
-// of the cause; in OnFinish, after the end is stored, it is only logged.
+// of the cause; in the Refund hook, it is logged and the task ends giving
+// nothing back; in OnFinish, after the end is stored, it is only logged.
 // A panic while storing the end leaves the task leased, to be run again
 // once its lease ends, as a store error does; MaxRescues bounds that. In
 // every case the worker goes on with the next task.
@@ -395,7 +396,7 @@ func (r *Runner) complete(ctx context.Context, t *Task, start time.Time) {
 		// A try whose answer was lost may have stored the end: this one
 		// then finds the task ended, by this claim (the same attempts:
 		// only the claim the task was last given may end it), so the end
-		// is told as ours (waiters, notices, counts, a refund). One ended
+		// is told as ours (waiters, notices, counts). One ended
 		// under a later claim is another worker's (the lease ran out
 		// during the tries, and the task ran again), as is one still in
 		// progress.

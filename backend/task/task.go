@@ -161,6 +161,8 @@ type Store interface {
 	// in the same transaction, each counter still stored is given its
 	// unit back as quota.Store's QuotaRefund does with the task's request
 	// id, so once per task whatever else gives the same task's units back.
+	// A refund never fails the end: counters of another account, or that
+	// the store cannot read as counters, are passed over.
 	Finish(ctx context.Context, t *Task, deliveries []*webhook.Delivery, refund []quota.Counter) error
 
 	// Release puts claimed tasks back in their queue (a worker stopping

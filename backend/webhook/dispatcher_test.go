@@ -173,6 +173,7 @@ func (h *harness) idle(t testing.TB) {
 	for _, a := range h.early {
 		t.Errorf("unexpected attempt at %s: %+v", a.d.URL, a.a)
 	}
+	h.early = nil
 	h.store.waitClaimAt(t, at)
 	for _, d := range h.store.all() {
 		if h.store.isLeased(d.ID) {

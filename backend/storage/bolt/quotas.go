@@ -72,7 +72,7 @@ func (s *Store) QuotaRefund(ctx context.Context, p quota.RefundParams) (bool, er
 	var refunded bool
 	err = s.update(ctx, func(tx *bbolt.Tx) error {
 		var err error
-		refunded, err = refundIn(tx, keys, p.RequestID)
+		refunded, err = refundIn(tx, keys, p.RequestID, false)
 		return err
 	})
 	return refunded, err
@@ -80,8 +80,9 @@ func (s *Store) QuotaRefund(ctx context.Context, p quota.RefundParams) (bool, er
 
 // refundIn gives a unit back to every stored counter of keys above zero,
 // once per request id (any number of times without one), in tx, and
-// tells whether it gave any.
-func refundIn(tx *bbolt.Tx, keys [][]byte, requestID string) (bool, error) {
+// tells whether it gave any. A counter that does not decode fails it,
+// unless passOver, with which it is passed over.
+func refundIn(tx *bbolt.Tx, keys [][]byte, requestID string, passOver bool) (bool, error) {
 	b := tx.Bucket(bucketQuotas)
 	refunded := false
 	for _, k := range keys {
@@ -90,6 +91,9 @@ func refundIn(tx *bbolt.Tx, keys [][]byte, requestID string) (bool, error) {
 		}
 		var c quotaCount
 		if err := getQuotaCount(b, k, &c); err != nil {
+			if passOver {
+				continue
+			}
 			return false, err
 		}
 		if requestID != "" {

@@ -225,9 +225,11 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	if err != nil {
 		return err
 	}
-	refundKeys, err := quotaKeys(refund)
+	// A counter the task cannot have spent (another account's, or an id
+	// no counter has) is passed over: the end matters more.
+	refundKeys, err := quotaKeys(quota.OfAccount(refund, t.AccountID))
 	if err != nil {
-		return err
+		refundKeys = nil
 	}
 	id := []byte(t.RequestID)
 	completedK := timeKey(*t.CompletedAt, id)
@@ -267,7 +269,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 		if err := putNewDeliveries(tx, news); err != nil {
 			return err
 		}
-		_, err = refundIn(tx, refundKeys, t.RequestID)
+		_, err = refundIn(tx, refundKeys, t.RequestID, true)
 		return err
 	})
 }

@@ -161,7 +161,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	for _, d := range deliveries {
 		s.addDelivery(d)
 	}
-	s.refund(refund, t.RequestID)
+	s.refund(quota.OfAccount(refund, t.AccountID), t.RequestID)
 	return nil
 }
 

@@ -255,11 +255,7 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 		return err
 	}
 	args := append([]any{t.RequestID, end, member(hexTime(*t.CompletedAt), t.RequestID), t.Attempts}, news...)
-	for _, c := range refund {
-		if c.AccountID != t.AccountID {
-			// Its counters are in its account's slot, with the task.
-			return fmt.Errorf("redis: task %s of account %q gives back a quota unit of account %q", t.RequestID, t.AccountID, c.AccountID)
-		}
+	for _, c := range quota.OfAccount(refund, t.AccountID) {
 		args = append(args, s.quotaKey(c))
 	}
 	v, err := s.run(ctx, scriptTaskFinish, s.shardOf(t.AccountID).taskKey(t.RequestID), args...)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/taskgate/taskgate/backend/quota"
 	"github.com/taskgate/taskgate/backend/task"
+	"github.com/taskgate/taskgate/backend/webhook"
 )
 
 func testClaim(t *testing.T, s task.Store) {
@@ -127,11 +128,17 @@ func testFinishRefunds(t *testing.T, s task.Store) {
 	}
 	wantUsed("after a refused end", 2, 2, 0)
 
+	// With deliveries, which the store takes before the counters.
 	end.Attempts = 1
-	if err := s.Finish(ctx, end, nil, refund); err != nil {
+	ds := []*webhook.Delivery{newDelivery(end, "https://a.example/hooks", base, base), newDelivery(end, "https://b.example/hooks", base, base)}
+	if err := s.Finish(ctx, end, ds, refund); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	wantUsed("after the end", 1, 1, 0)
+	ws := s.(webhook.Store)
+	for _, d := range ds {
+		sameDelivery(t, mustGetDelivery(t, ws, d), d)
+	}
 	if err := s.Finish(ctx, end, nil, refund); !errors.Is(err, task.ErrNotFound) {
 		t.Errorf("second Finish: err = %v, want ErrNotFound", err)
 	}
@@ -139,6 +146,17 @@ func testFinishRefunds(t *testing.T, s task.Store) {
 		t.Errorf("QuotaRefund of the task after its end = %v, %v; want false (given back already)", again, err)
 	}
 	wantUsed("after the task's units were given back again", 1, 1, 0)
+
+	// Counters of another account are not the task's: passed over.
+	other := newTask(accountB, typePAN, base)
+	mustCreate(t, s, other)
+	claim(t, s, typePAN, 1, base.Add(time.Hour))
+	otherEnd := finished(other, task.Failed, base.Add(time.Minute))
+	otherEnd.Attempts, otherEnd.Error = 1, ptr("SOURCE_DOWN")
+	if err := s.Finish(ctx, otherEnd, nil, counters); err != nil {
+		t.Fatalf("Finish with another account's counters: %v", err)
+	}
+	wantUsed("after a task of another account ended", 1, 1, 0)
 
 	// Another task's refund still gives its unit back.
 	if ok, err := qs.QuotaRefund(ctx, quota.RefundParams{Counters: counters, RequestID: "another"}); err != nil || !ok {

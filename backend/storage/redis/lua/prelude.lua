@@ -283,14 +283,18 @@ local function int(n) return string.format('%d', n) end
 
 -- refundQuotas gives one unit back to every stored quota counter of keys
 -- above zero; with a request id, once per task (field r:<request id>
--- marks it). Returns 1 when a unit was given back, else 0.
+-- marks it). Returns 1 when a unit was given back, else 0. It never
+-- fails, so that a script may call it after its first write: a key that
+-- is not a counter (not a hash, or its count not an integer) is passed
+-- over.
 local function refundQuotas(keys, rid)
   local refunded = 0
   for _, k in ipairs(keys) do
-    if redis.call('EXISTS', k) == 1 and
+    if redis.call('TYPE', k).ok == 'hash' and
         (rid == '' or redis.call('HSETNX', k, 'r:' .. rid, 1) == 1) then
       refunded = 1
-      if tonumber(redis.call('HGET', k, 'used') or '0') > 0 then
+      local used = tonumber(redis.call('HGET', k, 'used') or '0')
+      if used and used > 0 and used == math.floor(used) then
         redis.call('HINCRBY', k, 'used', -1)
       end
     end
