@@ -301,8 +301,26 @@ func TestHealth(t *testing.T) {
 
 	g := &webhook.Delivery{AccountID: "acme", URL: "https://hooks.example.com/gone", Event: webhook.EventTask}
 	got = f.service.Health(g, webhook.Attempt{At: t0, StatusCode: 410}, t0)
-	if got == nil || got.Reason != endpoints.ReasonGone || got.EndpointID != gone.ID {
-		t.Fatalf("410: %+v, want the endpoint disabled (gone)", got)
+	if got == nil || got.Reason != endpoints.ReasonGone || got.EndpointID != gone.ID || got.Undo == nil {
+		t.Fatalf("410: %+v, want the endpoint disabled (gone), with an undo", got)
+	}
+	// Its notice not stored, the disabling is taken back; the next 410
+	// disables it again, and tells again.
+	got.Undo()
+	if v := show(gone.ID); !v.Enabled || v.DisabledReason != "" {
+		t.Fatalf("after the undo: %+v, want enabled", v)
+	}
+	got = f.service.Health(g, webhook.Attempt{At: t0.Add(time.Minute), StatusCode: 410}, t0.Add(time.Minute))
+	if got == nil || got.Reason != endpoints.ReasonGone {
+		t.Fatalf("410 after the undo: %+v, want the endpoint disabled again", got)
+	}
+	// An undo comes too late once the endpoint changed since.
+	undo := got.Undo
+	f.do("acme", "PATCH", "/"+gone.ID, `{"enabled":true}`, false, http.StatusOK, nil)
+	f.do("acme", "PATCH", "/"+gone.ID, `{"enabled":false}`, false, http.StatusOK, nil)
+	undo()
+	if v := show(gone.ID); v.Enabled {
+		t.Fatalf("an undo after the account disabled the endpoint itself: %+v, want it left disabled", v)
 	}
 	// The configuration's webhooks are not followed.
 	if got := f.service.Health(&webhook.Delivery{AccountID: "demo", URL: "https://hooks.example.com/demo"}, webhook.Attempt{StatusCode: 410}, t0); got != nil {

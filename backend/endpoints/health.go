@@ -30,7 +30,8 @@ const healthTimeout = 5 * time.Second
 // clears the mark (a change of the account's record each, not one per
 // attempt); an attempt answered 410 Gone, or a failed one once the
 // endpoint has failed for DisableAfter (0: never), disables it, and the
-// answer tells the dispatcher to notify the account. The configuration's
+// answer tells the dispatcher to notify the account, and how to take the
+// disabling back should that notice not be stored. The configuration's
 // webhooks are not followed: there is no record to keep the state in.
 func (s *Service) Health(d *webhook.Delivery, a webhook.Attempt, now time.Time) *webhook.Disabled {
 	acct, ok := s.Lookup(d.AccountID)
@@ -99,7 +100,9 @@ func (s *Service) disable(accountID, url, reason string, now time.Time) *webhook
 		if since.IsZero() {
 			since = now
 		}
-		out = &webhook.Disabled{EndpointID: r.EndpointID(), Reason: reason, FailingSince: since}
+		updated := r.UpdatedAt
+		out = &webhook.Disabled{EndpointID: r.EndpointID(), Reason: reason, FailingSince: since,
+			Undo: func() { s.undisable(accountID, url, reason, now, updated) }}
 		r.Disabled, r.DisabledReason, r.UpdatedAt = true, reason, now
 		return true
 	})
@@ -107,6 +110,20 @@ func (s *Service) disable(accountID, url, reason string, now time.Time) *webhook
 		return nil
 	}
 	return out
+}
+
+// undisable takes back the disabling of the account's endpoint at url
+// that disable made at now for reason, while the endpoint stands as it
+// left it: disabled, for that reason, last changed then. updated is when
+// it was changed before.
+func (s *Service) undisable(accountID, url, reason string, now, updated time.Time) {
+	_ = s.mark(accountID, url, func(r *account.WebhookRecord) bool {
+		if !r.Disabled || r.DisabledReason != reason || !r.UpdatedAt.Equal(now) {
+			return false
+		}
+		r.Disabled, r.DisabledReason, r.UpdatedAt = false, "", updated
+		return true
+	})
 }
 
 // errUnchanged ends a change that has nothing to store.

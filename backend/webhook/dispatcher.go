@@ -98,6 +98,12 @@ type Disabled struct {
 	EndpointID   string
 	Reason       string
 	FailingSince time.Time
+	// Undo, when set, takes the disabling back. The dispatcher calls it
+	// when the attempt's record, which carries the account's notice,
+	// could not be stored: the endpoint stays enabled, and an attempt to
+	// come disables it again and tells the account, instead of the
+	// account never hearing of it.
+	Undo func()
 }
 
 // Defaults of DispatcherConfig.
@@ -550,8 +556,8 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func(), ne
 	}
 	// The endpoint's health: an attempt may disable it, and the account
 	// hears of it in the same transaction as the attempt.
+	var disabled *Disabled
 	if ok && del.Event == EventTask && d.opts.Health != nil && a.Error != ErrorInternal {
-		var disabled *Disabled
 		d.guard(del, "in Health; the endpoint's health is not updated", func() { disabled = d.opts.Health(del, a, now) })
 		if disabled != nil && failureURL != "" {
 			also = append(also, newDisabledDelivery(del, failureURL, disabled, now))
@@ -574,6 +580,9 @@ func (d *Dispatcher) attempt(ctx context.Context, del *Delivery, sent func(), ne
 		}
 	}
 	err := retry.Default.Do(storeCtx, record, func(err error) bool { return errors.Is(err, ErrNotFound) })
+	if err != nil && disabled != nil && disabled.Undo != nil {
+		d.guard(del, "taking back the disabling of its endpoint, whose notice was not stored", disabled.Undo)
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		// Its lease ran out (this node paused, or was cut off) and

@@ -36,6 +36,9 @@ type setup struct {
 	opts     webhook.DispatcherConfig
 	sender   webhook.SenderConfig
 	resolve  webhook.Resolver
+	// wrap, when set, is the store the dispatcher is given, over the
+	// harness's.
+	wrap func(*fakeStore) webhook.Store
 }
 
 // harness runs a dispatcher over a fake store on a fake clock, with a
@@ -94,6 +97,9 @@ func start(t testing.TB, store *fakeStore, clock *fakeClock, cfg setup) *harness
 	opts.Store, opts.Sender, opts.Resolve, opts.Policy = store, sender, cfg.resolve, cfg.policy
 	if cfg.claiming {
 		opts.Store = claimingStore{store}
+	}
+	if cfg.wrap != nil {
+		opts.Store = cfg.wrap(store)
 	}
 	h.disp = webhook.NewDispatcher(opts)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -781,5 +787,67 @@ func BenchmarkDispatcher(b *testing.B) {
 			<-done
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
 		})
+	}
+}
+
+// losingRecords is a store whose records of task deliveries are lost
+// while lose is set: as if the lease had run out (ErrNotFound).
+type losingRecords struct {
+	*fakeStore
+	lose *atomic.Bool
+}
+
+func (s losingRecords) RecordAttempt(ctx context.Context, d *webhook.Delivery, also []*webhook.Delivery) error {
+	if s.lose.Load() && d.Event == webhook.EventTask {
+		return webhook.ErrNotFound
+	}
+	return s.fakeStore.RecordAttempt(ctx, d, also)
+}
+
+// TestDispatcherTakesBackADisablingNotStored: an attempt that disabled its
+// endpoint, and whose record (which carries the account's notice) could
+// not be stored, takes the disabling back, so that a later attempt
+// disables it again and the account hears of it; a stored one does not.
+func TestDispatcherTakesBackADisablingNotStored(t *testing.T) {
+	gone := newReceiver(t, answering(http.StatusGone))
+	failures := newReceiver(t, answering(http.StatusOK))
+	undone := make(chan string, 4)
+	health := func(d *webhook.Delivery, a webhook.Attempt, now time.Time) *webhook.Disabled {
+		return &webhook.Disabled{EndpointID: "ep_1", Reason: "gone", FailingSince: now, Undo: func() { undone <- d.ID }}
+	}
+	lose := new(atomic.Bool)
+	lose.Store(true)
+	h := start(t, newFakeStore(), newFakeClock(), setup{
+		resolve: resolveAll(t, failures.URL),
+		opts:    webhook.DispatcherConfig{Health: health},
+		wrap:    func(s *fakeStore) webhook.Store { return losingRecords{s, lose} },
+	})
+	lost := h.deliver(gone.URL)
+	h.nextOf(t, lost.ID)
+	select {
+	case id := <-undone:
+		if id != lost.ID {
+			t.Fatalf("the disabling by %s was taken back, want %s's", id, lost.ID)
+		}
+	case <-time.After(patience):
+		t.Fatal("the disabling of an attempt whose record was lost was not taken back")
+	}
+
+	lose.Store(false)
+	stored := h.deliver(gone.URL)
+	if a := h.nextOf(t, stored.ID); a.d.Status != webhook.Failed || a.a.StatusCode != http.StatusGone {
+		t.Fatalf("attempt %+v, delivery %s; want failed 410", a.a, a.d.Status)
+	}
+	events := map[string]bool{}
+	for range 2 {
+		events[h.next(t).d.Event] = true
+	}
+	if !events[webhook.EventDisabled] || !events[webhook.EventFailed] {
+		t.Fatalf("notices sent %v, want %s and %s", events, webhook.EventDisabled, webhook.EventFailed)
+	}
+	select {
+	case id := <-undone:
+		t.Fatalf("the disabling by %s, whose record was stored, was taken back", id)
+	default:
 	}
 }
