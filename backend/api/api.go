@@ -227,9 +227,18 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 		apierr.WriteJSON(w, http.StatusAccepted, map[string]string{"request_id": t.RequestID})
 		return
 	}
-	t, err = a.Service.Wait(r.Context(), acct.ID, t.RequestID, a.SyncTimeout)
+	requestID := t.RequestID
+	t, err = a.Service.Wait(r.Context(), acct.ID, requestID, a.SyncTimeout)
 	if err != nil {
-		writeError(w, err)
+		// The task is accepted: an answer without its request id would
+		// have the client create it again. Its end could not be read (the
+		// store out of reach for a moment, or, for a replay, the task
+		// purged since): the client polls for it.
+		apierr.WriteJSON(w, http.StatusGatewayTimeout, apierr.Timeout{
+			Code:      "TIMEOUT",
+			Message:   "the task was accepted but its end could not be read: poll GET /v3/tasks?request_id=" + requestID,
+			RequestID: requestID,
+		})
 		return
 	}
 	if !t.Status.Terminal() {
@@ -441,7 +450,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, acct *account.Account)
 	var wait time.Duration
 	if s := q.Get("wait"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 || time.Duration(n)*time.Second > MaxWait || requestID == "" {
+		if err != nil || n < 0 || n > int(MaxWait/time.Second) || requestID == "" {
 			apierr.Write(w, apierr.BadRequest("wait must be whole seconds from 0 to 30, with request_id"))
 			return
 		}

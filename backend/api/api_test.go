@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -182,6 +183,8 @@ func TestBadInput(t *testing.T) {
 		{"repeated id", "GET", "/v3/tasks?request_id=a&request_id=b", "", nil, 400, "BAD_REQUEST"},
 		{"bad escape", "GET", "/v3/tasks?request_id=%zz", "", nil, 400, "BAD_REQUEST"},
 		{"wait too long", "GET", "/v3/tasks?request_id=a&wait=31", "", nil, 400, "BAD_REQUEST"},
+		{"wait past int64 nanoseconds", "GET", "/v3/tasks?request_id=a&wait=9223372037", "", nil, 400, "BAD_REQUEST"},
+		{"wait wrapping to a short one", "GET", "/v3/tasks?request_id=a&wait=18446744074", "", nil, 400, "BAD_REQUEST"},
 		{"wait not a number", "GET", "/v3/tasks?request_id=a&wait=x", "", nil, 400, "BAD_REQUEST"},
 		{"wait on a group", "GET", "/v3/tasks?group_id=a&wait=1", "", nil, 400, "BAD_REQUEST"},
 		{"bad idempotency key", "POST", path, panBody, []string{"Idempotency-Key", "a\x01b"}, 400, "BAD_REQUEST"},
@@ -388,6 +391,30 @@ func TestSyncTimesOutWithRequestID(t *testing.T) {
 	// The task goes on.
 	if ids := f.finishAll(t, "verify_with_source/ind_pan"); len(ids) != 1 || ids[0] != e["request_id"] {
 		t.Fatalf("finished %v", ids)
+	}
+}
+
+// failingGets is a store whose reads of a task fail.
+type failingGets struct{ task.Store }
+
+func (failingGets) Get(context.Context, string, string) (*task.Task, error) {
+	return nil, errors.New("store out of reach")
+}
+
+// TestSyncNamesTheTaskWhoseEndCannotBeRead: a sync call whose task was
+// stored, but whose end cannot be read, is answered 504 TIMEOUT with the
+// request id to poll, not an error that would have the client create it
+// again.
+func TestSyncNamesTheTaskWhoseEndCannotBeRead(t *testing.T) {
+	f := newFixture(t)
+	f.api.Service = task.NewService(task.ServiceConfig{Store: failingGets{f.store}, Hub: f.hub})
+	w := f.do(t, acme, "POST", "/v3/tasks/sync/verify_with_source/ind_pan", panBody)
+	e := decode[map[string]string](t, w)
+	if w.Code != 504 || e["error"] != "TIMEOUT" || len(e["request_id"]) != 36 {
+		t.Fatalf("sync whose end cannot be read: %d %s, want 504 TIMEOUT with the request id", w.Code, w.Body)
+	}
+	if _, err := f.store.Get(t.Context(), acme.ID, e["request_id"]); err != nil {
+		t.Fatalf("the task named was not stored: %v", err)
 	}
 }
 

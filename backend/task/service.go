@@ -153,7 +153,16 @@ type NewTask struct {
 // the units back (a store that failed after storing the task all the
 // same leaves it unbilled). A replay while a quota is spent is refused
 // as over quota.
+//
+// Once begun, a create is not cut short by ctx ending (the client
+// leaving): a spend or a store write whose caller gave up may still land,
+// and would leave a unit spent for nothing, or a task stored unbilled.
+// The stores bound their own calls.
 func (s *Service) Create(ctx context.Context, n NewTask) (t *Task, replayed bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	ctx = context.WithoutCancel(ctx)
 	var spent quota.Spent
 	if s.quotas != nil && len(n.Quotas) > 0 {
 		if spent, err = s.quotas.Spend(ctx, n.AccountID, n.Quotas, n.Type.Name()); err != nil {

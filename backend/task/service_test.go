@@ -135,3 +135,46 @@ func (s slowSpend) QuotaSpend(ctx context.Context, p quota.SpendParams) (quota.S
 	s.clk.Advance(2 * time.Millisecond)
 	return res, err
 }
+
+// leavingClient is a store whose Create first ends the request's context:
+// the client leaves while its task is being stored.
+type leavingClient struct {
+	*memory.Store
+	leave context.CancelFunc
+}
+
+func (s leavingClient) Create(ctx context.Context, t *task.Task, idem *task.Idempotency, since time.Time) (*task.Idempotency, error) {
+	s.leave()
+	return s.Store.Create(ctx, t, idem, since)
+}
+
+// TestCreateOutlivesItsClient: a create under way when its client leaves
+// goes through, its task stored and its quota unit spent: a store write
+// whose caller gave up may land all the same, and the task must not then
+// run unbilled, nor a unit stay spent for a task not stored.
+func TestCreateOutlivesItsClient(t *testing.T) {
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	ctx, leave := context.WithCancel(t.Context())
+	book := quota.NewBook(quota.BookConfig{Store: mem})
+	svc := task.NewService(task.ServiceConfig{Store: leavingClient{Store: mem, leave: leave}, Hub: task.NewHub(), Quotas: book})
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/", Concurrency: 1}
+	qs := []quota.Quota{{Limit: 10, Period: quota.Day}}
+	created, _, err := svc.Create(ctx, task.NewTask{AccountID: "a", Type: typ, Data: json.RawMessage(`{}`), Quotas: qs})
+	if err != nil {
+		t.Fatalf("Create whose client left while it stored the task: %v", err)
+	}
+	if _, err := mem.Get(t.Context(), "a", created.RequestID); err != nil {
+		t.Fatalf("the task was not stored: %v", err)
+	}
+	if st, err := book.Status(t.Context(), "a", qs); err != nil || st[0].Used != 1 {
+		t.Fatalf("quota after the create: %+v, %v; want 1 unit used", st, err)
+	}
+	// A client gone before the create began spends nothing.
+	if _, _, err := svc.Create(ctx, task.NewTask{AccountID: "a", Type: typ, Data: json.RawMessage(`{}`), Quotas: qs}); err == nil {
+		t.Fatal("Create for a client already gone succeeded")
+	}
+	if st, err := book.Status(t.Context(), "a", qs); err != nil || st[0].Used != 1 {
+		t.Fatalf("quota after a create for a client gone: %+v, %v; want 1 unit used", st, err)
+	}
+}
