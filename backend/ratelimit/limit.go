@@ -72,11 +72,16 @@ func NewLimit(count int64, period time.Duration, burst int64) (Limit, error) {
 		burst = max(burst, 1)
 	}
 	l := Limit{Count: count, Period: period, Burst: burst}
-	if l.Interval() > math.MaxInt64/time.Duration(burst) {
-		return Limit{}, errors.New("burst too large for this rate")
+	if l.Interval() > MaxWindow/time.Duration(burst) {
+		return Limit{}, errors.New("burst too large for this rate: an idle key would take over 100 years to regain it")
 	}
 	return l, nil
 }
+
+// MaxWindow bounds a limit's Window: Decide adds it to the time in
+// nanoseconds since 1970, which must not pass the largest int64 (in
+// 2262) before this century's end.
+const MaxWindow = 100 * 365 * 24 * time.Hour
 
 // ParseLimit parses a rate as ParseRate does and applies NewLimit.
 func ParseLimit(rate string, burst int64) (Limit, error) {
