@@ -88,9 +88,12 @@ func ParseClientIP(s string) (netip.Addr, error) {
 // the first valid address that trusted does not contain. Each proxy
 // appends the address it was connected from, so that address is the one
 // the nearest untrusted hop connected from: a client can put anything to
-// its left, but not there. Entries that are not addresses are skipped;
-// IPv4-mapped addresses are unmapped and zones dropped. ok is false when
-// no valid entry is untrusted.
+// its left, but not there. IPv4-mapped addresses are unmapped and zones
+// dropped; empty entries are skipped. An entry that is not an address
+// (a proxy's "unknown", or an obfuscated name) ends the reading: the hop
+// it stands for is unknown, and what lies to its left may be the client's
+// own writing, so addr is the zero address (which no allowlist holds),
+// with ok true. ok is false when every entry is a trusted address.
 func RightmostUntrusted(values []string, trusted []netip.Prefix) (addr netip.Addr, ok bool) {
 	for i := len(values) - 1; i >= 0; i-- {
 		list := values[i]
@@ -101,9 +104,12 @@ func RightmostUntrusted(values []string, trusted []netip.Prefix) (addr netip.Add
 			} else {
 				list = ""
 			}
+			if strings.TrimSpace(entry) == "" {
+				continue
+			}
 			a, valid := parseForwarded(entry)
 			if !valid {
-				continue
+				return netip.Addr{}, true
 			}
 			if !containsAddr(trusted, a) {
 				return a, true

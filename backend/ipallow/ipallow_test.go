@@ -99,13 +99,16 @@ func TestRightmostUntrusted(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		values []string
-		want   string // empty: none
+		want   string // empty: none; "unknown": the zero address
 	}{
 		{"one address", []string{"192.0.2.7"}, "192.0.2.7"},
 		{"client-chosen left entry", []string{"198.51.100.1, 192.0.2.7"}, "192.0.2.7"},
 		{"trusted hops skipped", []string{"192.0.2.7, 10.1.1.1, 127.0.0.1"}, "192.0.2.7"},
 		{"several lines", []string{"198.51.100.1", "192.0.2.7, 10.0.0.1"}, "192.0.2.7"},
-		{"garbage skipped", []string{"192.0.2.7, not-an-ip, "}, "192.0.2.7"},
+		{"empty entries skipped", []string{"192.0.2.7, , "}, "192.0.2.7"},
+		{"a hop unknown", []string{"192.0.2.7, unknown"}, "unknown"},
+		{"a hop unknown behind a trusted one", []string{"192.0.2.7, _hidden, 10.0.0.1"}, "unknown"},
+		{"garbage left of the client", []string{"not-an-ip, 192.0.2.7"}, "192.0.2.7"},
 		{"ports", []string{"198.51.100.1:1234, 192.0.2.7:443"}, "192.0.2.7"},
 		{"bracketed IPv6 with a port", []string{"[2001:db8::1]:443"}, "2001:db8::1"},
 		{"IPv6", []string{"2001:db8::1, 10.0.0.1"}, "2001:db8::1"},
@@ -116,10 +119,15 @@ func TestRightmostUntrusted(t *testing.T) {
 		{"all trusted", []string{"10.0.0.1, 127.0.0.1"}, ""},
 		{"nothing", nil, ""},
 		{"empty", []string{"", " , "}, ""},
-		{"unclosed bracket", []string{"[2001:db8::1"}, ""},
+		{"unclosed bracket", []string{"[2001:db8::1"}, "unknown"},
+		{"garbage left of trusted hops", []string{"not-an-ip, 10.0.0.1"}, "unknown"},
 	} {
 		got, ok := RightmostUntrusted(tc.values, trusted)
-		if (tc.want == "") == ok || (ok && got.String() != tc.want) {
+		shown := got.String()
+		if ok && !got.IsValid() {
+			shown = "unknown"
+		}
+		if (tc.want == "") == ok || (ok && shown != tc.want) {
 			t.Errorf("%s: got %v, %v; want %q", tc.name, got, ok, tc.want)
 		}
 	}
@@ -137,7 +145,7 @@ func FuzzRightmostUntrusted(f *testing.F) {
 			trusted = append(trusted, p)
 		}
 		a, ok := RightmostUntrusted([]string{header}, trusted)
-		if !ok {
+		if !ok || a == (netip.Addr{}) {
 			return
 		}
 		if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
