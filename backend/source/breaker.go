@@ -73,7 +73,7 @@ func (s CircuitState) String() string {
 // Breaker is a circuit breaker: it stops calls to something that keeps
 // failing and lets a single probe find out when it works again. It knows
 // nothing of what it guards. Every call it allows must be reported exactly
-// once, with Success, Failure or Abandon, passing back the probe flag that
+// once, with Success, Failure or Abandon, passing back the Ticket that
 // Allow returned. A Breaker is safe for concurrent use.
 type Breaker struct {
 	settings BreakerSettings
@@ -85,7 +85,21 @@ type Breaker struct {
 	openFor   time.Duration // the next (or current) open period
 	openUntil time.Time     // while open
 	probing   bool          // while half-open: a probe is out
+	// period counts the circuit's openings and closings: a call allowed
+	// in an earlier period than the circuit's now reports too late to
+	// count.
+	period uint64
 }
+
+// Ticket is what Allow gives a call it lets through, for the call to
+// report its outcome with.
+type Ticket struct {
+	probe  bool
+	period uint64
+}
+
+// Probe tells whether the call is the probe of a half-open circuit.
+func (t Ticket) Probe() bool { return t.probe }
 
 // NewBreaker returns a closed breaker with the settings, reading time from
 // clock (time.Now if nil).
@@ -97,25 +111,26 @@ func NewBreaker(settings BreakerSettings, clock clock.Clock) *Breaker {
 	return &Breaker{settings: settings, clock: clock, openFor: settings.OpenFor}
 }
 
-// Allow tells whether a call may go ahead (ok) and whether it is the probe
-// of a half-open circuit (probe).
-func (b *Breaker) Allow() (probe, ok bool) {
+// Allow tells whether a call may go ahead (ok), with the ticket it
+// reports its outcome with: whether it is the probe of a half-open
+// circuit, and in which period of the circuit it went.
+func (b *Breaker) Allow() (Ticket, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
 	case CircuitClosed:
-		return false, true
+		return Ticket{period: b.period}, true
 	case CircuitOpen:
 		if b.clock().Before(b.openUntil) {
-			return false, false
+			return Ticket{}, false
 		}
 		b.state = CircuitHalfOpen
 	}
 	if b.probing {
-		return false, false
+		return Ticket{}, false
 	}
 	b.probing = true
-	return true, true
+	return Ticket{probe: true, period: b.period}, true
 }
 
 // Refuses tells whether Allow would refuse a call now, changing nothing:
@@ -134,48 +149,50 @@ func (b *Breaker) Refuses() bool {
 }
 
 // Success reports that an allowed call found the guarded thing working.
-// probe is what Allow returned for the call.
-func (b *Breaker) Success(probe bool) {
+// t is what Allow returned for the call.
+func (b *Breaker) Success(t Ticket) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
-	case probe:
+	case t.probe:
 		b.state = CircuitClosed
 		b.probing = false
 		b.failures = 0
 		b.openFor = b.settings.OpenFor
-	case b.state == CircuitClosed:
+		b.period++
+	case b.state == CircuitClosed && t.period == b.period:
 		b.failures = 0
 	}
-	// A non-probe call that ends while the circuit is open or half-open was
-	// allowed before it opened: only the probe decides what happens next.
+	// A non-probe call allowed in an earlier period (before the circuit
+	// opened, and so before it closed again) reports too late to count:
+	// only the probe, and the calls after it, decide what happens next.
 }
 
 // Failure reports that an allowed call found the guarded thing failing.
-// probe is what Allow returned for the call.
-func (b *Breaker) Failure(probe bool) {
+// t is what Allow returned for the call.
+func (b *Breaker) Failure(t Ticket) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
-	case probe:
+	case t.probe:
 		b.probing = false
 		b.openFor = min(2*b.openFor, b.settings.MaxOpenFor)
 		b.open()
-	case b.state == CircuitClosed:
+	case b.state == CircuitClosed && t.period == b.period:
 		b.failures++
 		if b.failures >= b.settings.FailureThreshold {
 			b.open()
 		}
 	}
-	// As in Success, late outcomes of calls allowed before the circuit
-	// opened do not count.
+	// As in Success, late outcomes of calls of an earlier period do not
+	// count.
 }
 
 // Abandon reports that an allowed call ended without telling whether the
 // guarded thing works (the caller gave up). An abandoned probe hands its
-// turn to the next caller. probe is what Allow returned for the call.
-func (b *Breaker) Abandon(probe bool) {
-	if !probe {
+// turn to the next caller. t is what Allow returned for the call.
+func (b *Breaker) Abandon(t Ticket) {
+	if !t.probe {
 		return
 	}
 	b.mu.Lock()
@@ -207,4 +224,5 @@ func (b *Breaker) open() {
 	b.state = CircuitOpen
 	b.failures = 0
 	b.openUntil = b.clock().Add(b.openFor)
+	b.period++
 }

@@ -23,11 +23,11 @@ func newTestBreaker(s BreakerSettings) (*Breaker, *fakeClock) {
 func fail(t *testing.T, b *Breaker, n int) {
 	t.Helper()
 	for i := range n {
-		probe, ok := b.Allow()
-		if !ok || probe {
-			t.Fatalf("call %d: Allow() = probe %v, ok %v; want a plain call", i, probe, ok)
+		tk, ok := b.Allow()
+		if !ok || tk.Probe() {
+			t.Fatalf("call %d: Allow() = probe %v, ok %v; want a plain call", i, tk.Probe(), ok)
 		}
-		b.Failure(false)
+		b.Failure(tk)
 	}
 }
 
@@ -41,25 +41,27 @@ func wantState(t *testing.T, b *Breaker, want CircuitState) {
 // wantRefused checks that the breaker refuses a call.
 func wantRefused(t *testing.T, b *Breaker) {
 	t.Helper()
-	if probe, ok := b.Allow(); ok {
-		t.Fatalf("Allow() = probe %v, ok true; want refused", probe)
+	if tk, ok := b.Allow(); ok {
+		t.Fatalf("Allow() = probe %v, ok true; want refused", tk.Probe())
 	}
 }
 
-// takeProbe checks that the next call is a probe.
-func takeProbe(t *testing.T, b *Breaker) {
+// takeProbe checks that the next call is a probe, and returns its ticket.
+func takeProbe(t *testing.T, b *Breaker) Ticket {
 	t.Helper()
-	if probe, ok := b.Allow(); !probe || !ok {
-		t.Fatalf("Allow() = probe %v, ok %v; want the probe", probe, ok)
+	tk, ok := b.Allow()
+	if !tk.Probe() || !ok {
+		t.Fatalf("Allow() = probe %v, ok %v; want the probe", tk.Probe(), ok)
 	}
+	return tk
 }
 
 func TestBreakerOpensAfterThresholdFailuresInARow(t *testing.T) {
 	b, _ := newTestBreaker(BreakerSettings{})
 	fail(t, b, DefaultFailureThreshold-1)
 	// A success breaks the run.
-	b.Allow()
-	b.Success(false)
+	tk, _ := b.Allow()
+	b.Success(tk)
 	fail(t, b, DefaultFailureThreshold-1)
 	wantState(t, b, CircuitClosed)
 	fail(t, b, 1)
@@ -88,11 +90,9 @@ func TestBreakerProbeSuccessCloses(t *testing.T) {
 	b, clock := newTestBreaker(BreakerSettings{})
 	fail(t, b, DefaultFailureThreshold)
 	clock.Advance(DefaultOpenFor)
-	takeProbe(t, b)
-	b.Failure(true) // open for 2×OpenFor
+	b.Failure(takeProbe(t, b)) // open for 2×OpenFor
 	clock.Advance(2 * DefaultOpenFor)
-	takeProbe(t, b)
-	b.Success(true)
+	b.Success(takeProbe(t, b))
 	wantState(t, b, CircuitClosed)
 
 	// Closed and reset: a full run of failures is needed again, and the
@@ -113,8 +113,7 @@ func TestBreakerProbeFailureDoublesOpenForUpToMax(t *testing.T) {
 		clock.Advance(openFor - time.Nanosecond)
 		wantRefused(t, b)
 		clock.Advance(time.Nanosecond)
-		takeProbe(t, b)
-		b.Failure(true)
+		b.Failure(takeProbe(t, b))
 		wantState(t, b, CircuitOpen)
 	}
 }
@@ -143,8 +142,7 @@ func TestBreakerCustomSettings(t *testing.T) {
 		clock.Advance(openFor*time.Second - time.Nanosecond)
 		wantRefused(t, b)
 		clock.Advance(time.Nanosecond)
-		takeProbe(t, b)
-		b.Failure(true)
+		b.Failure(takeProbe(t, b))
 	}
 }
 
@@ -152,18 +150,17 @@ func TestBreakerAbandonedProbeHandsOverItsTurn(t *testing.T) {
 	b, clock := newTestBreaker(BreakerSettings{})
 	fail(t, b, DefaultFailureThreshold)
 	clock.Advance(DefaultOpenFor)
-	takeProbe(t, b)
-	b.Abandon(true)
+	b.Abandon(takeProbe(t, b))
 	wantState(t, b, CircuitHalfOpen)
-	takeProbe(t, b)
+	probe := takeProbe(t, b)
 	wantRefused(t, b)
-	b.Success(true)
+	b.Success(probe)
 	wantState(t, b, CircuitClosed)
 
 	// Abandoning a plain call changes nothing.
 	fail(t, b, DefaultFailureThreshold-1)
-	b.Allow()
-	b.Abandon(false)
+	tk, _ := b.Allow()
+	b.Abandon(tk)
 	wantState(t, b, CircuitClosed)
 	fail(t, b, 1)
 	wantState(t, b, CircuitOpen)
@@ -172,21 +169,46 @@ func TestBreakerAbandonedProbeHandsOverItsTurn(t *testing.T) {
 func TestBreakerIgnoresLateOutcomesOfCallsAllowedBeforeItOpened(t *testing.T) {
 	b, clock := newTestBreaker(BreakerSettings{})
 	// Two slow calls go out while closed.
-	b.Allow()
-	b.Allow()
+	slow1, _ := b.Allow()
+	slow2, _ := b.Allow()
 	fail(t, b, DefaultFailureThreshold)
 
-	b.Success(false) // a late success while open
+	b.Success(slow1) // a late success while open
 	wantState(t, b, CircuitOpen)
 	wantRefused(t, b)
 
 	clock.Advance(DefaultOpenFor)
-	takeProbe(t, b)
-	b.Failure(false) // a late failure while the probe is out
+	probe := takeProbe(t, b)
+	b.Failure(slow2) // a late failure while the probe is out
 	wantState(t, b, CircuitHalfOpen)
 	wantRefused(t, b)
-	b.Success(true)
+	b.Success(probe)
 	wantState(t, b, CircuitClosed)
+}
+
+// TestBreakerIgnoresLateOutcomesAfterItClosedAgain: calls allowed before
+// the circuit opened, that end only once a probe has closed it again,
+// neither open it again (a source that hung, whose last hung calls time
+// out once it answers again) nor break a run of new failures.
+func TestBreakerIgnoresLateOutcomesAfterItClosedAgain(t *testing.T) {
+	b, clock := newTestBreaker(BreakerSettings{})
+	var slow []Ticket
+	for range DefaultFailureThreshold + 1 {
+		tk, _ := b.Allow()
+		slow = append(slow, tk)
+	}
+	fail(t, b, DefaultFailureThreshold)
+	clock.Advance(DefaultOpenFor)
+	b.Success(takeProbe(t, b))
+	wantState(t, b, CircuitClosed)
+	for _, tk := range slow[1:] {
+		b.Failure(tk)
+	}
+	wantState(t, b, CircuitClosed)
+	fail(t, b, DefaultFailureThreshold-1)
+	b.Success(slow[0])
+	fail(t, b, 1)
+	wantState(t, b, CircuitOpen)
 }
 
 func TestBreakerLetsOneProbeThroughUnderConcurrency(t *testing.T) {
@@ -200,8 +222,8 @@ func TestBreakerLetsOneProbeThroughUnderConcurrency(t *testing.T) {
 	for range 64 {
 		wg.Go(func() {
 			<-start
-			probe, ok := b.Allow()
-			if probe {
+			tk, ok := b.Allow()
+			if tk.Probe() {
 				probes.Add(1)
 			}
 			if ok {
@@ -247,11 +269,11 @@ func TestBreakerRefusesTellsWithoutChanging(t *testing.T) {
 			t.Fatal("a circuit due for a probe refuses")
 		}
 	}
-	takeProbe(t, b)
+	probe := takeProbe(t, b)
 	if !b.Refuses() {
 		t.Fatal("a half-open circuit with its probe out does not refuse")
 	}
-	b.Success(true)
+	b.Success(probe)
 	if b.Refuses() {
 		t.Fatal("a circuit closed again refuses")
 	}

@@ -178,24 +178,33 @@ func (c *Client) Call(ctx context.Context, url string, timeout time.Duration, re
 		return Outcome{Kind: Rejected, Error: DefaultRejectedError, Message: "task data is not valid JSON", Err: err}
 	}
 	b, st := c.breaker(url), c.statsOf(url)
-	probe, ok := b.Allow()
+	ticket, ok := b.Allow()
 	if !ok {
 		return c.refused(url)
 	}
+	// A call that panics (its caller recovers) is reported abandoned, so
+	// that a probe's turn is not held for ever.
+	reported := false
+	defer func() {
+		if !reported {
+			b.Abandon(ticket)
+		}
+	}()
 	start := c.clock()
 	out := c.exchange(ctx, url, timeout, body)
 	if out.Kind != Canceled {
 		end := c.clock()
 		st.record(end, max(end.Sub(start), 1), out)
 	}
+	reported = true
 	switch out.Kind {
 	case Down:
-		b.Failure(probe)
+		b.Failure(ticket)
 	case Canceled:
-		b.Abandon(probe)
+		b.Abandon(ticket)
 	default:
 		// A 4xx is a verdict: the source is up.
-		b.Success(probe)
+		b.Success(ticket)
 	}
 	return out
 }

@@ -629,3 +629,30 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("Health when a probe may go = %q, want degraded", h)
 	}
 }
+
+// panickingTransport panics at every request.
+type panickingTransport struct{}
+
+func (panickingTransport) RoundTrip(*http.Request) (*http.Response, error) { panic("transport bug") }
+
+// TestCallThatPanicsGivesBackItsProbe: a probe whose call panics (its
+// caller, the runner, recovers) hands its turn on, instead of leaving the
+// circuit half-open with a probe out for ever.
+func TestCallThatPanicsGivesBackItsProbe(t *testing.T) {
+	c, clock := newTestClient(ClientConfig{HTTP: &http.Client{Transport: panickingTransport{}}})
+	const url = "http://127.0.0.1:9/src"
+	b := c.breaker(url)
+	fail(t, b, DefaultFailureThreshold)
+	clock.Advance(DefaultOpenFor)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the call did not panic")
+			}
+		}()
+		c.Call(t.Context(), url, time.Second, testRequest)
+	}()
+	if tk, ok := b.Allow(); !ok || !tk.Probe() {
+		t.Fatalf("after a probe whose call panicked: Allow() = probe %v, ok %v; want the next probe", tk.Probe(), ok)
+	}
+}

@@ -582,7 +582,13 @@ func applyOutcome(t *Task, typ *Type, out source.Outcome, now time.Time) {
 	case source.Rejected:
 		t.Status = Failed
 		t.Result = nil
-		t.Error, t.Message = ptr(out.Error), ptr(out.Message)
+		code := out.Error
+		if code == SourceDown || code == InternalError {
+			// taskgate's own codes: a source's answer does not pass for
+			// them (a refund, the counts of a source down).
+			code = source.DefaultRejectedError
+		}
+		t.Error, t.Message = ptr(code), ptr(out.Message)
 	default:
 		t.Status = Failed
 		t.Result, _ = json.Marshal(map[string]any{typ.OutputKey: map[string]string{"status": "source_down"}})

@@ -827,3 +827,44 @@ func TestRunnerRefundsWithTheEnd(t *testing.T) {
 		t.Fatal("OnFinish was not told within 10s")
 	}
 }
+
+// TestRunnerKeepsItsOwnCodes: a source that rejects a task with one of
+// taskgate's own error codes does not pass for a source down (which gives
+// the quota back) or an internal error: the task fails with the default
+// code of a rejection, and the source's message.
+func TestRunnerKeepsItsOwnCodes(t *testing.T) {
+	for _, code := range []string{task.SourceDown, task.InternalError} {
+		t.Run(code, func(t *testing.T) {
+			mem := memory.New()
+			t.Cleanup(func() { _ = mem.Close() })
+			typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/pan", Concurrency: 1, Timeout: time.Minute, OutputKey: "pan_output"}
+			src := &fakeSource{answer: func(context.Context, source.Request) source.Outcome {
+				return source.Outcome{Kind: source.Rejected, StatusCode: 422, Error: code, Message: "the source's own words"}
+			}}
+			hub := task.NewHub()
+			r := task.NewRunner(task.RunnerConfig{Store: mem, Hub: hub, Caller: src, Types: []*task.Type{typ}, Logger: zap.NewNop()})
+			ended := make(chan *task.Task, 1)
+			r.OnFinish = func(t *task.Task, _ time.Duration) { ended <- t }
+			svc := task.NewService(task.ServiceConfig{Store: mem, Hub: hub, Created: func(t *task.Task) { r.Wake(t.TypeName()) }})
+			startRunner(t, r)
+			if _, _, err := svc.Create(t.Context(), task.NewTask{AccountID: "a", Type: typ, Data: json.RawMessage(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case end := <-ended:
+				if end.Status != task.Failed || end.Error == nil || *end.Error != source.DefaultRejectedError || *end.Message != "the source's own words" {
+					t.Errorf("ended %s, error %q, message %q; want failed %s with the source's message", end.Status, deref(end.Error), deref(end.Message), source.DefaultRejectedError)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the task did not end within 10s")
+			}
+		})
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
+}
