@@ -134,10 +134,15 @@ func hostOr(host string, addr netip.Addr, port uint16) string {
 }
 
 // isProtected tells whether addr:port is one of the protected ports on this
-// machine.
+// machine. A NAT64 address reaches the IPv4 address it embeds: this
+// machine's own, through the network's translator.
 func (p *Policy) isProtected(addr netip.Addr, port uint16) bool {
 	if !slices.Contains(p.ports, port) {
 		return false
+	}
+	if nat64.Contains(addr) {
+		b := addr.As16()
+		addr = netip.AddrFrom4([4]byte(b[12:]))
 	}
 	// 0.0.0.0 and :: connect to this machine too.
 	return addr.IsLoopback() || addr.IsUnspecified() || slices.Contains(p.local, addr)

@@ -15,6 +15,8 @@ func TestCheckURL(t *testing.T) {
 		ProtectedPorts: []uint16{2019},
 		LocalAddrs:     []netip.Addr{netip.MustParseAddr("192.0.2.10")},
 	})
+	// A node with a public address of its own, the admin endpoint on it.
+	public := New(Config{ProtectedPorts: []uint16{2019}, LocalAddrs: []netip.Addr{netip.MustParseAddr("93.184.215.14")}})
 	tests := []struct {
 		url    string
 		policy *Policy
@@ -67,6 +69,9 @@ func TestCheckURL(t *testing.T) {
 		{"http://192.0.2.10:2020/", demo, "documentation address"},
 		{"http://0.0.0.0:2019/", demo, "the admin endpoint is never a destination"},
 		{"https://hooks.example.com:2019/", demo, ""},
+		{"http://93.184.215.14:2019/", public, "the admin endpoint is never a destination"},
+		{"http://[64:ff9b::5db8:d70e]:2019/", public, "the admin endpoint is never a destination"},
+		{"http://[64:ff9b::5db8:d70e]:2020/", public, ""},
 	}
 	for _, tt := range tests {
 		err := tt.policy.CheckURL(tt.url)
