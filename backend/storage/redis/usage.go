@@ -48,8 +48,12 @@ const purgeBatch = 1000
 
 // AddUsage adds each row's counts to the stored row of its account, day
 // and task type; see usage.Store. The HINCRBYs of the rows of a shard and
-// their index entries are one MULTI: Redis applies all of them, or none. It
-// refuses a row whose account id holds ':' or whose day is not a date.
+// their index entries are one MULTI: Redis runs all of them, or none. A
+// command may still fail as it runs (a key of another type, a count that
+// is not an integer: a damaged row), the others applied all the same: a
+// row any of whose commands ran counts as stored, so that it is never
+// added twice; a row none of whose commands ran is not. It refuses a row
+// whose account id holds ':' or whose day is not a date.
 func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -81,9 +85,11 @@ func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 		if len(byShard[sh]) == 0 {
 			continue
 		}
-		_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		var ranOf []int // the row of each command
+		cmds, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, i := range byShard[sh] {
 				r := rows[i]
+				ranOf = append(ranOf, slices.Repeat([]int{i}, 6+len(r.Rejected))...)
 				key := s.usageRowKey(r.AccountID, r.Day, r.TaskType)
 				// Every counter is incremented, zeros too, so that a row
 				// of zeros is stored like any other.
@@ -100,16 +106,28 @@ func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 			}
 			return nil
 		})
-		if err != nil {
+		ran := make(map[int]bool)
+		if len(cmds) == len(ranOf) {
+			for j, c := range cmds {
+				if c.Err() == nil {
+					ran[ranOf[j]] = true
+				}
+			}
+		}
+		all := true
+		for _, i := range byShard[sh] {
+			if err == nil || ran[i] {
+				stored[i], anyStored = true, true
+			} else {
+				all = false
+			}
+		}
+		if !all {
 			if anyStored {
 				return &usage.PartialError{Stored: stored, Err: storeErr(err)}
 			}
 			return storeErr(err)
 		}
-		for _, i := range byShard[sh] {
-			stored[i] = true
-		}
-		anyStored = true
 	}
 	return nil
 }
