@@ -96,9 +96,12 @@ type Config struct {
 type Presence struct {
 	cfg Config
 
-	mu      sync.Mutex
-	self    State
-	last    usage.Totals
+	mu   sync.Mutex
+	self State
+	last usage.Totals
+	// at is when last was read, with the clock's monotonic reading when
+	// it gives one (time.Now does), so that a step of the wall clock does
+	// not skew the rates.
 	at      time.Time
 	failing bool // the last beat failed
 }
@@ -108,9 +111,10 @@ func New(cfg Config) *Presence {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	now := cfg.Clock().UTC()
+	at := cfg.Clock()
+	now := at.UTC()
 	host, _ := os.Hostname()
-	p := &Presence{cfg: cfg, at: now}
+	p := &Presence{cfg: cfg, at: at}
 	p.self = State{
 		ID:       fmt.Sprintf("%s-%d-%s", host, os.Getpid(), rand.Text()[:8]),
 		Hostname: host,
@@ -167,19 +171,20 @@ func (p *Presence) Beat(ctx context.Context) {
 }
 
 func (p *Presence) update() State {
-	now := p.cfg.Clock().UTC()
+	at := p.cfg.Clock()
+	now := at.UTC()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cfg.Totals != nil {
 		cur := p.cfg.Totals()
-		if secs := now.Sub(p.at).Seconds(); secs > 0 {
+		if secs := at.Sub(p.at).Seconds(); secs > 0 {
 			p.self.Requests = float64(cur.Requests-p.last.Requests) / secs
 			p.self.Created = float64(cur.Created-p.last.Created) / secs
 			p.self.Ended = float64(cur.Ended-p.last.Ended) / secs
 		}
 		p.self.Totals, p.last = cur, cur
 	}
-	p.at, p.self.Seen = now, now
+	p.at, p.self.Seen = at, now
 	return p.self
 }
 

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -195,25 +196,31 @@ func waitOrDone(ctx context.Context, d time.Duration) bool {
 }
 
 // NodeBeat stores a node's state, by its id, in the hash nodes, stamped
-// with Redis's time; see node.Beats.
+// with Redis's time, and forgets the beats silent for longer than
+// node.ForgetAfter; see node.Beats.
 func (s *Store) NodeBeat(ctx context.Context, id string, state []byte) error {
-	return scriptNodeBeat.Run(ctx, s.rdb, []string{s.key("nodes")}, s.prefix, id, state).Err()
+	return scriptNodeBeat.Run(ctx, s.rdb, []string{s.key("nodes")}, s.prefix, id, state, node.ForgetAfter.Microseconds()).Err()
 }
 
-// NodeStates returns every node's last beat, by id, and Redis's time.
+// NodeStates returns every node's last beat, by id, and Redis's time, read
+// in one script on the server that stamped the beats.
 func (s *Store) NodeStates(ctx context.Context) (map[string]node.Beat, time.Time, error) {
-	var now *goredis.TimeCmd
-	var all *goredis.MapStringStringCmd
-	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		now = p.Time(ctx)
-		all = p.HGetAll(ctx, s.key("nodes"))
-		return nil
-	})
+	v, err := scriptNodeStates.Run(ctx, s.rdb, []string{s.key("nodes")}, s.prefix).StringSlice()
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, time.Time{}, s.fail(err)
 	}
-	beats := make(map[string]node.Beat, len(all.Val()))
-	for id, v := range all.Val() {
+	if len(v) < 2 || len(v)%2 != 0 {
+		return nil, time.Time{}, fmt.Errorf("redis: unexpected answer of %d values from the node states", len(v))
+	}
+	sec, err1 := strconv.ParseInt(v[0], 10, 64)
+	usec, err2 := strconv.ParseInt(v[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil, time.Time{}, fmt.Errorf("redis: unexpected time %q %q from the node states", v[0], v[1])
+	}
+	now := time.Unix(sec, usec*1000)
+	beats := make(map[string]node.Beat, len(v)/2-1)
+	for i := 2; i < len(v); i += 2 {
+		id, v := v[i], v[i+1]
 		at, state, ok := strings.Cut(v, "|")
 		us, err := strconv.ParseInt(at, 10, 64)
 		if !ok || err != nil {
@@ -224,7 +231,7 @@ func (s *Store) NodeStates(ctx context.Context) (map[string]node.Beat, time.Time
 		}
 		beats[id] = node.Beat{State: []byte(state), At: time.UnixMicro(us)}
 	}
-	return beats, now.Val(), nil
+	return beats, now, nil
 }
 
 // NodeForget deletes the beats of the nodes with the ids.

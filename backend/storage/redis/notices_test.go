@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -267,5 +268,20 @@ func TestNodeBeats(t *testing.T) {
 	}
 	if states, _, err = nodeA.NodeStates(ctx); err != nil || len(states) != 1 || states["b"].State == nil {
 		t.Fatalf("after forgetting a: %v, %v", states, err)
+	}
+
+	// Nodes killed without leaving: a beat silent for longer than
+	// node.ForgetAfter, and one of no layout read, go with the next beat
+	// of any node, listed or not.
+	for _, cmd := range []string{"HSET {tg}:nodes killed 1|{}", "HSET {tg}:nodes strange x"} {
+		if reply, err := srv.Command(cmd); err != nil || strings.TrimSpace(reply) != ":1" {
+			t.Fatalf("%s: %q, %v", cmd, reply, err)
+		}
+	}
+	if err := nodeA.NodeBeat(ctx, "a", []byte(`{"n":3}`)); err != nil {
+		t.Fatal(err)
+	}
+	if states, _, err = nodeB.NodeStates(ctx); err != nil || len(states) != 2 || states["a"].State == nil || states["b"].State == nil {
+		t.Fatalf("after a beat: %v, %v; want a and b alone", states, err)
 	}
 }

@@ -39,6 +39,7 @@ var (
 	scriptQuotaSpend  = newScript("quota_spend")
 	scriptQuotaRefund = newScript("quota_refund")
 	scriptNodeBeat    = newScript("node_beat")
+	scriptNodeStates  = newScript("node_states")
 )
 
 //go:embed lua/*.lua
