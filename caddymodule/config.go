@@ -49,7 +49,8 @@ type StorageConfig struct {
 	// (an embedded, durable database file, for one node) or "redis"
 	// (shared by any number of nodes).
 	Type string `json:"type"`
-	// Path is the database file of "bolt".
+	// Path is the database file of "bolt". Placeholders such as
+	// {env.STATE_DIRECTORY} are replaced.
 	Path string `json:"path,omitempty"`
 	// URL is the server of "redis": redis://[user:password@]host:port/db,
 	// or rediss:// for TLS. Placeholders such as {env.REDIS_URL} are
@@ -243,16 +244,17 @@ func (a *App) engineConfig(ctx caddy.Context) (engine.Config, storage.Config, er
 	return cfg, st, nil
 }
 
-// storageConfig is the store the app names, placeholders replaced
-// (default: memory).
+// storageConfig is the store the app names, placeholders of its file or
+// URL replaced (default: memory).
 func (a *App) storageConfig() storage.Config {
 	if a.Storage == nil {
 		return storage.Config{Type: "memory"}
 	}
+	repl := caddy.NewReplacer()
 	return storage.Config{
 		Type: a.Storage.Type,
-		Path: a.Storage.Path,
-		URL:  caddy.NewReplacer().ReplaceKnown(a.Storage.URL, ""),
+		Path: repl.ReplaceKnown(a.Storage.Path, ""),
+		URL:  repl.ReplaceKnown(a.Storage.URL, ""),
 
 		Replicas:        a.Storage.Replicas,
 		ReplicasTimeout: time.Duration(a.Storage.ReplicasTimeout),

@@ -98,3 +98,16 @@ func TestWarnLiteralSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestStoragePlaceholders: the bolt file and the Redis URL are read with
+// their placeholders replaced, as systemd's {env.STATE_DIRECTORY} asks.
+func TestStoragePlaceholders(t *testing.T) {
+	t.Setenv("TG_TEST_STATE", "/var/lib/taskgate")
+	t.Setenv("TG_TEST_REDIS", "redis://127.0.0.1:6379/2")
+	if got := (&App{Storage: &StorageConfig{Type: "bolt", Path: "{env.TG_TEST_STATE}/tg.db"}}).storageConfig().Path; got != "/var/lib/taskgate/tg.db" {
+		t.Errorf("bolt path %q, want /var/lib/taskgate/tg.db", got)
+	}
+	if got := (&App{Storage: &StorageConfig{Type: "redis", URL: "{env.TG_TEST_REDIS}"}}).storageConfig().URL; got != "redis://127.0.0.1:6379/2" {
+		t.Errorf("redis URL %q, want redis://127.0.0.1:6379/2", got)
+	}
+}

@@ -54,6 +54,9 @@ const rateLimitLease = 20 * time.Millisecond
 // MaxShards bounds the shards of "redis".
 const MaxShards = redis.MaxShards
 
+// MaxReplicasTimeout bounds ReplicasTimeout.
+const MaxReplicasTimeout = time.Minute
+
 // Key names the store a config opens: two configs with the same key share
 // one store (a config reload keeps the open bolt file).
 func (c Config) Key() string {
@@ -66,8 +69,9 @@ func (c Config) Key() string {
 	return c.Type
 }
 
-// String describes the store for logs: its type and file or server, a
-// password in a Redis URL hidden.
+// String describes the store for logs: its type and file or server, the
+// passwords in a Redis URL hidden (the user's, and one given in the query,
+// as a Sentinel URL gives its master's).
 func (c Config) String() string {
 	switch c.Type {
 	case "bolt":
@@ -75,7 +79,7 @@ func (c Config) String() string {
 	case "redis":
 		s := "redis"
 		if u, err := url.Parse(c.URL); err == nil {
-			s += " " + u.Redacted()
+			s += " " + redacted(u)
 		}
 		if c.Shards > 1 {
 			s += fmt.Sprintf(" in %d shards", c.Shards)
@@ -120,6 +124,9 @@ func (c *Config) Validate() error {
 		}
 		if c.ReplicasTimeout > 0 && c.Replicas == 0 {
 			return errors.New("storage redis: replicas_timeout without replicas")
+		}
+		if c.ReplicasTimeout > MaxReplicasTimeout {
+			return fmt.Errorf("storage redis: replicas_timeout %s: want at most %s (a create waits that long before its answer)", c.ReplicasTimeout, MaxReplicasTimeout)
 		}
 		if c.Shards < 0 || c.Shards > redis.MaxShards {
 			return fmt.Errorf("storage redis: shards %d: want 1 to %d", c.Shards, redis.MaxShards)
@@ -212,4 +219,20 @@ func Open(ctx context.Context, c Config) (*Opened, error) {
 		return &Opened{Store: rs, Notices: rs, RateLimit: limits}, nil
 	}
 	return nil, fmt.Errorf("storage %q: want memory, bolt or redis", c.Type)
+}
+
+// redacted is u as logs may show it: its user's password, and the value
+// of every query parameter whose name speaks of a password, replaced by
+// "xxxxx".
+func redacted(u *url.URL) string {
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			if strings.Contains(strings.ToLower(k), "pass") {
+				q.Set(k, "xxxxx")
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
