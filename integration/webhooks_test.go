@@ -1411,6 +1411,9 @@ func TestWebhookConfigErrors(t *testing.T) {
 			lines:  "webhook https://hooks.example.com {\n\tauthorization {env.TG_TEST_SURELY_UNSET_TOKEN}\n}",
 			phrase: "account a: webhook https://hooks.example.com: authorization is empty (is its environment variable set?)"},
 		{name: "zero timeout", global: true, lines: "webhooks {\n\ttimeout 0s # <- error\n}", phrase: `timeout "0s": want a positive duration`},
+		{name: "webhook of a type not defined", noLine: true,
+			lines:  "webhook https://hooks.example.com {\n\ttypes verify/pann\n}",
+			phrase: "account a: webhook https://hooks.example.com: task type verify/pann is not defined by a task_type"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1464,6 +1467,9 @@ func TestWebhookConfigErrors(t *testing.T) {
 				secret whsec_c3VwZXItc2VjcmV0LXZhbHVlLW9mLWF0LWxlYXN0LTI0
 			}
 			failure_webhook https://hooks.example.com/failures
+		}
+		task_type verify_with_source/ind_pan {
+			source http://127.0.0.1:9/pan
 		}
 		webhooks {
 			allow_private 127.0.0.1/32 ::1/128

@@ -152,6 +152,13 @@ func (c *Config) Validate() error {
 				}
 			}
 		}
+		for _, w := range acct.Webhooks {
+			for _, name := range w.Types {
+				if !names[name] {
+					return fmt.Errorf("account %s: webhook %s: task type %s is not defined by a task_type", acct.ID, w.URL, name)
+				}
+			}
+		}
 	}
 	return c.Webhooks.Policy.WithDefaults().Validate()
 }

@@ -171,3 +171,24 @@ func TestNodeTellsItsTaskTypes(t *testing.T) {
 	told("verify/gst", "verify/pan")
 	old.Stop()
 }
+
+// TestConfigRefusesUndefinedTaskTypes: a task type an account names (for
+// its access, a quota or a webhook) must be defined by a task_type: a typo
+// would otherwise leave a webhook that never fires.
+func TestConfigRefusesUndefinedTaskTypes(t *testing.T) {
+	typ := &task.Type{Action: "verify", Type: "pan", Source: "http://127.0.0.1:9/"}
+	for _, acct := range []*account.Account{
+		{ID: "a", TaskTypes: []string{"verify/pann"}},
+		{ID: "a", Webhooks: []account.Webhook{{URL: "https://hooks.example.com/", Types: []string{"verify/pann"}}}},
+	} {
+		cfg := engine.Config{Accounts: []*account.Account{acct}, TaskTypes: []*task.Type{typ}, Webhooks: engine.WebhooksConfig{Policy: webhook.DefaultPolicy()}}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "verify/pann") {
+			t.Errorf("Validate of %+v = %v; want the undefined type named", acct, err)
+		}
+	}
+	ok := engine.Config{TaskTypes: []*task.Type{typ}, Webhooks: engine.WebhooksConfig{Policy: webhook.DefaultPolicy()},
+		Accounts: []*account.Account{{ID: "a", Webhooks: []account.Webhook{{URL: "https://hooks.example.com/", Types: []string{"verify/pan"}}}}}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("Validate of a webhook of a defined type: %v", err)
+	}
+}
