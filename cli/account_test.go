@@ -127,17 +127,44 @@ func runAccountCmd(t *testing.T, f *fakeAdmin, stdin string, args ...string) (st
 }
 
 func runAccountArgs(stdin string, args ...string) (string, error) {
+	var out bytes.Buffer
+	err := runAccountTo(&out, stdin, args...)
+	return out.String(), err
+}
+
+// runAccountTo runs `taskgate args...`, writing its output to out.
+func runAccountTo(out io.Writer, stdin string, args ...string) error {
 	root := &cobra.Command{Use: "taskgate", SilenceUsage: true, SilenceErrors: true}
 	account := &cobra.Command{Use: "account"}
 	configureAccountCommand(account)
 	root.AddCommand(account)
-	var out bytes.Buffer
-	root.SetOut(&out)
+	root.SetOut(out)
 	root.SetErr(io.Discard)
 	root.SetIn(strings.NewReader(stdin))
 	root.SetArgs(args)
-	err := root.Execute()
-	return out.String(), err
+	return root.Execute()
+}
+
+// fullDisk fails every write, as a full disk does.
+type fullDisk struct{}
+
+func (fullDisk) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestAccountCreateAnswerLost: a create whose answer, with the key shown
+// once, cannot be written fails the command (a script must not take the
+// key for stored), and says the account was made.
+func TestAccountCreateAnswerLost(t *testing.T) {
+	f := newFakeAdmin(t)
+	created := strings.TrimSuffix(sampleAccount, "}") + `, "api_key": "tg_abcdefghijklmnopqrstuvwxyz012345_abc123"}`
+	for _, extra := range [][]string{nil, {"--json"}} {
+		f.respond(http.StatusCreated, created)
+		args := append([]string{"account", "create", "--name", "Acme", "--address", f.addr}, extra...)
+		err := runAccountTo(fullDisk{}, "", args...)
+		if err == nil || !strings.Contains(err.Error(), "could not be written") || !strings.Contains(err.Error(), "no space left") {
+			t.Errorf("create %v to a full disk: %v; want the write's error, the account made", extra, err)
+		}
+		f.only(t)
+	}
 }
 
 // checkRequest compares a request's method, path and JSON body (empty:

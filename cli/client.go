@@ -206,22 +206,42 @@ func decodeError(status int, answer []byte) *apiError {
 }
 
 // printAnswer prints a successful answer: as indented JSON with --json, else
-// decoded into T and written by human.
+// decoded into T and written by human. An answer that cannot be written
+// (a full disk, a closed pipe) fails the command: it may hold a key shown
+// once.
 func printAnswer[T any](c *adminClient, cmd *cobra.Command, raw []byte, human func(io.Writer, *T)) error {
-	w := cmd.OutOrStdout()
+	w := &errWriter{w: cmd.OutOrStdout()}
 	if c.json {
 		var buf bytes.Buffer
 		if err := json.Indent(&buf, raw, "", "  "); err != nil {
 			return fmt.Errorf("the admin API answered with invalid JSON: %v", err)
 		}
 		buf.WriteByte('\n')
-		_, err := buf.WriteTo(w)
-		return err
+		_, _ = buf.WriteTo(w)
+	} else {
+		v := new(T)
+		if err := json.Unmarshal(raw, v); err != nil {
+			return fmt.Errorf("decoding the admin API's answer: %v", err)
+		}
+		human(w, v)
 	}
-	v := new(T)
-	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("decoding the admin API's answer: %v", err)
+	if w.err != nil {
+		return fmt.Errorf("the admin API did it, but its answer could not be written: %w", w.err)
 	}
-	human(w, v)
 	return nil
+}
+
+// errWriter writes to w until a write fails, and keeps that error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
 }

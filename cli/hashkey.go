@@ -35,8 +35,8 @@ history and the process list:
 			if err != nil {
 				return err
 			}
-			fmt.Println(sum)
-			return nil
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), sum)
+			return err
 		}
 	},
 }
