@@ -114,21 +114,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	// Webhook destinations are checked once allow_private, which may come
 	// after them, is known.
 	var dests []destination
+	once := onceEach("account", "task_type")
 	for d.NextBlock(0) {
+		if err := once(d, "taskgate"); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "storage":
-			if a.Storage != nil {
-				return d.Err("storage given more than once")
-			}
 			st, err := parseStorage(d)
 			if err != nil {
 				return err
 			}
 			a.Storage = st
 		case "rate_limit":
-			if a.RateLimit != "" {
-				return d.Err("rate_limit given more than once")
-			}
 			var err error
 			if a.RateLimit, a.Burst, err = parseRateLimit(d); err != nil {
 				return err
@@ -159,9 +157,6 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "auth_failures":
-			if a.AuthFailures != "" {
-				return d.Err("auth_failures given more than once")
-			}
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -244,9 +239,6 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.TaskTypes = append(a.TaskTypes, tt)
 		case "webhooks":
-			if a.Webhooks != nil {
-				return d.Err("webhooks given more than once")
-			}
 			wh, err := parseWebhooks(d)
 			if err != nil {
 				return err
@@ -308,7 +300,11 @@ func parseStorage(d *caddyfile.Dispenser) (*StorageConfig, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
+	once := onceEach()
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, "storage "+st.Type); err != nil {
+			return nil, err
+		}
 		if st.Type != "redis" {
 			return nil, d.Errf("storage %s takes no block", st.Type)
 		}
@@ -425,7 +421,11 @@ func (h *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	once := onceEach()
 	for d.NextBlock(0) {
+		if err := once(d, "taskgate_console"); err != nil {
+			return err
+		}
 		option := d.Val()
 		var dst *string
 		switch option {
@@ -448,4 +448,22 @@ func (h *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err(err.Error())
 	}
 	return nil
+}
+
+// onceEach returns a check that refuses an option given twice in one
+// block, but for the options named, which add to a list: a repeated option
+// would otherwise silently be the last one's.
+func onceEach(lists ...string) func(d *caddyfile.Dispenser, block string) error {
+	seen := map[string]bool{}
+	return func(d *caddyfile.Dispenser, block string) error {
+		opt := d.Val()
+		if slices.Contains(lists, opt) {
+			return nil
+		}
+		if seen[opt] {
+			return d.Errf("%s: %s given more than once", block, opt)
+		}
+		seen[opt] = true
+		return nil
+	}
 }

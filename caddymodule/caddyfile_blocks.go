@@ -30,7 +30,11 @@ func parseAccount(d *caddyfile.Dispenser, dests *[]destination) (AccountConfig, 
 	if d.NextArg() {
 		return c, d.ArgErr()
 	}
+	once := onceEach("key_sha256", "key", "allow", "task_types", "webhook", "quota")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, "account "+c.ID); err != nil {
+			return c, err
+		}
 		switch d.Val() {
 		case "key_sha256":
 			if !d.NextArg() {
@@ -56,9 +60,6 @@ func parseAccount(d *caddyfile.Dispenser, dests *[]destination) (AccountConfig, 
 				return c, d.ArgErr()
 			}
 		case "rate_limit":
-			if c.RateLimit != "" {
-				return c, d.Errf("account %s: rate_limit given more than once", c.ID)
-			}
 			var err error
 			if c.RateLimit, c.Burst, err = parseRateLimit(d); err != nil {
 				return c, err
@@ -159,7 +160,11 @@ func parseWebhook(d *caddyfile.Dispenser, accountID string) (WebhookConfig, erro
 	if d.NextArg() {
 		return w, d.ArgErr()
 	}
+	once := onceEach("types")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, "account "+accountID+": webhook "+w.URL); err != nil {
+			return w, err
+		}
 		switch d.Val() {
 		case "secret":
 			if !d.NextArg() {
@@ -210,7 +215,11 @@ func parseTaskType(d *caddyfile.Dispenser) (TaskTypeConfig, error) {
 	if d.NextArg() {
 		return c, d.ArgErr()
 	}
+	once := onceEach()
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, "task_type "+c.Name); err != nil {
+			return c, err
+		}
 		opt := d.Val()
 		switch opt {
 		case "source":
@@ -240,9 +249,6 @@ func parseTaskType(d *caddyfile.Dispenser) (TaskTypeConfig, error) {
 			}
 			c.OutputKey = d.Val()
 		case "rate_limit":
-			if c.RateLimit != "" {
-				return c, d.Errf("task_type %s: rate_limit given more than once", c.Name)
-			}
 			var err error
 			if c.RateLimit, c.Burst, err = parseRateLimit(d); err != nil {
 				return c, err
@@ -270,7 +276,11 @@ func parseWebhooks(d *caddyfile.Dispenser) (*WebhooksConfig, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
+	once := onceEach("allow_private")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, "webhooks"); err != nil {
+			return nil, err
+		}
 		switch d.Val() {
 		case "timeout":
 			dur, err := parseDuration(d)
