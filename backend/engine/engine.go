@@ -213,9 +213,7 @@ func New(core *Core, limiter ratelimit.Store, cfg Config) (*Engine, error) {
 	})
 	e.Runner.Retention = cfg.Retention
 	e.typeNames = slices.Collect(maps.Keys(typeNames))
-	if core.Shared() {
-		e.Runner.Elsewhere = core.Presence.RunElsewhere
-	}
+	e.Runner.Elsewhere = e.runElsewhere
 	e.Runner.Deliveries = e.deliveries
 	e.Runner.Refund = e.refund
 	e.Runner.OnFinish = e.taskFinished
@@ -452,6 +450,19 @@ func (e *Engine) Stop() {
 // and its waiters outlive the configuration.)
 func (e *Engine) ReleaseWaits() { e.Core.Hub.Release() }
 
+// runElsewhere tells which task types another runner runs: that of a
+// configuration of this node a reload is handing over from or to (both
+// run for a moment), or, with a shared store, another node's.
+func (e *Engine) runElsewhere(ctx context.Context) func(typeName string) bool {
+	var nodes func(string) bool
+	if e.Core.Shared() {
+		nodes = e.Core.Presence.RunElsewhere(ctx)
+	}
+	return func(name string) bool {
+		return running.runs(e, name) || (nodes != nil && nodes(name))
+	}
+}
+
 // running is the engines started and not stopped: the metrics read the
 // latest, and the node tells its task types in its beats. Should a new
 // configuration fail to start after its engine did, the old one's are
@@ -470,6 +481,21 @@ func (l *engineList) started(e *Engine) {
 	defer l.mu.Unlock()
 	l.list = append(l.list, e)
 	l.publish()
+}
+
+// runs tells whether an engine started on e's Core, other than e, runs
+// the task type.
+func (l *engineList) runs(e *Engine, typeName string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, x := range l.list {
+		if x != e && x.Core == e.Core {
+			if _, ok := x.API.Types[typeName]; ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stopped removes e; the metrics read the latest engine left, if any.

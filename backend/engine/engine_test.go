@@ -130,7 +130,8 @@ func TestTaskToWebhook(t *testing.T) {
 // TestNodeTellsItsTaskTypes: the node tells, in its beats, the task types
 // of the latest engine running: a new configuration's once it starts, and
 // the one before's again should the new one stop first (a reload that
-// fails after the engine started).
+// fails after the engine started). While both run, neither takes the
+// other's types for orphans.
 func TestNodeTellsItsTaskTypes(t *testing.T) {
 	core, err := engine.OpenCore(context.Background(), storage.Config{Type: "memory"}, nil)
 	if err != nil {
@@ -167,8 +168,15 @@ func TestNodeTellsItsTaskTypes(t *testing.T) {
 	told("verify/gst", "verify/pan")
 	reloaded := start("verify/aadhaar")
 	told("verify/aadhaar")
+	ctx := context.Background()
+	if !reloaded.Runner.Elsewhere(ctx)("verify/pan") || !old.Runner.Elsewhere(ctx)("verify/aadhaar") || old.Runner.Elsewhere(ctx)("verify/other") {
+		t.Error("while two configurations run, one takes the other's task types for orphans, or a type neither runs for run")
+	}
 	reloaded.Stop()
 	told("verify/gst", "verify/pan")
+	if old.Runner.Elsewhere(ctx)("verify/aadhaar") {
+		t.Error("a type of a configuration stopped is still taken for run")
+	}
 	old.Stop()
 }
 

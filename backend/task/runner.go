@@ -64,10 +64,12 @@ type Runner struct {
 	// Poll is how often an idle producer looks at the store without being
 	// woken (for tasks rescued or queued by another process).
 	Poll time.Duration
-	// Elsewhere, with a store shared by several nodes, tells which task
-	// types another node runs (asked once per look at the orphans): the
-	// queued tasks of a type this runner does not run are that node's,
-	// not orphans (see FailOrphans). Nil: this node is alone.
+	// Elsewhere tells which task types another runner runs: another
+	// node's, with a store shared by several, or another configuration's
+	// of this node, which a reload is handing over from or to (asked once
+	// per look at the orphans). The queued tasks of a type this runner
+	// does not run are that runner's, not orphans (see FailOrphans). Nil:
+	// no other runner.
 	Elsewhere func(ctx context.Context) func(typeName string) bool
 	// MaxRescues bounds how many times a task's run is cut short by its
 	// node (its lease ran out: the node crashed, or paused past it, or
