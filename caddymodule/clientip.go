@@ -44,12 +44,13 @@ func (a *App) clientAddr(r *http.Request) netip.Addr { return clientIPMode(a.Cli
 // addr returns the address of the request's client as ip_allowlist
 // and the auth_failures throttle see it: the zero Addr when there is none.
 //
-// From an untrusted peer, or with trusted_proxies_strict, it is Caddy's
-// client IP. From a trusted proxy without trusted_proxies_strict, Caddy
-// takes the left-most address of the client IP headers, which the client
-// writes: unless the app's client_ip is "caddy", the address is instead the
-// right-most one that is not a trusted proxy, as trusted_proxies_strict
-// would have it.
+// From an untrusted peer it is Caddy's client IP. From a trusted proxy,
+// unless the app's client_ip is "caddy", it is the right-most address of
+// the client IP headers that is not a trusted proxy, read by
+// ipallow.RightmostUntrusted: without trusted_proxies_strict Caddy takes
+// the left-most one, which the client writes, and with it Caddy skips an
+// entry that is not an address (a proxy's "unknown"), which lets the one
+// the client wrote to its left count.
 func (mode clientIPMode) addr(r *http.Request) netip.Addr {
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	ip, _ := vars[caddyhttp.ClientIPVarKey].(string)
@@ -57,7 +58,7 @@ func (mode clientIPMode) addr(r *http.Request) netip.Addr {
 		return parseClientIP(ip)
 	}
 	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	if srv == nil || srv.TrustedProxiesStrict > 0 {
+	if srv == nil {
 		return parseClientIP(ip)
 	}
 	var ranges []netip.Prefix

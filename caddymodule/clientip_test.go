@@ -88,6 +88,7 @@ func TestClientAddr(t *testing.T) {
 		{"every entry trusted: the peer", loose, "", "127.0.0.1:5000", []string{"10.0.0.1, 10.0.0.2"}, "127.0.0.1", "10.0.0.1"},
 		{"nothing forwarded: the peer", loose, "", "127.0.0.1:5000", nil, "127.0.0.1", "127.0.0.1"},
 		{"a proxy wrote unknown: no address", loose, "", "127.0.0.1:5000", []string{"203.0.113.9, unknown"}, "invalid IP", "203.0.113.9"},
+		{"a proxy wrote unknown, strict server: no address", strict, "", "127.0.0.1:5000", []string{"203.0.113.9, unknown"}, "invalid IP", "203.0.113.9"},
 		{"strict server", strict, "", "127.0.0.1:5000", []string{"198.51.100.1, 203.0.113.9"}, "203.0.113.9", "203.0.113.9"},
 		{"opt-in to Caddy's", loose, clientIPCaddy, "127.0.0.1:5000", []string{"198.51.100.1, 203.0.113.9"}, "198.51.100.1", "198.51.100.1"},
 		{"IPv6 peer", loose, "", "[::1]:5000", []string{"198.51.100.1"}, "::1", "::1"},

@@ -311,6 +311,22 @@ func TestAuthFailuresPerSlash64(t *testing.T) {
 	}
 }
 
+// TestAuthFailuresNoAddress: clients whose address is unknown (a proxy's
+// "unknown", a unix socket) are not throttled: they would share one
+// allowance, and one guesser would get all of them refused.
+func TestAuthFailuresNoAddress(t *testing.T) {
+	app := provisionTestApp(t, &App{AuthFailures: "2/m", Accounts: []AccountConfig{{ID: "demo", KeySHA256: []string{demoKeyHash}}}})
+	h := chain(app)
+	for range 5 {
+		if w := serve(t, h, "", creds("demo", "wrong")); w.Code != 403 {
+			t.Fatalf("a wrong key from no address: %d, want 403", w.Code)
+		}
+	}
+	if w := serve(t, h, "", creds("demo", "demo-api-key")); w.Code != 200 {
+		t.Fatalf("the right key from no address after others' failures: %d, want 200", w.Code)
+	}
+}
+
 func TestAuthFailuresOff(t *testing.T) {
 	app := provisionTestApp(t, &App{AuthFailures: "off", Accounts: []AccountConfig{{ID: "demo", KeySHA256: []string{demoKeyHash}}}})
 	if app.authFailures != nil {
