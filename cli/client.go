@@ -226,7 +226,7 @@ func printAnswer[T any](c *adminClient, cmd *cobra.Command, raw []byte, human fu
 		human(w, v)
 	}
 	if w.err != nil {
-		return fmt.Errorf("the admin API did it, but its answer could not be written: %w", w.err)
+		return fmt.Errorf("the admin API answered (a change it asked for is made), but the answer could not be written: %w", w.err)
 	}
 	return nil
 }

@@ -227,9 +227,11 @@ func (s *Store) Finish(ctx context.Context, t *task.Task, deliveries []*webhook.
 	}
 	// A counter the task cannot have spent (another account's, or an id
 	// no counter has) is passed over: the end matters more.
-	refundKeys, err := quotaKeys(quota.OfAccount(refund, t.AccountID))
-	if err != nil {
-		refundKeys = nil
+	var refundKeys [][]byte
+	for _, c := range quota.OfAccount(refund, t.AccountID) {
+		if k, err := quotaKeys([]quota.Counter{c}); err == nil {
+			refundKeys = append(refundKeys, k...)
+		}
 	}
 	id := []byte(t.RequestID)
 	completedK := timeKey(*t.CompletedAt, id)

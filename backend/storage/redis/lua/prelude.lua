@@ -285,7 +285,7 @@ local function int(n) return string.format('%d', n) end
 -- above zero; with a request id, once per task (field r:<request id>
 -- marks it). Returns 1 when a unit was given back, else 0. It never
 -- fails, so that a script may call it after its first write: a key that
--- is not a counter (not a hash, or its count not an integer) is passed
+-- is not a counter (not a hash, or a count HINCRBY refuses) is passed
 -- over.
 local function refundQuotas(keys, rid)
   local refunded = 0
@@ -294,8 +294,8 @@ local function refundQuotas(keys, rid)
         (rid == '' or redis.call('HSETNX', k, 'r:' .. rid, 1) == 1) then
       refunded = 1
       local used = tonumber(redis.call('HGET', k, 'used') or '0')
-      if used and used > 0 and used == math.floor(used) then
-        redis.call('HINCRBY', k, 'used', -1)
+      if used and used > 0 then
+        redis.pcall('HINCRBY', k, 'used', -1)
       end
     end
   end
