@@ -125,9 +125,10 @@ func (t *Throttle) Check(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
 // unchanged).
 func (t *Throttle) Fail(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
 	key, s := t.key(addr)
-	now := t.now.Now()
+	// The time is read under the lock, as ratelimit.Memory.Take does.
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := t.now.Now()
 	tat, ok := s.tats[key]
 	next, res := ratelimit.Decide(tat, now, l)
 	if !res.Allowed {

@@ -37,11 +37,14 @@ func NewMemory(clock clock.Clock) *Memory {
 	return m
 }
 
-// Take decides one request of key under limit l.
+// Take decides one request of key under limit l. The time is read under
+// the key's lock: read before it, a request that waited for the lock
+// would bring a time older than the TAT another stored meanwhile, which
+// Decide takes for a limit raised since, and lets through.
 func (m *Memory) Take(_ context.Context, key string, l Limit) (Result, error) {
-	now := m.now.Now()
 	s := &m.shards[maphash.String(m.seed, key)%shardCount]
 	s.mu.Lock()
+	now := m.now.Now()
 	tat, res := Decide(s.tats[key], now, l)
 	if res.Allowed {
 		s.tats[key] = tat
