@@ -121,7 +121,7 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	knownAddr := false
 	if t := h.throttle; t != nil && t.Len() > 0 {
 		addr, knownAddr = h.clientIP.addr(r), true
-		if res := t.Check(addr, h.failLimit); addr.IsValid() && !res.Allowed {
+		if res := t.Check(addr, h.failLimit); !res.Allowed {
 			h.throttled.Inc()
 			w.Header().Set("Retry-After", strconv.FormatInt(ratelimit.CeilSeconds(res.RetryAfter), 10))
 			apierr.Write(w, apierr.TooManyFailedAuthentications)
@@ -179,12 +179,6 @@ func (h *APIKeyAuth) spendFailure(r *http.Request, addr netip.Addr, known bool) 
 	}
 	if !known {
 		addr = h.clientIP.addr(r)
-	}
-	if !addr.IsValid() {
-		// No address (a proxy's "unknown", a unix socket): such clients
-		// are not throttled, lest they all share one allowance, and one
-		// of them spend it for all.
-		return
 	}
 	if res := t.Fail(addr, h.failLimit); res.Allowed && res.Remaining == 0 {
 		h.logger.Info("a client address failed authentication too often: its requests get 429 until it may try again",

@@ -229,27 +229,28 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, acct *account.Accou
 	}
 	requestID := t.RequestID
 	t, err = a.Service.Wait(r.Context(), acct.ID, requestID, a.SyncTimeout)
-	if err != nil {
+	switch {
+	case err != nil:
 		// The task is accepted: an answer without its request id would
 		// have the client create it again. Its end could not be read (the
 		// store out of reach for a moment, or, for a replay, the task
 		// purged since): the client polls for it.
-		apierr.WriteJSON(w, http.StatusGatewayTimeout, apierr.Timeout{
-			Code:      "TIMEOUT",
-			Message:   "the task was accepted but its end could not be read: poll GET /v3/tasks?request_id=" + requestID,
-			RequestID: requestID,
-		})
-		return
+		writeTimeout(w, requestID, "the task was accepted but its end could not be read")
+	case !t.Status.Terminal():
+		writeTimeout(w, requestID, "the task did not finish within "+a.SyncTimeout.String()+"; it goes on")
+	default:
+		apierr.WriteJSON(w, http.StatusOK, t.View())
 	}
-	if !t.Status.Terminal() {
-		apierr.WriteJSON(w, http.StatusGatewayTimeout, apierr.Timeout{
-			Code:      "TIMEOUT",
-			Message:   "the task did not finish within " + a.SyncTimeout.String() + "; it goes on: poll GET /v3/tasks?request_id=" + t.RequestID,
-			RequestID: t.RequestID,
-		})
-		return
-	}
-	apierr.WriteJSON(w, http.StatusOK, t.View())
+}
+
+// writeTimeout answers a sync call whose task was accepted but whose end
+// it cannot give, for why: 504 TIMEOUT, with the request id to poll.
+func writeTimeout(w http.ResponseWriter, requestID, why string) {
+	apierr.WriteJSON(w, http.StatusGatewayTimeout, apierr.Timeout{
+		Code:      "TIMEOUT",
+		Message:   why + ": poll GET /v3/tasks?request_id=" + requestID,
+		RequestID: requestID,
+	})
 }
 
 // createKeys are the exact keys of a create body. Other keys are ignored,

@@ -104,9 +104,11 @@ func (t *Throttle) key(addr netip.Addr) ([16]byte, *shard) {
 
 // Check tells whether addr has at least one failure left under l, without
 // spending it. When it has none, the result's RetryAfter says when it
-// will have one.
+// will have one. An address not valid (none known: a proxy's "unknown", a
+// unix socket) always has: all such clients would share one allowance,
+// and one of them spend it for all.
 func (t *Throttle) Check(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
-	if t.tracked.Load() == 0 {
+	if !addr.IsValid() || t.tracked.Load() == 0 {
 		return ratelimit.Result{Allowed: true}
 	}
 	key, s := t.key(addr)
@@ -122,8 +124,11 @@ func (t *Throttle) Check(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
 
 // Fail spends one failure of addr under l and returns the decision: not
 // allowed when the address had none left (its allowance is then
-// unchanged).
+// unchanged). An address not valid spends nothing (see Check).
 func (t *Throttle) Fail(addr netip.Addr, l ratelimit.Limit) ratelimit.Result {
+	if !addr.IsValid() {
+		return ratelimit.Result{Allowed: true, Remaining: l.Burst}
+	}
 	key, s := t.key(addr)
 	// The time is read under the lock, as ratelimit.Memory.Take does.
 	s.mu.Lock()

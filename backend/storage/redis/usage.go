@@ -89,7 +89,6 @@ func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 		cmds, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, i := range byShard[sh] {
 				r := rows[i]
-				ranOf = append(ranOf, slices.Repeat([]int{i}, 6+len(r.Rejected))...)
 				key := s.usageRowKey(r.AccountID, r.Day, r.TaskType)
 				// Every counter is incremented, zeros too, so that a row
 				// of zeros is stored like any other.
@@ -103,6 +102,9 @@ func (s *Store) AddUsage(ctx context.Context, rows []usage.Row) error {
 				score := float64(days[i])
 				p.ZAdd(ctx, sh.key("usage", "account", r.AccountID), goredis.Z{Score: score, Member: r.Day + ":" + r.TaskType})
 				p.ZAdd(ctx, sh.key("usage", "rows"), goredis.Z{Score: score, Member: r.AccountID + ":" + r.Day + ":" + r.TaskType})
+				for len(ranOf) < p.Len() {
+					ranOf = append(ranOf, i)
+				}
 			}
 			return nil
 		})
